@@ -1,0 +1,389 @@
+//! The event log's events, their stored encoding and the hash chain.
+//!
+//! An event is stored as the MessagePack of its envelope (`to_vec_named`, so
+//! fields are named and new fields can be added), and chained:
+//! `hash = SHA-256(prev_hash ‖ payload)`, the first `prev_hash` being 32 zero
+//! bytes. Anyone holding the payloads can check the chain without our code.
+
+use base64::Engine;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use ulid::Ulid;
+
+use crate::secret::SecretHash;
+use crate::token::{Expiration, Scope, TokenView};
+
+/// Version of the envelope encoding; bump with an upcaster when it changes.
+pub const ENVELOPE_VERSION: u16 = 1;
+pub const GENESIS_HASH: [u8; 32] = [0; 32];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreated {
+    pub user_id: String,
+    pub description: String,
+    pub expiration: Expiration,
+    pub scopes: Vec<Scope>,
+    pub workspaces: Vec<String>,
+    pub expires_at: Option<Timestamp>,
+    /// Hex SHA-256 of the secret; the secret itself is never recorded.
+    pub secret_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRevoked {
+    pub user_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenEvent {
+    TokenCreated(TokenCreated),
+    TokenRevoked(TokenRevoked),
+}
+
+impl TokenEvent {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            TokenEvent::TokenCreated(_) => "token_created",
+            TokenEvent::TokenRevoked(_) => "token_revoked",
+        }
+    }
+
+    pub fn data_json(&self) -> serde_json::Value {
+        match self {
+            TokenEvent::TokenCreated(d) => serde_json::to_value(d),
+            TokenEvent::TokenRevoked(d) => serde_json::to_value(d),
+        }
+        .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// What one log entry records, besides its place in the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventEnvelope {
+    pub seq: u64,
+    pub id: Ulid,
+    pub at: Timestamp,
+    pub actor: String,
+    pub token_id: Ulid,
+    pub event: TokenEvent,
+}
+
+#[derive(Serialize)]
+struct WireOut<'a, D> {
+    v: u16,
+    seq: u64,
+    id: Ulid,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    at: Timestamp,
+    actor: &'a str,
+    token_id: Ulid,
+    data: &'a D,
+}
+
+#[derive(Deserialize)]
+struct WireHead {
+    v: u16,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct WireIn<D> {
+    seq: u64,
+    id: Ulid,
+    at: Timestamp,
+    actor: String,
+    token_id: Ulid,
+    data: D,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("payload is not a valid event envelope: {0}")]
+    Malformed(#[from] rmp_serde::decode::Error),
+    #[error("unknown event type `{0}`")]
+    UnknownType(String),
+    #[error("unsupported envelope version {0}")]
+    UnsupportedVersion(u16),
+}
+
+impl EventEnvelope {
+    /// The exact bytes that are stored and hashed.
+    pub fn encode(&self) -> Vec<u8> {
+        fn wire<D: Serialize>(e: &EventEnvelope, data: &D) -> Vec<u8> {
+            let out = WireOut {
+                v: ENVELOPE_VERSION,
+                seq: e.seq,
+                id: e.id,
+                kind: e.event.type_name(),
+                at: e.at,
+                actor: &e.actor,
+                token_id: e.token_id,
+                data,
+            };
+            // Serialising plain structs of strings and numbers cannot fail.
+            rmp_serde::to_vec_named(&out).unwrap_or_default()
+        }
+        match &self.event {
+            TokenEvent::TokenCreated(d) => wire(self, d),
+            TokenEvent::TokenRevoked(d) => wire(self, d),
+        }
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
+        fn body<D: serde::de::DeserializeOwned>(
+            payload: &[u8],
+            wrap: fn(D) -> TokenEvent,
+        ) -> Result<EventEnvelope, DecodeError> {
+            let w: WireIn<D> = rmp_serde::from_slice(payload)?;
+            Ok(EventEnvelope {
+                seq: w.seq,
+                id: w.id,
+                at: w.at,
+                actor: w.actor,
+                token_id: w.token_id,
+                event: wrap(w.data),
+            })
+        }
+        let head: WireHead = rmp_serde::from_slice(payload)?;
+        if head.v != ENVELOPE_VERSION {
+            return Err(DecodeError::UnsupportedVersion(head.v));
+        }
+        match head.kind.as_str() {
+            "token_created" => body(payload, TokenEvent::TokenCreated),
+            "token_revoked" => body(payload, TokenEvent::TokenRevoked),
+            _ => Err(DecodeError::UnknownType(head.kind)),
+        }
+    }
+}
+
+pub fn chain_hash(prev_hash: &[u8; 32], payload: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(prev_hash);
+    h.update(payload);
+    h.finalize().into()
+}
+
+/// One entry of the log as stored: the payload and its place in the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub prev_hash: [u8; 32],
+    pub hash: [u8; 32],
+    pub payload: Vec<u8>,
+}
+
+impl StoredEvent {
+    pub fn new(prev_hash: [u8; 32], envelope: &EventEnvelope) -> Self {
+        let payload = envelope.encode();
+        StoredEvent {
+            prev_hash,
+            hash: chain_hash(&prev_hash, &payload),
+            payload,
+        }
+    }
+
+    /// Stored form: `prev_hash ‖ hash ‖ payload`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.payload.len());
+        out.extend_from_slice(&self.prev_hash);
+        out.extend_from_slice(&self.hash);
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < 64 {
+            return None;
+        }
+        let (prev, rest) = bytes.split_at(32);
+        let (hash, payload) = rest.split_at(32);
+        Some(StoredEvent {
+            prev_hash: prev.try_into().ok()?,
+            hash: hash.try_into().ok()?,
+            payload: payload.to_vec(),
+        })
+    }
+}
+
+/// An event as auditors see it (contract §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub seq: u64,
+    pub id: Ulid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub at: Timestamp,
+    pub actor: String,
+    pub token_id: Ulid,
+    pub data: serde_json::Value,
+    pub payload: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditEvent {
+    pub fn new(envelope: &EventEnvelope, stored: &StoredEvent) -> Self {
+        AuditEvent {
+            seq: envelope.seq,
+            id: envelope.id,
+            kind: envelope.event.type_name().to_owned(),
+            at: envelope.at,
+            actor: envelope.actor.clone(),
+            token_id: envelope.token_id,
+            data: envelope.event.data_json(),
+            payload: base64::engine::general_purpose::STANDARD.encode(&stored.payload),
+            prev_hash: hex::encode(stored.prev_hash),
+            hash: hex::encode(stored.hash),
+        }
+    }
+}
+
+/// Where a chain check found the log broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event log broken at seq {seq}: {reason}")]
+pub struct ChainBreak {
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// Checks entries given in key order as `(seq from the key, stored bytes)`.
+/// Returns the count and head hash, or the first `seq` that is wrong: a
+/// changed payload, a changed hash, a missing or reordered entry.
+pub fn verify_chain<I>(entries: I) -> Result<(u64, [u8; 32]), ChainBreak>
+where
+    I: IntoIterator<Item = (u64, Vec<u8>)>,
+{
+    let mut prev = GENESIS_HASH;
+    let mut expected = 1u64;
+    for (key_seq, bytes) in entries {
+        let broken = |reason: &str| ChainBreak {
+            seq: expected.min(key_seq),
+            reason: reason.to_owned(),
+        };
+        if key_seq != expected {
+            return Err(broken("missing event"));
+        }
+        let stored = StoredEvent::from_bytes(&bytes).ok_or_else(|| broken("truncated entry"))?;
+        if stored.prev_hash != prev {
+            return Err(broken("prev_hash does not match the previous event's hash"));
+        }
+        if chain_hash(&prev, &stored.payload) != stored.hash {
+            return Err(broken("hash does not match prev_hash and payload"));
+        }
+        let envelope =
+            EventEnvelope::decode(&stored.payload).map_err(|e| broken(&e.to_string()))?;
+        if envelope.seq != key_seq {
+            return Err(broken("event is stored out of order"));
+        }
+        prev = stored.hash;
+        expected += 1;
+    }
+    Ok((expected - 1, prev))
+}
+
+/// Folds one event into a token's state: the only place events become state.
+pub fn apply(state: Option<TokenView>, envelope: &EventEnvelope) -> Option<TokenView> {
+    match &envelope.event {
+        TokenEvent::TokenCreated(c) => Some(TokenView {
+            id: envelope.token_id,
+            user_id: c.user_id.clone(),
+            description: c.description.clone(),
+            expiration: c.expiration,
+            scopes: c.scopes.clone(),
+            workspaces: c.workspaces.clone(),
+            created_at: envelope.at,
+            expires_at: c.expires_at,
+            revoked_at: None,
+            secret_hash: SecretHash::from_hex(&c.secret_hash).unwrap_or(SecretHash([0; 32])),
+        }),
+        TokenEvent::TokenRevoked(_) => state.map(|mut view| {
+            view.revoked_at.get_or_insert(envelope.at);
+            view
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn created(seq: u64) -> EventEnvelope {
+        EventEnvelope {
+            seq,
+            id: Ulid::new(),
+            at: "2026-11-28T10:00:00.123Z".parse().expect("ts"),
+            actor: "alice".into(),
+            token_id: Ulid::new(),
+            event: TokenEvent::TokenCreated(TokenCreated {
+                user_id: "alice".into(),
+                description: "ERP Integration".into(),
+                expiration: Expiration::ThreeMonths,
+                scopes: vec![Scope::Read, Scope::Write],
+                workspaces: vec!["acme".into()],
+                expires_at: Some("2027-02-28T10:00:00.123Z".parse().expect("ts")),
+                secret_hash: hex::encode([7u8; 32]),
+            }),
+        }
+    }
+
+    fn chain(n: u64) -> Vec<(u64, Vec<u8>)> {
+        let mut prev = GENESIS_HASH;
+        (1..=n)
+            .map(|seq| {
+                let stored = StoredEvent::new(prev, &created(seq));
+                prev = stored.hash;
+                (seq, stored.to_bytes())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn envelope_round_trips_through_messagepack() {
+        let e = created(3);
+        assert_eq!(EventEnvelope::decode(&e.encode()).expect("decodes"), e);
+        let revoked = EventEnvelope {
+            event: TokenEvent::TokenRevoked(TokenRevoked {
+                user_id: "alice".into(),
+            }),
+            ..created(4)
+        };
+        assert_eq!(
+            EventEnvelope::decode(&revoked.encode()).expect("decodes"),
+            revoked
+        );
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_with_its_count_and_head() {
+        let entries = chain(5);
+        let head = StoredEvent::from_bytes(&entries[4].1).expect("entry").hash;
+        assert_eq!(verify_chain(entries), Ok((5, head)));
+    }
+
+    #[test]
+    fn a_changed_payload_byte_names_its_seq() {
+        let mut entries = chain(5);
+        let last = entries[2].1.len() - 1;
+        entries[2].1[last] ^= 1;
+        assert_eq!(verify_chain(entries).expect_err("broken").seq, 3);
+    }
+
+    #[test]
+    fn a_removed_event_names_the_missing_seq() {
+        let mut entries = chain(5);
+        entries.remove(1);
+        assert_eq!(verify_chain(entries).expect_err("broken").seq, 2);
+    }
+
+    #[test]
+    fn swapped_events_name_the_first_misplaced_seq() {
+        let mut entries = chain(5);
+        let (a, b) = (entries[1].1.clone(), entries[3].1.clone());
+        entries[1].1 = b;
+        entries[3].1 = a;
+        assert_eq!(verify_chain(entries).expect_err("broken").seq, 2);
+    }
+}

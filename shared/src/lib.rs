@@ -1,0 +1,16 @@
+//! Types shared by every ENSPACE tokens service: the personal access token
+//! format, the event log's events and hash chain, token and request-record
+//! wire shapes, and the injectable clock.
+
+pub mod base62;
+pub mod clock;
+pub mod events;
+pub mod record;
+pub mod secret;
+pub mod token;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use events::{AuditEvent, EventEnvelope, StoredEvent, TokenEvent};
+pub use record::RequestRecord;
+pub use secret::{PatSecret, SecretHash, SecretParseError, SessionSecret};
+pub use token::{Expiration, Scope, TokenStatus, TokenView};
