@@ -132,7 +132,10 @@ mod tests {
             panic!("expected token_created, got {event:?}")
         };
         assert_eq!(c.user_id, "alice");
-        assert_eq!(c.expires_at, Some("2026-02-28T09:00:00Z".parse().expect("ts")));
+        assert_eq!(
+            c.expires_at,
+            Some("2026-02-28T09:00:00Z".parse().expect("ts"))
+        );
         assert_eq!(c.secret_hash, SecretHash([1; 32]).to_hex());
     }
 
@@ -184,6 +187,9 @@ mod tests {
             decide(&by_bob, state.as_ref(), now()),
             Err(CommandError::TokenNotFound)
         );
-        assert_eq!(decide(&by_bob, None, now()), Err(CommandError::TokenNotFound));
+        assert_eq!(
+            decide(&by_bob, None, now()),
+            Err(CommandError::TokenNotFound)
+        );
     }
 }

@@ -136,11 +136,19 @@ pub async fn ensure_problem_body(response: Response) -> Response {
     }
     let (code, detail): (&'static str, &str) = match status {
         StatusCode::NOT_FOUND => ("not_found", "no such route"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this route does not take that method"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "this route does not take that method")
+        }
         StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "the body is over 64 KiB"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send the body as application/json"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send the body as application/json",
+        ),
         StatusCode::BAD_REQUEST => ("bad_request", "the request could not be read"),
-        s if s.is_server_error() => ("internal_error", "the server could not complete the request; it has been logged"),
+        s if s.is_server_error() => (
+            "internal_error",
+            "the server could not complete the request; it has been logged",
+        ),
         _ => ("request_rejected", "the request was rejected"),
     };
     let allow = response.headers().get(header::ALLOW).cloned();

@@ -7,7 +7,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::ApiError;
 
 /// Largest body any route accepts.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -65,15 +65,24 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 let message = inner.to_string();
                 if let Some(rest) = message.strip_prefix("unknown field `") {
                     let name = rest.split('`').next().unwrap_or_default();
-                    let field = if path == "." { name.to_owned() } else { format!("{path}.{name}") };
-                    ApiError::invalid("unknown_field", &field, format!("`{field}` is not a field of this request"))
+                    // The path already ends in the unknown key; at the top it is `.`.
+                    let field = if path == "." { name.to_owned() } else { path };
+                    ApiError::invalid(
+                        "unknown_field",
+                        &field,
+                        format!("`{field}` is not a field of this request"),
+                    )
                 } else if let Some(rest) = message.strip_prefix("missing field `") {
                     let name = rest.split('`').next().unwrap_or_default();
                     ApiError::invalid("missing_field", name, format!("`{name}` is required"))
                 } else {
                     // serde's message can quote the offending value; we name only the field.
                     let field = if path == "." { "body".to_owned() } else { path };
-                    ApiError::invalid("invalid_type", &field, format!("`{field}` has the wrong type"))
+                    ApiError::invalid(
+                        "invalid_type",
+                        &field,
+                        format!("`{field}` has the wrong type"),
+                    )
                 }
             }
             _ => ApiError::malformed_json("the body is not valid JSON"),

@@ -1,0 +1,125 @@
+//! Who is calling the management API: the signed-in user behind a session
+//! given as `Authorization: Bearer ens_sess_…` or as the `enspace_session`
+//! cookie. A personal access token is refused here: a token can never
+//! manage tokens. Cookie-authenticated changes must come from our own origin.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{Method, header};
+use enspace_core::secret::{PAT_PREFIX, SESSION_PREFIX};
+use enspace_core::{SecretHash, SessionSecret};
+use enspace_http::ApiError;
+
+use crate::directory::{Role, User};
+use crate::state::AppState;
+
+pub const SESSION_COOKIE: &str = "enspace_session";
+
+/// The authenticated caller of a management route.
+pub struct Caller {
+    pub user: User,
+    pub session: SecretHash,
+}
+
+/// An authenticated caller whose role is `auditor`.
+pub struct Auditor(pub Caller);
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+pub fn session_cookie(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// A state-changing call authenticated by cookie must come from this origin.
+fn check_same_origin(parts: &Parts) -> Result<(), ApiError> {
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let header_str = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+    };
+    let csrf = || ApiError::forbidden("csrf_rejected", "cross-site request refused");
+    if let Some(site) = header_str(header::HeaderName::from_static("sec-fetch-site"))
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Err(csrf());
+    }
+    if let (Some(origin), Some(host)) = (header_str(header::ORIGIN), header_str(header::HOST)) {
+        let origin_host = origin.split("://").nth(1).unwrap_or_default();
+        if origin_host != host {
+            return Err(csrf());
+        }
+    }
+    Ok(())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = match bearer(parts) {
+            Some(token) if token.starts_with(PAT_PREFIX) => {
+                return Err(ApiError::forbidden(
+                    "pat_not_allowed",
+                    "a personal access token cannot manage tokens; sign in with a session",
+                ));
+            }
+            Some(token) => token,
+            None => {
+                let cookie = session_cookie(parts).ok_or_else(ApiError::unauthenticated)?;
+                check_same_origin(parts)?;
+                cookie
+            }
+        };
+        if !presented.starts_with(SESSION_PREFIX) {
+            return Err(ApiError::unauthenticated());
+        }
+        let secret = SessionSecret::parse(presented).ok_or_else(ApiError::unauthenticated)?;
+        let hash = secret.hash();
+        let record = state
+            .store
+            .sessions
+            .get(&hash, state.clock.now())
+            .map_err(ApiError::unavailable)?
+            .ok_or_else(ApiError::unauthenticated)?;
+        let user = state
+            .directory
+            .user(&record.user_id)
+            .cloned()
+            .ok_or_else(ApiError::unauthenticated)?;
+        Ok(Caller {
+            user,
+            session: hash,
+        })
+    }
+}
+
+impl FromRequestParts<AppState> for Auditor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if caller.user.role != Role::Auditor {
+            return Err(ApiError::forbidden(
+                "auditor_only",
+                "only users with the auditor role may read the audit log",
+            ));
+        }
+        Ok(Auditor(caller))
+    }
+}

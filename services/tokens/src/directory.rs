@@ -1,0 +1,206 @@
+//! Users and workspaces: the directory file (`--directory`, JSON, argon2id
+//! password hashes) that stands in for ENSPACE's user database, or the
+//! built-in demo directory.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Auditor,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryUser {
+    pub id: String,
+    pub name: String,
+    /// argon2id PHC string, e.g. `$argon2id$v=19$m=19456,t=2,p=1$…`.
+    pub password_hash: String,
+    pub role: Role,
+    #[serde(default)]
+    pub workspaces: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryFile {
+    pub workspaces: Vec<Workspace>,
+    pub users: Vec<DirectoryUser>,
+}
+
+/// A user as the API shows it (`GET /v1/me`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub workspaces: Vec<Workspace>,
+}
+
+impl User {
+    pub fn belongs_to(&self, workspace: &str) -> bool {
+        self.workspaces.iter().any(|w| w.id == workspace)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("cannot read the directory file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the directory file {path} is not valid: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Directory {
+    users: HashMap<String, (User, String)>,
+}
+
+// PHC strings of the demo passwords (`<user>-password`), made with
+// `enspace hash-password`; plain passwords are never stored.
+const DEMO_ALICE: &str = "$argon2id$v=19$m=19456,t=2,p=1$z2RejtLoHFamiP1NZ5a4QA$mf25r2ZslHe3Bx5qbdrd/NDmfNFwO8vzsjwaHHhGUeE";
+const DEMO_BOB: &str = "$argon2id$v=19$m=19456,t=2,p=1$l8FXQMEdorjGfitIoo6miw$DAaGI4mY1vEF59vug32acdCWkcK0pvdp5muwYSUiLNY";
+const DEMO_AUDRA: &str = "$argon2id$v=19$m=19456,t=2,p=1$8Fr0KRQ+KToPwzDrhMpc3w$IgoYDt5SrBc5fXjzCmf1WRLjYagoRw56TBgNOql5Eyo";
+/// Verified against when the user does not exist, so that a wrong user name
+/// takes as long as a wrong password.
+const DUMMY_HASH: &str = DEMO_AUDRA;
+
+impl Directory {
+    /// The built-in demo directory (contract §2).
+    pub fn demo() -> Self {
+        let ws = |id: &str, name: &str| Workspace {
+            id: id.into(),
+            name: name.into(),
+        };
+        let user = |id: &str, name: &str, hash: &str, role, workspaces: Vec<&str>| DirectoryUser {
+            id: id.into(),
+            name: name.into(),
+            password_hash: hash.into(),
+            role,
+            workspaces: workspaces.into_iter().map(String::from).collect(),
+        };
+        let file = DirectoryFile {
+            workspaces: vec![
+                ws("acme", "Acme Corp"),
+                ws("globex", "Globex"),
+                ws("initech", "Initech"),
+            ],
+            users: vec![
+                user(
+                    "alice",
+                    "Alice",
+                    DEMO_ALICE,
+                    Role::User,
+                    vec!["acme", "globex"],
+                ),
+                user("bob", "Bob", DEMO_BOB, Role::User, vec!["acme", "initech"]),
+                user("audra", "Audra", DEMO_AUDRA, Role::Auditor, vec![]),
+            ],
+        };
+        Self::from_file(file, "<demo>").unwrap_or(Directory {
+            users: HashMap::new(),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, DirectoryError> {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| DirectoryError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let file: DirectoryFile =
+            serde_json::from_slice(&bytes).map_err(|e| DirectoryError::Invalid {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
+        Self::from_file(file, &shown)
+    }
+
+    fn from_file(file: DirectoryFile, path: &str) -> Result<Self, DirectoryError> {
+        let invalid = |message: String| DirectoryError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let workspaces: HashMap<&str, &Workspace> =
+            file.workspaces.iter().map(|w| (w.id.as_str(), w)).collect();
+        let mut users = HashMap::new();
+        for u in &file.users {
+            if u.id.is_empty() || u.id.contains('\0') {
+                return Err(invalid(format!("user id `{}` is empty or has a NUL", u.id)));
+            }
+            match PasswordHash::new(&u.password_hash) {
+                Ok(hash) if hash.algorithm.as_str() == "argon2id" => {}
+                _ => {
+                    return Err(invalid(format!(
+                        "user `{}`: password_hash must be an argon2id PHC string",
+                        u.id
+                    )));
+                }
+            }
+            let mut own = Vec::new();
+            for id in &u.workspaces {
+                let ws = workspaces
+                    .get(id.as_str())
+                    .ok_or_else(|| invalid(format!("user `{}`: unknown workspace `{id}`", u.id)))?;
+                own.push((*ws).clone());
+            }
+            let user = User {
+                id: u.id.clone(),
+                name: u.name.clone(),
+                role: u.role,
+                workspaces: own,
+            };
+            if users
+                .insert(u.id.clone(), (user, u.password_hash.clone()))
+                .is_some()
+            {
+                return Err(invalid(format!("user `{}` appears twice", u.id)));
+            }
+        }
+        Ok(Directory { users })
+    }
+
+    pub fn user(&self, id: &str) -> Option<&User> {
+        self.users.get(id).map(|(user, _)| user)
+    }
+
+    /// Checks a password (slow on purpose: argon2id). Unknown users cost the
+    /// same as a wrong password, and both answer `None`.
+    pub fn authenticate(&self, username: &str, password: &str) -> Option<User> {
+        let (user, hash) = match self.users.get(username) {
+            Some((user, hash)) => (Some(user), hash.as_str()),
+            None => (None, DUMMY_HASH),
+        };
+        let parsed = PasswordHash::new(hash).ok()?;
+        let ok = Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
+        user.filter(|_| ok).cloned()
+    }
+}
+
+/// An argon2id PHC string for a password, for writing directory files.
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
+}

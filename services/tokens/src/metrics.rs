@@ -1,0 +1,51 @@
+//! The token service's metrics: HTTP traffic plus tokens created and revoked
+//! and the event log's length.
+
+use std::sync::Arc;
+
+use enspace_http::HttpMetrics;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Arc<Registry>,
+    pub http: HttpMetrics,
+    pub tokens_created: Counter,
+    pub tokens_revoked: Counter,
+    pub event_log_length: Gauge,
+}
+
+impl Metrics {
+    /// Registers the token service's metrics into `registry`, which may also
+    /// hold another service's (as in `enspace serve`).
+    pub fn new(mut registry: Registry) -> Self {
+        let http = HttpMetrics::register(&mut registry);
+        let tokens_created = Counter::default();
+        let tokens_revoked = Counter::default();
+        let event_log_length = Gauge::default();
+        registry.register(
+            "enspace_tokens_created",
+            "Personal access tokens created",
+            tokens_created.clone(),
+        );
+        registry.register(
+            "enspace_tokens_revoked",
+            "Personal access tokens revoked",
+            tokens_revoked.clone(),
+        );
+        registry.register(
+            "enspace_event_log_length",
+            "Events in the event log",
+            event_log_length.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            http,
+            tokens_created,
+            tokens_revoked,
+            event_log_length,
+        }
+    }
+}

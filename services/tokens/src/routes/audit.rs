@@ -1,0 +1,59 @@
+//! `GET /v1/audit/events?after=SEQ&limit=N`: the whole log for auditors.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use enspace_core::AuditEvent;
+use enspace_http::ApiError;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Auditor;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct Page {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct AuditPage {
+    events: Vec<AuditEvent>,
+    next_after: Option<u64>,
+}
+
+pub async fn list_events(
+    State(state): State<AppState>,
+    _auditor: Auditor,
+    Query(page): Query<Page>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let after = match page.after.as_deref() {
+        None => 0,
+        Some(s) => s.parse::<u64>().map_err(|_| {
+            ApiError::invalid(
+                "invalid_after",
+                "after",
+                "`after` is a sequence number (0 or more)",
+            )
+        })?,
+    };
+    let limit = match page.limit.as_deref() {
+        None => 100,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::invalid("invalid_limit", "limit", "`limit` is 1 to 1000"))?,
+    };
+    let entries = state
+        .store
+        .log
+        .read_after(after, limit)
+        .map_err(ApiError::internal)?;
+    let (head, _) = state.store.log.head().map_err(ApiError::internal)?;
+    let last = entries.last().map(|e| e.envelope.seq);
+    let next_after = last.filter(|&seq| seq < head);
+    Ok(Json(AuditPage {
+        events: entries.iter().map(|e| e.audit()).collect(),
+        next_after,
+    }))
+}

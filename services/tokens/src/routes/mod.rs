@@ -1,0 +1,8 @@
+//! One module per resource; every handler is `verb_resource`: validate,
+//! authorise, act, respond.
+
+pub mod audit;
+pub mod health;
+pub mod me;
+pub mod session;
+pub mod tokens;

@@ -1,0 +1,291 @@
+//! `/v1/tokens`: create, list, get, revoke, and a token's history. Tokens
+//! are never edited: `PUT`/`PATCH` answer 405.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use enspace_core::{AuditEvent, Expiration, PatSecret, Scope, TokenStatus, TokenView};
+use enspace_http::{ApiError, ApiJson};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+use crate::auth::Caller;
+use crate::commands::{Command, CommandError, CreateToken};
+use crate::state::AppState;
+
+pub const DESCRIPTION_MAX_CHARS: usize = 100;
+
+/// A token as its owner sees it; never the secret.
+#[derive(Debug, Serialize)]
+pub struct TokenJson {
+    id: Ulid,
+    description: String,
+    expiration: Expiration,
+    scopes: Vec<Scope>,
+    workspaces: Vec<String>,
+    created_at: Timestamp,
+    expires_at: Option<Timestamp>,
+    revoked_at: Option<Timestamp>,
+    status: TokenStatus,
+    last_used_at: Option<Timestamp>,
+}
+
+impl TokenJson {
+    pub fn new(view: TokenView, now: Timestamp, last_used_at: Option<Timestamp>) -> Self {
+        TokenJson {
+            status: view.status(now),
+            id: view.id,
+            description: view.description,
+            expiration: view.expiration,
+            scopes: view.scopes,
+            workspaces: view.workspaces,
+            created_at: view.created_at,
+            expires_at: view.expires_at,
+            revoked_at: view.revoked_at,
+            last_used_at,
+        }
+    }
+}
+
+fn token_json(state: &AppState, view: TokenView) -> TokenJson {
+    let last_used = state.store.last_used(view.id).unwrap_or(None);
+    TokenJson::new(view, state.clock.now(), last_used)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    description: String,
+    expiration: String,
+    scopes: Vec<String>,
+    workspaces: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct TokenCreatedResponse {
+    token: TokenJson,
+    secret: String,
+}
+
+/// The contract's rules for a new token; the first broken rule is the answer.
+fn validate(
+    caller: &Caller,
+    req: CreateTokenRequest,
+) -> Result<(String, Expiration, Vec<Scope>, Vec<String>), ApiError> {
+    let description = req.description.trim().to_owned();
+    let chars = description.chars().count();
+    if chars == 0 || chars > DESCRIPTION_MAX_CHARS {
+        return Err(ApiError::invalid(
+            "invalid_description",
+            "description",
+            "`description` must be 1 to 100 characters",
+        ));
+    }
+    if description.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "invalid_description",
+            "description",
+            "`description` must not contain control characters",
+        ));
+    }
+    let expiration = Expiration::parse(&req.expiration).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_expiration",
+            "expiration",
+            "`expiration` must be one of 1m, 2m, 3m, 6m, 1y, 2y, never",
+        )
+    })?;
+    if req.scopes.is_empty() {
+        return Err(ApiError::invalid(
+            "invalid_scopes",
+            "scopes",
+            "`scopes` must name at least one of read, write, delete",
+        ));
+    }
+    let mut scopes = Vec::with_capacity(3);
+    for s in &req.scopes {
+        let scope = Scope::parse(s).ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_scopes",
+                "scopes",
+                "`scopes` may only contain read, write, delete",
+            )
+        })?;
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    scopes.sort();
+    if req.workspaces.is_empty() {
+        return Err(ApiError::invalid(
+            "invalid_workspaces",
+            "workspaces",
+            "`workspaces` must name at least one of your workspaces",
+        ));
+    }
+    let mut workspaces: Vec<String> = Vec::new();
+    for ws in req.workspaces {
+        if !caller.user.belongs_to(&ws) {
+            return Err(ApiError::invalid(
+                "workspace_not_allowed",
+                "workspaces",
+                "`workspaces` may only name workspaces you belong to",
+            ));
+        }
+        if !workspaces.contains(&ws) {
+            workspaces.push(ws);
+        }
+    }
+    Ok((description, expiration, scopes, workspaces))
+}
+
+fn command_error(e: CommandError) -> ApiError {
+    match e {
+        CommandError::TokenNotFound => token_not_found(),
+        CommandError::DuplicateToken => ApiError::internal("generated a duplicate token id"),
+        CommandError::Store(cause) => ApiError::unavailable(cause),
+    }
+}
+
+fn token_not_found() -> ApiError {
+    ApiError::not_found("token_not_found", "no token with this id among yours")
+}
+
+/// The path's token id, or 404 before any storage is touched.
+fn parse_id(id: &str) -> Result<Ulid, ApiError> {
+    Ulid::from_string(id).map_err(|_| token_not_found())
+}
+
+/// The caller's own token, or 404 (someone else's is indistinguishable from none).
+fn own_token(state: &AppState, caller: &Caller, id: Ulid) -> Result<TokenView, ApiError> {
+    state
+        .store
+        .projections
+        .token(id)
+        .map_err(ApiError::internal)?
+        .filter(|t| t.user_id == caller.user.id)
+        .ok_or_else(token_not_found)
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateTokenRequest>,
+) -> Result<Response, ApiError> {
+    let (description, expiration, scopes, workspaces) = validate(&caller, req)?;
+    let secret = PatSecret::generate();
+    let view = state
+        .writer
+        .execute(Command::CreateToken(CreateToken {
+            token_id: Ulid::nil(), // named by the writer
+            actor: caller.user.id.clone(),
+            description,
+            expiration,
+            scopes,
+            workspaces,
+            secret_hash: secret.hash(),
+        }))
+        .await
+        .map_err(command_error)?;
+    tracing::info!(token.id = %view.id, user.id = %view.user_id, "created token {}", view.id);
+    let location = format!("/v1/tokens/{}", view.id);
+    let body = TokenCreatedResponse {
+        token: TokenJson::new(view, state.clock.now(), None),
+        secret: secret.expose().to_owned(),
+    };
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+#[derive(Serialize)]
+pub struct TokenList {
+    tokens: Vec<TokenJson>,
+}
+
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<TokenList>, ApiError> {
+    let views = state
+        .store
+        .projections
+        .tokens_of_user(&caller.user.id)
+        .map_err(ApiError::internal)?;
+    Ok(Json(TokenList {
+        tokens: views.into_iter().map(|v| token_json(&state, v)).collect(),
+    }))
+}
+
+pub async fn get_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<TokenJson>, ApiError> {
+    let id = parse_id(&id)?;
+    let view = own_token(&state, &caller, id)?;
+    Ok(Json(token_json(&state, view)))
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let token_id = parse_id(&id)?;
+    let before = own_token(&state, &caller, token_id)?;
+    state
+        .writer
+        .execute(Command::RevokeToken {
+            token_id,
+            actor: caller.user.id.clone(),
+        })
+        .await
+        .map_err(command_error)?;
+    if before.revoked_at.is_none() {
+        tracing::info!(token.id = %token_id, user.id = %caller.user.id, "revoked token {token_id}");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Tokens are immutable: to change one, create another.
+pub async fn edit_token() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "token_immutable",
+        "tokens cannot be edited; create a new token and revoke this one",
+    )
+    .with_header(header::ALLOW, "GET, DELETE")
+}
+
+#[derive(Serialize)]
+pub struct EventList {
+    events: Vec<AuditEvent>,
+}
+
+pub async fn token_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<EventList>, ApiError> {
+    let id = parse_id(&id)?;
+    own_token(&state, &caller, id)?;
+    let seqs = state
+        .store
+        .projections
+        .event_seqs_of(id)
+        .map_err(ApiError::internal)?;
+    let mut events = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        if let Some(entry) = state.store.log.get(seq).map_err(ApiError::internal)? {
+            events.push(entry.audit());
+        }
+    }
+    Ok(Json(EventList { events }))
+}

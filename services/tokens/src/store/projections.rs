@@ -1,0 +1,203 @@
+//! Read models folded from the event log, each in its own tree:
+//! `proj_tokens` (token id → token state), `proj_tokens_by_user`
+//! (user ‖ 0 ‖ token id → ()), `proj_tokens_by_hash` (secret hash → token id),
+//! `proj_events_by_token` (token id ‖ seq → ()) and `proj_meta` (`last_seq`:
+//! the last event folded in).
+//!
+//! They are folds that remember the last `seq` applied: applying an event
+//! twice changes nothing, and any of them can be dropped and rebuilt from the
+//! log. `enspace_core::events::apply` is the only code that turns an event
+//! into state; this module only stores what it returns.
+
+use std::collections::HashMap;
+
+use enspace_core::{EventEnvelope, SecretHash, TokenEvent, TokenView};
+use ulid::Ulid;
+
+use super::{EventLog, StoreError};
+
+pub const PROJECTION_TREES: [&str; 5] = [
+    "proj_tokens",
+    "proj_tokens_by_user",
+    "proj_tokens_by_hash",
+    "proj_events_by_token",
+    "proj_meta",
+];
+const LAST_SEQ: &[u8] = b"last_seq";
+const REPLAY_BATCH: usize = 1000;
+
+#[derive(Clone)]
+pub struct Projections {
+    tokens: sled::Tree,
+    by_user: sled::Tree,
+    by_hash: sled::Tree,
+    by_token: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn user_key(user_id: &str, token_id: Ulid) -> Vec<u8> {
+    let mut key = Vec::with_capacity(user_id.len() + 17);
+    key.extend_from_slice(user_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&token_id.to_bytes());
+    key
+}
+
+fn decode_view(bytes: &[u8]) -> Result<TokenView, StoreError> {
+    rmp_serde::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("token state: {e}")))
+}
+
+impl Projections {
+    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        Ok(Projections {
+            tokens: db.open_tree(PROJECTION_TREES[0])?,
+            by_user: db.open_tree(PROJECTION_TREES[1])?,
+            by_hash: db.open_tree(PROJECTION_TREES[2])?,
+            by_token: db.open_tree(PROJECTION_TREES[3])?,
+            meta: db.open_tree(PROJECTION_TREES[4])?,
+        })
+    }
+
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(match self.meta.get(LAST_SEQ)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("last_seq".into()))?,
+            ),
+            None => 0,
+        })
+    }
+
+    /// Folds every event the projections have not seen. If they claim to be
+    /// ahead of the log (never trusted blindly), they are rebuilt from zero.
+    pub fn catch_up(&self, log: &EventLog) -> Result<u64, StoreError> {
+        let (head, _) = log.head()?;
+        let mut after = self.last_seq()?;
+        if after > head {
+            tracing::warn!(
+                projected = after,
+                log_head = head,
+                "projections ahead of the log; rebuilding"
+            );
+            for tree in [
+                &self.tokens,
+                &self.by_user,
+                &self.by_hash,
+                &self.by_token,
+                &self.meta,
+            ] {
+                tree.clear()?;
+            }
+            after = 0;
+        }
+        let mut applied = 0;
+        loop {
+            let entries = log.read_after(after, REPLAY_BATCH)?;
+            let Some(last) = entries.last() else { break };
+            after = last.envelope.seq;
+            let envelopes: Vec<EventEnvelope> = entries.into_iter().map(|e| e.envelope).collect();
+            applied += envelopes.len() as u64;
+            self.apply(&envelopes)?;
+        }
+        Ok(applied)
+    }
+
+    /// Folds events (in `seq` order) into every projection, then records the
+    /// last `seq`. Events at or below `last_seq` are skipped.
+    pub fn apply(&self, envelopes: &[EventEnvelope]) -> Result<(), StoreError> {
+        let already = self.last_seq()?;
+        let mut touched: HashMap<Ulid, Option<TokenView>> = HashMap::new();
+        let mut by_user = sled::Batch::default();
+        let mut by_hash = sled::Batch::default();
+        let mut by_token = sled::Batch::default();
+        let mut last = already;
+        for envelope in envelopes.iter().filter(|e| e.seq > already) {
+            let current = match touched.remove(&envelope.token_id) {
+                Some(view) => view,
+                None => self.token(envelope.token_id)?,
+            };
+            let next = enspace_core::events::apply(current, envelope);
+            if let (TokenEvent::TokenCreated(_), Some(view)) = (&envelope.event, &next) {
+                by_user.insert(user_key(&view.user_id, view.id), &[][..]);
+                by_hash.insert(&view.secret_hash.as_bytes()[..], &view.id.to_bytes()[..]);
+            }
+            let mut event_key = envelope.token_id.to_bytes().to_vec();
+            event_key.extend_from_slice(&envelope.seq.to_be_bytes());
+            by_token.insert(event_key, &[][..]);
+            touched.insert(envelope.token_id, next);
+            last = envelope.seq;
+        }
+        let mut tokens = sled::Batch::default();
+        for (id, view) in touched {
+            if let Some(view) = view {
+                let bytes = rmp_serde::to_vec_named(&view)
+                    .map_err(|e| StoreError::Corrupt(format!("encode token state: {e}")))?;
+                tokens.insert(&id.to_bytes()[..], bytes);
+            }
+        }
+        self.tokens.apply_batch(tokens)?;
+        self.by_user.apply_batch(by_user)?;
+        self.by_hash.apply_batch(by_hash)?;
+        self.by_token.apply_batch(by_token)?;
+        self.meta.insert(LAST_SEQ, &last.to_be_bytes())?;
+        Ok(())
+    }
+
+    pub fn token(&self, id: Ulid) -> Result<Option<TokenView>, StoreError> {
+        self.tokens
+            .get(id.to_bytes())?
+            .map(|bytes| decode_view(&bytes))
+            .transpose()
+    }
+
+    pub fn token_by_hash(&self, hash: &SecretHash) -> Result<Option<TokenView>, StoreError> {
+        let Some(id) = self.by_hash.get(hash.as_bytes())? else {
+            return Ok(None);
+        };
+        let id: [u8; 16] = id
+            .as_ref()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("token id by hash".into()))?;
+        self.token(Ulid::from_bytes(id))
+    }
+
+    /// The user's tokens, newest first.
+    pub fn tokens_of_user(&self, user_id: &str) -> Result<Vec<TokenView>, StoreError> {
+        let mut prefix = user_id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.by_user.scan_prefix(&prefix).rev() {
+            let (key, _) = item?;
+            let id: [u8; 16] = key[prefix.len()..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("tokens by user key".into()))?;
+            if let Some(view) = self.token(Ulid::from_bytes(id))? {
+                out.push(view);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `seq`s of a token's events, in order.
+    pub fn event_seqs_of(&self, token_id: Ulid) -> Result<Vec<u64>, StoreError> {
+        self.by_token
+            .scan_prefix(token_id.to_bytes())
+            .map(|item| {
+                let (key, _) = item?;
+                let seq: [u8; 8] = key[16..]
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("events by token key".into()))?;
+                Ok(u64::from_be_bytes(seq))
+            })
+            .collect()
+    }
+
+    /// Every token's state (for replicas and introspection caches).
+    pub fn all_tokens(&self) -> impl Iterator<Item = Result<TokenView, StoreError>> + '_ {
+        self.tokens.iter().map(|item| {
+            let (_, value) = item?;
+            decode_view(&value)
+        })
+    }
+}

@@ -1,0 +1,11 @@
+//! HTTP pieces every ENSPACE service shares: RFC 9457 problem details, the
+//! JSON body extractor, request metrics and the layers every router wears.
+
+pub mod error;
+pub mod json;
+pub mod layers;
+pub mod metrics;
+
+pub use error::{ApiError, PROBLEM_JSON};
+pub use json::{ApiJson, BODY_LIMIT};
+pub use metrics::HttpMetrics;
