@@ -1,1 +1,8 @@
-fn main() {}
+//! The integration suite: one test binary that drives the real thing (HTTP
+//! on ephemeral loopback ports, sled in temp dirs, the `enspace` binary as a
+//! process where a test kills or restarts it, a real nats-server per test
+//! that needs JetStream).
+
+mod support;
+
+mod tokens_api;

@@ -38,7 +38,7 @@ pub enum SecretParseError {
 }
 
 /// SHA-256 of a secret: the only form in which a secret is stored or looked up.
-#[derive(Clone, Copy, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 pub struct SecretHash(pub [u8; 32]);
 
 impl SecretHash {

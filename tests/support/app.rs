@@ -1,0 +1,132 @@
+//! The token service in-process on an ephemeral loopback port, with sled in
+//! a temp dir and a manual clock.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use enspace_core::ManualClock;
+use enspace_tokens::directory::Directory;
+use enspace_tokens::metrics::Metrics;
+use enspace_tokens::store::Store;
+use enspace_tokens::{AppState, Config};
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+
+pub struct TestApp {
+    pub base: String,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub clock: ManualClock,
+    pub state: AppState,
+    pub data: tempfile::TempDir,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let clock = ManualClock::new(jiff::Timestamp::now());
+        Self::spawn_with(data, clock).await
+    }
+
+    /// Starts the service on an existing data dir (e.g. after a restart).
+    pub async fn spawn_with(data: tempfile::TempDir, clock: ManualClock) -> Self {
+        let store = Store::open(data.path()).expect("open store");
+        let state = AppState::new(
+            store,
+            Directory::demo(),
+            Arc::new(clock.clone()),
+            Metrics::new(Registry::default()),
+            Config {
+                internal_key: Some("test-internal-key".into()),
+                ..Config::default()
+            },
+        )
+        .expect("state");
+        let app = enspace_tokens::router(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .expect("serve");
+        });
+        TestApp {
+            base: format!("http://{addr}"),
+            addr,
+            client: reqwest::Client::new(),
+            clock,
+            state,
+            data,
+            server,
+        }
+    }
+
+    /// Stops the server and hands back its data dir, flushed.
+    pub async fn stop(self) -> (tempfile::TempDir, ManualClock) {
+        self.server.abort();
+        let _ = self.server.await;
+        self.state.store.db.flush().expect("flush");
+        (self.data, self.clock)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Signs in a demo user and returns the session secret.
+    pub async fn login(&self, user: &str) -> String {
+        let res = self
+            .client
+            .post(self.url("/v1/session"))
+            .json(&serde_json::json!({"username": user, "password": format!("{user}-password")}))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(res.status(), 200, "login as {user}");
+        let body: Value = res.json().await.expect("login body");
+        body["session"].as_str().expect("session").to_owned()
+    }
+
+    pub async fn get(&self, session: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(session)
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    pub async fn post_json(&self, session: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(session)
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn delete(&self, session: &str, path: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(session)
+            .send()
+            .await
+            .expect("DELETE")
+    }
+
+    /// Creates a token and returns `(token json, secret)`.
+    pub async fn create_token(&self, session: &str, body: &Value) -> (Value, String) {
+        let res = self.post_json(session, "/v1/tokens", body).await;
+        assert_eq!(res.status(), 201, "create token");
+        let body: Value = res.json().await.expect("created body");
+        let secret = body["secret"].as_str().expect("secret").to_owned();
+        (body["token"].clone(), secret)
+    }
+}
