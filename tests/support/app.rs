@@ -13,9 +13,7 @@ use prometheus_client::registry::Registry;
 use serde_json::Value;
 
 pub struct TestApp {
-    pub base: String,
-    pub addr: SocketAddr,
-    pub client: reqwest::Client,
+    pub api: ApiClient,
     pub clock: ManualClock,
     pub state: AppState,
     pub data: tempfile::TempDir,
@@ -57,9 +55,7 @@ impl TestApp {
             .expect("serve");
         });
         TestApp {
-            base: format!("http://{addr}"),
-            addr,
-            client: reqwest::Client::new(),
+            api: ApiClient::new(addr),
             clock,
             state,
             data,
@@ -67,12 +63,67 @@ impl TestApp {
         }
     }
 
-    /// Stops the server and hands back its data dir, flushed.
+    /// Starts the service with its clock standing at `now`.
+    pub async fn spawn_at(now: &str) -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let clock = ManualClock::new(now.parse().expect("RFC 3339 timestamp"));
+        Self::spawn_with(data, clock).await
+    }
+
+    /// Stops the server and hands back its data dir, flushed and closed: once
+    /// this returns, the sled database can be opened again (by this process
+    /// or by `enspace audit`).
     pub async fn stop(self) -> (tempfile::TempDir, ManualClock) {
-        self.server.abort();
-        let _ = self.server.await;
-        self.state.store.db.flush().expect("flush");
-        (self.data, self.clock)
+        let TestApp {
+            api,
+            clock,
+            state,
+            data,
+            server,
+            ..
+        } = self;
+        server.abort();
+        let _ = server.await;
+        state.store.db.flush().expect("flush");
+        // Open connections (and through them the router's state, the writer
+        // and the database) go away once the client is gone.
+        drop(api);
+        drop(state);
+        drop(super::open_db(data.path()).await);
+        (data, clock)
+    }
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = ApiClient;
+    fn deref(&self) -> &ApiClient {
+        &self.api
+    }
+}
+
+/// HTTP calls to an ENSPACE process (in-process or child) at `base`.
+#[derive(Clone)]
+pub struct ApiClient {
+    pub base: String,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+}
+
+impl ApiClient {
+    pub fn new(addr: SocketAddr) -> Self {
+        ApiClient {
+            base: format!("http://{addr}"),
+            addr,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn from_base(base: &str) -> Self {
+        let addr = base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("base is http://ip:port");
+        Self::new(addr)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,1 +1,116 @@
+//! ENSPACE API node: the personal-access-token auth layer, the local token
+//! replica it verifies against (fed from JetStream, or in-process in
+//! `enspace serve`), and the example `records` resource.
 
+pub mod auth;
+pub mod feed;
+pub mod metrics;
+pub mod records;
+pub mod replica;
+pub mod verify;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use enspace_core::Clock;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::sync::watch;
+
+pub use auth::{Auth, RecordSink, require_token};
+pub use replica::TokenReplica;
+pub use verify::VerifiedToken;
+
+/// An API node's state; a cheap clone.
+#[derive(Clone)]
+pub struct NodeState {
+    pub auth: Auth,
+    pub records: Arc<records::RecordStore>,
+    pub clock: Arc<dyn Clock>,
+    /// True once the replica holds every token event that existed at start.
+    pub ready: watch::Receiver<bool>,
+}
+
+impl NodeState {
+    pub fn new(
+        node_id: &str,
+        clock: Arc<dyn Clock>,
+        registry: &mut Registry,
+        sink: Option<Arc<dyn RecordSink>>,
+        ready: watch::Receiver<bool>,
+    ) -> Self {
+        let metrics = metrics::NodeMetrics::register(registry);
+        NodeState {
+            auth: Auth {
+                replica: Arc::new(TokenReplica::new()),
+                clock: clock.clone(),
+                node_id: Arc::from(node_id),
+                metrics,
+                sink,
+            },
+            records: records::new_store(),
+            clock,
+            ready,
+        }
+    }
+
+    pub fn replica(&self) -> &Arc<TokenReplica> {
+        &self.auth.replica
+    }
+}
+
+/// The example API (`/api/v1/…`) behind the auth layer, unwrapped, for
+/// mounting into another router.
+pub fn api_routes(node: NodeState) -> Router {
+    use records::*;
+    Router::new()
+        .route(
+            "/api/v1/workspaces/{ws}/records",
+            get(list_records).post(create_record),
+        )
+        .route(
+            "/api/v1/workspaces/{ws}/records/{id}",
+            get(get_record).put(update_record).delete(delete_record),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            node.auth.clone(),
+            require_token,
+        ))
+        .with_state(node)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(node): State<NodeState>) -> Response {
+    if *node.ready.borrow() {
+        Json(json!({"status": "ready", "tokens": node.replica().len()})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "catching_up", "tokens": node.replica().len()})),
+        )
+            .into_response()
+    }
+}
+
+/// A standalone API node: the API plus `/healthz`, `/readyz`, `/metrics`.
+pub fn router(node: NodeState, registry: Arc<Registry>, http: enspace_http::HttpMetrics) -> Router {
+    let ops = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(node.clone())
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move { enspace_http::metrics::render(&registry) }
+            }),
+        );
+    enspace_http::layers::harden(api_routes(node).merge(ops), http)
+}

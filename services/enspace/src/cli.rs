@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -15,8 +16,14 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Everything in one process: token service, request-log indexer,
-    /// settings UI and an example API node (no NATS needed).
-    Serve(ServeArgs),
+    /// settings UI and an example API node. Embedded (no NATS) unless
+    /// --nats-url is given.
+    Serve(ServiceArgs),
+    /// The control plane: management API, settings UI, introspection, audit
+    /// API, event store and request-log indexer. Needs NATS.
+    Tokens(ServiceArgs),
+    /// One ENSPACE API node. Needs NATS.
+    ApiNode(NodeArgs),
     /// Offline checks and exports of a stopped token service's event log.
     Audit {
         #[command(subcommand)]
@@ -42,15 +49,15 @@ pub enum AuditCommand {
     },
 }
 
-#[derive(Args, Clone)]
-pub struct ServeArgs {
+#[derive(Args, Clone, Debug)]
+pub struct ServiceArgs {
     /// Address to listen on.
     #[arg(long, env = "ENSPACE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Data directory (sled).
     #[arg(long, env = "ENSPACE_DATA", default_value = "./data")]
     pub data: PathBuf,
-    /// NATS server; without it `serve` runs embedded.
+    /// NATS server URL.
     #[arg(long, env = "NATS_URL")]
     pub nats_url: Option<String>,
     /// Directory file (JSON) of users and workspaces; the demo one if absent.
@@ -59,4 +66,63 @@ pub struct ServeArgs {
     /// Key API nodes present to `POST /v1/introspect`.
     #[arg(long, env = "ENSPACE_INTERNAL_KEY", hide_env_values = true)]
     pub internal_key: Option<String>,
+    /// How long request records are kept (e.g. 90d, 12h, 30s).
+    #[arg(long, env = "ENSPACE_REQUEST_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub request_retention: Duration,
+    /// Node id of the example API node that `serve` mounts.
+    #[arg(long, env = "ENSPACE_NODE_ID", default_value = "serve")]
+    pub node_id: String,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct NodeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "ENSPACE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// NATS server URL.
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: String,
+    /// This node's name in request records and metrics.
+    #[arg(long, env = "ENSPACE_NODE_ID", default_value = "api-node")]
+    pub node_id: String,
+    /// How long request records are kept in JetStream (e.g. 90d).
+    #[arg(long, env = "ENSPACE_REQUEST_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub request_retention: Duration,
+}
+
+/// `90d`, `12h`, `15m`, `30s` or `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{s}` needs a unit: ms, s, m, h or d"))?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("`{s}` is not a duration"))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h, d)")),
+    };
+    if n == 0 {
+        return Err("the duration must be more than zero".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_their_units() {
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("3w").is_err());
+    }
 }

@@ -1,15 +1,17 @@
 //! `enspace`: one binary for every ENSPACE tokens process.
 
 mod audit;
-mod cli;
-mod serve;
 mod telemetry;
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use anyhow::Context;
 use clap::Parser;
-
-use cli::{AuditCommand, Cli, Command};
+use enspace::cli::{AuditCommand, Cli, Command};
+use enspace::run;
+use enspace_core::SystemClock;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -20,7 +22,28 @@ fn main() -> ExitCode {
             AuditCommand::Export { data } => audit::export(&data),
         },
         Command::HashPassword => audit::hash_password_from_stdin(),
-        Command::Serve(args) => run(serve::serve(args)),
+        Command::Serve(args) => block_on(async move {
+            let listener = listen(args.listen).await?;
+            println!("data: {}", args.data.display());
+            if args.directory.is_none() {
+                println!(
+                    "demo users: alice / alice-password, bob / bob-password, audra / audra-password (auditor)"
+                );
+            }
+            match &args.nats_url {
+                Some(url) => println!("mode: JetStream at {url}"),
+                None => println!("mode: embedded (no NATS)"),
+            }
+            run::serve(args, listener, Arc::new(SystemClock), run::shutdown_signal()).await
+        }),
+        Command::Tokens(args) => block_on(async move {
+            let listener = listen(args.listen).await?;
+            run::tokens(args, listener, Arc::new(SystemClock), run::shutdown_signal()).await
+        }),
+        Command::ApiNode(args) => block_on(async move {
+            let listener = listen(args.listen).await?;
+            run::api_node(args, listener, Arc::new(SystemClock), run::shutdown_signal()).await
+        }),
     };
     match result {
         Ok(code) => code,
@@ -31,7 +54,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn run<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<ExitCode> {
+async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (ENSPACE_LISTEN)"))?;
+    let bound = listener.local_addr()?;
+    println!("enspace listening on http://{bound}");
+    tracing::info!(addr = %bound, "listening on {bound}");
+    Ok(listener)
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -18,6 +18,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
     pub config: Arc<Config>,
+    /// The NATS connection, when the service publishes to JetStream.
+    pub nats: Option<async_nats::Client>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +55,7 @@ impl AppState {
             clock,
             metrics,
             config: Arc::new(config),
+            nats: None,
         })
     }
 }

@@ -1,0 +1,175 @@
+//! The auth layer any axum API can mount with [`require_token`]: it verifies
+//! `Authorization: Bearer ens_pat_…` against the local replica, needs the
+//! scope the HTTP method implies (GET/HEAD read, POST/PUT/PATCH write,
+//! DELETE delete) and, where the route has a `{ws}` segment, that workspace.
+//! Handlers get the identity through the [`VerifiedToken`] extractor. Every
+//! call whose token resolves to a known token id, allowed or denied, is
+//! handed to the request-record sink once with its final status.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use enspace_core::{Clock, RequestRecord, Scope};
+use enspace_http::ApiError;
+use ulid::Ulid;
+
+use crate::metrics::NodeMetrics;
+use crate::replica::TokenReplica;
+use crate::verify::{Rejection, VerifiedToken, verify};
+
+/// Where request records go (the JetStream publisher or the embedded queue).
+/// Must not block: the request path never waits on it.
+pub trait RecordSink: Send + Sync + 'static {
+    fn record(&self, record: RequestRecord);
+}
+
+/// Everything the auth layer needs; a cheap clone.
+#[derive(Clone)]
+pub struct Auth {
+    pub replica: Arc<TokenReplica>,
+    pub clock: Arc<dyn Clock>,
+    pub node_id: Arc<str>,
+    pub metrics: NodeMetrics,
+    pub sink: Option<Arc<dyn RecordSink>>,
+}
+
+pub fn scope_for(method: &Method) -> Scope {
+    match *method {
+        Method::GET | Method::HEAD | Method::OPTIONS => Scope::Read,
+        Method::DELETE => Scope::Delete,
+        _ => Scope::Write,
+    }
+}
+
+fn rejection_response(rejection: &Rejection) -> Response {
+    match rejection {
+        Rejection::InsufficientScope(scope) => {
+            let challenge = format!(
+                "Bearer error=\"insufficient_scope\", scope=\"{}\"",
+                scope.as_str()
+            );
+            let mut response = ApiError::forbidden(
+                "insufficient_scope",
+                format!(
+                    "this call needs a token with the `{}` scope",
+                    scope.as_str()
+                ),
+            )
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+            response
+        }
+        Rejection::WorkspaceNotAllowed => ApiError::forbidden(
+            "workspace_not_allowed",
+            "this token is not granted this workspace",
+        )
+        .into_response(),
+        other => {
+            let detail = match other {
+                Rejection::Missing => {
+                    "send a personal access token as `Authorization: Bearer ens_pat_…`"
+                }
+                Rejection::Malformed(_) => "the token is malformed or its checksum is wrong",
+                Rejection::Expired => "the token has expired",
+                Rejection::Revoked => "the token has been revoked",
+                _ => "the token is not valid",
+            };
+            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", detail)
+                .with_header(header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")
+                .into_response()
+        }
+    }
+}
+
+/// Middleware (mount with `route_layer` so `{ws}` is known): verifies the
+/// token, then runs the handler, then records the call.
+pub async fn require_token(
+    State(auth): State<Auth>,
+    params: RawPathParams,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let start = Instant::now();
+    let workspace = params
+        .iter()
+        .find(|(name, _)| *name == "ws")
+        .map(|(_, value)| value.to_owned());
+    let needed = scope_for(req.method());
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let now_ms = auth.clock.now().as_millisecond();
+    let verdict = verify(
+        &auth.replica,
+        authorization,
+        now_ms,
+        needed,
+        workspace.as_deref(),
+    );
+    auth.metrics.observe_verification(
+        verdict.rejection.as_ref().map_or("ok", Rejection::outcome),
+        start.elapsed(),
+    );
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let client_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ci| ci.0.ip().to_string())
+        .unwrap_or_default();
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect::<String>());
+    let response = match (&verdict.rejection, &verdict.token) {
+        (None, Some(token)) => {
+            req.extensions_mut().insert(token.clone());
+            next.run(req).await
+        }
+        (Some(rejection), _) => rejection_response(rejection),
+        (None, None) => rejection_response(&Rejection::Unknown),
+    };
+    if let (Some(sink), Some(token)) = (&auth.sink, verdict.token) {
+        sink.record(RequestRecord {
+            id: Ulid::new(),
+            token_id: token.token_id,
+            user_id: token.user_id.to_string(),
+            at: auth.clock.now(),
+            node: auth.node_id.to_string(),
+            method,
+            path,
+            workspace,
+            status: response.status().as_u16(),
+            duration_ms: (start.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            client_ip,
+            user_agent,
+        });
+    }
+    response
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for VerifiedToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<VerifiedToken>()
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::internal("VerifiedToken used on a route without require_token")
+            })
+    }
+}

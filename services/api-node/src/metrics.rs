@@ -1,0 +1,68 @@
+//! API node metrics: verifications by outcome and their latency.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+#[derive(Clone)]
+pub struct NodeMetrics {
+    verifications: Family<Outcome, Counter>,
+    verification_seconds: Histogram,
+    pub replica_tokens: Gauge,
+    pub records_dropped: Counter,
+    pub records_published: Counter,
+}
+
+impl NodeMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = NodeMetrics {
+            verifications: Family::default(),
+            // 250 ns … ~8 ms
+            verification_seconds: Histogram::new(exponential_buckets(0.000_000_25, 2.0, 16)),
+            replica_tokens: Gauge::default(),
+            records_dropped: Counter::default(),
+            records_published: Counter::default(),
+        };
+        registry.register(
+            "enspace_token_verifications",
+            "Token verifications by outcome",
+            m.verifications.clone(),
+        );
+        registry.register(
+            "enspace_token_verification_seconds",
+            "Time to verify a token against the local replica",
+            m.verification_seconds.clone(),
+        );
+        registry.register(
+            "enspace_replica_tokens",
+            "Tokens in this node's local replica",
+            m.replica_tokens.clone(),
+        );
+        registry.register(
+            "enspace_request_records_dropped",
+            "Request records dropped because the publish queue was full",
+            m.records_dropped.clone(),
+        );
+        registry.register(
+            "enspace_request_records_published",
+            "Request records acknowledged by JetStream",
+            m.records_published.clone(),
+        );
+        m
+    }
+
+    pub fn observe_verification(&self, outcome: &'static str, took: Duration) {
+        self.verifications.get_or_create(&Outcome { outcome }).inc();
+        self.verification_seconds.observe(took.as_secs_f64());
+    }
+}

@@ -1,0 +1,168 @@
+//! `enspace serve`, `enspace tokens` and `enspace api-node`: each builds its
+//! router from the service crates and serves it until `shutdown` resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use enspace_api_node::NodeState;
+use enspace_core::Clock;
+use enspace_tokens::directory::Directory;
+use enspace_tokens::metrics::Metrics;
+use enspace_tokens::replication::Outbox;
+use enspace_tokens::store::Store;
+use enspace_tokens::{AppState, Config};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::cli::{NodeArgs, ServiceArgs};
+
+/// The control plane's state over its store, and the JetStream context when
+/// NATS is configured (with the outbox publishing to it).
+async fn control_plane(
+    args: &ServiceArgs,
+    clock: Arc<dyn Clock>,
+    registry: Registry,
+) -> anyhow::Result<(AppState, Option<async_nats::jetstream::Context>)> {
+    let directory = match &args.directory {
+        Some(path) => Directory::load(path)?,
+        None => Directory::demo(),
+    };
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create the data directory {} (ENSPACE_DATA)", args.data.display()))?;
+    let store = Store::open(&args.data)
+        .with_context(|| format!("cannot open the store in {} (ENSPACE_DATA)", args.data.display()))?;
+    let config = Config {
+        internal_key: args.internal_key.clone(),
+        ..Config::default()
+    };
+    let mut state = AppState::new(store.clone(), directory, clock, Metrics::new(registry), config)?;
+    let js = match &args.nats_url {
+        None => None,
+        Some(url) => {
+            let client = enspace_nats::connect(url, "enspace-tokens")
+                .await
+                .with_context(|| format!("cannot connect to NATS at {url} (NATS_URL)"))?;
+            let js = async_nats::jetstream::new(client.clone());
+            let outbox = Outbox::open(&store.db, store.log.clone())?;
+            tokio::spawn(outbox.run(js.clone(), state.writer.head()));
+            state.nats = Some(client);
+            Some(js)
+        }
+    };
+    Ok((state, js))
+}
+
+async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    Ok(())
+}
+
+/// Everything in one process. Without NATS the API node's replica follows
+/// the event log in-process; with it, both sides go through JetStream.
+pub async fn serve(
+    args: ServiceArgs,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let node = NodeState::new(&args.node_id, clock.clone(), &mut registry, None, ready_rx);
+    let (state, js) = control_plane(&args, clock, registry).await?;
+    match js {
+        Some(js) => {
+            tokio::spawn(enspace_api_node::feed::follow_jetstream(
+                js,
+                node.replica().clone(),
+                ready_tx,
+            ));
+        }
+        None => {
+            tokio::spawn(crate::embedded::follow_log(
+                state.store.log.clone(),
+                state.writer.head(),
+                node.replica().clone(),
+                ready_tx,
+            ));
+        }
+    }
+    let store = state.store.clone();
+    let router = enspace_tokens::app(state, enspace_api_node::api_routes(node));
+    serve_router(listener, router, shutdown).await?;
+    store.db.flush_async().await?;
+    Ok(())
+}
+
+/// The control plane alone; needs NATS.
+pub async fn tokens(
+    args: ServiceArgs,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if args.nats_url.is_none() {
+        bail!("`enspace tokens` needs NATS: pass --nats-url or set NATS_URL (or run `enspace serve`)");
+    }
+    let (state, _) = control_plane(&args, clock, Registry::default()).await?;
+    let store = state.store.clone();
+    serve_router(listener, enspace_tokens::router(state), shutdown).await?;
+    store.db.flush_async().await?;
+    Ok(())
+}
+
+/// One API node; needs NATS.
+pub async fn api_node(
+    args: NodeArgs,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let client = enspace_nats::connect(&args.nats_url, &format!("enspace-api-node-{}", args.node_id))
+        .await
+        .with_context(|| format!("cannot connect to NATS at {} (NATS_URL)", args.nats_url))?;
+    let js = async_nats::jetstream::new(client);
+    let mut registry = Registry::default();
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let node = NodeState::new(&args.node_id, clock, &mut registry, None, ready_rx);
+    tokio::spawn(enspace_api_node::feed::follow_jetstream(
+        js,
+        node.replica().clone(),
+        ready_tx,
+    ));
+    let http = enspace_http::HttpMetrics::register(&mut registry);
+    let router = enspace_api_node::router(node, Arc::new(registry), http);
+    serve_router(listener, router, shutdown).await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

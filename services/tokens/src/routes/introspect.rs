@@ -1,0 +1,107 @@
+//! `POST /v1/introspect` (RFC 7662) for API nodes written in other
+//! languages: form field `token`, caller authenticated with
+//! `Authorization: Bearer $ENSPACE_INTERNAL_KEY`.
+
+use axum::Json;
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use enspace_core::{PatSecret, TokenStatus};
+use enspace_http::ApiError;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct IntrospectForm {
+    token: Option<String>,
+}
+
+#[derive(Serialize, Default)]
+pub struct Introspection {
+    active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workspaces: Option<Vec<String>>,
+}
+
+fn internal_caller(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let unauthorized = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_internal_key",
+            "introspection needs `Authorization: Bearer <internal key>`",
+        )
+        .with_header(
+            header::WWW_AUTHENTICATE,
+            "Bearer realm=\"enspace-internal\"",
+        )
+    };
+    let expected = state
+        .config
+        .internal_key
+        .as_deref()
+        .ok_or_else(unauthorized)?;
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(unauthorized)?;
+    if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(unauthorized())
+    }
+}
+
+pub async fn introspect_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<IntrospectForm>,
+) -> Result<Json<Introspection>, ApiError> {
+    internal_caller(&state, &headers)?;
+    let token = form
+        .token
+        .ok_or_else(|| ApiError::invalid("missing_field", "token", "`token` is required"))?;
+    let Ok(secret) = token.parse::<PatSecret>() else {
+        return Ok(Json(Introspection::default()));
+    };
+    let view = state
+        .store
+        .projections
+        .token_by_hash(&secret.hash())
+        .map_err(ApiError::internal)?;
+    let Some(view) = view.filter(|v| v.status(state.clock.now()) == TokenStatus::Active) else {
+        return Ok(Json(Introspection::default()));
+    };
+    Ok(Json(Introspection {
+        active: true,
+        scope: Some(
+            view.scopes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        token_type: Some("personal_access_token"),
+        sub: Some(view.user_id.clone()),
+        username: Some(view.user_id),
+        jti: Some(view.id.to_string()),
+        iat: Some(view.created_at.as_second()),
+        exp: view.expires_at.map(|t| t.as_second()),
+        workspaces: Some(view.workspaces),
+    }))
+}
