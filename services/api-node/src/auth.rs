@@ -15,19 +15,13 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use enspace_core::{Clock, RequestRecord, Scope};
+use enspace_core::{Clock, RecordSink, RequestRecord, Scope};
 use enspace_http::ApiError;
 use ulid::Ulid;
 
 use crate::metrics::NodeMetrics;
 use crate::replica::TokenReplica;
 use crate::verify::{Rejection, VerifiedToken, verify};
-
-/// Where request records go (the JetStream publisher or the embedded queue).
-/// Must not block: the request path never waits on it.
-pub trait RecordSink: Send + Sync + 'static {
-    fn record(&self, record: RequestRecord);
-}
 
 /// Everything the auth layer needs; a cheap clone.
 #[derive(Clone)]

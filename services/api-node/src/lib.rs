@@ -21,7 +21,8 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::sync::watch;
 
-pub use auth::{Auth, RecordSink, require_token};
+pub use auth::{Auth, require_token};
+pub use enspace_core::RecordSink;
 pub use replica::TokenReplica;
 pub use verify::VerifiedToken;
 

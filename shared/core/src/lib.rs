@@ -11,6 +11,6 @@ pub mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{AuditEvent, EventEnvelope, StoredEvent, TokenEvent};
-pub use record::RequestRecord;
+pub use record::{RecordSink, RequestRecord};
 pub use secret::{PatSecret, SecretHash, SecretParseError, SessionSecret};
 pub use token::{Expiration, Scope, TokenStatus, TokenView};

@@ -23,6 +23,12 @@ pub struct RequestRecord {
     pub user_agent: Option<String>,
 }
 
+/// Where an API node hands its request records: the JetStream publisher, or
+/// the embedded in-process queue. Must never block the request path.
+pub trait RecordSink: Send + Sync + 'static {
+    fn record(&self, record: RequestRecord);
+}
+
 impl RequestRecord {
     pub fn to_msgpack(&self) -> Vec<u8> {
         rmp_serde::to_vec_named(self).unwrap_or_default()
