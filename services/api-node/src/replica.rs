@@ -1,20 +1,24 @@
 //! The node's local copy of every token's state, folded from token events,
-//! laid out to be small (≈150 bytes a token) and looked up by secret hash in
-//! one hash-map probe. Users and workspace sets are interned.
+//! laid out to be small and fast: one hash map from secret hash to a
+//! 40-byte entry, so a lookup is one probe. Users and workspace sets are
+//! interned. Revocation is monotonic and a creation for a known hash is
+//! ignored, so replayed or duplicated events change nothing.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, RwLock};
 
-use enspace_core::{EventEnvelope, Scope, SecretHash, TokenEvent};
+use enspace_core::{EventEnvelope, SecretHash, TokenEvent};
 use ulid::Ulid;
 
-/// Keys here are SHA-256 digests or ULIDs, already uniformly random in their
-/// low bytes: hashing them again would only cost time.
-#[derive(Default)]
-pub struct PrehashedHasher(u64);
+use crate::verify::Scopes;
 
-impl Hasher for PrehashedHasher {
+/// Keys are SHA-256 digests, already uniform: hashing them again would only
+/// cost time, so the map uses eight of their bytes as the hash.
+#[derive(Default)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -24,30 +28,18 @@ impl Hasher for PrehashedHasher {
         buf[..n].copy_from_slice(&bytes[bytes.len() - n..]);
         self.0 ^= u64::from_le_bytes(buf);
     }
-    fn write_u128(&mut self, v: u128) {
-        self.0 ^= v as u64;
-    }
 }
 
-type Prehashed = BuildHasherDefault<PrehashedHasher>;
-
-pub fn scope_bit(scope: Scope) -> u8 {
-    match scope {
-        Scope::Read => 1,
-        Scope::Write => 2,
-        Scope::Delete => 4,
-    }
-}
+type ByDigest = BuildHasherDefault<DigestHasher>;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    id: u128,
-    seq: u64,
+    id: [u8; 16],
     /// `i64::MAX` for a token that never expires.
     expires_at_ms: i64,
     user: u32,
     workspaces: u32,
-    scopes: u8,
+    scopes: Scopes,
     revoked: bool,
 }
 
@@ -57,15 +49,14 @@ pub struct TokenFacts {
     pub token_id: Ulid,
     pub user_id: Arc<str>,
     pub workspaces: Arc<[String]>,
-    pub scopes: u8,
+    pub scopes: Scopes,
     pub expires_at_ms: i64,
     pub revoked: bool,
 }
 
 #[derive(Default)]
 struct Inner {
-    by_hash: HashMap<[u8; 32], Entry, Prehashed>,
-    hash_of: HashMap<u128, [u8; 32], Prehashed>,
+    by_hash: HashMap<[u8; 32], Entry, ByDigest>,
     users: Vec<Arc<str>>,
     user_ids: HashMap<Arc<str>, u32>,
     workspace_sets: Vec<Arc<[String]>>,
@@ -107,47 +98,38 @@ impl TokenReplica {
         Self::default()
     }
 
-    /// Folds one event. Idempotent and safe against replays: an event at or
-    /// below the token's last applied `seq` changes nothing.
+    /// Folds one event; idempotent, and safe against replays.
     pub fn apply(&self, envelope: &EventEnvelope) {
         let Ok(mut inner) = self.inner.write() else {
             return;
         };
-        let id = u128::from(envelope.token_id);
         inner.last_seq = inner.last_seq.max(envelope.seq);
+        let hex = match &envelope.event {
+            TokenEvent::TokenCreated(c) => &c.secret_hash,
+            TokenEvent::TokenRevoked(r) => &r.secret_hash,
+        };
+        let Some(hash) = SecretHash::from_hex(hex) else {
+            tracing::warn!(token.id = %envelope.token_id, "token event without a valid secret hash");
+            return;
+        };
         match &envelope.event {
             TokenEvent::TokenCreated(created) => {
-                if inner.hash_of.contains_key(&id) {
+                if inner.by_hash.contains_key(&hash.0) {
                     return;
                 }
-                let Some(hash) = SecretHash::from_hex(&created.secret_hash) else {
-                    tracing::warn!(token.id = %envelope.token_id, "token_created without a valid secret hash");
-                    return;
-                };
-                let user = inner.intern_user(&created.user_id);
-                let workspaces = inner.intern_workspaces(&created.workspaces);
-                let scopes = created.scopes.iter().fold(0, |acc, s| acc | scope_bit(*s));
                 let entry = Entry {
-                    id,
-                    seq: envelope.seq,
+                    id: envelope.token_id.to_bytes(),
                     expires_at_ms: created.expires_at.map_or(i64::MAX, |t| t.as_millisecond()),
-                    user,
-                    workspaces,
-                    scopes,
+                    user: inner.intern_user(&created.user_id),
+                    workspaces: inner.intern_workspaces(&created.workspaces),
+                    scopes: Scopes::from_iter(created.scopes.iter().copied()),
                     revoked: false,
                 };
                 inner.by_hash.insert(hash.0, entry);
-                inner.hash_of.insert(id, hash.0);
             }
             TokenEvent::TokenRevoked(_) => {
-                let Some(hash) = inner.hash_of.get(&id).copied() else {
-                    return;
-                };
-                if let Some(entry) = inner.by_hash.get_mut(&hash)
-                    && envelope.seq > entry.seq
-                {
+                if let Some(entry) = inner.by_hash.get_mut(&hash.0) {
                     entry.revoked = true;
-                    entry.seq = envelope.seq;
                 }
             }
         }
@@ -157,7 +139,7 @@ impl TokenReplica {
         let inner = self.inner.read().ok()?;
         let entry = inner.by_hash.get(hash)?;
         Some(TokenFacts {
-            token_id: Ulid::from(entry.id),
+            token_id: Ulid::from_bytes(entry.id),
             user_id: inner.users.get(entry.user as usize)?.clone(),
             workspaces: inner.workspace_sets.get(entry.workspaces as usize)?.clone(),
             scopes: entry.scopes,

@@ -1,32 +1,60 @@
-//! Verifying a bearer token against the local replica: parse, checksum,
-//! SHA-256, one lookup, status and expiry, scope, workspace. No I/O.
+//! Verifying a bearer token against the local replica: format and checksum
+//! (no allocation), SHA-256, one lookup, revocation, expiry, scope,
+//! workspace. No I/O.
 
 use std::sync::Arc;
 
-use enspace_core::{PatSecret, Scope, SecretParseError};
+use enspace_core::secret::check_pat_format;
+use enspace_core::{Scope, SecretHash, SecretParseError};
 use ulid::Ulid;
 
-use crate::replica::{TokenFacts, TokenReplica, scope_bit};
+use crate::replica::{TokenFacts, TokenReplica};
+
+/// A set of scopes in one byte.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    fn bit(scope: Scope) -> u8 {
+        match scope {
+            Scope::Read => 1,
+            Scope::Write => 2,
+            Scope::Delete => 4,
+        }
+    }
+
+    pub fn contains(self, scope: Scope) -> bool {
+        self.0 & Self::bit(scope) != 0
+    }
+
+    /// In the order read, write, delete.
+    pub fn iter(self) -> impl Iterator<Item = Scope> {
+        Scope::ALL.into_iter().filter(move |s| self.contains(*s))
+    }
+}
+
+impl FromIterator<Scope> for Scopes {
+    fn from_iter<I: IntoIterator<Item = Scope>>(iter: I) -> Self {
+        Scopes(iter.into_iter().fold(0, |acc, s| acc | Self::bit(s)))
+    }
+}
 
 /// The identity of a verified token, handed to handlers as an extractor.
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {
     pub token_id: Ulid,
     pub user_id: Arc<str>,
-    pub scopes: Vec<Scope>,
+    pub scopes: Scopes,
     pub workspaces: Arc<[String]>,
 }
 
-impl VerifiedToken {
-    fn from_facts(facts: &TokenFacts) -> Self {
+impl From<TokenFacts> for VerifiedToken {
+    fn from(facts: TokenFacts) -> Self {
         VerifiedToken {
             token_id: facts.token_id,
-            user_id: facts.user_id.clone(),
-            scopes: Scope::ALL
-                .into_iter()
-                .filter(|s| facts.scopes & scope_bit(*s) != 0)
-                .collect(),
-            workspaces: facts.workspaces.clone(),
+            user_id: facts.user_id,
+            scopes: facts.scopes,
+            workspaces: facts.workspaces,
         }
     }
 }
@@ -84,30 +112,25 @@ pub fn verify(
     let Some(presented) = bearer(authorization) else {
         return reject(Rejection::Missing, None);
     };
-    let secret: PatSecret = match presented.parse() {
-        Ok(secret) => secret,
-        Err(e) => return reject(Rejection::Malformed(e), None),
-    };
-    let Some(facts) = replica.lookup(secret.hash().as_bytes()) else {
+    if let Err(e) = check_pat_format(presented) {
+        return reject(Rejection::Malformed(e), None);
+    }
+    let Some(facts) = replica.lookup(SecretHash::of(presented).as_bytes()) else {
         return reject(Rejection::Unknown, None);
     };
-    let token = Some(VerifiedToken::from_facts(&facts));
-    if facts.revoked {
-        return reject(Rejection::Revoked, token);
-    }
-    if facts.expires_at_ms <= now_ms {
-        return reject(Rejection::Expired, token);
-    }
-    if facts.scopes & scope_bit(needed) == 0 {
-        return reject(Rejection::InsufficientScope(needed), token);
-    }
-    if let Some(ws) = workspace
-        && !facts.workspaces.iter().any(|w| w == ws)
-    {
-        return reject(Rejection::WorkspaceNotAllowed, token);
-    }
+    let rejection = if facts.revoked {
+        Some(Rejection::Revoked)
+    } else if facts.expires_at_ms <= now_ms {
+        Some(Rejection::Expired)
+    } else if !facts.scopes.contains(needed) {
+        Some(Rejection::InsufficientScope(needed))
+    } else if workspace.is_some_and(|ws| !facts.workspaces.iter().any(|w| w == ws)) {
+        Some(Rejection::WorkspaceNotAllowed)
+    } else {
+        None
+    };
     Verdict {
-        token,
-        rejection: None,
+        token: Some(facts.into()),
+        rejection,
     }
 }

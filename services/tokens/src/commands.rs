@@ -76,6 +76,7 @@ pub fn decide(
             Some(view) if view.user_id == *actor => Ok(view.revoked_at.is_none().then(|| {
                 TokenEvent::TokenRevoked(TokenRevoked {
                     user_id: view.user_id.clone(),
+                    secret_hash: view.secret_hash.to_hex(),
                 })
             })),
             _ => Err(CommandError::TokenNotFound),

@@ -34,6 +34,9 @@ pub struct TokenCreated {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenRevoked {
     pub user_id: String,
+    /// Hex SHA-256 of the revoked token's secret, so replicas keyed by it
+    /// fold the revocation without an index from id to hash.
+    pub secret_hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -347,6 +350,7 @@ mod tests {
         let revoked = EventEnvelope {
             event: TokenEvent::TokenRevoked(TokenRevoked {
                 user_id: "alice".into(),
+                secret_hash: hex::encode([7u8; 32]),
             }),
             ..created(4)
         };

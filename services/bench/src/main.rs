@@ -1,0 +1,35 @@
+//! `cargo run --release -p enspace-bench -- <benchmark>`: every benchmark
+//! prints its figure beside a baseline measured in the same run, and the
+//! ratio (what survives a noisy machine). One module per benchmark.
+
+mod node_load;
+mod propagation;
+mod support;
+mod verify;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "ENSPACE tokens benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Local token verification over a replica of many tokens, and memory per token.
+    Verify(verify::Args),
+    /// An API node's read route under wrk, with and without the auth layer.
+    NodeLoad(node_load::Args),
+    /// Revocation propagation from the token service to a node's replica over JetStream.
+    Propagation(propagation::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().bench {
+        Bench::Verify(args) => verify::run(args),
+        Bench::NodeLoad(args) => node_load::run(args),
+        Bench::Propagation(args) => propagation::run(args),
+    }
+}

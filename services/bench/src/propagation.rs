@@ -1,0 +1,139 @@
+//! Revocation propagation on loopback: from `DELETE` committing in the token
+//! service to a node's replica knowing it, through the outbox and the
+//! JetStream token events stream. Baseline in the same run: a core NATS
+//! publish → subscriber round trip on the same server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use enspace_api_node::TokenReplica;
+use enspace_core::{Expiration, PatSecret, Scope, SystemClock};
+use enspace_tokens::commands::{Command, CreateToken};
+use enspace_tokens::directory::Directory;
+use enspace_tokens::metrics::Metrics;
+use enspace_tokens::replication::Outbox;
+use enspace_tokens::store::Store;
+use enspace_tokens::{AppState, Config};
+use futures::StreamExt;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use ulid::Ulid;
+
+use crate::support::{Nats, percentile};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Revocations to time.
+    #[arg(long, default_value_t = 300)]
+    samples: usize,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(measure(args))
+}
+
+async fn until(deadline: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if done() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_micros(50)).await;
+    }
+    None
+}
+
+async fn measure(args: Args) -> anyhow::Result<()> {
+    let nats = Nats::start()?;
+    let data = tempfile::tempdir()?;
+    let store = Store::open(data.path())?;
+    let state = AppState::new(
+        store.clone(),
+        Directory::demo(),
+        Arc::new(SystemClock),
+        Metrics::new(Registry::default()),
+        Config::default(),
+    )?;
+    let client = enspace_nats::connect(&nats.url(), "bench-tokens").await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let outbox = Outbox::open(&store.db, store.log.clone())?;
+    tokio::spawn(outbox.run(js.clone(), state.writer.head()));
+
+    let node_client = enspace_nats::connect(&nats.url(), "bench-node").await?;
+    let replica = Arc::new(TokenReplica::new());
+    let (ready_tx, _ready) = watch::channel(false);
+    tokio::spawn(enspace_api_node::feed::follow_jetstream(
+        async_nats::jetstream::new(node_client.clone()),
+        replica.clone(),
+        ready_tx,
+    ));
+
+    let mut samples = Vec::with_capacity(args.samples);
+    for _ in 0..args.samples {
+        let secret = PatSecret::generate();
+        let view = state
+            .writer
+            .execute(Command::CreateToken(CreateToken {
+                token_id: Ulid::nil(),
+                actor: "alice".into(),
+                description: "bench".into(),
+                expiration: Expiration::Never,
+                scopes: vec![Scope::Read],
+                workspaces: vec!["acme".into()],
+                secret_hash: secret.hash(),
+            }))
+            .await?;
+        let hash = secret.hash().0;
+        until(Duration::from_secs(5), || replica.lookup(&hash).is_some())
+            .await
+            .ok_or_else(|| anyhow::anyhow!("creation never reached the replica"))?;
+        let start = Instant::now();
+        state
+            .writer
+            .execute(Command::RevokeToken {
+                token_id: view.id,
+                actor: "alice".into(),
+            })
+            .await?;
+        until(Duration::from_secs(5), || {
+            replica.lookup(&hash).is_some_and(|f| f.revoked)
+        })
+        .await
+        .ok_or_else(|| anyhow::anyhow!("revocation never reached the replica"))?;
+        samples.push(start.elapsed());
+    }
+    samples.sort();
+
+    let mut sub = node_client.subscribe("bench.ping").await?;
+    node_client.flush().await?;
+    let mut rtts = Vec::with_capacity(args.samples);
+    for _ in 0..args.samples {
+        let start = Instant::now();
+        client.publish("bench.ping", "x".into()).await?;
+        client.flush().await?;
+        sub.next().await;
+        rtts.push(start.elapsed());
+    }
+    rtts.sort();
+
+    let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
+    let (b50, b99) = (percentile(&rtts, 0.5), percentile(&rtts, 0.99));
+    println!(
+        "revocation propagation (durable commit + JetStream + replica), {} samples:",
+        samples.len()
+    );
+    println!(
+        "  p50 {p50:>10.2?}   p99 {p99:>10.2?}   max {:>10.2?}",
+        samples[samples.len() - 1]
+    );
+    println!("baseline core NATS publish -> subscriber on the same server:");
+    println!("  p50 {b50:>10.2?}   p99 {b99:>10.2?}");
+    println!(
+        "ratio p99 / baseline p99: {:.1}   target: p99 < 100 ms",
+        p99.as_secs_f64() / b99.as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
