@@ -23,14 +23,38 @@ use crate::metrics::NodeMetrics;
 use crate::replica::TokenReplica;
 use crate::verify::{Rejection, VerifiedToken, verify};
 
-/// Everything the auth layer needs; a cheap clone.
+/// Everything the auth layer needs. Cloned for every request, so it is one
+/// `Arc`: one reference count to touch, not one per field.
 #[derive(Clone)]
-pub struct Auth {
+pub struct Auth(Arc<AuthParts>);
+
+pub struct AuthParts {
     pub replica: Arc<TokenReplica>,
     pub clock: Arc<dyn Clock>,
     pub node_id: Arc<str>,
     pub metrics: NodeMetrics,
     pub sink: Option<Arc<dyn RecordSink>>,
+}
+
+impl Auth {
+    pub fn new(parts: AuthParts) -> Self {
+        Auth(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for Auth {
+    type Target = AuthParts;
+    fn deref(&self) -> &AuthParts {
+        &self.0
+    }
+}
+
+struct PendingRecord {
+    token: VerifiedToken,
+    method: String,
+    path: String,
+    client_ip: String,
+    user_agent: Option<String>,
 }
 
 pub fn scope_for(method: &Method) -> Scope {
@@ -103,11 +127,11 @@ pub async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let now_ms = auth.clock.now().as_millisecond();
+    let now = auth.clock.now();
     let verdict = verify(
         &auth.replica,
         authorization,
-        now_ms,
+        now.as_millisecond(),
         needed,
         workspace.as_deref(),
     );
@@ -115,40 +139,48 @@ pub async fn require_token(
         verdict.rejection.as_ref().map_or("ok", Rejection::outcome),
         start.elapsed(),
     );
-    let method = req.method().as_str().to_owned();
-    let path = req.uri().path().to_owned();
-    let client_ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ci| ci.0.ip().to_string())
-        .unwrap_or_default();
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(256).collect::<String>());
-    let response = match (&verdict.rejection, &verdict.token) {
+    // What a request record needs is taken before the request moves on, and
+    // only when the call resolved to a token and records are kept.
+    let pending = match (&auth.sink, &verdict.token) {
+        (Some(_), Some(token)) => Some(PendingRecord {
+            token: token.clone(),
+            method: req.method().as_str().to_owned(),
+            path: req.uri().path().to_owned(),
+            client_ip: req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ci| ci.0.ip().to_string())
+                .unwrap_or_default(),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(256).collect::<String>()),
+        }),
+        _ => None,
+    };
+    let response = match (verdict.rejection, verdict.token) {
         (None, Some(token)) => {
-            req.extensions_mut().insert(token.clone());
+            req.extensions_mut().insert(token);
             next.run(req).await
         }
-        (Some(rejection), _) => rejection_response(rejection),
+        (Some(rejection), _) => rejection_response(&rejection),
         (None, None) => rejection_response(&Rejection::Unknown),
     };
-    if let (Some(sink), Some(token)) = (&auth.sink, verdict.token) {
+    if let (Some(sink), Some(p)) = (&auth.sink, pending) {
         sink.record(RequestRecord {
             id: Ulid::new(),
-            token_id: token.token_id,
-            user_id: token.user_id.to_string(),
-            at: auth.clock.now(),
+            token_id: p.token.token_id,
+            user_id: p.token.user_id.to_string(),
+            at: now,
             node: auth.node_id.to_string(),
-            method,
-            path,
+            method: p.method,
+            path: p.path,
             workspace,
             status: response.status().as_u16(),
-            duration_ms: (start.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-            client_ip,
-            user_agent,
+            duration_ms: (start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
+            client_ip: p.client_ip,
+            user_agent: p.user_agent,
         });
     }
     response

@@ -21,14 +21,23 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::sync::watch;
 
-pub use auth::{Auth, require_token};
+pub use auth::{Auth, AuthParts, require_token};
 pub use enspace_core::RecordSink;
 pub use replica::TokenReplica;
 pub use verify::VerifiedToken;
 
-/// An API node's state; a cheap clone.
+/// An API node's state: one `Arc`, cloned for every request.
 #[derive(Clone)]
-pub struct NodeState {
+pub struct NodeState(Arc<NodeParts>);
+
+impl std::ops::Deref for NodeState {
+    type Target = NodeParts;
+    fn deref(&self) -> &NodeParts {
+        &self.0
+    }
+}
+
+pub struct NodeParts {
     pub auth: Auth,
     pub records: Arc<records::RecordStore>,
     pub clock: Arc<dyn Clock>,
@@ -45,18 +54,18 @@ impl NodeState {
         ready: watch::Receiver<bool>,
     ) -> Self {
         let metrics = metrics::NodeMetrics::register(registry);
-        NodeState {
-            auth: Auth {
+        NodeState(Arc::new(NodeParts {
+            auth: Auth::new(AuthParts {
                 replica: Arc::new(TokenReplica::new()),
                 clock: clock.clone(),
                 node_id: Arc::from(node_id),
                 metrics,
                 sink,
-            },
+            }),
             records: records::new_store(),
             clock,
             ready,
-        }
+        }))
     }
 
     pub fn replica(&self) -> &Arc<TokenReplica> {

@@ -17,6 +17,8 @@ struct Outcome {
 #[derive(Clone)]
 pub struct NodeMetrics {
     verifications: Family<Outcome, Counter>,
+    /// The common outcome's counter, resolved once instead of per request.
+    verified_ok: Counter,
     verification_seconds: Histogram,
     pub replica_tokens: Gauge,
     pub records_dropped: Counter,
@@ -25,8 +27,13 @@ pub struct NodeMetrics {
 
 impl NodeMetrics {
     pub fn register(registry: &mut Registry) -> Self {
+        let verifications = Family::<Outcome, Counter>::default();
+        let verified_ok = verifications
+            .get_or_create(&Outcome { outcome: "ok" })
+            .clone();
         let m = NodeMetrics {
-            verifications: Family::default(),
+            verifications,
+            verified_ok,
             // 250 ns … ~8 ms
             verification_seconds: Histogram::new(exponential_buckets(0.000_000_25, 2.0, 16)),
             replica_tokens: Gauge::default(),
@@ -62,7 +69,10 @@ impl NodeMetrics {
     }
 
     pub fn observe_verification(&self, outcome: &'static str, took: Duration) {
-        self.verifications.get_or_create(&Outcome { outcome }).inc();
+        match outcome {
+            "ok" => self.verified_ok.inc(),
+            _ => self.verifications.get_or_create(&Outcome { outcome }).inc(),
+        };
         self.verification_seconds.observe(took.as_secs_f64());
     }
 }
