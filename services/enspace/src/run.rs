@@ -31,15 +31,29 @@ async fn control_plane(
         Some(path) => Directory::load(path)?,
         None => Directory::demo(),
     };
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("cannot create the data directory {} (ENSPACE_DATA)", args.data.display()))?;
-    let store = Store::open(&args.data)
-        .with_context(|| format!("cannot open the store in {} (ENSPACE_DATA)", args.data.display()))?;
+    std::fs::create_dir_all(&args.data).with_context(|| {
+        format!(
+            "cannot create the data directory {} (ENSPACE_DATA)",
+            args.data.display()
+        )
+    })?;
+    let store = Store::open(&args.data).with_context(|| {
+        format!(
+            "cannot open the store in {} (ENSPACE_DATA)",
+            args.data.display()
+        )
+    })?;
     let config = Config {
         internal_key: args.internal_key.clone(),
         ..Config::default()
     };
-    let mut state = AppState::new(store.clone(), directory, clock, Metrics::new(registry), config)?;
+    let state = AppState::new(
+        store.clone(),
+        directory,
+        clock,
+        Metrics::new(registry),
+        config,
+    )?;
     let js = match &args.nats_url {
         None => None,
         Some(url) => {
@@ -49,7 +63,7 @@ async fn control_plane(
             let js = async_nats::jetstream::new(client.clone());
             let outbox = Outbox::open(&store.db, store.log.clone())?;
             tokio::spawn(outbox.run(js.clone(), state.writer.head()));
-            state.nats = Some(client);
+            let _ = state.nats.set(client);
             Some(js)
         }
     };
@@ -114,7 +128,9 @@ pub async fn tokens(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     if args.nats_url.is_none() {
-        bail!("`enspace tokens` needs NATS: pass --nats-url or set NATS_URL (or run `enspace serve`)");
+        bail!(
+            "`enspace tokens` needs NATS: pass --nats-url or set NATS_URL (or run `enspace serve`)"
+        );
     }
     let (state, _) = control_plane(&args, clock, Registry::default()).await?;
     let store = state.store.clone();
@@ -130,9 +146,12 @@ pub async fn api_node(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let client = enspace_nats::connect(&args.nats_url, &format!("enspace-api-node-{}", args.node_id))
-        .await
-        .with_context(|| format!("cannot connect to NATS at {} (NATS_URL)", args.nats_url))?;
+    let client = enspace_nats::connect(
+        &args.nats_url,
+        &format!("enspace-api-node-{}", args.node_id),
+    )
+    .await
+    .with_context(|| format!("cannot connect to NATS at {} (NATS_URL)", args.nats_url))?;
     let js = async_nats::jetstream::new(client);
     let mut registry = Registry::default();
     let (ready_tx, ready_rx) = watch::channel(false);

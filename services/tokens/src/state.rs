@@ -10,8 +10,19 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::writer::Writer;
 
+/// Cloned for every request, so it is one `Arc`: one reference count to
+/// touch rather than one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+pub struct AppParts {
     pub store: Store,
     pub writer: Writer,
     pub directory: Arc<Directory>,
@@ -19,7 +30,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub config: Arc<Config>,
     /// The NATS connection, when the service publishes to JetStream.
-    pub nats: Option<async_nats::Client>,
+    pub nats: std::sync::OnceLock<async_nats::Client>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,14 +59,14 @@ impl AppState {
         config: Config,
     ) -> Result<Self, crate::store::StoreError> {
         let writer = Writer::start(store.clone(), clock.clone(), metrics.clone())?;
-        Ok(AppState {
+        Ok(AppState(Arc::new(AppParts {
             store,
             writer,
             directory: Arc::new(directory),
             clock,
             metrics,
             config: Arc::new(config),
-            nats: None,
-        })
+            nats: std::sync::OnceLock::new(),
+        })))
     }
 }

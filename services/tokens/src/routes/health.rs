@@ -17,9 +17,10 @@ pub async fn healthz() -> Json<serde_json::Value> {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let head = state.store.log.head().map(|(seq, _)| seq);
     let projected = state.store.projections.last_seq();
-    let nats_ok = state.nats.as_ref().is_none_or(|client| {
-        client.connection_state() == async_nats::connection::State::Connected
-    });
+    let nats_ok = state
+        .nats
+        .get()
+        .is_none_or(|client| client.connection_state() == async_nats::connection::State::Connected);
     match (head, projected) {
         (Ok(head), Ok(projected)) if projected >= head && nats_ok => {
             Json(json!({"status": "ready", "event_log_seq": head})).into_response()
