@@ -6,3 +6,4 @@
 mod support;
 
 mod tokens_api;
+mod validation;

@@ -56,6 +56,11 @@ where
 
 /// Parses a JSON body: syntax errors are 400, shape errors are 422 naming the field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // The whole body must be one JSON value: a valid object followed by
+    // anything else is malformed too, and that is decided before its shape.
+    if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
+        return Err(ApiError::malformed_json("the body is not valid JSON"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
