@@ -7,3 +7,4 @@ mod support;
 
 mod tokens_api;
 mod validation;
+mod sessions;
