@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 
 pub use state::{AppState, Config};
 
-use routes::{audit, health, me, session, tokens};
+use routes::{audit, health, me, session, tokens, ui};
 
 /// The token service's routes, with `extra` routes (e.g. an API node's in
 /// `enspace serve`) merged in, wearing the shared layers.
@@ -42,6 +42,7 @@ pub fn app(state: AppState, extra: Router) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .merge(ui::routes())
         .with_state(state.clone())
         .merge(extra);
     enspace_http::layers::harden(routes, state.metrics.http.clone())

@@ -6,3 +6,4 @@ pub mod health;
 pub mod me;
 pub mod session;
 pub mod tokens;
+pub mod ui;
