@@ -3,6 +3,7 @@
 //! ratio (what survives a noisy machine). One module per benchmark.
 
 mod node_load;
+mod node_memory;
 mod propagation;
 mod support;
 mod verify;
@@ -22,6 +23,8 @@ enum Bench {
     Verify(verify::Args),
     /// An API node's read route under wrk, with and without the auth layer.
     NodeLoad(node_load::Args),
+    /// A real api-node process catching up on many tokens: time to ready and RSS.
+    NodeMemory(node_memory::Args),
     /// Revocation propagation from the token service to a node's replica over JetStream.
     Propagation(propagation::Args),
 }
@@ -30,6 +33,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Verify(args) => verify::run(args),
         Bench::NodeLoad(args) => node_load::run(args),
+        Bench::NodeMemory(args) => node_memory::run(args),
         Bench::Propagation(args) => propagation::run(args),
     }
 }
