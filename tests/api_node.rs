@@ -28,7 +28,13 @@ fn www_authenticate(res: &Response) -> String {
         .to_owned()
 }
 
-async fn token(app: &ServeApp, session: &str, scopes: &[&str], workspaces: &[&str], expiration: &str) -> (Value, String) {
+async fn token(
+    app: &ServeApp,
+    session: &str,
+    scopes: &[&str],
+    workspaces: &[&str],
+    expiration: &str,
+) -> (Value, String) {
     app.create_token(
         session,
         &json!({"description": "api test", "expiration": expiration, "scopes": scopes, "workspaces": workspaces}),
@@ -39,7 +45,13 @@ async fn token(app: &ServeApp, session: &str, scopes: &[&str], workspaces: &[&st
 /// Waits until the node's replica knows the token (it follows the log).
 async fn until_known(app: &ServeApp, secret: &str, ws: &str) {
     eventually(Duration::from_secs(5), "token reaches the node", || async {
-        let res = call(app, Method::GET, &format!("/api/v1/workspaces/{ws}/records"), Some(secret)).await;
+        let res = call(
+            app,
+            Method::GET,
+            &format!("/api/v1/workspaces/{ws}/records"),
+            Some(secret),
+        )
+        .await;
         (res.status() != 401).then_some(())
     })
     .await;
@@ -63,30 +75,60 @@ async fn a_full_token_can_list_create_view_update_and_delete_records() {
     let (_, secret) = token(&app, &alice, &["read", "write", "delete"], &["acme"], "1m").await;
     until_known(&app, &secret, "acme").await;
 
-    let created = call(&app, Method::POST, "/api/v1/workspaces/acme/records", Some(&secret)).await;
+    let created = call(
+        &app,
+        Method::POST,
+        "/api/v1/workspaces/acme/records",
+        Some(&secret),
+    )
+    .await;
     assert_eq!(created.status(), 201);
     let record: Value = created.json().await.expect("record");
     let id = record["id"].as_str().expect("id").to_owned();
     assert_eq!(record["created_by"], "alice");
 
-    let list: Value = call(&app, Method::GET, "/api/v1/workspaces/acme/records?q=quarterly", Some(&secret))
-        .await
-        .json()
-        .await
-        .expect("list");
+    let list: Value = call(
+        &app,
+        Method::GET,
+        "/api/v1/workspaces/acme/records?q=quarterly",
+        Some(&secret),
+    )
+    .await
+    .json()
+    .await
+    .expect("list");
     assert_eq!(list["records"][0]["id"], id.as_str());
-    let none: Value = call(&app, Method::GET, "/api/v1/workspaces/acme/records?q=absent", Some(&secret))
-        .await
-        .json()
-        .await
-        .expect("list");
+    let none: Value = call(
+        &app,
+        Method::GET,
+        "/api/v1/workspaces/acme/records?q=absent",
+        Some(&secret),
+    )
+    .await
+    .json()
+    .await
+    .expect("list");
     assert_eq!(none["records"], json!([]));
 
     let path = format!("/api/v1/workspaces/acme/records/{id}");
-    assert_eq!(call(&app, Method::GET, &path, Some(&secret)).await.status(), 200);
-    assert_eq!(call(&app, Method::PUT, &path, Some(&secret)).await.status(), 200);
-    assert_eq!(call(&app, Method::DELETE, &path, Some(&secret)).await.status(), 204);
-    assert_eq!(call(&app, Method::GET, &path, Some(&secret)).await.status(), 404);
+    assert_eq!(
+        call(&app, Method::GET, &path, Some(&secret)).await.status(),
+        200
+    );
+    assert_eq!(
+        call(&app, Method::PUT, &path, Some(&secret)).await.status(),
+        200
+    );
+    assert_eq!(
+        call(&app, Method::DELETE, &path, Some(&secret))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        call(&app, Method::GET, &path, Some(&secret)).await.status(),
+        404
+    );
 }
 
 #[tokio::test]
@@ -96,14 +138,33 @@ async fn a_read_only_token_cannot_post_put_or_delete() {
     let (_, secret) = token(&app, &alice, &["read"], &["acme"], "3m").await;
     until_known(&app, &secret, "acme").await;
     assert_eq!(
-        call(&app, Method::GET, "/api/v1/workspaces/acme/records", Some(&secret)).await.status(),
+        call(
+            &app,
+            Method::GET,
+            "/api/v1/workspaces/acme/records",
+            Some(&secret)
+        )
+        .await
+        .status(),
         200
     );
     let id = ulid::Ulid::new();
     for (method, path, scope) in [
-        (Method::POST, "/api/v1/workspaces/acme/records".to_owned(), "write"),
-        (Method::PUT, format!("/api/v1/workspaces/acme/records/{id}"), "write"),
-        (Method::DELETE, format!("/api/v1/workspaces/acme/records/{id}"), "delete"),
+        (
+            Method::POST,
+            "/api/v1/workspaces/acme/records".to_owned(),
+            "write",
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/workspaces/acme/records/{id}"),
+            "write",
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/workspaces/acme/records/{id}"),
+            "delete",
+        ),
     ] {
         let res = call(&app, method.clone(), &path, Some(&secret)).await;
         assert_eq!(res.status(), 403, "{method} {path}");
@@ -122,19 +183,30 @@ async fn a_write_token_without_delete_cannot_delete() {
     let alice = app.login("alice").await;
     let (_, secret) = token(&app, &alice, &["read", "write"], &["acme"], "3m").await;
     until_known(&app, &secret, "acme").await;
-    let created: Value = call(&app, Method::POST, "/api/v1/workspaces/acme/records", Some(&secret))
-        .await
-        .json()
-        .await
-        .expect("record");
-    let path = format!("/api/v1/workspaces/acme/records/{}", created["id"].as_str().expect("id"));
+    let created: Value = call(
+        &app,
+        Method::POST,
+        "/api/v1/workspaces/acme/records",
+        Some(&secret),
+    )
+    .await
+    .json()
+    .await
+    .expect("record");
+    let path = format!(
+        "/api/v1/workspaces/acme/records/{}",
+        created["id"].as_str().expect("id")
+    );
     let res = call(&app, Method::DELETE, &path, Some(&secret)).await;
     assert_eq!(res.status(), 403);
     assert_eq!(
         www_authenticate(&res),
         "Bearer error=\"insufficient_scope\", scope=\"delete\""
     );
-    assert_eq!(call(&app, Method::GET, &path, Some(&secret)).await.status(), 200);
+    assert_eq!(
+        call(&app, Method::GET, &path, Some(&secret)).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -143,7 +215,13 @@ async fn a_token_for_acme_is_refused_on_globex() {
     let alice = app.login("alice").await;
     let (_, secret) = token(&app, &alice, &["read", "write", "delete"], &["acme"], "3m").await;
     until_known(&app, &secret, "acme").await;
-    let res = call(&app, Method::GET, "/api/v1/workspaces/globex/records", Some(&secret)).await;
+    let res = call(
+        &app,
+        Method::GET,
+        "/api/v1/workspaces/globex/records",
+        Some(&secret),
+    )
+    .await;
     assert_eq!(res.status(), 403);
     let body: Value = res.json().await.expect("problem");
     assert_eq!(body["code"], "workspace_not_allowed");
@@ -176,14 +254,38 @@ async fn an_expired_token_gets_401_from_its_expiry_instant() {
     let alice = app.login("alice").await;
     let (created, secret) = token(&app, &alice, &["read"], &["acme"], "1m").await;
     until_known(&app, &secret, "acme").await;
-    let expires_at: jiff::Timestamp = created["expires_at"].as_str().expect("expiry").parse().expect("ts");
-    app.clock.set(expires_at.checked_sub(SignedDuration::from_millis(1)).expect("ts"));
+    let expires_at: jiff::Timestamp = created["expires_at"]
+        .as_str()
+        .expect("expiry")
+        .parse()
+        .expect("ts");
+    app.clock.set(
+        expires_at
+            .checked_sub(SignedDuration::from_millis(1))
+            .expect("ts"),
+    );
     assert_eq!(
-        call(&app, Method::GET, "/api/v1/workspaces/acme/records", Some(&secret)).await.status(),
+        call(
+            &app,
+            Method::GET,
+            "/api/v1/workspaces/acme/records",
+            Some(&secret)
+        )
+        .await
+        .status(),
         200
     );
     app.clock.set(expires_at);
-    assert_invalid_token(call(&app, Method::GET, "/api/v1/workspaces/acme/records", Some(&secret)).await).await;
+    assert_invalid_token(
+        call(
+            &app,
+            Method::GET,
+            "/api/v1/workspaces/acme/records",
+            Some(&secret),
+        )
+        .await,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -193,13 +295,37 @@ async fn a_revoked_token_gets_401() {
     let (created, secret) = token(&app, &alice, &["read"], &["acme"], "never").await;
     until_known(&app, &secret, "acme").await;
     let id = created["id"].as_str().expect("id");
-    assert_eq!(app.delete(&alice, &format!("/v1/tokens/{id}")).await.status(), 204);
-    eventually(Duration::from_secs(1), "revocation reaches the node", || async {
-        let res = call(&app, Method::GET, "/api/v1/workspaces/acme/records", Some(&secret)).await;
-        (res.status() == 401).then_some(res)
-    })
+    assert_eq!(
+        app.delete(&alice, &format!("/v1/tokens/{id}"))
+            .await
+            .status(),
+        204
+    );
+    eventually(
+        Duration::from_secs(1),
+        "revocation reaches the node",
+        || async {
+            let res = call(
+                &app,
+                Method::GET,
+                "/api/v1/workspaces/acme/records",
+                Some(&secret),
+            )
+            .await;
+            (res.status() == 401).then_some(res)
+        },
+    )
     .await;
-    assert_invalid_token(call(&app, Method::GET, "/api/v1/workspaces/acme/records", Some(&secret)).await).await;
+    assert_invalid_token(
+        call(
+            &app,
+            Method::GET,
+            "/api/v1/workspaces/acme/records",
+            Some(&secret),
+        )
+        .await,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -221,11 +347,24 @@ async fn record_bodies_are_validated_like_every_other_route() {
     assert_eq!(res.status(), 400);
     let res = send(json!({"title": ""}).to_string()).await.expect("call");
     assert_eq!(res.status(), 422);
-    assert_eq!(res.json::<Value>().await.expect("problem")["field"], "title");
-    let res = send(json!({"title": "x", "evil": 1}).to_string()).await.expect("call");
+    assert_eq!(
+        res.json::<Value>().await.expect("problem")["field"],
+        "title"
+    );
+    let res = send(json!({"title": "x", "evil": 1}).to_string())
+        .await
+        .expect("call");
     assert_eq!(res.status(), 422);
-    let res = send(format!("{{\"title\":\"{}\"}}", "a".repeat(70_000))).await.expect("call");
+    let res = send(format!("{{\"title\":\"{}\"}}", "a".repeat(70_000)))
+        .await
+        .expect("call");
     assert_eq!(res.status(), 413);
-    let res = call(&app, Method::GET, "/api/v1/workspaces/acme/records/not-a-ulid", Some(&secret)).await;
+    let res = call(
+        &app,
+        Method::GET,
+        "/api/v1/workspaces/acme/records/not-a-ulid",
+        Some(&secret),
+    )
+    .await;
     assert_eq!(res.status(), 404);
 }

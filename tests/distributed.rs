@@ -26,7 +26,10 @@ fn token_service(data: &std::path::Path, nats: &NatsServer) -> EnspaceProcess {
 }
 
 fn api_node(nats: &NatsServer, id: &str) -> EnspaceProcess {
-    EnspaceProcess::start(&["api-node", "--nats-url", &nats.url(), "--node-id", id], &[])
+    EnspaceProcess::start(
+        &["api-node", "--nats-url", &nats.url(), "--node-id", id],
+        &[],
+    )
 }
 
 async fn status(api: &ApiClient, secret: &str) -> u16 {
@@ -47,10 +50,14 @@ async fn wait_status(api: &ApiClient, secret: &str, want: u16, timeout: Duration
 }
 
 async fn wait_ready(api: &ApiClient) {
-    eventually(Duration::from_secs(30), &format!("{} ready", api.base), || async {
-        let res = api.client.get(api.url("/readyz")).send().await.ok()?;
-        (res.status() == 200).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        &format!("{} ready", api.base),
+        || async {
+            let res = api.client.get(api.url("/readyz")).send().await.ok()?;
+            (res.status() == 200).then_some(())
+        },
+    )
     .await;
 }
 
@@ -85,14 +92,22 @@ async fn a_token_works_on_both_nodes_and_revocation_reaches_both_within_a_second
         }
         let id = token["id"].as_str().expect("id");
         let start = Instant::now();
-        assert_eq!(svc.delete(&alice, &format!("/v1/tokens/{id}")).await.status(), 204);
+        assert_eq!(
+            svc.delete(&alice, &format!("/v1/tokens/{id}"))
+                .await
+                .status(),
+            204
+        );
         for node in &nodes {
             wait_status(node, &secret, 401, Duration::from_secs(1)).await;
         }
         propagation.push(start.elapsed());
     }
     propagation.sort();
-    let (p50, p99) = (percentile(&propagation, 0.5), percentile(&propagation, 0.99));
+    let (p50, p99) = (
+        percentile(&propagation, 0.5),
+        percentile(&propagation, 0.99),
+    );
     eprintln!("revocation visible on both nodes: p50 {p50:?}, p99 {p99:?} (incl. the DELETE)");
     assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
 }
@@ -111,7 +126,12 @@ async fn a_node_started_late_knows_every_creation_and_revocation_before_it_is_re
         let revoked = i % 3 != 0;
         if revoked {
             let id = token["id"].as_str().expect("id");
-            assert_eq!(svc.delete(&alice, &format!("/v1/tokens/{id}")).await.status(), 204);
+            assert_eq!(
+                svc.delete(&alice, &format!("/v1/tokens/{id}"))
+                    .await
+                    .status(),
+                204
+            );
         }
         tokens.push((secret, revoked));
     }
@@ -130,7 +150,10 @@ async fn nodes_keep_verifying_while_nats_is_down_and_learn_revocations_once_it_i
     let data = tempfile::tempdir().expect("temp dir");
     let service = token_service(data.path(), &nats);
     let a = api_node(&nats, "node-a");
-    let (svc, node) = (ApiClient::from_base(&service.base), ApiClient::from_base(&a.base));
+    let (svc, node) = (
+        ApiClient::from_base(&service.base),
+        ApiClient::from_base(&a.base),
+    );
     wait_ready(&svc).await;
     wait_ready(&node).await;
     let alice = svc.login("alice").await;
@@ -139,23 +162,40 @@ async fn nodes_keep_verifying_while_nats_is_down_and_learn_revocations_once_it_i
 
     nats.stop();
     for _ in 0..20 {
-        assert_eq!(status(&node, &secret).await, 200, "verification from the local copy");
+        assert_eq!(
+            status(&node, &secret).await,
+            200,
+            "verification from the local copy"
+        );
     }
     let id = token["id"].as_str().expect("id");
-    assert_eq!(svc.delete(&alice, &format!("/v1/tokens/{id}")).await.status(), 204);
-    assert_eq!(status(&node, &secret).await, 200, "the node cannot know yet");
+    assert_eq!(
+        svc.delete(&alice, &format!("/v1/tokens/{id}"))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        status(&node, &secret).await,
+        200,
+        "the node cannot know yet"
+    );
 
     nats.restart();
     wait_status(&node, &secret, 401, Duration::from_secs(20)).await;
 }
 
 #[tokio::test]
-async fn an_event_committed_but_not_published_when_the_service_died_reaches_the_nodes_after_restart() {
+async fn an_event_committed_but_not_published_when_the_service_died_reaches_the_nodes_after_restart()
+ {
     let mut nats = NatsServer::start();
     let data = tempfile::tempdir().expect("temp dir");
     let mut service = token_service(data.path(), &nats);
     let a = api_node(&nats, "node-a");
-    let (svc, node) = (ApiClient::from_base(&service.base), ApiClient::from_base(&a.base));
+    let (svc, node) = (
+        ApiClient::from_base(&service.base),
+        ApiClient::from_base(&a.base),
+    );
     wait_ready(&svc).await;
     wait_ready(&node).await;
     let alice = svc.login("alice").await;
@@ -166,7 +206,12 @@ async fn an_event_committed_but_not_published_when_the_service_died_reaches_the_
     nats.stop();
     let (_, new_secret) = svc.create_token(&alice, &body("committed only")).await;
     let id = old["id"].as_str().expect("id");
-    assert_eq!(svc.delete(&alice, &format!("/v1/tokens/{id}")).await.status(), 204);
+    assert_eq!(
+        svc.delete(&alice, &format!("/v1/tokens/{id}"))
+            .await
+            .status(),
+        204
+    );
     service.kill();
 
     nats.restart();

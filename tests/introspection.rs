@@ -43,20 +43,40 @@ async fn introspection_describes_an_active_token_and_says_inactive_for_the_rest(
     );
 
     app.clock.advance(SignedDuration::from_hours(24 * 32));
-    assert_eq!(active(&app, &secret).await, json!({"active": false}), "expired");
+    assert_eq!(
+        active(&app, &secret).await,
+        json!({"active": false}),
+        "expired"
+    );
     app.clock.advance(SignedDuration::from_hours(-24 * 32));
 
     let id = token["id"].as_str().expect("id");
-    assert_eq!(app.delete(&alice, &format!("/v1/tokens/{id}")).await.status(), 204);
-    assert_eq!(active(&app, &secret).await, json!({"active": false}), "revoked");
+    assert_eq!(
+        app.delete(&alice, &format!("/v1/tokens/{id}"))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        active(&app, &secret).await,
+        json!({"active": false}),
+        "revoked"
+    );
 }
 
 #[tokio::test]
 async fn introspection_rejects_callers_without_the_internal_key() {
     let app = TestApp::spawn().await;
     let alice = app.login("alice").await;
-    let (_, secret) = app.create_token(&alice, &crate::support::create_body("i")).await;
-    for key in [None, Some("wrong-key"), Some(alice.as_str()), Some(secret.as_str())] {
+    let (_, secret) = app
+        .create_token(&alice, &crate::support::create_body("i"))
+        .await;
+    for key in [
+        None,
+        Some("wrong-key"),
+        Some(alice.as_str()),
+        Some(secret.as_str()),
+    ] {
         let res = introspect(&app, key, &secret).await;
         assert_eq!(res.status(), 401, "{key:?}");
         let body: Value = res.json().await.expect("problem");

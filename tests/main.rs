@@ -5,6 +5,9 @@
 
 mod support;
 
+mod api_node;
+mod distributed;
+mod introspection;
+mod sessions;
 mod tokens_api;
 mod validation;
-mod sessions;

@@ -9,9 +9,9 @@ pub mod serve;
 
 pub use app::TestApp;
 pub use nats::NatsServer;
-pub use serve::ServeApp;
 #[allow(unused_imports)]
 pub use process::EnspaceProcess;
+pub use serve::ServeApp;
 
 use std::time::{Duration, Instant};
 

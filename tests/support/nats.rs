@@ -25,9 +25,7 @@ fn spawn(port: Option<u16>, store: &std::path::Path) -> (Child, u16) {
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent
-                && let Some(rest) = line.split("Listening for client connections on ").nth(1)
-            {
+            if !sent && let Some(rest) = line.split("Listening for client connections on ").nth(1) {
                 let port = rest
                     .trim()
                     .rsplit(':')

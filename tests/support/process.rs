@@ -59,7 +59,10 @@ impl EnspaceProcess {
     }
 
     pub fn serve(data: &Path) -> Self {
-        Self::start(&["serve", "--data", data.to_str().expect("utf-8 path")], &[])
+        Self::start(
+            &["serve", "--data", data.to_str().expect("utf-8 path")],
+            &[],
+        )
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -39,7 +39,9 @@ impl ServeApp {
 
     pub async fn spawn_with(args: ServiceArgs, data: tempfile::TempDir) -> Self {
         let clock = ManualClock::new(jiff::Timestamp::now());
-        let listener = tokio::net::TcpListener::bind(args.listen).await.expect("bind");
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(enspace::run::serve(
@@ -63,7 +65,13 @@ impl ServeApp {
 
     pub async fn wait_ready(&self) {
         super::eventually(Duration::from_secs(20), "serve /readyz", || async {
-            let res = self.api.client.get(self.api.url("/readyz")).send().await.ok()?;
+            let res = self
+                .api
+                .client
+                .get(self.api.url("/readyz"))
+                .send()
+                .await
+                .ok()?;
             (res.status() == 200).then_some(())
         })
         .await;

@@ -34,15 +34,33 @@ fn main() -> ExitCode {
                 Some(url) => println!("mode: JetStream at {url}"),
                 None => println!("mode: embedded (no NATS)"),
             }
-            run::serve(args, listener, Arc::new(SystemClock), run::shutdown_signal()).await
+            run::serve(
+                args,
+                listener,
+                Arc::new(SystemClock),
+                run::shutdown_signal(),
+            )
+            .await
         }),
         Command::Tokens(args) => block_on(async move {
             let listener = listen(args.listen).await?;
-            run::tokens(args, listener, Arc::new(SystemClock), run::shutdown_signal()).await
+            run::tokens(
+                args,
+                listener,
+                Arc::new(SystemClock),
+                run::shutdown_signal(),
+            )
+            .await
         }),
         Command::ApiNode(args) => block_on(async move {
             let listener = listen(args.listen).await?;
-            run::api_node(args, listener, Arc::new(SystemClock), run::shutdown_signal()).await
+            run::api_node(
+                args,
+                listener,
+                Arc::new(SystemClock),
+                run::shutdown_signal(),
+            )
+            .await
         }),
     };
     match result {

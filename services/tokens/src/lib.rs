@@ -5,6 +5,7 @@ pub mod auth;
 pub mod commands;
 pub mod directory;
 pub mod metrics;
+pub mod replication;
 pub mod routes;
 pub mod state;
 pub mod store;
@@ -14,7 +15,7 @@ use axum::routing::{get, post};
 
 pub use state::{AppState, Config};
 
-use routes::{audit, health, me, session, tokens, ui};
+use routes::{audit, health, introspect, me, session, tokens, ui};
 
 /// The token service's routes, with `extra` routes (e.g. an API node's in
 /// `enspace serve`) merged in, wearing the shared layers.
@@ -39,6 +40,7 @@ pub fn app(state: AppState, extra: Router) -> Router {
         )
         .route("/v1/tokens/{id}/events", get(tokens::token_events))
         .route("/v1/audit/events", get(audit::list_events))
+        .route("/v1/introspect", post(introspect::introspect_token))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

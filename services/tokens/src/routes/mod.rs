@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod health;
+pub mod introspect;
 pub mod me;
 pub mod session;
 pub mod tokens;
