@@ -20,6 +20,8 @@ use enspace_core::Clock;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::sync::watch;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::{Auth, AuthParts, require_token};
 pub use enspace_core::RecordSink;
@@ -73,19 +75,23 @@ impl NodeState {
     }
 }
 
+/// The example API's documented routes (utoipa-axum `routes!`: every
+/// route is in the OpenAPI document).
+pub fn api_router() -> OpenApiRouter<NodeState> {
+    OpenApiRouter::new()
+        .routes(routes!(records::list_records, records::create_record))
+        .routes(routes!(
+            records::get_record,
+            records::update_record,
+            records::delete_record
+        ))
+}
+
 /// The example API (`/api/v1/…`) behind the auth layer, unwrapped, for
 /// mounting into another router.
 pub fn api_routes(node: NodeState) -> Router {
-    use records::*;
-    Router::new()
-        .route(
-            "/api/v1/workspaces/{ws}/records",
-            get(list_records).post(create_record),
-        )
-        .route(
-            "/api/v1/workspaces/{ws}/records/{id}",
-            get(get_record).put(update_record).delete(delete_record),
-        )
+    let (router, _) = api_router().split_for_parts();
+    router
         .route_layer(axum::middleware::from_fn_with_state(
             node.auth.clone(),
             require_token,

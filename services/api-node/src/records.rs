@@ -21,14 +21,16 @@ const TITLE_MAX_CHARS: usize = 200;
 const BODY_MAX_CHARS: usize = 10_000;
 const QUERY_MAX_CHARS: usize = 200;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Record {
     id: Ulid,
     workspace: String,
     title: String,
     body: String,
     created_by: String,
+    #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     updated_at: Timestamp,
 }
 
@@ -37,9 +39,10 @@ pub struct RecordStore {
     by_workspace: RwLock<HashMap<String, BTreeMap<Ulid, Record>>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordInput {
+    /// 1 to 200 characters, no control characters.
     title: String,
     #[serde(default)]
     body: String,
@@ -50,7 +53,7 @@ pub struct Search {
     q: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RecordList {
     records: Vec<Record>,
 }
@@ -90,6 +93,14 @@ fn poisoned() -> ApiError {
     ApiError::internal("record store lock poisoned")
 }
 
+/// List or search a workspace's records (scope `read`).
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/records", tag = "records", security(("pat" = [])),
+    params(("ws" = String, Path, description = "Workspace id; the token must be granted it"), ("q" = Option<String>, Query, description = "Case-insensitive text to find in title or body")),
+    responses((status = 200, description = "Up to 100 records, newest first", body = RecordList), (status = 400, response = inline(enspace_http::responses::BadRequest)),
+        (status = 401, response = inline(enspace_http::responses::InvalidToken)),
+        (status = 403, response = inline(enspace_http::responses::TokenForbidden)),
+        (status = 422, response = inline(enspace_http::responses::Unprocessable)))
+)]
 pub async fn list_records(
     State(node): State<NodeState>,
     Path(ws): Path<String>,
@@ -123,6 +134,13 @@ pub async fn list_records(
     Ok(Json(RecordList { records }))
 }
 
+/// View one record (scope `read`).
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/records/{id}", tag = "records", security(("pat" = [])),
+    params(("ws" = String, Path, description = "Workspace id; the token must be granted it"), ("id" = String, Path, description = "Record id (a ULID)")),
+    responses((status = 200, description = "The record", body = Record), (status = 401, response = inline(enspace_http::responses::InvalidToken)),
+        (status = 403, response = inline(enspace_http::responses::TokenForbidden)),
+        (status = 404, response = inline(enspace_http::responses::NotFound)))
+)]
 pub async fn get_record(
     State(node): State<NodeState>,
     Path((ws, id)): Path<(String, String)>,
@@ -136,6 +154,17 @@ pub async fn get_record(
         .ok_or_else(not_found)
 }
 
+/// Create a record (scope `write`).
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/records", tag = "records", security(("pat" = [])),
+    params(("ws" = String, Path, description = "Workspace id; the token must be granted it")),
+    request_body = RecordInput,
+    responses((status = 201, description = "Created", body = Record), (status = 400, response = inline(enspace_http::responses::BadRequest)),
+        (status = 401, response = inline(enspace_http::responses::InvalidToken)),
+        (status = 403, response = inline(enspace_http::responses::TokenForbidden)),
+        (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
+        (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
+        (status = 422, response = inline(enspace_http::responses::Unprocessable)))
+)]
 pub async fn create_record(
     State(node): State<NodeState>,
     token: VerifiedToken,
@@ -171,6 +200,18 @@ pub async fn create_record(
     Ok(response)
 }
 
+/// Update a record (scope `write`).
+#[utoipa::path(put, path = "/api/v1/workspaces/{ws}/records/{id}", tag = "records", security(("pat" = [])),
+    params(("ws" = String, Path, description = "Workspace id; the token must be granted it"), ("id" = String, Path, description = "Record id (a ULID)")),
+    request_body = RecordInput,
+    responses((status = 200, description = "Updated", body = Record), (status = 400, response = inline(enspace_http::responses::BadRequest)),
+        (status = 401, response = inline(enspace_http::responses::InvalidToken)),
+        (status = 403, response = inline(enspace_http::responses::TokenForbidden)),
+        (status = 404, response = inline(enspace_http::responses::NotFound)),
+        (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
+        (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
+        (status = 422, response = inline(enspace_http::responses::Unprocessable)))
+)]
 pub async fn update_record(
     State(node): State<NodeState>,
     Path((ws, id)): Path<(String, String)>,
@@ -189,6 +230,13 @@ pub async fn update_record(
     Ok(Json(record.clone()))
 }
 
+/// Delete a record (scope `delete`).
+#[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/records/{id}", tag = "records", security(("pat" = [])),
+    params(("ws" = String, Path, description = "Workspace id; the token must be granted it"), ("id" = String, Path, description = "Record id (a ULID)")),
+    responses((status = 204, description = "Deleted"), (status = 401, response = inline(enspace_http::responses::InvalidToken)),
+        (status = 403, response = inline(enspace_http::responses::TokenForbidden)),
+        (status = 404, response = inline(enspace_http::responses::NotFound)))
+)]
 pub async fn delete_record(
     State(node): State<NodeState>,
     Path((ws, id)): Path<(String, String)>,

@@ -114,7 +114,11 @@ pub async fn serve(
         }
     }
     let store = state.store.clone();
-    let router = enspace_tokens::app(state, enspace_api_node::api_routes(node));
+    let router = enspace_tokens::app(
+        state,
+        enspace_api_node::api_routes(node),
+        &crate::openapi_document(),
+    );
     serve_router(listener, router, shutdown).await?;
     store.db.flush_async().await?;
     Ok(())

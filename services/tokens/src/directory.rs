@@ -9,33 +9,35 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     User,
     Auditor,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Workspace {
     pub id: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryUser {
     pub id: String,
     pub name: String,
     /// argon2id PHC string, e.g. `$argon2id$v=19$m=19456,t=2,p=1$…`.
+    #[schema(pattern = "^\\$argon2id\\$")]
     pub password_hash: String,
     pub role: Role,
     #[serde(default)]
     pub workspaces: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The directory file given with `--directory`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryFile {
     pub workspaces: Vec<Workspace>,
@@ -43,7 +45,7 @@ pub struct DirectoryFile {
 }
 
 /// A user as the API shows it (`GET /v1/me`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: String,
     pub name: String,

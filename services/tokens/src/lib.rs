@@ -5,52 +5,60 @@ pub mod auth;
 pub mod commands;
 pub mod directory;
 pub mod metrics;
+pub mod openapi;
 pub mod replication;
 pub mod routes;
 pub mod state;
 pub mod store;
 
 use axum::Router;
-use axum::routing::{get, post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use state::{AppState, Config};
 
 use routes::{audit, health, introspect, me, session, tokens, ui};
 
-/// The token service's routes, with `extra` routes (e.g. an API node's in
-/// `enspace serve`) merged in, wearing the shared layers.
-pub fn app(state: AppState, extra: Router) -> Router {
-    let routes = Router::new()
-        .route(
-            "/v1/session",
-            post(session::create_session).delete(session::delete_session),
-        )
-        .route("/v1/me", get(me::get_me))
-        .route("/v1/workspaces", get(me::list_workspaces))
-        .route(
-            "/v1/tokens",
-            post(tokens::create_token).get(tokens::list_tokens),
-        )
-        .route(
-            "/v1/tokens/{id}",
-            get(tokens::get_token)
-                .delete(tokens::revoke_token)
-                .put(tokens::edit_token)
-                .patch(tokens::edit_token),
-        )
-        .route("/v1/tokens/{id}/events", get(tokens::token_events))
-        .route("/v1/audit/events", get(audit::list_events))
-        .route("/v1/introspect", post(introspect::introspect_token))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+/// The token service's documented routes. Built with utoipa-axum's
+/// `routes!`, so every route here is in the OpenAPI document.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(session::create_session, session::delete_session))
+        .routes(routes!(me::get_me))
+        .routes(routes!(me::list_workspaces))
+        .routes(routes!(tokens::create_token, tokens::list_tokens))
+        .routes(routes!(
+            tokens::get_token,
+            tokens::revoke_token,
+            tokens::edit_token
+        ))
+        .routes(routes!(tokens::token_events))
+        .routes(routes!(audit::list_events))
+        .routes(routes!(introspect::introspect_token))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+}
+
+/// The token service's routes, the settings UI, and `extra` routes (an API
+/// node's in `enspace serve`) merged in, wearing the shared layers;
+/// `GET /v1/openapi.json` serves `doc`, which should describe them all.
+pub fn app(state: AppState, extra: Router, doc: &utoipa::openapi::OpenApi) -> Router {
+    let (api, _) = api_router().split_for_parts();
+    let routes = api
         .merge(ui::routes())
         .with_state(state.clone())
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(openapi::get_openapi)
+                .layer(axum::Extension(openapi::OpenApiJson::new(doc))),
+        )
         .merge(extra);
     enspace_http::layers::harden(routes, state.metrics.http.clone())
 }
 
-/// The token service alone.
+/// The token service alone, documenting itself.
 pub fn router(state: AppState) -> Router {
-    app(state, Router::new())
+    let doc = openapi::document([api_router().into_openapi()]);
+    app(state, Router::new(), &doc)
 }

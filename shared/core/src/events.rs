@@ -18,7 +18,8 @@ use crate::token::{Expiration, Scope, TokenView};
 pub const ENVELOPE_VERSION: u16 = 1;
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `token_created`: a token came into being (its `data`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCreated {
     pub user_id: String,
@@ -26,16 +27,21 @@ pub struct TokenCreated {
     pub expiration: Expiration,
     pub scopes: Vec<Scope>,
     pub workspaces: Vec<String>,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub expires_at: Option<Timestamp>,
     /// Hex SHA-256 of the secret; the secret itself is never recorded.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub secret_hash: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `token_revoked`: a token was revoked (its `data`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TokenRevoked {
     pub user_id: String,
     /// Hex SHA-256 of the revoked token's secret, so replicas keyed by it
     /// fold the revocation without an index from id to hash.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub secret_hash: String,
 }
 
@@ -211,19 +217,30 @@ impl StoredEvent {
     }
 }
 
-/// An event as auditors see it (contract §5).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An event as auditors see it (contract §5): `hash` = SHA-256(`prev_hash`
+/// as 32 bytes ‖ the bytes of `payload`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AuditEvent {
+    #[schema(minimum = 1)]
     pub seq: u64,
     pub id: Ulid,
     #[serde(rename = "type")]
+    #[schema(example = "token_created")]
     pub kind: String,
+    #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
     pub actor: String,
     pub token_id: Ulid,
+    /// The event's fields: a `TokenCreated` or `TokenRevoked`.
+    #[schema(value_type = Object)]
     pub data: serde_json::Value,
+    /// Base64 of the exact stored bytes (MessagePack).
+    #[schema(format = Byte)]
     pub payload: String,
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub prev_hash: String,
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub hash: String,
 }
 

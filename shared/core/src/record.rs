@@ -5,21 +5,28 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Unknown fields are ignored when decoding, so nodes and indexers of
+/// different versions interoperate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RequestRecord {
     pub id: Ulid,
     pub token_id: Ulid,
     pub user_id: String,
     #[serde(with = "rfc3339_millis")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
     pub node: String,
     pub method: String,
     /// The path only, without the query string.
     pub path: String,
+    #[schema(required = true)]
     pub workspace: Option<String>,
+    #[schema(minimum = 100, maximum = 599)]
     pub status: u16,
+    #[schema(minimum = 0)]
     pub duration_ms: f64,
     pub client_ip: String,
+    #[schema(required = true)]
     pub user_agent: Option<String>,
 }
 

@@ -21,16 +21,23 @@ pub struct ApiError {
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// RFC 9457 problem details, the body of every error response.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ProblemDetails {
+    /// `urn:enspace:problem:<code>`.
     #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
-    code: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    #[schema(example = "urn:enspace:problem:invalid_expiration")]
+    pub kind: String,
+    pub title: String,
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
+    pub detail: String,
+    /// Stable snake_case name of the problem.
+    #[schema(pattern = "^[a-z][a-z0-9_]*$", example = "invalid_expiration")]
+    pub code: String,
+    /// The request field that broke a rule (422 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -100,13 +107,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Problem {
+        let body = ProblemDetails {
             kind: format!("urn:enspace:problem:{}", self.code),
-            title: self.title,
+            title: self.title.to_owned(),
             status: self.status.as_u16(),
-            detail: &self.detail,
-            code: self.code,
-            field: self.field.as_deref(),
+            detail: self.detail,
+            code: self.code.to_owned(),
+            field: self.field,
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, bytes).into_response();

@@ -5,7 +5,8 @@ pub mod error;
 pub mod json;
 pub mod layers;
 pub mod metrics;
+pub mod responses;
 
-pub use error::{ApiError, PROBLEM_JSON};
+pub use error::{ApiError, PROBLEM_JSON, ProblemDetails};
 pub use json::{ApiJson, BODY_LIMIT};
 pub use metrics::HttpMetrics;

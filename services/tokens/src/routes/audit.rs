@@ -15,12 +15,26 @@ pub struct Page {
     limit: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     events: Vec<AuditEvent>,
     next_after: Option<u64>,
 }
 
+/// The whole event log in `seq` order, for auditors.
+#[utoipa::path(get, path = "/v1/audit/events", tag = "audit", security(("session" = []), ("session_cookie" = [])),
+    params(
+        ("after" = Option<u64>, Query, description = "Return events with a greater seq (default 0)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "A page of events; follow `next_after` until it is null", body = AuditPage),
+        (status = 400, response = inline(enspace_http::responses::BadRequest)),
+        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
+        (status = 403, response = inline(enspace_http::responses::Forbidden)),
+        (status = 422, response = inline(enspace_http::responses::Unprocessable))
+    )
+)]
 pub async fn list_events(
     State(state): State<AppState>,
     _auditor: Auditor,

@@ -8,12 +8,22 @@ use serde_json::json;
 
 use crate::state::AppState;
 
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Object))
+)]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready when the store answers, every projection has folded the whole log,
 /// and NATS is connected where it is used.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Object),
+        (status = 503, description = "Not ready yet", body = Object),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let head = state.store.log.head().map(|(seq, _)| seq);
     let projected = state.store.projections.last_seq();
@@ -33,6 +43,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format", body = String,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"))
+)]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     enspace_http::metrics::render(&state.metrics.registry)
 }

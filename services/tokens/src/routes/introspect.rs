@@ -12,12 +12,13 @@ use subtle::ConstantTimeEq;
 
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct IntrospectForm {
     token: Option<String>,
 }
 
-#[derive(Serialize, Default)]
+/// RFC 7662 answer: only `active` when the token is not active.
+#[derive(Serialize, Default, utoipa::ToSchema)]
 pub struct Introspection {
     active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,6 +68,19 @@ fn internal_caller(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError
     }
 }
 
+/// RFC 7662 token introspection for API nodes in other languages.
+#[utoipa::path(post, path = "/v1/introspect", tag = "introspection",
+    security(("internal_key" = [])),
+    request_body(content = IntrospectForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Whether the token is active, and what it grants", body = Introspection),
+        (status = 400, response = inline(enspace_http::responses::BadRequest)),
+        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
+        (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
+        (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
+        (status = 422, response = inline(enspace_http::responses::Unprocessable))
+    )
+)]
 pub async fn introspect_token(
     State(state): State<AppState>,
     headers: HeaderMap,

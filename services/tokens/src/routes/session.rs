@@ -14,22 +14,36 @@ use crate::directory::User;
 use crate::state::AppState;
 use crate::store::sessions::SessionRecord;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignIn {
     username: String,
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SessionCreated {
+    /// `ens_sess_…`: send it as `Authorization: Bearer`, or rely on the cookie.
     session: String,
     user: User,
+    #[schema(value_type = String, format = DateTime)]
     expires_at: Timestamp,
 }
 
 const MAX_CREDENTIAL_LEN: usize = 1024;
 
+/// Sign in; answers the session and sets the `enspace_session` cookie.
+#[utoipa::path(post, path = "/v1/session", tag = "session",
+    request_body = SignIn,
+    responses(
+        (status = 200, description = "Signed in", body = SessionCreated),
+        (status = 400, response = inline(enspace_http::responses::BadRequest)),
+        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
+        (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
+        (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
+        (status = 422, response = inline(enspace_http::responses::Unprocessable))
+    )
+)]
 pub async fn create_session(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SignIn>,
@@ -90,6 +104,14 @@ pub async fn create_session(
     Ok(response)
 }
 
+/// Sign out: the session stops working at once.
+#[utoipa::path(delete, path = "/v1/session", tag = "session", security(("session" = []), ("session_cookie" = [])),
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
+        (status = 403, response = inline(enspace_http::responses::Forbidden))
+    )
+)]
 pub async fn delete_session(
     State(state): State<AppState>,
     caller: Caller,

@@ -18,17 +18,22 @@ use crate::state::AppState;
 pub const DESCRIPTION_MAX_CHARS: usize = 100;
 
 /// A token as its owner sees it; never the secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Token)]
 pub struct TokenJson {
     id: Ulid,
     description: String,
     expiration: Expiration,
     scopes: Vec<Scope>,
     workspaces: Vec<String>,
+    #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     expires_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     revoked_at: Option<Timestamp>,
     status: TokenStatus,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     last_used_at: Option<Timestamp>,
 }
 
@@ -54,18 +59,29 @@ fn token_json(state: &AppState, view: TokenView) -> TokenJson {
     TokenJson::new(view, state.clock.now(), last_used)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
+    /// 1 to 100 characters after trimming, no control characters.
+    #[schema(example = "ERP Integration")]
     description: String,
+    /// One of 1m, 2m, 3m, 6m, 1y, 2y, never.
+    #[schema(example = "3m")]
     expiration: String,
+    /// A non-empty subset of read, write, delete.
+    #[schema(example = json!(["read", "write"]))]
     scopes: Vec<String>,
+    /// A non-empty list of the caller's workspaces.
+    #[schema(example = json!(["acme"]))]
     workspaces: Vec<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenCreatedResponse {
+    #[schema(value_type = TokenJson)]
     token: TokenJson,
+    /// `ens_pat_…`: shown here once and never again.
+    #[schema(pattern = "^ens_pat_[0-9A-Za-z]{38}$")]
     secret: String,
 }
 
@@ -169,6 +185,21 @@ fn own_token(state: &AppState, caller: &Caller, id: Ulid) -> Result<TokenView, A
         .ok_or_else(token_not_found)
 }
 
+/// Create a token. The answer is the only one that ever carries its secret.
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", security(("session" = []), ("session_cookie" = [])),
+    request_body = CreateTokenRequest,
+    responses(
+        (status = 201, description = "Created; `Location` names it", body = TokenCreatedResponse,
+            headers(("Location" = String, description = "/v1/tokens/{id}"))),
+        (status = 400, response = inline(enspace_http::responses::BadRequest)),
+        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
+        (status = 403, response = inline(enspace_http::responses::Forbidden)),
+        (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
+        (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
+        (status = 422, response = inline(enspace_http::responses::Unprocessable)),
+        (status = 503, response = inline(enspace_http::responses::Unavailable))
+    )
+)]
 pub async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -204,11 +235,16 @@ pub async fn create_token(
     Ok(response)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenList {
     tokens: Vec<TokenJson>,
 }
 
+/// The caller's tokens, newest first, revoked and expired ones included.
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", security(("session" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "The caller's tokens", body = TokenList), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
+        (status = 403, response = inline(enspace_http::responses::Forbidden)))
+)]
 pub async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
@@ -223,6 +259,12 @@ pub async fn list_tokens(
     }))
 }
 
+/// One of the caller's tokens.
+#[utoipa::path(get, path = "/v1/tokens/{id}", tag = "tokens", security(("session" = []), ("session_cookie" = [])), params(("id" = String, Path, description = "The token id (a ULID)")),
+    responses((status = 200, description = "The token", body = TokenJson), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
+        (status = 403, response = inline(enspace_http::responses::Forbidden)),
+        (status = 404, response = inline(enspace_http::responses::NotFound)))
+)]
 pub async fn get_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -233,6 +275,13 @@ pub async fn get_token(
     Ok(Json(token_json(&state, view)))
 }
 
+/// Revoke a token, at once on every API node. Revoking it again changes nothing.
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", security(("session" = []), ("session_cookie" = [])), params(("id" = String, Path, description = "The token id (a ULID)")),
+    responses((status = 204, description = "Revoked"), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
+        (status = 403, response = inline(enspace_http::responses::Forbidden)),
+        (status = 404, response = inline(enspace_http::responses::NotFound)),
+        (status = 503, response = inline(enspace_http::responses::Unavailable)))
+)]
 pub async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -255,6 +304,10 @@ pub async fn revoke_token(
 }
 
 /// Tokens are immutable: to change one, create another.
+#[utoipa::path(method(put, patch), path = "/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "The token id (a ULID)")),
+    responses((status = 405, response = inline(enspace_http::responses::MethodNotAllowed)))
+)]
 pub async fn edit_token() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -264,11 +317,17 @@ pub async fn edit_token() -> ApiError {
     .with_header(header::ALLOW, "GET, DELETE")
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EventList {
     events: Vec<AuditEvent>,
 }
 
+/// A token's history: its events from the audit log.
+#[utoipa::path(get, path = "/v1/tokens/{id}/events", tag = "tokens", security(("session" = []), ("session_cookie" = [])), params(("id" = String, Path, description = "The token id (a ULID)")),
+    responses((status = 200, description = "The token's events in seq order", body = EventList), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
+        (status = 403, response = inline(enspace_http::responses::Forbidden)),
+        (status = 404, response = inline(enspace_http::responses::NotFound)))
+)]
 pub async fn token_events(
     State(state): State<AppState>,
     caller: Caller,

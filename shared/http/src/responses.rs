@@ -1,0 +1,58 @@
+//! The error responses every route documents, as reusable OpenAPI
+//! responses: each is problem details (RFC 9457).
+
+use crate::ProblemDetails;
+
+macro_rules! problem_response {
+    ($name:ident, $description:literal) => {
+        #[derive(utoipa::ToResponse)]
+        #[response(description = $description, content_type = "application/problem+json")]
+        pub struct $name(pub ProblemDetails);
+    };
+}
+
+problem_response!(
+    BadRequest,
+    "The body is not JSON (`malformed_json`) or the request cannot be read"
+);
+problem_response!(Unauthorized, "Missing or invalid credentials");
+problem_response!(
+    Forbidden,
+    "Authenticated, but not allowed (e.g. `pat_not_allowed`, `auditor_only`, `csrf_rejected`)"
+);
+problem_response!(NotFound, "No such resource among the caller's own");
+problem_response!(MethodNotAllowed, "The route does not take this method");
+problem_response!(
+    PayloadTooLarge,
+    "The body is over 64 KiB (`body_too_large`)"
+);
+problem_response!(
+    UnsupportedMediaType,
+    "The body is not `application/json` (`unsupported_media_type`)"
+);
+problem_response!(
+    Unprocessable,
+    "A well-formed request that breaks a rule; `field` names it"
+);
+problem_response!(
+    Unavailable,
+    "The store cannot record changes right now; retry"
+);
+
+/// `401` from the token auth layer of an API node.
+#[derive(utoipa::ToResponse)]
+#[response(
+    description = "No, malformed, wrong-checksum, unknown, expired or revoked token (`invalid_token`)",
+    content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))
+)]
+pub struct InvalidToken(pub ProblemDetails);
+
+/// `403` from the token auth layer of an API node.
+#[derive(utoipa::ToResponse)]
+#[response(
+    description = "The token lacks the scope (`insufficient_scope`) or the workspace (`workspace_not_allowed`)",
+    content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\", scope=\"…\"` when a scope is missing"))
+)]
+pub struct TokenForbidden(pub ProblemDetails);
