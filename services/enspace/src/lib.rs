@@ -13,3 +13,63 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         enspace_api_node::api_router().into_openapi(),
     ])
 }
+
+/// The standalone JSON Schemas (2020-12) in `schemas/`, by file name: each
+/// is a component of the OpenAPI document with the components it refers to
+/// under `$defs`.
+pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
+    const FILES: [(&str, &str); 7] = [
+        ("token_created.json", "TokenCreated"),
+        ("token_revoked.json", "TokenRevoked"),
+        ("audit_event.json", "AuditEvent"),
+        ("request_record.json", "RequestRecord"),
+        ("token.json", "Token"),
+        ("problem.json", "ProblemDetails"),
+        ("directory.json", "DirectoryFile"),
+    ];
+    let doc = serde_json::to_value(openapi_document()).unwrap_or_default();
+    let components = &doc["components"]["schemas"];
+    FILES
+        .iter()
+        .map(|(file, name)| {
+            let mut defs = serde_json::Map::new();
+            let mut pending = vec![(*name).to_owned()];
+            while let Some(next) = pending.pop() {
+                if defs.contains_key(&next) {
+                    continue;
+                }
+                let schema = components[&next].clone();
+                collect_refs(&schema, &mut pending);
+                defs.insert(next, schema);
+            }
+            let mut root = defs.remove(*name).unwrap_or_default();
+            if let Some(obj) = root.as_object_mut() {
+                obj.insert("$schema".into(), "https://json-schema.org/draft/2020-12/schema".into());
+                obj.insert("$id".into(), format!("urn:enspace:schema:{file}").into());
+                obj.insert("title".into(), (*name).into());
+                if !defs.is_empty() {
+                    obj.insert("$defs".into(), defs.into());
+                }
+            }
+            let text = root.to_string().replace("#/components/schemas/", "#/$defs/");
+            (*file, serde_json::from_str(&text).unwrap_or_default())
+        })
+        .collect()
+}
+
+fn collect_refs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                if key == "$ref"
+                    && let Some(name) = v.as_str().and_then(|r| r.strip_prefix("#/components/schemas/"))
+                {
+                    out.push(name.to_owned());
+                }
+                collect_refs(v, out);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
+}

@@ -92,6 +92,18 @@ pub async fn serve(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with(args, listener, clock, shutdown, |router| router).await
+}
+
+/// `serve`, with `wrap` applied to the finished router (the test suite wraps
+/// it in a layer that checks every response against the OpenAPI document).
+pub async fn serve_with(
+    args: ServiceArgs,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    wrap: impl FnOnce(Router) -> Router,
+) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let (ready_tx, ready_rx) = watch::channel(false);
     let node = NodeState::new(&args.node_id, clock.clone(), &mut registry, None, ready_rx);
@@ -119,7 +131,7 @@ pub async fn serve(
         enspace_api_node::api_routes(node),
         &crate::openapi_document(),
     );
-    serve_router(listener, router, shutdown).await?;
+    serve_router(listener, wrap(router), shutdown).await?;
     store.db.flush_async().await?;
     Ok(())
 }
