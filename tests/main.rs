@@ -11,3 +11,5 @@ mod introspection;
 mod sessions;
 mod tokens_api;
 mod validation;
+mod audit;
+mod isolation;
