@@ -10,6 +10,7 @@ mod distributed;
 mod introspection;
 mod sessions;
 mod tokens_api;
+mod ui;
 mod validation;
 mod audit;
 mod isolation;

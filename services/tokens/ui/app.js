@@ -33,7 +33,7 @@ function h(tag, attrs = {}, ...children) {
   return node;
 }
 
-function append(node, children) {
+function append(node, ...children) {
   for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
@@ -826,16 +826,22 @@ async function openCreateDialog(trigger) {
     }
   };
   // Once a field has been flagged, re-check it as the user fixes it.
-  const recheck = () => {
-    if (!Object.keys(shown).length) return;
+  // A description over the limit is flagged as it is typed.
+  const recheck = (live = []) => {
+    const fields = new Set([...Object.keys(shown), ...live]);
+    if (!fields.size) return;
     const now = validateToken(values(), workspaces);
     const next = {};
-    for (const k of Object.keys(shown)) if (now[k]) next[k] = now[k];
+    for (const k of fields) if (now[k]) next[k] = now[k];
     showErrors(next);
   };
-  description.addEventListener('input', () => { updateCounter(); recheck(); });
+  description.addEventListener('input', () => {
+    updateCounter();
+    const text = description.value.trim();
+    recheck([...text].length > 100 || CONTROL_CHARS.test(text) ? ['description'] : []);
+  });
   expiration.addEventListener('change', () => { updateExpiration(); recheck(); });
-  for (const b of [...scopeBoxes, ...workspaceBoxes]) b.addEventListener('change', recheck);
+  for (const b of [...scopeBoxes, ...workspaceBoxes]) b.addEventListener('change', () => recheck());
 
   const submit = h('button', { type: 'submit', class: 'btn btn-primary', id: 'create-submit', form: 'create-form' }, 'Create token');
   const cancel = h('button', { type: 'button', class: 'btn btn-secondary', onClick: () => close() }, 'Cancel');
