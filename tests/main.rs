@@ -6,11 +6,12 @@
 mod support;
 
 mod api_node;
+mod audit;
 mod distributed;
 mod introspection;
+mod isolation;
+mod secrets;
 mod sessions;
 mod tokens_api;
 mod ui;
 mod validation;
-mod audit;
-mod isolation;
