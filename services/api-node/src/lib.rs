@@ -5,6 +5,8 @@
 pub mod auth;
 pub mod feed;
 pub mod metrics;
+pub mod publisher;
+pub mod record_queue;
 pub mod records;
 pub mod replica;
 pub mod verify;
@@ -56,6 +58,18 @@ impl NodeState {
         ready: watch::Receiver<bool>,
     ) -> Self {
         let metrics = metrics::NodeMetrics::register(registry);
+        Self::with_metrics(node_id, clock, metrics, sink, ready)
+    }
+
+    /// As [`new`](Self::new), with metrics registered beforehand (so that a
+    /// record sink can count into them).
+    pub fn with_metrics(
+        node_id: &str,
+        clock: Arc<dyn Clock>,
+        metrics: metrics::NodeMetrics,
+        sink: Option<Arc<dyn RecordSink>>,
+        ready: watch::Receiver<bool>,
+    ) -> Self {
         NodeState(Arc::new(NodeParts {
             auth: Auth::new(AuthParts {
                 replica: Arc::new(TokenReplica::new()),

@@ -4,14 +4,19 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Router;
 use enspace_api_node::NodeState;
+use enspace_api_node::metrics::NodeMetrics;
+use enspace_api_node::publisher::{Publisher, PublisherConfig};
+use enspace_api_node::record_queue::{self, RecordQueue};
 use enspace_core::Clock;
 use enspace_tokens::directory::Directory;
 use enspace_tokens::metrics::Metrics;
 use enspace_tokens::replication::Outbox;
+use enspace_tokens::request_log::{Indexer, IndexerMetrics};
 use enspace_tokens::store::Store;
 use enspace_tokens::{AppState, Config};
 use prometheus_client::registry::Registry;
@@ -20,13 +25,17 @@ use tokio::sync::watch;
 
 use crate::cli::{NodeArgs, ServiceArgs};
 
-/// The control plane's state over its store, and the JetStream context when
-/// NATS is configured (with the outbox publishing to it).
+/// How long a graceful shutdown waits for buffered request records.
+const RECORD_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The control plane's state over its store, the JetStream context when
+/// NATS is configured (with the outbox publishing to it and the request-log
+/// indexer consuming from it), and the request-log indexer.
 async fn control_plane(
     args: &ServiceArgs,
     clock: Arc<dyn Clock>,
-    registry: Registry,
-) -> anyhow::Result<(AppState, Option<async_nats::jetstream::Context>)> {
+    mut registry: Registry,
+) -> anyhow::Result<(AppState, Option<async_nats::jetstream::Context>, Indexer)> {
     let directory = match &args.directory {
         Some(path) => Directory::load(path)?,
         None => Directory::demo(),
@@ -43,10 +52,14 @@ async fn control_plane(
             args.data.display()
         )
     })?;
+    let retention = jiff::SignedDuration::try_from(args.request_retention)
+        .context("--request-retention (ENSPACE_REQUEST_RETENTION) is too long")?;
     let config = Config {
         internal_key: args.internal_key.clone(),
+        request_retention: retention,
         ..Config::default()
     };
+    let indexer_metrics = IndexerMetrics::register(&mut registry);
     let state = AppState::new(
         store.clone(),
         directory,
@@ -54,6 +67,13 @@ async fn control_plane(
         Metrics::new(registry),
         config,
     )?;
+    let indexer = Indexer::new(
+        store.requests.clone(),
+        state.clock.clone(),
+        retention,
+        indexer_metrics,
+    );
+    tokio::spawn(indexer.clone().sweep_forever());
     let js = match &args.nats_url {
         None => None,
         Some(url) => {
@@ -63,11 +83,57 @@ async fn control_plane(
             let js = async_nats::jetstream::new(client.clone());
             let outbox = Outbox::open(&store.db, store.log.clone())?;
             tokio::spawn(outbox.run(js.clone(), state.writer.head()));
+            tokio::spawn(enspace_tokens::request_log::indexer::consume_jetstream(
+                indexer.clone(),
+                js.clone(),
+            ));
             let _ = state.nats.set(client);
             Some(js)
         }
     };
-    Ok((state, js))
+    Ok((state, js, indexer))
+}
+
+/// An API node's metrics and the bounded queue its request records go into.
+fn record_queue(registry: &mut Registry) -> (NodeMetrics, Arc<RecordQueue>) {
+    let metrics = NodeMetrics::register(registry);
+    let queue = RecordQueue::new(
+        record_queue::DEFAULT_CAPACITY,
+        metrics.records_dropped.clone(),
+    );
+    (metrics, Arc::new(queue))
+}
+
+/// Publishes the queue's records to JetStream, forever.
+fn start_publisher(
+    queue: &Arc<RecordQueue>,
+    metrics: &NodeMetrics,
+    client: async_nats::Client,
+    retention: Duration,
+) {
+    let publisher = Publisher::new(
+        queue.clone(),
+        metrics.records_published.clone(),
+        metrics.records_dropped.clone(),
+        PublisherConfig {
+            retention,
+            ..PublisherConfig::default()
+        },
+    );
+    tokio::spawn(publisher.run(client));
+}
+
+/// After the HTTP server has drained: waits, up to a deadline, until every
+/// buffered request record is delivered.
+async fn flush_records(queue: &RecordQueue) {
+    let deadline = tokio::time::Instant::now() + RECORD_FLUSH_DEADLINE;
+    match queue.wait_idle(deadline).await {
+        0 => tracing::info!("request records flushed"),
+        left => tracing::warn!(
+            records = left,
+            "shutting down with {left} request records undelivered"
+        ),
+    }
 }
 
 async fn serve_router(
@@ -106,10 +172,19 @@ pub async fn serve_with(
 ) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let (ready_tx, ready_rx) = watch::channel(false);
-    let node = NodeState::new(&args.node_id, clock.clone(), &mut registry, None, ready_rx);
-    let (state, js) = control_plane(&args, clock, registry).await?;
+    let (node_metrics, records) = record_queue(&mut registry);
+    let sink: Arc<dyn enspace_core::RecordSink> = records.clone();
+    let node = NodeState::with_metrics(
+        &args.node_id,
+        clock.clone(),
+        node_metrics.clone(),
+        Some(sink),
+        ready_rx,
+    );
+    let (state, js, indexer) = control_plane(&args, clock, registry).await?;
     match js {
         Some(js) => {
+            start_publisher(&records, &node_metrics, js.client(), args.request_retention);
             tokio::spawn(enspace_api_node::feed::follow_jetstream(
                 js,
                 node.replica().clone(),
@@ -123,6 +198,11 @@ pub async fn serve_with(
                 node.replica().clone(),
                 ready_tx,
             ));
+            tokio::spawn(crate::embedded::index_records(
+                records.clone(),
+                indexer,
+                node_metrics.records_published.clone(),
+            ));
         }
     }
     let store = state.store.clone();
@@ -132,6 +212,7 @@ pub async fn serve_with(
         &crate::openapi_document(),
     );
     serve_router(listener, wrap(router), shutdown).await?;
+    flush_records(&records).await;
     store.db.flush_async().await?;
     Ok(())
 }
@@ -148,7 +229,7 @@ pub async fn tokens(
             "`enspace tokens` needs NATS: pass --nats-url or set NATS_URL (or run `enspace serve`)"
         );
     }
-    let (state, _) = control_plane(&args, clock, Registry::default()).await?;
+    let (state, _, _) = control_plane(&args, clock, Registry::default()).await?;
     let store = state.store.clone();
     serve_router(listener, enspace_tokens::router(state), shutdown).await?;
     store.db.flush_async().await?;
@@ -168,10 +249,13 @@ pub async fn api_node(
     )
     .await
     .with_context(|| format!("cannot connect to NATS at {} (NATS_URL)", args.nats_url))?;
-    let js = async_nats::jetstream::new(client);
+    let js = async_nats::jetstream::new(client.clone());
     let mut registry = Registry::default();
     let (ready_tx, ready_rx) = watch::channel(false);
-    let node = NodeState::new(&args.node_id, clock, &mut registry, None, ready_rx);
+    let (node_metrics, records) = record_queue(&mut registry);
+    start_publisher(&records, &node_metrics, client, args.request_retention);
+    let sink: Arc<dyn enspace_core::RecordSink> = records.clone();
+    let node = NodeState::with_metrics(&args.node_id, clock, node_metrics, Some(sink), ready_rx);
     tokio::spawn(enspace_api_node::feed::follow_jetstream(
         js,
         node.replica().clone(),
@@ -179,7 +263,9 @@ pub async fn api_node(
     ));
     let http = enspace_http::HttpMetrics::register(&mut registry);
     let router = enspace_api_node::router(node, Arc::new(registry), http);
-    serve_router(listener, router, shutdown).await
+    serve_router(listener, router, shutdown).await?;
+    flush_records(&records).await;
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -7,6 +7,7 @@ pub mod directory;
 pub mod metrics;
 pub mod openapi;
 pub mod replication;
+pub mod request_log;
 pub mod routes;
 pub mod state;
 pub mod store;
@@ -17,7 +18,7 @@ use utoipa_axum::routes;
 
 pub use state::{AppState, Config};
 
-use routes::{audit, health, introspect, me, session, tokens, ui};
+use routes::{audit, health, introspect, me, requests, session, tokens, ui};
 
 /// The token service's documented routes. Built with utoipa-axum's
 /// `routes!`, so every route here is in the OpenAPI document.
@@ -33,6 +34,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             tokens::edit_token
         ))
         .routes(routes!(tokens::token_events))
+        .routes(routes!(requests::list_requests))
+        .routes(routes!(requests::request_stats))
         .routes(routes!(audit::list_events))
         .routes(routes!(introspect::introspect_token))
         .routes(routes!(health::healthz))

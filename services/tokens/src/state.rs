@@ -38,6 +38,8 @@ pub struct Config {
     pub session_ttl: SignedDuration,
     /// `Bearer` key API nodes in other languages use for `/v1/introspect`.
     pub internal_key: Option<String>,
+    /// How long request records are kept; older ones are never returned.
+    pub request_retention: SignedDuration,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
         Config {
             session_ttl: SignedDuration::from_hours(12),
             internal_key: None,
+            request_retention: SignedDuration::from_hours(90 * 24),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod health;
 pub mod introspect;
 pub mod me;
+pub mod requests;
 pub mod session;
 pub mod tokens;
 pub mod ui;

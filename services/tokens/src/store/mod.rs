@@ -29,6 +29,8 @@ pub struct Store {
     pub sessions: Sessions,
     /// Token id → when it was last used, kept by the request-log indexer.
     pub last_used: sled::Tree,
+    /// Request records by token and time (the request-log indexer's).
+    pub requests: crate::request_log::RequestIndex,
 }
 
 impl Store {
@@ -43,12 +45,14 @@ impl Store {
         }
         let sessions = Sessions::open(&db)?;
         let last_used = db.open_tree("token_last_used")?;
+        let requests = crate::request_log::RequestIndex::open(&db, last_used.clone())?;
         Ok(Store {
             db,
             log,
             projections,
             sessions,
             last_used,
+            requests,
         })
     }
 }

@@ -1,0 +1,660 @@
+//! The request index in sled (tree `request_log`), laid out for the query:
+//!
+//! - `r` ‖ token id (16) ‖ `at` in ms (u64 BE) ‖ record id (16) → the rest
+//!   of the record (versioned, see [`StoredRecord`]). A token's records sit
+//!   together in time order, so "newest first in a window" is one reverse
+//!   range scan, and the key is the record's identity: indexing a record
+//!   again (a redelivery, a republish) finds its key and changes nothing.
+//! - `h` ‖ token id ‖ hour start in ms (u64 BE) → request counts of that
+//!   hour (total, 1xx–3xx, 4xx, 5xx), for the chart. Written in the same
+//!   atomic batch as the records they count, and only for records new to
+//!   the index, so they never count a record twice.
+//!
+//! `token_last_used` (token id → ms, u64 BE) keeps the latest `at` seen.
+//!
+//! One writer at a time (ingest and the retention sweep take a lock); a
+//! batch is flushed to disk before [`RequestIndex::ingest`] returns, which is
+//! when the JetStream indexer acks it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use enspace_core::RequestRecord;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+use crate::store::StoreError;
+
+pub const TREE: &str = "request_log";
+const RECORD: u8 = b'r';
+const HOURLY: u8 = b'h';
+pub const HOUR_MS: u64 = 3_600_000;
+pub const DAY_MS: u64 = 24 * HOUR_MS;
+/// Keys removed per sled batch by the sweep.
+const SWEEP_CHUNK: usize = 10_000;
+
+type RecordKey = [u8; 41];
+type HourKey = [u8; 25];
+
+fn record_key(token: Ulid, at_ms: u64, id: Ulid) -> RecordKey {
+    let mut key = [0u8; 41];
+    key[0] = RECORD;
+    key[1..17].copy_from_slice(&token.to_bytes());
+    key[17..25].copy_from_slice(&at_ms.to_be_bytes());
+    key[25..41].copy_from_slice(&id.to_bytes());
+    key
+}
+
+fn hour_key(token: Ulid, hour_ms: u64) -> HourKey {
+    let mut key = [0u8; 25];
+    key[0] = HOURLY;
+    key[1..17].copy_from_slice(&token.to_bytes());
+    key[17..25].copy_from_slice(&hour_ms.to_be_bytes());
+    key
+}
+
+fn be_u64(bytes: &[u8]) -> Result<u64, StoreError> {
+    let array: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("request index key".into()))?;
+    Ok(u64::from_be_bytes(array))
+}
+
+fn be_ulid(bytes: &[u8]) -> Result<Ulid, StoreError> {
+    let array: [u8; 16] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("request index key".into()))?;
+    Ok(Ulid::from_bytes(array))
+}
+
+/// A position in a token's records: the key of a record, as (`at`, id).
+/// Records strictly before it come next when paging newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub at_ms: u64,
+    pub id: Ulid,
+}
+
+/// Requests per category; `success` is 1xx–3xx.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub total: u64,
+    pub success: u64,
+    pub client_error: u64,
+    pub server_error: u64,
+}
+
+impl Counts {
+    fn add_status(&mut self, status: u16) {
+        self.total += 1;
+        match status {
+            100..=399 => self.success += 1,
+            400..=499 => self.client_error += 1,
+            500..=599 => self.server_error += 1,
+            _ => {}
+        }
+    }
+
+    fn add(&mut self, other: Counts) {
+        self.total += other.total;
+        self.success += other.success;
+        self.client_error += other.client_error;
+        self.server_error += other.server_error;
+    }
+
+    fn encode(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, n) in [
+            self.total,
+            self.success,
+            self.client_error,
+            self.server_error,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            out[i * 8..i * 8 + 8].copy_from_slice(&n.to_be_bytes());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        if bytes.len() != 32 {
+            return Err(StoreError::Corrupt("request counts".into()));
+        }
+        Ok(Counts {
+            total: be_u64(&bytes[0..8])?,
+            success: be_u64(&bytes[8..16])?,
+            client_error: be_u64(&bytes[16..24])?,
+            server_error: be_u64(&bytes[24..32])?,
+        })
+    }
+}
+
+/// What the key does not already hold of a record, as a MessagePack array
+/// whose first element is the layout's version: positional (no field names)
+/// to keep the index small, versioned so that a later layout can be read
+/// beside this one. Version 1 is below; a new field means version 2 and a
+/// second decoder, never a change to this one.
+#[derive(Serialize, Deserialize)]
+struct StoredRecord {
+    version: u8,
+    user_id: String,
+    node: String,
+    method: String,
+    path: String,
+    workspace: Option<String>,
+    status: u16,
+    duration_ms: f64,
+    client_ip: String,
+    user_agent: Option<String>,
+}
+
+const STORED_VERSION: u8 = 1;
+
+fn encode_record(r: &RequestRecord) -> Result<Vec<u8>, StoreError> {
+    // Borrowing would save a copy, but this runs once per record written.
+    rmp_serde::to_vec(&StoredRecord {
+        version: STORED_VERSION,
+        user_id: r.user_id.clone(),
+        node: r.node.clone(),
+        method: r.method.clone(),
+        path: r.path.clone(),
+        workspace: r.workspace.clone(),
+        status: r.status,
+        duration_ms: r.duration_ms,
+        client_ip: r.client_ip.clone(),
+        user_agent: r.user_agent.clone(),
+    })
+    .map_err(|e| StoreError::Corrupt(format!("encode request record: {e}")))
+}
+
+fn decode_record(key: &[u8], value: &[u8]) -> Result<RequestRecord, StoreError> {
+    if key.len() != 41 || key[0] != RECORD {
+        return Err(StoreError::Corrupt("request index key".into()));
+    }
+    let stored: StoredRecord = rmp_serde::from_slice(value)
+        .map_err(|e| StoreError::Corrupt(format!("request record: {e}")))?;
+    if stored.version != STORED_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "request record layout version {}",
+            stored.version
+        )));
+    }
+    let at_ms = be_u64(&key[17..25])?;
+    Ok(RequestRecord {
+        id: be_ulid(&key[25..41])?,
+        token_id: be_ulid(&key[1..17])?,
+        user_id: stored.user_id,
+        at: Timestamp::from_millisecond(at_ms as i64)
+            .map_err(|_| StoreError::Corrupt("request time".into()))?,
+        node: stored.node,
+        method: stored.method,
+        path: stored.path,
+        workspace: stored.workspace,
+        status: stored.status,
+        duration_ms: stored.duration_ms,
+        client_ip: stored.client_ip,
+        user_agent: stored.user_agent,
+    })
+}
+
+/// What one [`RequestIndex::ingest`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ingested {
+    /// New records, now in the index.
+    pub indexed: usize,
+    /// Records already in the index (or twice in the batch): skipped.
+    pub duplicates: usize,
+    /// Records older than the retention: never indexed.
+    pub expired: usize,
+}
+
+/// One stats bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    pub start_ms: u64,
+    pub counts: Counts,
+}
+
+#[derive(Clone)]
+pub struct RequestIndex {
+    db: sled::Db,
+    tree: sled::Tree,
+    last_used: sled::Tree,
+    /// Ingest and sweep write one at a time.
+    writer: Arc<Mutex<()>>,
+}
+
+/// `ms` as an unsigned key part; times before 1970 clamp to 0.
+pub fn key_ms(ts: Timestamp) -> u64 {
+    u64::try_from(ts.as_millisecond()).unwrap_or(0)
+}
+
+impl RequestIndex {
+    pub fn open(db: &sled::Db, last_used: sled::Tree) -> Result<Self, StoreError> {
+        Ok(RequestIndex {
+            db: db.clone(),
+            tree: db.open_tree(TREE)?,
+            last_used,
+            writer: Arc::new(Mutex::new(())),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes a batch of records, skipping those already indexed and those
+    /// older than `cutoff`, updates the hourly counts and each token's last
+    /// use, and flushes to disk before returning.
+    pub fn ingest(
+        &self,
+        records: &[RequestRecord],
+        cutoff: Timestamp,
+    ) -> Result<Ingested, StoreError> {
+        let _writer = self.lock();
+        let cutoff_ms = key_ms(cutoff);
+        let mut outcome = Ingested::default();
+        let mut batch = sled::Batch::default();
+        let mut seen: HashSet<RecordKey> = HashSet::with_capacity(records.len());
+        let mut hourly: BTreeMap<HourKey, Counts> = BTreeMap::new();
+        let mut last_used: HashMap<Ulid, u64> = HashMap::new();
+        for r in records {
+            let at_ms = key_ms(r.at);
+            let seen_at = last_used.entry(r.token_id).or_default();
+            *seen_at = (*seen_at).max(at_ms);
+            if at_ms < cutoff_ms {
+                outcome.expired += 1;
+                continue;
+            }
+            let key = record_key(r.token_id, at_ms, r.id);
+            if !seen.insert(key) || self.tree.contains_key(key)? {
+                outcome.duplicates += 1;
+                continue;
+            }
+            batch.insert(&key[..], encode_record(r)?);
+            hourly
+                .entry(hour_key(r.token_id, at_ms - at_ms % HOUR_MS))
+                .or_default()
+                .add_status(r.status);
+            outcome.indexed += 1;
+        }
+        for (key, delta) in hourly {
+            let mut counts = match self.tree.get(key)? {
+                Some(bytes) => Counts::decode(&bytes)?,
+                None => Counts::default(),
+            };
+            counts.add(delta);
+            batch.insert(&key[..], &counts.encode()[..]);
+        }
+        // Records and their counts land together or not at all.
+        self.tree.apply_batch(batch)?;
+        let mut used = sled::Batch::default();
+        for (token, at_ms) in last_used {
+            let known = match self.last_used.get(token.to_bytes())? {
+                Some(bytes) => be_u64(&bytes)?,
+                None => 0,
+            };
+            if at_ms > known {
+                used.insert(&token.to_bytes()[..], &at_ms.to_be_bytes()[..]);
+            }
+        }
+        self.last_used.apply_batch(used)?;
+        self.db.flush()?;
+        Ok(outcome)
+    }
+
+    /// Up to `limit` records of `token` with `from_ms <= at`, strictly
+    /// before `upper` (a position) or before `to_ms`, newest first; and the
+    /// position to continue from when more remain.
+    pub fn query(
+        &self,
+        token: Ulid,
+        from_ms: u64,
+        upper: Upper,
+        limit: usize,
+    ) -> Result<(Vec<RequestRecord>, Option<Position>), StoreError> {
+        let lo = record_key(token, from_ms, Ulid::nil());
+        let hi = match upper {
+            Upper::Before(p) => record_key(token, p.at_ms, p.id),
+            Upper::To(to_ms) => record_key(token, to_ms, Ulid::nil()),
+        };
+        if lo >= hi {
+            return Ok((Vec::new(), None));
+        }
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut more = false;
+        for item in self.tree.range(lo..hi).rev() {
+            let (key, value) = item?;
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push(decode_record(&key, &value)?);
+        }
+        let next = match (more, out.last()) {
+            (true, Some(last)) => Some(Position {
+                at_ms: key_ms(last.at),
+                id: last.id,
+            }),
+            _ => None,
+        };
+        Ok((out, next))
+    }
+
+    /// Counts per bucket of `bucket_ms` (an hour or a day, aligned to UTC),
+    /// covering `[from_ms, to_ms)`; each bucket counts only the records of
+    /// the window. Whole hours come from the hourly counts; the partial
+    /// hours at either edge are counted from the records.
+    pub fn stats(
+        &self,
+        token: Ulid,
+        from_ms: u64,
+        to_ms: u64,
+        bucket_ms: u64,
+    ) -> Result<Vec<Bucket>, StoreError> {
+        if from_ms >= to_ms || bucket_ms == 0 || !bucket_ms.is_multiple_of(HOUR_MS) {
+            return Ok(Vec::new());
+        }
+        let mut hours: BTreeMap<u64, Counts> = BTreeMap::new();
+        let lo = hour_key(token, from_ms - from_ms % HOUR_MS);
+        let hi = hour_key(token, to_ms);
+        for item in self.tree.range(lo..hi) {
+            let (key, value) = item?;
+            hours.insert(be_u64(&key[17..25])?, Counts::decode(&value)?);
+        }
+        let mut out = Vec::new();
+        let mut start = from_ms - from_ms % bucket_ms;
+        while start < to_ms {
+            let (a, e) = (start.max(from_ms), (start + bucket_ms).min(to_ms));
+            let mut counts = Counts::default();
+            let mut hour = a - a % HOUR_MS;
+            while hour < e {
+                let (ha, he) = (hour.max(a), (hour + HOUR_MS).min(e));
+                if ha == hour && he == hour + HOUR_MS {
+                    if let Some(c) = hours.get(&hour) {
+                        counts.add(*c);
+                    }
+                } else {
+                    counts.add(self.count_records(token, ha, he)?);
+                }
+                hour += HOUR_MS;
+            }
+            out.push(Bucket {
+                start_ms: start,
+                counts,
+            });
+            start += bucket_ms;
+        }
+        Ok(out)
+    }
+
+    fn count_records(&self, token: Ulid, from_ms: u64, to_ms: u64) -> Result<Counts, StoreError> {
+        let mut counts = Counts::default();
+        let lo = record_key(token, from_ms, Ulid::nil());
+        let hi = record_key(token, to_ms, Ulid::nil());
+        for item in self.tree.range(lo..hi) {
+            let (key, value) = item?;
+            counts.add_status(decode_record(&key, &value)?.status);
+        }
+        Ok(counts)
+    }
+
+    /// Deletes every record with `at` before `cutoff`, and the hourly counts
+    /// of hours that ended by then; returns how many records went.
+    pub fn sweep(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        let _writer = self.lock();
+        let cutoff_ms = key_ms(cutoff);
+        let records = self.sweep_kind(RECORD, cutoff_ms)?;
+        // An hour's count goes once the whole hour is past the cutoff.
+        self.sweep_kind(HOURLY, (cutoff_ms + 1).saturating_sub(HOUR_MS))?;
+        if records > 0 {
+            self.db.flush()?;
+        }
+        Ok(records)
+    }
+
+    /// For each token with keys of this kind, removes those whose time part
+    /// is before `before_ms`: one seek per token, then its oldest keys.
+    fn sweep_kind(&self, kind: u8, before_ms: u64) -> Result<u64, StoreError> {
+        let mut removed = 0u64;
+        let mut seek = vec![kind];
+        loop {
+            let Some(item) = self.tree.range(seek.as_slice()..).next() else {
+                break;
+            };
+            let (key, _) = item?;
+            if key.first() != Some(&kind) || key.len() < 25 {
+                break;
+            }
+            let token = be_ulid(&key[1..17])?;
+            let mut lo = vec![kind];
+            lo.extend_from_slice(&token.to_bytes());
+            let mut hi = lo.clone();
+            hi.extend_from_slice(&before_ms.to_be_bytes());
+            loop {
+                let mut batch = sled::Batch::default();
+                let mut n = 0;
+                for item in self
+                    .tree
+                    .range(lo.as_slice()..hi.as_slice())
+                    .take(SWEEP_CHUNK)
+                {
+                    let (key, _) = item?;
+                    batch.remove(key);
+                    n += 1;
+                }
+                if n == 0 {
+                    break;
+                }
+                self.tree.apply_batch(batch)?;
+                removed += n as u64;
+            }
+            // Next token: the smallest key above every key of this one.
+            match u128::from(token).checked_add(1) {
+                Some(next) => {
+                    seek = vec![kind];
+                    seek.extend_from_slice(&next.to_be_bytes());
+                }
+                None => break,
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Records in the index for `token` (all of them; for tests and tools).
+    pub fn count(&self, token: Ulid) -> Result<usize, StoreError> {
+        let mut prefix = vec![RECORD];
+        prefix.extend_from_slice(&token.to_bytes());
+        let mut n = 0;
+        for item in self.tree.scan_prefix(prefix) {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Records in the whole index.
+    pub fn len(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.tree.scan_prefix([RECORD]) {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .tree
+            .scan_prefix([RECORD])
+            .next()
+            .transpose()?
+            .is_none())
+    }
+}
+
+/// The exclusive upper end of a query.
+#[derive(Debug, Clone, Copy)]
+pub enum Upper {
+    /// Before this time (the window's `to`).
+    To(u64),
+    /// Before this record (a cursor's position).
+    Before(Position),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index() -> RequestIndex {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .expect("temp sled");
+        let last_used = db.open_tree("token_last_used").expect("tree");
+        RequestIndex::open(&db, last_used).expect("index")
+    }
+
+    fn record(token: Ulid, at_ms: i64, status: u16) -> RequestRecord {
+        RequestRecord {
+            id: Ulid::new(),
+            token_id: token,
+            user_id: "alice".into(),
+            at: Timestamp::from_millisecond(at_ms).expect("ts"),
+            node: "node-1".into(),
+            method: "GET".into(),
+            path: "/api/v1/workspaces/acme/records".into(),
+            workspace: Some("acme".into()),
+            status,
+            duration_ms: 0.125,
+            client_ip: "127.0.0.1".into(),
+            user_agent: Some("test".into()),
+        }
+    }
+
+    const T0: i64 = 1_790_000_000_000 - 1_790_000_000_000 % HOUR_MS as i64;
+
+    #[test]
+    fn a_record_round_trips_and_is_indexed_once() {
+        let idx = index();
+        let token = Ulid::new();
+        let r = record(token, T0 + 5, 200);
+        let cutoff = Timestamp::UNIX_EPOCH;
+        let first = idx.ingest(&[r.clone(), r.clone()], cutoff).expect("ingest");
+        assert_eq!((first.indexed, first.duplicates), (1, 1));
+        let again = idx.ingest(std::slice::from_ref(&r), cutoff).expect("again");
+        assert_eq!((again.indexed, again.duplicates), (0, 1));
+        let (got, next) = idx.query(token, 0, Upper::To(u64::MAX), 10).expect("query");
+        assert_eq!(got, vec![r]);
+        assert_eq!(next, None);
+        let buckets = idx
+            .stats(token, T0 as u64, T0 as u64 + HOUR_MS, HOUR_MS)
+            .expect("stats");
+        assert_eq!(buckets[0].counts.total, 1, "counted once");
+    }
+
+    #[test]
+    fn paging_is_newest_first_and_exact() {
+        let idx = index();
+        let token = Ulid::new();
+        let records: Vec<_> = (0..25).map(|i| record(token, T0 + i / 3, 200)).collect();
+        idx.ingest(&records, Timestamp::UNIX_EPOCH).expect("ingest");
+        let mut seen = Vec::new();
+        let mut upper = Upper::To(u64::MAX);
+        loop {
+            let (page, next) = idx.query(token, 0, upper, 4).expect("query");
+            seen.extend(page);
+            match next {
+                Some(p) => upper = Upper::Before(p),
+                None => break,
+            }
+        }
+        let mut want = records.clone();
+        want.sort_by_key(|r| std::cmp::Reverse((r.at, r.id)));
+        assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn stats_split_by_class_and_respect_partial_edges() {
+        let idx = index();
+        let token = Ulid::new();
+        let h = HOUR_MS as i64;
+        let records = vec![
+            record(token, T0 + 10, 200),
+            record(token, T0 + h / 2, 404),
+            record(token, T0 + h + 1, 503),
+            record(token, T0 + 2 * h + 7, 301),
+            record(Ulid::new(), T0 + 11, 200),
+        ];
+        idx.ingest(&records, Timestamp::UNIX_EPOCH).expect("ingest");
+        let t0 = T0 as u64;
+        let b = idx
+            .stats(token, t0, t0 + 3 * HOUR_MS, HOUR_MS)
+            .expect("stats");
+        let totals: Vec<_> = b.iter().map(|b| b.counts).collect();
+        assert_eq!(
+            totals,
+            [
+                Counts {
+                    total: 2,
+                    success: 1,
+                    client_error: 1,
+                    server_error: 0
+                },
+                Counts {
+                    total: 1,
+                    success: 0,
+                    client_error: 0,
+                    server_error: 1
+                },
+                Counts {
+                    total: 1,
+                    success: 1,
+                    client_error: 0,
+                    server_error: 0
+                },
+            ]
+        );
+        // A window starting mid-hour counts only what it covers.
+        let b = idx
+            .stats(token, t0 + 11, t0 + 2 * HOUR_MS, DAY_MS)
+            .expect("stats");
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].start_ms, t0 - t0 % DAY_MS);
+        assert_eq!(b[0].counts.total, 2);
+    }
+
+    #[test]
+    fn the_sweep_deletes_records_and_counts_before_the_cutoff() {
+        let idx = index();
+        let (a, b) = (Ulid::new(), Ulid::new());
+        let h = HOUR_MS as i64;
+        idx.ingest(
+            &[
+                record(a, T0, 200),
+                record(a, T0 + 2 * h, 200),
+                record(b, T0 + 1, 200),
+                record(b, T0 + 3 * h, 200),
+            ],
+            Timestamp::UNIX_EPOCH,
+        )
+        .expect("ingest");
+        let cutoff = Timestamp::from_millisecond(T0 + h + 5).expect("ts");
+        assert_eq!(idx.sweep(cutoff).expect("sweep"), 2);
+        assert_eq!(idx.count(a).expect("count"), 1);
+        assert_eq!(idx.count(b).expect("count"), 1);
+        let stats = idx
+            .stats(a, T0 as u64, T0 as u64 + 4 * HOUR_MS, HOUR_MS)
+            .expect("stats");
+        assert_eq!(stats.iter().map(|b| b.counts.total).sum::<u64>(), 1);
+        // Records arriving already older than the retention are not indexed.
+        let late = idx.ingest(&[record(a, T0, 200)], cutoff).expect("ingest");
+        assert_eq!(late.expired, 1);
+        assert_eq!(idx.count(a).expect("count"), 1);
+    }
+}

@@ -1,0 +1,177 @@
+//! Request logs (contract §4): the sled index of every token's request
+//! records, the indexer that fills it (from JetStream, [`indexer`], or from
+//! the embedded in-process queue), the retention sweep, and the opaque
+//! paging cursor.
+//!
+//! Both ways in end in [`Indexer::ingest`]: a batch is written (idempotently,
+//! keyed by token, time and record id) and flushed to disk before it is
+//! acknowledged, so a record handed over is never lost by the index and
+//! never counted twice.
+
+pub mod cursor;
+pub mod index;
+pub mod indexer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use enspace_core::{Clock, RequestRecord};
+use jiff::{SignedDuration, Timestamp};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+
+pub use index::{Ingested, RequestIndex};
+
+use crate::store::StoreError;
+
+/// The indexer's counters (`/metrics`).
+#[derive(Clone, Default)]
+pub struct IndexerMetrics {
+    pub indexed: Counter,
+    pub duplicates: Counter,
+    pub expired: Counter,
+    pub undecodable: Counter,
+    pub swept: Counter,
+}
+
+impl IndexerMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = IndexerMetrics::default();
+        registry.register(
+            "enspace_request_records_indexed",
+            "Request records written to the request index",
+            m.indexed.clone(),
+        );
+        registry.register(
+            "enspace_request_records_duplicate",
+            "Request records delivered again and skipped (already indexed)",
+            m.duplicates.clone(),
+        );
+        registry.register(
+            "enspace_request_records_expired",
+            "Request records older than the retention on arrival, not indexed",
+            m.expired.clone(),
+        );
+        registry.register(
+            "enspace_request_records_undecodable",
+            "Request-record messages that could not be decoded (terminated)",
+            m.undecodable.clone(),
+        );
+        registry.register(
+            "enspace_request_records_swept",
+            "Request records deleted from the index by the retention sweep",
+            m.swept.clone(),
+        );
+        m
+    }
+}
+
+/// The request index with its retention and clock: what both ways in (the
+/// JetStream consumer, the embedded queue) and the sweep share.
+#[derive(Clone)]
+pub struct Indexer {
+    pub index: RequestIndex,
+    pub clock: Arc<dyn Clock>,
+    pub retention: SignedDuration,
+    pub metrics: IndexerMetrics,
+}
+
+impl Indexer {
+    pub fn new(
+        index: RequestIndex,
+        clock: Arc<dyn Clock>,
+        retention: SignedDuration,
+        metrics: IndexerMetrics,
+    ) -> Self {
+        Indexer {
+            index,
+            clock,
+            retention,
+            metrics,
+        }
+    }
+
+    /// Records before this instant are past the retention.
+    pub fn cutoff(&self) -> Timestamp {
+        retention_cutoff(self.clock.now(), self.retention)
+    }
+
+    /// Indexes a batch durably (off the async threads) and hands it back.
+    pub async fn ingest(
+        &self,
+        records: Vec<RequestRecord>,
+    ) -> (Vec<RequestRecord>, Result<Ingested, StoreError>) {
+        let index = self.index.clone();
+        let cutoff = self.cutoff();
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = index.ingest(&records, cutoff);
+            (records, result)
+        })
+        .await;
+        match joined {
+            Ok((records, result)) => {
+                if let Ok(done) = &result {
+                    self.metrics.indexed.inc_by(done.indexed as u64);
+                    self.metrics.duplicates.inc_by(done.duplicates as u64);
+                    self.metrics.expired.inc_by(done.expired as u64);
+                }
+                (records, result)
+            }
+            Err(e) => (
+                Vec::new(),
+                Err(StoreError::Corrupt(format!(
+                    "index writer task failed: {e}"
+                ))),
+            ),
+        }
+    }
+
+    /// How often the sweep runs: a tenth of the retention, between 200 ms
+    /// and a minute.
+    pub fn sweep_interval(&self) -> Duration {
+        let tenth = self.retention.unsigned_abs() / 10;
+        tenth.clamp(Duration::from_millis(200), Duration::from_secs(60))
+    }
+
+    /// Deletes index entries past the retention, forever, every
+    /// [`sweep_interval`](Self::sweep_interval).
+    pub async fn sweep_forever(self) {
+        let mut tick = tokio::time::interval(self.sweep_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.sweep_once().await;
+        }
+    }
+
+    /// One sweep; returns the records deleted.
+    pub async fn sweep_once(&self) -> u64 {
+        let index = self.index.clone();
+        let cutoff = self.cutoff();
+        match tokio::task::spawn_blocking(move || index.sweep(cutoff)).await {
+            Ok(Ok(0)) => 0,
+            Ok(Ok(n)) => {
+                self.metrics.swept.inc_by(n);
+                tracing::info!(
+                    records = n,
+                    cutoff = %cutoff,
+                    "retention sweep deleted {n} request records older than {cutoff}"
+                );
+                n
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "retention sweep of the request index failed");
+                0
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "retention sweep task failed");
+                0
+            }
+        }
+    }
+}
+
+/// `now - retention`, or the beginning of time if that underflows.
+pub fn retention_cutoff(now: Timestamp, retention: SignedDuration) -> Timestamp {
+    now.checked_sub(retention).unwrap_or(Timestamp::MIN)
+}
