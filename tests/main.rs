@@ -8,6 +8,7 @@ mod support;
 mod api_node;
 mod audit;
 mod distributed;
+mod durability;
 mod expiry;
 mod introspection;
 mod isolation;

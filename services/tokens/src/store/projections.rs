@@ -48,14 +48,43 @@ fn decode_view(bytes: &[u8]) -> Result<TokenView, StoreError> {
 }
 
 impl Projections {
+    /// Opens the projection trees. If any of them is missing (dropped, or
+    /// lost) while others survive, `last_seq` cannot be trusted for it, so
+    /// all of them start from zero and `catch_up` folds the whole log again.
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(Projections {
+        let existing = db.tree_names();
+        let missing: Vec<&str> = PROJECTION_TREES
+            .into_iter()
+            .filter(|name| !existing.iter().any(|t| t.as_ref() == name.as_bytes()))
+            .collect();
+        let projections = Projections {
             tokens: db.open_tree(PROJECTION_TREES[0])?,
             by_user: db.open_tree(PROJECTION_TREES[1])?,
             by_hash: db.open_tree(PROJECTION_TREES[2])?,
             by_token: db.open_tree(PROJECTION_TREES[3])?,
             meta: db.open_tree(PROJECTION_TREES[4])?,
-        })
+        };
+        if !missing.is_empty() && missing.len() < PROJECTION_TREES.len() {
+            tracing::warn!(
+                ?missing,
+                "projection trees missing; rebuilding every projection"
+            );
+            projections.clear()?;
+        }
+        Ok(projections)
+    }
+
+    fn clear(&self) -> Result<(), StoreError> {
+        for tree in [
+            &self.tokens,
+            &self.by_user,
+            &self.by_hash,
+            &self.by_token,
+            &self.meta,
+        ] {
+            tree.clear()?;
+        }
+        Ok(())
     }
 
     pub fn last_seq(&self) -> Result<u64, StoreError> {
@@ -80,15 +109,7 @@ impl Projections {
                 log_head = head,
                 "projections ahead of the log; rebuilding"
             );
-            for tree in [
-                &self.tokens,
-                &self.by_user,
-                &self.by_hash,
-                &self.by_token,
-                &self.meta,
-            ] {
-                tree.clear()?;
-            }
+            self.clear()?;
             after = 0;
         }
         let mut applied = 0;
