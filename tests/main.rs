@@ -12,6 +12,7 @@ mod durability;
 mod expiry;
 mod introspection;
 mod isolation;
+mod ops;
 mod secrets;
 mod sessions;
 mod tokens_api;
