@@ -13,6 +13,8 @@ mod expiry;
 mod introspection;
 mod isolation;
 mod ops;
+mod request_logs;
+mod schemas;
 mod secrets;
 mod sessions;
 mod tokens_api;

@@ -41,7 +41,7 @@ impl TestApp {
             },
         )
         .expect("state");
-        let app = enspace_tokens::router(state.clone());
+        let app = super::conformance::layer(enspace_tokens::router(state.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -44,13 +44,14 @@ impl ServeApp {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(enspace::run::serve(
+        let task = tokio::spawn(enspace::run::serve_with(
             args,
             listener,
             Arc::new(clock.clone()),
             async move {
                 let _ = stopped.await;
             },
+            super::conformance::layer,
         ));
         let app = ServeApp {
             api: ApiClient::new(addr),

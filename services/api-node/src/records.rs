@@ -137,7 +137,7 @@ pub async fn list_records(
 /// View one record (scope `read`).
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/records/{id}", tag = "records", security(("pat" = [])),
     params(("ws" = String, Path, description = "Workspace id; the token must be granted it"), ("id" = String, Path, description = "Record id (a ULID)")),
-    responses((status = 200, description = "The record", body = Record), (status = 401, response = inline(enspace_http::responses::InvalidToken)),
+    responses((status = 200, description = "The record", body = Record), (status = 400, response = inline(enspace_http::responses::BadRequest)), (status = 401, response = inline(enspace_http::responses::InvalidToken)),
         (status = 403, response = inline(enspace_http::responses::TokenForbidden)),
         (status = 404, response = inline(enspace_http::responses::NotFound)))
 )]
@@ -233,7 +233,7 @@ pub async fn update_record(
 /// Delete a record (scope `delete`).
 #[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/records/{id}", tag = "records", security(("pat" = [])),
     params(("ws" = String, Path, description = "Workspace id; the token must be granted it"), ("id" = String, Path, description = "Record id (a ULID)")),
-    responses((status = 204, description = "Deleted"), (status = 401, response = inline(enspace_http::responses::InvalidToken)),
+    responses((status = 204, description = "Deleted"), (status = 400, response = inline(enspace_http::responses::BadRequest)), (status = 401, response = inline(enspace_http::responses::InvalidToken)),
         (status = 403, response = inline(enspace_http::responses::TokenForbidden)),
         (status = 404, response = inline(enspace_http::responses::NotFound)))
 )]

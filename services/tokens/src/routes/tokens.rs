@@ -261,7 +261,7 @@ pub async fn list_tokens(
 
 /// One of the caller's tokens.
 #[utoipa::path(get, path = "/v1/tokens/{id}", tag = "tokens", security(("session" = []), ("session_cookie" = [])), params(("id" = String, Path, description = "The token id (a ULID)")),
-    responses((status = 200, description = "The token", body = TokenJson), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
+    responses((status = 200, description = "The token", body = TokenJson), (status = 400, response = inline(enspace_http::responses::BadRequest)), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
         (status = 403, response = inline(enspace_http::responses::Forbidden)),
         (status = 404, response = inline(enspace_http::responses::NotFound)))
 )]
@@ -277,7 +277,7 @@ pub async fn get_token(
 
 /// Revoke a token, at once on every API node. Revoking it again changes nothing.
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", security(("session" = []), ("session_cookie" = [])), params(("id" = String, Path, description = "The token id (a ULID)")),
-    responses((status = 204, description = "Revoked"), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
+    responses((status = 204, description = "Revoked"), (status = 400, response = inline(enspace_http::responses::BadRequest)), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
         (status = 403, response = inline(enspace_http::responses::Forbidden)),
         (status = 404, response = inline(enspace_http::responses::NotFound)),
         (status = 503, response = inline(enspace_http::responses::Unavailable)))
@@ -324,7 +324,7 @@ pub struct EventList {
 
 /// A token's history: its events from the audit log.
 #[utoipa::path(get, path = "/v1/tokens/{id}/events", tag = "tokens", security(("session" = []), ("session_cookie" = [])), params(("id" = String, Path, description = "The token id (a ULID)")),
-    responses((status = 200, description = "The token's events in seq order", body = EventList), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
+    responses((status = 200, description = "The token's events in seq order", body = EventList), (status = 400, response = inline(enspace_http::responses::BadRequest)), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
         (status = 403, response = inline(enspace_http::responses::Forbidden)),
         (status = 404, response = inline(enspace_http::responses::NotFound)))
 )]
