@@ -63,16 +63,15 @@ fn token_json(state: &AppState, view: TokenView) -> TokenJson {
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// 1 to 100 characters after trimming, no control characters.
-    #[schema(example = "ERP Integration")]
+    #[schema(min_length = 1, max_length = 100, example = "ERP Integration")]
     description: String,
-    /// One of 1m, 2m, 3m, 6m, 1y, 2y, never.
-    #[schema(example = "3m")]
+    #[schema(value_type = Expiration, example = "3m")]
     expiration: String,
     /// A non-empty subset of read, write, delete.
-    #[schema(example = json!(["read", "write"]))]
+    #[schema(value_type = Vec<Scope>, min_items = 1, example = json!(["read", "write"]))]
     scopes: Vec<String>,
     /// A non-empty list of the caller's workspaces.
-    #[schema(example = json!(["acme"]))]
+    #[schema(min_items = 1, example = json!(["acme"]))]
     workspaces: Vec<String>,
 }
 
