@@ -44,14 +44,19 @@ pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
             }
             let mut root = defs.remove(*name).unwrap_or_default();
             if let Some(obj) = root.as_object_mut() {
-                obj.insert("$schema".into(), "https://json-schema.org/draft/2020-12/schema".into());
+                obj.insert(
+                    "$schema".into(),
+                    "https://json-schema.org/draft/2020-12/schema".into(),
+                );
                 obj.insert("$id".into(), format!("urn:enspace:schema:{file}").into());
                 obj.insert("title".into(), (*name).into());
                 if !defs.is_empty() {
                     obj.insert("$defs".into(), defs.into());
                 }
             }
-            let text = root.to_string().replace("#/components/schemas/", "#/$defs/");
+            let text = root
+                .to_string()
+                .replace("#/components/schemas/", "#/$defs/");
             (*file, serde_json::from_str(&text).unwrap_or_default())
         })
         .collect()
@@ -62,7 +67,9 @@ fn collect_refs(value: &serde_json::Value, out: &mut Vec<String>) {
         serde_json::Value::Object(map) => {
             for (key, v) in map {
                 if key == "$ref"
-                    && let Some(name) = v.as_str().and_then(|r| r.strip_prefix("#/components/schemas/"))
+                    && let Some(name) = v
+                        .as_str()
+                        .and_then(|r| r.strip_prefix("#/components/schemas/"))
                 {
                     out.push(name.to_owned());
                 }
