@@ -933,7 +933,7 @@ async function openCreateDialog(trigger) {
         : 'Could not copy automatically: the token is selected, press Ctrl+C (or ⌘C) to copy it.';
     });
     const done = h('button', { type: 'button', class: 'btn btn-primary', id: 'secret-done', onClick: () => close() }, 'Done');
-    const exp = token.expires_at ? `expires ${dateFmt.format(new Date(token.expires_at))}` : 'never expires';
+    const exp = token.expires_at ? dateFmt.format(new Date(token.expires_at)) : 'Never';
     const body = h('div', { class: 'secret-view' },
       h('div', { class: 'callout callout-warning', id: 'secret-warning' }, icon('warn'),
         h('span', {}, h('strong', {}, 'Copy your token now. It will not be shown again. '),
@@ -946,7 +946,7 @@ async function openCreateDialog(trigger) {
         h('dt', {}, 'Description'), h('dd', {}, token.description),
         h('dt', {}, 'Scopes'), h('dd', {}, token.scopes.join(', ')),
         h('dt', {}, 'Workspaces'), h('dd', {}, token.workspaces.map(workspaceName).join(', ')),
-        h('dt', {}, 'Expiration'), h('dd', {}, exp)),
+        h('dt', {}, 'Expires'), h('dd', {}, exp)),
       h('p', { class: 'hint' }, 'Send it with every API call as ', h('code', {}, 'Authorization: Bearer <token>'), '.'));
     const shell2 = dialogShell(titleId, 'Your new token', body, [done], 'Close');
     shell2.closeButton.addEventListener('click', () => close());
@@ -1148,9 +1148,10 @@ async function renderLogsPanel(panel, query) {
 
   const filters = h('div', { class: 'filters' },
     h('div', { class: 'field' }, h('label', { for: 'logs-token' }, 'Token'), tokenSelect),
-    h('fieldset', { class: 'field' },
-      h('legend', {}, 'Period'),
-      h('div', { class: 'segments' }, PERIODS.map((p, i) => [periodRadios[i], h('label', { for: `logs-period-${p.id}`, class: 'segment' }, p.label)]))),
+    h('div', { class: 'field' },
+      h('span', { class: 'label', id: 'logs-period-label' }, 'Period'),
+      h('div', { class: 'segments', role: 'radiogroup', 'aria-labelledby': 'logs-period-label' },
+        PERIODS.map((p, i) => [periodRadios[i], h('label', { for: `logs-period-${p.id}`, class: 'segment' }, p.label)]))),
     h('div', { class: 'filters-end' }, refresh));
 
   const chartBox = h('div', { class: 'chart', id: 'logs-chart' });
@@ -1165,7 +1166,6 @@ async function renderLogsPanel(panel, query) {
   const reload = () => {
     const tok = tokens.find((t) => t.id === logs.tokenId);
     history.replaceState(null, '', logsPath());
-    document.getElementById('tab-dev-logs')?.setAttribute('data-path', logsPath());
     loadLogs(++generation, tok, windowOf());
   };
 

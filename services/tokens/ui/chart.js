@@ -97,6 +97,11 @@ export function renderChart(container, buckets, options) {
     class: 'chart-axis', x1: pad.left, x2: width - pad.right, y1: pad.top + plotH, y2: pad.top + plotH,
   }));
   svg.append(ticks);
+  if (total === 0) {
+    svg.append(el('text', {
+      class: 'chart-empty', x: pad.left + plotW / 2, y: pad.top + plotH / 2, 'text-anchor': 'middle',
+    }, ['No requests in this period']));
+  }
 
   container.replaceChildren(svg);
   return { total, errors };
