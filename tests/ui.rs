@@ -824,6 +824,11 @@ async fn token_flow_in_the_browser() {
     .await;
     ui.shot("12-request-logs").await;
 
+    // Nothing the page did broke its own Content-Security-Policy or threw.
+    let log = ui.browser_log().await;
+    assert!(!log.contains("Content Security Policy"), "{log}");
+    assert!(!log.contains("Uncaught"), "{log}");
+
     // --- sign out
     ui.click("#account-button").await;
     ui.click("#menu-signout").await;
@@ -1050,6 +1055,27 @@ async fn narrow_screen() {
         .await;
     assert_eq!(fits, json!(true));
     ui.shot("03-create-dialog").await;
+    ui.press(Key::Escape).await;
+    ui.until("the dialog to close", "!document.querySelector('dialog')")
+        .await;
+
+    // The session ends elsewhere (signed out in another tab): the next call
+    // brings the sign-in page back, with a word of why, at the same address.
+    let cookie = ui
+        .client
+        .get_named_cookie("enspace_session")
+        .await
+        .expect("session cookie");
+    assert_eq!(cookie.http_only(), Some(true));
+    let res = app.delete(cookie.value(), "/v1/session").await;
+    assert_eq!(res.status(), 204);
+    ui.click("#tab-dev-logs").await;
+    ui.wait("#signin-username").await;
+    assert!(ui.text("main").await.contains("Your session has ended"));
+    assert_eq!(ui.js_str("location.pathname").await, "/settings/dev/logs");
+    ui.shot("04-session-ended").await;
+    ui.sign_in("alice").await;
+    ui.wait("#logs-token").await;
     ui.close().await;
 }
 
