@@ -2,6 +2,7 @@
 //! prints its figure beside a baseline measured in the same run, and the
 //! ratio (what survives a noisy machine). One module per benchmark.
 
+mod create;
 mod node_load;
 mod node_memory;
 mod propagation;
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Token creations over HTTP with durable appends, beside /healthz and raw sled flushes.
+    Create(create::Args),
     /// Local token verification over a replica of many tokens, and memory per token.
     Verify(verify::Args),
     /// An API node's read route under wrk, with and without the auth layer.
@@ -31,6 +34,7 @@ enum Bench {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
+        Bench::Create(args) => create::run(args),
         Bench::Verify(args) => verify::run(args),
         Bench::NodeLoad(args) => node_load::run(args),
         Bench::NodeMemory(args) => node_memory::run(args),
