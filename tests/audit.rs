@@ -30,7 +30,10 @@ fn verify_independently(events: &[Value]) -> String {
         assert_eq!(hex::encode(hash), event["hash"], "hash of seq {seq}");
         let decoded: Value = rmp_serde::from_slice(&payload).expect("payload is MessagePack");
         for field in ["seq", "id", "type", "at", "actor", "token_id", "data"] {
-            assert_eq!(decoded[field], event[field], "payload's {field} of seq {seq}");
+            assert_eq!(
+                decoded[field], event[field],
+                "payload's {field} of seq {seq}"
+            );
         }
         prev = hash;
     }
@@ -45,14 +48,21 @@ async fn stopped_log(n: usize) -> (tempfile::TempDir, Vec<Value>) {
     let bob = app.login("bob").await;
     for i in 0..n {
         let who = if i % 2 == 0 { &alice } else { &bob };
-        let (token, _) = app.create_token(who, &create_body(&format!("token {i}"))).await;
+        let (token, _) = app
+            .create_token(who, &create_body(&format!("token {i}")))
+            .await;
         if i % 3 == 2 {
             let path = format!("/v1/tokens/{}", token["id"].as_str().expect("id"));
             assert_eq!(app.delete(who, &path).await.status(), 204);
         }
     }
     let audra = app.login("audra").await;
-    let page: Value = app.get(&audra, "/v1/audit/events?limit=1000").await.json().await.expect("json");
+    let page: Value = app
+        .get(&audra, "/v1/audit/events?limit=1000")
+        .await
+        .json()
+        .await
+        .expect("json");
     let events = page["events"].as_array().expect("array").clone();
     let (data, _) = app.stop().await;
     (data, events)
@@ -81,7 +91,10 @@ fn key(seq: u64) -> [u8; 8] {
 fn assert_broken_at(data: &tempfile::TempDir, seq: u64) {
     let (code, out) = audit(&["verify", "--data", data_arg(data)]);
     assert_eq!(code, 1, "verify fails: {out}");
-    assert!(out.contains(&format!("seq {seq}:")), "verify names seq {seq}: {out}");
+    assert!(
+        out.contains(&format!("seq {seq}:")),
+        "verify names seq {seq}: {out}"
+    );
 }
 
 #[tokio::test]
@@ -90,7 +103,10 @@ async fn audit_events_form_a_chain_anyone_can_verify_without_our_code() {
     assert_eq!(events.len(), 8);
     assert_eq!(events[0]["prev_hash"], "0".repeat(64));
     verify_independently(&events);
-    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().expect("type")).collect();
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e["type"].as_str().expect("type"))
+        .collect();
     assert_eq!(
         types,
         [
@@ -104,8 +120,16 @@ async fn audit_events_form_a_chain_anyone_can_verify_without_our_code() {
             "token_revoked"
         ]
     );
-    let actors: Vec<&str> = events.iter().map(|e| e["actor"].as_str().expect("actor")).collect();
-    assert_eq!(actors, ["alice", "bob", "alice", "alice", "bob", "alice", "bob", "bob"]);
+    let actors: Vec<&str> = events
+        .iter()
+        .map(|e| e["actor"].as_str().expect("actor"))
+        .collect();
+    assert_eq!(
+        actors,
+        [
+            "alice", "bob", "alice", "alice", "bob", "alice", "bob", "bob"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -115,7 +139,10 @@ async fn verify_passes_on_an_intact_log_with_its_count_and_head_hash() {
     let (code, out) = audit(&["verify", "--data", data_arg(&data)]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("{} events", events.len())), "{out}");
-    assert!(out.contains(&head), "verify prints the head hash {head}: {out}");
+    assert!(
+        out.contains(&head),
+        "verify prints the head hash {head}: {out}"
+    );
 }
 
 #[tokio::test]
@@ -222,7 +249,10 @@ async fn verify_names_the_first_event_of_a_log_whose_first_event_changed() {
 async fn verify_names_the_seq_of_a_removed_event() {
     let (data, _) = stopped_log(5).await;
     tamper(&data, |events| {
-        events.remove(key(4)).expect("remove").expect("seq 4 existed");
+        events
+            .remove(key(4))
+            .expect("remove")
+            .expect("seq 4 existed");
     })
     .await;
     assert_broken_at(&data, 4);
@@ -276,8 +306,14 @@ async fn export_of_a_tampered_log_fails_independent_verification() {
     })
     .await;
     let (_, out) = audit(&["export", "--data", data_arg(&data)]);
-    let exported: Vec<Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    assert_ne!(exported, events, "the export shows the stored bytes as they are");
+    let exported: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_ne!(
+        exported, events,
+        "the export shows the stored bytes as they are"
+    );
     let caught = std::panic::catch_unwind(|| verify_independently(&exported));
     assert!(caught.is_err(), "an outside auditor notices");
 }
@@ -289,9 +325,19 @@ async fn the_audit_api_and_the_token_history_show_the_same_events() {
     let (token, _) = app.create_token(&alice, &create_body("one")).await;
     let path = format!("/v1/tokens/{}", token["id"].as_str().expect("id"));
     assert_eq!(app.delete(&alice, &path).await.status(), 204);
-    let history: Value = app.get(&alice, &format!("{path}/events")).await.json().await.expect("json");
+    let history: Value = app
+        .get(&alice, &format!("{path}/events"))
+        .await
+        .json()
+        .await
+        .expect("json");
     let audra = app.login("audra").await;
-    let all: Value = app.get(&audra, "/v1/audit/events").await.json().await.expect("json");
+    let all: Value = app
+        .get(&audra, "/v1/audit/events")
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(history["events"], all["events"]);
     assert_eq!(all["next_after"], json!(null));
 }
