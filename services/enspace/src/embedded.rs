@@ -1,6 +1,8 @@
 //! The embedded default's stand-ins for JetStream: the API node's replica
-//! follows the event log in-process, and its request records go from its
-//! queue straight into the request-log indexer.
+//! is fed in-process, from the event log at start and then by the writer
+//! itself, so a change is in force on the node before its request answers;
+//! and its request records go from its queue straight into the request-log
+//! indexer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,41 +11,24 @@ use enspace_api_node::TokenReplica;
 use enspace_api_node::record_queue::RecordQueue;
 use enspace_tokens::request_log::Indexer;
 use enspace_tokens::store::EventLog;
-use tokio::sync::watch;
+use enspace_tokens::store::writer::Writer;
 
 /// Most records written in one batch (one sled flush).
-const INDEX_BATCH: usize = 1000;
+const INDEX_BATCH: usize = 5000;
 
-/// Folds every event of the log into the replica, then each new one as the
-/// writer commits it. Ready once the log as it stood is folded.
-pub async fn follow_log(
-    log: EventLog,
-    mut head: watch::Receiver<u64>,
-    replica: Arc<TokenReplica>,
-    ready: watch::Sender<bool>,
-) {
+/// Attaches the replica to the writer, then folds the log as it stands.
+/// Events committed in between are folded twice, which changes nothing.
+pub fn attach(log: &EventLog, writer: &Writer, replica: Arc<TokenReplica>) -> anyhow::Result<()> {
+    let live = replica.clone();
+    writer.on_commit(move |events| events.iter().for_each(|e| live.apply(e)));
     let mut after = 0;
     loop {
-        let entries = match log.read_after(after, 1024) {
-            Ok(entries) => entries,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the event log for the local replica");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                continue;
-            }
+        let entries = log.read_after(after, 1024)?;
+        let Some(last) = entries.last() else {
+            return Ok(());
         };
-        if entries.is_empty() {
-            ready.send_replace(true);
-            let known = *head.borrow_and_update();
-            if known <= after && head.changed().await.is_err() {
-                return;
-            }
-            continue;
-        }
-        for entry in &entries {
-            replica.apply(&entry.envelope);
-            after = entry.envelope.seq;
-        }
+        after = last.envelope.seq;
+        entries.iter().for_each(|e| replica.apply(&e.envelope));
     }
 }
 

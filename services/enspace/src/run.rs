@@ -192,12 +192,8 @@ pub async fn serve_with(
             ));
         }
         None => {
-            tokio::spawn(crate::embedded::follow_log(
-                state.store.log.clone(),
-                state.writer.head(),
-                node.replica().clone(),
-                ready_tx,
-            ));
+            crate::embedded::attach(&state.store.log, &state.writer, node.replica().clone())?;
+            ready_tx.send_replace(true);
             tokio::spawn(crate::embedded::index_records(
                 records.clone(),
                 indexer,

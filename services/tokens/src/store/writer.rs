@@ -24,11 +24,17 @@ const QUEUE: usize = 4096;
 
 type Reply = oneshot::Sender<Result<TokenView, CommandError>>;
 
+/// Called with every group of events once it is durable, before any of the
+/// group's commands is answered.
+pub type CommitHook = Box<dyn Fn(&[EventEnvelope]) + Send + Sync>;
+type Hooks = Arc<std::sync::RwLock<Vec<CommitHook>>>;
+
 /// Handle to the writer thread; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<(Command, Reply)>,
     head: watch::Receiver<u64>,
+    hooks: Hooks,
 }
 
 impl Writer {
@@ -41,6 +47,7 @@ impl Writer {
         let (seq, hash) = store.log.head()?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let (head_tx, head) = watch::channel(seq);
+        let hooks = Hooks::default();
         metrics.event_log_length.set(seq as i64);
         let state = WriterState {
             store,
@@ -50,12 +57,13 @@ impl Writer {
             hash,
             ulids: ulid::Generator::new(),
             head_tx,
+            hooks: hooks.clone(),
         };
         std::thread::Builder::new()
             .name("event-writer".into())
             .spawn(move || state.run(rx))
             .map_err(|e| StoreError::Corrupt(format!("cannot start the writer: {e}")))?;
-        Ok(Writer { tx, head })
+        Ok(Writer { tx, head, hooks })
     }
 
     /// Decides and durably records a command; answers the token's state after it.
@@ -68,6 +76,15 @@ impl Writer {
         answer
             .await
             .map_err(|_| CommandError::Store("the writer has stopped".into()))?
+    }
+
+    /// Runs `hook` on every group of events once it is durable and before
+    /// its commands are answered (the embedded API node's replica uses it,
+    /// so a revocation is in force there before `DELETE` answers).
+    pub fn on_commit(&self, hook: impl Fn(&[EventEnvelope]) + Send + Sync + 'static) {
+        if let Ok(mut hooks) = self.hooks.write() {
+            hooks.push(Box::new(hook));
+        }
     }
 
     /// The `seq` of the last durable event, updated after every flush.
@@ -84,6 +101,7 @@ struct WriterState {
     hash: [u8; 32],
     ulids: ulid::Generator,
     head_tx: watch::Sender<u64>,
+    hooks: Hooks,
 }
 
 impl WriterState {
@@ -174,6 +192,11 @@ impl WriterState {
                 };
             }
             self.metrics.event_log_length.set(self.seq as i64);
+            if let Ok(hooks) = self.hooks.read() {
+                for hook in hooks.iter() {
+                    hook(&appended);
+                }
+            }
             self.head_tx.send_replace(self.seq);
         }
         for (reply, answer) in answers {
