@@ -154,35 +154,36 @@ struct Observed {
 }
 
 async fn observe(app: &TestApp, secrets: &[(String, String, String)]) -> Observed {
+    let mut sessions = BTreeMap::new();
+    for user in ["alice", "bob", "audra"] {
+        sessions.insert(user.to_owned(), app.login(user).await);
+    }
     let mut lists = BTreeMap::new();
     for user in ["alice", "bob"] {
-        let session = app.login(user).await;
-        lists.insert(
-            user.to_owned(),
-            app.get(&session, "/v1/tokens")
-                .await
-                .json()
-                .await
-                .expect("json"),
-        );
+        let list = app
+            .get(&sessions[user], "/v1/tokens")
+            .await
+            .json()
+            .await
+            .expect("json");
+        lists.insert(user.to_owned(), list);
     }
     let mut tokens = BTreeMap::new();
     let mut events = BTreeMap::new();
     let mut by_hash = BTreeMap::new();
     for (user, id, secret) in secrets {
-        let session = app.login(user).await;
+        let session = &sessions[user];
         let path = format!("/v1/tokens/{id}");
-        let res = app.get(&session, &path).await;
+        let res = app.get(session, &path).await;
         assert_eq!(res.status(), 200);
         tokens.insert(id.clone(), res.json().await.expect("json"));
-        events.insert(
-            id.clone(),
-            app.get(&session, &format!("{path}/events"))
-                .await
-                .json()
-                .await
-                .expect("json"),
-        );
+        let history = app
+            .get(session, &format!("{path}/events"))
+            .await
+            .json()
+            .await
+            .expect("json");
+        events.insert(id.clone(), history);
         let found = app
             .state
             .store
@@ -211,10 +212,14 @@ async fn observe(app: &TestApp, secrets: &[(String, String, String)]) -> Observe
 /// A store with tokens of two users, some revoked: `(user, id, secret)`.
 async fn populated() -> (TestApp, Vec<(String, String, String)>) {
     let app = TestApp::spawn_at("2026-04-01T09:00:00Z").await;
+    let (alice, bob) = (app.login("alice").await, app.login("bob").await);
     let mut made = Vec::new();
     for i in 0..9 {
-        let user = if i % 3 == 1 { "bob" } else { "alice" };
-        let session = app.login(user).await;
+        let (user, session) = if i % 3 == 1 {
+            ("bob", &bob)
+        } else {
+            ("alice", &alice)
+        };
         let expiration = ["1m", "1y", "never"][i % 3];
         let body = json!({"description": format!("token {i}"), "expiration": expiration,
                           "scopes": ["read", "delete"], "workspaces": ["acme"]});
