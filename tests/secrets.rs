@@ -231,6 +231,10 @@ async fn the_secret_is_in_no_log_line_nor_data_file_of_the_real_binary_at_trace_
         !logs.contains(&alice),
         "the session secret appears in the logs"
     );
+    assert!(
+        !logs.contains("alice-password"),
+        "the password appears in the logs"
+    );
     for needle in needles(&secret) {
         let found = files_containing(data.path(), &needle);
         assert!(found.is_empty(), "the secret is stored in {found:?}");

@@ -641,3 +641,120 @@ async fn sign_in_body_errors_are_problem_details_too() {
     )
     .await;
 }
+
+/// A small deterministic generator (xorshift), so the cases are the same on
+/// every run and a failure can be replayed.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[(self.next() % from.len() as u64) as usize]
+    }
+}
+
+#[tokio::test]
+async fn arbitrary_bodies_and_paths_never_get_a_5xx() {
+    let app = TestApp::spawn().await;
+    let alice = app.login("alice").await;
+    let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15);
+    let pieces = [
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ":",
+        "\"description\"",
+        "\"expiration\"",
+        "\"scopes\"",
+        "\"workspaces\"",
+        "\"read\"",
+        "\"acme\"",
+        "\"1m\"",
+        "\"never\"",
+        "null",
+        "true",
+        "-0",
+        "1e999",
+        "\"\\u0000\"",
+        "\"\\ud83d\\udd11\"",
+        "\"日本\"",
+        " ",
+        "\u{feff}",
+        "\"x\"",
+        "0.5",
+    ];
+    for case in 0..300 {
+        let len = 1 + rng.next() % 24;
+        let body: String = (0..len).map(|_| rng.pick(&pieces)).collect();
+        for path in ["/v1/tokens", "/v1/session"] {
+            let res = post_raw_to(&app, &alice, path, body.clone().into_bytes()).await;
+            let status = res.status().as_u16();
+            assert!(
+                status < 500,
+                "case {case}: POST {path} {body:?} answered {status}"
+            );
+            if status >= 400 {
+                let content_type = res.headers()[CONTENT_TYPE]
+                    .to_str()
+                    .expect("ascii")
+                    .to_owned();
+                assert_eq!(content_type, "application/problem+json", "case {case}");
+            }
+        }
+    }
+    let segments = [
+        "v1",
+        "tokens",
+        "%00",
+        "..",
+        "%2F",
+        "events",
+        "audit",
+        "%FF",
+        "x",
+        "01J0000000000000000000000Z",
+    ];
+    for case in 0..200 {
+        let len = 1 + rng.next() % 4;
+        let path: String = (0..len)
+            .map(|_| format!("/{}", rng.pick(&segments)))
+            .collect();
+        for method in [
+            reqwest::Method::GET,
+            reqwest::Method::DELETE,
+            reqwest::Method::POST,
+        ] {
+            let res = app
+                .client
+                .request(method.clone(), app.url(&path))
+                .bearer_auth(&alice)
+                .send()
+                .await
+                .expect("request");
+            let status = res.status().as_u16();
+            assert!(
+                status < 500,
+                "case {case}: {method} {path} answered {status}"
+            );
+        }
+    }
+}
+
+async fn post_raw_to(app: &TestApp, session: &str, path: &str, body: Vec<u8>) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .bearer_auth(session)
+        .header(CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("POST")
+}
