@@ -223,11 +223,11 @@ async fn populated() -> (TestApp, Vec<(String, String, String)>) {
         let expiration = ["1m", "1y", "never"][i % 3];
         let body = json!({"description": format!("token {i}"), "expiration": expiration,
                           "scopes": ["read", "delete"], "workspaces": ["acme"]});
-        let (token, secret) = app.create_token(&session, &body).await;
+        let (token, secret) = app.create_token(session, &body).await;
         let id = token["id"].as_str().expect("id").to_owned();
         if i % 4 == 0 {
             assert_eq!(
-                app.delete(&session, &format!("/v1/tokens/{id}"))
+                app.delete(session, &format!("/v1/tokens/{id}"))
                     .await
                     .status(),
                 204
