@@ -95,17 +95,35 @@ pub fn check_pat_format(s: &str) -> Result<(), SecretParseError> {
     if s.len() != PAT_LEN {
         return Err(SecretParseError::BadLength);
     }
-    if !rest.bytes().all(base62::is_base62) {
+    // Every byte is tested, without branching on which class it falls in:
+    // the characters of a random token are a coin toss between digits,
+    // upper and lower case, and a branch per byte mispredicts half the time.
+    // `b | 0x20` folds A-Z onto a-z and maps no other byte into a-z.
+    let alphanumeric = rest.bytes().fold(true, |ok, b| {
+        ok & ((b.wrapping_sub(b'0') < 10) | ((b | 0x20).wrapping_sub(b'a') < 26))
+    });
+    if !alphanumeric {
         return Err(SecretParseError::BadCharacter);
     }
     let (random, sum) = rest.split_at(PAT_RANDOM_LEN);
-    let mut value = u64::from(crc32fast::hash(random.as_bytes()));
-    let mut expected = [b'0'; PAT_CHECKSUM_LEN];
-    for digit in expected.iter_mut().rev() {
-        *digit = base62::ALPHABET[(value % 62) as usize];
-        value /= 62;
+    // The six digits of the CRC in base62 (62^6 > 2^32, so always six), as
+    // `checksum` writes them: computed as two independent halves of three.
+    const HALF: u32 = 62 * 62 * 62;
+    let crc = crc32fast::hash(random.as_bytes());
+    let mut expected = [0u8; 8];
+    for (digits, mut value) in expected[..PAT_CHECKSUM_LEN]
+        .chunks_exact_mut(3)
+        .zip([crc / HALF, crc % HALF])
+    {
+        for digit in digits.iter_mut().rev() {
+            *digit = base62::ALPHABET[(value % 62) as usize];
+            value /= 62;
+        }
     }
-    if bool::from(expected.ct_eq(sum.as_bytes())) {
+    let mut presented = [0u8; 8];
+    presented[..PAT_CHECKSUM_LEN].copy_from_slice(sum.as_bytes());
+    // One constant-time comparison of the six bytes, packed in a word.
+    if bool::from(u64::from_le_bytes(expected).ct_eq(&u64::from_le_bytes(presented))) {
         Ok(())
     } else {
         Err(SecretParseError::BadChecksum)
@@ -232,6 +250,50 @@ mod tests {
             typo.parse::<PatSecret>().unwrap_err(),
             SecretParseError::BadChecksum
         );
+    }
+
+    #[test]
+    fn format_check_accepts_exactly_the_base62_bytes() {
+        let good = PatSecret::generate().expose().to_owned();
+        for byte in 0..=0x7fu8 {
+            let mut token = good.clone().into_bytes();
+            token[20] = byte;
+            let token = String::from_utf8(token).expect("ascii");
+            let result = check_pat_format(&token);
+            if base62::is_base62(byte) {
+                assert_ne!(result, Err(SecretParseError::BadCharacter), "{byte:#x}");
+            } else {
+                assert_eq!(result, Err(SecretParseError::BadCharacter), "{byte:#x}");
+            }
+        }
+        // Bytes of the right count that are not ASCII.
+        let mut wide = good.clone();
+        wide.replace_range(20..22, "é");
+        assert_eq!(wide.len(), PAT_LEN);
+        assert_eq!(check_pat_format(&wide), Err(SecretParseError::BadCharacter));
+    }
+
+    #[test]
+    fn format_check_agrees_with_the_checksum_for_many_values() {
+        // CRCs of these spread over the whole 32-bit range, so every digit of
+        // both halves takes many values.
+        for i in 0..20_000u32 {
+            let random = format!("{:0>32}", base62::encode_padded(u64::from(i) * 7919, 12));
+            let sum = checksum(&random);
+            assert_eq!(check_pat_format(&format!("ens_pat_{random}{sum}")), Ok(()));
+            // Any other checksum is refused.
+            let mut wrong = sum.into_bytes();
+            wrong[(i % 6) as usize] = if wrong[(i % 6) as usize] == b'0' {
+                b'1'
+            } else {
+                b'0'
+            };
+            let wrong = String::from_utf8(wrong).expect("ascii");
+            assert_eq!(
+                check_pat_format(&format!("ens_pat_{random}{wrong}")),
+                Err(SecretParseError::BadChecksum)
+            );
+        }
     }
 
     #[test]
