@@ -1,16 +1,22 @@
-//! The request index in sled (tree `request_log`), laid out for the query:
+//! The request index in sled (tree `request_log`), laid out for the query
+//! and for cheap writes:
 //!
-//! - `r` ‖ token id (16) ‖ `at` in ms (u64 BE) ‖ record id (16) → the rest
-//!   of the record (versioned, see [`StoredRecord`]). A token's records sit
+//! - token id (16) ‖ `at` in ms (u64 BE) ‖ record id (16) → the rest of the
+//!   record (versioned, see [`StoredRecord`]). A token's records sit
 //!   together in time order, so "newest first in a window" is one reverse
 //!   range scan, and the key is the record's identity: indexing a record
 //!   again (a redelivery, a republish) finds its key and changes nothing.
-//! - `h` ‖ token id ‖ hour start in ms (u64 BE) → request counts of that
-//!   hour (total, 1xx–3xx, 4xx, 5xx), for the chart. Written in the same
-//!   atomic batch as the records they count, and only for records new to
-//!   the index, so they never count a record twice.
+//! - token id ‖ the last ms of an hour (u64 BE) ‖ `0xFF` → request counts of
+//!   that hour (total, 1xx–3xx, 4xx, 5xx), for the chart. The 25-byte key
+//!   sorts right after the hour's last records, so a batch's counts land on
+//!   the pages its records land on. Written in the same atomic batch as the
+//!   records they count, and only for records new to the index, so they
+//!   never count a record twice. Readers tell the two apart by key length.
 //!
-//! `token_last_used` (token id → ms, u64 BE) keeps the latest `at` seen.
+//! A token's last use is the newest of its records here, or, once those are
+//! swept, what `token_last_used` (token id → ms, u64 BE) remembers: the
+//! sweep writes it before deleting, and ingestion refreshes it at most once
+//! a minute per token.
 //!
 //! One writer at a time (ingest and the retention sweep take a lock); a
 //! batch is flushed to disk before [`RequestIndex::ingest`] returns, which is
@@ -27,30 +33,42 @@ use ulid::Ulid;
 use crate::store::StoreError;
 
 pub const TREE: &str = "request_log";
-const RECORD: u8 = b'r';
-const HOURLY: u8 = b'h';
 pub const HOUR_MS: u64 = 3_600_000;
 pub const DAY_MS: u64 = 24 * HOUR_MS;
 /// Keys removed per sled batch by the sweep.
 const SWEEP_CHUNK: usize = 10_000;
+/// `token_last_used` is refreshed when it is this far behind.
+const LAST_USED_STEP_MS: u64 = 60_000;
+/// Tokens whose stored last use is remembered in memory, at most.
+const LAST_USED_CACHE: usize = 100_000;
 
-type RecordKey = [u8; 41];
-type HourKey = [u8; 25];
+const RECORD_KEY: usize = 40;
+const HOUR_KEY: usize = 25;
+type RecordKey = [u8; RECORD_KEY];
+type HourKey = [u8; HOUR_KEY];
 
 fn record_key(token: Ulid, at_ms: u64, id: Ulid) -> RecordKey {
-    let mut key = [0u8; 41];
-    key[0] = RECORD;
-    key[1..17].copy_from_slice(&token.to_bytes());
-    key[17..25].copy_from_slice(&at_ms.to_be_bytes());
-    key[25..41].copy_from_slice(&id.to_bytes());
+    let mut key = [0u8; RECORD_KEY];
+    key[0..16].copy_from_slice(&token.to_bytes());
+    key[16..24].copy_from_slice(&at_ms.to_be_bytes());
+    key[24..40].copy_from_slice(&id.to_bytes());
     key
 }
 
+/// The counts key of the hour starting at `hour_ms`.
 fn hour_key(token: Ulid, hour_ms: u64) -> HourKey {
-    let mut key = [0u8; 25];
-    key[0] = HOURLY;
-    key[1..17].copy_from_slice(&token.to_bytes());
-    key[17..25].copy_from_slice(&hour_ms.to_be_bytes());
+    let mut key = [0u8; HOUR_KEY];
+    key[0..16].copy_from_slice(&token.to_bytes());
+    key[16..24].copy_from_slice(&(hour_ms + HOUR_MS - 1).to_be_bytes());
+    key[24] = 0xFF;
+    key
+}
+
+/// The smallest key of `token` at or after `at_ms`.
+fn time_key(token: Ulid, at_ms: u64) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[0..16].copy_from_slice(&token.to_bytes());
+    key[16..24].copy_from_slice(&at_ms.to_be_bytes());
     key
 }
 
@@ -154,7 +172,6 @@ struct StoredRecord {
 const STORED_VERSION: u8 = 1;
 
 fn encode_record(r: &RequestRecord) -> Result<Vec<u8>, StoreError> {
-    // Borrowing would save a copy, but this runs once per record written.
     rmp_serde::to_vec(&StoredRecord {
         version: STORED_VERSION,
         user_id: r.user_id.clone(),
@@ -171,7 +188,7 @@ fn encode_record(r: &RequestRecord) -> Result<Vec<u8>, StoreError> {
 }
 
 fn decode_record(key: &[u8], value: &[u8]) -> Result<RequestRecord, StoreError> {
-    if key.len() != 41 || key[0] != RECORD {
+    if key.len() != RECORD_KEY {
         return Err(StoreError::Corrupt("request index key".into()));
     }
     let stored: StoredRecord = rmp_serde::from_slice(value)
@@ -182,10 +199,10 @@ fn decode_record(key: &[u8], value: &[u8]) -> Result<RequestRecord, StoreError> 
             stored.version
         )));
     }
-    let at_ms = be_u64(&key[17..25])?;
+    let at_ms = be_u64(&key[16..24])?;
     Ok(RequestRecord {
-        id: be_ulid(&key[25..41])?,
-        token_id: be_ulid(&key[1..17])?,
+        id: be_ulid(&key[24..40])?,
+        token_id: be_ulid(&key[0..16])?,
         user_id: stored.user_id,
         at: Timestamp::from_millisecond(at_ms as i64)
             .map_err(|_| StoreError::Corrupt("request time".into()))?,
@@ -198,6 +215,44 @@ fn decode_record(key: &[u8], value: &[u8]) -> Result<RequestRecord, StoreError> 
         client_ip: stored.client_ip,
         user_agent: stored.user_agent,
     })
+}
+
+/// The status of a stored record, without decoding its strings.
+fn stored_status(value: &[u8]) -> Result<u16, StoreError> {
+    struct StatusOnly;
+    impl<'de> serde::de::Visitor<'de> for StatusOnly {
+        type Value = (u8, u16);
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a stored request record")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<(u8, u16), A::Error> {
+            use serde::de::{Error, IgnoredAny};
+            let version: u8 = seq
+                .next_element()?
+                .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+            for i in 1..6 {
+                seq.next_element::<IgnoredAny>()?
+                    .ok_or_else(|| A::Error::invalid_length(i, &self))?;
+            }
+            let status: u16 = seq
+                .next_element()?
+                .ok_or_else(|| A::Error::invalid_length(6, &self))?;
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok((version, status))
+        }
+    }
+    let mut de = rmp_serde::Deserializer::from_read_ref(value);
+    let (version, status) = serde::Deserializer::deserialize_seq(&mut de, StatusOnly)
+        .map_err(|e| StoreError::Corrupt(format!("request record: {e}")))?;
+    if version != STORED_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "request record layout version {version}"
+        )));
+    }
+    Ok(status)
 }
 
 /// What one [`RequestIndex::ingest`] did.
@@ -223,8 +278,9 @@ pub struct RequestIndex {
     db: sled::Db,
     tree: sled::Tree,
     last_used: sled::Tree,
-    /// Ingest and sweep write one at a time.
-    writer: Arc<Mutex<()>>,
+    /// Ingest and sweep write one at a time; the map is `token_last_used`
+    /// as last read or written, so that ingestion need not read it.
+    writer: Arc<Mutex<HashMap<Ulid, u64>>>,
 }
 
 /// `ms` as an unsigned key part; times before 1970 clamp to 0.
@@ -238,14 +294,21 @@ impl RequestIndex {
             db: db.clone(),
             tree: db.open_tree(TREE)?,
             last_used,
-            writer: Arc::new(Mutex::new(())),
+            writer: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Ulid, u64>> {
         self.writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn stored_last_used(&self, token: Ulid) -> Result<Option<u64>, StoreError> {
+        self.last_used
+            .get(token.to_bytes())?
+            .map(|bytes| be_u64(&bytes))
+            .transpose()
     }
 
     /// Writes a batch of records, skipping those already indexed and those
@@ -256,16 +319,16 @@ impl RequestIndex {
         records: &[RequestRecord],
         cutoff: Timestamp,
     ) -> Result<Ingested, StoreError> {
-        let _writer = self.lock();
+        let mut known_last_used = self.lock();
         let cutoff_ms = key_ms(cutoff);
         let mut outcome = Ingested::default();
         let mut batch = sled::Batch::default();
         let mut seen: HashSet<RecordKey> = HashSet::with_capacity(records.len());
         let mut hourly: BTreeMap<HourKey, Counts> = BTreeMap::new();
-        let mut last_used: HashMap<Ulid, u64> = HashMap::new();
+        let mut newest: HashMap<Ulid, u64> = HashMap::new();
         for r in records {
             let at_ms = key_ms(r.at);
-            let seen_at = last_used.entry(r.token_id).or_default();
+            let seen_at = newest.entry(r.token_id).or_default();
             *seen_at = (*seen_at).max(at_ms);
             if at_ms < cutoff_ms {
                 outcome.expired += 1;
@@ -293,19 +356,44 @@ impl RequestIndex {
         }
         // Records and their counts land together or not at all.
         self.tree.apply_batch(batch)?;
+        // The last use is exact from the records themselves; the tree only
+        // has to keep up to within a minute (and exactly, by the sweep).
         let mut used = sled::Batch::default();
-        for (token, at_ms) in last_used {
-            let known = match self.last_used.get(token.to_bytes())? {
-                Some(bytes) => be_u64(&bytes)?,
-                None => 0,
+        if known_last_used.len() > LAST_USED_CACHE {
+            known_last_used.clear();
+        }
+        for (token, at_ms) in newest {
+            let stored = match known_last_used.get(&token) {
+                Some(ms) => Some(*ms),
+                None => self.stored_last_used(token)?,
             };
-            if at_ms > known {
+            if stored.is_none_or(|ms| at_ms >= ms + LAST_USED_STEP_MS) {
                 used.insert(&token.to_bytes()[..], &at_ms.to_be_bytes()[..]);
+                known_last_used.insert(token, at_ms);
+            } else if let Some(ms) = stored {
+                known_last_used.insert(token, ms);
             }
         }
         self.last_used.apply_batch(used)?;
         self.db.flush()?;
         Ok(outcome)
+    }
+
+    /// When `token` was last used: its newest record, or what was
+    /// remembered of records already swept.
+    pub fn last_used(&self, token: Ulid) -> Result<Option<Timestamp>, StoreError> {
+        let mut newest = self.stored_last_used(token)?;
+        let lo = time_key(token, 0);
+        let hi = time_key(token, u64::MAX);
+        for item in self.tree.range(lo..=hi).rev() {
+            let (key, _) = item?;
+            if key.len() == RECORD_KEY {
+                let at_ms = be_u64(&key[16..24])?;
+                newest = Some(newest.map_or(at_ms, |ms| ms.max(at_ms)));
+                break;
+            }
+        }
+        Ok(newest.and_then(|ms| Timestamp::from_millisecond(i64::try_from(ms).ok()?).ok()))
     }
 
     /// Up to `limit` records of `token` with `from_ms <= at`, strictly
@@ -330,6 +418,9 @@ impl RequestIndex {
         let mut more = false;
         for item in self.tree.range(lo..hi).rev() {
             let (key, value) = item?;
+            if key.len() != RECORD_KEY {
+                continue;
+            }
             if out.len() == limit {
                 more = true;
                 break;
@@ -348,8 +439,8 @@ impl RequestIndex {
 
     /// Counts per bucket of `bucket_ms` (an hour or a day, aligned to UTC),
     /// covering `[from_ms, to_ms)`; each bucket counts only the records of
-    /// the window. Whole hours come from the hourly counts; the partial
-    /// hours at either edge are counted from the records.
+    /// the window. Whole hours come from the hourly counts (one lookup
+    /// each); the partial hours at either edge are counted from the records.
     pub fn stats(
         &self,
         token: Ulid,
@@ -360,13 +451,6 @@ impl RequestIndex {
         if from_ms >= to_ms || bucket_ms == 0 || !bucket_ms.is_multiple_of(HOUR_MS) {
             return Ok(Vec::new());
         }
-        let mut hours: BTreeMap<u64, Counts> = BTreeMap::new();
-        let lo = hour_key(token, from_ms - from_ms % HOUR_MS);
-        let hi = hour_key(token, to_ms);
-        for item in self.tree.range(lo..hi) {
-            let (key, value) = item?;
-            hours.insert(be_u64(&key[17..25])?, Counts::decode(&value)?);
-        }
         let mut out = Vec::new();
         let mut start = from_ms - from_ms % bucket_ms;
         while start < to_ms {
@@ -376,8 +460,8 @@ impl RequestIndex {
             while hour < e {
                 let (ha, he) = (hour.max(a), (hour + HOUR_MS).min(e));
                 if ha == hour && he == hour + HOUR_MS {
-                    if let Some(c) = hours.get(&hour) {
-                        counts.add(*c);
+                    if let Some(bytes) = self.tree.get(hour_key(token, hour))? {
+                        counts.add(Counts::decode(&bytes)?);
                     }
                 } else {
                     counts.add(self.count_records(token, ha, he)?);
@@ -395,85 +479,77 @@ impl RequestIndex {
 
     fn count_records(&self, token: Ulid, from_ms: u64, to_ms: u64) -> Result<Counts, StoreError> {
         let mut counts = Counts::default();
-        let lo = record_key(token, from_ms, Ulid::nil());
-        let hi = record_key(token, to_ms, Ulid::nil());
-        for item in self.tree.range(lo..hi) {
+        for item in self
+            .tree
+            .range(time_key(token, from_ms)..time_key(token, to_ms))
+        {
             let (key, value) = item?;
-            counts.add_status(decode_record(&key, &value)?.status);
+            if key.len() == RECORD_KEY {
+                counts.add_status(stored_status(&value)?);
+            }
         }
         Ok(counts)
     }
 
-    /// Deletes every record with `at` before `cutoff`, and the hourly counts
-    /// of hours that ended by then; returns how many records went.
+    /// Deletes every record with `at` before `cutoff`, and the counts of
+    /// hours that ended by then, remembering each token's last use first;
+    /// returns how many records went. One seek per token, then its oldest keys.
     pub fn sweep(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
-        let _writer = self.lock();
+        let mut known_last_used = self.lock();
         let cutoff_ms = key_ms(cutoff);
-        let records = self.sweep_kind(RECORD, cutoff_ms)?;
-        // An hour's count goes once the whole hour is past the cutoff.
-        self.sweep_kind(HOURLY, (cutoff_ms + 1).saturating_sub(HOUR_MS))?;
-        if records > 0 {
-            self.db.flush()?;
-        }
-        Ok(records)
-    }
-
-    /// For each token with keys of this kind, removes those whose time part
-    /// is before `before_ms`: one seek per token, then its oldest keys.
-    fn sweep_kind(&self, kind: u8, before_ms: u64) -> Result<u64, StoreError> {
         let mut removed = 0u64;
-        let mut seek = vec![kind];
+        let mut seek: Vec<u8> = Vec::new();
         loop {
             let Some(item) = self.tree.range(seek.as_slice()..).next() else {
                 break;
             };
             let (key, _) = item?;
-            if key.first() != Some(&kind) || key.len() < 25 {
-                break;
-            }
-            let token = be_ulid(&key[1..17])?;
-            let mut lo = vec![kind];
-            lo.extend_from_slice(&token.to_bytes());
-            let mut hi = lo.clone();
-            hi.extend_from_slice(&before_ms.to_be_bytes());
+            let token = be_ulid(key.get(0..16).unwrap_or_default())?;
+            let (lo, hi) = (time_key(token, 0), time_key(token, cutoff_ms));
+            let mut newest_swept: Option<u64> = None;
             loop {
                 let mut batch = sled::Batch::default();
                 let mut n = 0;
-                for item in self
-                    .tree
-                    .range(lo.as_slice()..hi.as_slice())
-                    .take(SWEEP_CHUNK)
-                {
+                for item in self.tree.range(lo..hi).take(SWEEP_CHUNK) {
                     let (key, _) = item?;
+                    if key.len() == RECORD_KEY {
+                        removed += 1;
+                        let at_ms = be_u64(&key[16..24])?;
+                        newest_swept = Some(newest_swept.map_or(at_ms, |ms| ms.max(at_ms)));
+                    }
                     batch.remove(key);
                     n += 1;
                 }
                 if n == 0 {
                     break;
                 }
+                if let Some(at_ms) = newest_swept
+                    && self.stored_last_used(token)?.is_none_or(|ms| ms < at_ms)
+                {
+                    self.last_used
+                        .insert(token.to_bytes(), &at_ms.to_be_bytes()[..])?;
+                    known_last_used.insert(token, at_ms);
+                }
                 self.tree.apply_batch(batch)?;
-                removed += n as u64;
             }
             // Next token: the smallest key above every key of this one.
             match u128::from(token).checked_add(1) {
-                Some(next) => {
-                    seek = vec![kind];
-                    seek.extend_from_slice(&next.to_be_bytes());
-                }
+                Some(next) => seek = next.to_be_bytes().to_vec(),
                 None => break,
             }
+        }
+        if removed > 0 {
+            self.db.flush()?;
         }
         Ok(removed)
     }
 
     /// Records in the index for `token` (all of them; for tests and tools).
     pub fn count(&self, token: Ulid) -> Result<usize, StoreError> {
-        let mut prefix = vec![RECORD];
-        prefix.extend_from_slice(&token.to_bytes());
         let mut n = 0;
-        for item in self.tree.scan_prefix(prefix) {
-            item?;
-            n += 1;
+        for item in self.tree.scan_prefix(token.to_bytes()) {
+            let (key, _) = item?;
+            n += usize::from(key.len() == RECORD_KEY);
         }
         Ok(n)
     }
@@ -481,20 +557,21 @@ impl RequestIndex {
     /// Records in the whole index.
     pub fn len(&self) -> Result<usize, StoreError> {
         let mut n = 0;
-        for item in self.tree.scan_prefix([RECORD]) {
-            item?;
-            n += 1;
+        for item in self.tree.iter() {
+            let (key, _) = item?;
+            n += usize::from(key.len() == RECORD_KEY);
         }
         Ok(n)
     }
 
     pub fn is_empty(&self) -> Result<bool, StoreError> {
-        Ok(self
-            .tree
-            .scan_prefix([RECORD])
-            .next()
-            .transpose()?
-            .is_none())
+        for item in self.tree.iter() {
+            let (key, _) = item?;
+            if key.len() == RECORD_KEY {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -656,5 +733,29 @@ mod tests {
         let late = idx.ingest(&[record(a, T0, 200)], cutoff).expect("ingest");
         assert_eq!(late.expired, 1);
         assert_eq!(idx.count(a).expect("count"), 1);
+    }
+
+    #[test]
+    fn the_last_use_is_the_newest_record_and_survives_the_sweep() {
+        let idx = index();
+        let token = Ulid::new();
+        let ms = |t: Option<Timestamp>| t.map(|t| t.as_millisecond());
+        assert_eq!(idx.last_used(token).expect("last used"), None);
+        idx.ingest(&[record(token, T0 + 5, 200)], Timestamp::UNIX_EPOCH)
+            .expect("ingest");
+        // Within the minute the tree is not rewritten; the records answer.
+        idx.ingest(&[record(token, T0 + 30_000, 500)], Timestamp::UNIX_EPOCH)
+            .expect("ingest");
+        assert_eq!(
+            ms(idx.last_used(token).expect("last used")),
+            Some(T0 + 30_000)
+        );
+        let cutoff = Timestamp::from_millisecond(T0 + HOUR_MS as i64 * 2).expect("ts");
+        assert_eq!(idx.sweep(cutoff).expect("sweep"), 2);
+        assert_eq!(idx.count(token).expect("count"), 0);
+        assert_eq!(
+            ms(idx.last_used(token).expect("last used")),
+            Some(T0 + 30_000)
+        );
     }
 }

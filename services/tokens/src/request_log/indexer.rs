@@ -1,23 +1,29 @@
 //! The JetStream side of the indexer: the durable pull consumer
 //! `request-indexer` on `ENSPACE_REQUESTS`, explicit acks (contract §7).
 //!
-//! Messages are taken in batches (whatever has arrived, up to [`BATCH`]),
-//! decoded, written to the index and flushed, and only then acked. A message
-//! that can never decode is terminated (`AckKind::Term`) and logged; if the
-//! index cannot be written, the batch is nak'ed with a delay. A crash between
-//! the flush and the acks means a redelivery, which the index skips (its
-//! keys are the records' identities), so nothing is lost or counted twice.
+//! Receiving and writing overlap: while one batch is being written and
+//! flushed on a blocking thread, the next accumulates (up to [`MAX_BATCH`]),
+//! so the slower of the two sets the pace and batches grow under load. A
+//! batch's messages are acked only after its flush. A message that can
+//! never decode is terminated (`AckKind::Term`) and logged; if the index
+//! cannot be written, the batch is nak'ed with a delay. A crash between the
+//! flush and the acks means a redelivery, which the index skips (its keys
+//! are the records' identities), so nothing is lost or counted twice.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer};
 use enspace_core::RequestRecord;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
+use tokio::task::JoinHandle;
 
-use super::Indexer;
+use super::{Indexer, Ingested};
+use crate::store::StoreError;
 
 /// Most messages written in one batch (one sled flush).
-pub const BATCH: usize = 1000;
+pub const MAX_BATCH: usize = 5000;
+/// Messages asked for per pull request.
+pub const PULL_BATCH: usize = 1000;
 /// How long the server waits for an ack before redelivering.
 pub const ACK_WAIT: Duration = Duration::from_secs(10);
 /// Messages delivered and not yet acked, at most.
@@ -52,81 +58,110 @@ pub async fn consume_jetstream(indexer: Indexer, js: jetstream::Context) {
     }
 }
 
+type Write = JoinHandle<(Vec<RequestRecord>, Result<Ingested, StoreError>)>;
+
+/// A batch being written: its messages wait for the flush to be acked.
+struct InFlight {
+    messages: Vec<jetstream::Message>,
+    write: Write,
+}
+
 async fn consume(indexer: &Indexer, js: &jetstream::Context) -> Result<(), async_nats::Error> {
     let retention = indexer.retention.unsigned_abs();
     let stream = enspace_nats::ensure_stream(js, enspace_nats::requests_config(retention)).await?;
     let consumer = stream.create_consumer(consumer_config()).await?;
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(BATCH)
+        .max_messages_per_batch(PULL_BATCH)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
         .await?;
+    let mut pending: Vec<jetstream::Message> = Vec::new();
+    let mut records: Vec<RequestRecord> = Vec::new();
+    let mut writing: Option<InFlight> = None;
     loop {
-        let Some(first) = messages.next().await else {
-            return Ok(());
+        if writing.is_none() && !records.is_empty() {
+            writing = Some(InFlight {
+                messages: std::mem::take(&mut pending),
+                write: indexer.spawn_ingest(std::mem::take(&mut records)),
+            });
+        }
+        let written = async {
+            match writing.as_mut() {
+                Some(in_flight) => (&mut in_flight.write).await,
+                None => std::future::pending().await,
+            }
         };
-        let mut batch = vec![first?];
-        // Whatever has already arrived joins the batch; nothing waits for more.
-        while batch.len() < BATCH {
-            match messages.next().now_or_never() {
-                Some(Some(Ok(message))) => batch.push(message),
-                Some(Some(Err(e))) => {
-                    // Index what we have; the stream is rebuilt after.
-                    index_batch(indexer, batch).await?;
+        tokio::select! {
+            next = messages.next(), if pending.len() < MAX_BATCH => match next {
+                Some(Ok(message)) => match RequestRecord::from_msgpack(&message.payload) {
+                    Ok(record) => {
+                        records.push(record);
+                        pending.push(message);
+                    }
+                    Err(e) => {
+                        indexer.metrics.undecodable.inc();
+                        tracing::error!(error = %e, subject = %message.subject,
+                            "undecodable request record terminated");
+                        message.ack_with(AckKind::Term).await?;
+                    }
+                },
+                Some(Err(e)) => {
+                    finish(writing.take()).await?;
                     return Err(e.into());
                 }
-                Some(None) | None => break,
+                None => {
+                    finish(writing.take()).await?;
+                    return Ok(());
+                }
+            },
+            result = written => {
+                let messages = writing.take().map(|w| w.messages).unwrap_or_default();
+                settle(messages, result.map(|(_, r)| r)).await?;
             }
         }
-        index_batch(indexer, batch).await?;
     }
 }
 
-async fn index_batch(
-    indexer: &Indexer,
-    batch: Vec<jetstream::Message>,
+/// Waits for a batch being written and acks (or naks) it.
+async fn finish(writing: Option<InFlight>) -> Result<(), async_nats::Error> {
+    match writing {
+        Some(InFlight { messages, write }) => settle(messages, write.await.map(|(_, r)| r)).await,
+        None => Ok(()),
+    }
+}
+
+/// Acks a written batch; naks one the index could not take.
+async fn settle(
+    messages: Vec<jetstream::Message>,
+    result: Result<Result<Ingested, StoreError>, tokio::task::JoinError>,
 ) -> Result<(), async_nats::Error> {
-    let mut records: Vec<RequestRecord> = Vec::with_capacity(batch.len());
-    let mut decoded = Vec::with_capacity(batch.len());
-    for message in batch {
-        match RequestRecord::from_msgpack(&message.payload) {
-            Ok(record) => {
-                records.push(record);
-                decoded.push(message);
-            }
-            Err(e) => {
-                indexer.metrics.undecodable.inc();
-                tracing::error!(
-                    error = %e,
-                    subject = %message.subject,
-                    "undecodable request record terminated"
-                );
-                message.ack_with(AckKind::Term).await?;
-            }
-        }
-    }
-    if records.is_empty() {
-        return Ok(());
-    }
-    let (_, result) = indexer.ingest(records).await;
     match result {
-        Ok(_) => {
-            for message in &decoded {
+        Ok(Ok(_)) => {
+            for message in &messages {
                 message.ack().await?;
             }
-            Ok(())
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, records = messages.len(),
+                "cannot write request records to the index; will retry");
+            nak(&messages).await?;
         }
         Err(e) => {
-            tracing::error!(error = %e, records = decoded.len(), "cannot write request records to the index; will retry");
-            for message in &decoded {
-                message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await?;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            Ok(())
+            tracing::error!(error = %e, records = messages.len(), "index writer task failed");
+            nak(&messages).await?;
         }
     }
+    Ok(())
+}
+
+async fn nak(messages: &[jetstream::Message]) -> Result<(), async_nats::Error> {
+    for message in messages {
+        message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
 }

@@ -101,22 +101,8 @@ impl Indexer {
         &self,
         records: Vec<RequestRecord>,
     ) -> (Vec<RequestRecord>, Result<Ingested, StoreError>) {
-        let index = self.index.clone();
-        let cutoff = self.cutoff();
-        let joined = tokio::task::spawn_blocking(move || {
-            let result = index.ingest(&records, cutoff);
-            (records, result)
-        })
-        .await;
-        match joined {
-            Ok((records, result)) => {
-                if let Ok(done) = &result {
-                    self.metrics.indexed.inc_by(done.indexed as u64);
-                    self.metrics.duplicates.inc_by(done.duplicates as u64);
-                    self.metrics.expired.inc_by(done.expired as u64);
-                }
-                (records, result)
-            }
+        match self.spawn_ingest(records).await {
+            Ok(done) => done,
             Err(e) => (
                 Vec::new(),
                 Err(StoreError::Corrupt(format!(
@@ -124,6 +110,26 @@ impl Indexer {
                 ))),
             ),
         }
+    }
+
+    /// Starts indexing a batch on a blocking thread; the handle resolves
+    /// once it is flushed (and counted in the metrics), with the batch.
+    pub fn spawn_ingest(
+        &self,
+        records: Vec<RequestRecord>,
+    ) -> tokio::task::JoinHandle<(Vec<RequestRecord>, Result<Ingested, StoreError>)> {
+        let index = self.index.clone();
+        let metrics = self.metrics.clone();
+        let cutoff = self.cutoff();
+        tokio::task::spawn_blocking(move || {
+            let result = index.ingest(&records, cutoff);
+            if let Ok(done) = &result {
+                metrics.indexed.inc_by(done.indexed as u64);
+                metrics.duplicates.inc_by(done.duplicates as u64);
+                metrics.expired.inc_by(done.expired as u64);
+            }
+            (records, result)
+        })
     }
 
     /// How often the sweep runs: a tenth of the retention, between 200 ms

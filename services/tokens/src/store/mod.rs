@@ -58,14 +58,8 @@ impl Store {
 }
 
 impl Store {
+    /// When the token was last used, by the request-log index.
     pub fn last_used(&self, token_id: ulid::Ulid) -> Result<Option<jiff::Timestamp>, StoreError> {
-        let Some(bytes) = self.last_used.get(token_id.to_bytes())? else {
-            return Ok(None);
-        };
-        let millis: [u8; 8] = bytes
-            .as_ref()
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("last_used".into()))?;
-        Ok(jiff::Timestamp::from_millisecond(i64::from_be_bytes(millis)).ok())
+        self.requests.last_used(token_id)
     }
 }
