@@ -3,6 +3,7 @@
 //! ratio (what survives a noisy machine). One module per benchmark.
 
 mod create;
+mod ingest;
 mod node_load;
 mod node_memory;
 mod propagation;
@@ -30,6 +31,8 @@ enum Bench {
     NodeMemory(node_memory::Args),
     /// Revocation propagation from the token service to a node's replica over JetStream.
     Propagation(propagation::Args),
+    /// Request-log indexer rate beside the raw JetStream and sled ceilings.
+    Ingest(ingest::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Bench::NodeLoad(args) => node_load::run(args),
         Bench::NodeMemory(args) => node_memory::run(args),
         Bench::Propagation(args) => propagation::run(args),
+        Bench::Ingest(args) => ingest::run(args),
     }
 }

@@ -1,0 +1,221 @@
+//! Request-log ingestion (issue 4): the indexer's durable rate from
+//! `ENSPACE_REQUESTS` into the sled index, beside its two raw ceilings
+//! measured in the same run on the same records:
+//!
+//! - JetStream: a bare durable pull consumer fetching and acking every
+//!   message (explicit acks, nothing else done);
+//! - sled: the records' keys and MessagePack written in batches of 1,000
+//!   with a flush per batch (nothing else done).
+//!
+//! Target: indexer ≥ 70 % of the slower ceiling. The stream is filled first
+//! by the API node's own publisher (its rate is printed too).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use enspace_api_node::publisher::{Publisher, PublisherConfig};
+use enspace_api_node::record_queue::RecordQueue;
+use enspace_core::{RequestRecord, SystemClock};
+use enspace_tokens::request_log::{Indexer, IndexerMetrics, RequestIndex};
+use futures::StreamExt;
+use prometheus_client::metrics::counter::Counter;
+use rand::{Rng, SeedableRng};
+use ulid::Ulid;
+
+use crate::support::Nats;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Records to ingest.
+    #[arg(long, default_value_t = 300_000)]
+    records: usize,
+    /// Distinct tokens the records belong to.
+    #[arg(long, default_value_t = 1_000)]
+    tokens: usize,
+}
+
+/// Realistic records: `tokens` tokens, times over the last day, a mix of
+/// paths, statuses and user agents.
+pub fn records(n: usize, tokens: usize, seed: u64) -> Vec<RequestRecord> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let token_ids: Vec<Ulid> = (0..tokens.max(1)).map(|_| Ulid::new()).collect();
+    let now = jiff::Timestamp::now().as_millisecond();
+    (0..n)
+        .map(|_| {
+            let at = now - rng.gen_range(0..86_400_000);
+            let status = *[200, 200, 200, 201, 204, 403, 404, 401, 500]
+                .get(rng.gen_range(0..9))
+                .unwrap_or(&200);
+            RequestRecord {
+                id: Ulid::new(),
+                token_id: token_ids[rng.gen_range(0..token_ids.len())],
+                user_id: format!("user-{}", rng.gen_range(0..500)),
+                at: jiff::Timestamp::from_millisecond(at).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+                node: format!("api-node-{}", rng.gen_range(1..4)),
+                method: ["GET", "GET", "POST", "PUT", "DELETE"][rng.gen_range(0..5)].into(),
+                path: format!(
+                    "/api/v1/workspaces/acme/records/{}",
+                    Ulid::from_parts(at as u64, rng.r#gen())
+                ),
+                workspace: Some("acme".into()),
+                status,
+                duration_ms: f64::from(rng.gen_range(50..5_000u32)) / 1000.0,
+                client_ip: format!("10.0.{}.{}", rng.gen_range(0..255), rng.gen_range(1..255)),
+                user_agent: Some("erp-sync/2.3 (+https://example.com)".into()),
+            }
+        })
+        .collect()
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(measure(args))
+}
+
+fn rate(n: usize, took: Duration) -> f64 {
+    n as f64 / took.as_secs_f64()
+}
+
+async fn measure(args: Args) -> anyhow::Result<()> {
+    let n = args.records;
+    let nats = Nats::start()?;
+    let client = enspace_nats::connect(&nats.url(), "bench-ingest").await?;
+    let js = jetstream::new(client.clone());
+    let records = records(n, args.tokens, 7);
+    let msgpack_bytes: usize = records.iter().map(|r| r.to_msgpack().len()).sum();
+    println!(
+        "{n} records over {} tokens, MessagePack {:.0} bytes each on average",
+        args.tokens,
+        msgpack_bytes as f64 / n as f64
+    );
+
+    // Fill the stream with the API node's publisher.
+    let published = Counter::<u64>::default();
+    let queue = Arc::new(RecordQueue::new(n + 1, Counter::default()));
+    let publisher = Publisher::new(
+        queue.clone(),
+        published.clone(),
+        Counter::default(),
+        PublisherConfig::default(),
+    );
+    for r in &records {
+        queue.push(r.clone());
+    }
+    let start = Instant::now();
+    let task = tokio::spawn(publisher.run(client.clone()));
+    let left = queue
+        .wait_idle(tokio::time::Instant::now() + Duration::from_secs(600))
+        .await;
+    let publish_took = start.elapsed();
+    task.abort();
+    anyhow::ensure!(left == 0, "{left} records not published");
+    println!(
+        "  publisher (1,024 acks in flight, Nats-Msg-Id):  {:>8.0} records/s",
+        rate(n, publish_took)
+    );
+
+    // Ceiling 1: sled, batches of 1,000, a flush per batch.
+    let sled_dir = tempfile::tempdir()?;
+    let sled_rate = {
+        let db = sled::Config::new().path(sled_dir.path()).open()?;
+        let tree = db.open_tree("raw")?;
+        let start = Instant::now();
+        for chunk in records.chunks(1000) {
+            let mut batch = sled::Batch::default();
+            for r in chunk {
+                let mut key = Vec::with_capacity(40);
+                key.extend_from_slice(&r.token_id.to_bytes());
+                key.extend_from_slice(&r.at.as_millisecond().to_be_bytes());
+                key.extend_from_slice(&r.id.to_bytes());
+                batch.insert(key, r.to_msgpack());
+            }
+            tree.apply_batch(batch)?;
+            db.flush()?;
+        }
+        rate(n, start.elapsed())
+    };
+    drop(sled_dir);
+
+    // The index's own write path, without JetStream, for reference.
+    let direct_dir = tempfile::tempdir()?;
+    let direct_rate = {
+        let db = sled::Config::new().path(direct_dir.path()).open()?;
+        let index = RequestIndex::open(&db, db.open_tree("token_last_used")?)?;
+        let start = Instant::now();
+        for chunk in records.chunks(1000) {
+            index.ingest(chunk, jiff::Timestamp::UNIX_EPOCH)?;
+        }
+        rate(n, start.elapsed())
+    };
+    drop(direct_dir);
+
+    // Ceiling 2: JetStream fetch + ack of every message, nothing else.
+    let stream = js.get_stream(enspace_nats::REQUESTS_STREAM).await?;
+    let raw = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("bench-raw".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await?;
+    let start = Instant::now();
+    let mut messages = raw.stream().max_messages_per_batch(1000).messages().await?;
+    let mut seen = 0;
+    while seen < n {
+        let Some(message) = messages.next().await else {
+            anyhow::bail!("the raw consumer ended after {seen}");
+        };
+        let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+        message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        seen += 1;
+    }
+    let js_rate = rate(n, start.elapsed());
+    drop(messages);
+
+    // The indexer: the real consumer into a real index.
+    let index_dir = tempfile::tempdir()?;
+    let db = sled::Config::new().path(index_dir.path()).open()?;
+    let index = RequestIndex::open(&db, db.open_tree("token_last_used")?)?;
+    let metrics = IndexerMetrics::default();
+    let indexer = Indexer::new(
+        index,
+        Arc::new(SystemClock),
+        jiff::SignedDuration::from_hours(90 * 24),
+        metrics.clone(),
+    );
+    let start = Instant::now();
+    let task = tokio::spawn(enspace_tokens::request_log::indexer::consume_jetstream(
+        indexer, js,
+    ));
+    while (metrics.indexed.get() as usize) < n {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(900),
+            "indexer stuck at {}",
+            metrics.indexed.get()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let indexer_rate = rate(n, start.elapsed());
+    task.abort();
+    anyhow::ensure!(
+        metrics.duplicates.get() == 0,
+        "{} duplicates",
+        metrics.duplicates.get()
+    );
+
+    let ceiling = sled_rate.min(js_rate);
+    println!("  raw ceiling, sled batch insert + flush / 1,000:  {sled_rate:>8.0} records/s");
+    println!("  raw ceiling, JetStream fetch + ack each:         {js_rate:>8.0} records/s");
+    println!("  the index alone (RequestIndex::ingest / 1,000):  {direct_rate:>8.0} records/s");
+    println!("  request-log indexer (durable, acked):            {indexer_rate:>8.0} records/s");
+    println!(
+        "  indexer / slower ceiling: {:.2} (target >= 0.70)",
+        indexer_rate / ceiling
+    );
+    drop(nats);
+    Ok(())
+}
