@@ -149,7 +149,9 @@ async fn events_stored_in_sled_validate_against_their_schemas() {
         .expect("events");
     let (data, _clock) = app.stop().await;
 
-    let db = sled::open(data.path()).expect("open sled");
+    let db = enspace_tokens::store::sled_config(data.path())
+        .open()
+        .expect("open sled");
     let events = db.open_tree("events").expect("events tree");
     let mut seen = Vec::new();
     for item in events.iter() {

@@ -15,12 +15,14 @@ fn open_log(data: &Path) -> anyhow::Result<EventLog> {
             data.display()
         );
     }
-    let db = sled::Config::new().path(data).open().with_context(|| {
-        format!(
-            "cannot open {} (is the token service still running?)",
-            data.display()
-        )
-    })?;
+    let db = enspace_tokens::store::sled_config(data)
+        .open()
+        .with_context(|| {
+            format!(
+                "cannot open {} (is the token service still running?)",
+                data.display()
+            )
+        })?;
     Ok(EventLog::open(&db)?)
 }
 
