@@ -7,11 +7,13 @@
 //!   range scan, and the key is the record's identity: indexing a record
 //!   again (a redelivery, a republish) finds its key and changes nothing.
 //! - token id ‖ the last ms of an hour (u64 BE) ‖ `0xFF` → request counts of
-//!   that hour (total, 1xx–3xx, 4xx, 5xx), for the chart. The 25-byte key
-//!   sorts right after the hour's last records, so a batch's counts land on
-//!   the pages its records land on. Written in the same atomic batch as the
-//!   records they count, and only for records new to the index, so they
-//!   never count a record twice. Readers tell the two apart by key length.
+//!   that hour (total, 1xx–3xx, 4xx, 5xx), for the chart; the 25-byte key
+//!   sorts right after the hour's last records. Only records new to the
+//!   index are counted, through a journal written in the same atomic batch
+//!   as the records and folded into these keys now and then (`counts.rs`),
+//!   so a record is never counted twice or missed. Readers tell records,
+//!   counts and journal entries (the nil token ‖ a sequence number) apart
+//!   by key length.
 //!
 //! A token's last use is the newest of its records here, or, once those are
 //! swept, what `token_last_used` (token id → ms, u64 BE) remembers: the
@@ -22,7 +24,7 @@
 //! batch is flushed to disk before [`RequestIndex::ingest`] returns, which is
 //! when the JetStream indexer acks it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use enspace_core::RequestRecord;
@@ -30,6 +32,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
+pub use super::counts::Counts;
+use super::counts::{self, HOUR_KEY, HourKey, JOURNAL_TOKEN, Pending, journal_key};
 use crate::store::StoreError;
 
 pub const TREE: &str = "request_log";
@@ -43,9 +47,7 @@ const LAST_USED_STEP_MS: u64 = 60_000;
 const LAST_USED_CACHE: usize = 100_000;
 
 const RECORD_KEY: usize = 40;
-const HOUR_KEY: usize = 25;
 type RecordKey = [u8; RECORD_KEY];
-type HourKey = [u8; HOUR_KEY];
 
 fn record_key(token: Ulid, at_ms: u64, id: Ulid) -> RecordKey {
     let mut key = [0u8; RECORD_KEY];
@@ -92,62 +94,6 @@ fn be_ulid(bytes: &[u8]) -> Result<Ulid, StoreError> {
 pub struct Position {
     pub at_ms: u64,
     pub id: Ulid,
-}
-
-/// Requests per category; `success` is 1xx–3xx.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    pub total: u64,
-    pub success: u64,
-    pub client_error: u64,
-    pub server_error: u64,
-}
-
-impl Counts {
-    fn add_status(&mut self, status: u16) {
-        self.total += 1;
-        match status {
-            100..=399 => self.success += 1,
-            400..=499 => self.client_error += 1,
-            500..=599 => self.server_error += 1,
-            _ => {}
-        }
-    }
-
-    fn add(&mut self, other: Counts) {
-        self.total += other.total;
-        self.success += other.success;
-        self.client_error += other.client_error;
-        self.server_error += other.server_error;
-    }
-
-    fn encode(self) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        for (i, n) in [
-            self.total,
-            self.success,
-            self.client_error,
-            self.server_error,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            out[i * 8..i * 8 + 8].copy_from_slice(&n.to_be_bytes());
-        }
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        if bytes.len() != 32 {
-            return Err(StoreError::Corrupt("request counts".into()));
-        }
-        Ok(Counts {
-            total: be_u64(&bytes[0..8])?,
-            success: be_u64(&bytes[8..16])?,
-            client_error: be_u64(&bytes[16..24])?,
-            server_error: be_u64(&bytes[24..32])?,
-        })
-    }
 }
 
 /// What the key does not already hold of a record, as a MessagePack array
@@ -281,6 +227,8 @@ pub struct RequestIndex {
     /// Ingest and sweep write one at a time; the map is `token_last_used`
     /// as last read or written, so that ingestion need not read it.
     writer: Arc<Mutex<HashMap<Ulid, u64>>>,
+    /// Hourly counts journaled but not yet folded (see `counts.rs`).
+    pending: Arc<Mutex<Pending>>,
 }
 
 /// `ms` as an unsigned key part; times before 1970 clamp to 0.
@@ -290,11 +238,18 @@ pub fn key_ms(ts: Timestamp) -> u64 {
 
 impl RequestIndex {
     pub fn open(db: &sled::Db, last_used: sled::Tree) -> Result<Self, StoreError> {
+        let tree = db.open_tree(TREE)?;
+        let mut pending = Pending::default();
+        for item in tree.range(journal_key(0)..=journal_key(u64::MAX)) {
+            let (key, value) = item?;
+            pending.add(be_u64(&key[16..24])?, counts::decode_entry(&value)?);
+        }
         Ok(RequestIndex {
             db: db.clone(),
-            tree: db.open_tree(TREE)?,
+            tree,
             last_used,
             writer: Arc::new(Mutex::new(HashMap::new())),
+            pending: Arc::new(Mutex::new(pending)),
         })
     }
 
@@ -302,6 +257,36 @@ impl RequestIndex {
         self.writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds the journaled counts to the hourly count keys and removes the
+    /// journal, in one atomic batch. Callers hold the writer lock.
+    fn fold(&self) -> Result<(), StoreError> {
+        let mut pending = self.pending();
+        if pending.entries.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (key, delta) in &pending.deltas {
+            let mut counts = match self.tree.get(key)? {
+                Some(bytes) => Counts::decode(&bytes)?,
+                None => Counts::default(),
+            };
+            counts.add(*delta);
+            batch.insert(&key[..], &counts.encode()[..]);
+        }
+        for seq in &pending.entries {
+            batch.remove(&journal_key(*seq)[..]);
+        }
+        self.tree.apply_batch(batch)?;
+        pending.clear();
+        Ok(())
     }
 
     fn stored_last_used(&self, token: Ulid) -> Result<Option<u64>, StoreError> {
@@ -324,7 +309,7 @@ impl RequestIndex {
         let mut outcome = Ingested::default();
         let mut batch = sled::Batch::default();
         let mut seen: HashSet<RecordKey> = HashSet::with_capacity(records.len());
-        let mut hourly: BTreeMap<HourKey, Counts> = BTreeMap::new();
+        let mut hourly: HashMap<HourKey, Counts> = HashMap::new();
         let mut newest: HashMap<Ulid, u64> = HashMap::new();
         for r in records {
             let at_ms = key_ms(r.at);
@@ -346,16 +331,15 @@ impl RequestIndex {
                 .add_status(r.status);
             outcome.indexed += 1;
         }
-        for (key, delta) in hourly {
-            let mut counts = match self.tree.get(key)? {
-                Some(bytes) => Counts::decode(&bytes)?,
-                None => Counts::default(),
-            };
-            counts.add(delta);
-            batch.insert(&key[..], &counts.encode()[..]);
+        let seq = self.pending().next_seq;
+        if !hourly.is_empty() {
+            batch.insert(&journal_key(seq)[..], counts::encode_entry(&hourly));
         }
         // Records and their counts land together or not at all.
         self.tree.apply_batch(batch)?;
+        if !hourly.is_empty() {
+            self.pending().add(seq, hourly);
+        }
         // The last use is exact from the records themselves; the tree only
         // has to keep up to within a minute (and exactly, by the sweep).
         let mut used = sled::Batch::default();
@@ -376,6 +360,11 @@ impl RequestIndex {
         }
         self.last_used.apply_batch(used)?;
         self.db.flush()?;
+        // Folded now, durable with the next flush; until then the journal
+        // entries it removes stay on disk, and so does the count.
+        if self.pending().due() {
+            self.fold()?;
+        }
         Ok(outcome)
     }
 
@@ -452,6 +441,8 @@ impl RequestIndex {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
+        // Held throughout, so that no fold moves counts under the reader.
+        let pending = self.pending();
         let mut start = from_ms - from_ms % bucket_ms;
         while start < to_ms {
             let (a, e) = (start.max(from_ms), (start + bucket_ms).min(to_ms));
@@ -460,9 +451,11 @@ impl RequestIndex {
             while hour < e {
                 let (ha, he) = (hour.max(a), (hour + HOUR_MS).min(e));
                 if ha == hour && he == hour + HOUR_MS {
-                    if let Some(bytes) = self.tree.get(hour_key(token, hour))? {
+                    let key = hour_key(token, hour);
+                    if let Some(bytes) = self.tree.get(key)? {
                         counts.add(Counts::decode(&bytes)?);
                     }
+                    counts.add(pending.get(&key));
                 } else {
                     counts.add(self.count_records(token, ha, he)?);
                 }
@@ -496,9 +489,12 @@ impl RequestIndex {
     /// returns how many records went. One seek per token, then its oldest keys.
     pub fn sweep(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
         let mut known_last_used = self.lock();
+        // The hours about to go must not come back from the journal.
+        self.fold()?;
         let cutoff_ms = key_ms(cutoff);
         let mut removed = 0u64;
-        let mut seek: Vec<u8> = Vec::new();
+        let mut seek: Vec<u8> = JOURNAL_TOKEN.to_vec();
+        seek.push(0xFF);
         loop {
             let Some(item) = self.tree.range(seek.as_slice()..).next() else {
                 break;
@@ -733,6 +729,53 @@ mod tests {
         let late = idx.ingest(&[record(a, T0, 200)], cutoff).expect("ingest");
         assert_eq!(late.expired, 1);
         assert_eq!(idx.count(a).expect("count"), 1);
+    }
+
+    #[test]
+    fn hourly_counts_are_exact_across_reopening_folding_and_redelivery() {
+        let idx = index();
+        let token = Ulid::new();
+        let t0 = T0 as u64;
+        let total = |idx: &RequestIndex| {
+            idx.stats(token, t0, t0 + HOUR_MS, HOUR_MS).expect("stats")[0]
+                .counts
+                .total
+        };
+        let journal = |idx: &RequestIndex| {
+            idx.tree
+                .range(journal_key(0)..=journal_key(u64::MAX))
+                .count()
+        };
+        let mut sent = Vec::new();
+        for i in 0..3 {
+            let r = record(token, T0 + i, 200);
+            idx.ingest(std::slice::from_ref(&r), Timestamp::UNIX_EPOCH)
+                .expect("ingest");
+            sent.push(r);
+        }
+        assert_eq!(journal(&idx), 3, "journaled, not folded yet");
+        // A restart reads the journal back.
+        let idx = RequestIndex::open(&idx.db, idx.last_used.clone()).expect("reopen");
+        assert_eq!(total(&idx), 3);
+        for i in 3..(3 + counts::FOLD_AFTER_ENTRIES as i64) {
+            let r = record(token, T0 + i, 404);
+            idx.ingest(std::slice::from_ref(&r), Timestamp::UNIX_EPOCH)
+                .expect("ingest");
+            sent.push(r);
+        }
+        assert!(journal(&idx) < counts::FOLD_AFTER_ENTRIES, "folded");
+        assert_eq!(total(&idx), sent.len() as u64);
+        // Every record again, as a redelivery: nothing is counted twice.
+        let again = idx.ingest(&sent, Timestamp::UNIX_EPOCH).expect("again");
+        assert_eq!(again.duplicates, sent.len());
+        let idx = RequestIndex::open(&idx.db, idx.last_used.clone()).expect("reopen");
+        assert_eq!(total(&idx), sent.len() as u64);
+        assert_eq!(
+            idx.stats(token, t0, t0 + HOUR_MS, HOUR_MS).expect("stats")[0]
+                .counts
+                .client_error,
+            counts::FOLD_AFTER_ENTRIES as u64
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! acknowledged, so a record handed over is never lost by the index and
 //! never counted twice.
 
+mod counts;
 pub mod cursor;
 pub mod index;
 pub mod indexer;
