@@ -5,7 +5,8 @@
 //! - JetStream: a bare durable pull consumer fetching and acking every
 //!   message (explicit acks, nothing else done);
 //! - sled: the records' keys and MessagePack written in batches of 1,000
-//!   with a flush per batch (nothing else done).
+//!   with a flush per batch (nothing else done), configured as the token
+//!   service configures its data directory.
 //!
 //! Target: indexer ≥ 70 % of the slower ceiling. The stream is filled first
 //! by the API node's own publisher (its rate is printed too).
@@ -23,7 +24,7 @@ use prometheus_client::metrics::counter::Counter;
 use rand::{Rng, SeedableRng};
 use ulid::Ulid;
 
-use crate::support::Nats;
+use crate::support::{Nats, request_record};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,35 +36,16 @@ pub struct Args {
     tokens: usize,
 }
 
-/// Realistic records: `tokens` tokens, times over the last day, a mix of
-/// paths, statuses and user agents.
+/// `n` records of `tokens` tokens, at times over the last day.
 pub fn records(n: usize, tokens: usize, seed: u64) -> Vec<RequestRecord> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let token_ids: Vec<Ulid> = (0..tokens.max(1)).map(|_| Ulid::new()).collect();
     let now = jiff::Timestamp::now().as_millisecond();
     (0..n)
         .map(|_| {
+            let token = token_ids[rng.gen_range(0..token_ids.len())];
             let at = now - rng.gen_range(0..86_400_000);
-            let status = *[200, 200, 200, 201, 204, 403, 404, 401, 500]
-                .get(rng.gen_range(0..9))
-                .unwrap_or(&200);
-            RequestRecord {
-                id: Ulid::new(),
-                token_id: token_ids[rng.gen_range(0..token_ids.len())],
-                user_id: format!("user-{}", rng.gen_range(0..500)),
-                at: jiff::Timestamp::from_millisecond(at).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-                node: format!("api-node-{}", rng.gen_range(1..4)),
-                method: ["GET", "GET", "POST", "PUT", "DELETE"][rng.gen_range(0..5)].into(),
-                path: format!(
-                    "/api/v1/workspaces/acme/records/{}",
-                    Ulid::from_parts(at as u64, rng.r#gen())
-                ),
-                workspace: Some("acme".into()),
-                status,
-                duration_ms: f64::from(rng.gen_range(50..5_000u32)) / 1000.0,
-                client_ip: format!("10.0.{}.{}", rng.gen_range(0..255), rng.gen_range(1..255)),
-                user_agent: Some("erp-sync/2.3 (+https://example.com)".into()),
-            }
+            request_record(&mut rng, token, at)
         })
         .collect()
 }
@@ -121,7 +103,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     // Ceiling 1: sled, batches of 1,000, a flush per batch.
     let sled_dir = tempfile::tempdir()?;
     let sled_rate = {
-        let db = sled::Config::new().path(sled_dir.path()).open()?;
+        let db = enspace_tokens::store::sled_config(sled_dir.path()).open()?;
         let tree = db.open_tree("raw")?;
         let start = Instant::now();
         for chunk in records.chunks(1000) {
@@ -143,7 +125,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     // The index's own write path, without JetStream, for reference.
     let direct_dir = tempfile::tempdir()?;
     let direct_rate = {
-        let db = sled::Config::new().path(direct_dir.path()).open()?;
+        let db = enspace_tokens::store::sled_config(direct_dir.path()).open()?;
         let index = RequestIndex::open(&db, db.open_tree("token_last_used")?)?;
         let start = Instant::now();
         for chunk in records.chunks(1000) {
@@ -178,7 +160,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
 
     // The indexer: the real consumer into a real index.
     let index_dir = tempfile::tempdir()?;
-    let db = sled::Config::new().path(index_dir.path()).open()?;
+    let db = enspace_tokens::store::sled_config(index_dir.path()).open()?;
     let index = RequestIndex::open(&db, db.open_tree("token_last_used")?)?;
     let metrics = IndexerMetrics::default();
     let indexer = Indexer::new(

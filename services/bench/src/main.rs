@@ -4,11 +4,15 @@
 
 mod create;
 mod ingest;
+mod lossless;
 mod node_load;
+mod node_logging;
 mod node_memory;
 mod propagation;
+mod query;
 mod support;
 mod verify;
+mod wrk;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +37,12 @@ enum Bench {
     Propagation(propagation::Args),
     /// Request-log indexer rate beside the raw JetStream and sled ceilings.
     Ingest(ingest::Args),
+    /// `wrk` on an API node with auth and request logging vs the bare route; record accounting.
+    NodeLogging(node_logging::Args),
+    /// Paced requests through real processes: zero records dropped, all queryable within 5 s.
+    Lossless(lossless::Args),
+    /// Request-log queries over a large index, and its disk bytes per record.
+    Query(query::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +53,8 @@ fn main() -> anyhow::Result<()> {
         Bench::NodeMemory(args) => node_memory::run(args),
         Bench::Propagation(args) => propagation::run(args),
         Bench::Ingest(args) => ingest::run(args),
+        Bench::Query(args) => query::run(args),
+        Bench::NodeLogging(args) => node_logging::run(args),
+        Bench::Lossless(args) => lossless::run(args),
     }
 }

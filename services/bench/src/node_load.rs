@@ -3,10 +3,8 @@
 //! Rounds alternate (off, on, off, on, …) so drift hits both alike.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
 use axum::Router;
 use axum::routing::get;
 use enspace_api_node::{NodeState, records};
@@ -16,6 +14,7 @@ use rand::SeedableRng;
 use tokio::sync::watch;
 
 use crate::support::{created_event, fake_secret};
+use crate::wrk::{WrkResult, wrk};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -30,59 +29,9 @@ pub struct Args {
     tokens: usize,
 }
 
-const PATH: &str = "/api/v1/workspaces/acme/records";
+pub const PATH: &str = "/api/v1/workspaces/acme/records";
 
-struct WrkResult {
-    requests_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-fn to_ms(value: &str) -> Option<f64> {
-    let split = value.find(|c: char| c.is_ascii_alphabetic())?;
-    let (n, unit) = value.split_at(split);
-    let n: f64 = n.parse().ok()?;
-    Some(match unit {
-        "us" => n / 1000.0,
-        "ms" => n,
-        "s" => n * 1000.0,
-        _ => return None,
-    })
-}
-
-fn wrk(addr: SocketAddr, seconds: u64, header: &str) -> anyhow::Result<WrkResult> {
-    let out = Command::new("wrk")
-        .args([
-            "-t2",
-            "-c64",
-            &format!("-d{seconds}s"),
-            "--latency",
-            "-H",
-            header,
-        ])
-        .arg(format!("http://{addr}{PATH}"))
-        .output()
-        .context("cannot run wrk (apt-get install wrk)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |prefix: &str| {
-        text.lines()
-            .map(str::trim)
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-    };
-    if text.contains("Non-2xx") {
-        bail!("wrk saw non-2xx answers:\n{text}");
-    }
-    Ok(WrkResult {
-        requests_per_sec: field("Requests/sec:")
-            .and_then(|v| v.parse().ok())
-            .context("no Requests/sec in wrk output")?,
-        p50_ms: field("50%").and_then(|v| to_ms(&v)).context("no p50")?,
-        p99_ms: field("99%").and_then(|v| to_ms(&v)).context("no p99")?,
-    })
-}
-
-async fn serve(router: Router) -> anyhow::Result<SocketAddr> {
+pub async fn serve(router: Router) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -128,8 +77,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let (mut on_runs, mut off_runs) = (Vec::new(), Vec::new());
     for round in 0..args.rounds {
-        let off_run = wrk(off, args.seconds, &header)?;
-        let on_run = wrk(on, args.seconds, &header)?;
+        let off_run = wrk(off, PATH, args.seconds, &header)?;
+        let on_run = wrk(on, PATH, args.seconds, &header)?;
         println!(
             "round {}: auth off {:>9.0} req/s p99 {:.3} ms | auth on {:>9.0} req/s p99 {:.3} ms",
             round + 1,

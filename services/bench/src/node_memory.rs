@@ -2,14 +2,12 @@
 //! JetStream: time to `/readyz` and resident memory, beside the same
 //! process's memory with no tokens, measured in the same run.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use async_nats::HeaderMap;
 use rand::SeedableRng;
 
-use crate::support::{Nats, created_event, fake_secret, rss_bytes};
+use crate::support::{Nats, Process, created_event, fake_secret, rss_bytes};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,57 +19,11 @@ pub struct Args {
     binary: String,
 }
 
-struct Node {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn start_node(binary: &str, nats: &Nats) -> anyhow::Result<Node> {
-    let port = free_port()?;
-    let child = Command::new(binary)
-        .args(["api-node", "--nats-url", &nats.url(), "--node-id", "bench"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| {
-            format!("cannot start {binary}; build it with cargo build --release --bin enspace")
-        })?;
-    Ok(Node {
-        child,
-        base: format!("127.0.0.1:{port}"),
-    })
-}
-
-/// Polls `/readyz` over plain HTTP/1.1 until it answers 200.
-fn wait_ready(node: &Node, timeout: Duration) -> anyhow::Result<Duration> {
-    use std::io::{Read, Write};
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if let Ok(mut conn) = std::net::TcpStream::connect(&node.base) {
-            let _ = conn.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let mut buf = [0u8; 12];
-            if conn.read_exact(&mut buf).is_ok() && buf.ends_with(b"200") {
-                return Ok(start.elapsed());
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!("node not ready within {timeout:?}")
+fn start_node(binary: &str, nats: &Nats) -> anyhow::Result<Process> {
+    Process::enspace(
+        binary,
+        &["api-node", "--nats-url", &nats.url(), "--node-id", "bench"],
+    )
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -87,11 +39,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let empty_nats = Nats::start()?;
     let idle = start_node(&args.binary, &empty_nats)?;
-    wait_ready(&idle, Duration::from_secs(30))?;
+    idle.wait_ready(Duration::from_secs(30))?;
     let idle_rss = rss_bytes(&idle.child.id().to_string()).unwrap_or(0);
 
     let node = start_node(&args.binary, &nats)?;
-    let ready_after = wait_ready(&node, Duration::from_secs(600))?;
+    let ready_after = node.wait_ready(Duration::from_secs(600))?;
     let rss = rss_bytes(&node.child.id().to_string()).unwrap_or(0);
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!(

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use enspace_core::events::TokenCreated;
-use enspace_core::{EventEnvelope, Expiration, Scope, SecretHash, TokenEvent, base62};
+use enspace_core::{
+    EventEnvelope, Expiration, RequestRecord, Scope, SecretHash, TokenEvent, base62,
+};
 use rand::Rng;
 use ulid::Ulid;
 
@@ -33,6 +35,30 @@ pub fn created_event(seq: u64, secret: &str, user: &str) -> EventEnvelope {
             expires_at: Expiration::OneYear.expires_at(jiff::Timestamp::now()),
             secret_hash: SecretHash::of(secret).to_hex(),
         }),
+    }
+}
+
+/// A realistic request record of `token` at `at_ms`: a mix of methods,
+/// paths, statuses, nodes and clients.
+pub fn request_record(rng: &mut impl Rng, token: Ulid, at_ms: i64) -> RequestRecord {
+    const STATUSES: [u16; 9] = [200, 200, 200, 201, 204, 403, 404, 401, 500];
+    const METHODS: [&str; 5] = ["GET", "GET", "POST", "PUT", "DELETE"];
+    RequestRecord {
+        id: Ulid::from_parts(at_ms.max(0) as u64, rng.r#gen()),
+        token_id: token,
+        user_id: format!("user-{}", rng.gen_range(0..500)),
+        at: jiff::Timestamp::from_millisecond(at_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        node: format!("api-node-{}", rng.gen_range(1..4)),
+        method: METHODS[rng.gen_range(0..METHODS.len())].into(),
+        path: format!(
+            "/api/v1/workspaces/acme/records/{}",
+            Ulid::from_parts(at_ms.max(0) as u64, rng.r#gen())
+        ),
+        workspace: Some("acme".into()),
+        status: STATUSES[rng.gen_range(0..STATUSES.len())],
+        duration_ms: f64::from(rng.gen_range(50..5_000u32)) / 1000.0,
+        client_ip: format!("10.0.{}.{}", rng.gen_range(0..255), rng.gen_range(1..255)),
+        user_agent: Some("erp-sync/2.3 (+https://example.com)".into()),
     }
 }
 
@@ -109,6 +135,63 @@ impl Nats {
 }
 
 impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A child process of the `enspace` binary listening on a free loopback
+/// port; killed on drop.
+pub struct Process {
+    pub child: std::process::Child,
+    /// `127.0.0.1:<port>`
+    pub base: String,
+}
+
+impl Process {
+    /// Starts `binary` with `args` and `--listen` on a free port.
+    pub fn enspace(binary: &str, args: &[&str]) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = std::process::Command::new(binary)
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!("cannot start {binary}; build it with cargo build --release --bin enspace")
+            })?;
+        Ok(Process {
+            child,
+            base: format!("127.0.0.1:{port}"),
+        })
+    }
+
+    /// Polls `/readyz` over plain HTTP/1.1 until it answers 200.
+    pub fn wait_ready(&self, timeout: Duration) -> anyhow::Result<Duration> {
+        use std::io::{Read, Write};
+        let start = std::time::Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(mut conn) = std::net::TcpStream::connect(&self.base) {
+                let _ =
+                    conn.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut buf = [0u8; 12];
+                if conn.read_exact(&mut buf).is_ok() && buf.ends_with(b"200") {
+                    return Ok(start.elapsed());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        anyhow::bail!("{} not ready within {timeout:?}", self.base)
+    }
+}
+
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

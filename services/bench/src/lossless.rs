@@ -1,0 +1,298 @@
+//! The lossless rate (issue 4): real processes on loopback, as deployed:
+//! nats-server, `enspace tokens` (which runs the request-log indexer) and
+//! `enspace api-node`. One token is created through the API; then requests
+//! are sent open-loop at `--rate` per second for `--seconds`, first to the
+//! node's `/healthz` (the baseline: what this load generator and machine
+//! do with no auth and no record), then to its authenticated read route.
+//!
+//! Target: at 15,000 requests/s for 60 s, the node drops no record, and
+//! every record is counted by the owner's `GET /v1/tokens/{id}/requests/stats`
+//! within 5 s of the last request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use jiff::{Timestamp, ToSpan};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+
+use crate::support::{Nats, Process, percentile};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Requests per second.
+    #[arg(long, default_value_t = 15_000)]
+    rate: u32,
+    /// Seconds of load per side.
+    #[arg(long, default_value_t = 60)]
+    seconds: u32,
+    /// Requests in flight at most (the generator's connections).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// The enspace binary (built with `cargo build --release --bin enspace`).
+    #[arg(long, default_value = "target/release/enspace")]
+    binary: String,
+}
+
+const TARGET_VISIBLE: Duration = Duration::from_secs(5);
+const PATH: &str = "/api/v1/workspaces/acme/records";
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.rate == 0 || args.seconds == 0 || args.connections == 0 {
+        bail!("--rate, --seconds and --connections must be at least 1");
+    }
+    let nats = Nats::start()?;
+    let data = tempfile::tempdir()?;
+    let data_dir = data.path().to_string_lossy().into_owned();
+    let tokens = Process::enspace(
+        &args.binary,
+        &["tokens", "--nats-url", &nats.url(), "--data", &data_dir],
+    )?;
+    tokens.wait_ready(Duration::from_secs(30))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .build()?;
+    let tokens_base = format!("http://{}", tokens.base);
+    let (session, token_id, secret) = runtime.block_on(create_token(&client, &tokens_base))?;
+    let node = Process::enspace(
+        &args.binary,
+        &["api-node", "--nats-url", &nats.url(), "--node-id", "bench"],
+    )?;
+    node.wait_ready(Duration::from_secs(30))?;
+    let node_base = format!("http://{}", node.base);
+
+    println!(
+        "enspace-bench lossless: {} requests/s for {} s, {} connections; nats-server, enspace tokens, enspace api-node and this generator on {} CPUs",
+        args.rate,
+        args.seconds,
+        args.connections,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let n = args.rate as usize * args.seconds as usize;
+    let healthz = {
+        let (client, url) = (client.clone(), format!("{node_base}/healthz"));
+        move || client.get(&url)
+    };
+    let route = {
+        let (client, url) = (client.clone(), format!("{node_base}{PATH}"));
+        let auth = format!("Bearer {secret}");
+        move || client.get(&url).header(AUTHORIZATION, auth.clone())
+    };
+    // Warm both paths (and make sure the token has reached the node).
+    runtime.block_on(paced(
+        args.rate,
+        args.rate as usize,
+        args.connections,
+        &healthz,
+    ))?;
+    runtime.block_on(paced(args.rate, 100, args.connections, &route))?;
+
+    let baseline = runtime.block_on(paced(args.rate, n, args.connections, &healthz))?;
+    baseline.row("baseline: GET /healthz (no auth, no record)");
+    let started = Timestamp::now();
+    let logged = runtime.block_on(paced(args.rate, n, args.connections, &route))?;
+    logged.row(&format!("GET {PATH} (auth + record)"));
+
+    let expected = (n + 100) as u64;
+    let (counted, visible_after) = runtime.block_on(wait_counted(
+        &client,
+        &tokens_base,
+        &session,
+        &token_id,
+        started,
+        expected,
+    ))?;
+    let metrics = runtime.block_on(async {
+        client
+            .get(format!("{node_base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await
+    })?;
+    let dropped = metric(&metrics, "enspace_request_records_dropped_total");
+    let published = metric(&metrics, "enspace_request_records_published_total");
+    println!(
+        "records: {expected} requests made, {published} published, {dropped} dropped, {counted} in the owner's stats"
+    );
+    match visible_after {
+        Some(after) => println!(
+            "  all queryable {:.2} s after the last answer (target <= {} s)",
+            after.as_secs_f64(),
+            TARGET_VISIBLE.as_secs()
+        ),
+        None => println!("  NOT all queryable within 60 s"),
+    }
+    let met = dropped == 0
+        && counted == expected
+        && visible_after.is_some_and(|d| d <= TARGET_VISIBLE)
+        && logged.achieved >= f64::from(args.rate) * 0.98;
+    println!(
+        "target: {} /s paced, zero dropped, queryable within {} s: {}",
+        args.rate,
+        TARGET_VISIBLE.as_secs(),
+        if met { "met" } else { "NOT met" }
+    );
+    drop(node);
+    drop(tokens);
+    drop(nats);
+    Ok(())
+}
+
+async fn create_token(
+    client: &reqwest::Client,
+    base: &str,
+) -> anyhow::Result<(String, String, String)> {
+    let res = client
+        .post(format!("{base}/v1/session"))
+        .header(CONTENT_TYPE, "application/json")
+        .body(r#"{"username":"alice","password":"alice-password"}"#)
+        .send()
+        .await?;
+    if !res.status().is_success() {
+        bail!("sign-in answered {}", res.status());
+    }
+    let body: serde_json::Value = serde_json::from_slice(&res.bytes().await?)?;
+    let session = body["session"]
+        .as_str()
+        .context("no session in the sign-in answer")?
+        .to_owned();
+    let res = client
+        .post(format!("{base}/v1/tokens"))
+        .header(AUTHORIZATION, format!("Bearer {session}"))
+        .header(CONTENT_TYPE, "application/json")
+        .body(r#"{"description":"lossless bench","expiration":"1m","scopes":["read"],"workspaces":["acme"]}"#)
+        .send()
+        .await?;
+    if res.status().as_u16() != 201 {
+        bail!("creating the token answered {}", res.status());
+    }
+    let body: serde_json::Value = serde_json::from_slice(&res.bytes().await?)?;
+    let id = body["token"]["id"]
+        .as_str()
+        .context("no token id")?
+        .to_owned();
+    let secret = body["secret"].as_str().context("no secret")?.to_owned();
+    Ok((session, id, secret))
+}
+
+struct Paced {
+    achieved: f64,
+    latencies: Vec<Duration>,
+    failed: u64,
+}
+
+impl Paced {
+    fn row(&self, name: &str) {
+        println!(
+            "  {name:<44} {:>7.0} /s   p50 {:>6.2} ms   p99 {:>7.2} ms   failed {}",
+            self.achieved,
+            percentile(&self.latencies, 0.50).as_secs_f64() * 1000.0,
+            percentile(&self.latencies, 0.99).as_secs_f64() * 1000.0,
+            self.failed
+        );
+    }
+}
+
+/// `n` requests due at `rate` per second from `connections` workers; a
+/// request's latency runs from when it was due, so a generator or server
+/// falling behind shows in it (open loop).
+async fn paced<F>(rate: u32, n: usize, connections: usize, request: &F) -> anyhow::Result<Paced>
+where
+    F: Fn() -> reqwest::RequestBuilder + Clone + Send + Sync + 'static,
+{
+    let interval = Duration::from_secs(1).as_secs_f64() / f64::from(rate);
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let start = tokio::time::Instant::now();
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let (next, failed, request) = (next.clone(), failed.clone(), request.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(n / connections + 1);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return latencies;
+                    }
+                    let due = start + Duration::from_secs_f64(interval * i as f64);
+                    tokio::time::sleep_until(due).await;
+                    let ok = match request().send().await {
+                        Ok(res) => res.status().is_success() && res.bytes().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if !ok {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    latencies.push(due.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(n);
+    for worker in workers {
+        latencies.extend(worker.await?);
+    }
+    let achieved = n as f64 / start.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Ok(Paced {
+        achieved,
+        latencies,
+        failed: failed.load(Ordering::Relaxed),
+    })
+}
+
+/// From the last answer on: polls the owner's hourly stats over whole
+/// hours around the run until they count `expected` records (at most a
+/// minute); returns the count and how long that took.
+async fn wait_counted(
+    client: &reqwest::Client,
+    base: &str,
+    session: &str,
+    token_id: &str,
+    started: Timestamp,
+    expected: u64,
+) -> anyhow::Result<(u64, Option<Duration>)> {
+    let hour = |t: Timestamp| -> anyhow::Result<Timestamp> {
+        Ok(Timestamp::from_second(
+            t.as_second() - t.as_second().rem_euclid(3600),
+        )?)
+    };
+    let from = hour(started.checked_sub(1.hour())?)?;
+    let to = hour(Timestamp::now().checked_add(2.hours())?)?;
+    let url = format!("{base}/v1/tokens/{token_id}/requests/stats?bucket=hour&from={from}&to={to}");
+    let start = Instant::now();
+    let mut counted = 0;
+    while start.elapsed() < Duration::from_secs(60) {
+        let res = client
+            .get(&url)
+            .header(AUTHORIZATION, format!("Bearer {session}"))
+            .send()
+            .await?;
+        if !res.status().is_success() {
+            bail!("stats answered {}", res.status());
+        }
+        let body: serde_json::Value = serde_json::from_slice(&res.bytes().await?)?;
+        counted = body["buckets"]
+            .as_array()
+            .map_or(0, |b| b.iter().filter_map(|b| b["total"].as_u64()).sum());
+        if counted >= expected {
+            return Ok((counted, Some(start.elapsed())));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((counted, None))
+}
+
+/// A counter's value in Prometheus text.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(' ')))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}

@@ -1,0 +1,231 @@
+//! Request logging under load (issue 4): `wrk -t2 -c64` on an API node's
+//! read route, side by side, rounds alternating:
+//!
+//! - the production API node (`enspace::run::api_node`, the code behind
+//!   `enspace api-node`) with auth and request logging, publishing every
+//!   record to `ENSPACE_REQUESTS` on a real nats-server;
+//! - the same route, router and layers with neither (the baseline).
+//!
+//! Then the accounting: the requests the node served (its own HTTP counter)
+//! must equal the records in the stream plus the records it counted as
+//! dropped; nothing may vanish silently. Target: throughput ratio >= 0.40.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use axum::Router;
+use axum::routing::get;
+use enspace_api_node::{NodeState, records};
+use enspace_core::SystemClock;
+use prometheus_client::registry::Registry;
+use rand::SeedableRng;
+use tokio::sync::watch;
+
+use crate::node_load::{PATH, serve};
+use crate::support::{Nats, created_event, fake_secret};
+use crate::wrk::{WrkResult, wrk};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Seconds per wrk round.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Rounds per side.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+}
+
+const TARGET_RATIO: f64 = 0.40;
+const ROUTE_LABEL: &str = "route=\"/api/v1/workspaces/{ws}/records\"";
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.seconds == 0 || args.rounds == 0 {
+        bail!("--seconds and --rounds must be at least 1");
+    }
+    let nats = Nats::start()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let secret = fake_secret(&mut rand::rngs::StdRng::seed_from_u64(5));
+    let (logged, bare) = runtime.block_on(start_nodes(&nats, &secret))?;
+    let header = format!("Authorization: Bearer {secret}");
+
+    let (mut logged_runs, mut bare_runs) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        let bare_run = wrk(bare, PATH, args.seconds, &header)?;
+        let logged_run = wrk(logged, PATH, args.seconds, &header)?;
+        println!(
+            "round {}: neither {:>9.0} req/s p99 {:.3} ms | auth + logging {:>9.0} req/s p99 {:.3} ms",
+            round + 1,
+            bare_run.requests_per_sec,
+            bare_run.p99_ms,
+            logged_run.requests_per_sec,
+            logged_run.p99_ms
+        );
+        bare_runs.push(bare_run);
+        logged_runs.push(logged_run);
+    }
+    let accounts = runtime.block_on(account(&nats, logged))?;
+
+    let mean = |runs: &[WrkResult], f: fn(&WrkResult) -> f64| {
+        runs.iter().map(f).sum::<f64>() / runs.len() as f64
+    };
+    let (rps_logged, rps_bare) = (
+        mean(&logged_runs, |r| r.requests_per_sec),
+        mean(&bare_runs, |r| r.requests_per_sec),
+    );
+    println!(
+        "wrk -t2 -c64 -d{}s GET {PATH}, mean of {} rounds:",
+        args.seconds, args.rounds
+    );
+    println!(
+        "  neither auth nor logging (baseline): {rps_bare:>9.0} req/s   p99 {:.3} ms",
+        mean(&bare_runs, |r| r.p99_ms)
+    );
+    println!(
+        "  auth + request logging to JetStream: {rps_logged:>9.0} req/s   p99 {:.3} ms",
+        mean(&logged_runs, |r| r.p99_ms)
+    );
+    println!(
+        "  throughput ratio: {:.3} (target >= {TARGET_RATIO:.2})",
+        rps_logged / rps_bare
+    );
+    let wrk_counted: u64 = logged_runs.iter().map(|r| r.requests).sum();
+    println!(
+        "accounting: served {} (wrk counted {wrk_counted}) = {} in the stream + {} dropped; missing {}",
+        accounts.served,
+        accounts.in_stream,
+        accounts.dropped,
+        accounts.served as i64 - (accounts.in_stream + accounts.dropped) as i64,
+    );
+    if accounts.served != accounts.in_stream + accounts.dropped {
+        bail!("records vanished");
+    }
+    Ok(())
+}
+
+/// The logged node (production code, fed its one token over JetStream) and
+/// the bare route; both serving on loopback from this runtime.
+async fn start_nodes(nats: &Nats, secret: &str) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+    let client = enspace_nats::connect(&nats.url(), "bench-node-logging").await?;
+    let js = jetstream::new(client);
+    enspace_nats::ensure_stream(&js, enspace_nats::token_events_config())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let event = created_event(1, secret, "alice");
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", event.id.to_string().as_str());
+    let subject = enspace_nats::token_event_subject(&event.token_id.to_string());
+    js.publish_with_headers(subject, headers, event.encode().into())
+        .await?
+        .await?;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let logged = listener.local_addr()?;
+    let args = enspace::cli::NodeArgs {
+        listen: logged,
+        nats_url: nats.url(),
+        node_id: "bench".into(),
+        request_retention: Duration::from_secs(90 * 86_400),
+    };
+    let forever: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(std::future::pending());
+    tokio::spawn(async move {
+        if let Err(e) = enspace::run::api_node(args, listener, Arc::new(SystemClock), forever).await
+        {
+            eprintln!("api node stopped: {e:#}");
+        }
+    });
+    let ready = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        if let Ok(res) = ready.get(format!("http://{logged}/readyz")).send().await
+            && res.status().is_success()
+        {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("the api node was not ready within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut registry = Registry::default();
+    let (_ready_tx, ready_rx) = watch::channel(true);
+    let node = NodeState::new("bare", Arc::new(SystemClock), &mut registry, None, ready_rx);
+    let http = enspace_http::HttpMetrics::register(&mut registry);
+    let bare = enspace_http::layers::harden(
+        Router::new()
+            .route(
+                "/api/v1/workspaces/{ws}/records",
+                get(records::list_records),
+            )
+            .with_state(node),
+        http,
+    );
+    Ok((logged, serve(bare).await?))
+}
+
+struct Accounts {
+    served: u64,
+    in_stream: u64,
+    dropped: u64,
+}
+
+/// Once the node has published or dropped every record it made (at most a
+/// minute): what it served and dropped, by its `/metrics`, and what the
+/// stream holds.
+async fn account(nats: &Nats, node: SocketAddr) -> anyhow::Result<Accounts> {
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    let (served, dropped) = loop {
+        let text = http
+            .get(format!("http://{node}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let served = metric_sum(&text, "http_requests_total", ROUTE_LABEL);
+        let published = metric_sum(&text, "enspace_request_records_published_total", "");
+        let dropped = metric_sum(&text, "enspace_request_records_dropped_total", "");
+        if published + dropped >= served || start.elapsed() > Duration::from_secs(60) {
+            break (served, dropped);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let client = enspace_nats::connect(&nats.url(), "bench-accounting").await?;
+    let mut stream = jetstream::new(client)
+        .get_stream(enspace_nats::REQUESTS_STREAM)
+        .await
+        .context("the requests stream")?;
+    let in_stream = stream
+        .info()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .state
+        .messages;
+    Ok(Accounts {
+        served,
+        in_stream,
+        dropped,
+    })
+}
+
+/// The sum of a metric's samples whose labels contain `labels`.
+fn metric_sum(text: &str, name: &str, labels: &str) -> u64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                && l.contains(labels)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
