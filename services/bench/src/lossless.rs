@@ -27,8 +27,9 @@ pub struct Args {
     /// Seconds of load per side.
     #[arg(long, default_value_t = 60)]
     seconds: u32,
-    /// Requests in flight at most (the generator's connections).
-    #[arg(long, default_value_t = 64)]
+    /// Requests in flight at most (the generator's connections): enough
+    /// that they never cap the offered rate when answers slow down.
+    #[arg(long, default_value_t = 128)]
     connections: usize,
     /// The enspace binary (built with `cargo build --release --bin enspace`).
     #[arg(long, default_value = "target/release/enspace")]
@@ -74,28 +75,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let n = args.rate as usize * args.seconds as usize;
-    let healthz = {
-        let (client, url) = (client.clone(), format!("{node_base}/healthz"));
-        move || client.get(&url)
-    };
-    let route = {
-        let (client, url) = (client.clone(), format!("{node_base}{PATH}"));
-        let auth = format!("Bearer {secret}");
-        move || client.get(&url).header(AUTHORIZATION, auth.clone())
+    let healthz = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", node.base);
+    let route = format!(
+        "GET {PATH} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {secret}\r\n\r\n",
+        node.base
+    );
+    let (rate, conns) = (args.rate, args.connections);
+    let load = |request: &str, n: usize| {
+        runtime.block_on(paced(&node.base, request.as_bytes(), rate, n, conns))
     };
     // Warm both paths (and make sure the token has reached the node).
-    runtime.block_on(paced(
-        args.rate,
-        args.rate as usize,
-        args.connections,
-        &healthz,
-    ))?;
-    runtime.block_on(paced(args.rate, 100, args.connections, &route))?;
+    let warm = load(&route, 100)?;
+    if warm.failed > 0 {
+        bail!("{} of 100 warm-up calls with the token failed", warm.failed);
+    }
+    load(&healthz, rate as usize)?;
 
-    let baseline = runtime.block_on(paced(args.rate, n, args.connections, &healthz))?;
+    let baseline = load(&healthz, n)?;
     baseline.row("baseline: GET /healthz (no auth, no record)");
     let started = Timestamp::now();
-    let logged = runtime.block_on(paced(args.rate, n, args.connections, &route))?;
+    let logged = load(&route, n)?;
     logged.row(&format!("GET {PATH} (auth + record)"));
 
     let expected = (n + 100) as u64;
@@ -199,41 +198,43 @@ impl Paced {
     }
 }
 
-/// `n` requests due at `rate` per second from `connections` workers; a
-/// request's latency runs from when it was due, so a generator or server
-/// falling behind shows in it (open loop).
-async fn paced<F>(rate: u32, n: usize, connections: usize, request: &F) -> anyhow::Result<Paced>
-where
-    F: Fn() -> reqwest::RequestBuilder + Clone + Send + Sync + 'static,
-{
-    let interval = Duration::from_secs(1).as_secs_f64() / f64::from(rate);
+/// `n` requests due at `rate` per second over `connections` keep-alive
+/// connections; a request's latency runs from when it was due, so a
+/// generator or server falling behind shows in it (open loop). The client is
+/// a bare HTTP/1.1 writer and reader (like wrk's), so that the generator
+/// takes as little of the shared CPUs as it can.
+async fn paced(
+    addr: &str,
+    request: &[u8],
+    rate: u32,
+    n: usize,
+    connections: usize,
+) -> anyhow::Result<Paced> {
+    let interval = 1.0 / f64::from(rate);
     let next = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let request: Arc<[u8]> = Arc::from(request);
     let start = tokio::time::Instant::now();
-    let workers: Vec<_> = (0..connections)
-        .map(|_| {
-            let (next, failed, request) = (next.clone(), failed.clone(), request.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(n / connections + 1);
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n {
-                        return latencies;
-                    }
-                    let due = start + Duration::from_secs_f64(interval * i as f64);
-                    tokio::time::sleep_until(due).await;
-                    let ok = match request().send().await {
-                        Ok(res) => res.status().is_success() && res.bytes().await.is_ok(),
-                        Err(_) => false,
-                    };
-                    if !ok {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    latencies.push(due.elapsed());
+    let mut workers = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let mut conn = Connection::open(addr).await?;
+        let (next, failed, request) = (next.clone(), failed.clone(), request.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(n / connections + 1);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return latencies;
                 }
-            })
-        })
-        .collect();
+                let due = start + Duration::from_secs_f64(interval * i as f64);
+                tokio::time::sleep_until(due).await;
+                if !matches!(conn.exchange(&request).await, Ok(200)) {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                latencies.push(due.elapsed());
+            }
+        }));
+    }
     let mut latencies = Vec::with_capacity(n);
     for worker in workers {
         latencies.extend(worker.await?);
@@ -245,6 +246,88 @@ where
         latencies,
         failed: failed.load(Ordering::Relaxed),
     })
+}
+
+/// One keep-alive HTTP/1.1 connection that sends a fixed request and reads
+/// the status and a `content-length` body.
+struct Connection {
+    addr: String,
+    stream: Option<tokio::net::TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Connection {
+    async fn open(addr: &str) -> anyhow::Result<Self> {
+        let mut conn = Connection {
+            addr: addr.to_owned(),
+            stream: None,
+            buf: Vec::with_capacity(4096),
+        };
+        conn.stream = Some(connect(addr).await?);
+        Ok(conn)
+    }
+
+    /// Sends the request and reads the answer; returns its status. A
+    /// broken connection is reopened for the next request.
+    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<u16> {
+        let result = self.try_exchange(request).await;
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    async fn try_exchange(&mut self, request: &[u8]) -> std::io::Result<u16> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if self.stream.is_none() {
+            self.stream = Some(connect(&self.addr).await?);
+        }
+        let (Some(stream), buf) = (self.stream.as_mut(), &mut self.buf) else {
+            return Err(std::io::ErrorKind::NotConnected.into());
+        };
+        stream.write_all(request).await?;
+        buf.clear();
+        let bad = || std::io::Error::other("malformed response");
+        loop {
+            let mut chunk = [0u8; 4096];
+            let read = stream.read(&mut chunk).await?;
+            if read == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.extend_from_slice(&chunk[..read]);
+            let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| bad())?;
+            let status: u16 = head
+                .get(9..12)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(bad)?;
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .ok_or_else(bad)?;
+            let total = head_end + 4 + length;
+            while buf.len() < total {
+                let read = stream.read(&mut chunk).await?;
+                if read == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                buf.extend_from_slice(&chunk[..read]);
+            }
+            return Ok(status);
+        }
+    }
+}
+
+async fn connect(addr: &str) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// From the last answer on: polls the owner's hourly stats over whole
