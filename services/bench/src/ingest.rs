@@ -103,7 +103,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     // Ceiling 1: sled, batches of 1,000, a flush per batch.
     let sled_dir = tempfile::tempdir()?;
     let sled_rate = {
-        let db = enspace_tokens::store::sled_config(sled_dir.path()).open()?;
+        let db = enspace_tokens::store::requests_sled_config(sled_dir.path()).open()?;
         let tree = db.open_tree("raw")?;
         let start = Instant::now();
         for chunk in records.chunks(1000) {
@@ -125,7 +125,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     // The index's own write path, without JetStream, for reference.
     let direct_dir = tempfile::tempdir()?;
     let direct_rate = {
-        let db = enspace_tokens::store::sled_config(direct_dir.path()).open()?;
+        let db = enspace_tokens::store::requests_sled_config(direct_dir.path()).open()?;
         let index = RequestIndex::open(&db, db.open_tree("token_last_used")?)?;
         let start = Instant::now();
         for chunk in records.chunks(1000) {
@@ -160,7 +160,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
 
     // The indexer: the real consumer into a real index.
     let index_dir = tempfile::tempdir()?;
-    let db = enspace_tokens::store::sled_config(index_dir.path()).open()?;
+    let db = enspace_tokens::store::requests_sled_config(index_dir.path()).open()?;
     let index = RequestIndex::open(&db, db.open_tree("token_last_used")?)?;
     let metrics = IndexerMetrics::default();
     let indexer = Indexer::new(

@@ -24,7 +24,7 @@ use enspace_core::SystemClock;
 use enspace_tokens::directory::Directory;
 use enspace_tokens::metrics::Metrics;
 use enspace_tokens::request_log::RequestIndex;
-use enspace_tokens::request_log::index::{DAY_MS, TREE, Upper};
+use enspace_tokens::request_log::index::{DAY_MS, Upper};
 use enspace_tokens::store::Store;
 use enspace_tokens::{AppState, Config};
 use prometheus_client::registry::Registry;
@@ -97,7 +97,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let store = Store::open(data.path()).context("open the store")?;
     let index = store.requests.clone();
-    let tree = store.db.open_tree(TREE)?;
+    let tree = index.tree().clone();
     let base = start_service(store).await?;
     let client = reqwest::Client::new();
     let session = sign_in(&client, &base).await?;

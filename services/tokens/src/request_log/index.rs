@@ -253,6 +253,11 @@ impl RequestIndex {
         })
     }
 
+    /// The raw tree, for tools and benchmarks.
+    pub fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Ulid, u64>> {
         self.writer
             .lock()

@@ -12,18 +12,32 @@ pub use event_log::EventLog;
 pub use projections::Projections;
 pub use sessions::Sessions;
 
-/// sled's log segment size for a new data directory: 16 MiB, where sled's
-/// default is 512 KiB. sled reclaims the space of rewritten pages a whole
-/// segment at a time, and the request index rewrites pages all over the
-/// tree (each batch lands on the pages of a thousand tokens); with 10,000
-/// active tokens the index took 4.2x its records' MessagePack size on disk
-/// with 512 KiB segments and 1.2x with 16 MiB (sled's largest).
-pub const SEGMENT_SIZE: usize = 16 << 20;
+/// The request log's own sled database, a directory inside the data
+/// directory. Apart from the event store so that neither's flushes wait on
+/// the other's writes, and so that each has the segment size its writes want.
+pub const REQUESTS_DIR: &str = "requests";
 
-/// How to open a data directory: a new one with [`SEGMENT_SIZE`], an
-/// existing one with the segment size it was created with (sled refuses to
-/// open a database with another).
+/// sled's log segment size for a new request-log database: 16 MiB, where
+/// sled's default is 512 KiB. sled reclaims the space of rewritten pages a
+/// whole segment at a time, and the request index rewrites pages all over
+/// the tree (each batch lands on the pages of a thousand tokens); with
+/// 10,000 active tokens the index took 4.2x its records' MessagePack size on
+/// disk with 512 KiB segments and 1.2x with 16 MiB (sled's largest).
+pub const REQUESTS_SEGMENT_SIZE: usize = 16 << 20;
+
+/// How to open the event store in a data directory (sled's defaults).
 pub fn sled_config(dir: &Path) -> sled::Config {
+    config_keeping_segments(dir, sled::Config::new().segment_size)
+}
+
+/// How to open the request-log database in a data directory.
+pub fn requests_sled_config(data_dir: &Path) -> sled::Config {
+    config_keeping_segments(&data_dir.join(REQUESTS_DIR), REQUESTS_SEGMENT_SIZE)
+}
+
+/// A new database gets `segment_size`; an existing one keeps the size it
+/// was created with (sled refuses to open a database with another).
+fn config_keeping_segments(dir: &Path, segment_size: usize) -> sled::Config {
     // The file is text lines followed by a binary checksum.
     let existing = std::fs::read(dir.join("conf")).ok().and_then(|conf| {
         String::from_utf8_lossy(&conf)
@@ -32,7 +46,7 @@ pub fn sled_config(dir: &Path) -> sled::Config {
     });
     sled::Config::new()
         .path(dir)
-        .segment_size(existing.unwrap_or(SEGMENT_SIZE))
+        .segment_size(existing.unwrap_or(segment_size))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,9 +64,8 @@ pub struct Store {
     pub log: EventLog,
     pub projections: Projections,
     pub sessions: Sessions,
-    /// Token id → when it was last used, kept by the request-log indexer.
-    pub last_used: sled::Tree,
-    /// Request records by token and time (the request-log indexer's).
+    /// Request records by token and time, and each token's last use (the
+    /// request-log indexer's), in their own database.
     pub requests: crate::request_log::RequestIndex,
 }
 
@@ -67,14 +80,14 @@ impl Store {
             tracing::info!(events = applied, "projections caught up from the event log");
         }
         let sessions = Sessions::open(&db)?;
-        let last_used = db.open_tree("token_last_used")?;
-        let requests = crate::request_log::RequestIndex::open(&db, last_used.clone())?;
+        let requests_db = requests_sled_config(dir).open()?;
+        let last_used = requests_db.open_tree("token_last_used")?;
+        let requests = crate::request_log::RequestIndex::open(&requests_db, last_used)?;
         Ok(Store {
             db,
             log,
             projections,
             sessions,
-            last_used,
             requests,
         })
     }
@@ -99,22 +112,30 @@ mod tests {
     }
 
     #[test]
-    fn a_new_data_directory_gets_large_segments() {
+    fn the_request_log_gets_its_own_database_with_large_segments() {
         let dir = tempfile::tempdir().expect("tempdir");
         drop(Store::open(dir.path()).expect("open"));
-        assert_eq!(segment_size_on_disk(dir.path()), Some(SEGMENT_SIZE));
+        assert_eq!(
+            segment_size_on_disk(&dir.path().join(REQUESTS_DIR)),
+            Some(REQUESTS_SEGMENT_SIZE)
+        );
+        assert_eq!(segment_size_on_disk(dir.path()), Some(512 * 1024));
         drop(Store::open(dir.path()).expect("reopen"));
     }
 
     #[test]
-    fn a_data_directory_made_with_sleds_default_segments_still_opens() {
+    fn a_request_log_made_with_other_segments_still_opens() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = sled::Config::new().path(dir.path()).open().expect("sled");
+        let requests = dir.path().join(REQUESTS_DIR);
+        let db = sled::Config::new()
+            .path(&requests)
+            .segment_size(1 << 20)
+            .open()
+            .expect("sled");
         db.insert(b"k", b"v").expect("insert");
         db.flush().expect("flush");
         drop(db);
-        let store = Store::open(dir.path()).expect("open with the old segment size");
-        assert_eq!(store.db.get(b"k").expect("get").as_deref(), Some(&b"v"[..]));
-        assert_eq!(segment_size_on_disk(dir.path()), Some(512 * 1024));
+        drop(Store::open(dir.path()).expect("open with the old segment size"));
+        assert_eq!(segment_size_on_disk(&requests), Some(1 << 20));
     }
 }
