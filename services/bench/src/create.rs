@@ -12,21 +12,15 @@
 //! `GET /healthz` (what the HTTP stack costs) and a raw sled insert + flush
 //! loop (what one durable write costs without group commit).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use enspace_core::SystemClock;
-use enspace_tokens::directory::Directory;
-use enspace_tokens::metrics::Metrics;
 use enspace_tokens::store::Store;
-use enspace_tokens::{AppState, Config};
-use prometheus_client::registry::Registry;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 
-use crate::support::percentile;
+use crate::support::{percentile, sign_in, start_service};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -82,7 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 async fn run_async(args: Args) -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
-    let addr = start_service(data.path()).await?;
+    let addr = start_service(Store::open(data.path()).context("open the store")?).await?;
     let base = format!("http://{addr}");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
@@ -169,45 +163,6 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         if met { "met" } else { "NOT met" }
     );
     Ok(())
-}
-
-async fn start_service(dir: &std::path::Path) -> anyhow::Result<SocketAddr> {
-    let store = Store::open(dir).context("open the store")?;
-    let state = AppState::new(
-        store,
-        Directory::demo(),
-        Arc::new(SystemClock),
-        Metrics::new(Registry::default()),
-        Config::default(),
-    )?;
-    let app = enspace_tokens::router(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-    });
-    Ok(addr)
-}
-
-async fn sign_in(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
-    let res = client
-        .post(format!("{base}/v1/session"))
-        .header(CONTENT_TYPE, "application/json")
-        .body(r#"{"username":"alice","password":"alice-password"}"#)
-        .send()
-        .await?;
-    if !res.status().is_success() {
-        bail!("sign-in answered {}", res.status());
-    }
-    let body: serde_json::Value = serde_json::from_slice(&res.bytes().await?)?;
-    body["session"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no session in the sign-in answer")
 }
 
 /// `n` requests from `concurrency` workers; every answer must be `expect`.

@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use jiff::{Timestamp, ToSpan};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
-use crate::support::{Nats, Process, percentile};
+use crate::support::{Nats, Process, percentile, sign_in};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -147,20 +147,7 @@ async fn create_token(
     client: &reqwest::Client,
     base: &str,
 ) -> anyhow::Result<(String, String, String)> {
-    let res = client
-        .post(format!("{base}/v1/session"))
-        .header(CONTENT_TYPE, "application/json")
-        .body(r#"{"username":"alice","password":"alice-password"}"#)
-        .send()
-        .await?;
-    if !res.status().is_success() {
-        bail!("sign-in answered {}", res.status());
-    }
-    let body: serde_json::Value = serde_json::from_slice(&res.bytes().await?)?;
-    let session = body["session"]
-        .as_str()
-        .context("no session in the sign-in answer")?
-        .to_owned();
+    let session = sign_in(client, base).await?;
     let res = client
         .post(format!("{base}/v1/tokens"))
         .header(AUTHORIZATION, format!("Bearer {session}"))

@@ -16,23 +16,17 @@
 //! Targets: p99 < 2 ms; disk bytes per record <= 3 x MessagePack.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use enspace_core::SystemClock;
-use enspace_tokens::directory::Directory;
-use enspace_tokens::metrics::Metrics;
 use enspace_tokens::request_log::RequestIndex;
 use enspace_tokens::request_log::index::{DAY_MS, Upper};
 use enspace_tokens::store::Store;
-use enspace_tokens::{AppState, Config};
-use prometheus_client::registry::Registry;
 use rand::{Rng, SeedableRng};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use ulid::Ulid;
 
-use crate::support::{percentile, request_record};
+use crate::support::{percentile, request_record, sign_in, start_service};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -98,7 +92,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     let store = Store::open(data.path()).context("open the store")?;
     let index = store.requests.clone();
     let tree = index.tree().clone();
-    let base = start_service(store).await?;
+    let base = format!("http://{}", start_service(store).await?);
     let client = reqwest::Client::new();
     let session = sign_in(&client, &base).await?;
     let auth = format!("Bearer {session}");
@@ -316,44 +310,6 @@ fn dir_bytes(path: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-async fn start_service(store: Store) -> anyhow::Result<String> {
-    let state = AppState::new(
-        store,
-        Directory::demo(),
-        Arc::new(SystemClock),
-        Metrics::new(Registry::default()),
-        Config::default(),
-    )?;
-    let app = enspace_tokens::router(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await;
-    });
-    Ok(format!("http://{addr}"))
-}
-
-async fn sign_in(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
-    let res = client
-        .post(format!("{base}/v1/session"))
-        .header(CONTENT_TYPE, "application/json")
-        .body(r#"{"username":"alice","password":"alice-password"}"#)
-        .send()
-        .await?;
-    if !res.status().is_success() {
-        bail!("sign-in answered {}", res.status());
-    }
-    let body: serde_json::Value = serde_json::from_slice(&res.bytes().await?)?;
-    body["session"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no session in the sign-in answer")
 }
 
 async fn create_token(

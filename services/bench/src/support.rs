@@ -197,3 +197,47 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// The token service (demo directory, system clock) on a free loopback port.
+pub async fn start_service(
+    store: enspace_tokens::store::Store,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let state = enspace_tokens::AppState::new(
+        store,
+        enspace_tokens::directory::Directory::demo(),
+        std::sync::Arc::new(enspace_core::SystemClock),
+        enspace_tokens::metrics::Metrics::new(prometheus_client::registry::Registry::default()),
+        enspace_tokens::Config::default(),
+    )?;
+    let app = enspace_tokens::router(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await;
+    });
+    Ok(addr)
+}
+
+/// Signs in as the demo user alice at `base` (`http://host:port`); returns
+/// the session.
+pub async fn sign_in(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let res = client
+        .post(format!("{base}/v1/session"))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(r#"{"username":"alice","password":"alice-password"}"#)
+        .send()
+        .await?;
+    if !res.status().is_success() {
+        anyhow::bail!("sign-in answered {}", res.status());
+    }
+    let body: serde_json::Value = serde_json::from_slice(&res.bytes().await?)?;
+    body["session"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no session in the sign-in answer")
+}
