@@ -242,7 +242,10 @@ impl RequestIndex {
         let mut pending = Pending::default();
         for item in tree.range(journal_key(0)..=journal_key(u64::MAX)) {
             let (key, value) = item?;
-            pending.add(be_u64(&key[16..24])?, counts::decode_entry(&value)?);
+            pending.add(
+                be_u64(key.get(16..).unwrap_or_default())?,
+                counts::decode_entry(&value)?,
+            );
         }
         Ok(RequestIndex {
             db: db.clone(),
