@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use tokio::sync::watch;
 
 use crate::support::{created_event, fake_secret};
-use crate::wrk::{WrkResult, wrk};
+use crate::wrk::{alternate, mean};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -30,6 +30,19 @@ pub struct Args {
 }
 
 pub const PATH: &str = "/api/v1/workspaces/acme/records";
+
+/// The read route with the same layers and no auth (and so no record).
+pub fn bare_route(node: NodeState, http: enspace_http::HttpMetrics) -> Router {
+    enspace_http::layers::harden(
+        Router::new()
+            .route(
+                "/api/v1/workspaces/{ws}/records",
+                get(records::list_records),
+            )
+            .with_state(node),
+        http,
+    )
+}
 
 pub async fn serve(router: Router) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -62,37 +75,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let http = enspace_http::HttpMetrics::register(&mut registry);
         let with_auth =
             enspace_http::layers::harden(enspace_api_node::api_routes(node.clone()), http.clone());
-        let without_auth = enspace_http::layers::harden(
-            Router::new()
-                .route(
-                    "/api/v1/workspaces/{ws}/records",
-                    get(records::list_records),
-                )
-                .with_state(node),
-            http,
-        );
+        let without_auth = bare_route(node, http);
         anyhow::Ok((serve(with_auth).await?, serve(without_auth).await?))
     })?;
     let header = format!("Authorization: Bearer {}", secrets[args.tokens / 2]);
 
-    let (mut on_runs, mut off_runs) = (Vec::new(), Vec::new());
-    for round in 0..args.rounds {
-        let off_run = wrk(off, PATH, args.seconds, &header)?;
-        let on_run = wrk(on, PATH, args.seconds, &header)?;
-        println!(
-            "round {}: auth off {:>9.0} req/s p99 {:.3} ms | auth on {:>9.0} req/s p99 {:.3} ms",
-            round + 1,
-            off_run.requests_per_sec,
-            off_run.p99_ms,
-            on_run.requests_per_sec,
-            on_run.p99_ms
-        );
-        off_runs.push(off_run);
-        on_runs.push(on_run);
-    }
-    let mean = |runs: &[WrkResult], f: fn(&WrkResult) -> f64| {
-        runs.iter().map(f).sum::<f64>() / runs.len() as f64
-    };
+    let (off_runs, on_runs) = alternate(
+        (off, "auth off"),
+        (on, "auth on"),
+        PATH,
+        args.seconds,
+        args.rounds,
+        &header,
+    )?;
     let (rps_on, rps_off) = (
         mean(&on_runs, |r| r.requests_per_sec),
         mean(&off_runs, |r| r.requests_per_sec),

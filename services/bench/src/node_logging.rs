@@ -19,17 +19,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use async_nats::HeaderMap;
 use async_nats::jetstream;
-use axum::Router;
-use axum::routing::get;
-use enspace_api_node::{NodeState, records};
+use enspace_api_node::NodeState;
 use enspace_core::SystemClock;
 use prometheus_client::registry::Registry;
 use rand::SeedableRng;
 use tokio::sync::watch;
 
-use crate::node_load::{PATH, serve};
+use crate::node_load::{PATH, bare_route, serve};
 use crate::support::{Nats, created_event, fake_secret};
-use crate::wrk::{WrkResult, wrk};
+use crate::wrk::{alternate, mean};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -57,26 +55,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (logged, bare) = runtime.block_on(start_nodes(&nats, &secret))?;
     let header = format!("Authorization: Bearer {secret}");
 
-    let (mut logged_runs, mut bare_runs) = (Vec::new(), Vec::new());
-    for round in 0..args.rounds {
-        let bare_run = wrk(bare, PATH, args.seconds, &header)?;
-        let logged_run = wrk(logged, PATH, args.seconds, &header)?;
-        println!(
-            "round {}: neither {:>9.0} req/s p99 {:.3} ms | auth + logging {:>9.0} req/s p99 {:.3} ms",
-            round + 1,
-            bare_run.requests_per_sec,
-            bare_run.p99_ms,
-            logged_run.requests_per_sec,
-            logged_run.p99_ms
-        );
-        bare_runs.push(bare_run);
-        logged_runs.push(logged_run);
-    }
+    let (bare_runs, logged_runs) = alternate(
+        (bare, "neither"),
+        (logged, "auth + logging"),
+        PATH,
+        args.seconds,
+        args.rounds,
+        &header,
+    )?;
     let accounts = runtime.block_on(account(&nats, logged))?;
 
-    let mean = |runs: &[WrkResult], f: fn(&WrkResult) -> f64| {
-        runs.iter().map(f).sum::<f64>() / runs.len() as f64
-    };
     let (rps_logged, rps_bare) = (
         mean(&logged_runs, |r| r.requests_per_sec),
         mean(&bare_runs, |r| r.requests_per_sec),
@@ -160,16 +148,7 @@ async fn start_nodes(nats: &Nats, secret: &str) -> anyhow::Result<(SocketAddr, S
     let (_ready_tx, ready_rx) = watch::channel(true);
     let node = NodeState::new("bare", Arc::new(SystemClock), &mut registry, None, ready_rx);
     let http = enspace_http::HttpMetrics::register(&mut registry);
-    let bare = enspace_http::layers::harden(
-        Router::new()
-            .route(
-                "/api/v1/workspaces/{ws}/records",
-                get(records::list_records),
-            )
-            .with_state(node),
-        http,
-    );
-    Ok((logged, serve(bare).await?))
+    Ok((logged, serve(bare_route(node, http)).await?))
 }
 
 struct Accounts {

@@ -63,3 +63,36 @@ pub fn wrk(addr: SocketAddr, path: &str, seconds: u64, header: &str) -> anyhow::
         p99_ms: field("99%").and_then(|v| to_ms(&v)).context("no p99")?,
     })
 }
+
+/// `rounds` of `wrk` on the baseline then the subject, alternating so that
+/// drift hits both alike; each round printed with the two labels.
+pub fn alternate(
+    (baseline, baseline_label): (SocketAddr, &str),
+    (subject, subject_label): (SocketAddr, &str),
+    path: &str,
+    seconds: u64,
+    rounds: usize,
+    header: &str,
+) -> anyhow::Result<(Vec<WrkResult>, Vec<WrkResult>)> {
+    let (mut baseline_runs, mut subject_runs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let b = wrk(baseline, path, seconds, header)?;
+        let s = wrk(subject, path, seconds, header)?;
+        println!(
+            "round {}: {baseline_label} {:>9.0} req/s p99 {:.3} ms | {subject_label} {:>9.0} req/s p99 {:.3} ms",
+            round + 1,
+            b.requests_per_sec,
+            b.p99_ms,
+            s.requests_per_sec,
+            s.p99_ms
+        );
+        baseline_runs.push(b);
+        subject_runs.push(s);
+    }
+    Ok((baseline_runs, subject_runs))
+}
+
+/// The mean of one figure over runs.
+pub fn mean(runs: &[WrkResult], figure: fn(&WrkResult) -> f64) -> f64 {
+    runs.iter().map(figure).sum::<f64>() / runs.len().max(1) as f64
+}
