@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use jiff::{Timestamp, ToSpan};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
-use crate::support::{Nats, Process, percentile, sign_in};
+use crate::support::{Nats, Process, cpu_seconds, percentile, sign_in};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -91,11 +91,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     load(&healthz, rate as usize)?;
 
+    let processes = [
+        ("nats-server", nats.pid().to_string()),
+        ("enspace tokens", tokens.child.id().to_string()),
+        ("enspace api-node", node.child.id().to_string()),
+        ("generator", "self".to_owned()),
+    ];
+    let cpu = CpuUse::start(&processes);
     let baseline = load(&healthz, n)?;
     baseline.row("baseline: GET /healthz (no auth, no record)");
+    cpu.row();
+    let cpu = CpuUse::start(&processes);
     let started = Timestamp::now();
     let logged = load(&route, n)?;
     logged.row(&format!("GET {PATH} (auth + record)"));
+    cpu.row();
 
     let expected = (n + 100) as u64;
     let (counted, visible_after) = runtime.block_on(wait_counted(
@@ -165,6 +175,41 @@ async fn create_token(
         .to_owned();
     let secret = body["secret"].as_str().context("no secret")?.to_owned();
     Ok((session, id, secret))
+}
+
+/// Each process's share of one CPU over a phase, so that a run shows
+/// where the machine's cores went.
+struct CpuUse<'a> {
+    processes: &'a [(&'static str, String)],
+    before: Vec<f64>,
+    start: Instant,
+}
+
+impl<'a> CpuUse<'a> {
+    fn start(processes: &'a [(&'static str, String)]) -> Self {
+        CpuUse {
+            processes,
+            before: processes
+                .iter()
+                .map(|(_, pid)| cpu_seconds(pid).unwrap_or(0.0))
+                .collect(),
+            start: Instant::now(),
+        }
+    }
+
+    fn row(&self) {
+        let wall = self.start.elapsed().as_secs_f64();
+        let shares: Vec<String> = self
+            .processes
+            .iter()
+            .zip(&self.before)
+            .map(|((name, pid), before)| {
+                let used = cpu_seconds(pid).unwrap_or(0.0) - before;
+                format!("{name} {:.0} %", used / wall * 100.0)
+            })
+            .collect();
+        println!("    CPU (100 % = one core): {}", shares.join(", "));
+    }
 }
 
 struct Paced {

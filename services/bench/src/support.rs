@@ -77,6 +77,19 @@ pub fn rss_bytes(pid: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU time (user + system) a process has used so far, from /proc; `pid`
+/// may be `self`.
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line, in clock ticks (100 per second).
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// A nats-server with JetStream on a free loopback port, killed on drop.
 pub struct Nats {
     child: std::process::Child,
@@ -131,6 +144,10 @@ impl Nats {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
