@@ -698,6 +698,77 @@ async fn records_of_calls_made_while_nats_is_down_reach_the_index_once_it_is_bac
     );
 }
 
+#[tokio::test]
+async fn an_api_node_recreates_a_deleted_request_stream_and_loses_no_record() {
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut service = token_service(data.path(), &nats);
+    let node_process = api_node(&nats, "node-a");
+    let (svc, node) = (
+        ApiClient::from_base(&service.base),
+        ApiClient::from_base(&node_process.base),
+    );
+    wait_ready(&svc).await;
+    wait_ready(&node).await;
+    let alice = svc.login("alice").await;
+    let (_, secret) = svc
+        .create_token(&alice, &token_body("stream deleted", &["read"]))
+        .await;
+    until_known(&node, &secret).await;
+    // Only the node is left to recreate the stream: the indexer would too.
+    service.kill();
+    eventually(
+        Duration::from_secs(10),
+        "the warm-up call's record",
+        || async {
+            (metric(&node, "enspace_request_records_published_total").await == 1).then_some(())
+        },
+    )
+    .await;
+    let js = jetstream(&nats).await;
+    assert!(
+        js.delete_stream(enspace_nats::REQUESTS_STREAM)
+            .await
+            .expect("delete")
+            .success
+    );
+
+    for _ in 0..200 {
+        assert_eq!(
+            call(&node, reqwest::Method::GET, RECORDS, &secret).await,
+            200
+        );
+    }
+    let messages = eventually(Duration::from_secs(20), "200 records", || async {
+        let mut stream = js.get_stream(enspace_nats::REQUESTS_STREAM).await.ok()?;
+        let messages = stream.info().await.ok()?.state.messages;
+        (messages >= 200).then_some(messages)
+    })
+    .await;
+    assert_eq!(messages, 200, "each record stored once");
+    let config = js
+        .get_stream(enspace_nats::REQUESTS_STREAM)
+        .await
+        .expect("stream")
+        .cached_info()
+        .config
+        .clone();
+    assert_eq!(config.max_age, Duration::from_secs(90 * 24 * 3600));
+    // The stream can hold a record before its ack reaches the node.
+    eventually(
+        Duration::from_secs(10),
+        "the warm-up call's record and the 200 acknowledged",
+        || async {
+            (metric(&node, "enspace_request_records_published_total").await == 201).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(&node, "enspace_request_records_dropped_total").await,
+        0
+    );
+}
+
 /// Makes `n` calls, moving the clock `step` after each.
 async fn calls_over_time(app: &ServeApp, secret: &str, n: usize, step: SignedDuration) {
     for _ in 0..n {

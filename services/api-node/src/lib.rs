@@ -10,6 +10,7 @@ pub mod record_queue;
 pub mod records;
 pub mod replica;
 pub mod verify;
+mod window;
 
 use std::sync::Arc;
 

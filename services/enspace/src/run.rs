@@ -104,13 +104,18 @@ fn record_queue(registry: &mut Registry) -> (NodeMetrics, Arc<RecordQueue>) {
     (metrics, Arc::new(queue))
 }
 
-/// Publishes the queue's records to JetStream, forever.
+/// Publishes the queue's records to JetStream, forever, on a thread of its
+/// own with its own NATS connection. Serving many requests then cannot
+/// starve the publisher of CPU: the operating system shares the cores
+/// between it and the HTTP workers, where the HTTP runtime would give it
+/// one turn among thousands of connection tasks and let the queue overflow.
 fn start_publisher(
     queue: &Arc<RecordQueue>,
     metrics: &NodeMetrics,
-    client: async_nats::Client,
+    nats_url: &str,
+    name: &str,
     retention: Duration,
-) {
+) -> anyhow::Result<()> {
     let publisher = Publisher::new(
         queue.clone(),
         metrics.records_published.clone(),
@@ -120,7 +125,26 @@ fn start_publisher(
             ..PublisherConfig::default()
         },
     );
-    tokio::spawn(publisher.run(client));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the request record publisher's runtime")?;
+    let (url, name) = (nats_url.to_owned(), format!("{name}-records"));
+    std::thread::Builder::new()
+        .name("record-publisher".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match enspace_nats::connect(&url, &name).await {
+                    Ok(client) => publisher.run(client).await,
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "cannot connect the request record publisher to NATS at {url}"
+                    ),
+                }
+            });
+        })
+        .context("cannot start the request record publisher's thread")?;
+    Ok(())
 }
 
 /// After the HTTP server has drained: waits, up to a deadline, until every
@@ -184,7 +208,14 @@ pub async fn serve_with(
     let (state, js, indexer) = control_plane(&args, clock, registry).await?;
     match js {
         Some(js) => {
-            start_publisher(&records, &node_metrics, js.client(), args.request_retention);
+            let url = args.nats_url.as_deref().unwrap_or_default();
+            start_publisher(
+                &records,
+                &node_metrics,
+                url,
+                "enspace-serve",
+                args.request_retention,
+            )?;
             tokio::spawn(enspace_api_node::feed::follow_jetstream(
                 js,
                 node.replica().clone(),
@@ -239,17 +270,21 @@ pub async fn api_node(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let client = enspace_nats::connect(
-        &args.nats_url,
-        &format!("enspace-api-node-{}", args.node_id),
-    )
-    .await
-    .with_context(|| format!("cannot connect to NATS at {} (NATS_URL)", args.nats_url))?;
+    let name = format!("enspace-api-node-{}", args.node_id);
+    let client = enspace_nats::connect(&args.nats_url, &name)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {} (NATS_URL)", args.nats_url))?;
     let js = async_nats::jetstream::new(client.clone());
     let mut registry = Registry::default();
     let (ready_tx, ready_rx) = watch::channel(false);
     let (node_metrics, records) = record_queue(&mut registry);
-    start_publisher(&records, &node_metrics, client, args.request_retention);
+    start_publisher(
+        &records,
+        &node_metrics,
+        &args.nats_url,
+        &name,
+        args.request_retention,
+    )?;
     let sink: Arc<dyn enspace_core::RecordSink> = records.clone();
     let node = NodeState::with_metrics(&args.node_id, clock, node_metrics, Some(sink), ready_rx);
     tokio::spawn(enspace_api_node::feed::follow_jetstream(
