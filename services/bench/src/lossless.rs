@@ -51,8 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &["tokens", "--nats-url", &nats.url(), "--data", &data_dir],
     )?;
     tokens.wait_ready(Duration::from_secs(30))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let client = reqwest::Client::builder()
