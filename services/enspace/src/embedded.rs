@@ -10,11 +10,9 @@ use std::time::Duration;
 use enspace_api_node::TokenReplica;
 use enspace_api_node::record_queue::RecordQueue;
 use enspace_tokens::request_log::Indexer;
+use enspace_tokens::request_log::indexer::{MAX_BATCH, MIN_WRITE_INTERVAL};
 use enspace_tokens::store::EventLog;
 use enspace_tokens::store::writer::Writer;
-
-/// Most records written in one batch (one sled flush).
-const INDEX_BATCH: usize = 5000;
 
 /// Attaches the replica to the writer, then folds the log as it stands.
 /// Events committed in between are folded twice, which changes nothing.
@@ -34,17 +32,25 @@ pub fn attach(log: &EventLog, writer: &Writer, replica: Arc<TokenReplica>) -> an
 
 /// The embedded stand-in for the JetStream request-log path: the API node's
 /// record queue drained straight into the indexer, in batches, each written
-/// and flushed before it counts as delivered (and the next is taken). A batch
-/// the index cannot take goes back to the front of the queue.
+/// and flushed before it counts as delivered (and the next is taken). As in
+/// the JetStream indexer, a batch that is not full waits until
+/// `MIN_WRITE_INTERVAL` has passed since the previous write began, so that
+/// flushes stay few. A batch the index cannot take goes back to the front
+/// of the queue.
 pub async fn index_records(
     queue: Arc<RecordQueue>,
     indexer: Indexer,
     delivered: prometheus_client::metrics::counter::Counter,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let mut next_write = tokio::time::Instant::now();
     loop {
         queue.arrived().await;
-        let batch = queue.take(INDEX_BATCH);
+        if queue.len() < MAX_BATCH {
+            tokio::time::sleep_until(next_write).await;
+        }
+        next_write = tokio::time::Instant::now() + MIN_WRITE_INTERVAL;
+        let batch = queue.take(MAX_BATCH);
         if batch.is_empty() {
             continue;
         }
