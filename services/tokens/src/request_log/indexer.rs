@@ -90,15 +90,26 @@ async fn consume(indexer: &Indexer, js: &jetstream::Context) -> Result<(), async
     let mut records: Vec<RequestRecord> = Vec::new();
     let mut writing: Option<InFlight> = None;
     let mut next_write = tokio::time::Instant::now();
-    loop {
-        let due = records.len() >= MAX_BATCH || tokio::time::Instant::now() >= next_write;
-        if writing.is_none() && !records.is_empty() && due {
-            next_write = tokio::time::Instant::now() + MIN_WRITE_INTERVAL;
-            writing = Some(InFlight {
-                messages: std::mem::take(&mut pending),
-                write: indexer.spawn_ingest(std::mem::take(&mut records)),
+    // Starts writing what has accumulated, if nothing is being written and
+    // the batch is full or the interval has passed.
+    let start = |writing: &mut Option<InFlight>,
+                 pending: &mut Vec<jetstream::Message>,
+                 records: &mut Vec<RequestRecord>,
+                 next_write: &mut tokio::time::Instant| {
+        let now = tokio::time::Instant::now();
+        if writing.is_none()
+            && !records.is_empty()
+            && (records.len() >= MAX_BATCH || now >= *next_write)
+        {
+            *next_write = now + MIN_WRITE_INTERVAL;
+            *writing = Some(InFlight {
+                messages: std::mem::take(pending),
+                write: indexer.spawn_ingest(std::mem::take(records)),
             });
         }
+    };
+    loop {
+        start(&mut writing, &mut pending, &mut records, &mut next_write);
         let waiting = writing.is_none() && !records.is_empty();
         let written = async {
             match writing.as_mut() {
@@ -131,6 +142,9 @@ async fn consume(indexer: &Indexer, js: &jetstream::Context) -> Result<(), async
             },
             result = written => {
                 let messages = writing.take().map(|w| w.messages).unwrap_or_default();
+                // The next write starts before these acks go out, so that
+                // the writer never waits for them.
+                start(&mut writing, &mut pending, &mut records, &mut next_write);
                 settle(messages, result.map(|(_, r)| r)).await?;
             }
             () = tokio::time::sleep_until(next_write), if waiting => {}
