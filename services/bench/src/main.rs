@@ -16,6 +16,11 @@ mod wrk;
 
 use clap::{Parser, Subcommand};
 
+/// The allocator the `enspace` binary ships with, so that what runs in this
+/// process (the indexer, the in-process API node) is measured as deployed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "ENSPACE tokens benchmarks")]
 struct Cli {
