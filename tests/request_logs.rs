@@ -598,11 +598,24 @@ async fn a_record_published_twice_is_indexed_once() {
     assert_eq!(serde_json::to_value(&record).expect("json"), records[1]);
 }
 
-#[tokio::test]
-async fn killing_the_indexer_mid_batch_loses_and_duplicates_nothing() {
+/// nats-server, `enspace tokens` and an API node `node-a` as processes,
+/// and a read token of alice's that the node already knows.
+struct Deployed {
+    nats: NatsServer,
+    data: tempfile::TempDir,
+    service: EnspaceProcess,
+    node_process: EnspaceProcess,
+    svc: ApiClient,
+    node: ApiClient,
+    alice: String,
+    id: String,
+    secret: String,
+}
+
+async fn deploy(description: &str) -> Deployed {
     let nats = NatsServer::start();
     let data = tempfile::tempdir().expect("temp dir");
-    let mut service = token_service(data.path(), &nats);
+    let service = token_service(data.path(), &nats);
     let node_process = api_node(&nats, "node-a");
     let (svc, node) = (
         ApiClient::from_base(&service.base),
@@ -612,10 +625,35 @@ async fn killing_the_indexer_mid_batch_loses_and_duplicates_nothing() {
     wait_ready(&node).await;
     let alice = svc.login("alice").await;
     let (token, secret) = svc
-        .create_token(&alice, &token_body("crash", &["read"]))
+        .create_token(&alice, &token_body(description, &["read"]))
         .await;
-    let id = id_of(&token);
     until_known(&node, &secret).await;
+    Deployed {
+        nats,
+        data,
+        service,
+        node_process,
+        svc,
+        node,
+        alice,
+        id: id_of(&token),
+        secret,
+    }
+}
+
+#[tokio::test]
+async fn killing_the_indexer_mid_batch_loses_and_duplicates_nothing() {
+    let Deployed {
+        nats,
+        data,
+        mut service,
+        node_process: _node_process,
+        svc,
+        node,
+        alice,
+        id,
+        secret,
+    } = deploy("crash").await;
 
     // Calls flow the whole time; the indexer is killed while it is writing.
     let calls = {
@@ -652,22 +690,17 @@ async fn killing_the_indexer_mid_batch_loses_and_duplicates_nothing() {
 
 #[tokio::test]
 async fn records_of_calls_made_while_nats_is_down_reach_the_index_once_it_is_back() {
-    let mut nats = NatsServer::start();
-    let data = tempfile::tempdir().expect("temp dir");
-    let service = token_service(data.path(), &nats);
-    let node_process = api_node(&nats, "node-a");
-    let (svc, node) = (
-        ApiClient::from_base(&service.base),
-        ApiClient::from_base(&node_process.base),
-    );
-    wait_ready(&svc).await;
-    wait_ready(&node).await;
-    let alice = svc.login("alice").await;
-    let (token, secret) = svc
-        .create_token(&alice, &token_body("outage", &["read"]))
-        .await;
-    let id = id_of(&token);
-    until_known(&node, &secret).await;
+    let Deployed {
+        mut nats,
+        data: _data,
+        service: _service,
+        node_process: _node_process,
+        svc,
+        node,
+        alice,
+        id,
+        secret,
+    } = deploy("outage").await;
     for _ in 0..49 {
         assert_eq!(
             call(&node, reqwest::Method::GET, RECORDS, &secret).await,
@@ -700,21 +733,15 @@ async fn records_of_calls_made_while_nats_is_down_reach_the_index_once_it_is_bac
 
 #[tokio::test]
 async fn an_api_node_recreates_a_deleted_request_stream_and_loses_no_record() {
-    let nats = NatsServer::start();
-    let data = tempfile::tempdir().expect("temp dir");
-    let mut service = token_service(data.path(), &nats);
-    let node_process = api_node(&nats, "node-a");
-    let (svc, node) = (
-        ApiClient::from_base(&service.base),
-        ApiClient::from_base(&node_process.base),
-    );
-    wait_ready(&svc).await;
-    wait_ready(&node).await;
-    let alice = svc.login("alice").await;
-    let (_, secret) = svc
-        .create_token(&alice, &token_body("stream deleted", &["read"]))
-        .await;
-    until_known(&node, &secret).await;
+    let Deployed {
+        nats,
+        data: _data,
+        mut service,
+        node_process: _node_process,
+        node,
+        secret,
+        ..
+    } = deploy("stream deleted").await;
     // Only the node is left to recreate the stream: the indexer would too.
     service.kill();
     eventually(

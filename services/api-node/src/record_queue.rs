@@ -195,11 +195,12 @@ impl RecordSink for RecordQueue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ulid::Ulid;
 
-    fn record(n: u16) -> RequestRecord {
+    /// A record told apart by its status.
+    pub(crate) fn record(n: u16) -> RequestRecord {
         RequestRecord {
             id: Ulid::new(),
             token_id: Ulid::nil(),

@@ -77,24 +77,7 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ulid::Ulid;
-
-    fn record(status: u16) -> RequestRecord {
-        RequestRecord {
-            id: Ulid::new(),
-            token_id: Ulid::nil(),
-            user_id: "alice".into(),
-            at: jiff::Timestamp::UNIX_EPOCH,
-            node: "n".into(),
-            method: "GET".into(),
-            path: "/".into(),
-            workspace: None,
-            status,
-            duration_ms: 0.0,
-            client_ip: String::new(),
-            user_agent: None,
-        }
-    }
+    use crate::record_queue::tests::record;
 
     #[test]
     fn acks_in_any_order_settle_each_record_once() {
