@@ -744,14 +744,7 @@ async fn an_api_node_recreates_a_deleted_request_stream_and_loses_no_record() {
     } = deploy("stream deleted").await;
     // Only the node is left to recreate the stream: the indexer would too.
     service.kill();
-    eventually(
-        Duration::from_secs(10),
-        "the warm-up call's record",
-        || async {
-            (metric(&node, "enspace_request_records_published_total").await == 1).then_some(())
-        },
-    )
-    .await;
+    published(&node, 1).await;
     let js = jetstream(&nats).await;
     assert!(
         js.delete_stream(enspace_nats::REQUESTS_STREAM)
@@ -781,19 +774,25 @@ async fn an_api_node_recreates_a_deleted_request_stream_and_loses_no_record() {
         .config
         .clone();
     assert_eq!(config.max_age, Duration::from_secs(90 * 24 * 3600));
-    // The stream can hold a record before its ack reaches the node.
-    eventually(
-        Duration::from_secs(10),
-        "the warm-up call's record and the 200 acknowledged",
-        || async {
-            (metric(&node, "enspace_request_records_published_total").await == 201).then_some(())
-        },
-    )
-    .await;
+    // The stream can hold a record before its ack reaches the node: the
+    // warm-up call's record and the 200.
+    published(&node, 201).await;
     assert_eq!(
         metric(&node, "enspace_request_records_dropped_total").await,
         0
     );
+}
+
+/// Waits until the node counts `n` records acknowledged by the stream.
+async fn published(node: &ApiClient, n: u64) {
+    eventually(
+        Duration::from_secs(10),
+        &format!("{n} records acknowledged"),
+        || async {
+            (metric(node, "enspace_request_records_published_total").await == n).then_some(())
+        },
+    )
+    .await;
 }
 
 /// Makes `n` calls, moving the clock `step` after each.
