@@ -19,14 +19,17 @@
 //! anonymous mapping, aligned to and advised for transparent huge pages.
 //!
 //! A token's user and workspace set are interned together as a principal,
-//! so an entry carries one 32-bit index. Revocation is monotonic and a
-//! creation for a known hash is ignored, so replayed or duplicated events
-//! change nothing.
+//! so an entry carries one 32-bit index. Events are folded by the rules every
+//! fold of the log shares (`enspace_core::fold`): revocation is monotonic and
+//! a creation for a known id or hash is ignored, so replayed or duplicated
+//! events change nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, RwLock};
 
-use enspace_core::{EventEnvelope, SecretHash, TokenEvent};
+use enspace_core::fold::{self, Change, Known};
+use enspace_core::{EventEnvelope, SecretHash};
 use memmap2::MmapMut;
 use ulid::Ulid;
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
@@ -317,7 +320,28 @@ struct Inner {
     user_ids: HashMap<Arc<str>, u32>,
     workspace_sets: Vec<Arc<[String]>>,
     workspace_set_ids: HashMap<Arc<[String]>, u32>,
+    /// Every token id, so that a creation reusing one changes nothing.
+    ids: HashSet<u128, BuildHasherDefault<IdHasher>>,
     last_seq: u64,
+}
+
+/// Token ids are ULIDs whose low 80 bits are random: their low 64 bits are
+/// a hash already.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
 }
 
 #[derive(Default)]
@@ -363,7 +387,43 @@ impl Inner {
     }
 }
 
+impl Known for Inner {
+    fn id_known(&self, id: Ulid) -> bool {
+        self.ids.contains(&u128::from(id))
+    }
+
+    fn by_hash(&self, hash: &SecretHash) -> Option<(Ulid, bool)> {
+        let slot = self.table.get(&hash.0)?;
+        Some((Ulid::from_bytes(slot.id), slot.flags & REVOKED != 0))
+    }
+}
+
 impl Inner {
+    fn apply(&mut self, envelope: &EventEnvelope) {
+        self.last_seq = self.last_seq.max(envelope.seq);
+        match fold::change(self, envelope) {
+            Change::Create { hash, created } => {
+                let principal = self.intern_principal(&created.user_id, &created.workspaces);
+                self.ids.insert(u128::from(envelope.token_id));
+                self.table.insert(Slot {
+                    key: hash.0,
+                    id: envelope.token_id.to_bytes(),
+                    expires_at_ms: created.expires_at.map_or(i64::MAX, |t| t.as_millisecond()),
+                    principal,
+                    scopes: Scopes::from_iter(created.scopes.iter().copied()).bits(),
+                    flags: OCCUPIED,
+                    _pad: [0; 2],
+                });
+            }
+            Change::Revoke { hash } => {
+                if let Some(slot) = self.table.get_mut(&hash.0) {
+                    slot.flags |= REVOKED;
+                }
+            }
+            Change::Nothing => {}
+        }
+    }
+
     #[inline]
     fn facts(&self, hash: &[u8; 32]) -> Option<TokenFacts> {
         let slot = self.table.get(hash)?;
@@ -384,41 +444,23 @@ impl TokenReplica {
         Self::default()
     }
 
-    /// Folds one event; idempotent, and safe against replays.
+    /// Folds one event by the shared rules (`enspace_core::fold`):
+    /// idempotent, and safe against replays and conflicting creations.
     pub fn apply(&self, envelope: &EventEnvelope) {
         let Ok(mut inner) = self.inner.write() else {
             return;
         };
-        inner.last_seq = inner.last_seq.max(envelope.seq);
-        let hex = match &envelope.event {
-            TokenEvent::TokenCreated(c) => &c.secret_hash,
-            TokenEvent::TokenRevoked(r) => &r.secret_hash,
-        };
-        let Some(hash) = SecretHash::from_hex(hex) else {
-            tracing::warn!(token.id = %envelope.token_id, "token event without a valid secret hash");
+        inner.apply(envelope);
+    }
+
+    /// Takes over the state of `rebuilt` at once (a node rebuilding its copy
+    /// keeps serving from the old one until the new one is complete).
+    pub fn replace_with(&self, rebuilt: TokenReplica) {
+        let Ok(new) = rebuilt.inner.into_inner() else {
             return;
         };
-        match &envelope.event {
-            TokenEvent::TokenCreated(created) => {
-                if inner.table.find(&hash.0).is_some() {
-                    return;
-                }
-                let principal = inner.intern_principal(&created.user_id, &created.workspaces);
-                inner.table.insert(Slot {
-                    key: hash.0,
-                    id: envelope.token_id.to_bytes(),
-                    expires_at_ms: created.expires_at.map_or(i64::MAX, |t| t.as_millisecond()),
-                    principal,
-                    scopes: Scopes::from_iter(created.scopes.iter().copied()).bits(),
-                    flags: OCCUPIED,
-                    _pad: [0; 2],
-                });
-            }
-            TokenEvent::TokenRevoked(_) => {
-                if let Some(slot) = inner.table.get_mut(&hash.0) {
-                    slot.flags |= REVOKED;
-                }
-            }
+        if let Ok(mut inner) = self.inner.write() {
+            *inner = new;
         }
     }
 
@@ -459,7 +501,8 @@ impl TokenReplica {
 
 #[cfg(test)]
 mod tests {
-    use enspace_core::events::{TokenCreated, TokenRevoked};
+    use enspace_core::events::{TokenCreated, TokenEvent, TokenRevoked};
+    use enspace_core::fold::{Outcome, cases};
     use enspace_core::{Expiration, Scope};
 
     use super::*;
@@ -474,7 +517,7 @@ mod tests {
             id: Ulid::new(),
             at: jiff::Timestamp::now(),
             actor: user.to_owned(),
-            token_id: Ulid::new(),
+            token_id: id_of(hash),
             event: TokenEvent::TokenCreated(TokenCreated {
                 user_id: user.to_owned(),
                 description: "test".into(),
@@ -493,12 +536,19 @@ mod tests {
             id: Ulid::new(),
             at: jiff::Timestamp::now(),
             actor: "alice".into(),
-            token_id: Ulid::new(),
+            token_id: id_of(hash),
             event: TokenEvent::TokenRevoked(TokenRevoked {
                 user_id: "alice".into(),
                 secret_hash: hex_of(hash),
             }),
         }
+    }
+
+    /// Each test token's id, derived from its hash.
+    fn id_of(hash: &[u8; 32]) -> Ulid {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&hash[..16]);
+        Ulid::from_bytes(id)
     }
 
     fn hex_of(hash: &[u8; 32]) -> String {
@@ -681,7 +731,9 @@ mod tests {
         // A replay of the creation, or another creation for the same hash,
         // neither un-revokes it nor changes its facts.
         replica.apply(&first);
-        replica.apply(&created(3, &hash(1), "mallory", &["evil"]));
+        let mut other = created(3, &hash(1), "mallory", &["evil"]);
+        other.token_id = Ulid::new();
+        replica.apply(&other);
         assert_eq!(replica.len(), 1);
         let facts = replica.lookup(&hash(1)).expect("known");
         assert_eq!(facts.token_id, first.token_id);
@@ -722,6 +774,38 @@ mod tests {
         replica.apply(&event);
         assert!(replica.is_empty());
         assert_eq!(replica.last_seq(), 5);
+    }
+
+    #[test]
+    fn replica_folds_every_case_of_the_shared_table() {
+        for case in cases() {
+            let replica = TokenReplica::new();
+            case.events.iter().for_each(|e| replica.apply(e));
+            for (hash, want) in &case.expect {
+                let got = match replica.lookup(&hash.0) {
+                    None => Outcome::Unknown,
+                    Some(f) if f.revoked => Outcome::Revoked {
+                        token_id: f.token_id,
+                    },
+                    Some(f) => Outcome::Active {
+                        token_id: f.token_id,
+                        user_id: f.user_id.to_string(),
+                    },
+                };
+                assert_eq!(&got, want, "{}", case.name);
+            }
+        }
+    }
+
+    #[test]
+    fn replace_with_takes_over_the_rebuilt_state() {
+        let replica = TokenReplica::new();
+        replica.apply(&created(1, &hash(1), "alice", &["acme"]));
+        let rebuilt = TokenReplica::new();
+        rebuilt.apply(&created(1, &hash(2), "bob", &["acme"]));
+        replica.replace_with(rebuilt);
+        assert!(replica.lookup(&hash(1)).is_none());
+        assert_eq!(&*replica.lookup(&hash(2)).expect("known").user_id, "bob");
     }
 
     #[test]

@@ -229,13 +229,19 @@ mod tests {
         }
     }
 
+    /// An event of the token whose id is derived from its secret hash.
     fn envelope(seq: u64, event: TokenEvent) -> EventEnvelope {
+        let hash = match &event {
+            TokenEvent::TokenCreated(c) => &c.secret_hash,
+            TokenEvent::TokenRevoked(r) => &r.secret_hash,
+        };
+        let id = u128::from_str_radix(&hash[..32], 16).expect("hex");
         EventEnvelope {
             seq,
             id: Ulid::new(),
             at: jiff::Timestamp::now(),
             actor: "alice".into(),
-            token_id: Ulid::new(),
+            token_id: Ulid(id),
             event,
         }
     }

@@ -88,7 +88,7 @@ pub fn decide(
 mod tests {
     use super::*;
     use enspace_core::EventEnvelope;
-    use enspace_core::events::apply;
+    use enspace_core::fold::apply;
 
     fn now() -> Timestamp {
         "2026-01-31T09:00:00Z".parse().expect("ts")

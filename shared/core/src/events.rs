@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ulid::Ulid;
 
-use crate::secret::SecretHash;
-use crate::token::{Expiration, Scope, TokenView};
+use crate::token::{Expiration, Scope};
 
 /// Version of the envelope encoding; bump with an upcaster when it changes.
 pub const ENVELOPE_VERSION: u16 = 1;
@@ -302,28 +301,6 @@ where
         expected += 1;
     }
     Ok((expected - 1, prev))
-}
-
-/// Folds one event into a token's state: the only place events become state.
-pub fn apply(state: Option<TokenView>, envelope: &EventEnvelope) -> Option<TokenView> {
-    match &envelope.event {
-        TokenEvent::TokenCreated(c) => Some(TokenView {
-            id: envelope.token_id,
-            user_id: c.user_id.clone(),
-            description: c.description.clone(),
-            expiration: c.expiration,
-            scopes: c.scopes.clone(),
-            workspaces: c.workspaces.clone(),
-            created_at: envelope.at,
-            expires_at: c.expires_at,
-            revoked_at: None,
-            secret_hash: SecretHash::from_hex(&c.secret_hash).unwrap_or(SecretHash([0; 32])),
-        }),
-        TokenEvent::TokenRevoked(_) => state.map(|mut view| {
-            view.revoked_at.get_or_insert(envelope.at);
-            view
-        }),
-    }
 }
 
 #[cfg(test)]

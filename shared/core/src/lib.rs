@@ -5,12 +5,15 @@
 pub mod base62;
 pub mod clock;
 pub mod events;
+pub mod fold;
 pub mod record;
 pub mod secret;
+pub mod signing;
 pub mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{AuditEvent, EventEnvelope, StoredEvent, TokenEvent};
 pub use record::{RecordSink, RequestRecord};
 pub use secret::{PatSecret, SecretHash, SecretParseError, SessionSecret};
+pub use signing::{EventKey, EventSigner, Heartbeat};
 pub use token::{Expiration, Scope, TokenStatus, TokenView};

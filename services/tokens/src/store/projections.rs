@@ -6,11 +6,12 @@
 //!
 //! They are folds that remember the last `seq` applied: applying an event
 //! twice changes nothing, and any of them can be dropped and rebuilt from the
-//! log. `enspace_core::events::apply` is the only code that turns an event
-//! into state; this module only stores what it returns.
+//! log. `enspace_core::fold::change` decides what every event does (the same
+//! rules as the API nodes' replicas); this module only stores what it says.
 
 use std::collections::HashMap;
 
+use enspace_core::fold::{self, Change, Known};
 use enspace_core::{EventEnvelope, SecretHash, TokenEvent, TokenView};
 use ulid::Ulid;
 
@@ -41,6 +42,33 @@ fn user_key(user_id: &str, token_id: Ulid) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(&token_id.to_bytes());
     key
+}
+
+/// What the fold rules ask, answered for one event beforehand: whether its
+/// token id is known, which token holds its secret hash, and whether the
+/// token with its id is revoked.
+struct Facts {
+    id_known: bool,
+    hash_owner: Option<Ulid>,
+    revoked: bool,
+}
+
+impl Known for Facts {
+    fn id_known(&self, _: Ulid) -> bool {
+        self.id_known
+    }
+    fn by_hash(&self, _: &SecretHash) -> Option<(Ulid, bool)> {
+        // `revoked` is the event's own token's; for another owner the
+        // rules need only its id.
+        self.hash_owner.map(|owner| (owner, self.revoked))
+    }
+}
+
+fn event_hash(envelope: &EventEnvelope) -> Option<SecretHash> {
+    match &envelope.event {
+        TokenEvent::TokenCreated(c) => SecretHash::from_hex(&c.secret_hash),
+        TokenEvent::TokenRevoked(r) => SecretHash::from_hex(&r.secret_hash),
+    }
 }
 
 fn decode_view(bytes: &[u8]) -> Result<TokenView, StoreError> {
@@ -133,16 +161,38 @@ impl Projections {
         let mut by_hash = sled::Batch::default();
         let mut by_token = sled::Batch::default();
         let mut last = already;
+        let mut new_hashes: HashMap<[u8; 32], Ulid> = HashMap::new();
         for envelope in envelopes.iter().filter(|e| e.seq > already) {
             let current = match touched.remove(&envelope.token_id) {
                 Some(view) => view,
                 None => self.token(envelope.token_id)?,
             };
-            let next = enspace_core::events::apply(current, envelope);
-            if let (TokenEvent::TokenCreated(_), Some(view)) = (&envelope.event, &next) {
-                by_user.insert(user_key(&view.user_id, view.id), &[][..]);
-                by_hash.insert(&view.secret_hash.as_bytes()[..], &view.id.to_bytes()[..]);
-            }
+            let hash_owner = match event_hash(envelope) {
+                Some(hash) => match new_hashes.get(&hash.0) {
+                    Some(id) => Some(*id),
+                    None => self.token_id_by_hash(&hash)?,
+                },
+                None => None,
+            };
+            let known = Facts {
+                id_known: current.is_some(),
+                hash_owner,
+                revoked: current.as_ref().is_some_and(|v| v.revoked_at.is_some()),
+            };
+            let next = match fold::change(&known, envelope) {
+                Change::Create { hash, created } => {
+                    let view = fold::created_view(envelope, created, hash);
+                    by_user.insert(user_key(&view.user_id, view.id), &[][..]);
+                    by_hash.insert(&hash.as_bytes()[..], &view.id.to_bytes()[..]);
+                    new_hashes.insert(hash.0, view.id);
+                    Some(view)
+                }
+                Change::Revoke { .. } => current.map(|mut view| {
+                    view.revoked_at = Some(envelope.at);
+                    view
+                }),
+                Change::Nothing => current,
+            };
             let mut event_key = envelope.token_id.to_bytes().to_vec();
             event_key.extend_from_slice(&envelope.seq.to_be_bytes());
             by_token.insert(event_key, &[][..]);
@@ -173,6 +223,13 @@ impl Projections {
     }
 
     pub fn token_by_hash(&self, hash: &SecretHash) -> Result<Option<TokenView>, StoreError> {
+        match self.token_id_by_hash(hash)? {
+            Some(id) => self.token(id),
+            None => Ok(None),
+        }
+    }
+
+    fn token_id_by_hash(&self, hash: &SecretHash) -> Result<Option<Ulid>, StoreError> {
         let Some(id) = self.by_hash.get(hash.as_bytes())? else {
             return Ok(None);
         };
@@ -180,7 +237,7 @@ impl Projections {
             .as_ref()
             .try_into()
             .map_err(|_| StoreError::Corrupt("token id by hash".into()))?;
-        self.token(Ulid::from_bytes(id))
+        Ok(Some(Ulid::from_bytes(id)))
     }
 
     /// The user's tokens, newest first.
@@ -220,5 +277,45 @@ impl Projections {
             let (_, value) = item?;
             decode_view(&value)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use enspace_core::fold::{Outcome, cases};
+
+    use super::*;
+
+    #[test]
+    fn the_projections_fold_every_case_of_the_shared_table() {
+        for case in cases() {
+            let db = sled::Config::new()
+                .temporary(true)
+                .open()
+                .expect("sled");
+            let projections = Projections::open(&db).expect("open");
+            // One event at a time and all at once must agree.
+            for e in &case.events {
+                projections.apply(std::slice::from_ref(e)).expect("apply");
+            }
+            let all_at_once = Projections::open(
+                &sled::Config::new().temporary(true).open().expect("sled"),
+            )
+            .expect("open");
+            all_at_once.apply(&case.events).expect("apply");
+            for fold in [&projections, &all_at_once] {
+                for (hash, want) in &case.expect {
+                    let got = match fold.token_by_hash(hash).expect("read") {
+                        None => Outcome::Unknown,
+                        Some(v) if v.revoked_at.is_some() => Outcome::Revoked { token_id: v.id },
+                        Some(v) => Outcome::Active {
+                            token_id: v.id,
+                            user_id: v.user_id,
+                        },
+                    };
+                    assert_eq!(&got, want, "{}", case.name);
+                }
+            }
+        }
     }
 }

@@ -160,7 +160,7 @@ impl WriterState {
                     batch.insert(&encode_seq(envelope.seq)[..], stored.to_bytes());
                     self.seq = envelope.seq;
                     self.hash = stored.hash;
-                    let next = enspace_core::events::apply(current, &envelope);
+                    let next = enspace_core::fold::apply(current, &envelope);
                     overlay.insert(token_id, next.clone());
                     appended.push(envelope);
                     let answer = next.ok_or(CommandError::TokenNotFound);
