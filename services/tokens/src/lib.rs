@@ -6,9 +6,11 @@ pub mod commands;
 pub mod directory;
 pub mod metrics;
 pub mod openapi;
-pub mod replication;
+pub mod outbox;
 pub mod request_log;
+pub mod restore;
 pub mod routes;
+pub mod signing_key;
 pub mod state;
 pub mod store;
 
@@ -18,7 +20,7 @@ use utoipa_axum::routes;
 
 pub use state::{AppState, Config};
 
-use routes::{audit, health, introspect, me, requests, session, tokens, ui};
+use routes::{audit, event_key, health, introspect, me, requests, session, tokens, ui};
 
 /// The token service's documented routes. Built with utoipa-axum's
 /// `routes!`, so every route here is in the OpenAPI document.
@@ -38,6 +40,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(requests::request_stats))
         .routes(routes!(audit::list_events))
         .routes(routes!(introspect::introspect_token))
+        .routes(routes!(event_key::get_event_key))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))

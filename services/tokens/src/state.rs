@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use enspace_core::Clock;
+use enspace_core::{Clock, EventSigner};
 use jiff::SignedDuration;
 
 use crate::directory::Directory;
@@ -40,6 +40,9 @@ pub struct Config {
     pub internal_key: Option<String>,
     /// How long request records are kept; older ones are never returned.
     pub request_retention: SignedDuration,
+    /// The key that signs token events and heartbeats (served at
+    /// `GET /v1/event-key`); none where nothing is published.
+    pub event_signer: Option<Arc<EventSigner>>,
 }
 
 impl Default for Config {
@@ -48,6 +51,7 @@ impl Default for Config {
             session_ttl: SignedDuration::from_hours(12),
             internal_key: None,
             request_retention: SignedDuration::from_hours(90 * 24),
+            event_signer: None,
         }
     }
 }

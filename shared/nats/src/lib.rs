@@ -11,6 +11,18 @@ use async_nats::jetstream::{self, stream};
 pub const TOKEN_EVENTS_STREAM: &str = "ENSPACE_TOKEN_EVENTS";
 pub const TOKEN_EVENTS_SUBJECTS: &str = "enspace.token-events.>";
 
+/// Signed heartbeats of the control plane, once a second, on core NATS
+/// (not stored): the head of its committed log, so API nodes know how fresh
+/// their copy is.
+pub const HEARTBEAT_SUBJECT: &str = "enspace.token-heartbeat";
+
+/// Headers of every token event message besides `Nats-Msg-Id`: the event's
+/// Ed25519 signature (base64) over its chain hash, the signing key's id, and
+/// the previous event's chain hash (hex).
+pub const SIGNATURE_HEADER: &str = "Enspace-Signature";
+pub const KEY_ID_HEADER: &str = "Enspace-Key-Id";
+pub const PREV_HASH_HEADER: &str = "Enspace-Prev-Hash";
+
 /// Request records, one per API call made with a known token.
 pub const REQUESTS_STREAM: &str = "ENSPACE_REQUESTS";
 pub const REQUESTS_SUBJECTS: &str = "enspace.requests.>";
@@ -51,16 +63,75 @@ pub fn requests_config(max_age: Duration) -> stream::Config {
     }
 }
 
+/// How a process proves who it is to NATS, besides a user and password in
+/// the URL (`nats://user:password@host:4222`, which the client reads itself).
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// A `.creds` file (JWT and nkey seed), as `nsc` makes them.
+    pub creds_file: Option<std::path::PathBuf>,
+    /// A file holding an nkey seed (`SU…`).
+    pub nkey_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot read the NATS credentials {path}: {source}")]
+    Credentials {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Connect(#[from] async_nats::ConnectError),
+}
+
+/// How long to wait before reconnecting: at once, then at most 250 ms, so
+/// that a NATS server back from a restart is used again within a second
+/// (the client's default backs off to 4 s).
+fn reconnect_delay(attempts: usize) -> Duration {
+    Duration::from_millis((attempts.saturating_sub(1) as u64 * 50).min(250))
+}
+
 /// Connects, retrying the first connection and reconnecting forever after.
-pub async fn connect(
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, ConnectError> {
+    connect_with(url, name, &Credentials::default(), |_| {}).await
+}
+
+/// [`connect`] with credentials, calling `on_event` with every connection
+/// event (after logging it).
+pub async fn connect_with(
     url: &str,
     name: &str,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
-    let client = async_nats::ConnectOptions::new()
+    credentials: &Credentials,
+    on_event: impl Fn(&async_nats::Event) + Send + Sync + 'static,
+) -> Result<async_nats::Client, ConnectError> {
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(path) = &credentials.creds_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|source| ConnectError::Credentials {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    if let Some(path) = &credentials.nkey_file {
+        let seed = std::fs::read_to_string(path).map_err(|source| ConnectError::Credentials {
+            path: path.clone(),
+            source,
+        })?;
+        options = options.nkey(seed.trim().to_owned());
+    }
+    let on_event = std::sync::Arc::new(on_event);
+    let client = options
         .name(name)
         .retry_on_initial_connect()
-        .event_callback(|event| async move {
-            tracing::info!(nats.event = %event, "nats {event}");
+        .reconnect_delay_callback(reconnect_delay)
+        .event_callback(move |event| {
+            let on_event = on_event.clone();
+            async move {
+                tracing::info!(nats.event = %event, "nats {event}");
+                on_event(&event);
+            }
         })
         .connect(url)
         .await?;

@@ -2,13 +2,16 @@
 //! projections folded from it, sessions, and the single writer.
 
 pub mod event_log;
+pub mod head;
 pub mod projections;
 pub mod sessions;
 pub mod writer;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 pub use event_log::EventLog;
+pub use head::{Head, HeadError, HeadFile};
 pub use projections::Projections;
 pub use sessions::Sessions;
 
@@ -55,6 +58,107 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Head(#[from] HeadError),
+    /// The log lost events that were committed: refuse to serve from it.
+    #[error(
+        "the event log ends at seq {found}, but {by} says seq {committed} was committed: \
+         events {first_missing}..={committed} are missing. Refill them from the token \
+         events stream with `enspace restore --data <dir> --nats-url <url>`, or from a backup",
+        first_missing = found + 1
+    )]
+    LogShorter {
+        found: u64,
+        committed: u64,
+        by: &'static str,
+    },
+    #[error(
+        "the event at seq {seq} is not the one that was committed (its hash differs from \
+         the head file's): the log was changed"
+    )]
+    HeadMismatch { seq: u64 },
+}
+
+/// The outbox's cursor: the last `seq` the token events stream has
+/// acknowledged (tree `outbox`, key `published_seq`).
+#[derive(Clone)]
+pub struct OutboxCursor {
+    tree: sled::Tree,
+}
+
+const PUBLISHED_SEQ: &[u8] = b"published_seq";
+
+impl OutboxCursor {
+    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        Ok(OutboxCursor {
+            tree: db.open_tree("outbox")?,
+        })
+    }
+
+    pub fn get(&self) -> Result<u64, StoreError> {
+        Ok(match self.tree.get(PUBLISHED_SEQ)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("outbox cursor".into()))?,
+            ),
+            None => 0,
+        })
+    }
+
+    pub fn set(&self, seq: u64) -> Result<(), StoreError> {
+        self.tree.insert(PUBLISHED_SEQ, &seq.to_be_bytes())?;
+        Ok(())
+    }
+}
+
+/// Checks the log against what was committed: the head file and the outbox
+/// cursor may never be ahead of it. Brings the head file up to the log when
+/// the log is ahead (a crash between the log's flush and the head's write,
+/// or a data directory from before the head file existed).
+pub fn check_committed(
+    log: &EventLog,
+    head: &mut HeadFile,
+    cursor: &OutboxCursor,
+) -> Result<(), StoreError> {
+    let (seq, hash) = log.head()?;
+    if let Some(committed) = head.current() {
+        if seq < committed.seq {
+            return Err(StoreError::LogShorter {
+                found: seq,
+                committed: committed.seq,
+                by: "the head file",
+            });
+        }
+        let at = match log.get(committed.seq)? {
+            Some(entry) => entry.stored.hash,
+            None if committed.seq == 0 => enspace_core::events::GENESIS_HASH,
+            None => {
+                return Err(StoreError::LogShorter {
+                    found: seq,
+                    committed: committed.seq,
+                    by: "the head file",
+                });
+            }
+        };
+        if at != committed.hash {
+            return Err(StoreError::HeadMismatch {
+                seq: committed.seq,
+            });
+        }
+    }
+    let published = cursor.get()?;
+    if seq < published {
+        return Err(StoreError::LogShorter {
+            found: seq,
+            committed: published,
+            by: "the outbox cursor (events the token events stream acknowledged)",
+        });
+    }
+    if head.current().is_none_or(|h| h.seq < seq) {
+        head.write(Head { seq, hash })?;
+    }
+    Ok(())
 }
 
 /// The opened database with its trees, projections caught up.
@@ -64,16 +168,39 @@ pub struct Store {
     pub log: EventLog,
     pub projections: Projections,
     pub sessions: Sessions,
+    /// The committed head, written by the writer after every flush.
+    pub head: Arc<Mutex<HeadFile>>,
+    pub outbox_cursor: OutboxCursor,
     /// Request records by token and time, and each token's last use (the
     /// request-log indexer's), in their own database.
     pub requests: crate::request_log::RequestIndex,
 }
 
 impl Store {
-    /// Opens the data directory and brings every projection up to the log.
+    /// Opens the data directory, refuses a log shorter than what was
+    /// committed, and brings every projection up to the log.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let store = Self::open_unchecked(dir)?;
+        store.check_committed()?;
+        Ok(store)
+    }
+
+    /// [`check_committed`] for this store.
+    pub fn check_committed(&self) -> Result<(), StoreError> {
+        let mut head = self
+            .head
+            .lock()
+            .map_err(|_| StoreError::Corrupt("the head file's lock is poisoned".into()))?;
+        check_committed(&self.log, &mut head, &self.outbox_cursor)
+    }
+
+    /// Opens the data directory without comparing the log with what was
+    /// committed (for `enspace restore`, which fills in what is missing).
+    pub fn open_unchecked(dir: &Path) -> Result<Self, StoreError> {
         let db = sled_config(dir).open()?;
         let log = EventLog::open(&db)?;
+        let head = HeadFile::open(dir)?;
+        let outbox_cursor = OutboxCursor::open(&db)?;
         let projections = Projections::open(&db)?;
         let applied = projections.catch_up(&log)?;
         if applied > 0 {
@@ -88,6 +215,8 @@ impl Store {
             log,
             projections,
             sessions,
+            head: Arc::new(Mutex::new(head)),
+            outbox_cursor,
             requests,
         })
     }

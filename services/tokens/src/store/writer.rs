@@ -204,10 +204,21 @@ impl WriterState {
         }
     }
 
+    /// Appends, folds and flushes the group, then records the new head in
+    /// the head file: only then is any of it acknowledged.
     fn persist(&self, batch: sled::Batch, appended: &[EventEnvelope]) -> Result<(), StoreError> {
         self.store.log.tree().apply_batch(batch)?;
         self.store.projections.apply(appended)?;
         self.store.db.flush()?;
+        let mut head = self
+            .store
+            .head
+            .lock()
+            .map_err(|_| StoreError::Corrupt("the head file's lock is poisoned".into()))?;
+        head.write(super::Head {
+            seq: self.seq,
+            hash: self.hash,
+        })?;
         Ok(())
     }
 }

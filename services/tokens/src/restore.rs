@@ -1,0 +1,151 @@
+//! Restoring the event log from the token events stream: what the log lacks
+//! (all of it, for an empty data directory) is read from the stream, every
+//! event's chain hash recomputed and its signature checked against the
+//! event key, then appended. The log must be a prefix of the stream: a
+//! different history is refused, never merged.
+
+use async_nats::jetstream::{self, consumer};
+use base64::Engine;
+use enspace_core::EventKey;
+use enspace_core::events::{EventEnvelope, StoredEvent, chain_hash};
+use futures::StreamExt;
+
+use crate::store::event_log::encode_seq;
+use crate::store::{Head, Store, StoreError};
+
+const BATCH: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("reading the token events stream failed: {0}")]
+    Nats(String),
+    #[error(
+        "the stream's event {seq} is not the log's: this data directory and the stream \\
+         hold different histories"
+    )]
+    NotAPrefix { seq: u64 },
+    #[error("the stream's message {seq} is not event {seq}: {reason}")]
+    Invalid { seq: u64, reason: String },
+    #[error(
+        "the stream's event {seq} is not signed by the event key {key_id}; \\
+         restore with the key it was signed with (--event-key)"
+    )]
+    BadSignature { seq: u64, key_id: String },
+}
+
+fn nats(e: impl std::fmt::Display) -> RestoreError {
+    RestoreError::Nats(e.to_string())
+}
+
+/// The stream's last sequence, 0 when it is empty or absent.
+pub async fn stream_last(js: &jetstream::Context) -> Result<u64, RestoreError> {
+    Ok(crate::outbox::stream_state(js)
+        .await
+        .map_err(nats)?
+        .map_or(0, |s| s.last_sequence))
+}
+
+/// Appends every event the stream holds past the log's head; returns how
+/// many. Run before the writer starts.
+pub async fn restore(
+    js: &jetstream::Context,
+    store: &Store,
+    key: &EventKey,
+) -> Result<u64, RestoreError> {
+    let (mut seq, mut prev) = store.log.head()?;
+    let last = stream_last(js).await?;
+    if last <= seq {
+        return Ok(0);
+    }
+    let stream = js
+        .get_stream(enspace_nats::TOKEN_EVENTS_STREAM)
+        .await
+        .map_err(nats)?;
+    if seq > 0 {
+        let message = stream.get_raw_message(seq).await.map_err(nats)?;
+        let ours = store.log.get(seq)?;
+        if ours.is_none_or(|e| e.stored.payload != message.payload.as_ref()) {
+            return Err(RestoreError::NotAPrefix { seq });
+        }
+    }
+    let first = seq + 1;
+    tracing::info!(
+        from = first,
+        to = last,
+        "restoring events {first}..={last} from the token events stream"
+    );
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: first,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(nats)?;
+    let mut messages = consumer.messages().await.map_err(nats)?;
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    while seq < last {
+        let Some(message) = messages.next().await else {
+            return Err(RestoreError::Nats("the stream ended early".into()));
+        };
+        let message = message.map_err(nats)?;
+        let stream_seq = message.info().map_err(nats)?.stream_sequence;
+        let next = seq + 1;
+        let invalid = |reason: &str| RestoreError::Invalid {
+            seq: next,
+            reason: reason.to_owned(),
+        };
+        if stream_seq != next {
+            return Err(invalid("the stream skips a sequence"));
+        }
+        let envelope = EventEnvelope::decode(&message.payload).map_err(|e| invalid(&e.to_string()))?;
+        if envelope.seq != next {
+            return Err(invalid("its seq differs"));
+        }
+        let hash = chain_hash(&prev, &message.payload);
+        let signature = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(enspace_nats::SIGNATURE_HEADER))
+            .and_then(|v| b64.decode(v.as_str()).ok())
+            .unwrap_or_default();
+        if !key.verify_event(&hash, &signature) {
+            return Err(RestoreError::BadSignature {
+                seq: next,
+                key_id: key.key_id().to_owned(),
+            });
+        }
+        let stored = StoredEvent {
+            prev_hash: prev,
+            hash,
+            payload: message.payload.to_vec(),
+        };
+        batch.insert(&encode_seq(next)[..], stored.to_bytes());
+        in_batch += 1;
+        (seq, prev) = (next, hash);
+        if in_batch == BATCH || seq == last {
+            store
+                .log
+                .tree()
+                .apply_batch(std::mem::take(&mut batch))
+                .map_err(StoreError::from)?;
+            in_batch = 0;
+        }
+    }
+    store.projections.catch_up(&store.log)?;
+    store.db.flush().map_err(StoreError::from)?;
+    store
+        .head
+        .lock()
+        .map_err(|_| StoreError::Corrupt("the head file's lock is poisoned".into()))?
+        .write(Head { seq, hash: prev })
+        .map_err(StoreError::from)?;
+    store.outbox_cursor.set(seq)?;
+    store.db.flush().map_err(StoreError::from)?;
+    Ok(seq + 1 - first)
+}

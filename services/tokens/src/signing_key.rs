@@ -1,0 +1,116 @@
+//! The event signing key's file: the Ed25519 seed in base64 on one line,
+//! readable by its owner only. Made at first start; by default in the data
+//! directory (`event-signing.key`), or wherever `--event-signing-key` says,
+//! which is where it belongs in production (a secret volume), so that losing
+//! the data directory does not lose the key every API node has pinned.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use enspace_core::EventSigner;
+
+pub const DEFAULT_FILE: &str = "event-signing.key";
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("cannot read the event signing key {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write the event signing key {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the event signing key {path} is not a base64 Ed25519 seed of 32 bytes")]
+    Malformed { path: PathBuf },
+}
+
+/// Where the key lives: `explicit`, or the data directory's default file.
+pub fn path(data: &Path, explicit: Option<&Path>) -> PathBuf {
+    explicit.map_or_else(|| data.join(DEFAULT_FILE), Path::to_path_buf)
+}
+
+/// Reads the key, if the file exists.
+pub fn load(path: &Path) -> Result<Option<EventSigner>, KeyFileError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(KeyFileError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let malformed = || KeyFileError::Malformed {
+        path: path.to_owned(),
+    };
+    let seed: [u8; 32] = B64
+        .decode(text.trim())
+        .map_err(|_| malformed())?
+        .try_into()
+        .map_err(|_| malformed())?;
+    Ok(Some(EventSigner::from_seed(&seed)))
+}
+
+/// Reads the key, or makes one and writes it (mode 0600, never over an
+/// existing file). The flag says whether it was made now.
+pub fn load_or_create(path: &Path) -> Result<(EventSigner, bool), KeyFileError> {
+    if let Some(signer) = load(path)? {
+        return Ok((signer, false));
+    }
+    let signer = EventSigner::generate();
+    let write = |source| KeyFileError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(write)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(write)?;
+    file.write_all(format!("{}\n", B64.encode(signer.seed())).as_bytes())
+        .map_err(write)?;
+    file.sync_all().map_err(write)?;
+    Ok((signer, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_key_made_once_is_read_back_the_same_and_only_its_owner_can_read_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = path(dir.path(), None);
+        let (made, created) = load_or_create(&path).expect("made");
+        assert!(created);
+        let (again, created) = load_or_create(&path).expect("read");
+        assert!(!created);
+        assert_eq!(made.public(), again.public());
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_malformed_key_file_is_an_error_not_a_new_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k");
+        std::fs::write(&path, "not a key").expect("write");
+        assert!(matches!(
+            load_or_create(&path),
+            Err(KeyFileError::Malformed { .. })
+        ));
+    }
+}
