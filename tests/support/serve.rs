@@ -27,6 +27,10 @@ pub fn service_args(data: &std::path::Path, nats_url: Option<String>) -> Service
         internal_key: Some("test-internal-key".into()),
         request_retention: Duration::from_secs(90 * 86_400),
         node_id: "serve".into(),
+        nats_auth: Default::default(),
+        event_signing_key: None,
+        event_key: None,
+        max_staleness: enspace::cli::Staleness(Some(Duration::from_secs(60))),
     }
 }
 

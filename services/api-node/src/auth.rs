@@ -19,6 +19,7 @@ use enspace_core::{Clock, RecordSink, RequestRecord, Scope};
 use enspace_http::ApiError;
 use ulid::Ulid;
 
+use crate::freshness::Freshness;
 use crate::metrics::NodeMetrics;
 use crate::replica::TokenReplica;
 use crate::verify::{Rejection, VerifiedToken, verify};
@@ -34,6 +35,7 @@ pub struct AuthParts {
     pub node_id: Arc<str>,
     pub metrics: NodeMetrics,
     pub sink: Option<Arc<dyn RecordSink>>,
+    pub freshness: Arc<Freshness>,
 }
 
 impl Auth {
@@ -117,6 +119,15 @@ pub async fn require_token(
     mut req: Request,
     next: Next,
 ) -> Response {
+    if !auth.freshness.usable() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "token_state_stale",
+            "this node's copy of token state is not known to be current; try again shortly",
+        )
+        .with_header(header::RETRY_AFTER, "1")
+        .into_response();
+    }
     let start = Instant::now();
     let workspace = params
         .iter()

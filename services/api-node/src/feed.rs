@@ -1,75 +1,375 @@
-//! Feeding the replica from JetStream: an ordered consumer over the token
-//! events stream, from the start at boot and from the next unseen message
-//! after any failure. The node is ready once it has folded every event the
-//! stream held when it (re)started following; while NATS is away it keeps
-//! serving from its copy and resumes where it stopped.
+//! Feeding the replica from JetStream, trusting nothing it reads.
+//!
+//! - Events come from the token events stream through an ordered consumer,
+//!   from the first `seq` the node lacks. Each is placed on the chain the
+//!   node holds and applied only with a valid signature by the pinned event
+//!   key (see [`crate::chain`]); anything else is refused and counted.
+//! - The control plane's signed heartbeat (core NATS, once a second) names
+//!   the head of its log. It pins the key when none was given, keeps the
+//!   node's [`Freshness`], restarts a feed that stopped moving, and reveals
+//!   a replaced history.
+//! - A stream that was reset (NATS store lost, stream deleted and refilled
+//!   from the log) is simply followed again from where the node is: the
+//!   stream is always a prefix of the one log, so the node keeps serving
+//!   from its copy, which has every revocation it saw, until the stream
+//!   extends it. A different history (same key, other first event) is
+//!   rebuilt into a new replica beside the old one, which serves until the
+//!   new one has caught up.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
-use enspace_core::EventEnvelope;
+use base64::Engine;
+use enspace_core::EventKey;
+use enspace_core::signing::Heartbeat;
 use futures::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
+use crate::chain::{self, Candidate, Chain, Refusal};
+use crate::freshness::Freshness;
+use crate::metrics::NodeMetrics;
 use crate::replica::TokenReplica;
 
-pub async fn follow_jetstream(
+/// Events checked with one signature while catching up.
+const CATCH_UP_RUN: usize = 1024;
+/// Heartbeats remembered while the copy is behind them.
+const MAX_PENDING_BEATS: usize = 256;
+const MIN_RETRY: Duration = Duration::from_millis(50);
+const MAX_RETRY: Duration = Duration::from_secs(1);
+
+/// What the feed shares with its heartbeat listener.
+pub struct Feed {
     js: jetstream::Context,
+    client: async_nats::Client,
     replica: Arc<TokenReplica>,
-    ready: watch::Sender<bool>,
-) {
-    let mut next_seq = 1u64;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match follow_once(&js, &replica, &ready, &mut next_seq).await {
-            Ok(()) => backoff = Duration::from_millis(100),
+    freshness: Arc<Freshness>,
+    metrics: NodeMetrics,
+    key: watch::Sender<Option<EventKey>>,
+    /// Restarts the consumer (NATS reconnected, or the feed stalled).
+    kick: Arc<Notify>,
+    rebuild: AtomicBool,
+    shared: Mutex<Shared>,
+}
+
+struct Shared {
+    chain: Chain,
+    /// Heartbeats ahead of the chain: (their head, when received).
+    beats: VecDeque<(u64, Instant)>,
+    last_beat_ms: i64,
+    /// The chain's seq when the last heartbeat found it behind.
+    behind_at: Option<u64>,
+}
+
+impl Feed {
+    /// `kick` is notified by the NATS connection on every reconnect.
+    pub fn new(
+        js: jetstream::Context,
+        client: async_nats::Client,
+        replica: Arc<TokenReplica>,
+        freshness: Arc<Freshness>,
+        metrics: NodeMetrics,
+        pinned: Option<EventKey>,
+        kick: Arc<Notify>,
+    ) -> Arc<Self> {
+        Arc::new(Feed {
+            js,
+            client,
+            replica,
+            freshness,
+            metrics,
+            key: watch::Sender::new(pinned),
+            kick,
+            rebuild: AtomicBool::new(false),
+            shared: Mutex::new(Shared {
+                chain: Chain::default(),
+                beats: VecDeque::new(),
+                last_beat_ms: i64::MIN,
+                behind_at: None,
+            }),
+        })
+    }
+
+    /// Runs the heartbeat listener and the event feed, forever.
+    pub async fn run(self: Arc<Self>) {
+        tokio::spawn(self.clone().listen_heartbeats());
+        self.follow().await;
+    }
+
+    fn refuse(&self, refusal: Refusal, detail: &str) {
+        self.metrics.refused(refusal.label());
+        tracing::warn!(reason = refusal.label(), "refused a token event: {detail}");
+    }
+
+    fn chain(&self) -> Chain {
+        self.shared.lock().map(|s| s.chain).unwrap_or_default()
+    }
+
+    async fn listen_heartbeats(self: Arc<Self>) {
+        let mut retry = MIN_RETRY;
+        loop {
+            match self.client.subscribe(enspace_nats::HEARTBEAT_SUBJECT).await {
+                Ok(mut beats) => {
+                    retry = MIN_RETRY;
+                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    loop {
+                        tokio::select! {
+                            message = beats.next() => match message {
+                                Some(message) => self.heartbeat(&message.payload, Instant::now()),
+                                None => break,
+                            },
+                            _ = tick.tick() => {
+                                self.metrics.staleness.set(self.freshness.staleness_seconds());
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot subscribe to heartbeats; retrying"),
+            }
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(MAX_RETRY);
+        }
+    }
+
+    fn heartbeat(&self, payload: &[u8], received: Instant) {
+        let pinned = self.key.borrow().clone();
+        let (beat, key) = match Heartbeat::open(payload, pinned.as_ref()) {
+            Ok(opened) => opened,
             Err(e) => {
-                tracing::warn!(error = %e, next_seq, "token events feed interrupted; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                self.metrics.refused("heartbeat_invalid");
+                tracing::warn!(error = %e, "refused a heartbeat");
+                return;
+            }
+        };
+        if pinned.is_none() {
+            tracing::info!(
+                key.id = key.key_id(),
+                "pinned event key {} from the control plane's heartbeat (pass --event-key to pin it yourself)",
+                key.key_id()
+            );
+            self.key.send_replace(Some(key));
+        }
+        let Ok(mut shared) = self.shared.lock() else {
+            return;
+        };
+        if beat.at_ms <= shared.last_beat_ms {
+            drop(shared);
+            self.metrics.refused("heartbeat_replayed");
+            return;
+        }
+        shared.last_beat_ms = beat.at_ms;
+        let chain = shared.chain;
+        let other_history = (chain.seq >= 1 && beat.seq >= 1 && beat.first_hash != chain.first)
+            || (beat.seq == chain.seq && beat.hash != chain.hash);
+        if other_history {
+            drop(shared);
+            if !self.rebuild.swap(true, Ordering::AcqRel) {
+                tracing::warn!(
+                    seq = beat.seq,
+                    "the control plane's log is another history than this node's copy; rebuilding"
+                );
+                self.kick.notify_one();
+            }
+            return;
+        }
+        if beat.seq <= chain.seq {
+            shared.behind_at = None;
+            drop(shared);
+            self.freshness.confirm(received);
+            return;
+        }
+        if shared.beats.len() == MAX_PENDING_BEATS {
+            shared.beats.pop_front();
+        }
+        shared.beats.push_back((beat.seq, received));
+        // Behind, and no further than a second ago: the feed has stalled.
+        let stalled = shared.behind_at == Some(chain.seq);
+        shared.behind_at = Some(chain.seq);
+        drop(shared);
+        if stalled {
+            tracing::info!(
+                held = chain.seq,
+                head = beat.seq,
+                "token events feed behind the heartbeat; restarting it"
+            );
+            self.kick.notify_one();
+        }
+    }
+
+    async fn follow(self: Arc<Self>) {
+        let mut key_rx = self.key.subscribe();
+        let mut retry = MIN_RETRY;
+        loop {
+            let Some(key) = key_rx.borrow_and_update().clone() else {
+                if key_rx.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            match self.follow_once(&key).await {
+                Ok(()) => retry = MIN_RETRY,
+                Err(e) => {
+                    tracing::warn!(error = %e, held = self.chain().seq, "token events feed interrupted; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(retry) => {}
+                        _ = self.kick.notified() => {}
+                    }
+                    retry = (retry * 2).min(MAX_RETRY);
+                }
             }
         }
     }
-}
 
-async fn follow_once(
-    js: &jetstream::Context,
-    replica: &TokenReplica,
-    ready: &watch::Sender<bool>,
-    next_seq: &mut u64,
-) -> Result<(), async_nats::Error> {
-    let stream = enspace_nats::ensure_stream(js, enspace_nats::token_events_config()).await?;
-    let target = stream.get_info().await?.state.last_sequence;
-    if target < *next_seq {
-        ready.send_replace(true);
+    /// Follows the stream from the first event not held, until the consumer
+    /// ends or the feed is kicked.
+    async fn follow_once(&self, key: &EventKey) -> Result<(), async_nats::Error> {
+        let rebuilding = self.rebuild.load(Ordering::Acquire);
+        let (target, mut chain) = if rebuilding {
+            (Arc::new(TokenReplica::new()), Chain::default())
+        } else {
+            (self.replica.clone(), self.chain())
+        };
+        let stream = self
+            .js
+            .get_stream(enspace_nats::TOKEN_EVENTS_STREAM)
+            .await?;
+        let last = stream.get_info().await?.state.last_sequence;
+        if last <= chain.seq && !rebuilding {
+            self.freshness.set_caught_up(true);
+        }
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: chain.seq + 1,
+                },
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        let mut run: Vec<(Candidate, bytes::Bytes)> = Vec::new();
+        let mut tentative = chain;
+        loop {
+            let message = tokio::select! {
+                _ = self.kick.notified() => return Ok(()),
+                message = messages.next() => match message {
+                    Some(message) => message?,
+                    None => return Ok(()),
+                },
+            };
+            let info = message.info()?;
+            let (stream_seq, pending) = (info.stream_sequence, info.pending);
+            let headers = message.headers.as_ref();
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let signature = headers
+                .and_then(|h| h.get(enspace_nats::SIGNATURE_HEADER))
+                .and_then(|v| b64.decode(v.as_str()).ok())
+                .unwrap_or_default();
+            let prev = headers
+                .and_then(|h| h.get(enspace_nats::PREV_HASH_HEADER))
+                .and_then(|v| {
+                    let mut out = [0u8; 32];
+                    hex::decode_to_slice(v.as_str(), &mut out).ok().map(|_| out)
+                });
+            match tentative.place(&message.payload, signature, prev) {
+                Ok(candidate) => {
+                    tentative.extend(&candidate);
+                    run.push((candidate, message.payload.clone()));
+                }
+                Err(Refusal::Gap) => {
+                    self.refuse(
+                        Refusal::Gap,
+                        &format!("stream message {stream_seq} skips events"),
+                    );
+                    return Err(format!("events missing before stream message {stream_seq}").into());
+                }
+                Err(refusal) => self.refuse(refusal, &format!("stream message {stream_seq}")),
+            }
+            let caught_up = pending == 0 || stream_seq >= last;
+            if run.len() >= CATCH_UP_RUN || caught_up {
+                let applied = self.apply_run(std::mem::take(&mut run), key, &target, &mut chain);
+                tentative = chain;
+                if !rebuilding {
+                    self.advance(chain);
+                }
+                if let Err(Refusal::OtherHistory) = applied {
+                    self.rebuild.store(true, Ordering::Release);
+                    return Ok(());
+                }
+            }
+            if caught_up {
+                if rebuilding {
+                    self.finish_rebuild(&target, chain);
+                    return Ok(());
+                }
+                self.freshness.set_caught_up(true);
+            }
+        }
     }
-    let deliver_policy = if *next_seq <= 1 {
-        consumer::DeliverPolicy::All
-    } else {
-        consumer::DeliverPolicy::ByStartSequence {
-            start_sequence: *next_seq,
+
+    /// Applies a run of placed events: all of them if the last one's
+    /// signature holds, else each one that holds, up to the first that
+    /// does not.
+    fn apply_run(
+        &self,
+        run: Vec<(Candidate, bytes::Bytes)>,
+        key: &EventKey,
+        target: &TokenReplica,
+        chain: &mut Chain,
+    ) -> Result<(), Refusal> {
+        let Some((last, payload)) = run.last() else {
+            return Ok(());
+        };
+        if chain::check(last, key, payload).is_ok() {
+            for (candidate, _) in &run {
+                target.apply(&candidate.envelope);
+                chain.extend(candidate);
+            }
+            return Ok(());
         }
-    };
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
-    while let Some(message) = messages.next().await {
-        let message = message?;
-        let info = message.info()?;
-        let (stream_seq, pending) = (info.stream_sequence, info.pending);
-        match EventEnvelope::decode(&message.payload) {
-            Ok(envelope) => replica.apply(&envelope),
-            Err(e) => tracing::error!(error = %e, stream_seq, "undecodable token event skipped"),
+        for (candidate, payload) in &run {
+            if let Err(refusal) = chain::check(candidate, key, payload) {
+                self.refuse(refusal, &format!("event {}", candidate.envelope.seq));
+                return Err(refusal);
+            }
+            target.apply(&candidate.envelope);
+            chain.extend(candidate);
         }
-        *next_seq = stream_seq + 1;
-        if stream_seq >= target || pending == 0 {
-            ready.send_replace(true);
+        Ok(())
+    }
+
+    /// The live chain moved to `chain`: confirm the heartbeats it reached.
+    fn advance(&self, chain: Chain) {
+        self.metrics.head_seq.set(chain.seq as i64);
+        self.metrics.replica_tokens.set(self.replica.len() as i64);
+        let Ok(mut shared) = self.shared.lock() else {
+            return;
+        };
+        shared.chain = chain;
+        let mut confirmed = None;
+        while let Some(&(seq, received)) = shared.beats.front() {
+            if seq > chain.seq {
+                break;
+            }
+            confirmed = Some(received);
+            shared.beats.pop_front();
+        }
+        drop(shared);
+        if let Some(received) = confirmed {
+            self.freshness.confirm(received);
         }
     }
-    Ok(())
+
+    fn finish_rebuild(&self, rebuilt: &TokenReplica, chain: Chain) {
+        self.replica.replace_with(rebuilt);
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.beats.clear();
+            shared.behind_at = None;
+        }
+        self.rebuild.store(false, Ordering::Release);
+        self.advance(chain);
+        self.freshness.set_caught_up(true);
+        tracing::warn!(seq = chain.seq, "token state rebuilt from the stream");
+    }
 }

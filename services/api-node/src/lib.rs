@@ -3,7 +3,9 @@
 //! `enspace serve`), and the example `records` resource.
 
 pub mod auth;
+pub mod chain;
 pub mod feed;
+pub mod freshness;
 pub mod metrics;
 pub mod publisher;
 pub mod record_queue;
@@ -22,12 +24,12 @@ use axum::{Json, Router};
 use enspace_core::Clock;
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use tokio::sync::watch;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use auth::{Auth, AuthParts, require_token};
 pub use enspace_core::RecordSink;
+pub use freshness::Freshness;
 pub use replica::TokenReplica;
 pub use verify::VerifiedToken;
 
@@ -46,8 +48,9 @@ pub struct NodeParts {
     pub auth: Auth,
     pub records: Arc<records::RecordStore>,
     pub clock: Arc<dyn Clock>,
-    /// True once the replica holds every token event that existed at start.
-    pub ready: watch::Receiver<bool>,
+    /// Whether the replica may answer token calls (caught up, and heard
+    /// from the control plane within the staleness bound).
+    pub freshness: Arc<Freshness>,
 }
 
 impl NodeState {
@@ -56,10 +59,10 @@ impl NodeState {
         clock: Arc<dyn Clock>,
         registry: &mut Registry,
         sink: Option<Arc<dyn RecordSink>>,
-        ready: watch::Receiver<bool>,
+        freshness: Arc<Freshness>,
     ) -> Self {
         let metrics = metrics::NodeMetrics::register(registry);
-        Self::with_metrics(node_id, clock, metrics, sink, ready)
+        Self::with_metrics(node_id, clock, metrics, sink, freshness)
     }
 
     /// As [`new`](Self::new), with metrics registered beforehand (so that a
@@ -69,7 +72,7 @@ impl NodeState {
         clock: Arc<dyn Clock>,
         metrics: metrics::NodeMetrics,
         sink: Option<Arc<dyn RecordSink>>,
-        ready: watch::Receiver<bool>,
+        freshness: Arc<Freshness>,
     ) -> Self {
         NodeState(Arc::new(NodeParts {
             auth: Auth::new(AuthParts {
@@ -78,10 +81,11 @@ impl NodeState {
                 node_id: Arc::from(node_id),
                 metrics,
                 sink,
+                freshness: freshness.clone(),
             }),
             records: records::new_store(),
             clock,
-            ready,
+            freshness,
         }))
     }
 
@@ -118,13 +122,25 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Ready while token calls can be answered: the replica has caught up and,
+/// with a staleness bound, has heard from the control plane within it.
 async fn readyz(State(node): State<NodeState>) -> Response {
-    if *node.ready.borrow() {
-        Json(json!({"status": "ready", "tokens": node.replica().len()})).into_response()
+    let tokens = node.replica().len();
+    if node.freshness.usable() {
+        Json(json!({"status": "ready", "tokens": tokens})).into_response()
     } else {
+        let status = if node.freshness.caught_up() {
+            "token_state_stale"
+        } else {
+            "catching_up"
+        };
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "catching_up", "tokens": node.replica().len()})),
+            Json(json!({
+                "status": status,
+                "tokens": tokens,
+                "staleness_seconds": node.freshness.staleness_seconds(),
+            })),
         )
             .into_response()
     }

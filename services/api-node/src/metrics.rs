@@ -1,5 +1,6 @@
 //! API node metrics: verifications by outcome and their latency.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -14,8 +15,19 @@ struct Outcome {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
 #[derive(Clone)]
 pub struct NodeMetrics {
+    /// Token events and heartbeats the node would not apply, by reason.
+    refused: Family<Reason, Counter>,
+    /// Seconds since the node last held the head a heartbeat named.
+    pub staleness: Gauge<f64, AtomicU64>,
+    /// The last event `seq` folded into the replica.
+    pub head_seq: Gauge,
     verifications: Family<Outcome, Counter>,
     /// The common outcome's counter, resolved once instead of per request.
     verified_ok: Counter,
@@ -32,6 +44,9 @@ impl NodeMetrics {
             .get_or_create(&Outcome { outcome: "ok" })
             .clone();
         let m = NodeMetrics {
+            refused: Family::default(),
+            staleness: Gauge::default(),
+            head_seq: Gauge::default(),
             verifications,
             verified_ok,
             // 250 ns … ~8 ms
@@ -65,7 +80,31 @@ impl NodeMetrics {
             "Request records acknowledged by JetStream",
             m.records_published.clone(),
         );
+        registry.register(
+            "enspace_token_events_refused",
+            "Token events and heartbeats refused (bad signature, replayed, gap, other history, malformed)",
+            m.refused.clone(),
+        );
+        registry.register(
+            "enspace_replica_staleness_seconds",
+            "Seconds since this node last held the head of the control plane's log",
+            m.staleness.clone(),
+        );
+        registry.register(
+            "enspace_replica_head_seq",
+            "The last token event seq folded into this node's replica",
+            m.head_seq.clone(),
+        );
         m
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// Refusals counted for `reason` so far.
+    pub fn refused_count(&self, reason: &'static str) -> u64 {
+        self.refused.get_or_create(&Reason { reason }).get()
     }
 
     pub fn observe_verification(&self, outcome: &'static str, took: Duration) {

@@ -453,12 +453,14 @@ impl TokenReplica {
         inner.apply(envelope);
     }
 
-    /// Takes over the state of `rebuilt` at once (a node rebuilding its copy
-    /// keeps serving from the old one until the new one is complete).
-    pub fn replace_with(&self, rebuilt: TokenReplica) {
-        let Ok(new) = rebuilt.inner.into_inner() else {
+    /// Takes over the state of `rebuilt` at once, leaving it empty (a node
+    /// rebuilding its copy keeps serving from the old one until the new one
+    /// is complete).
+    pub fn replace_with(&self, rebuilt: &TokenReplica) {
+        let Ok(mut theirs) = rebuilt.inner.write() else {
             return;
         };
+        let new = std::mem::take(&mut *theirs);
         if let Ok(mut inner) = self.inner.write() {
             *inner = new;
         }
@@ -803,7 +805,7 @@ mod tests {
         replica.apply(&created(1, &hash(1), "alice", &["acme"]));
         let rebuilt = TokenReplica::new();
         rebuilt.apply(&created(1, &hash(2), "bob", &["acme"]));
-        replica.replace_with(rebuilt);
+        replica.replace_with(&rebuilt);
         assert!(replica.lookup(&hash(1)).is_none());
         assert_eq!(&*replica.lookup(&hash(2)).expect("known").user_id, "bob");
     }

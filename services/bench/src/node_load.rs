@@ -11,7 +11,6 @@ use enspace_api_node::{NodeState, records};
 use enspace_core::SystemClock;
 use prometheus_client::registry::Registry;
 use rand::SeedableRng;
-use tokio::sync::watch;
 
 use crate::support::{created_event, fake_secret};
 use crate::wrk::{alternate, mean};
@@ -66,8 +65,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let secrets: Vec<String> = (0..args.tokens).map(|_| fake_secret(&mut rng)).collect();
     let (on, off) = runtime.block_on(async {
         let mut registry = Registry::default();
-        let (_ready_tx, ready) = watch::channel(true);
-        let node = NodeState::new("bench", Arc::new(SystemClock), &mut registry, None, ready);
+        let node = NodeState::new(
+            "bench",
+            Arc::new(SystemClock),
+            &mut registry,
+            None,
+            Arc::new(enspace_api_node::Freshness::in_process()),
+        );
         for (i, secret) in secrets.iter().enumerate() {
             node.replica()
                 .apply(&created_event(i as u64 + 1, secret, "alice"));

@@ -17,16 +17,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use async_nats::HeaderMap;
 use async_nats::jetstream;
 use enspace_api_node::NodeState;
 use enspace_core::SystemClock;
 use prometheus_client::registry::Registry;
 use rand::SeedableRng;
-use tokio::sync::watch;
 
 use crate::node_load::{PATH, bare_route, serve};
-use crate::support::{Nats, created_event, fake_secret};
+use crate::support::{Nats, SignedLog, created_event, fake_secret};
 use crate::wrk::{alternate, mean};
 
 #[derive(clap::Args)]
@@ -107,11 +105,9 @@ async fn start_nodes(nats: &Nats, secret: &str) -> anyhow::Result<(SocketAddr, S
     enspace_nats::ensure_stream(&js, enspace_nats::token_events_config())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let event = created_event(1, secret, "alice");
-    let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", event.id.to_string().as_str());
-    let subject = enspace_nats::token_event_subject(&event.token_id.to_string());
-    js.publish_with_headers(subject, headers, event.encode().into())
+    let mut log = SignedLog::new();
+    let (subject, headers, payload) = log.next(created_event(1, secret, "alice"));
+    js.publish_with_headers(subject, headers, payload.into())
         .await?
         .await?;
 
@@ -122,6 +118,9 @@ async fn start_nodes(nats: &Nats, secret: &str) -> anyhow::Result<(SocketAddr, S
         nats_url: nats.url(),
         node_id: "bench".into(),
         request_retention: Duration::from_secs(90 * 86_400),
+        nats_auth: Default::default(),
+        event_key: Some(log.key()),
+        max_staleness: enspace::cli::Staleness(None),
     };
     let forever: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(std::future::pending());
     tokio::spawn(async move {
@@ -145,8 +144,13 @@ async fn start_nodes(nats: &Nats, secret: &str) -> anyhow::Result<(SocketAddr, S
     }
 
     let mut registry = Registry::default();
-    let (_ready_tx, ready_rx) = watch::channel(true);
-    let node = NodeState::new("bare", Arc::new(SystemClock), &mut registry, None, ready_rx);
+    let node = NodeState::new(
+        "bare",
+        Arc::new(SystemClock),
+        &mut registry,
+        None,
+        Arc::new(enspace_api_node::Freshness::in_process()),
+    );
     let http = enspace_http::HttpMetrics::register(&mut registry);
     Ok((logged, serve(bare_route(node, http)).await?))
 }

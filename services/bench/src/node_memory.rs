@@ -4,10 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderMap;
 use rand::SeedableRng;
 
-use crate::support::{Nats, Process, created_event, fake_secret, rss_bytes};
+use crate::support::{Nats, Process, SignedLog, created_event, fake_secret, rss_bytes};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,7 +21,17 @@ pub struct Args {
 fn start_node(binary: &str, nats: &Nats) -> anyhow::Result<Process> {
     Process::enspace(
         binary,
-        &["api-node", "--nats-url", &nats.url(), "--node-id", "bench"],
+        &[
+            "api-node",
+            "--nats-url",
+            &nats.url(),
+            "--node-id",
+            "bench",
+            "--event-key",
+            &SignedLog::new().key(),
+            "--max-staleness",
+            "none",
+        ],
     )
 }
 
@@ -71,6 +80,7 @@ async fn publish(nats: &Nats, tokens: usize) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut log = SignedLog::new();
     let mut acks = Vec::with_capacity(1024);
     for i in 0..tokens {
         let event = created_event(
@@ -78,11 +88,9 @@ async fn publish(nats: &Nats, tokens: usize) -> anyhow::Result<()> {
             &fake_secret(&mut rng),
             &format!("user{}", i % 1000),
         );
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", event.id.to_string().as_str());
-        let subject = enspace_nats::token_event_subject(&event.token_id.to_string());
+        let (subject, headers, payload) = log.next(event);
         acks.push(
-            js.publish_with_headers(subject, headers, event.encode().into())
+            js.publish_with_headers(subject, headers, payload.into())
                 .await?,
         );
         if acks.len() == 1024 {

@@ -6,17 +6,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use enspace_api_node::Freshness;
 use enspace_api_node::TokenReplica;
+use enspace_api_node::feed::Feed;
+use enspace_api_node::metrics::NodeMetrics;
+use enspace_core::EventSigner;
 use enspace_core::{Expiration, PatSecret, Scope, SystemClock};
 use enspace_tokens::commands::{Command, CreateToken};
 use enspace_tokens::directory::Directory;
 use enspace_tokens::metrics::Metrics;
-use enspace_tokens::replication::Outbox;
+use enspace_tokens::outbox::Outbox;
 use enspace_tokens::store::Store;
 use enspace_tokens::{AppState, Config};
 use futures::StreamExt;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
 use ulid::Ulid;
 
 use crate::support::{Nats, percentile};
@@ -59,17 +62,26 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     )?;
     let client = enspace_nats::connect(&nats.url(), "bench-tokens").await?;
     let js = async_nats::jetstream::new(client.clone());
-    let outbox = Outbox::open(&store.db, store.log.clone())?;
+    let signer = Arc::new(EventSigner::generate());
+    let outbox = Outbox::new(
+        store.log.clone(),
+        store.outbox_cursor.clone(),
+        signer.clone(),
+    )?;
     tokio::spawn(outbox.run(js.clone(), state.writer.head()));
 
     let node_client = enspace_nats::connect(&nats.url(), "bench-node").await?;
     let replica = Arc::new(TokenReplica::new());
-    let (ready_tx, _ready) = watch::channel(false);
-    tokio::spawn(enspace_api_node::feed::follow_jetstream(
+    let feed = Feed::new(
         async_nats::jetstream::new(node_client.clone()),
+        node_client.clone(),
         replica.clone(),
-        ready_tx,
-    ));
+        Arc::new(Freshness::new(None)),
+        NodeMetrics::register(&mut Registry::default()),
+        Some(signer.public().clone()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    tokio::spawn(feed.run());
 
     let mut samples = Vec::with_capacity(args.samples);
     for _ in 0..args.samples {

@@ -258,3 +258,34 @@ pub async fn sign_in(client: &reqwest::Client, base: &str) -> anyhow::Result<Str
         .map(str::to_owned)
         .context("no session in the sign-in answer")
 }
+
+/// A hash-chained, signed token event log as the control plane publishes
+/// it, for benchmarks that feed nodes without running a control plane.
+pub struct SignedLog {
+    pub signer: enspace_core::EventSigner,
+    prev: [u8; 32],
+}
+
+impl SignedLog {
+    pub fn new() -> Self {
+        SignedLog {
+            signer: enspace_core::EventSigner::from_seed(&[42; 32]),
+            prev: enspace_core::events::GENESIS_HASH,
+        }
+    }
+
+    /// The public key, as `api-node --event-key` takes it.
+    pub fn key(&self) -> String {
+        self.signer.public().to_base64()
+    }
+
+    /// The next event's subject, headers and payload.
+    pub fn next(&mut self, envelope: EventEnvelope) -> (String, async_nats::HeaderMap, Vec<u8>) {
+        let stored = enspace_core::StoredEvent::new(self.prev, &envelope);
+        self.prev = stored.hash;
+        let subject = enspace_nats::token_event_subject(&envelope.token_id.to_string());
+        let entry = enspace_tokens::store::event_log::LogEntry { envelope, stored };
+        let headers = enspace_tokens::outbox::event_headers(&entry, &self.signer);
+        (subject, headers, entry.stored.payload)
+    }
+}

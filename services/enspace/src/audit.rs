@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use enspace_core::events::verify_chain;
-use enspace_tokens::store::EventLog;
+use enspace_tokens::signing_key;
+use enspace_tokens::store::{EventLog, HeadFile};
 
 fn open_log(data: &Path) -> anyhow::Result<EventLog> {
     if !data.join("conf").exists() {
@@ -28,6 +29,13 @@ fn open_log(data: &Path) -> anyhow::Result<EventLog> {
 
 pub fn verify(data: &Path) -> anyhow::Result<ExitCode> {
     let log = open_log(data)?;
+    let committed = match HeadFile::read(data) {
+        Ok(head) => head,
+        Err(e) => {
+            println!("broken: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
     let mut entries = Vec::new();
     for item in log.tree().iter() {
         let (key, value) = item?;
@@ -37,6 +45,16 @@ pub fn verify(data: &Path) -> anyhow::Result<ExitCode> {
         entries.push((seq, value.to_vec()));
     }
     match verify_chain(entries) {
+        Ok((count, _)) if committed.is_some_and(|c| c.seq > count) => {
+            let committed = committed.map_or(0, |c| c.seq);
+            println!(
+                "broken: seq {}: the log ends at seq {count}, but seq {committed} was committed \
+                 (head file): events {}..={committed} are missing",
+                count + 1,
+                count + 1
+            );
+            Ok(ExitCode::from(1))
+        }
         Ok((count, head)) => {
             println!("ok: {count} events, head {}", hex::encode(head));
             Ok(ExitCode::SUCCESS)
@@ -64,6 +82,18 @@ pub fn export(data: &Path) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `enspace event-key`: the public half of the signing key, as JSON.
+pub fn event_key(data: &Path, explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let path = signing_key::path(data, explicit);
+    match signing_key::load(&path)? {
+        Some(signer) => {
+            println!("{}", serde_json::to_string(&signer.public().to_json())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        None => bail!("no event signing key at {}", path.display()),
+    }
 }
 
 pub fn hash_password_from_stdin() -> anyhow::Result<ExitCode> {

@@ -32,6 +32,57 @@ pub enum Command {
     /// Reads a password on stdin and prints its argon2id PHC string, for
     /// directory files.
     HashPassword,
+    /// Prints the public event key of a data directory's signing key as
+    /// JSON, as `GET /v1/event-key` serves it (for `api-node --event-key`).
+    EventKey {
+        #[arg(long, env = "ENSPACE_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// The signing key file, if not the data directory's.
+        #[arg(long, env = "ENSPACE_EVENT_SIGNING_KEY")]
+        event_signing_key: Option<PathBuf>,
+    },
+    /// Fills a stopped control plane's event log from the token events
+    /// stream: all of it for an empty data directory, or the events a
+    /// damaged log lost. Every hash and signature is checked.
+    Restore(RestoreArgs),
+}
+
+/// How to reach NATS, besides `--nats-url` (which may carry
+/// `user:password@`).
+#[derive(Args, Clone, Debug, Default)]
+pub struct NatsAuthArgs {
+    /// A NATS credentials file (JWT and nkey seed).
+    #[arg(long, env = "NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// A file holding an nkey seed.
+    #[arg(long, env = "NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+}
+
+impl NatsAuthArgs {
+    pub fn credentials(&self) -> enspace_nats::Credentials {
+        enspace_nats::Credentials {
+            creds_file: self.nats_creds.clone(),
+            nkey_file: self.nats_nkey.clone(),
+        }
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct RestoreArgs {
+    #[arg(long, env = "ENSPACE_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: String,
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
+    /// The signing key file, if not the data directory's.
+    #[arg(long, env = "ENSPACE_EVENT_SIGNING_KEY")]
+    pub event_signing_key: Option<PathBuf>,
+    /// The public key (base64) the stream's events were signed with, when
+    /// the signing key file is not the one that signed them.
+    #[arg(long, env = "ENSPACE_EVENT_KEY")]
+    pub event_key: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -69,9 +120,25 @@ pub struct ServiceArgs {
     /// How long request records are kept (e.g. 90d, 12h, 30s).
     #[arg(long, env = "ENSPACE_REQUEST_RETENTION", default_value = "90d", value_parser = parse_duration)]
     pub request_retention: Duration,
-    /// Node id of the example API node that `serve` mounts.
+    /// This process's name: in heartbeats, and as the node id of the
+    /// example API node that `serve` mounts.
     #[arg(long, env = "ENSPACE_NODE_ID", default_value = "serve")]
     pub node_id: String,
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
+    /// The event signing key file (made at first start); default
+    /// `<data>/event-signing.key`. Keep it outside the data directory in
+    /// production, so that losing the disk does not lose the key.
+    #[arg(long, env = "ENSPACE_EVENT_SIGNING_KEY")]
+    pub event_signing_key: Option<PathBuf>,
+    /// The public key (base64) to check the token events stream with when
+    /// restoring an empty data directory, if not the signing key's own.
+    #[arg(long, env = "ENSPACE_EVENT_KEY")]
+    pub event_key: Option<String>,
+    /// With NATS: how long `serve`'s API node answers token calls without
+    /// word from the control plane (`none`: forever).
+    #[arg(long, env = "ENSPACE_MAX_STALENESS", default_value = "60s", value_parser = parse_staleness)]
+    pub max_staleness: Staleness,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -88,6 +155,28 @@ pub struct NodeArgs {
     /// How long request records are kept in JetStream (e.g. 90d).
     #[arg(long, env = "ENSPACE_REQUEST_RETENTION", default_value = "90d", value_parser = parse_duration)]
     pub request_retention: Duration,
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
+    /// The control plane's public event key (base64, from `enspace
+    /// event-key` or `GET /v1/event-key`). Without it the node pins the key
+    /// of the first heartbeat it hears, and logs that it did.
+    #[arg(long, env = "ENSPACE_EVENT_KEY")]
+    pub event_key: Option<String>,
+    /// How long the node answers token calls without word from the control
+    /// plane before it answers 503 `token_state_stale` (`none`: forever).
+    #[arg(long, env = "ENSPACE_MAX_STALENESS", default_value = "60s", value_parser = parse_staleness)]
+    pub max_staleness: Staleness,
+}
+
+/// A staleness bound, or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Staleness(pub Option<Duration>);
+
+pub fn parse_staleness(s: &str) -> Result<Staleness, String> {
+    if s.trim() == "none" {
+        return Ok(Staleness(None));
+    }
+    parse_duration(s).map(|d| Staleness(Some(d)))
 }
 
 /// `90d`, `12h`, `15m`, `30s` or `500ms`.
@@ -124,5 +213,15 @@ mod tests {
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("3w").is_err());
+    }
+
+    #[test]
+    fn staleness_is_a_duration_or_none() {
+        assert_eq!(parse_staleness("none"), Ok(Staleness(None)));
+        assert_eq!(
+            parse_staleness("60s"),
+            Ok(Staleness(Some(Duration::from_secs(60))))
+        );
+        assert!(parse_staleness("never").is_err());
     }
 }

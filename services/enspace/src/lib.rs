@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod embedded;
+pub mod restore;
 pub mod run;
 
 /// The OpenAPI document of the whole product: the token service's routes and

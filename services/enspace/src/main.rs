@@ -28,6 +28,13 @@ fn main() -> ExitCode {
             AuditCommand::Export { data } => audit::export(&data),
         },
         Command::HashPassword => audit::hash_password_from_stdin(),
+        Command::EventKey {
+            data,
+            event_signing_key,
+        } => audit::event_key(&data, event_signing_key.as_deref()),
+        Command::Restore(args) => {
+            block_on_code(async move { enspace::restore::restore(args).await })
+        }
         Command::Serve(args) => block_on(async move {
             let listener = listen(args.listen).await?;
             println!("data: {}", args.data.display());
@@ -86,6 +93,15 @@ async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     println!("enspace listening on http://{bound}");
     tracing::info!(addr = %bound, "listening on {bound}");
     Ok(listener)
+}
+
+fn block_on_code<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
+    f: F,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(f)
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<ExitCode> {

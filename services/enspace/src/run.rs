@@ -8,20 +8,24 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Router;
+use enspace_api_node::Freshness;
 use enspace_api_node::NodeState;
+use enspace_api_node::feed::Feed;
 use enspace_api_node::metrics::NodeMetrics;
 use enspace_api_node::publisher::{Publisher, PublisherConfig};
 use enspace_api_node::record_queue::{self, RecordQueue};
 use enspace_core::Clock;
+use enspace_core::{EventKey, EventSigner};
 use enspace_tokens::directory::Directory;
 use enspace_tokens::metrics::Metrics;
-use enspace_tokens::replication::Outbox;
+use enspace_tokens::outbox::Outbox;
 use enspace_tokens::request_log::{Indexer, IndexerMetrics};
+use enspace_tokens::signing_key;
 use enspace_tokens::store::Store;
 use enspace_tokens::{AppState, Config};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::cli::{NodeArgs, ServiceArgs};
 
@@ -29,13 +33,16 @@ use crate::cli::{NodeArgs, ServiceArgs};
 const RECORD_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The control plane's state over its store, the JetStream context when
-/// NATS is configured (with the outbox publishing to it and the request-log
-/// indexer consuming from it), and the request-log indexer.
+/// NATS is configured (with the outbox publishing to it, the heartbeat, and
+/// the request-log indexer consuming from it), and the request-log indexer.
+/// Before anything serves, the log is checked against what was committed
+/// and, with NATS, against the token events stream (restored from it when
+/// the data directory is empty).
 async fn control_plane(
     args: &ServiceArgs,
     clock: Arc<dyn Clock>,
     mut registry: Registry,
-) -> anyhow::Result<(AppState, Option<async_nats::jetstream::Context>, Indexer)> {
+) -> anyhow::Result<ControlPlane> {
     let directory = match &args.directory {
         Some(path) => Directory::load(path)?,
         None => Directory::demo(),
@@ -52,11 +59,50 @@ async fn control_plane(
             args.data.display()
         )
     })?;
+    let key_path = signing_key::path(&args.data, args.event_signing_key.as_deref());
+    let (signer, made) = signing_key::load_or_create(&key_path)?;
+    if made {
+        tracing::info!(
+            key.id = signer.public().key_id(),
+            "made the event signing key {} at {}",
+            signer.public().key_id(),
+            key_path.display()
+        );
+    }
+    let signer = Arc::new(signer);
+    let trust = match &args.event_key {
+        Some(text) => EventKey::from_base64(text)
+            .map_err(|e| anyhow::anyhow!("--event-key (ENSPACE_EVENT_KEY): {e}"))?,
+        None => signer.public().clone(),
+    };
+    let nats = match &args.nats_url {
+        None => None,
+        Some(url) => {
+            let client = enspace_nats::connect_with(
+                url,
+                &format!("enspace-tokens-{}", args.node_id),
+                &args.nats_auth.credentials(),
+                |_| {},
+            )
+            .await
+            .with_context(|| format!("cannot connect to NATS at {url} (NATS_URL)"))?;
+            let js = async_nats::jetstream::new(client.clone());
+            let restored = enspace_tokens::restore::check_at_start(&js, &store, &trust).await?;
+            if restored > 0 {
+                tracing::info!(
+                    events = restored,
+                    "restored {restored} events from the token events stream"
+                );
+            }
+            Some((client, js))
+        }
+    };
     let retention = jiff::SignedDuration::try_from(args.request_retention)
         .context("--request-retention (ENSPACE_REQUEST_RETENTION) is too long")?;
     let config = Config {
         internal_key: args.internal_key.clone(),
         request_retention: retention,
+        event_signer: Some(signer.clone()),
         ..Config::default()
     };
     let indexer_metrics = IndexerMetrics::register(&mut registry);
@@ -74,15 +120,21 @@ async fn control_plane(
         indexer_metrics,
     );
     tokio::spawn(indexer.clone().sweep_forever());
-    let js = match &args.nats_url {
+    let js = match nats {
         None => None,
-        Some(url) => {
-            let client = enspace_nats::connect(url, "enspace-tokens")
-                .await
-                .with_context(|| format!("cannot connect to NATS at {url} (NATS_URL)"))?;
-            let js = async_nats::jetstream::new(client.clone());
-            let outbox = Outbox::open(&store.db, store.log.clone())?;
+        Some((client, js)) => {
+            let outbox = Outbox::new(
+                store.log.clone(),
+                store.outbox_cursor.clone(),
+                signer.clone(),
+            )?;
             tokio::spawn(outbox.run(js.clone(), state.writer.head()));
+            tokio::spawn(enspace_tokens::outbox::heartbeat(
+                client.clone(),
+                store.log.clone(),
+                signer.clone(),
+                args.node_id.clone(),
+            ));
             tokio::spawn(enspace_tokens::request_log::indexer::consume_jetstream(
                 indexer.clone(),
                 js.clone(),
@@ -91,7 +143,51 @@ async fn control_plane(
             Some(js)
         }
     };
-    Ok((state, js, indexer))
+    Ok(ControlPlane {
+        state,
+        js,
+        indexer,
+        signer,
+    })
+}
+
+struct ControlPlane {
+    state: AppState,
+    js: Option<async_nats::jetstream::Context>,
+    indexer: Indexer,
+    signer: Arc<EventSigner>,
+}
+
+/// Follows the token events stream into `node`'s replica, checking every
+/// event against `pinned` (or the key the first heartbeat carries).
+fn follow_token_events(
+    js: async_nats::jetstream::Context,
+    node: &NodeState,
+    metrics: NodeMetrics,
+    pinned: Option<EventKey>,
+    kick: Arc<Notify>,
+) {
+    let client = js.client();
+    let feed = Feed::new(
+        js,
+        client,
+        node.replica().clone(),
+        node.freshness.clone(),
+        metrics,
+        pinned,
+        kick,
+    );
+    tokio::spawn(feed.run());
+}
+
+/// A NATS event callback that restarts the token events feed on reconnect.
+fn kick_on_reconnect(kick: &Arc<Notify>) -> impl Fn(&async_nats::Event) + Send + Sync + 'static {
+    let kick = kick.clone();
+    move |event| {
+        if matches!(event, async_nats::Event::Connected) {
+            kick.notify_one();
+        }
+    }
 }
 
 /// An API node's metrics and the bounded queue its request records go into.
@@ -113,6 +209,7 @@ fn start_publisher(
     queue: &Arc<RecordQueue>,
     metrics: &NodeMetrics,
     nats_url: &str,
+    credentials: enspace_nats::Credentials,
     name: &str,
     retention: Duration,
 ) -> anyhow::Result<()> {
@@ -134,7 +231,7 @@ fn start_publisher(
         .name("record-publisher".into())
         .spawn(move || {
             runtime.block_on(async move {
-                match enspace_nats::connect(&url, &name).await {
+                match enspace_nats::connect_with(&url, &name, &credentials, |_| {}).await {
                     Ok(client) => publisher.run(client).await,
                     Err(e) => tracing::error!(
                         error = %e,
@@ -195,17 +292,25 @@ pub async fn serve_with(
     wrap: impl FnOnce(Router) -> Router,
 ) -> anyhow::Result<()> {
     let mut registry = Registry::default();
-    let (ready_tx, ready_rx) = watch::channel(false);
     let (node_metrics, records) = record_queue(&mut registry);
     let sink: Arc<dyn enspace_core::RecordSink> = records.clone();
+    let freshness = Arc::new(match &args.nats_url {
+        Some(_) => Freshness::new(args.max_staleness.0),
+        None => Freshness::in_process(),
+    });
     let node = NodeState::with_metrics(
         &args.node_id,
         clock.clone(),
         node_metrics.clone(),
         Some(sink),
-        ready_rx,
+        freshness,
     );
-    let (state, js, indexer) = control_plane(&args, clock, registry).await?;
+    let ControlPlane {
+        state,
+        js,
+        indexer,
+        signer,
+    } = control_plane(&args, clock, registry).await?;
     match js {
         Some(js) => {
             let url = args.nats_url.as_deref().unwrap_or_default();
@@ -213,18 +318,20 @@ pub async fn serve_with(
                 &records,
                 &node_metrics,
                 url,
+                args.nats_auth.credentials(),
                 "enspace-serve",
                 args.request_retention,
             )?;
-            tokio::spawn(enspace_api_node::feed::follow_jetstream(
+            follow_token_events(
                 js,
-                node.replica().clone(),
-                ready_tx,
-            ));
+                &node,
+                node_metrics.clone(),
+                Some(signer.public().clone()),
+                Arc::new(Notify::new()),
+            );
         }
         None => {
             crate::embedded::attach(&state.store.log, &state.writer, node.replica().clone())?;
-            ready_tx.send_replace(true);
             tokio::spawn(crate::embedded::index_records(
                 records.clone(),
                 indexer,
@@ -256,7 +363,9 @@ pub async fn tokens(
             "`enspace tokens` needs NATS: pass --nats-url or set NATS_URL (or run `enspace serve`)"
         );
     }
-    let (state, _, _) = control_plane(&args, clock, Registry::default()).await?;
+    let state = control_plane(&args, clock, Registry::default())
+        .await?
+        .state;
     let store = state.store.clone();
     serve_router(listener, enspace_tokens::router(state), shutdown).await?;
     store.db.flush_async().await?;
@@ -271,27 +380,49 @@ pub async fn api_node(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let name = format!("enspace-api-node-{}", args.node_id);
-    let client = enspace_nats::connect(&args.nats_url, &name)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {} (NATS_URL)", args.nats_url))?;
-    let js = async_nats::jetstream::new(client.clone());
+    let pinned = match &args.event_key {
+        Some(text) => {
+            let key = EventKey::from_base64(text)
+                .map_err(|e| anyhow::anyhow!("--event-key (ENSPACE_EVENT_KEY): {e}"))?;
+            tracing::info!(
+                key.id = key.key_id(),
+                "event key {} pinned by --event-key",
+                key.key_id()
+            );
+            Some(key)
+        }
+        None => None,
+    };
+    let kick = Arc::new(Notify::new());
+    let client = enspace_nats::connect_with(
+        &args.nats_url,
+        &name,
+        &args.nats_auth.credentials(),
+        kick_on_reconnect(&kick),
+    )
+    .await
+    .with_context(|| format!("cannot connect to NATS at {} (NATS_URL)", args.nats_url))?;
+    let js = async_nats::jetstream::new(client);
     let mut registry = Registry::default();
-    let (ready_tx, ready_rx) = watch::channel(false);
     let (node_metrics, records) = record_queue(&mut registry);
     start_publisher(
         &records,
         &node_metrics,
         &args.nats_url,
+        args.nats_auth.credentials(),
         &name,
         args.request_retention,
     )?;
     let sink: Arc<dyn enspace_core::RecordSink> = records.clone();
-    let node = NodeState::with_metrics(&args.node_id, clock, node_metrics, Some(sink), ready_rx);
-    tokio::spawn(enspace_api_node::feed::follow_jetstream(
-        js,
-        node.replica().clone(),
-        ready_tx,
-    ));
+    let freshness = Arc::new(Freshness::new(args.max_staleness.0));
+    let node = NodeState::with_metrics(
+        &args.node_id,
+        clock,
+        node_metrics.clone(),
+        Some(sink),
+        freshness,
+    );
+    follow_token_events(js, &node, node_metrics, pinned, kick);
     let http = enspace_http::HttpMetrics::register(&mut registry);
     let router = enspace_api_node::router(node, Arc::new(registry), http);
     serve_router(listener, router, shutdown).await?;

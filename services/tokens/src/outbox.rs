@@ -76,7 +76,11 @@ pub fn event_headers(entry: &LogEntry, signer: &EventSigner) -> HeaderMap {
 }
 
 impl Outbox {
-    pub fn new(log: EventLog, cursor: OutboxCursor, signer: Arc<EventSigner>) -> Result<Self, StoreError> {
+    pub fn new(
+        log: EventLog,
+        cursor: OutboxCursor,
+        signer: Arc<EventSigner>,
+    ) -> Result<Self, StoreError> {
         let published = watch::Sender::new(cursor.get()?);
         Ok(Outbox {
             log,
@@ -241,7 +245,12 @@ impl Outbox {
 
 /// Sends the signed heartbeat every [`TICK`], forever: the log's head and
 /// first hash, so API nodes know what they should hold.
-pub async fn heartbeat(client: async_nats::Client, log: EventLog, signer: Arc<EventSigner>, writer: String) {
+pub async fn heartbeat(
+    client: async_nats::Client,
+    log: EventLog,
+    signer: Arc<EventSigner>,
+    writer: String,
+) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -276,7 +285,9 @@ pub async fn heartbeat(client: async_nats::Client, log: EventLog, signer: Arc<Ev
 }
 
 /// What the token events stream holds, for start-up checks.
-pub async fn stream_state(js: &jetstream::Context) -> Result<Option<stream::State>, async_nats::Error> {
+pub async fn stream_state(
+    js: &jetstream::Context,
+) -> Result<Option<stream::State>, async_nats::Error> {
     match js.get_stream(enspace_nats::TOKEN_EVENTS_STREAM).await {
         Ok(mut stream) => Ok(Some(stream.info().await?.state.clone())),
         Err(e)

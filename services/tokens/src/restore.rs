@@ -22,17 +22,87 @@ pub enum RestoreError {
     #[error("reading the token events stream failed: {0}")]
     Nats(String),
     #[error(
-        "the stream's event {seq} is not the log's: this data directory and the stream \\
+        "the stream's event {seq} is not the log's: this data directory and the stream \
          hold different histories"
     )]
     NotAPrefix { seq: u64 },
     #[error("the stream's message {seq} is not event {seq}: {reason}")]
     Invalid { seq: u64, reason: String },
     #[error(
-        "the stream's event {seq} is not signed by the event key {key_id}; \\
+        "the stream's event {seq} is not signed by the event key {key_id}; \
          restore with the key it was signed with (--event-key)"
     )]
     BadSignature { seq: u64, key_id: String },
+    #[error(
+        "the event log ends at seq {log}, but the token events stream holds signed events up \
+         to {stream}: this data directory lost events {}..={stream}. Fill them in with \
+         `enspace restore --data <dir> --nats-url <url>`",
+        log + 1
+    )]
+    LogBehindStream { log: u64, stream: u64 },
+    #[error(
+        "the data directory is empty and the token events stream holds {events} events that \
+         the event key {key_id} does not verify: pass the key they were signed with \
+         (--event-key), or, to start a new history, delete the stream ENSPACE_TOKEN_EVENTS"
+    )]
+    Unverifiable { events: u64, key_id: String },
+}
+
+/// Decodes a message's `Enspace-Signature` header (empty if absent).
+pub fn signature_of(headers: Option<&async_nats::HeaderMap>) -> Vec<u8> {
+    headers
+        .and_then(|h| h.get(enspace_nats::SIGNATURE_HEADER))
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str())
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// At start-up, before serving: the log against the stream. A stream that
+/// holds signed events past the log restores an empty log, and refuses a
+/// non-empty one (it lost committed events). Messages past the log that do
+/// not verify are left to the outbox, which replaces them, unless the log
+/// is empty: then they may be a history signed by another key, which is
+/// never deleted on a guess.
+pub async fn check_at_start(
+    js: &jetstream::Context,
+    store: &Store,
+    trust: &EventKey,
+) -> Result<u64, RestoreError> {
+    let (log_seq, log_hash) = store.log.head()?;
+    let last = stream_last(js).await?;
+    if last <= log_seq {
+        return Ok(0);
+    }
+    let stream = js
+        .get_stream(enspace_nats::TOKEN_EVENTS_STREAM)
+        .await
+        .map_err(nats)?;
+    let next = stream.get_raw_message(log_seq + 1).await.map_err(nats)?;
+    let hash = chain_hash(&log_hash, &next.payload);
+    if trust.verify_event(&hash, &signature_of(Some(&next.headers))) {
+        if log_seq == 0 {
+            return restore(js, store, trust).await;
+        }
+        return Err(RestoreError::LogBehindStream {
+            log: log_seq,
+            stream: last,
+        });
+    }
+    if log_seq == 0 {
+        return Err(RestoreError::Unverifiable {
+            events: last,
+            key_id: trust.key_id().to_owned(),
+        });
+    }
+    tracing::warn!(
+        log_head = log_seq,
+        stream_last = last,
+        "the token events stream holds messages past the log that this control plane did not sign; they will be replaced"
+    );
+    Ok(0)
 }
 
 fn nats(e: impl std::fmt::Display) -> RestoreError {
@@ -88,7 +158,6 @@ pub async fn restore(
     let mut messages = consumer.messages().await.map_err(nats)?;
     let mut batch = sled::Batch::default();
     let mut in_batch = 0;
-    let b64 = base64::engine::general_purpose::STANDARD;
     while seq < last {
         let Some(message) = messages.next().await else {
             return Err(RestoreError::Nats("the stream ended early".into()));
@@ -103,17 +172,13 @@ pub async fn restore(
         if stream_seq != next {
             return Err(invalid("the stream skips a sequence"));
         }
-        let envelope = EventEnvelope::decode(&message.payload).map_err(|e| invalid(&e.to_string()))?;
+        let envelope =
+            EventEnvelope::decode(&message.payload).map_err(|e| invalid(&e.to_string()))?;
         if envelope.seq != next {
             return Err(invalid("its seq differs"));
         }
         let hash = chain_hash(&prev, &message.payload);
-        let signature = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(enspace_nats::SIGNATURE_HEADER))
-            .and_then(|v| b64.decode(v.as_str()).ok())
-            .unwrap_or_default();
+        let signature = signature_of(message.headers.as_ref());
         if !key.verify_event(&hash, &signature) {
             return Err(RestoreError::BadSignature {
                 seq: next,

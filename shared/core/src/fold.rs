@@ -64,7 +64,11 @@ pub fn change<'a>(known: &impl Known, envelope: &'a EventEnvelope) -> Change<'a>
 }
 
 /// The state a creation makes.
-pub fn created_view(envelope: &EventEnvelope, created: &TokenCreated, hash: SecretHash) -> TokenView {
+pub fn created_view(
+    envelope: &EventEnvelope,
+    created: &TokenCreated,
+    hash: SecretHash,
+) -> TokenView {
     TokenView {
         id: envelope.token_id,
         user_id: created.user_id.clone(),
@@ -124,7 +128,8 @@ pub fn cases() -> Vec<Case> {
     use crate::events::TokenRevoked;
     use crate::token::{Expiration, Scope};
 
-    let at: jiff::Timestamp = jiff::Timestamp::from_millisecond(1_780_000_000_000).unwrap_or_default();
+    let at: jiff::Timestamp =
+        jiff::Timestamp::from_millisecond(1_780_000_000_000).unwrap_or_default();
     let h = |i: u8| SecretHash([i; 32]);
     let id = |i: u8| Ulid::from_parts(1_780_000_000_000, u128::from(i));
     let mut seq = 0u64;

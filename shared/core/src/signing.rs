@@ -134,9 +134,7 @@ impl EventKey {
 
     /// From the base64 `key` of [`EventKeyJson`].
     pub fn from_base64(text: &str) -> Result<Self, KeyError> {
-        let bytes = B64
-            .decode(text.trim())
-            .map_err(|_| KeyError::NotBase64)?;
+        let bytes = B64.decode(text.trim()).map_err(|_| KeyError::NotBase64)?;
         Self::from_bytes(&bytes)
     }
 
@@ -236,7 +234,10 @@ impl Heartbeat {
     /// Decodes a signed heartbeat and checks it against `pinned`, or, with
     /// no key pinned, against the key it carries (which the caller may then
     /// pin). Returns the heartbeat and the key that verified it.
-    pub fn open(bytes: &[u8], pinned: Option<&EventKey>) -> Result<(Self, EventKey), HeartbeatError> {
+    pub fn open(
+        bytes: &[u8],
+        pinned: Option<&EventKey>,
+    ) -> Result<(Self, EventKey), HeartbeatError> {
         let signed: SignedHeartbeat =
             rmp_serde::from_slice(bytes).map_err(|_| HeartbeatError::Malformed)?;
         let beat: Heartbeat =
@@ -320,7 +321,10 @@ mod tests {
         let key = EventKey::from_base64(&signer.public().to_base64()).expect("key");
         assert_eq!(&key, signer.public());
         assert_eq!(key.key_id().len(), 16);
-        assert_eq!(EventKey::from_base64("not base64!"), Err(KeyError::NotBase64));
+        assert_eq!(
+            EventKey::from_base64("not base64!"),
+            Err(KeyError::NotBase64)
+        );
         assert_eq!(EventKey::from_base64("AAAA"), Err(KeyError::WrongLength));
     }
 

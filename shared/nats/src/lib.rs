@@ -106,13 +106,14 @@ pub async fn connect_with(
 ) -> Result<async_nats::Client, ConnectError> {
     let mut options = async_nats::ConnectOptions::new();
     if let Some(path) = &credentials.creds_file {
-        options = options
-            .credentials_file(path)
-            .await
-            .map_err(|source| ConnectError::Credentials {
-                path: path.clone(),
-                source,
-            })?;
+        options =
+            options
+                .credentials_file(path)
+                .await
+                .map_err(|source| ConnectError::Credentials {
+                    path: path.clone(),
+                    source,
+                })?;
     }
     if let Some(path) = &credentials.nkey_file {
         let seed = std::fs::read_to_string(path).map_err(|source| ConnectError::Credentials {

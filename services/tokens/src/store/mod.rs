@@ -142,9 +142,7 @@ pub fn check_committed(
             }
         };
         if at != committed.hash {
-            return Err(StoreError::HeadMismatch {
-                seq: committed.seq,
-            });
+            return Err(StoreError::HeadMismatch { seq: committed.seq });
         }
     }
     let published = cursor.get()?;

@@ -1,0 +1,221 @@
+//! The chain a node holds, and what it accepts onto it: only the event with
+//! the next `seq`, whose chain hash `SHA-256(held hash ‖ payload)` carries a
+//! signature by the pinned event key. Everything else is refused, with the
+//! reason counted (`enspace_token_events_refused_total{reason}`).
+//!
+//! When events are read in bulk (catching up), each one's chain hash is
+//! computed and only the last one's signature checked: it covers its chain
+//! hash, which covers every event before it, so one valid signature vouches
+//! for the whole run. If it fails, each event is checked on its own.
+
+use enspace_core::EventKey;
+use enspace_core::events::{EventEnvelope, GENESIS_HASH, chain_hash};
+
+/// Why an event was not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a decodable event.
+    Malformed,
+    /// At or below the held `seq`: a duplicate or a replay.
+    Replayed,
+    /// Past the next `seq`: events are missing before it.
+    Gap,
+    /// No valid signature by the pinned key.
+    BadSignature,
+    /// Signed by the pinned key, but extends another chain than the one
+    /// held (the control plane's history was replaced): the node rebuilds.
+    OtherHistory,
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed",
+            Refusal::Replayed => "replayed",
+            Refusal::Gap => "gap",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::OtherHistory => "other_history",
+        }
+    }
+}
+
+/// An event whose place in the chain checks out, waiting for its signature.
+pub struct Candidate {
+    pub envelope: EventEnvelope,
+    pub hash: [u8; 32],
+    pub signature: Vec<u8>,
+    pub prev_hash_header: Option<[u8; 32]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chain {
+    pub seq: u64,
+    pub hash: [u8; 32],
+    /// The chain hash of event 1, which names the history.
+    pub first: [u8; 32],
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain {
+            seq: 0,
+            hash: GENESIS_HASH,
+            first: GENESIS_HASH,
+        }
+    }
+}
+
+impl Chain {
+    /// Places a message after `self`: decodes it and computes its chain hash.
+    pub fn place(
+        &self,
+        payload: &[u8],
+        signature: Vec<u8>,
+        prev_hash_header: Option<[u8; 32]>,
+    ) -> Result<Candidate, Refusal> {
+        let envelope = EventEnvelope::decode(payload).map_err(|_| Refusal::Malformed)?;
+        if envelope.seq <= self.seq {
+            return Err(Refusal::Replayed);
+        }
+        if envelope.seq > self.seq + 1 {
+            return Err(Refusal::Gap);
+        }
+        Ok(Candidate {
+            hash: chain_hash(&self.hash, payload),
+            envelope,
+            signature,
+            prev_hash_header,
+        })
+    }
+
+    /// Extends the chain with a placed event (its signature checked).
+    pub fn extend(&mut self, candidate: &Candidate) {
+        self.seq = candidate.envelope.seq;
+        self.hash = candidate.hash;
+        if self.seq == 1 {
+            self.first = candidate.hash;
+        }
+    }
+}
+
+/// Checks a candidate's own signature; tells a forgery from an authentic
+/// event of another history by its `Enspace-Prev-Hash` header.
+pub fn check(candidate: &Candidate, key: &EventKey, payload: &[u8]) -> Result<(), Refusal> {
+    if key.verify_event(&candidate.hash, &candidate.signature) {
+        return Ok(());
+    }
+    let theirs = candidate
+        .prev_hash_header
+        .map(|prev| chain_hash(&prev, payload));
+    match theirs {
+        Some(hash) if key.verify_event(&hash, &candidate.signature) => Err(Refusal::OtherHistory),
+        _ => Err(Refusal::BadSignature),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use enspace_core::EventSigner;
+    use enspace_core::events::{StoredEvent, TokenCreated, TokenEvent};
+    use enspace_core::{Expiration, Scope};
+    use ulid::Ulid;
+
+    use super::*;
+
+    fn event(seq: u64) -> EventEnvelope {
+        EventEnvelope {
+            seq,
+            id: Ulid::new(),
+            at: jiff::Timestamp::now(),
+            actor: "alice".into(),
+            token_id: Ulid::new(),
+            event: TokenEvent::TokenCreated(TokenCreated {
+                user_id: "alice".into(),
+                description: "chain".into(),
+                expiration: Expiration::Never,
+                scopes: vec![Scope::Read],
+                workspaces: vec!["acme".into()],
+                expires_at: None,
+                secret_hash: hex::encode([seq as u8; 32]),
+            }),
+        }
+    }
+
+    /// A signed log of `n` events: (payload, signature, prev hash).
+    fn log(signer: &EventSigner, n: u64) -> Vec<(Vec<u8>, Vec<u8>, [u8; 32])> {
+        let mut prev = GENESIS_HASH;
+        (1..=n)
+            .map(|seq| {
+                let stored = StoredEvent::new(prev, &event(seq));
+                let out = (
+                    stored.payload.clone(),
+                    signer.sign_event(&stored.hash).to_vec(),
+                    prev,
+                );
+                prev = stored.hash;
+                out
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_signed_log_extends_the_chain_event_by_event() {
+        let signer = EventSigner::generate();
+        let mut chain = Chain::default();
+        for (payload, sig, prev) in log(&signer, 5) {
+            let c = chain.place(&payload, sig, Some(prev)).expect("placed");
+            assert_eq!(check(&c, signer.public(), &payload), Ok(()));
+            chain.extend(&c);
+        }
+        assert_eq!(chain.seq, 5);
+        assert_ne!(chain.first, GENESIS_HASH);
+    }
+
+    #[test]
+    fn replays_gaps_forgeries_and_other_histories_are_refused() {
+        let signer = EventSigner::generate();
+        let events = log(&signer, 3);
+        let mut chain = Chain::default();
+        let (p1, s1, h1) = &events[0];
+        chain.extend(&chain.place(p1, s1.clone(), Some(*h1)).expect("placed"));
+
+        let (p1, s1, _) = &events[0];
+        assert_eq!(
+            chain.place(p1, s1.clone(), None).err(),
+            Some(Refusal::Replayed)
+        );
+        let (p3, s3, _) = &events[2];
+        assert_eq!(chain.place(p3, s3.clone(), None).err(), Some(Refusal::Gap));
+        assert_eq!(
+            chain.place(b"junk", vec![], None).err(),
+            Some(Refusal::Malformed)
+        );
+
+        // Event 2 unsigned, and signed by another key.
+        let (p2, s2, h2) = &events[1];
+        let unsigned = chain.place(p2, vec![], Some(*h2)).expect("placed");
+        assert_eq!(
+            check(&unsigned, signer.public(), p2),
+            Err(Refusal::BadSignature)
+        );
+        let other = EventSigner::generate();
+        let forged = chain
+            .place(p2, other.sign_event(&unsigned.hash).to_vec(), Some(*h2))
+            .expect("placed");
+        assert_eq!(
+            check(&forged, signer.public(), p2),
+            Err(Refusal::BadSignature)
+        );
+        let good = chain.place(p2, s2.clone(), Some(*h2)).expect("placed");
+        assert_eq!(check(&good, signer.public(), p2), Ok(()));
+
+        // Event 2 of another history signed by the same key.
+        let elsewhere = log(&signer, 2);
+        let (q2, t2, g2) = &elsewhere[1];
+        let theirs = chain.place(q2, t2.clone(), Some(*g2)).expect("placed");
+        assert_eq!(
+            check(&theirs, signer.public(), q2),
+            Err(Refusal::OtherHistory)
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! `enspace restore`: fills a stopped control plane's event log from the
+//! token events stream, checking every hash and signature.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use enspace_core::EventKey;
+use enspace_tokens::signing_key;
+use enspace_tokens::store::Store;
+
+use crate::cli::RestoreArgs;
+
+pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create the data directory {}", args.data.display()))?;
+    let trust = trust_key(&args.data, &args)?;
+    let store = Store::open_unchecked(&args.data).with_context(|| {
+        format!(
+            "cannot open the store in {} (is the token service still running?)",
+            args.data.display()
+        )
+    })?;
+    let client = enspace_nats::connect_with(
+        &args.nats_url,
+        "enspace-restore",
+        &args.nats_auth.credentials(),
+        |_| {},
+    )
+    .await
+    .with_context(|| format!("cannot connect to NATS at {} (NATS_URL)", args.nats_url))?;
+    let js = async_nats::jetstream::new(client);
+    let restored = enspace_tokens::restore::restore(&js, &store, &trust).await?;
+    store.check_committed()?;
+    let (seq, hash) = store.log.head()?;
+    println!(
+        "restored {restored} events; the log now ends at seq {seq}, head {}",
+        hex::encode(hash)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The key the stream is checked with: `--event-key`, else the signing
+/// key file's own.
+fn trust_key(data: &Path, args: &RestoreArgs) -> anyhow::Result<EventKey> {
+    if let Some(text) = &args.event_key {
+        return EventKey::from_base64(text)
+            .map_err(|e| anyhow::anyhow!("--event-key (ENSPACE_EVENT_KEY): {e}"));
+    }
+    let path = signing_key::path(data, args.event_signing_key.as_deref());
+    match signing_key::load(&path)? {
+        Some(signer) => Ok(signer.public().clone()),
+        None => anyhow::bail!(
+            "no event signing key at {}: pass the public key the stream was signed with \
+             (--event-key), or the signing key file (--event-signing-key)",
+            path.display()
+        ),
+    }
+}
