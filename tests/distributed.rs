@@ -3,66 +3,16 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-
 use crate::support::app::ApiClient;
-use crate::support::{EnspaceProcess, NatsServer, eventually};
-
-const RECORDS: &str = "/api/v1/workspaces/acme/records";
+use crate::support::distributed::{self, body, status, wait_ready, wait_status};
+use crate::support::{EnspaceProcess, NatsServer};
 
 fn token_service(data: &std::path::Path, nats: &NatsServer) -> EnspaceProcess {
-    EnspaceProcess::start(
-        &[
-            "tokens",
-            "--data",
-            data.to_str().expect("utf-8"),
-            "--nats-url",
-            &nats.url(),
-            "--internal-key",
-            "test-internal-key",
-        ],
-        &[],
-    )
+    distributed::token_service(data, &nats.url(), &[])
 }
 
 fn api_node(nats: &NatsServer, id: &str) -> EnspaceProcess {
-    EnspaceProcess::start(
-        &["api-node", "--nats-url", &nats.url(), "--node-id", id],
-        &[],
-    )
-}
-
-async fn status(api: &ApiClient, secret: &str) -> u16 {
-    api.client
-        .get(api.url(RECORDS))
-        .bearer_auth(secret)
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-}
-
-async fn wait_status(api: &ApiClient, secret: &str, want: u16, timeout: Duration) {
-    eventually(timeout, &format!("{} answers {want}", api.base), || async {
-        (status(api, secret).await == want).then_some(())
-    })
-    .await;
-}
-
-async fn wait_ready(api: &ApiClient) {
-    eventually(
-        Duration::from_secs(30),
-        &format!("{} ready", api.base),
-        || async {
-            let res = api.client.get(api.url("/readyz")).send().await.ok()?;
-            (res.status() == 200).then_some(())
-        },
-    )
-    .await;
-}
-
-fn body(description: &str) -> Value {
-    json!({"description": description, "expiration": "never", "scopes": ["read"], "workspaces": ["acme"]})
+    distributed::api_node_on(nats, id)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

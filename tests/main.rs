@@ -17,6 +17,7 @@ mod request_logs;
 mod schemas;
 mod secrets;
 mod sessions;
+mod token_state;
 mod tokens_api;
 mod ui;
 mod validation;

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod conformance;
+pub mod distributed;
 pub mod nats;
 pub mod process;
 pub mod serve;

@@ -95,6 +95,17 @@ impl Feed {
     /// Runs the heartbeat listener and the event feed, forever.
     pub async fn run(self: Arc<Self>) {
         tokio::spawn(self.clone().listen_heartbeats());
+        let gauge = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                gauge
+                    .metrics
+                    .staleness
+                    .set(gauge.freshness.staleness_seconds());
+            }
+        });
         self.follow().await;
     }
 
@@ -113,17 +124,8 @@ impl Feed {
             match self.client.subscribe(enspace_nats::HEARTBEAT_SUBJECT).await {
                 Ok(mut beats) => {
                     retry = MIN_RETRY;
-                    let mut tick = tokio::time::interval(Duration::from_secs(1));
-                    loop {
-                        tokio::select! {
-                            message = beats.next() => match message {
-                                Some(message) => self.heartbeat(&message.payload, Instant::now()),
-                                None => break,
-                            },
-                            _ = tick.tick() => {
-                                self.metrics.staleness.set(self.freshness.staleness_seconds());
-                            }
-                        }
+                    while let Some(message) = beats.next().await {
+                        self.heartbeat(&message.payload, Instant::now());
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot subscribe to heartbeats; retrying"),

@@ -1,0 +1,101 @@
+//! The distributed mode as child processes on a real nats-server: the
+//! control plane (`enspace tokens`), API nodes, and what tests ask of them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::app::ApiClient;
+use super::{EnspaceProcess, NatsServer, eventually};
+
+pub const RECORDS: &str = "/api/v1/workspaces/acme/records";
+
+/// `enspace tokens` on `data`, with `extra` flags.
+pub fn token_service(data: &Path, nats_url: &str, extra: &[&str]) -> EnspaceProcess {
+    let mut args = vec![
+        "tokens",
+        "--data",
+        data.to_str().expect("utf-8"),
+        "--nats-url",
+        nats_url,
+        "--internal-key",
+        "test-internal-key",
+    ];
+    args.extend_from_slice(extra);
+    EnspaceProcess::start(&args, &[])
+}
+
+/// `enspace api-node` named `id`, with `extra` flags.
+pub fn api_node(nats_url: &str, id: &str, extra: &[&str]) -> EnspaceProcess {
+    let mut args = vec!["api-node", "--nats-url", nats_url, "--node-id", id];
+    args.extend_from_slice(extra);
+    EnspaceProcess::start(&args, &[])
+}
+
+pub fn api_node_on(nats: &NatsServer, id: &str) -> EnspaceProcess {
+    api_node(&nats.url(), id, &[])
+}
+
+/// The status a node answers a read with `secret`; 0 if it did not answer.
+pub async fn status(api: &ApiClient, secret: &str) -> u16 {
+    api.client
+        .get(api.url(RECORDS))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+pub async fn wait_status(api: &ApiClient, secret: &str, want: u16, timeout: Duration) {
+    eventually(timeout, &format!("{} answers {want}", api.base), || async {
+        (status(api, secret).await == want).then_some(())
+    })
+    .await;
+}
+
+pub async fn wait_ready(api: &ApiClient) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{} ready", api.base),
+        || async {
+            let res = api.client.get(api.url("/readyz")).send().await.ok()?;
+            (res.status() == 200).then_some(())
+        },
+    )
+    .await;
+}
+
+/// A read-only, never-expiring token on `acme`.
+pub fn body(description: &str) -> Value {
+    json!({"description": description, "expiration": "never", "scopes": ["read"], "workspaces": ["acme"]})
+}
+
+pub async fn revoke(svc: &ApiClient, session: &str, token: &Value) {
+    let id = token["id"].as_str().expect("id");
+    assert_eq!(
+        svc.delete(session, &format!("/v1/tokens/{id}"))
+            .await
+            .status(),
+        204
+    );
+}
+
+/// A counter's value in a process's `/metrics`, summed over the samples
+/// whose name and labels start with `prefix`.
+pub async fn metric(api: &ApiClient, prefix: &str) -> f64 {
+    let text = api
+        .client
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

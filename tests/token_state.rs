@@ -1,0 +1,494 @@
+//! Revoked stays revoked: token state under faults, with real processes on
+//! a real nats-server. A lost NATS store, a lost or damaged control-plane
+//! disk, forged events, NATS away, and SIGKILL mid-write.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::Value;
+
+use crate::support::app::ApiClient;
+use crate::support::distributed::{
+    api_node, body, metric, revoke, status, token_service, wait_ready, wait_status,
+};
+use crate::support::process::audit;
+use crate::support::{EnspaceProcess, NatsServer, eventually, files_under};
+
+async fn signed_in(process: &EnspaceProcess) -> (ApiClient, String) {
+    let svc = ApiClient::from_base(&process.base);
+    wait_ready(&svc).await;
+    let alice = svc.login("alice").await;
+    (svc, alice)
+}
+
+#[tokio::test]
+async fn after_the_nats_store_is_lost_a_revocation_reaches_a_running_node_and_a_new_node_accepts_older_tokens()
+ {
+    let mut nats = NatsServer::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    let service = token_service(data.path(), &nats.url(), &[]);
+    let old = api_node(&nats.url(), "old", &[]);
+    let (svc, alice) = signed_in(&service).await;
+    let old_node = ApiClient::from_base(&old.base);
+    wait_ready(&old_node).await;
+    let (doomed, doomed_secret) = svc.create_token(&alice, &body("doomed")).await;
+    let (_, kept_secret) = svc.create_token(&alice, &body("kept")).await;
+    wait_status(&old_node, &kept_secret, 200, Duration::from_secs(5)).await;
+    wait_status(&old_node, &doomed_secret, 200, Duration::from_secs(5)).await;
+
+    nats.wipe_store_and_restart();
+    revoke(&svc, &alice, &doomed).await;
+    wait_status(&old_node, &doomed_secret, 401, Duration::from_secs(5)).await;
+    let (_, later_secret) = svc.create_token(&alice, &body("made after the loss")).await;
+    wait_status(&old_node, &later_secret, 200, Duration::from_secs(5)).await;
+    assert_eq!(status(&old_node, &kept_secret).await, 200);
+
+    let new = api_node(&nats.url(), "new", &[]);
+    let new_node = ApiClient::from_base(&new.base);
+    wait_ready(&new_node).await;
+    assert_eq!(status(&new_node, &kept_secret).await, 200);
+    assert_eq!(status(&new_node, &later_secret).await, 200);
+    assert_eq!(status(&new_node, &doomed_secret).await, 401);
+}
+
+/// Every token of alice as listed, and the whole audit export.
+async fn snapshot(svc: &ApiClient, alice: &str) -> Value {
+    svc.get(alice, "/v1/tokens")
+        .await
+        .json::<Value>()
+        .await
+        .expect("json")["tokens"]
+        .clone()
+}
+
+#[tokio::test]
+async fn a_control_plane_on_a_wiped_data_dir_restores_every_token_and_the_same_chain_from_the_stream()
+ {
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    let keys = tempfile::tempdir().expect("key dir");
+    let key = keys.path().join("event-signing.key");
+    let key_flag = ["--event-signing-key", key.to_str().expect("utf-8")];
+    let mut service = token_service(data.path(), &nats.url(), &key_flag);
+    let node = api_node(&nats.url(), "node", &[]);
+    let (svc, alice) = signed_in(&service).await;
+    let node_api = ApiClient::from_base(&node.base);
+    let mut secrets = Vec::new();
+    for i in 0..14 {
+        let (token, secret) = svc.create_token(&alice, &body(&format!("t{i}"))).await;
+        if i % 3 == 0 {
+            revoke(&svc, &alice, &token).await;
+        }
+        secrets.push((secret, i % 3 == 0));
+    }
+    let listed = snapshot(&svc, &alice).await;
+    wait_status(&node_api, &secrets[13].0, 200, Duration::from_secs(5)).await;
+    service.terminate();
+    let (code, export_before) = audit(&["export", "--data", data.path().to_str().expect("utf-8")]);
+    assert_eq!(code, 0);
+
+    for path in std::fs::read_dir(data.path()).expect("data dir") {
+        let path = path.expect("entry").path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).expect("wipe");
+        } else {
+            std::fs::remove_file(&path).expect("wipe");
+        }
+    }
+    let mut service = token_service(data.path(), &nats.url(), &key_flag);
+    let (svc, alice) = signed_in(&service).await;
+    assert_eq!(
+        snapshot(&svc, &alice).await,
+        listed,
+        "every token listed again"
+    );
+    // Still revocable, and the node still follows.
+    let live = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|t| t["status"] == "active")
+        .expect("a live token")
+        .clone();
+    revoke(&svc, &alice, &live).await;
+    let index: usize = live["description"].as_str().expect("description")[1..]
+        .parse()
+        .expect("t<i>");
+    let live_secret = &secrets[index].0;
+    wait_status(&node_api, live_secret, 401, Duration::from_secs(5)).await;
+    service.terminate();
+    let (code, export_after) = audit(&["export", "--data", data.path().to_str().expect("utf-8")]);
+    assert_eq!(code, 0);
+    assert!(
+        export_after.starts_with(&export_before),
+        "the restored chain is the one that was exported"
+    );
+    assert_eq!(
+        export_after.lines().count(),
+        export_before.lines().count() + 1
+    );
+    let (code, verified) = audit(&["verify", "--data", data.path().to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{verified}");
+}
+
+/// Flips one byte in every copy of `needle` in the files under `dir`.
+fn flip_every_copy(dir: &std::path::Path, needle: &[u8]) -> usize {
+    let mut flipped = 0;
+    for path in files_under(dir) {
+        let mut bytes = std::fs::read(&path).expect("read");
+        let mut changed = false;
+        let mut at = 0;
+        while let Some(i) = bytes[at..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|i| i + at)
+        {
+            bytes[i + needle.len() / 2] ^= 0x01;
+            changed = true;
+            flipped += 1;
+            at = i + needle.len();
+        }
+        if changed {
+            std::fs::write(&path, &bytes).expect("write");
+        }
+    }
+    flipped
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_an_event_never_brings_a_revoked_token_back() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut serve = EnspaceProcess::serve(data.path());
+    let (svc, alice) = signed_in(&serve).await;
+    let (first, first_secret) = svc.create_token(&alice, &body("first")).await;
+    let (_, _second) = svc.create_token(&alice, &body("second")).await;
+    revoke(&svc, &alice, &first).await;
+    serve.terminate();
+    let (_, export) = audit(&["export", "--data", data.path().to_str().expect("utf-8")]);
+    let second: Value =
+        serde_json::from_str(export.lines().nth(1).expect("event 2")).expect("json");
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(second["payload"].as_str().expect("payload"))
+        .expect("base64");
+    assert!(
+        flip_every_copy(data.path(), &payload) > 0,
+        "event 2 is on disk"
+    );
+
+    let (code, said) = audit(&["verify", "--data", data.path().to_str().expect("utf-8")]);
+    assert_eq!(code, 1, "verify must fail: {said}");
+    // Starting either refuses, or serves without the revoked token.
+    let started = std::process::Command::new(crate::support::process::binary())
+        .args(["serve", "--data", data.path().to_str().expect("utf-8")])
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = started;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return (Some(status), child);
+            }
+            if Instant::now() > deadline {
+                return (None, child);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .expect("join");
+    match output {
+        (Some(status), child) => {
+            assert!(!status.success());
+            let out = child.wait_with_output().expect("output");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("missing")
+                    || stderr.contains("corrupt")
+                    || stderr.contains("differs"),
+                "says why: {stderr}"
+            );
+        }
+        (None, mut child) => {
+            let _ = child.kill();
+            panic!(
+                "the control plane started on a log that lost a committed event ({first_secret:.12}…)"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn forged_unsigned_and_wrongly_signed_token_events_are_refused_by_every_node_and_counted() {
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    let service = token_service(data.path(), &nats.url(), &[]);
+    let (svc, alice) = signed_in(&service).await;
+    let (a, b) = (
+        api_node(&nats.url(), "a", &[]),
+        api_node(&nats.url(), "b", &[]),
+    );
+    let nodes = [ApiClient::from_base(&a.base), ApiClient::from_base(&b.base)];
+    let (real, real_secret) = svc.create_token(&alice, &body("real")).await;
+    for node in &nodes {
+        wait_ready(node).await;
+        wait_status(node, &real_secret, 200, Duration::from_secs(5)).await;
+    }
+
+    // Anyone who can publish on NATS, with their own secret.
+    let forger = async_nats::connect(nats.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(forger);
+    let key = enspace_core::EventSigner::generate();
+    let mut forged_secrets = Vec::new();
+    for signed in [false, true] {
+        let secret = enspace_core::PatSecret::generate();
+        let token_id = ulid::Ulid::new();
+        let envelope = enspace_core::EventEnvelope {
+            // The next seq after the real creation.
+            seq: 2,
+            id: ulid::Ulid::new(),
+            at: jiff::Timestamp::now(),
+            actor: "mallory".into(),
+            token_id,
+            event: enspace_core::TokenEvent::TokenCreated(enspace_core::events::TokenCreated {
+                user_id: "alice".into(),
+                description: "forged".into(),
+                expiration: enspace_core::Expiration::Never,
+                scopes: vec![enspace_core::Scope::Read, enspace_core::Scope::Write],
+                workspaces: vec!["acme".into()],
+                expires_at: None,
+                secret_hash: secret.hash().to_hex(),
+            }),
+        };
+        let payload = envelope.encode();
+        let mut headers = async_nats::HeaderMap::new();
+        if signed {
+            let hash = enspace_core::events::chain_hash(&[0; 32], &payload);
+            headers.insert(
+                enspace_nats::SIGNATURE_HEADER,
+                base64::engine::general_purpose::STANDARD
+                    .encode(key.sign_event(&hash))
+                    .as_str(),
+            );
+        }
+        js.publish_with_headers(
+            enspace_nats::token_event_subject(&token_id.to_string()),
+            headers,
+            payload.into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+        forged_secrets.push(secret.expose().to_owned());
+    }
+    for node in &nodes {
+        eventually(Duration::from_secs(5), "refusals counted", || async {
+            let bad = metric(
+                node,
+                "enspace_token_events_refused_total{reason=\"bad_signature\"}",
+            );
+            let all = metric(node, "enspace_token_events_refused_total");
+            (bad.await >= 1.0 && all.await >= 2.0).then_some(())
+        })
+        .await;
+        for secret in &forged_secrets {
+            assert_eq!(
+                status(node, secret).await,
+                401,
+                "a forged token works nowhere"
+            );
+        }
+    }
+    // The stream is repaired and real changes still arrive.
+    revoke(&svc, &alice, &real).await;
+    for node in &nodes {
+        wait_status(node, &real_secret, 401, Duration::from_secs(5)).await;
+        for secret in &forged_secrets {
+            assert_eq!(status(node, secret).await, 401);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_node_cut_off_longer_than_max_staleness_answers_503_then_200_once_nats_returns() {
+    let mut nats = NatsServer::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    let service = token_service(data.path(), &nats.url(), &[]);
+    let (svc, alice) = signed_in(&service).await;
+    let node = api_node(&nats.url(), "node", &["--max-staleness", "2s"]);
+    let api = ApiClient::from_base(&node.base);
+    wait_ready(&api).await;
+    let (_, secret) = svc.create_token(&alice, &body("fresh")).await;
+    wait_status(&api, &secret, 200, Duration::from_secs(5)).await;
+
+    nats.stop();
+    wait_status(&api, &secret, 503, Duration::from_secs(6)).await;
+    let res = api
+        .client
+        .get(api.url(crate::support::distributed::RECORDS))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(res.headers()["retry-after"], "1");
+    crate::support::assert_problem(res, 503, "token_state_stale").await;
+    let ready = api
+        .client
+        .get(api.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+    eventually(Duration::from_secs(3), "the staleness gauge", || async {
+        (metric(&api, "enspace_replica_staleness_seconds").await >= 2.0).then_some(())
+    })
+    .await;
+
+    nats.restart();
+    wait_status(&api, &secret, 200, Duration::from_secs(10)).await;
+    wait_ready(&api).await;
+}
+
+#[tokio::test]
+async fn a_revocation_made_while_nats_was_down_reaches_the_node_within_two_seconds_of_its_return() {
+    let mut nats = NatsServer::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    let service = token_service(data.path(), &nats.url(), &[]);
+    let (svc, alice) = signed_in(&service).await;
+    let node = api_node(&nats.url(), "node", &["--max-staleness", "none"]);
+    let api = ApiClient::from_base(&node.base);
+    wait_ready(&api).await;
+    let (token, secret) = svc.create_token(&alice, &body("outage")).await;
+    wait_status(&api, &secret, 200, Duration::from_secs(5)).await;
+
+    nats.stop();
+    revoke(&svc, &alice, &token).await;
+    // Long enough for every client to back off as far as it will.
+    for _ in 0..30 {
+        assert_eq!(
+            status(&api, &secret).await,
+            200,
+            "no staleness bound: old copy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    nats.restart();
+    let back = Instant::now();
+    wait_status(&api, &secret, 401, Duration::from_secs(10)).await;
+    let took = back.elapsed();
+    eprintln!("revocation reached the node {took:?} after NATS returned");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+#[tokio::test]
+async fn sigkill_of_the_control_plane_in_a_loop_loses_no_acknowledged_change() {
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    // secret → (token id, acknowledged revoked)
+    let mut acked: BTreeMap<String, (String, bool)> = BTreeMap::new();
+    for _round in 0..4 {
+        let mut service = token_service(data.path(), &nats.url(), &[]);
+        let (svc, _) = signed_in(&service).await;
+        let mut clients = Vec::new();
+        for c in 0..4 {
+            let svc = svc.clone();
+            clients.push(tokio::spawn(async move {
+                let session = svc.login(if c % 2 == 0 { "alice" } else { "bob" }).await;
+                let mut done = Vec::new();
+                loop {
+                    let res = svc
+                        .client
+                        .post(svc.url("/v1/tokens"))
+                        .bearer_auth(&session)
+                        .json(&body("kill"))
+                        .send()
+                        .await;
+                    let Ok(res) = res else { break };
+                    if res.status() != 201 {
+                        break;
+                    }
+                    let Ok(created) = res.json::<Value>().await else {
+                        break;
+                    };
+                    let id = created["token"]["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let secret = created["secret"].as_str().unwrap_or_default().to_owned();
+                    done.push((secret.clone(), id.clone(), false));
+                    let res = svc
+                        .client
+                        .delete(svc.url(&format!("/v1/tokens/{id}")))
+                        .bearer_auth(&session)
+                        .send()
+                        .await;
+                    match res {
+                        Ok(r) if r.status() == 204 => {
+                            if let Some(last) = done.last_mut() {
+                                last.2 = true;
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+                done
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        service.kill();
+        for client in clients {
+            for (secret, id, revoked) in client.await.expect("client") {
+                acked.insert(secret, (id, revoked));
+            }
+        }
+    }
+    assert!(acked.len() > 20, "only {} changes were made", acked.len());
+
+    let mut service = token_service(data.path(), &nats.url(), &[]);
+    let svc = ApiClient::from_base(&service.base);
+    wait_ready(&svc).await;
+    let mut listed = BTreeMap::new();
+    for user in ["alice", "bob"] {
+        let session = svc.login(user).await;
+        for t in svc
+            .get(&session, "/v1/tokens")
+            .await
+            .json::<Value>()
+            .await
+            .expect("json")["tokens"]
+            .as_array()
+            .expect("list")
+        {
+            listed.insert(
+                t["id"].as_str().expect("id").to_owned(),
+                t["status"].as_str().expect("status").to_owned(),
+            );
+        }
+    }
+    for (id, revoked) in acked.values() {
+        let state = listed.get(id).map(String::as_str);
+        assert!(state.is_some(), "acknowledged token {id} is lost");
+        if *revoked {
+            assert_eq!(
+                state,
+                Some("revoked"),
+                "acknowledged revocation of {id} is lost"
+            );
+        }
+    }
+    let fresh = api_node(&nats.url(), "fresh", &[]);
+    let node = ApiClient::from_base(&fresh.base);
+    wait_ready(&node).await;
+    for (secret, (id, _)) in &acked {
+        let want = if listed[id] == "revoked" { 401 } else { 200 };
+        assert_eq!(status(&node, secret).await, want, "node agrees on {id}");
+    }
+    service.terminate();
+    let (code, said) = audit(&["verify", "--data", data.path().to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{said}");
+}
