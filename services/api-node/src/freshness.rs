@@ -19,7 +19,8 @@ pub struct Freshness {
     epoch: Instant,
     max_staleness: Option<Duration>,
     caught_up: AtomicBool,
-    /// Milliseconds since `epoch` until which the copy is fresh.
+    /// Milliseconds since `epoch` until which the copy is fresh; 0 before
+    /// the first heartbeat.
     fresh_until_ms: AtomicU64,
     /// Milliseconds since `epoch` of the last heartbeat whose head we held.
     fresh_at_ms: AtomicU64,
@@ -68,7 +69,7 @@ impl Freshness {
         self.fresh_at_ms.fetch_max(at, Ordering::AcqRel);
         if let Some(max) = self.max_staleness {
             self.fresh_until_ms
-                .fetch_max(at + max.as_millis() as u64, Ordering::AcqRel);
+                .fetch_max(at + max.as_millis().max(1) as u64, Ordering::AcqRel);
         }
     }
 
@@ -80,7 +81,10 @@ impl Freshness {
         }
         match self.max_staleness {
             None => true,
-            Some(_) => self.now_ms() <= self.fresh_until_ms.load(Ordering::Acquire),
+            Some(_) => {
+                let until = self.fresh_until_ms.load(Ordering::Acquire);
+                until > 0 && self.now_ms() <= until
+            }
         }
     }
 

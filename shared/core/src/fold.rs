@@ -299,7 +299,7 @@ mod tests {
     #[test]
     fn apply_keeps_the_first_creation_and_the_first_revocation() {
         let case = &cases()[2];
-        let state = case.events.iter().fold(None, |s, e| apply(s, e));
+        let state = case.events.iter().fold(None, apply);
         let view = state.expect("created");
         assert_eq!(view.user_id, "alice");
         assert!(view.revoked_at.is_some());
