@@ -7,7 +7,7 @@ RUN cargo build --release --locked --bin enspace
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --home /data enspace \
-    && mkdir -p /data && chown enspace /data
+    && mkdir -p /data /keys && chown enspace /data /keys
 COPY --from=build /src/target/release/enspace /usr/local/bin/enspace
 USER enspace
 WORKDIR /data

@@ -492,3 +492,84 @@ async fn sigkill_of_the_control_plane_in_a_loop_loses_no_acknowledged_change() {
     let (code, said) = audit(&["verify", "--data", data.path().to_str().expect("utf-8")]);
     assert_eq!(code, 0, "{said}");
 }
+
+#[tokio::test]
+async fn with_the_shipped_nats_permissions_everything_works_and_a_node_cannot_publish_token_events()
+{
+    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats.conf");
+    let nats = NatsServer::start_with(crate::support::nats::Config {
+        file: Some(conf),
+        env: vec![
+            ("ENSPACE_NATS_TOKENS_PASSWORD".into(), "tokens-pw".into()),
+            ("ENSPACE_NATS_NODE_PASSWORD".into(), "node-pw".into()),
+        ],
+    });
+    let data = tempfile::tempdir().expect("temp dir");
+    let tokens_url = nats.url_as("enspace-tokens", "tokens-pw");
+    let node_url = nats.url_as("enspace-node", "node-pw");
+    let service = token_service(data.path(), &tokens_url, &[]);
+    let (svc, alice) = signed_in(&service).await;
+    let node = api_node(&node_url, "node", &[]);
+    let api = ApiClient::from_base(&node.base);
+    wait_ready(&api).await;
+    let (token, secret) = svc.create_token(&alice, &body("with auth")).await;
+    wait_status(&api, &secret, 200, Duration::from_secs(5)).await;
+    // The node's request record reaches the control plane's index.
+    let id = token["id"].as_str().expect("id");
+    eventually(
+        Duration::from_secs(10),
+        "the call's record indexed",
+        || async {
+            let page: Value = svc
+                .get(&alice, &format!("/v1/tokens/{id}/requests"))
+                .await
+                .json()
+                .await
+                .ok()?;
+            (!page["requests"].as_array()?.is_empty()).then_some(())
+        },
+    )
+    .await;
+
+    // With the node's credentials, a forged event goes nowhere.
+    let as_node = enspace_nats::connect(&node_url, "test-node-user")
+        .await
+        .expect("node user connects");
+    let js = async_nats::jetstream::new(as_node.clone());
+    let forged = js
+        .publish(
+            enspace_nats::token_event_subject("01FORGED"),
+            "forged".into(),
+        )
+        .await;
+    let stored = match forged {
+        Ok(ack) => tokio::time::timeout(Duration::from_secs(3), ack)
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false),
+        Err(_) => false,
+    };
+    assert!(!stored, "a node's credentials published a token event");
+    let as_tokens = enspace_nats::connect(&tokens_url, "test-tokens-user")
+        .await
+        .expect("tokens user connects");
+    let state = async_nats::jetstream::new(as_tokens)
+        .get_stream(enspace_nats::TOKEN_EVENTS_STREAM)
+        .await
+        .expect("stream")
+        .get_info()
+        .await
+        .expect("info")
+        .state;
+    assert_eq!(
+        state.last_sequence, 1,
+        "only the real creation is in the stream"
+    );
+    assert!(
+        async_nats::connect(nats.url()).await.is_err(),
+        "no anonymous access"
+    );
+
+    revoke(&svc, &alice, &token).await;
+    wait_status(&api, &secret, 401, Duration::from_secs(5)).await;
+}

@@ -64,7 +64,7 @@ pub fn requests_config(max_age: Duration) -> stream::Config {
 }
 
 /// How a process proves who it is to NATS, besides a user and password in
-/// the URL (`nats://user:password@host:4222`, which the client reads itself).
+/// the URL (`nats://user:password@host:4222`, percent-encoded).
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     /// A `.creds` file (JWT and nkey seed), as `nsc` makes them.
@@ -105,6 +105,18 @@ pub async fn connect_with(
     on_event: impl Fn(&async_nats::Event) + Send + Sync + 'static,
 ) -> Result<async_nats::Client, ConnectError> {
     let mut options = async_nats::ConnectOptions::new();
+    // The client connects to the URL's host but does not send the user and
+    // password it carries; they are taken from it here.
+    if let Ok(addr) = url.parse::<async_nats::ServerAddr>()
+        && let (Some(user), Some(password)) = (addr.username(), addr.password())
+    {
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        options = options.user_and_password(decode(user), decode(password));
+    }
     if let Some(path) = &credentials.creds_file {
         options =
             options
