@@ -573,3 +573,40 @@ async fn with_the_shipped_nats_permissions_everything_works_and_a_node_cannot_pu
     revoke(&svc, &alice, &token).await;
     wait_status(&api, &secret, 401, Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn a_node_rebuilds_its_copy_when_the_control_plane_starts_a_new_history() {
+    let mut nats = NatsServer::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    let keys = tempfile::tempdir().expect("key dir");
+    let key = keys.path().join("event-signing.key");
+    let key_flag = ["--event-signing-key", key.to_str().expect("utf-8")];
+    let mut service = token_service(data.path(), &nats.url(), &key_flag);
+    let (svc, alice) = signed_in(&service).await;
+    let node = api_node(&nats.url(), "node", &[]);
+    let api = ApiClient::from_base(&node.base);
+    wait_ready(&api).await;
+    let mut old = Vec::new();
+    for i in 0..3 {
+        let (_, secret) = svc.create_token(&alice, &body(&format!("old {i}"))).await;
+        wait_status(&api, &secret, 200, Duration::from_secs(5)).await;
+        old.push(secret);
+    }
+
+    // Everything lost but the key: a new history begins.
+    service.kill();
+    nats.wipe_store_and_restart();
+    std::fs::remove_dir_all(data.path()).expect("wipe");
+    let service = token_service(data.path(), &nats.url(), &key_flag);
+    let (svc, alice) = signed_in(&service).await;
+    let (_, new_secret) = svc.create_token(&alice, &body("new")).await;
+    wait_status(&api, &new_secret, 200, Duration::from_secs(10)).await;
+    for secret in &old {
+        assert_eq!(
+            status(&api, secret).await,
+            401,
+            "a token of the old history"
+        );
+    }
+    drop(service);
+}

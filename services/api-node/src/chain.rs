@@ -11,6 +11,8 @@
 use enspace_core::EventKey;
 use enspace_core::events::{EventEnvelope, GENESIS_HASH, chain_hash};
 
+use crate::replica::TokenReplica;
+
 /// Why an event was not applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -111,6 +113,34 @@ pub fn check(candidate: &Candidate, key: &EventKey, payload: &[u8]) -> Result<()
         Some(hash) if key.verify_event(&hash, &candidate.signature) => Err(Refusal::OtherHistory),
         _ => Err(Refusal::BadSignature),
     }
+}
+
+/// Applies a run of placed events (each placed after the one before it):
+/// all of them if the last one's signature holds, else each one whose own
+/// signature holds, up to the first that does not, which is returned with
+/// its seq.
+pub fn apply_run(
+    run: &[(Candidate, bytes::Bytes)],
+    key: &EventKey,
+    target: &TokenReplica,
+    chain: &mut Chain,
+) -> Result<(), (Refusal, u64)> {
+    let Some((last, payload)) = run.last() else {
+        return Ok(());
+    };
+    if check(last, key, payload).is_ok() {
+        for (candidate, _) in run {
+            target.apply(&candidate.envelope);
+            chain.extend(candidate);
+        }
+        return Ok(());
+    }
+    for (candidate, payload) in run {
+        check(candidate, key, payload).map_err(|r| (r, candidate.envelope.seq))?;
+        target.apply(&candidate.envelope);
+        chain.extend(candidate);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -217,5 +247,48 @@ mod tests {
             check(&theirs, signer.public(), q2),
             Err(Refusal::OtherHistory)
         );
+    }
+
+    #[test]
+    fn a_run_is_applied_whole_when_its_last_signature_holds_and_up_to_a_forgery_when_not() {
+        let signer = EventSigner::generate();
+        let events = log(&signer, 4);
+        let place_all = |sigs: &[Vec<u8>]| {
+            let mut tentative = Chain::default();
+            events
+                .iter()
+                .zip(sigs)
+                .map(|((payload, _, prev), sig)| {
+                    let c = tentative
+                        .place(payload, sig.clone(), Some(*prev))
+                        .expect("placed");
+                    tentative.extend(&c);
+                    (c, bytes::Bytes::from(payload.clone()))
+                })
+                .collect::<Vec<_>>()
+        };
+        let good: Vec<Vec<u8>> = events.iter().map(|(_, s, _)| s.clone()).collect();
+        let (replica, mut chain) = (TokenReplica::new(), Chain::default());
+        assert_eq!(
+            apply_run(&place_all(&good), signer.public(), &replica, &mut chain),
+            Ok(())
+        );
+        assert_eq!((chain.seq, replica.len()), (4, 4));
+
+        // The last event unsigned: the run falls back to one check per
+        // event and applies everything before it.
+        let mut last_unsigned = good.clone();
+        last_unsigned[3] = vec![];
+        let (replica, mut chain) = (TokenReplica::new(), Chain::default());
+        assert_eq!(
+            apply_run(
+                &place_all(&last_unsigned),
+                signer.public(),
+                &replica,
+                &mut chain
+            ),
+            Err((Refusal::BadSignature, 4))
+        );
+        assert_eq!((chain.seq, replica.len()), (3, 3));
     }
 }

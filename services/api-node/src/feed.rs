@@ -40,6 +40,26 @@ const MAX_PENDING_BEATS: usize = 256;
 const MIN_RETRY: Duration = Duration::from_millis(50);
 const MAX_RETRY: Duration = Duration::from_secs(1);
 
+/// A token event message's `Enspace-Signature`, decoded (empty if absent).
+pub fn signature_header(headers: Option<&async_nats::HeaderMap>) -> Vec<u8> {
+    headers
+        .and_then(|h| h.get(enspace_nats::SIGNATURE_HEADER))
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str())
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// A token event message's `Enspace-Prev-Hash`, decoded.
+pub fn prev_hash_header(headers: Option<&async_nats::HeaderMap>) -> Option<[u8; 32]> {
+    let value = headers?.get(enspace_nats::PREV_HASH_HEADER)?;
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(value.as_str(), &mut out).ok()?;
+    Some(out)
+}
+
 /// What the feed shares with its heartbeat listener.
 pub struct Feed {
     js: jetstream::Context,
@@ -263,17 +283,8 @@ impl Feed {
             let info = message.info()?;
             let (stream_seq, pending) = (info.stream_sequence, info.pending);
             let headers = message.headers.as_ref();
-            let b64 = base64::engine::general_purpose::STANDARD;
-            let signature = headers
-                .and_then(|h| h.get(enspace_nats::SIGNATURE_HEADER))
-                .and_then(|v| b64.decode(v.as_str()).ok())
-                .unwrap_or_default();
-            let prev = headers
-                .and_then(|h| h.get(enspace_nats::PREV_HASH_HEADER))
-                .and_then(|v| {
-                    let mut out = [0u8; 32];
-                    hex::decode_to_slice(v.as_str(), &mut out).ok().map(|_| out)
-                });
+            let signature = signature_header(headers);
+            let prev = prev_hash_header(headers);
             match tentative.place(&message.payload, signature, prev) {
                 Ok(candidate) => {
                     tentative.extend(&candidate);
@@ -310,9 +321,7 @@ impl Feed {
         }
     }
 
-    /// Applies a run of placed events: all of them if the last one's
-    /// signature holds, else each one that holds, up to the first that
-    /// does not.
+    /// [`chain::apply_run`], with the refusal counted and logged.
     fn apply_run(
         &self,
         run: Vec<(Candidate, bytes::Bytes)>,
@@ -320,25 +329,10 @@ impl Feed {
         target: &TokenReplica,
         chain: &mut Chain,
     ) -> Result<(), Refusal> {
-        let Some((last, payload)) = run.last() else {
-            return Ok(());
-        };
-        if chain::check(last, key, payload).is_ok() {
-            for (candidate, _) in &run {
-                target.apply(&candidate.envelope);
-                chain.extend(candidate);
-            }
-            return Ok(());
-        }
-        for (candidate, payload) in &run {
-            if let Err(refusal) = chain::check(candidate, key, payload) {
-                self.refuse(refusal, &format!("event {}", candidate.envelope.seq));
-                return Err(refusal);
-            }
-            target.apply(&candidate.envelope);
-            chain.extend(candidate);
-        }
-        Ok(())
+        chain::apply_run(&run, key, target, chain).map_err(|(refusal, seq)| {
+            self.refuse(refusal, &format!("event {seq}"));
+            refusal
+        })
     }
 
     /// The live chain moved to `chain`: confirm the heartbeats it reached.

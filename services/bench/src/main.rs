@@ -2,6 +2,7 @@
 //! prints its figure beside a baseline measured in the same run, and the
 //! ratio (what survives a noisy machine). One module per benchmark.
 
+mod catch_up;
 mod create;
 mod ingest;
 mod lossless;
@@ -30,6 +31,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// A node's fold of a long signed token events stream, with and without its checks.
+    CatchUp(catch_up::Args),
     /// Token creations over HTTP with durable appends, beside /healthz and raw sled flushes.
     Create(create::Args),
     /// Local token verification over a replica of many tokens, and memory per token.
@@ -52,6 +55,7 @@ enum Bench {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
+        Bench::CatchUp(args) => catch_up::run(args),
         Bench::Create(args) => create::run(args),
         Bench::Verify(args) => verify::run(args),
         Bench::NodeLoad(args) => node_load::run(args),
