@@ -20,7 +20,9 @@ use anyhow::{Context, bail};
 use enspace_tokens::store::Store;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 
-use crate::support::{percentile, sign_in, start_service};
+use enspace_tokens::outbox::Outbox;
+
+use crate::support::{Nats, percentile, sign_in, start_service_state};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -75,8 +77,47 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn run_async(args: Args) -> anyhow::Result<()> {
+    println!("== the control plane alone (embedded, nothing published)");
+    let plain = measure(&args, None).await?;
+    let nats = Nats::start()?;
+    println!("== with the outbox signing every event and publishing it to JetStream");
+    let signed = measure(&args, Some(&nats)).await?;
+    println!("signing on / off, same run:");
+    println!(
+        "  saturation {:.0} / {:.0} creations/s = {:.2};  p99 at {} /s: {:.2} ms / {:.2} ms   target: >= 0.90, p99 < {} ms",
+        signed.0.per_sec,
+        plain.0.per_sec,
+        signed.0.per_sec / plain.0.per_sec,
+        args.rate,
+        ms(signed.1.p(0.99)),
+        ms(plain.1.p(0.99)),
+        TARGET_P99.as_millis()
+    );
+    Ok(())
+}
+
+/// One full measurement on a fresh store; with `nats`, the outbox signs
+/// and publishes every committed event there as it does in production.
+/// Returns the saturation and the paced creations.
+async fn measure(args: &Args, nats: Option<&Nats>) -> anyhow::Result<(Load, Load)> {
     let data = tempfile::tempdir()?;
-    let addr = start_service(Store::open(data.path()).context("open the store")?).await?;
+    let store = Store::open(data.path()).context("open the store")?;
+    let (addr, state) = start_service_state(store.clone()).await?;
+    if let Some(nats) = nats {
+        let client = enspace_nats::connect(&nats.url(), "bench-outbox").await?;
+        let js = async_nats::jetstream::new(client.clone());
+        // A fresh stream per run.
+        let _ = js.delete_stream(enspace_nats::TOKEN_EVENTS_STREAM).await;
+        let signer = std::sync::Arc::new(enspace_core::EventSigner::generate());
+        let outbox = Outbox::new(store.log.clone(), store.outbox_cursor.clone(), signer.clone())?;
+        tokio::spawn(outbox.run(js, state.writer.head()));
+        tokio::spawn(enspace_tokens::outbox::heartbeat(
+            client,
+            store.log.clone(),
+            signer,
+            "bench".into(),
+        ));
+    }
     let base = format!("http://{addr}");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
@@ -162,7 +203,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         TARGET_P99.as_millis(),
         if met { "met" } else { "NOT met" }
     );
-    Ok(())
+    Ok((creations, paced_creations))
 }
 
 /// `n` requests from `concurrency` workers; every answer must be `expect`.

@@ -219,6 +219,13 @@ impl Drop for Process {
 pub async fn start_service(
     store: enspace_tokens::store::Store,
 ) -> anyhow::Result<std::net::SocketAddr> {
+    Ok(start_service_state(store).await?.0)
+}
+
+/// [`start_service`], also returning the service's state.
+pub async fn start_service_state(
+    store: enspace_tokens::store::Store,
+) -> anyhow::Result<(std::net::SocketAddr, enspace_tokens::AppState)> {
     let state = enspace_tokens::AppState::new(
         store,
         enspace_tokens::directory::Directory::demo(),
@@ -226,7 +233,7 @@ pub async fn start_service(
         enspace_tokens::metrics::Metrics::new(prometheus_client::registry::Registry::default()),
         enspace_tokens::Config::default(),
     )?;
-    let app = enspace_tokens::router(state);
+    let app = enspace_tokens::router(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -236,7 +243,7 @@ pub async fn start_service(
         )
         .await;
     });
-    Ok(addr)
+    Ok((addr, state))
 }
 
 /// Signs in as the demo user alice at `base` (`http://host:port`); returns
