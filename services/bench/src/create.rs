@@ -109,7 +109,11 @@ async fn measure(args: &Args, nats: Option<&Nats>) -> anyhow::Result<(Load, Load
         // A fresh stream per run.
         let _ = js.delete_stream(enspace_nats::TOKEN_EVENTS_STREAM).await;
         let signer = std::sync::Arc::new(enspace_core::EventSigner::generate());
-        let outbox = Outbox::new(store.log.clone(), store.outbox_cursor.clone(), signer.clone())?;
+        let outbox = Outbox::new(
+            store.log.clone(),
+            store.outbox_state.clone(),
+            signer.clone(),
+        )?;
         tokio::spawn(outbox.run(js, state.writer.head()));
         tokio::spawn(enspace_tokens::outbox::heartbeat(
             client,

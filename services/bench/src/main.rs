@@ -11,6 +11,7 @@ mod node_logging;
 mod node_memory;
 mod propagation;
 mod query;
+mod stream_reset;
 mod support;
 mod verify;
 mod wrk;
@@ -49,6 +50,8 @@ enum Bench {
     NodeLogging(node_logging::Args),
     /// Paced requests through real processes: zero records dropped, all queryable within 5 s.
     Lossless(lossless::Args),
+    /// A lost NATS store under many tokens: until a running node is consistent again.
+    StreamReset(stream_reset::Args),
     /// Request-log queries over a large index, and its disk bytes per record.
     Query(query::Args),
 }
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Propagation(args) => propagation::run(args),
         Bench::Ingest(args) => ingest::run(args),
         Bench::Query(args) => query::run(args),
+        Bench::StreamReset(args) => stream_reset::run(args),
         Bench::NodeLogging(args) => node_logging::run(args),
         Bench::Lossless(args) => lossless::run(args),
     }

@@ -47,6 +47,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
 
     let empty_nats = Nats::start()?;
+    runtime.block_on(async {
+        let client = enspace_nats::connect(&empty_nats.url(), "bench-empty").await?;
+        enspace_nats::ensure_stream(
+            &async_nats::jetstream::new(client),
+            enspace_nats::token_events_config(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::Ok(())
+    })?;
     let idle = start_node(&args.binary, &empty_nats)?;
     idle.wait_ready(Duration::from_secs(30))?;
     let idle_rss = rss_bytes(&idle.child.id().to_string()).unwrap_or(0);

@@ -65,7 +65,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     let signer = Arc::new(EventSigner::generate());
     let outbox = Outbox::new(
         store.log.clone(),
-        store.outbox_cursor.clone(),
+        store.outbox_state.clone(),
         signer.clone(),
     )?;
     tokio::spawn(outbox.run(js.clone(), state.writer.head()));

@@ -94,52 +94,71 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
 pub struct Nats {
     child: std::process::Child,
     port: u16,
-    _store: tempfile::TempDir,
+    store: tempfile::TempDir,
+}
+
+/// Starts nats-server on `port` (a free one for `None`) with `store`;
+/// returns it with its port.
+fn spawn_nats(
+    port: Option<u16>,
+    store: &std::path::Path,
+) -> anyhow::Result<(std::process::Child, u16)> {
+    use std::io::{BufRead, BufReader};
+    let port_arg = port.map_or("-1".to_owned(), |p| p.to_string());
+    let mut child = std::process::Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
+        .arg(store)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            anyhow::anyhow!("cannot start nats-server (bash tests/run installs it): {e}")
+        })?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keeps draining the server's log so that it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("Listening for client connections on ").nth(1)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(
+                    rest.trim()
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse::<u16>().ok()),
+                );
+            }
+        }
+    });
+    let port = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .ok()
+        .flatten();
+    let port = port.ok_or_else(|| anyhow::anyhow!("nats-server did not report its port"))?;
+    Ok((child, port))
 }
 
 impl Nats {
     pub fn start() -> anyhow::Result<Self> {
-        use std::io::{BufRead, BufReader};
         let store = tempfile::tempdir()?;
-        let mut child = std::process::Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-            .arg(store.path())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| {
-                anyhow::anyhow!("cannot start nats-server (bash tests/run installs it): {e}")
-            })?;
-        let stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Keeps draining the server's log so that it never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("Listening for client connections on ").nth(1)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(
-                        rest.trim()
-                            .rsplit(':')
-                            .next()
-                            .and_then(|p| p.parse::<u16>().ok()),
-                    );
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(std::time::Duration::from_secs(20))
-            .ok()
-            .flatten();
-        let port = port.ok_or_else(|| anyhow::anyhow!("nats-server did not report its port"))?;
-        Ok(Nats {
-            child,
-            port,
-            _store: store,
-        })
+        let (child, port) = spawn_nats(None, store.path())?;
+        Ok(Nats { child, port, store })
+    }
+
+    /// A lost NATS disk: stops the server, empties its store and starts it
+    /// again on the same port.
+    pub fn wipe_and_restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::remove_dir_all(self.store.path())?;
+        std::fs::create_dir_all(self.store.path())?;
+        let (child, _) = spawn_nats(Some(self.port), self.store.path())?;
+        self.child = child;
+        Ok(())
     }
 
     pub fn url(&self) -> String {
@@ -292,7 +311,8 @@ impl SignedLog {
         self.prev = stored.hash;
         let subject = enspace_nats::token_event_subject(&envelope.token_id.to_string());
         let entry = enspace_tokens::store::event_log::LogEntry { envelope, stored };
-        let headers = enspace_tokens::outbox::event_headers(&entry, &self.signer);
+        let signature = self.signer.sign_event(&entry.stored.hash);
+        let headers = enspace_tokens::outbox::event_headers(&entry, &self.signer, &signature);
         (subject, headers, entry.stored.payload)
     }
 }

@@ -125,7 +125,7 @@ async fn control_plane(
         Some((client, js)) => {
             let outbox = Outbox::new(
                 store.log.clone(),
-                store.outbox_cursor.clone(),
+                store.outbox_state.clone(),
                 signer.clone(),
             )?;
             tokio::spawn(outbox.run(js.clone(), state.writer.head()));

@@ -28,9 +28,9 @@ use enspace_nats::{KEY_ID_HEADER, PREV_HASH_HEADER, SIGNATURE_HEADER};
 use tokio::sync::watch;
 
 use crate::store::event_log::LogEntry;
-use crate::store::{EventLog, OutboxCursor, StoreError};
+use crate::store::{EventLog, OutboxState, StoreError};
 
-const BATCH: usize = 512;
+const BATCH: usize = 4096;
 /// How often the stream is checked against the log, and heartbeats sent.
 pub const TICK: Duration = Duration::from_secs(1);
 const RETRY: Duration = Duration::from_millis(100);
@@ -38,7 +38,7 @@ const RETRY: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct Outbox {
     log: EventLog,
-    cursor: OutboxCursor,
+    cursor: OutboxState,
     signer: Arc<EventSigner>,
     published: watch::Sender<u64>,
 }
@@ -58,15 +58,13 @@ fn nats(e: impl std::fmt::Display) -> OutboxError {
     OutboxError::Nats(e.to_string())
 }
 
-/// The headers every token event message carries.
-pub fn event_headers(entry: &LogEntry, signer: &EventSigner) -> HeaderMap {
+/// The headers every token event message carries, with the event's
+/// signature by `signer` (made by the caller, or kept from before).
+pub fn event_headers(entry: &LogEntry, signer: &EventSigner, signature: &[u8; 64]) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let b64 = base64::engine::general_purpose::STANDARD;
     headers.insert("Nats-Msg-Id", entry.envelope.id.to_string().as_str());
-    headers.insert(
-        SIGNATURE_HEADER,
-        b64.encode(signer.sign_event(&entry.stored.hash)).as_str(),
-    );
+    headers.insert(SIGNATURE_HEADER, b64.encode(signature).as_str());
     headers.insert(KEY_ID_HEADER, signer.public().key_id());
     headers.insert(
         PREV_HASH_HEADER,
@@ -78,7 +76,7 @@ pub fn event_headers(entry: &LogEntry, signer: &EventSigner) -> HeaderMap {
 impl Outbox {
     pub fn new(
         log: EventLog,
-        cursor: OutboxCursor,
+        cursor: OutboxState,
         signer: Arc<EventSigner>,
     ) -> Result<Self, StoreError> {
         let published = watch::Sender::new(cursor.get()?);
@@ -214,9 +212,19 @@ impl Outbox {
             return Ok(0);
         };
         let mut acks = Vec::with_capacity(entries.len());
+        let mut signed = Vec::new();
         for entry in &entries {
             let seq = entry.envelope.seq;
-            let mut headers = event_headers(entry, &self.signer);
+            let key_id = self.signer.public().key_id();
+            let signature = match self.cursor.signature(seq, key_id)? {
+                Some(kept) => kept,
+                None => {
+                    let made = self.signer.sign_event(&entry.stored.hash);
+                    signed.push((seq, made));
+                    made
+                }
+            };
+            let mut headers = event_headers(entry, &self.signer, &signature);
             headers.insert(
                 "Nats-Expected-Last-Sequence",
                 (seq - 1).to_string().as_str(),
@@ -237,6 +245,8 @@ impl Outbox {
                 Err(e) => return Err(nats(e)),
             }
         }
+        self.cursor
+            .keep_signatures(self.signer.public().key_id(), &signed)?;
         self.cursor.set(last)?;
         self.published.send_replace(last);
         Ok(entries.len())

@@ -210,7 +210,7 @@ pub async fn restore(
         .map_err(|_| StoreError::Corrupt("the head file's lock is poisoned".into()))?
         .write(Head { seq, hash: prev })
         .map_err(StoreError::from)?;
-    store.outbox_cursor.set(seq)?;
+    store.outbox_state.set(seq)?;
     store.db.flush().map_err(StoreError::from)?;
     Ok(seq + 1 - first)
 }

@@ -79,18 +79,28 @@ pub enum StoreError {
     HeadMismatch { seq: u64 },
 }
 
-/// The outbox's cursor: the last `seq` the token events stream has
-/// acknowledged (tree `outbox`, key `published_seq`).
+/// The outbox's state, tree `outbox`: its cursor (key `published_seq`, the
+/// last `seq` the token events stream has acknowledged) and the signature
+/// of every event published (key `sig` ‖ seq), so that refilling a lost
+/// stream does not sign the whole log again. A lost signature is only made
+/// again.
 #[derive(Clone)]
-pub struct OutboxCursor {
+pub struct OutboxState {
     tree: sled::Tree,
 }
 
 const PUBLISHED_SEQ: &[u8] = b"published_seq";
 
-impl OutboxCursor {
+fn signature_key(seq: u64) -> [u8; 11] {
+    let mut key = [0u8; 11];
+    key[..3].copy_from_slice(b"sig");
+    key[3..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+impl OutboxState {
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(OutboxCursor {
+        Ok(OutboxState {
             tree: db.open_tree("outbox")?,
         })
     }
@@ -110,6 +120,32 @@ impl OutboxCursor {
         self.tree.insert(PUBLISHED_SEQ, &seq.to_be_bytes())?;
         Ok(())
     }
+
+    /// The kept signature of event `seq` by the key `key_id`.
+    pub fn signature(&self, seq: u64, key_id: &str) -> Result<Option<[u8; 64]>, StoreError> {
+        let Some(value) = self.tree.get(signature_key(seq))? else {
+            return Ok(None);
+        };
+        let (id, signature) = value.split_at(value.len().saturating_sub(64));
+        Ok((id == key_id.as_bytes())
+            .then(|| <[u8; 64]>::try_from(signature).ok())
+            .flatten())
+    }
+
+    pub fn keep_signatures(
+        &self,
+        key_id: &str,
+        signatures: &[(u64, [u8; 64])],
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (seq, signature) in signatures {
+            let mut value = key_id.as_bytes().to_vec();
+            value.extend_from_slice(signature);
+            batch.insert(&signature_key(*seq)[..], value);
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
 }
 
 /// Checks the log against what was committed: the head file and the outbox
@@ -119,7 +155,7 @@ impl OutboxCursor {
 pub fn check_committed(
     log: &EventLog,
     head: &mut HeadFile,
-    cursor: &OutboxCursor,
+    cursor: &OutboxState,
 ) -> Result<(), StoreError> {
     let (seq, hash) = log.head()?;
     if let Some(committed) = head.current() {
@@ -168,7 +204,7 @@ pub struct Store {
     pub sessions: Sessions,
     /// The committed head, written by the writer after every flush.
     pub head: Arc<Mutex<HeadFile>>,
-    pub outbox_cursor: OutboxCursor,
+    pub outbox_state: OutboxState,
     /// Request records by token and time, and each token's last use (the
     /// request-log indexer's), in their own database.
     pub requests: crate::request_log::RequestIndex,
@@ -189,7 +225,7 @@ impl Store {
             .head
             .lock()
             .map_err(|_| StoreError::Corrupt("the head file's lock is poisoned".into()))?;
-        check_committed(&self.log, &mut head, &self.outbox_cursor)
+        check_committed(&self.log, &mut head, &self.outbox_state)
     }
 
     /// Opens the data directory without comparing the log with what was
@@ -198,7 +234,7 @@ impl Store {
         let db = sled_config(dir).open()?;
         let log = EventLog::open(&db)?;
         let head = HeadFile::open(dir)?;
-        let outbox_cursor = OutboxCursor::open(&db)?;
+        let outbox_state = OutboxState::open(&db)?;
         let projections = Projections::open(&db)?;
         let applied = projections.catch_up(&log)?;
         if applied > 0 {
@@ -214,7 +250,7 @@ impl Store {
             projections,
             sessions,
             head: Arc::new(Mutex::new(head)),
-            outbox_cursor,
+            outbox_state,
             requests,
         })
     }
