@@ -610,3 +610,144 @@ async fn a_node_rebuilds_its_copy_when_the_control_plane_starts_a_new_history() 
     }
     drop(service);
 }
+
+/// Removes the last `n` events from a stopped service's log, as sled's
+/// recovery does when it cuts a damaged tail.
+async fn cut_the_log(data: &std::path::Path, n: u64) {
+    let db = crate::support::open_db(data).await;
+    let events = db.open_tree("events").expect("events");
+    for _ in 0..n {
+        let (key, _) = events.last().expect("read").expect("an event");
+        events.remove(key).expect("remove");
+    }
+    db.flush().expect("flush");
+}
+
+#[tokio::test]
+async fn a_log_shorter_than_what_was_committed_refuses_to_start_and_restore_fills_it_from_the_stream()
+ {
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut service = token_service(data.path(), &nats.url(), &[]);
+    let (svc, alice) = signed_in(&service).await;
+    let (token, secret) = svc
+        .create_token(&alice, &body("revoked, then cut off"))
+        .await;
+    revoke(&svc, &alice, &token).await;
+    // Published before the stop.
+    eventually(
+        Duration::from_secs(5),
+        "both events in the stream",
+        || async {
+            let client = enspace_nats::connect(&nats.url(), "test").await.ok()?;
+            let stream = async_nats::jetstream::new(client)
+                .get_stream(enspace_nats::TOKEN_EVENTS_STREAM)
+                .await
+                .ok()?;
+            (stream.get_info().await.ok()?.state.last_sequence == 2).then_some(())
+        },
+    )
+    .await;
+    service.terminate();
+    cut_the_log(data.path(), 1).await;
+
+    let dir = data.path().to_str().expect("utf-8");
+    let (code, said) = audit(&["verify", "--data", dir]);
+    assert_eq!(code, 1);
+    assert!(said.contains("events 2..=2 are missing"), "{said}");
+    let refused = std::process::Command::new(crate::support::process::binary())
+        .args([
+            "tokens",
+            "--data",
+            dir,
+            "--nats-url",
+            &nats.url(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("events 2..=2 are missing"), "{stderr}");
+
+    let restored = std::process::Command::new(crate::support::process::binary())
+        .args(["restore", "--data", dir, "--nats-url", &nats.url()])
+        .output()
+        .expect("run");
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    assert!(String::from_utf8_lossy(&restored.stdout).contains("restored 1 events"));
+    let (code, said) = audit(&["verify", "--data", dir]);
+    assert_eq!(code, 0, "{said}");
+    let service = token_service(data.path(), &nats.url(), &[]);
+    let (svc, alice) = signed_in(&service).await;
+    let id = token["id"].as_str().expect("id");
+    let view: Value = svc
+        .get(&alice, &format!("/v1/tokens/{id}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(view["status"], "revoked");
+    let node = api_node(&nats.url(), "node", &[]);
+    let api = ApiClient::from_base(&node.base);
+    wait_ready(&api).await;
+    assert_eq!(status(&api, &secret).await, 401);
+}
+
+#[tokio::test]
+async fn the_event_key_is_served_printed_offline_and_a_node_pinned_to_another_key_accepts_nothing()
+{
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut service = token_service(data.path(), &nats.url(), &[]);
+    let (svc, alice) = signed_in(&service).await;
+    let served: Value = svc
+        .client
+        .get(svc.url("/v1/event-key"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(served["alg"], "Ed25519");
+    assert_eq!(served["key_id"].as_str().map(str::len), Some(16));
+
+    let other = enspace_core::EventSigner::generate().public().to_base64();
+    let wrong = api_node(&nats.url(), "wrong", &["--event-key", &other]);
+    let right = api_node(
+        &nats.url(),
+        "right",
+        &["--event-key", served["key"].as_str().expect("key")],
+    );
+    let (wrong_api, right_api) = (
+        ApiClient::from_base(&wrong.base),
+        ApiClient::from_base(&right.base),
+    );
+    let (_, secret) = svc.create_token(&alice, &body("pinned")).await;
+    wait_ready(&right_api).await;
+    wait_status(&right_api, &secret, 200, Duration::from_secs(5)).await;
+    eventually(Duration::from_secs(5), "the wrong node refuses", || async {
+        (metric(&wrong_api, "enspace_token_events_refused_total").await >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        status(&wrong_api, &secret).await,
+        503,
+        "never ready, never accepting"
+    );
+    assert!(wrong.logs().contains("pinned by --event-key"));
+
+    service.terminate();
+    let printed = std::process::Command::new(crate::support::process::binary())
+        .args(["event-key", "--data", data.path().to_str().expect("utf-8")])
+        .output()
+        .expect("run");
+    let printed: Value = serde_json::from_slice(&printed.stdout).expect("json");
+    assert_eq!(printed, served);
+}
