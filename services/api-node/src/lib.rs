@@ -11,6 +11,8 @@ pub mod publisher;
 pub mod record_queue;
 pub mod records;
 pub mod replica;
+pub mod scopes;
+mod table;
 pub mod verify;
 mod window;
 
