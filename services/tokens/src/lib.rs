@@ -13,6 +13,7 @@ pub mod routes;
 pub mod signing_key;
 pub mod state;
 pub mod store;
+pub mod store_error;
 
 use axum::Router;
 use utoipa_axum::router::OpenApiRouter;

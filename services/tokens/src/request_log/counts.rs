@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::StoreError;
+use crate::store_error::StoreError;
 
 /// Requests per category; `success` is 1xx–3xx.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

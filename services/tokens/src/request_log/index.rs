@@ -34,7 +34,7 @@ use ulid::Ulid;
 
 pub use super::counts::Counts;
 use super::counts::{self, HOUR_KEY, HourKey, JOURNAL_TOKEN, Pending, journal_key};
-use crate::store::StoreError;
+use crate::store_error::StoreError;
 
 pub const TREE: &str = "request_log";
 pub const HOUR_MS: u64 = 3_600_000;

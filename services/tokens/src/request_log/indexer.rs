@@ -20,7 +20,7 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::{Indexer, Ingested};
-use crate::store::StoreError;
+use crate::store_error::StoreError;
 
 /// Most messages written in one batch (one sled flush).
 pub const MAX_BATCH: usize = 5000;

@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 
 pub use index::{Ingested, RequestIndex};
 
-use crate::store::StoreError;
+use crate::store_error::StoreError;
 
 /// The indexer's counters (`/metrics`).
 #[derive(Clone, Default)]

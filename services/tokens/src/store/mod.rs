@@ -10,6 +10,7 @@ pub mod writer;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+pub use crate::store_error::StoreError;
 pub use event_log::EventLog;
 pub use head::{Head, HeadError, HeadFile};
 pub use projections::Projections;
@@ -50,33 +51,6 @@ fn config_keeping_segments(dir: &Path, segment_size: usize) -> sled::Config {
     sled::Config::new()
         .path(dir)
         .segment_size(existing.unwrap_or(segment_size))
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("sled: {0}")]
-    Sled(#[from] sled::Error),
-    #[error("stored value is corrupt: {0}")]
-    Corrupt(String),
-    #[error(transparent)]
-    Head(#[from] HeadError),
-    /// The log lost events that were committed: refuse to serve from it.
-    #[error(
-        "the event log ends at seq {found}, but {by} says seq {committed} was committed: \
-         events {first_missing}..={committed} are missing. Refill them from the token \
-         events stream with `enspace restore --data <dir> --nats-url <url>`, or from a backup",
-        first_missing = found + 1
-    )]
-    LogShorter {
-        found: u64,
-        committed: u64,
-        by: &'static str,
-    },
-    #[error(
-        "the event at seq {seq} is not the one that was committed (its hash differs from \
-         the head file's): the log was changed"
-    )]
-    HeadMismatch { seq: u64 },
 }
 
 /// The outbox's state, tree `outbox`: its cursor (key `published_seq`, the
