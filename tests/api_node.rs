@@ -1,4 +1,4 @@
-//! Contract §6 through `enspace serve` (embedded): the auth layer in front
+//! The API node through `enspace serve` (embedded): the auth layer in front
 //! of the example records API, every allow and deny row.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The hash-chained event log as auditors see it (contract §5): through the
+//! The hash-chained event log as auditors see it: through the
 //! API, through `enspace audit export`, and `enspace audit verify` catching
 //! a changed, removed or reordered event in a stopped store.
 

@@ -1,5 +1,5 @@
 //! The distributed mode as separate processes on one real nats-server:
-//! `enspace tokens` and `enspace api-node`s (contract §1, §6, §7).
+//! `enspace tokens` and `enspace api-node`s.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! What survives what (issue 2): a SIGKILL in the middle of a burst of
+//! What survives what: a SIGKILL in the middle of a burst of
 //! creations, projections dropped or behind, and many creations at once.
 
 use std::collections::{BTreeMap, HashSet};

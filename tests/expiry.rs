@@ -1,4 +1,4 @@
-//! Expiry by the injected clock (contract §3): `expires_at` is `created_at`
+//! Expiry by the injected clock: `expires_at` is `created_at`
 //! plus calendar months, clamped to the end of a shorter month; a token is
 //! `active` before that instant and `expired` from it on.
 

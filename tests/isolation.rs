@@ -1,5 +1,5 @@
 //! One user never sees another's tokens, and only auditors read the whole
-//! log (contract §3, §5).
+//! log.
 
 use serde_json::{Value, json};
 

@@ -1,4 +1,4 @@
-//! What operators rely on (contract §1): `/healthz`, `/readyz`, `/metrics`.
+//! What operators rely on: `/healthz`, `/readyz`, `/metrics`.
 
 use serde_json::{Value, json};
 

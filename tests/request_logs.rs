@@ -1,4 +1,4 @@
-//! Request logs (contract §4, §7; issue 4): records from API nodes reach
+//! Request logs: records from API nodes reach
 //! the owner's logs through JetStream (or the embedded queue), exactly once,
 //! across redeliveries, an indexer crash and a NATS outage; paging, windows,
 //! stats, retention, ownership and bad input on the query routes.
@@ -154,7 +154,7 @@ fn statuses(records: &[Value]) -> BTreeMap<u64, usize> {
     out
 }
 
-/// The contract §4 scenario, against an app whose API node is `node`:
+/// The request-log scenario, against an app whose API node is `node`:
 /// allowed and denied calls logged with their details, unknown tokens not,
 /// revoked and expired tokens' 401s logged, stats and `last_used_at` (bob
 /// is locked out of alice's logs in its own test).
@@ -259,7 +259,7 @@ async fn end_to_end(app: &ServeApp, node: &str) {
         assert_eq!(
             r.as_object().expect("object").len(),
             12,
-            "exactly the §4 fields: {r}"
+            "exactly the RequestRecord fields: {r}"
         );
     }
     let by_status = |s: u64| records.iter().filter(move |r| r["status"] == s);

@@ -1,4 +1,4 @@
-//! Contract §9: the committed schemas are the ones the code generates, they
+//! The committed schemas are the ones the code generates, they
 //! are served, and what the service stores and emits validates against them.
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! A token's secret (contract §3): its format, and that after the one `201`
+//! A token's secret: its format, and that after the one `201`
 //! that carries it, it is never seen again: not in a response, not in the
 //! data files, not in the logs.
 

@@ -1,4 +1,4 @@
-//! Sign-in, sessions and who may call the management API (contract §2).
+//! Sign-in, sessions and who may call the management API.
 
 use jiff::{SignedDuration, Timestamp};
 use reqwest::header::{COOKIE, SET_COOKIE};

@@ -1,4 +1,4 @@
-//! Token lifecycle over real HTTP (contract §3).
+//! Token lifecycle over real HTTP.
 
 use serde_json::{Value, json};
 

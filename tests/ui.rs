@@ -1,4 +1,4 @@
-//! The settings UI (issue 5) in a real headless Chromium driven over
+//! The settings UI in a real headless Chromium driven over
 //! WebDriver: sign in, the Dev tab's Tokens and Request Logs, the create and
 //! revoke dialogs, keyboard use and narrow screens. Every test saves
 //! screenshots of the states it passes through under
@@ -446,7 +446,7 @@ async fn page_and_assets_are_served_with_a_strict_policy() {
     assert_eq!(res.status(), 405);
 }
 
-/// The whole flow of issue 5 with the mouse: sign-in errors, the empty
+/// The whole settings flow with the mouse: sign-in errors, the empty
 /// state, the create dialog with every control, validation (ours and the
 /// server's), the secret shown once, the table, revoke, sign out.
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Every rule of `POST /v1/tokens` (contract §3) and the error rules of §8:
+//! Every rule of `POST /v1/tokens` and the error rules (RFC 9457 problem details):
 //! each bad input gets its exact status and `code`, as problem details, and
 //! nothing is recorded for it.
 

@@ -1,4 +1,4 @@
-//! Publishes an API node's request records to JetStream (contract §7): one
+//! Publishes an API node's request records to JetStream: one
 //! message per record on `enspace.requests.<token_id>`, payload the record's
 //! MessagePack, `Nats-Msg-Id` the record id, so that a retried publish is
 //! dropped by the stream's duplicate window.

@@ -1,4 +1,4 @@
-//! The example resource `records` (contract §6), kept in the node's memory;
+//! The example resource `records`, kept in the node's memory;
 //! it stands in for ENSPACE's data. Every route sits behind `require_token`.
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,4 +1,4 @@
-//! Request-log ingestion (issue 4): the indexer's durable rate from
+//! Request-log ingestion: the indexer's durable rate from
 //! `ENSPACE_REQUESTS` into the sled index, beside its two raw ceilings
 //! measured in the same run on the same records:
 //!

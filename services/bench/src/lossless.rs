@@ -1,4 +1,4 @@
-//! The lossless rate (issue 4): real processes on loopback, as deployed:
+//! The lossless rate: real processes on loopback, as deployed:
 //! nats-server, `enspace tokens` (which runs the request-log indexer) and
 //! `enspace api-node`. One token is created through the API; then requests
 //! are sent open-loop at `--rate` per second for `--seconds`, first to the

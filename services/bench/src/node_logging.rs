@@ -1,4 +1,4 @@
-//! Request logging under load (issue 4): `wrk -t2 -c64` on an API node's
+//! Request logging under load: `wrk -t2 -c64` on an API node's
 //! read route, side by side, rounds alternating:
 //!
 //! - the production API node (`enspace::run::api_node`, the code behind

@@ -1,4 +1,4 @@
-//! Request-log queries (issue 4): the newest 100 records of one token's
+//! Request-log queries: the newest 100 records of one token's
 //! 24-hour window, with `--records` records in the index over `--tokens`
 //! tokens, and the index's disk bytes per record beside the record's
 //! MessagePack size.

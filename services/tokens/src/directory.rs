@@ -85,7 +85,7 @@ const DEMO_AUDRA: &str = "$argon2id$v=19$m=19456,t=2,p=1$8Fr0KRQ+KToPwzDrhMpc3w$
 const DUMMY_HASH: &str = DEMO_AUDRA;
 
 impl Directory {
-    /// The built-in demo directory (contract §2).
+    /// The built-in demo directory.
     pub fn demo() -> Self {
         let ws = |id: &str, name: &str| Workspace {
             id: id.into(),

@@ -727,7 +727,7 @@ function addMonths(date, months) {
   return new Date(y, m, Math.min(date.getDate(), lastDay), date.getHours(), date.getMinutes());
 }
 
-/** The API's rules (contract §3), with the codes it answers 422 with. */
+/** The API's rules for a new token, with the codes it answers 422 with. */
 function validateToken(values, workspaces) {
   const errors = {};
   const description = values.description.trim();

@@ -216,7 +216,7 @@ impl StoredEvent {
     }
 }
 
-/// An event as auditors see it (contract §5): `hash` = SHA-256(`prev_hash`
+/// An event as auditors see it: `hash` = SHA-256(`prev_hash`
 /// as 32 bytes ‖ the bytes of `payload`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

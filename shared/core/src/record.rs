@@ -1,5 +1,5 @@
 //! The request record an API node publishes for every call made with a token
-//! (contract §4). It never holds a header value, a query string or a body.
+//!. It never holds a header value, a query string or a body.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! ENSPACE's JetStream names and stream settings (contract §7), in one place
+//! ENSPACE's JetStream names and stream settings, in one place
 //! so that every process creates or updates the same streams at start-up.
 
 use std::time::Duration;

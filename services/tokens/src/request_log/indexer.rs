@@ -1,5 +1,5 @@
 //! The JetStream side of the indexer: the durable pull consumer
-//! `request-indexer` on `ENSPACE_REQUESTS`, explicit acks (contract §7).
+//! `request-indexer` on `ENSPACE_REQUESTS`, explicit acks.
 //!
 //! Receiving and writing overlap: while one batch is being written and
 //! flushed on a blocking thread, the next accumulates (up to [`MAX_BATCH`]),

@@ -1,4 +1,4 @@
-//! Request logs (contract §4): the sled index of every token's request
+//! Request logs: the sled index of every token's request
 //! records, the indexer that fills it (from JetStream, [`indexer`], or from
 //! the embedded in-process queue), the retention sweep, and the opaque
 //! paging cursor.

@@ -1,4 +1,4 @@
-//! `/v1/tokens/{id}/requests` (contract §4): a token's request records,
+//! `/v1/tokens/{id}/requests`: a token's request records,
 //! newest first, paged by an opaque cursor; and `/requests/stats`, counts per
 //! hour or day split by status class, for the settings UI's chart. Only the
 //! token's owner may read them (anyone else gets the same 404 as for an
