@@ -43,7 +43,7 @@ pub struct Args {
     sled_ops: usize,
 }
 
-/// Issue 2's target on the 2-core reference machine.
+/// The target on the 2-core reference machine.
 const TARGET_PER_SEC: f64 = 1000.0;
 const TARGET_P99: Duration = Duration::from_millis(20);
 
