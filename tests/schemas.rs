@@ -168,6 +168,9 @@ async fn events_stored_in_sled_validate_against_their_schemas() {
         // The stored MessagePack, read without our types, carries the same data.
         let raw: Value = rmp_serde::from_slice(&stored.payload).expect("messagepack");
         assert_eq!(raw["data"], audit.data);
+        // And the whole envelope matches its schema, for consumers of the
+        // token events stream in other languages.
+        assert_valid("event_envelope.json", &raw);
         seen.push(audit.kind);
     }
     assert_eq!(seen, ["token_created", "token_revoked"]);

@@ -19,7 +19,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// is a component of the OpenAPI document with the components it refers to
 /// under `$defs`.
 pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
-    const FILES: [(&str, &str); 7] = [
+    const FILES: [(&str, &str); 8] = [
+        ("event_envelope.json", "EventEnvelopeWire"),
         ("token_created.json", "TokenCreated"),
         ("token_revoked.json", "TokenRevoked"),
         ("audit_event.json", "AuditEvent"),

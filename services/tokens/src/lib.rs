@@ -34,7 +34,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(
             tokens::get_token,
             tokens::revoke_token,
-            tokens::edit_token
+            tokens::replace_token,
+            tokens::patch_token
         ))
         .routes(routes!(tokens::token_events))
         .routes(routes!(requests::list_requests))

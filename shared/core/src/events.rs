@@ -78,6 +78,43 @@ pub struct EventEnvelope {
     pub event: TokenEvent,
 }
 
+/// The stored and published form of an event, as its MessagePack decodes
+/// (named fields): what a consumer of the token events stream in another
+/// language reads. Documentation only: [`EventEnvelope::encode`] writes it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct EventEnvelopeWire {
+    /// The envelope encoding's version, 1.
+    #[schema(minimum = 1, maximum = 1)]
+    v: u16,
+    /// The event's place in the log, from 1, without gaps.
+    #[schema(minimum = 1)]
+    seq: u64,
+    /// The event's id (a ULID), also the stream message's `Nats-Msg-Id`.
+    #[schema(value_type = String)]
+    id: Ulid,
+    /// `token_created` or `token_revoked`; says which `data` follows.
+    #[schema(rename = "type", value_type = String, pattern = "^(token_created|token_revoked)$")]
+    kind: String,
+    /// When it was recorded (RFC 3339, UTC).
+    #[schema(value_type = String, format = DateTime)]
+    at: Timestamp,
+    /// The user (or `system`) whose command it records.
+    actor: String,
+    #[schema(value_type = String)]
+    token_id: Ulid,
+    data: EventData,
+}
+
+/// An event's fields, by its `type`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum EventData {
+    TokenCreated(TokenCreated),
+    TokenRevoked(TokenRevoked),
+}
+
 #[derive(Serialize)]
 struct WireOut<'a, D> {
     v: u16,

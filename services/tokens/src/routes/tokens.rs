@@ -303,11 +303,24 @@ pub async fn revoke_token(
 }
 
 /// Tokens are immutable: to change one, create another.
-#[utoipa::path(method(put, patch), path = "/v1/tokens/{id}", tag = "tokens",
+#[utoipa::path(put, path = "/v1/tokens/{id}", tag = "tokens",
     params(("id" = String, Path, description = "The token id (a ULID)")),
     responses((status = 405, response = inline(enspace_http::responses::MethodNotAllowed)))
 )]
-pub async fn edit_token() -> ApiError {
+pub async fn replace_token() -> ApiError {
+    immutable()
+}
+
+/// Tokens are immutable: to change one, create another.
+#[utoipa::path(patch, path = "/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "The token id (a ULID)")),
+    responses((status = 405, response = inline(enspace_http::responses::MethodNotAllowed)))
+)]
+pub async fn patch_token() -> ApiError {
+    immutable()
+}
+
+fn immutable() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "token_immutable",
