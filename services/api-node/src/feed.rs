@@ -25,6 +25,7 @@ use async_nats::jetstream::{self, consumer};
 use base64::Engine;
 use enspace_core::EventKey;
 use enspace_core::signing::Heartbeat;
+use enspace_nats::Backoff;
 use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 
@@ -139,19 +140,18 @@ impl Feed {
     }
 
     async fn listen_heartbeats(self: Arc<Self>) {
-        let mut retry = MIN_RETRY;
+        let mut backoff = Backoff::new(MIN_RETRY, MAX_RETRY);
         loop {
             match self.client.subscribe(enspace_nats::HEARTBEAT_SUBJECT).await {
                 Ok(mut beats) => {
-                    retry = MIN_RETRY;
+                    backoff.reset();
                     while let Some(message) = beats.next().await {
                         self.heartbeat(&message.payload, Instant::now());
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot subscribe to heartbeats; retrying"),
             }
-            tokio::time::sleep(retry).await;
-            retry = (retry * 2).min(MAX_RETRY);
+            backoff.wait().await;
         }
     }
 
@@ -222,7 +222,7 @@ impl Feed {
 
     async fn follow(self: Arc<Self>) {
         let mut key_rx = self.key.subscribe();
-        let mut retry = MIN_RETRY;
+        let mut backoff = Backoff::new(MIN_RETRY, MAX_RETRY);
         loop {
             let Some(key) = key_rx.borrow_and_update().clone() else {
                 if key_rx.changed().await.is_err() {
@@ -231,14 +231,13 @@ impl Feed {
                 continue;
             };
             match self.follow_once(&key).await {
-                Ok(()) => retry = MIN_RETRY,
+                Ok(()) => backoff.reset(),
                 Err(e) => {
                     tracing::warn!(error = %e, held = self.chain().seq, "token events feed interrupted; retrying");
                     tokio::select! {
-                        _ = tokio::time::sleep(retry) => {}
+                        _ = backoff.wait() => {}
                         _ = self.kick.notified() => {}
                     }
-                    retry = (retry * 2).min(MAX_RETRY);
                 }
             }
         }

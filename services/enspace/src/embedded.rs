@@ -42,7 +42,8 @@ pub async fn index_records(
     indexer: Indexer,
     delivered: prometheus_client::metrics::counter::Counter,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff =
+        enspace_nats::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut next_write = tokio::time::Instant::now();
     loop {
         queue.arrived().await;
@@ -59,13 +60,12 @@ pub async fn index_records(
             (_, Ok(_)) => {
                 delivered.inc_by(n as u64);
                 queue.settle(n);
-                backoff = Duration::from_millis(100);
+                backoff.reset();
             }
             (batch, Err(e)) => {
                 tracing::error!(error = %e, records = n, "cannot write request records to the index; will retry");
                 queue.put_back(batch);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff.wait().await;
             }
         }
     }

@@ -1,7 +1,11 @@
 //! ENSPACE's JetStream names and stream settings, in one place
 //! so that every process creates or updates the same streams at start-up.
 
+mod backoff;
+
 use std::time::Duration;
+
+pub use backoff::Backoff;
 
 use async_nats::jetstream::{self, stream};
 

@@ -54,14 +54,14 @@ pub fn consumer_config() -> consumer::pull::Config {
 
 /// Consumes forever, reconnecting with a backoff after any failure.
 pub async fn consume_jetstream(indexer: Indexer, js: jetstream::Context) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff =
+        enspace_nats::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         match consume(&indexer, &js).await {
-            Ok(()) => backoff = Duration::from_millis(100),
+            Ok(()) => backoff.reset(),
             Err(e) => {
                 tracing::warn!(error = %e, "request-log indexer interrupted; resuming");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff.wait().await;
             }
         }
     }
