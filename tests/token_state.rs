@@ -246,24 +246,12 @@ async fn forged_unsigned_and_wrongly_signed_token_events_are_refused_by_every_no
     let mut forged_secrets = Vec::new();
     for signed in [false, true] {
         let secret = enspace_core::PatSecret::generate();
-        let token_id = ulid::Ulid::new();
-        let envelope = enspace_core::EventEnvelope {
-            // The next seq after the real creation.
-            seq: 2,
-            id: ulid::Ulid::new(),
-            at: jiff::Timestamp::now(),
-            actor: "mallory".into(),
-            token_id,
-            event: enspace_core::TokenEvent::TokenCreated(enspace_core::events::TokenCreated {
-                user_id: "alice".into(),
-                description: "forged".into(),
-                expiration: enspace_core::Expiration::Never,
-                scopes: vec![enspace_core::Scope::Read, enspace_core::Scope::Write],
-                workspaces: vec!["acme".into()],
-                expires_at: None,
-                secret_hash: secret.hash().to_hex(),
-            }),
-        };
+        // Alice's read-write token on acme: the next seq after the real
+        // creation, the forger's own secret.
+        let envelope = enspace_core::fixtures::created(2, &secret.hash())
+            .scopes(&[enspace_core::Scope::Read, enspace_core::Scope::Write])
+            .build();
+        let token_id = envelope.token_id;
         let payload = envelope.encode();
         let mut headers = async_nats::HeaderMap::new();
         if signed {

@@ -145,30 +145,13 @@ pub fn apply_run(
 
 #[cfg(test)]
 mod tests {
-    use enspace_core::EventSigner;
-    use enspace_core::events::{StoredEvent, TokenCreated, TokenEvent};
-    use enspace_core::{Expiration, Scope};
-    use ulid::Ulid;
+    use enspace_core::events::StoredEvent;
+    use enspace_core::{EventSigner, SecretHash, fixtures};
 
     use super::*;
 
     fn event(seq: u64) -> EventEnvelope {
-        EventEnvelope {
-            seq,
-            id: Ulid::new(),
-            at: jiff::Timestamp::now(),
-            actor: "alice".into(),
-            token_id: Ulid::new(),
-            event: TokenEvent::TokenCreated(TokenCreated {
-                user_id: "alice".into(),
-                description: "chain".into(),
-                expiration: Expiration::Never,
-                scopes: vec![Scope::Read],
-                workspaces: vec!["acme".into()],
-                expires_at: None,
-                secret_hash: hex::encode([seq as u8; 32]),
-            }),
-        }
+        fixtures::created(seq, &SecretHash([seq as u8; 32])).build()
     }
 
     /// A signed log of `n` events: (payload, signature, prev hash).

@@ -229,9 +229,10 @@ impl TokenReplica {
 
 #[cfg(test)]
 mod tests {
-    use enspace_core::events::{TokenCreated, TokenEvent, TokenRevoked};
+    use enspace_core::Scope;
+    use enspace_core::events::TokenEvent;
+    use enspace_core::fixtures;
     use enspace_core::fold::{Outcome, cases};
-    use enspace_core::{Expiration, Scope};
 
     use super::*;
 
@@ -240,36 +241,17 @@ mod tests {
     }
 
     fn created(seq: u64, hash: &[u8; 32], user: &str, workspaces: &[&str]) -> EventEnvelope {
-        EventEnvelope {
-            seq,
-            id: Ulid::new(),
-            at: jiff::Timestamp::now(),
-            actor: user.to_owned(),
-            token_id: id_of(hash),
-            event: TokenEvent::TokenCreated(TokenCreated {
-                user_id: user.to_owned(),
-                description: "test".into(),
-                expiration: Expiration::OneMonth,
-                scopes: vec![Scope::Read, Scope::Delete],
-                workspaces: workspaces.iter().map(|w| (*w).to_owned()).collect(),
-                expires_at: Some(jiff::Timestamp::from_millisecond(1_000_000).expect("ts")),
-                secret_hash: hex_of(hash),
-            }),
-        }
+        fixtures::created(seq, &SecretHash(*hash))
+            .token_id(id_of(hash))
+            .user(user)
+            .workspaces(workspaces)
+            .scopes(&[Scope::Read, Scope::Delete])
+            .expires_at(jiff::Timestamp::from_millisecond(1_000_000).expect("ts"))
+            .build()
     }
 
     fn revoked(seq: u64, hash: &[u8; 32]) -> EventEnvelope {
-        EventEnvelope {
-            seq,
-            id: Ulid::new(),
-            at: jiff::Timestamp::now(),
-            actor: "alice".into(),
-            token_id: id_of(hash),
-            event: TokenEvent::TokenRevoked(TokenRevoked {
-                user_id: "alice".into(),
-                secret_hash: hex_of(hash),
-            }),
-        }
+        fixtures::revoked(seq, id_of(hash), &SecretHash(*hash))
     }
 
     /// Each test token's id, derived from its hash.
@@ -277,10 +259,6 @@ mod tests {
         let mut id = [0u8; 16];
         id.copy_from_slice(&hash[..16]);
         Ulid::from_bytes(id)
-    }
-
-    fn hex_of(hash: &[u8; 32]) -> String {
-        SecretHash(*hash).to_hex()
     }
 
     #[test]

@@ -158,8 +158,7 @@ pub fn verify(
 
 #[cfg(test)]
 mod tests {
-    use enspace_core::events::{TokenCreated, TokenRevoked};
-    use enspace_core::{EventEnvelope, Expiration, PatSecret, TokenEvent};
+    use enspace_core::{EventEnvelope, PatSecret, fixtures};
 
     use super::*;
 
@@ -192,33 +191,16 @@ mod tests {
         }
     }
 
-    /// An event of the token whose id is derived from its secret hash.
-    fn envelope(seq: u64, event: TokenEvent) -> EventEnvelope {
-        let hash = match &event {
-            TokenEvent::TokenCreated(c) => &c.secret_hash,
-            TokenEvent::TokenRevoked(r) => &r.secret_hash,
-        };
-        let id = u128::from_str_radix(&hash[..32], 16).expect("hex");
-        EventEnvelope {
-            seq,
-            id: Ulid::new(),
-            at: jiff::Timestamp::now(),
-            actor: "alice".into(),
-            token_id: Ulid(id),
-            event,
-        }
-    }
-
-    fn created(secret: &PatSecret, scopes: Vec<Scope>, expires_at_ms: i64) -> TokenEvent {
-        TokenEvent::TokenCreated(TokenCreated {
-            user_id: "alice".into(),
-            description: "test".into(),
-            expiration: Expiration::OneMonth,
-            scopes,
-            workspaces: vec!["acme".into()],
-            expires_at: Some(jiff::Timestamp::from_millisecond(expires_at_ms).expect("ts")),
-            secret_hash: secret.hash().to_hex(),
-        })
+    fn created(
+        seq: u64,
+        secret: &PatSecret,
+        scopes: &[Scope],
+        expires_at_ms: i64,
+    ) -> EventEnvelope {
+        fixtures::created(seq, &secret.hash())
+            .scopes(scopes)
+            .expires_at(jiff::Timestamp::from_millisecond(expires_at_ms).expect("ts"))
+            .build()
     }
 
     #[test]
@@ -227,16 +209,11 @@ mod tests {
         let good = PatSecret::generate();
         let revoked = PatSecret::generate();
         let expired = PatSecret::generate();
-        replica.apply(&envelope(1, created(&good, vec![Scope::Read], 2_000)));
-        replica.apply(&envelope(2, created(&revoked, vec![Scope::Read], 2_000)));
-        replica.apply(&envelope(
-            3,
-            TokenEvent::TokenRevoked(TokenRevoked {
-                user_id: "alice".into(),
-                secret_hash: revoked.hash().to_hex(),
-            }),
-        ));
-        replica.apply(&envelope(4, created(&expired, vec![Scope::Read], 1_000)));
+        replica.apply(&created(1, &good, &[Scope::Read], 2_000));
+        let made = created(2, &revoked, &[Scope::Read], 2_000);
+        replica.apply(&made);
+        replica.apply(&fixtures::revoked(3, made.token_id, &revoked.hash()));
+        replica.apply(&created(4, &expired, &[Scope::Read], 1_000));
         let run = |header: Option<&str>, scope, ws| {
             let verdict = verify(&replica, header, 1_000, scope, ws);
             (verdict.rejection, verdict.token.map(|t| t.token_id))

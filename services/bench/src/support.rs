@@ -2,10 +2,7 @@
 
 use std::time::Duration;
 
-use enspace_core::events::TokenCreated;
-use enspace_core::{
-    EventEnvelope, Expiration, RequestRecord, Scope, SecretHash, TokenEvent, base62,
-};
+use enspace_core::{EventEnvelope, Expiration, RequestRecord, Scope, SecretHash, base62};
 use rand::Rng;
 use ulid::Ulid;
 
@@ -19,23 +16,13 @@ pub fn fake_secret(rng: &mut impl Rng) -> String {
     format!("ens_pat_{random}{sum}")
 }
 
+/// `user`'s read-write token on `acme` for a year, with this secret.
 pub fn created_event(seq: u64, secret: &str, user: &str) -> EventEnvelope {
-    EventEnvelope {
-        seq,
-        id: Ulid::new(),
-        at: jiff::Timestamp::now(),
-        actor: user.to_owned(),
-        token_id: Ulid::new(),
-        event: TokenEvent::TokenCreated(TokenCreated {
-            user_id: user.to_owned(),
-            description: "bench".into(),
-            expiration: Expiration::OneYear,
-            scopes: vec![Scope::Read, Scope::Write],
-            workspaces: vec!["acme".into()],
-            expires_at: Expiration::OneYear.expires_at(jiff::Timestamp::now()),
-            secret_hash: SecretHash::of(secret).to_hex(),
-        }),
-    }
+    enspace_core::fixtures::created(seq, &SecretHash::of(secret))
+        .user(user)
+        .scopes(&[Scope::Read, Scope::Write])
+        .expiring(Expiration::OneYear, jiff::Timestamp::now())
+        .build()
 }
 
 /// A realistic request record of `token` at `at_ms`: a mix of methods,

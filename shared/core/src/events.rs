@@ -345,22 +345,13 @@ mod tests {
     use super::*;
 
     fn created(seq: u64) -> EventEnvelope {
-        EventEnvelope {
-            seq,
-            id: Ulid::new(),
-            at: "2026-11-28T10:00:00.123Z".parse().expect("ts"),
-            actor: "alice".into(),
-            token_id: Ulid::new(),
-            event: TokenEvent::TokenCreated(TokenCreated {
-                user_id: "alice".into(),
-                description: "ERP Integration".into(),
-                expiration: Expiration::ThreeMonths,
-                scopes: vec![Scope::Read, Scope::Write],
-                workspaces: vec!["acme".into()],
-                expires_at: Some("2027-02-28T10:00:00.123Z".parse().expect("ts")),
-                secret_hash: hex::encode([7u8; 32]),
-            }),
-        }
+        crate::fixtures::created(seq, &crate::SecretHash([7; 32]))
+            .scopes(&[Scope::Read, Scope::Write])
+            .expiring(
+                Expiration::ThreeMonths,
+                "2026-11-28T10:00:00.123Z".parse().expect("ts"),
+            )
+            .build()
     }
 
     fn chain(n: u64) -> Vec<(u64, Vec<u8>)> {

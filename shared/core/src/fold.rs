@@ -108,6 +108,7 @@ pub fn apply(state: Option<TokenView>, envelope: &EventEnvelope) -> Option<Token
 }
 
 /// What a secret hash verifies as once a sequence is folded.
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Unknown,
@@ -116,6 +117,7 @@ pub enum Outcome {
 }
 
 /// A sequence of events and what each named secret hash folds to.
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Clone)]
 pub struct Case {
     pub name: &'static str,
@@ -124,6 +126,7 @@ pub struct Case {
 }
 
 /// The table both folds are tested against.
+#[cfg(any(test, feature = "test-util"))]
 pub fn cases() -> Vec<Case> {
     use crate::events::TokenRevoked;
     use crate::token::{Expiration, Scope};

@@ -5,6 +5,8 @@
 pub mod base62;
 pub mod clock;
 pub mod events;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fixtures;
 pub mod fold;
 pub mod record;
 pub mod secret;
