@@ -483,6 +483,7 @@ mod tests {
                 workspaces: workspaces.iter().map(|w| (*w).to_owned()).collect(),
                 expires_at: Some(jiff::Timestamp::from_millisecond(1_000_000).expect("ts")),
                 secret_hash: hex_of(hash),
+                reason: Default::default(),
             }),
         }
     }

@@ -265,6 +265,7 @@ mod tests {
             TokenEvent::TokenRevoked(TokenRevoked {
                 user_id: "alice".into(),
                 secret_hash: revoked.hash().to_hex(),
+                reason: Default::default(),
             }),
         ));
         replica.apply(&envelope(4, created(&expired, vec![Scope::Read], 1_000)));

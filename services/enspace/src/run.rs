@@ -67,6 +67,9 @@ async fn control_plane(
         Metrics::new(registry),
         config,
     )?;
+    enspace_tokens::membership::reconcile(&state)
+        .await
+        .context("cannot compare the tokens with the directory")?;
     let indexer = Indexer::new(
         store.requests.clone(),
         state.clock.clone(),

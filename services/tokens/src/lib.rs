@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod commands;
 pub mod directory;
+pub mod membership;
 pub mod metrics;
 pub mod openapi;
 pub mod replication;

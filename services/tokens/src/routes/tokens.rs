@@ -293,6 +293,7 @@ pub async fn revoke_token(
         .execute(Command::RevokeToken {
             token_id,
             actor: caller.user.id.clone(),
+            reason: enspace_core::token::RevokeReason::User,
         })
         .await
         .map_err(command_error)?;

@@ -1,0 +1,6 @@
+//! Limits and abuse (sign-in throttling, connection limits, token caps and
+//! paging, per-token rate limits, fair request-record queues, membership
+//! changes, what error bodies may echo): each finding of the abuse review as
+//! a test against the real server.
+
+mod membership;
