@@ -27,6 +27,7 @@ pub fn service_args(data: &std::path::Path, nats_url: Option<String>) -> Service
         internal_key: Some("test-internal-key".into()),
         request_retention: Duration::from_secs(90 * 86_400),
         node_id: "serve".into(),
+        limits: Default::default(),
     }
 }
 

@@ -122,6 +122,7 @@ async fn start_nodes(nats: &Nats, secret: &str) -> anyhow::Result<(SocketAddr, S
         nats_url: nats.url(),
         node_id: "bench".into(),
         request_retention: Duration::from_secs(90 * 86_400),
+        limits: Default::default(),
     };
     let forever: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(std::future::pending());
     tokio::spawn(async move {

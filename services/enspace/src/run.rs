@@ -2,7 +2,6 @@
 //! router from the service crates and serves it until `shutdown` resolves.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +56,12 @@ async fn control_plane(
     let config = Config {
         internal_key: args.internal_key.clone(),
         request_retention: retention,
+        limits: enspace_tokens::limits::Limits {
+            max_tokens_per_user: args.limits.max_tokens_per_user,
+            max_sessions_per_user: args.limits.max_sessions_per_user,
+            ..Default::default()
+        },
+        secure_cookies: args.limits.secure_cookies,
         ..Config::default()
     };
     let indexer_metrics = IndexerMetrics::register(&mut registry);
@@ -77,6 +82,10 @@ async fn control_plane(
         indexer_metrics,
     );
     tokio::spawn(indexer.clone().sweep_forever());
+    tokio::spawn(enspace_tokens::routes::session::sweep_sessions_forever(
+        state.clone(),
+        enspace_tokens::routes::session::sweep_interval(state.config.session_ttl),
+    ));
     let js = match &args.nats_url {
         None => None,
         Some(url) => {
@@ -166,14 +175,10 @@ async fn flush_records(queue: &RecordQueue) {
 async fn serve_router(
     listener: TcpListener,
     router: Router,
+    limits: &crate::cli::HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    enspace_http::server::serve(listener, router, limits.server(), shutdown).await?;
     Ok(())
 }
 
@@ -241,7 +246,7 @@ pub async fn serve_with(
         enspace_api_node::api_routes(node),
         &crate::openapi_document(),
     );
-    serve_router(listener, wrap(router), shutdown).await?;
+    serve_router(listener, wrap(router), &args.limits.http, shutdown).await?;
     flush_records(&records).await;
     store.db.flush_async().await?;
     Ok(())
@@ -261,7 +266,13 @@ pub async fn tokens(
     }
     let (state, _, _) = control_plane(&args, clock, Registry::default()).await?;
     let store = state.store.clone();
-    serve_router(listener, enspace_tokens::router(state), shutdown).await?;
+    serve_router(
+        listener,
+        enspace_tokens::router(state),
+        &args.limits.http,
+        shutdown,
+    )
+    .await?;
     store.db.flush_async().await?;
     Ok(())
 }
@@ -297,7 +308,7 @@ pub async fn api_node(
     ));
     let http = enspace_http::HttpMetrics::register(&mut registry);
     let router = enspace_api_node::router(node, Arc::new(registry), http);
-    serve_router(listener, router, shutdown).await?;
+    serve_router(listener, router, &args.limits.http, shutdown).await?;
     flush_records(&records).await;
     Ok(())
 }
