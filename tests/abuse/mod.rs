@@ -3,4 +3,7 @@
 //! changes, what error bodies may echo): each finding of the abuse review as
 //! a test against the real server.
 
+mod descriptions;
+mod echo;
 mod membership;
+mod sessions;

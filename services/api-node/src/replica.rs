@@ -483,7 +483,6 @@ mod tests {
                 workspaces: workspaces.iter().map(|w| (*w).to_owned()).collect(),
                 expires_at: Some(jiff::Timestamp::from_millisecond(1_000_000).expect("ts")),
                 secret_hash: hex_of(hash),
-                reason: Default::default(),
             }),
         }
     }
@@ -498,6 +497,7 @@ mod tests {
             event: TokenEvent::TokenRevoked(TokenRevoked {
                 user_id: "alice".into(),
                 secret_hash: hex_of(hash),
+                reason: Default::default(),
             }),
         }
     }

@@ -3,7 +3,9 @@
 
 pub mod auth;
 pub mod commands;
+pub mod credentials;
 pub mod directory;
+pub mod limits;
 pub mod membership;
 pub mod metrics;
 pub mod openapi;

@@ -31,6 +31,8 @@ pub struct AppParts {
     pub config: Arc<Config>,
     /// The NATS connection, when the service publishes to JetStream.
     pub nats: std::sync::OnceLock<async_nats::Client>,
+    /// The throttle and hashing pool every sign-in goes through.
+    pub sign_in: crate::credentials::SignInGuard,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +42,11 @@ pub struct Config {
     pub internal_key: Option<String>,
     /// How long request records are kept; older ones are never returned.
     pub request_retention: SignedDuration,
+    /// Limits on sign-ins, sessions and tokens.
+    pub limits: crate::limits::Limits,
+    /// Mark the session cookie `Secure` on every response (a TLS proxy is in
+    /// front); without it, only when the proxy says the request was TLS.
+    pub secure_cookies: bool,
 }
 
 impl Default for Config {
@@ -48,6 +55,8 @@ impl Default for Config {
             session_ttl: SignedDuration::from_hours(12),
             internal_key: None,
             request_retention: SignedDuration::from_hours(90 * 24),
+            limits: crate::limits::Limits::default(),
+            secure_cookies: false,
         }
     }
 }
@@ -62,6 +71,8 @@ impl AppState {
         config: Config,
     ) -> Result<Self, crate::store::StoreError> {
         let writer = Writer::start(store.clone(), clock.clone(), metrics.clone())?;
+        let sign_in =
+            crate::credentials::SignInGuard::new(&config.limits, metrics.sign_ins.clone());
         Ok(AppState(Arc::new(AppParts {
             store,
             writer,
@@ -70,6 +81,7 @@ impl AppState {
             metrics,
             config: Arc::new(config),
             nats: std::sync::OnceLock::new(),
+            sign_in,
         })))
     }
 }

@@ -62,7 +62,8 @@ fn token_json(state: &AppState, view: TokenView) -> TokenJson {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
-    /// 1 to 100 characters after trimming, no control characters.
+    /// 1 to 100 characters after trimming; no control (Cc), format (Cf) or
+    /// line and paragraph separator (Zl, Zp) characters.
     #[schema(min_length = 1, max_length = 100, example = "ERP Integration")]
     description: String,
     #[schema(value_type = Expiration, example = "3m")]
@@ -84,6 +85,21 @@ pub struct TokenCreatedResponse {
     secret: String,
 }
 
+/// Characters a description may not hold: control characters (Cc), and the
+/// invisible ones that change how the text around them reads: format (Cf:
+/// bidirectional overrides, zero-width spaces, the byte-order mark) and line
+/// and paragraph separators (Zl, Zp).
+fn is_forbidden_in_description(c: char) -> bool {
+    use unicode_general_category::{GeneralCategory, get_general_category};
+    c.is_control()
+        || matches!(
+            get_general_category(c),
+            GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+        )
+}
+
 /// The contract's rules for a new token; the first broken rule is the answer.
 fn validate(
     caller: &Caller,
@@ -98,11 +114,12 @@ fn validate(
             "`description` must be 1 to 100 characters",
         ));
     }
-    if description.chars().any(char::is_control) {
+    if description.chars().any(is_forbidden_in_description) {
         return Err(ApiError::invalid(
             "invalid_description",
             "description",
-            "`description` must not contain control characters",
+            "`description` must not contain control, format or line and paragraph separator \
+             characters (such as U+202E, U+200B, U+FEFF or U+2028)",
         ));
     }
     let expiration = Expiration::parse(&req.expiration).ok_or_else(|| {
