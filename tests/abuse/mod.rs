@@ -3,7 +3,9 @@
 //! changes, what error bodies may echo): each finding of the abuse review as
 //! a test against the real server.
 
+mod connections;
 mod descriptions;
 mod echo;
 mod membership;
 mod sessions;
+mod sign_in;

@@ -17,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 pub use hashing::{HashError, PasswordHashing};
-pub use throttle::{SignInThrottle, Throttled};
+pub use throttle::{SignInThrottle, Standing, Throttled};
 
 /// The client's address as the connection saw it, when the server records
 /// it (`ConnectInfo`); `None` where it does not.

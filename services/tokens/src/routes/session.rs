@@ -57,7 +57,8 @@ fn invalid_credentials() -> ApiError {
 /// After 10 failed attempts for one user name, or 30 from one client
 /// address, within 5 minutes, attempts answer `429` until the oldest failure
 /// is 5 minutes old. Passwords are checked a few at a time; a sign-in that
-/// finds no free slot within 2 seconds answers `503`.
+/// gets no free slot (within 2 seconds, or at once after recent unsuccessful
+/// attempts by its user name or address) answers `503`.
 #[utoipa::path(post, path = "/v1/session", tag = "session",
     request_body = SignIn,
     responses(
@@ -88,30 +89,38 @@ pub async fn create_session(
     let guard = &state.sign_in;
     let shown = loggable_user_name(&body.username);
     let from = ip.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
-    if let Err(throttled) = guard.throttle.check(&body.username, ip, state.clock.now()) {
-        guard.metrics.count("throttled");
-        let by = match (throttled.by_user, throttled.by_ip) {
-            (true, true) => "user name and address",
-            (true, false) => "user name",
-            _ => "address",
-        };
-        tracing::warn!(
-            user.name = %shown,
-            client.ip = %from,
-            throttled.by = by,
-            retry_after_secs = throttled.retry_after_secs,
-            "throttled sign-in for {shown} from {from}: too many failed attempts for this {by}"
-        );
-        return Err(ApiError::too_many(
-            "too_many_attempts",
-            throttled.retry_after_secs,
-            "too many failed sign-ins; try again after the time in Retry-After",
-        ));
-    }
+    let standing = match guard.throttle.check(&body.username, ip, state.clock.now()) {
+        Ok(standing) => standing,
+        Err(throttled) => {
+            guard.metrics.count("throttled");
+            let by = match (throttled.by_user, throttled.by_ip) {
+                (true, true) => "user name and address",
+                (true, false) => "user name",
+                _ => "address",
+            };
+            tracing::warn!(
+                user.name = %shown,
+                client.ip = %from,
+                throttled.by = by,
+                retry_after_secs = throttled.retry_after_secs,
+                "throttled sign-in for {shown} from {from}: too many failed attempts for this {by}"
+            );
+            return Err(ApiError::too_many(
+                "too_many_attempts",
+                throttled.retry_after_secs,
+                "too many failed sign-ins; try again after the time in Retry-After",
+            ));
+        }
+    };
     let username = body.username.clone();
     let user = match guard
         .hashing
-        .authenticate(state.directory.clone(), body.username, body.password)
+        .authenticate(
+            state.directory.clone(),
+            body.username,
+            body.password,
+            standing,
+        )
         .await
     {
         Ok(Some(user)) => user,
@@ -124,6 +133,7 @@ pub async fn create_session(
             return Err(invalid_credentials());
         }
         Err(HashError::Busy) => {
+            guard.throttle.record_busy(&username, ip, state.clock.now());
             guard.metrics.count("busy");
             tracing::warn!(user.name = %shown, client.ip = %from,
                 "sign-in for {shown} from {from} refused: every password hashing slot is busy");
