@@ -9,3 +9,4 @@ mod echo;
 mod membership;
 mod sessions;
 mod sign_in;
+mod token_cap;

@@ -14,6 +14,7 @@ pub mod request_log;
 pub mod routes;
 pub mod state;
 pub mod store;
+pub mod token_quota;
 
 use axum::Router;
 use utoipa_axum::router::OpenApiRouter;

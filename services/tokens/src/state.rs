@@ -33,6 +33,8 @@ pub struct AppParts {
     pub nats: std::sync::OnceLock<async_nats::Client>,
     /// The throttle and hashing pool every sign-in goes through.
     pub sign_in: crate::credentials::SignInGuard,
+    /// Active tokens per user, kept under `limits.max_tokens_per_user`.
+    pub quota: crate::token_quota::TokenQuota,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +75,9 @@ impl AppState {
         let writer = Writer::start(store.clone(), clock.clone(), metrics.clone())?;
         let sign_in =
             crate::credentials::SignInGuard::new(&config.limits, metrics.sign_ins.clone());
+        let quota = crate::token_quota::TokenQuota::new(config.limits.max_tokens_per_user);
+        let counted = quota.clone();
+        writer.on_commit(move |events| counted.observe(events));
         Ok(AppState(Arc::new(AppParts {
             store,
             writer,
@@ -82,6 +87,7 @@ impl AppState {
             config: Arc::new(config),
             nats: std::sync::OnceLock::new(),
             sign_in,
+            quota,
         })))
     }
 }
