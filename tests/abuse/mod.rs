@@ -7,6 +7,7 @@ mod connections;
 mod descriptions;
 mod echo;
 mod membership;
+mod rate_limit;
 mod sessions;
 mod sign_in;
 mod token_cap;

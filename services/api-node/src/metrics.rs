@@ -23,6 +23,7 @@ pub struct NodeMetrics {
     pub replica_tokens: Gauge,
     pub records_dropped: Counter,
     pub records_published: Counter,
+    pub rate_limited: Counter,
 }
 
 impl NodeMetrics {
@@ -39,6 +40,7 @@ impl NodeMetrics {
             replica_tokens: Gauge::default(),
             records_dropped: Counter::default(),
             records_published: Counter::default(),
+            rate_limited: Counter::default(),
         };
         registry.register(
             "enspace_token_verifications",
@@ -64,6 +66,11 @@ impl NodeMetrics {
             "enspace_request_records_published",
             "Request records acknowledged by JetStream",
             m.records_published.clone(),
+        );
+        registry.register(
+            "enspace_token_rate_limited",
+            "Calls refused (429) because their token went over the node's per-token rate limit",
+            m.rate_limited.clone(),
         );
         m
     }

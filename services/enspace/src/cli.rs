@@ -134,7 +134,7 @@ impl HttpLimits {
 
 /// Limits of `serve` and `tokens`: their HTTP listener's, sign-ins',
 /// sessions' and tokens'; and the example API node's in `serve`.
-#[derive(Args, Clone, Debug, Default)]
+#[derive(Args, Clone, Debug)]
 pub struct ServiceLimits {
     #[command(flatten)]
     pub http: HttpLimits,
@@ -152,6 +152,19 @@ pub struct ServiceLimits {
     /// mounts (`N/s`, bursts of 2N), or `none`.
     #[arg(long, env = "ENSPACE_TOKEN_RATE_LIMIT", default_value = "none", value_parser = parse_rate)]
     pub token_rate_limit: TokenRateLimit,
+}
+
+impl Default for ServiceLimits {
+    fn default() -> Self {
+        let limits = enspace_tokens::limits::Limits::default();
+        ServiceLimits {
+            http: HttpLimits::default(),
+            max_tokens_per_user: limits.max_tokens_per_user,
+            max_sessions_per_user: limits.max_sessions_per_user,
+            secure_cookies: false,
+            token_rate_limit: TokenRateLimit(None),
+        }
+    }
 }
 
 /// Limits of an API node: its HTTP listener's and each token's call rate.

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Router;
-use enspace_api_node::NodeState;
 use enspace_api_node::metrics::NodeMetrics;
 use enspace_api_node::publisher::{Publisher, PublisherConfig};
 use enspace_api_node::record_queue::{self, RecordQueue};
+use enspace_api_node::{NodeOptions, NodeState};
 use enspace_core::Clock;
 use enspace_tokens::directory::Directory;
 use enspace_tokens::metrics::Metrics;
@@ -206,12 +206,13 @@ pub async fn serve_with(
     let (ready_tx, ready_rx) = watch::channel(false);
     let (node_metrics, records) = record_queue(&mut registry);
     let sink: Arc<dyn enspace_core::RecordSink> = records.clone();
-    let node = NodeState::with_metrics(
+    let node = NodeState::with_options(
         &args.node_id,
         clock.clone(),
         node_metrics.clone(),
         Some(sink),
         ready_rx,
+        node_options(args.limits.token_rate_limit),
     );
     let (state, js, indexer) = control_plane(&args, clock, registry).await?;
     match js {
@@ -241,6 +242,7 @@ pub async fn serve_with(
         }
     }
     let store = state.store.clone();
+    keep_up(&node);
     let router = enspace_tokens::app(
         state,
         enspace_api_node::api_routes(node),
@@ -300,17 +302,40 @@ pub async fn api_node(
         args.request_retention,
     )?;
     let sink: Arc<dyn enspace_core::RecordSink> = records.clone();
-    let node = NodeState::with_metrics(&args.node_id, clock, node_metrics, Some(sink), ready_rx);
+    let node = NodeState::with_options(
+        &args.node_id,
+        clock,
+        node_metrics,
+        Some(sink),
+        ready_rx,
+        node_options(args.limits.token_rate_limit),
+    );
     tokio::spawn(enspace_api_node::feed::follow_jetstream(
         js,
         node.replica().clone(),
         ready_tx,
     ));
     let http = enspace_http::HttpMetrics::register(&mut registry);
+    keep_up(&node);
     let router = enspace_api_node::router(node, Arc::new(registry), http);
     serve_router(listener, router, &args.limits.http, shutdown).await?;
     flush_records(&records).await;
     Ok(())
+}
+
+/// An API node's limits from its flags.
+fn node_options(rate: crate::cli::TokenRateLimit) -> NodeOptions {
+    NodeOptions {
+        token_rate_limit: rate.0,
+    }
+}
+
+/// Starts the upkeep an API node's limits need: a rate limit forgets quiet
+/// tokens every minute.
+fn keep_up(node: &NodeState) {
+    if let Some(limit) = node.rate_limit() {
+        tokio::spawn(limit.clone().prune_forever());
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
