@@ -6,6 +6,7 @@
 mod connections;
 mod descriptions;
 mod echo;
+mod fair_queue;
 mod membership;
 mod rate_limit;
 mod sessions;

@@ -152,6 +152,10 @@ pub struct ServiceLimits {
     /// mounts (`N/s`, bursts of 2N), or `none`.
     #[arg(long, env = "ENSPACE_TOKEN_RATE_LIMIT", default_value = "none", value_parser = parse_rate)]
     pub token_rate_limit: TokenRateLimit,
+    /// Request records the API node that `serve` mounts holds while they
+    /// wait to be indexed; when full, the heaviest token's go first.
+    #[arg(long, env = "ENSPACE_RECORD_QUEUE_CAPACITY", default_value_t = enspace_api_node::record_queue::DEFAULT_CAPACITY)]
+    pub record_queue_capacity: usize,
 }
 
 impl Default for ServiceLimits {
@@ -163,12 +167,14 @@ impl Default for ServiceLimits {
             max_sessions_per_user: limits.max_sessions_per_user,
             secure_cookies: false,
             token_rate_limit: TokenRateLimit(None),
+            record_queue_capacity: enspace_api_node::record_queue::DEFAULT_CAPACITY,
         }
     }
 }
 
-/// Limits of an API node: its HTTP listener's and each token's call rate.
-#[derive(Args, Clone, Debug, Default)]
+/// Limits of an API node: its HTTP listener's, each token's call rate, and
+/// the request records it holds.
+#[derive(Args, Clone, Debug)]
 pub struct NodeLimits {
     #[command(flatten)]
     pub http: HttpLimits,
@@ -176,6 +182,20 @@ pub struct NodeLimits {
     /// 2N), or `none`.
     #[arg(long, env = "ENSPACE_TOKEN_RATE_LIMIT", default_value = "none", value_parser = parse_rate)]
     pub token_rate_limit: TokenRateLimit,
+    /// Request records held while they wait for JetStream (e.g. while NATS
+    /// is away); when full, the heaviest token's go first.
+    #[arg(long, env = "ENSPACE_RECORD_QUEUE_CAPACITY", default_value_t = enspace_api_node::record_queue::DEFAULT_CAPACITY)]
+    pub record_queue_capacity: usize,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        NodeLimits {
+            http: HttpLimits::default(),
+            token_rate_limit: TokenRateLimit(None),
+            record_queue_capacity: enspace_api_node::record_queue::DEFAULT_CAPACITY,
+        }
+    }
 }
 
 /// `--token-rate-limit`: calls per second per token, or none.

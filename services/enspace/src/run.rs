@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use axum::Router;
 use enspace_api_node::metrics::NodeMetrics;
 use enspace_api_node::publisher::{Publisher, PublisherConfig};
-use enspace_api_node::record_queue::{self, RecordQueue};
+use enspace_api_node::record_queue::RecordQueue;
 use enspace_api_node::{NodeOptions, NodeState};
 use enspace_core::Clock;
 use enspace_tokens::directory::Directory;
@@ -107,12 +107,9 @@ async fn control_plane(
 }
 
 /// An API node's metrics and the bounded queue its request records go into.
-fn record_queue(registry: &mut Registry) -> (NodeMetrics, Arc<RecordQueue>) {
+fn record_queue(registry: &mut Registry, capacity: usize) -> (NodeMetrics, Arc<RecordQueue>) {
     let metrics = NodeMetrics::register(registry);
-    let queue = RecordQueue::new(
-        record_queue::DEFAULT_CAPACITY,
-        metrics.records_dropped.clone(),
-    );
+    let queue = RecordQueue::new(capacity, metrics.records_dropped.clone());
     (metrics, Arc::new(queue))
 }
 
@@ -134,6 +131,7 @@ fn start_publisher(
         metrics.records_dropped.clone(),
         PublisherConfig {
             retention,
+            node: name.to_owned(),
             ..PublisherConfig::default()
         },
     );
@@ -204,7 +202,7 @@ pub async fn serve_with(
 ) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let (ready_tx, ready_rx) = watch::channel(false);
-    let (node_metrics, records) = record_queue(&mut registry);
+    let (node_metrics, records) = record_queue(&mut registry, args.limits.record_queue_capacity);
     let sink: Arc<dyn enspace_core::RecordSink> = records.clone();
     let node = NodeState::with_options(
         &args.node_id,
@@ -234,6 +232,11 @@ pub async fn serve_with(
         None => {
             crate::embedded::attach(&state.store.log, &state.writer, node.replica().clone())?;
             ready_tx.send_replace(true);
+            tokio::spawn(crate::dropped::index_drops(
+                records.clone(),
+                indexer.clone(),
+                args.node_id.clone(),
+            ));
             tokio::spawn(crate::embedded::index_records(
                 records.clone(),
                 indexer,
@@ -293,7 +296,7 @@ pub async fn api_node(
     let js = async_nats::jetstream::new(client.clone());
     let mut registry = Registry::default();
     let (ready_tx, ready_rx) = watch::channel(false);
-    let (node_metrics, records) = record_queue(&mut registry);
+    let (node_metrics, records) = record_queue(&mut registry, args.limits.record_queue_capacity);
     start_publisher(
         &records,
         &node_metrics,

@@ -1222,7 +1222,9 @@ async function renderLogsPanel(panel, query) {
     h('div', { class: 'chart-head' }, h('h3', { id: 'logs-chart-title' }, 'Requests over time'), legend),
     chartBox);
   const tableBox = h('section', { class: 'logs-table-box', 'aria-labelledby': 'logs-table-title' });
-  panel.replaceChildren(header, filters, custom, chartCard, tableBox);
+  // Calls an API node made but had to drop from its queue (GET …/stats `dropped`).
+  const droppedNotice = h('div', { class: 'callout callout-warning', id: 'logs-dropped', role: 'status', hidden: true });
+  panel.replaceChildren(header, filters, custom, droppedNotice, chartCard, tableBox);
 
   let generation = 0;
   const reload = () => {
@@ -1291,6 +1293,12 @@ async function renderLogsPanel(panel, query) {
     } else {
       drawChart(chartBox, legend, fillBuckets(stats.ok, win, bucket), bucket);
     }
+    const dropped = stats.ok ? stats.ok.dropped || 0 : 0;
+    droppedNotice.dataset.dropped = String(dropped);
+    droppedNotice.hidden = dropped === 0;
+    droppedNotice.replaceChildren(icon('warn'), h('span', {},
+      h('strong', {}, `${plural(dropped, 'call', 'calls')} made with this token in this period ${dropped === 1 ? 'is' : 'are'} missing from the log. `),
+      'An ENSPACE API node could not keep up and dropped them: this token was sending more than any other.'));
 
     tableBox.removeAttribute('aria-busy');
     if (page.err) {
