@@ -1299,7 +1299,11 @@ async fn token_pages_isolated_descriptions_and_the_dropped_records_notice() {
             .json()
             .await
             .ok()?;
-        let indexed: u64 = stats["buckets"].as_array()?.iter().filter_map(|b| b["total"].as_u64()).sum();
+        let indexed: u64 = stats["buckets"]
+            .as_array()?
+            .iter()
+            .filter_map(|b| b["total"].as_u64())
+            .sum();
         let dropped = stats["dropped"].as_u64()?;
         (indexed + dropped == 200 && dropped > 0).then_some(dropped)
     })
@@ -1308,8 +1312,11 @@ async fn token_pages_isolated_descriptions_and_the_dropped_records_notice() {
     let ui = Ui::start(&serve.api.base, "limits").await;
     ui.goto("/settings/dev/tokens").await;
     ui.sign_in("alice").await;
-    ui.until("100 rows", "document.querySelectorAll('#tokens-table tbody tr').length === 100")
-        .await;
+    ui.until(
+        "100 rows",
+        "document.querySelectorAll('#tokens-table tbody tr').length === 100",
+    )
+    .await;
     assert_eq!(
         ui.js_str("document.querySelector('#tokens-table tbody tr:first-child .token-name bdi').textContent")
             .await,
@@ -1317,18 +1324,31 @@ async fn token_pages_isolated_descriptions_and_the_dropped_records_notice() {
     );
     ui.shot("01-first-page").await;
     ui.click("#tokens-more").await;
-    ui.until("105 rows", "document.querySelectorAll('#tokens-table tbody tr').length === 105")
-        .await;
-    assert_eq!(ui.js("document.querySelector('#tokens-more') === null").await, json!(true));
+    ui.until(
+        "105 rows",
+        "document.querySelectorAll('#tokens-table tbody tr').length === 105",
+    )
+    .await;
+    assert_eq!(
+        ui.js("document.querySelector('#tokens-more') === null")
+            .await,
+        json!(true)
+    );
 
-    ui.goto(&format!("/settings/dev/logs?token={id}&period=24h")).await;
+    ui.goto(&format!("/settings/dev/logs?token={id}&period=24h"))
+        .await;
     ui.until("the dropped notice", "document.querySelector('#logs-dropped') && !document.querySelector('#logs-dropped').hidden")
         .await;
     assert_eq!(
-        ui.js_str("document.querySelector('#logs-dropped').dataset.dropped").await,
+        ui.js_str("document.querySelector('#logs-dropped').dataset.dropped")
+            .await,
         dropped.to_string()
     );
-    assert!(ui.text("#logs-dropped").await.contains("missing from the log"));
+    assert!(
+        ui.text("#logs-dropped")
+            .await
+            .contains("missing from the log")
+    );
     ui.shot("02-dropped-notice").await;
     ui.close().await;
 }

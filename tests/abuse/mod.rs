@@ -3,6 +3,7 @@
 //! changes, what error bodies may echo): each finding of the abuse review as
 //! a test against the real server.
 
+mod audit_verify;
 mod connections;
 mod descriptions;
 mod echo;

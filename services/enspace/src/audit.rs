@@ -4,46 +4,114 @@ use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
 use enspace_core::events::verify_chain;
 use enspace_tokens::store::EventLog;
 
-fn open_log(data: &Path) -> anyhow::Result<EventLog> {
+/// Why the event log cannot be read at all.
+#[derive(Debug)]
+enum OpenError {
+    NoStore(String),
+    InUse(String),
+    Corrupt { dir: String, cause: String },
+    Other { dir: String, cause: String },
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::NoStore(dir) => write!(f, "{dir} holds no ENSPACE data (no sled database)"),
+            OpenError::InUse(dir) => write!(
+                f,
+                "{dir} is in use: a token service (or another tool) has its database open; stop it first"
+            ),
+            OpenError::Corrupt { dir, cause } => write!(
+                f,
+                "the store in {dir} is corrupt and cannot be opened, so no event can be read: {cause}"
+            ),
+            OpenError::Other { dir, cause } => write!(f, "cannot open the store in {dir}: {cause}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// Whether another process holds the database's lock (sled takes an
+/// exclusive `flock` on its `db` file while open).
+fn locked_elsewhere(data: &Path) -> bool {
+    match std::fs::File::open(data.join("db")) {
+        Ok(file) => matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
+}
+
+fn open_log(data: &Path) -> Result<EventLog, OpenError> {
+    let dir = data.display().to_string();
     if !data.join("conf").exists() {
-        bail!(
-            "{} holds no ENSPACE data (no sled database)",
-            data.display()
-        );
+        return Err(OpenError::NoStore(dir));
+    }
+    if locked_elsewhere(data) {
+        return Err(OpenError::InUse(dir));
     }
     let db = enspace_tokens::store::sled_config(data)
         .open()
-        .with_context(|| {
-            format!(
-                "cannot open {} (is the token service still running?)",
-                data.display()
-            )
+        .map_err(|e| match e {
+            sled::Error::Corruption { .. } => OpenError::Corrupt {
+                dir: dir.clone(),
+                cause: e.to_string().trim_end_matches(" backtrace ()").to_owned(),
+            },
+            other => OpenError::Other {
+                dir: dir.clone(),
+                cause: other.to_string(),
+            },
         })?;
-    Ok(EventLog::open(&db)?)
+    EventLog::open(&db).map_err(|e| OpenError::Corrupt {
+        dir,
+        cause: e.to_string(),
+    })
 }
 
 pub fn verify(data: &Path) -> anyhow::Result<ExitCode> {
-    let log = open_log(data)?;
-    let mut entries = Vec::new();
-    for item in log.tree().iter() {
-        let (key, value) = item?;
-        let seq = <[u8; 8]>::try_from(key.as_ref())
-            .map(u64::from_be_bytes)
-            .unwrap_or(u64::MAX);
-        entries.push((seq, value.to_vec()));
-    }
-    match verify_chain(entries) {
-        Ok((count, head)) => {
-            println!("ok: {count} events, head {}", hex::encode(head));
-            Ok(ExitCode::SUCCESS)
+    let log = match open_log(data) {
+        Ok(log) => log,
+        Err(e @ OpenError::Corrupt { .. }) => {
+            println!("broken: {e}");
+            return Ok(ExitCode::from(1));
         }
-        Err(broken) => {
+        Err(e) => return Err(e.into()),
+    };
+    // Read in key order until sled itself fails; the chain is checked on
+    // what was read, and an unreadable entry is the break if nothing before
+    // it is.
+    let mut entries = Vec::new();
+    let mut unreadable = None;
+    for item in log.tree().iter() {
+        let next = entries.len() as u64 + 1;
+        match item {
+            Ok((key, value)) => match <[u8; 8]>::try_from(key.as_ref()) {
+                Ok(seq) => entries.push((u64::from_be_bytes(seq), value.to_vec())),
+                Err(_) => {
+                    unreadable = Some((next, "a key that is not a sequence number".to_owned()));
+                    break;
+                }
+            },
+            Err(e) => {
+                unreadable = Some((next, format!("the store cannot read it: {e}")));
+                break;
+            }
+        }
+    }
+    match (verify_chain(entries), unreadable) {
+        (Err(broken), _) => {
             println!("broken: seq {}: {}", broken.seq, broken.reason);
             Ok(ExitCode::from(1))
+        }
+        (Ok(_), Some((seq, reason))) => {
+            println!("broken: seq {seq}: {reason}");
+            Ok(ExitCode::from(1))
+        }
+        (Ok((count, head)), None) => {
+            println!("ok: {count} events, head {}", hex::encode(head));
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
