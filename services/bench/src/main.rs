@@ -3,6 +3,7 @@
 //! ratio (what survives a noisy machine). One module per benchmark.
 
 mod create;
+mod fairness;
 mod ingest;
 mod lossless;
 mod node_load;
@@ -10,6 +11,7 @@ mod node_logging;
 mod node_memory;
 mod propagation;
 mod query;
+mod signin_flood;
 mod support;
 mod verify;
 mod wrk;
@@ -48,6 +50,10 @@ enum Bench {
     Lossless(lossless::Args),
     /// Request-log queries over a large index, and its disk bytes per record.
     Query(query::Args),
+    /// 600 concurrent wrong sign-ins against enspace serve: RSS, /healthz, another user's sign-ins.
+    SigninFlood(signin_flood::Args),
+    /// One token under wrk beside a light one at 100/s: the light token's records all indexed.
+    Fairness(fairness::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,5 +67,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Query(args) => query::run(args),
         Bench::NodeLogging(args) => node_logging::run(args),
         Bench::Lossless(args) => lossless::run(args),
+        Bench::SigninFlood(args) => signin_flood::run(args),
+        Bench::Fairness(args) => fairness::run(args),
     }
 }
