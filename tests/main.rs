@@ -5,6 +5,7 @@
 
 mod support;
 
+mod abuse;
 mod api_node;
 mod audit;
 mod distributed;

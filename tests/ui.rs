@@ -1252,3 +1252,103 @@ async fn request_logs_show_real_calls() {
         .await;
     ui.close().await;
 }
+
+/// The limits as the settings UI shows them: the token list by pages of
+/// 100, descriptions isolated in `<bdi>`, and a notice in Request Logs when
+/// an API node dropped records of the token.
+#[tokio::test]
+async fn token_pages_isolated_descriptions_and_the_dropped_records_notice() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut args = crate::support::serve::service_args(data.path(), None);
+    args.limits.record_queue_capacity = 1;
+    let serve = ServeApp::spawn_with(args, data).await;
+    let alice = serve.api.login("alice").await;
+    for n in 0..104 {
+        serve
+            .api
+            .create_token(&alice, &json!({"description": format!("Token {n}"), "expiration": "3m", "scopes": ["read"], "workspaces": ["acme"]}))
+            .await;
+    }
+    let (newest, secret) = serve
+        .api
+        .create_token(&alice, &json!({"description": "גיבוי nightly", "expiration": "3m", "scopes": ["read"], "workspaces": ["acme"]}))
+        .await;
+    let id = newest["id"].as_str().expect("id").to_owned();
+    // Fast calls through a one-record queue: most are dropped, and counted.
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        let res = http
+            .get(serve.api.url("/api/v1/workspaces/acme/records"))
+            .bearer_auth(&secret)
+            .send()
+            .await
+            .expect("API call");
+        assert_eq!(res.status(), 200);
+    }
+    let now = enspace_core::Clock::now(&serve.clock);
+    let window = format!(
+        "from={}&to={}",
+        now - jiff::SignedDuration::from_hours(2),
+        now + jiff::SignedDuration::from_hours(2)
+    );
+    let dropped = eventually(WAIT, "every call indexed or counted as dropped", || async {
+        let stats: Value = serve
+            .api
+            .get(&alice, &format!("/v1/tokens/{id}/requests/stats?{window}"))
+            .await
+            .json()
+            .await
+            .ok()?;
+        let indexed: u64 = stats["buckets"]
+            .as_array()?
+            .iter()
+            .filter_map(|b| b["total"].as_u64())
+            .sum();
+        let dropped = stats["dropped"].as_u64()?;
+        (indexed + dropped == 200 && dropped > 0).then_some(dropped)
+    })
+    .await;
+
+    let ui = Ui::start(&serve.api.base, "limits").await;
+    ui.goto("/settings/dev/tokens").await;
+    ui.sign_in("alice").await;
+    ui.until(
+        "100 rows",
+        "document.querySelectorAll('#tokens-table tbody tr').length === 100",
+    )
+    .await;
+    assert_eq!(
+        ui.js_str("document.querySelector('#tokens-table tbody tr:first-child .token-name bdi').textContent")
+            .await,
+        "גיבוי nightly"
+    );
+    ui.shot("01-first-page").await;
+    ui.click("#tokens-more").await;
+    ui.until(
+        "105 rows",
+        "document.querySelectorAll('#tokens-table tbody tr').length === 105",
+    )
+    .await;
+    assert_eq!(
+        ui.js("document.querySelector('#tokens-more') === null")
+            .await,
+        json!(true)
+    );
+
+    ui.goto(&format!("/settings/dev/logs?token={id}&period=24h"))
+        .await;
+    ui.until("the dropped notice", "document.querySelector('#logs-dropped') && !document.querySelector('#logs-dropped').hidden")
+        .await;
+    assert_eq!(
+        ui.js_str("document.querySelector('#logs-dropped').dataset.dropped")
+            .await,
+        dropped.to_string()
+    );
+    assert!(
+        ui.text("#logs-dropped")
+            .await
+            .contains("missing from the log")
+    );
+    ui.shot("02-dropped-notice").await;
+    ui.close().await;
+}

@@ -21,6 +21,7 @@ use ulid::Ulid;
 
 use crate::freshness::Freshness;
 use crate::metrics::NodeMetrics;
+use crate::rate_limit::{Decision, TokenRateLimit};
 use crate::replica::TokenReplica;
 use crate::verify::{Rejection, VerifiedToken, verify};
 
@@ -36,6 +37,8 @@ pub struct AuthParts {
     pub metrics: NodeMetrics,
     pub sink: Option<Arc<dyn RecordSink>>,
     pub freshness: Arc<Freshness>,
+    /// Calls per second per token, when the node limits them.
+    pub rate_limit: Option<Arc<TokenRateLimit>>,
 }
 
 impl Auth {
@@ -170,14 +173,31 @@ pub async fn require_token(
         }),
         _ => None,
     };
-    let response = match (verdict.rejection, verdict.token) {
-        (None, Some(token)) => {
+    // Every call of a known token counts against its rate, allowed or not.
+    let decision = match (&auth.rate_limit, &verdict.token) {
+        (Some(limit), Some(token)) => Some(limit.check(token.token_id)),
+        _ => None,
+    };
+    let mut response = match (verdict.rejection, verdict.token, decision) {
+        (_, _, Some(Decision::Limited { retry_after_secs })) => {
+            auth.metrics.rate_limited.inc();
+            ApiError::too_many(
+                "rate_limited",
+                retry_after_secs,
+                "this token made more calls than this node allows; slow down and retry after the time in Retry-After",
+            )
+            .into_response()
+        }
+        (None, Some(token), _) => {
             req.extensions_mut().insert(token);
             next.run(req).await
         }
-        (Some(rejection), _) => rejection_response(&rejection),
-        (None, None) => rejection_response(&Rejection::Unknown),
+        (Some(rejection), _, _) => rejection_response(&rejection),
+        (None, None, _) => rejection_response(&Rejection::Unknown),
     };
+    if let (Some(limit), Some(decision)) = (&auth.rate_limit, decision) {
+        limit.describe(decision, response.headers_mut());
+    }
     if let (Some(sink), Some(p)) = (&auth.sink, pending) {
         sink.record(RequestRecord {
             id: Ulid::new(),

@@ -8,6 +8,7 @@ pub mod feed;
 pub mod freshness;
 pub mod metrics;
 pub mod publisher;
+pub mod rate_limit;
 pub mod record_queue;
 pub mod records;
 pub mod replica;
@@ -32,6 +33,7 @@ use utoipa_axum::routes;
 pub use auth::{Auth, AuthParts, require_token};
 pub use enspace_core::RecordSink;
 pub use freshness::Freshness;
+pub use rate_limit::TokenRateLimit;
 pub use replica::TokenReplica;
 pub use verify::VerifiedToken;
 
@@ -76,6 +78,28 @@ impl NodeState {
         sink: Option<Arc<dyn RecordSink>>,
         freshness: Arc<Freshness>,
     ) -> Self {
+        Self::with_options(
+            node_id,
+            clock,
+            metrics,
+            sink,
+            freshness,
+            NodeOptions::default(),
+        )
+    }
+
+    /// As [`with_metrics`](Self::with_metrics), with the node's limits.
+    pub fn with_options(
+        node_id: &str,
+        clock: Arc<dyn Clock>,
+        metrics: metrics::NodeMetrics,
+        sink: Option<Arc<dyn RecordSink>>,
+        freshness: Arc<Freshness>,
+        options: NodeOptions,
+    ) -> Self {
+        let rate_limit = options
+            .token_rate_limit
+            .map(|per_second| Arc::new(TokenRateLimit::new(per_second, clock.clone())));
         NodeState(Arc::new(NodeParts {
             auth: Auth::new(AuthParts {
                 replica: Arc::new(TokenReplica::new()),
@@ -84,6 +108,7 @@ impl NodeState {
                 metrics,
                 sink,
                 freshness: freshness.clone(),
+                rate_limit,
             }),
             records: records::new_store(),
             clock,
@@ -94,6 +119,19 @@ impl NodeState {
     pub fn replica(&self) -> &Arc<TokenReplica> {
         &self.auth.replica
     }
+
+    /// The per-token rate limit, when the node has one (its owner runs
+    /// [`TokenRateLimit::prune_forever`]).
+    pub fn rate_limit(&self) -> Option<&Arc<TokenRateLimit>> {
+        self.auth.rate_limit.as_ref()
+    }
+}
+
+/// An API node's limits.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Calls per second one token may make (bursts of twice as many).
+    pub token_rate_limit: Option<std::num::NonZeroU32>,
 }
 
 /// The example API's documented routes (utoipa-axum `routes!`: every

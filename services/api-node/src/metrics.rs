@@ -35,6 +35,7 @@ pub struct NodeMetrics {
     pub replica_tokens: Gauge,
     pub records_dropped: Counter,
     pub records_published: Counter,
+    pub rate_limited: Counter,
 }
 
 impl NodeMetrics {
@@ -54,6 +55,7 @@ impl NodeMetrics {
             replica_tokens: Gauge::default(),
             records_dropped: Counter::default(),
             records_published: Counter::default(),
+            rate_limited: Counter::default(),
         };
         registry.register(
             "enspace_token_verifications",
@@ -94,6 +96,11 @@ impl NodeMetrics {
             "enspace_replica_head_seq",
             "The last token event seq folded into this node's replica",
             m.head_seq.clone(),
+        );
+        registry.register(
+            "enspace_token_rate_limited",
+            "Calls refused (429) because their token went over the node's per-token rate limit",
+            m.rate_limited.clone(),
         );
         m
     }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use async_nats::connection::State;
 use async_nats::{HeaderMap, StatusCode, Subscriber};
 use enspace_core::RequestRecord;
+use enspace_core::record::DroppedRecords;
 use futures::{FutureExt, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
@@ -42,6 +43,8 @@ pub struct PublisherConfig {
     pub ack_timeout: Duration,
     /// How long the stream keeps records (its `max_age`).
     pub retention: Duration,
+    /// The node's name in the counts of dropped records it reports.
+    pub node: String,
 }
 
 impl Default for PublisherConfig {
@@ -50,6 +53,7 @@ impl Default for PublisherConfig {
             max_in_flight: 1024,
             ack_timeout: Duration::from_secs(5),
             retention: enspace_nats::DEFAULT_REQUEST_RETENTION,
+            node: "api-node".to_owned(),
         }
     }
 }
@@ -91,6 +95,12 @@ impl Publisher {
         let js = async_nats::jetstream::new(client.clone());
         let mut backoff = Backoff::new();
         self.ensure_stream(&js, &mut backoff).await;
+        tokio::spawn(report_drops(
+            self.queue.clone(),
+            js.clone(),
+            self.config.node.clone(),
+            self.config.ack_timeout,
+        ));
         let inbox = client.new_inbox();
         let acks = loop {
             match client.subscribe(format!("{inbox}.*")).await {
@@ -277,6 +287,60 @@ impl Publisher {
                 self.queue.len()
             );
         }
+    }
+}
+
+/// How often counts of dropped records are published.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Publishes the queue's counts of dropped records, forever, every second:
+/// subject `enspace.requests.<token_id>.dropped`, `Nats-Msg-Id` the count's
+/// id. A count that is not acknowledged is published again with the same id
+/// (the stream, and the index, keep it once); new counts wait in the queue,
+/// summed, until the earlier ones are through.
+async fn report_drops(
+    queue: Arc<RecordQueue>,
+    js: async_nats::jetstream::Context,
+    node: String,
+    ack_timeout: Duration,
+) {
+    let mut unacknowledged: Vec<DroppedRecords> = Vec::new();
+    let mut tick = tokio::time::interval(DROP_REPORT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if unacknowledged.is_empty() {
+            unacknowledged = queue.take_drops(&node);
+        }
+        let mut failed = Vec::new();
+        for count in unacknowledged.drain(..) {
+            let subject = format!(
+                "{}.{}",
+                enspace_nats::request_subject(&count.token_id.to_string()),
+                DroppedRecords::SUBJECT_SUFFIX
+            );
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                count.id.to_string().as_str(),
+            );
+            let published = async {
+                js.publish_with_headers(subject, headers, count.to_msgpack().into())
+                    .await?
+                    .await
+                    .map_err(async_nats::Error::from)
+            };
+            match tokio::time::timeout(ack_timeout, published).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, token.id = %count.token_id,
+                        "cannot publish a count of dropped request records; retrying");
+                    failed.push(count);
+                }
+                Err(_) => failed.push(count),
+            }
+        }
+        unacknowledged = failed;
     }
 }
 

@@ -99,6 +99,7 @@ fn poisoned() -> ApiError {
     responses((status = 200, description = "Up to 100 records, newest first", body = RecordList), (status = 400, response = inline(enspace_http::responses::BadRequest)),
         (status = 401, response = inline(enspace_http::responses::InvalidToken)),
         (status = 403, response = inline(enspace_http::responses::TokenForbidden)),
+        (status = 429, response = inline(enspace_http::responses::RateLimited)),
         (status = 422, response = inline(enspace_http::responses::Unprocessable)))
 )]
 pub async fn list_records(
@@ -139,6 +140,7 @@ pub async fn list_records(
     params(("ws" = String, Path, description = "Workspace id; the token must be granted it"), ("id" = String, Path, description = "Record id (a ULID)")),
     responses((status = 200, description = "The record", body = Record), (status = 400, response = inline(enspace_http::responses::BadRequest)), (status = 401, response = inline(enspace_http::responses::InvalidToken)),
         (status = 403, response = inline(enspace_http::responses::TokenForbidden)),
+        (status = 429, response = inline(enspace_http::responses::RateLimited)),
         (status = 404, response = inline(enspace_http::responses::NotFound)))
 )]
 pub async fn get_record(
@@ -161,6 +163,7 @@ pub async fn get_record(
     responses((status = 201, description = "Created", body = Record), (status = 400, response = inline(enspace_http::responses::BadRequest)),
         (status = 401, response = inline(enspace_http::responses::InvalidToken)),
         (status = 403, response = inline(enspace_http::responses::TokenForbidden)),
+        (status = 429, response = inline(enspace_http::responses::RateLimited)),
         (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
         (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
         (status = 422, response = inline(enspace_http::responses::Unprocessable)))
@@ -207,6 +210,7 @@ pub async fn create_record(
     responses((status = 200, description = "Updated", body = Record), (status = 400, response = inline(enspace_http::responses::BadRequest)),
         (status = 401, response = inline(enspace_http::responses::InvalidToken)),
         (status = 403, response = inline(enspace_http::responses::TokenForbidden)),
+        (status = 429, response = inline(enspace_http::responses::RateLimited)),
         (status = 404, response = inline(enspace_http::responses::NotFound)),
         (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
         (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
@@ -235,6 +239,7 @@ pub async fn update_record(
     params(("ws" = String, Path, description = "Workspace id; the token must be granted it"), ("id" = String, Path, description = "Record id (a ULID)")),
     responses((status = 204, description = "Deleted"), (status = 400, response = inline(enspace_http::responses::BadRequest)), (status = 401, response = inline(enspace_http::responses::InvalidToken)),
         (status = 403, response = inline(enspace_http::responses::TokenForbidden)),
+        (status = 429, response = inline(enspace_http::responses::RateLimited)),
         (status = 404, response = inline(enspace_http::responses::NotFound)))
 )]
 pub async fn delete_record(

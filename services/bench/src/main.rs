@@ -4,6 +4,7 @@
 
 mod catch_up;
 mod create;
+mod fairness;
 mod ingest;
 mod lossless;
 mod node_load;
@@ -11,6 +12,7 @@ mod node_logging;
 mod node_memory;
 mod propagation;
 mod query;
+mod signin_flood;
 mod stream_reset;
 mod support;
 mod verify;
@@ -54,6 +56,10 @@ enum Bench {
     StreamReset(stream_reset::Args),
     /// Request-log queries over a large index, and its disk bytes per record.
     Query(query::Args),
+    /// 600 concurrent wrong sign-ins against enspace serve: RSS, /healthz, another user's sign-ins.
+    SigninFlood(signin_flood::Args),
+    /// One token under wrk beside a light one at 100/s: the light token's records all indexed.
+    Fairness(fairness::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,5 +75,7 @@ fn main() -> anyhow::Result<()> {
         Bench::StreamReset(args) => stream_reset::run(args),
         Bench::NodeLogging(args) => node_logging::run(args),
         Bench::Lossless(args) => lossless::run(args),
+        Bench::SigninFlood(args) => signin_flood::run(args),
+        Bench::Fairness(args) => fairness::run(args),
     }
 }

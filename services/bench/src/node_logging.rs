@@ -20,6 +20,7 @@ use anyhow::{Context, bail};
 use async_nats::jetstream;
 use enspace_api_node::NodeState;
 use enspace_core::SystemClock;
+use futures::TryStreamExt;
 use prometheus_client::registry::Registry;
 use rand::SeedableRng;
 
@@ -121,6 +122,7 @@ async fn start_nodes(nats: &Nats, secret: &str) -> anyhow::Result<(SocketAddr, S
         nats_auth: Default::default(),
         event_key: Some(log.key()),
         max_staleness: enspace::cli::Staleness(None),
+        limits: Default::default(),
     };
     let forever: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(std::future::pending());
     tokio::spawn(async move {
@@ -187,12 +189,26 @@ async fn account(nats: &Nats, node: SocketAddr) -> anyhow::Result<Accounts> {
         .get_stream(enspace_nats::REQUESTS_STREAM)
         .await
         .context("the requests stream")?;
-    let in_stream = stream
+    let messages = stream
         .info()
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .state
         .messages;
+    // Counts of dropped records travel on the same stream: not records.
+    let mut counts = stream
+        .info_with_subjects("enspace.requests.*.dropped")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut drop_counts = 0;
+    while let Some((_, n)) = counts
+        .try_next()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        drop_counts += n as u64;
+    }
+    let in_stream = messages - drop_counts.min(messages);
     Ok(Accounts {
         served,
         in_stream,

@@ -108,6 +108,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
             .execute(Command::RevokeToken {
                 token_id: view.id,
                 actor: "alice".into(),
+                reason: enspace_core::token::RevokeReason::User,
             })
             .await?;
         until(Duration::from_secs(5), || {

@@ -237,7 +237,14 @@ pub async fn start_service_state(
         enspace_tokens::directory::Directory::demo(),
         std::sync::Arc::new(enspace_core::SystemClock),
         enspace_tokens::metrics::Metrics::new(prometheus_client::registry::Registry::default()),
-        enspace_tokens::Config::default(),
+        enspace_tokens::Config {
+            // The benchmarks create thousands of tokens as one user.
+            limits: enspace_tokens::limits::Limits {
+                max_tokens_per_user: usize::MAX,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
     )?;
     let app = enspace_tokens::router(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -4,31 +4,82 @@ use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
 use enspace_core::events::verify_chain;
 use enspace_tokens::signing_key;
 use enspace_tokens::store::{EventLog, HeadFile};
 
-fn open_log(data: &Path) -> anyhow::Result<EventLog> {
+/// Why the event log cannot be read at all.
+#[derive(Debug)]
+enum OpenError {
+    NoStore(String),
+    InUse(String),
+    Corrupt { dir: String, cause: String },
+    Other { dir: String, cause: String },
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::NoStore(dir) => write!(f, "{dir} holds no ENSPACE data (no sled database)"),
+            OpenError::InUse(dir) => write!(
+                f,
+                "{dir} is in use: a token service (or another tool) has its database open; stop it first"
+            ),
+            OpenError::Corrupt { dir, cause } => write!(
+                f,
+                "the store in {dir} is corrupt and cannot be opened, so no event can be read: {cause}"
+            ),
+            OpenError::Other { dir, cause } => write!(f, "cannot open the store in {dir}: {cause}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// Whether another process holds the database's lock (sled takes an
+/// exclusive `flock` on its `db` file while open).
+fn locked_elsewhere(data: &Path) -> bool {
+    match std::fs::File::open(data.join("db")) {
+        Ok(file) => matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
+}
+
+fn open_log(data: &Path) -> Result<EventLog, OpenError> {
+    let dir = data.display().to_string();
     if !data.join("conf").exists() {
-        bail!(
-            "{} holds no ENSPACE data (no sled database)",
-            data.display()
-        );
+        return Err(OpenError::NoStore(dir));
+    }
+    if locked_elsewhere(data) {
+        return Err(OpenError::InUse(dir));
     }
     let db = enspace_tokens::store::sled_config(data)
         .open()
-        .with_context(|| {
-            format!(
-                "cannot open {} (is the token service still running?)",
-                data.display()
-            )
+        .map_err(|e| match e {
+            sled::Error::Corruption { .. } => OpenError::Corrupt {
+                dir: dir.clone(),
+                cause: e.to_string().trim_end_matches(" backtrace ()").to_owned(),
+            },
+            other => OpenError::Other {
+                dir: dir.clone(),
+                cause: other.to_string(),
+            },
         })?;
-    Ok(EventLog::open(&db)?)
+    EventLog::open(&db).map_err(|e| OpenError::Corrupt {
+        dir,
+        cause: e.to_string(),
+    })
 }
 
 pub fn verify(data: &Path) -> anyhow::Result<ExitCode> {
-    let log = open_log(data)?;
+    let log = match open_log(data) {
+        Ok(log) => log,
+        Err(e @ OpenError::Corrupt { .. }) => {
+            println!("broken: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let committed = match HeadFile::read(data) {
         Ok(head) => head,
         Err(e) => {
@@ -36,16 +87,37 @@ pub fn verify(data: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    // Read in key order until sled itself fails; the chain is checked on
+    // what was read, and an unreadable entry is the break if nothing before
+    // it is.
     let mut entries = Vec::new();
+    let mut unreadable = None;
     for item in log.tree().iter() {
-        let (key, value) = item?;
-        let seq = <[u8; 8]>::try_from(key.as_ref())
-            .map(u64::from_be_bytes)
-            .unwrap_or(u64::MAX);
-        entries.push((seq, value.to_vec()));
+        let next = entries.len() as u64 + 1;
+        match item {
+            Ok((key, value)) => match <[u8; 8]>::try_from(key.as_ref()) {
+                Ok(seq) => entries.push((u64::from_be_bytes(seq), value.to_vec())),
+                Err(_) => {
+                    unreadable = Some((next, "a key that is not a sequence number".to_owned()));
+                    break;
+                }
+            },
+            Err(e) => {
+                unreadable = Some((next, format!("the store cannot read it: {e}")));
+                break;
+            }
+        }
     }
-    match verify_chain(entries) {
-        Ok((count, _)) if committed.is_some_and(|c| c.seq > count) => {
+    match (verify_chain(entries), unreadable) {
+        (Err(broken), _) => {
+            println!("broken: seq {}: {}", broken.seq, broken.reason);
+            Ok(ExitCode::from(1))
+        }
+        (Ok(_), Some((seq, reason))) => {
+            println!("broken: seq {seq}: {reason}");
+            Ok(ExitCode::from(1))
+        }
+        (Ok((count, _)), None) if committed.is_some_and(|c| c.seq > count) => {
             let committed = committed.map_or(0, |c| c.seq);
             println!(
                 "broken: seq {}: the log ends at seq {count}, but seq {committed} was committed \
@@ -55,13 +127,9 @@ pub fn verify(data: &Path) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::from(1))
         }
-        Ok((count, head)) => {
+        (Ok((count, head)), None) => {
             println!("ok: {count} events, head {}", hex::encode(head));
             Ok(ExitCode::SUCCESS)
-        }
-        Err(broken) => {
-            println!("broken: seq {}: {}", broken.seq, broken.reason);
-            Ok(ExitCode::from(1))
         }
     }
 }
@@ -92,7 +160,7 @@ pub fn event_key(data: &Path, explicit: Option<&Path>) -> anyhow::Result<ExitCod
             println!("{}", serde_json::to_string(&signer.public().to_json())?);
             Ok(ExitCode::SUCCESS)
         }
-        None => bail!("no event signing key at {}", path.display()),
+        None => anyhow::bail!("no event signing key at {}", path.display()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Command-line flags; every flag can also come from its environment variable.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -139,6 +140,8 @@ pub struct ServiceArgs {
     /// word from the control plane (`none`: forever).
     #[arg(long, env = "ENSPACE_MAX_STALENESS", default_value = "60s", value_parser = parse_staleness)]
     pub max_staleness: Staleness,
+    #[command(flatten)]
+    pub limits: ServiceLimits,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -166,6 +169,8 @@ pub struct NodeArgs {
     /// plane before it answers 503 `token_state_stale` (`none`: forever).
     #[arg(long, env = "ENSPACE_MAX_STALENESS", default_value = "60s", value_parser = parse_staleness)]
     pub max_staleness: Staleness,
+    #[command(flatten)]
+    pub limits: NodeLimits,
 }
 
 /// A staleness bound, or none.
@@ -177,6 +182,128 @@ pub fn parse_staleness(s: &str) -> Result<Staleness, String> {
         return Ok(Staleness(None));
     }
     parse_duration(s).map(|d| Staleness(Some(d)))
+}
+
+/// Limits of every HTTP listener.
+#[derive(Args, Clone, Debug)]
+pub struct HttpLimits {
+    /// Most connections open at once (fewer if the open-file limit is lower).
+    #[arg(long, env = "ENSPACE_MAX_CONNECTIONS", default_value_t = enspace_http::server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// A request's headers must arrive within this time of the connection
+    /// opening or of its previous response.
+    #[arg(long, env = "ENSPACE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A request body may send nothing for at most this long.
+    #[arg(long, env = "ENSPACE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        let server = enspace_http::server::ServerLimits::default();
+        HttpLimits {
+            max_connections: server.max_connections,
+            header_read_timeout: server.header_read_timeout,
+            idle_timeout: server.idle_timeout,
+        }
+    }
+}
+
+impl HttpLimits {
+    pub fn server(&self) -> enspace_http::server::ServerLimits {
+        enspace_http::server::ServerLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            ..enspace_http::server::ServerLimits::default()
+        }
+    }
+}
+
+/// Limits of `serve` and `tokens`: their HTTP listener's, sign-ins',
+/// sessions' and tokens'; and the example API node's in `serve`.
+#[derive(Args, Clone, Debug)]
+pub struct ServiceLimits {
+    #[command(flatten)]
+    pub http: HttpLimits,
+    /// Active tokens one user may hold; one more is refused (422).
+    #[arg(long, env = "ENSPACE_MAX_TOKENS_PER_USER", default_value_t = enspace_tokens::limits::Limits::default().max_tokens_per_user)]
+    pub max_tokens_per_user: usize,
+    /// Sessions one user may hold; signing in once more ends the oldest.
+    #[arg(long, env = "ENSPACE_MAX_SESSIONS_PER_USER", default_value_t = enspace_tokens::limits::Limits::default().max_sessions_per_user)]
+    pub max_sessions_per_user: usize,
+    /// Mark the session cookie `Secure` always (a TLS proxy is in front);
+    /// without it, only when the proxy says the request came over TLS.
+    #[arg(long, env = "ENSPACE_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+    /// Calls per second one token may make on the API node that `serve`
+    /// mounts (`N/s`, bursts of 2N), or `none`.
+    #[arg(long, env = "ENSPACE_TOKEN_RATE_LIMIT", default_value = "none", value_parser = parse_rate)]
+    pub token_rate_limit: TokenRateLimit,
+    /// Request records the API node that `serve` mounts holds while they
+    /// wait to be indexed; when full, the heaviest token's go first.
+    #[arg(long, env = "ENSPACE_RECORD_QUEUE_CAPACITY", default_value_t = enspace_api_node::record_queue::DEFAULT_CAPACITY)]
+    pub record_queue_capacity: usize,
+}
+
+impl Default for ServiceLimits {
+    fn default() -> Self {
+        let limits = enspace_tokens::limits::Limits::default();
+        ServiceLimits {
+            http: HttpLimits::default(),
+            max_tokens_per_user: limits.max_tokens_per_user,
+            max_sessions_per_user: limits.max_sessions_per_user,
+            secure_cookies: false,
+            token_rate_limit: TokenRateLimit(None),
+            record_queue_capacity: enspace_api_node::record_queue::DEFAULT_CAPACITY,
+        }
+    }
+}
+
+/// Limits of an API node: its HTTP listener's, each token's call rate, and
+/// the request records it holds.
+#[derive(Args, Clone, Debug)]
+pub struct NodeLimits {
+    #[command(flatten)]
+    pub http: HttpLimits,
+    /// Calls per second one token may make on this node (`N/s`, bursts of
+    /// 2N), or `none`.
+    #[arg(long, env = "ENSPACE_TOKEN_RATE_LIMIT", default_value = "none", value_parser = parse_rate)]
+    pub token_rate_limit: TokenRateLimit,
+    /// Request records held while they wait for JetStream (e.g. while NATS
+    /// is away); when full, the heaviest token's go first.
+    #[arg(long, env = "ENSPACE_RECORD_QUEUE_CAPACITY", default_value_t = enspace_api_node::record_queue::DEFAULT_CAPACITY)]
+    pub record_queue_capacity: usize,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        NodeLimits {
+            http: HttpLimits::default(),
+            token_rate_limit: TokenRateLimit(None),
+            record_queue_capacity: enspace_api_node::record_queue::DEFAULT_CAPACITY,
+        }
+    }
+}
+
+/// `--token-rate-limit`: calls per second per token, or none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenRateLimit(pub Option<NonZeroU32>);
+
+/// `none`, or `N/s` with N at least 1.
+pub fn parse_rate(s: &str) -> Result<TokenRateLimit, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(TokenRateLimit(None));
+    }
+    let n = s
+        .strip_suffix("/s")
+        .ok_or_else(|| format!("`{s}`: give calls per second as N/s (e.g. 100/s), or none"))?;
+    n.trim()
+        .parse::<NonZeroU32>()
+        .map(|n| TokenRateLimit(Some(n)))
+        .map_err(|_| format!("`{s}`: N in N/s must be a whole number from 1"))
 }
 
 /// `90d`, `12h`, `15m`, `30s` or `500ms`.
@@ -214,5 +341,17 @@ mod tests {
             Ok(Staleness(Some(Duration::from_secs(60))))
         );
         assert!(parse_staleness("never").is_err());
+    }
+
+    #[test]
+    fn rates_are_none_or_a_positive_number_per_second() {
+        assert_eq!(parse_rate("none"), Ok(TokenRateLimit(None)));
+        assert_eq!(
+            parse_rate("100/s"),
+            Ok(TokenRateLimit(NonZeroU32::new(100)))
+        );
+        for bad in ["0/s", "100", "100/m", "-1/s", "x/s", ""] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
     }
 }

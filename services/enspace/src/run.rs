@@ -2,18 +2,17 @@
 //! router from the service crates and serves it until `shutdown` resolves.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Router;
 use enspace_api_node::Freshness;
-use enspace_api_node::NodeState;
 use enspace_api_node::feed::Feed;
 use enspace_api_node::metrics::NodeMetrics;
 use enspace_api_node::publisher::{Publisher, PublisherConfig};
-use enspace_api_node::record_queue::{self, RecordQueue};
+use enspace_api_node::record_queue::RecordQueue;
+use enspace_api_node::{NodeOptions, NodeState};
 use enspace_core::Clock;
 use enspace_core::{EventKey, EventSigner};
 use enspace_tokens::directory::Directory;
@@ -103,6 +102,12 @@ async fn control_plane(
         internal_key: args.internal_key.clone(),
         request_retention: retention,
         event_signer: Some(signer.clone()),
+        limits: enspace_tokens::limits::Limits {
+            max_tokens_per_user: args.limits.max_tokens_per_user,
+            max_sessions_per_user: args.limits.max_sessions_per_user,
+            ..Default::default()
+        },
+        secure_cookies: args.limits.secure_cookies,
         ..Config::default()
     };
     let indexer_metrics = IndexerMetrics::register(&mut registry);
@@ -113,6 +118,9 @@ async fn control_plane(
         Metrics::new(registry),
         config,
     )?;
+    enspace_tokens::membership::reconcile(&state)
+        .await
+        .context("cannot compare the tokens with the directory")?;
     let indexer = Indexer::new(
         store.requests.clone(),
         state.clock.clone(),
@@ -120,6 +128,10 @@ async fn control_plane(
         indexer_metrics,
     );
     tokio::spawn(indexer.clone().sweep_forever());
+    tokio::spawn(enspace_tokens::routes::session::sweep_sessions_forever(
+        state.clone(),
+        enspace_tokens::routes::session::sweep_interval(state.config.session_ttl),
+    ));
     let js = match nats {
         None => None,
         Some((client, js)) => {
@@ -191,12 +203,9 @@ fn kick_on_reconnect(kick: &Arc<Notify>) -> impl Fn(&async_nats::Event) + Send +
 }
 
 /// An API node's metrics and the bounded queue its request records go into.
-fn record_queue(registry: &mut Registry) -> (NodeMetrics, Arc<RecordQueue>) {
+fn record_queue(registry: &mut Registry, capacity: usize) -> (NodeMetrics, Arc<RecordQueue>) {
     let metrics = NodeMetrics::register(registry);
-    let queue = RecordQueue::new(
-        record_queue::DEFAULT_CAPACITY,
-        metrics.records_dropped.clone(),
-    );
+    let queue = RecordQueue::new(capacity, metrics.records_dropped.clone());
     (metrics, Arc::new(queue))
 }
 
@@ -219,6 +228,7 @@ fn start_publisher(
         metrics.records_dropped.clone(),
         PublisherConfig {
             retention,
+            node: name.to_owned(),
             ..PublisherConfig::default()
         },
     );
@@ -260,14 +270,10 @@ async fn flush_records(queue: &RecordQueue) {
 async fn serve_router(
     listener: TcpListener,
     router: Router,
+    limits: &crate::cli::HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    enspace_http::server::serve(listener, router, limits.server(), shutdown).await?;
     Ok(())
 }
 
@@ -292,18 +298,19 @@ pub async fn serve_with(
     wrap: impl FnOnce(Router) -> Router,
 ) -> anyhow::Result<()> {
     let mut registry = Registry::default();
-    let (node_metrics, records) = record_queue(&mut registry);
+    let (node_metrics, records) = record_queue(&mut registry, args.limits.record_queue_capacity);
     let sink: Arc<dyn enspace_core::RecordSink> = records.clone();
     let freshness = Arc::new(match &args.nats_url {
         Some(_) => Freshness::new(args.max_staleness.0),
         None => Freshness::in_process(),
     });
-    let node = NodeState::with_metrics(
+    let node = NodeState::with_options(
         &args.node_id,
         clock.clone(),
         node_metrics.clone(),
         Some(sink),
         freshness,
+        node_options(args.limits.token_rate_limit),
     );
     let ControlPlane {
         state,
@@ -332,6 +339,11 @@ pub async fn serve_with(
         }
         None => {
             crate::embedded::attach(&state.store.log, &state.writer, node.replica().clone())?;
+            tokio::spawn(crate::dropped::index_drops(
+                records.clone(),
+                indexer.clone(),
+                args.node_id.clone(),
+            ));
             tokio::spawn(crate::embedded::index_records(
                 records.clone(),
                 indexer,
@@ -340,12 +352,13 @@ pub async fn serve_with(
         }
     }
     let store = state.store.clone();
+    keep_up(&node);
     let router = enspace_tokens::app(
         state,
         enspace_api_node::api_routes(node),
         &crate::openapi_document(),
     );
-    serve_router(listener, wrap(router), shutdown).await?;
+    serve_router(listener, wrap(router), &args.limits.http, shutdown).await?;
     flush_records(&records).await;
     store.db.flush_async().await?;
     Ok(())
@@ -367,7 +380,13 @@ pub async fn tokens(
         .await?
         .state;
     let store = state.store.clone();
-    serve_router(listener, enspace_tokens::router(state), shutdown).await?;
+    serve_router(
+        listener,
+        enspace_tokens::router(state),
+        &args.limits.http,
+        shutdown,
+    )
+    .await?;
     store.db.flush_async().await?;
     Ok(())
 }
@@ -404,7 +423,7 @@ pub async fn api_node(
     .with_context(|| format!("cannot connect to NATS at {} (NATS_URL)", args.nats_url))?;
     let js = async_nats::jetstream::new(client);
     let mut registry = Registry::default();
-    let (node_metrics, records) = record_queue(&mut registry);
+    let (node_metrics, records) = record_queue(&mut registry, args.limits.record_queue_capacity);
     start_publisher(
         &records,
         &node_metrics,
@@ -415,19 +434,36 @@ pub async fn api_node(
     )?;
     let sink: Arc<dyn enspace_core::RecordSink> = records.clone();
     let freshness = Arc::new(Freshness::new(args.max_staleness.0));
-    let node = NodeState::with_metrics(
+    let node = NodeState::with_options(
         &args.node_id,
         clock,
         node_metrics.clone(),
         Some(sink),
         freshness,
+        node_options(args.limits.token_rate_limit),
     );
     follow_token_events(js, &node, node_metrics, pinned, kick);
     let http = enspace_http::HttpMetrics::register(&mut registry);
+    keep_up(&node);
     let router = enspace_api_node::router(node, Arc::new(registry), http);
-    serve_router(listener, router, shutdown).await?;
+    serve_router(listener, router, &args.limits.http, shutdown).await?;
     flush_records(&records).await;
     Ok(())
+}
+
+/// An API node's limits from its flags.
+fn node_options(rate: crate::cli::TokenRateLimit) -> NodeOptions {
+    NodeOptions {
+        token_rate_limit: rate.0,
+    }
+}
+
+/// Starts the upkeep an API node's limits need: a rate limit forgets quiet
+/// tokens every minute.
+fn keep_up(node: &NodeState) {
+    if let Some(limit) = node.rate_limit() {
+        tokio::spawn(limit.clone().prune_forever());
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

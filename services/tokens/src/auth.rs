@@ -42,8 +42,43 @@ pub fn session_cookie(parts: &Parts) -> Option<&str> {
         .map(|(_, value)| value)
 }
 
+/// Whether the request reached us over TLS: `--secure-cookies` says every
+/// request does (a TLS proxy in front), otherwise the proxy's
+/// `X-Forwarded-Proto: https` or `Forwarded: proto=https` does. (The service
+/// itself serves plain HTTP.)
+pub fn came_over_tls(headers: &header::HeaderMap, secure_cookies: bool) -> bool {
+    if secure_cookies {
+        return true;
+    }
+    let forwarded_proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    let forwarded = headers
+        .get_all(header::FORWARDED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([';', ',']))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(k, v)| {
+            k.eq_ignore_ascii_case("proto") && v.trim_matches('"').eq_ignore_ascii_case("https")
+        });
+    forwarded_proto || forwarded
+}
+
+/// Whether `origin` (the `Origin` header) is this site: the same host, by
+/// `https`, or by `http` unless the request is known to have come over TLS.
+fn is_own_origin(origin: &str, host: &str, tls: bool) -> bool {
+    let Some((scheme, origin_host)) = origin.split_once("://") else {
+        return false;
+    };
+    let scheme_ok =
+        scheme.eq_ignore_ascii_case("https") || (!tls && scheme.eq_ignore_ascii_case("http"));
+    scheme_ok && origin_host.eq_ignore_ascii_case(host)
+}
+
 /// A state-changing call authenticated by cookie must come from this origin.
-fn check_same_origin(parts: &Parts) -> Result<(), ApiError> {
+fn check_same_origin(parts: &Parts, secure_cookies: bool) -> Result<(), ApiError> {
     if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
@@ -59,11 +94,10 @@ fn check_same_origin(parts: &Parts) -> Result<(), ApiError> {
     {
         return Err(csrf());
     }
-    if let (Some(origin), Some(host)) = (header_str(header::ORIGIN), header_str(header::HOST)) {
-        let origin_host = origin.split("://").nth(1).unwrap_or_default();
-        if origin_host != host {
-            return Err(csrf());
-        }
+    if let (Some(origin), Some(host)) = (header_str(header::ORIGIN), header_str(header::HOST))
+        && !is_own_origin(origin, host, came_over_tls(&parts.headers, secure_cookies))
+    {
+        return Err(csrf());
     }
     Ok(())
 }
@@ -72,17 +106,21 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let pat_not_allowed = || {
+            ApiError::forbidden(
+                "pat_not_allowed",
+                "a personal access token cannot manage tokens; sign in with a session",
+            )
+        };
         let presented = match bearer(parts) {
-            Some(token) if token.starts_with(PAT_PREFIX) => {
-                return Err(ApiError::forbidden(
-                    "pat_not_allowed",
-                    "a personal access token cannot manage tokens; sign in with a session",
-                ));
-            }
+            Some(token) if token.starts_with(PAT_PREFIX) => return Err(pat_not_allowed()),
             Some(token) => token,
             None => {
                 let cookie = session_cookie(parts).ok_or_else(ApiError::unauthenticated)?;
-                check_same_origin(parts)?;
+                if cookie.starts_with(PAT_PREFIX) {
+                    return Err(pat_not_allowed());
+                }
+                check_same_origin(parts, state.config.secure_cookies)?;
                 cookie
             }
         };
@@ -121,5 +159,31 @@ impl FromRequestParts<AppState> for Auditor {
             ));
         }
         Ok(Auditor(caller))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_host_by_http_or_https_is_this_origin() {
+        let host = "tokens.example:8080";
+        assert!(is_own_origin("http://tokens.example:8080", host, false));
+        assert!(is_own_origin("https://tokens.example:8080", host, false));
+        assert!(is_own_origin("HTTP://Tokens.Example:8080", host, false));
+        assert!(is_own_origin("https://tokens.example:8080", host, true));
+        assert!(!is_own_origin("http://tokens.example:8080", host, true));
+        for other in [
+            "ftp://tokens.example:8080",
+            "ws://tokens.example:8080",
+            "tokens.example:8080",
+            "null",
+            "http://tokens.example:8081",
+            "https://evil.example",
+            "http://tokens.example:8080.evil.example",
+        ] {
+            assert!(!is_own_origin(other, host, false), "{other}");
+        }
     }
 }

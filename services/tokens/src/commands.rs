@@ -2,6 +2,7 @@
 //! event. `decide` is pure; the writer gives it the token's current state.
 
 use enspace_core::events::{TokenCreated, TokenRevoked};
+use enspace_core::token::RevokeReason;
 use enspace_core::{Expiration, Scope, SecretHash, TokenEvent, TokenView};
 use jiff::Timestamp;
 use ulid::Ulid;
@@ -9,8 +10,16 @@ use ulid::Ulid;
 #[derive(Debug, Clone)]
 pub enum Command {
     CreateToken(CreateToken),
-    RevokeToken { token_id: Ulid, actor: String },
+    RevokeToken {
+        token_id: Ulid,
+        actor: String,
+        reason: RevokeReason,
+    },
 }
+
+/// The actor of changes the service makes by itself (e.g. revocations after
+/// a membership change), never a user's id: the directory refuses it.
+pub const SYSTEM_ACTOR: &str = "system";
 
 /// A validated creation request: every field already obeys the contract.
 #[derive(Debug, Clone)]
@@ -72,15 +81,27 @@ pub fn decide(
                 secret_hash: c.secret_hash.to_hex(),
             })))
         }
-        Command::RevokeToken { actor, .. } => match current {
-            Some(view) if view.user_id == *actor => Ok(view.revoked_at.is_none().then(|| {
-                TokenEvent::TokenRevoked(TokenRevoked {
-                    user_id: view.user_id.clone(),
-                    secret_hash: view.secret_hash.to_hex(),
-                })
-            })),
+        Command::RevokeToken { actor, reason, .. } => match current {
+            Some(view) if may_revoke(actor, *reason, view) => {
+                Ok(view.revoked_at.is_none().then(|| {
+                    TokenEvent::TokenRevoked(TokenRevoked {
+                        user_id: view.user_id.clone(),
+                        secret_hash: view.secret_hash.to_hex(),
+                        reason: *reason,
+                    })
+                }))
+            }
             _ => Err(CommandError::TokenNotFound),
         },
+    }
+}
+
+/// A user revokes only their own tokens; the system revokes any token, but
+/// only for a membership change.
+fn may_revoke(actor: &str, reason: RevokeReason, view: &TokenView) -> bool {
+    match reason {
+        RevokeReason::MembershipRemoved => actor == SYSTEM_ACTOR,
+        _ => view.user_id == actor,
     }
 }
 
@@ -157,6 +178,7 @@ mod tests {
         let revoke = Command::RevokeToken {
             token_id: cmd.token_id(),
             actor: "alice".into(),
+            reason: RevokeReason::User,
         };
         assert!(matches!(
             decide(&revoke, state.as_ref(), now()),
@@ -170,6 +192,7 @@ mod tests {
         let revoke = Command::RevokeToken {
             token_id: cmd.token_id(),
             actor: "alice".into(),
+            reason: RevokeReason::User,
         };
         let state = given(&[cmd, revoke.clone()]);
         assert!(state.as_ref().is_some_and(|s| s.revoked_at.is_some()));
@@ -183,6 +206,7 @@ mod tests {
         let by_bob = Command::RevokeToken {
             token_id: cmd.token_id(),
             actor: "bob".into(),
+            reason: RevokeReason::User,
         };
         assert_eq!(
             decide(&by_bob, state.as_ref(), now()),
@@ -192,5 +216,58 @@ mod tests {
             decide(&by_bob, None, now()),
             Err(CommandError::TokenNotFound)
         );
+    }
+
+    fn revoke(token: &Command, actor: &str, reason: RevokeReason) -> Command {
+        Command::RevokeToken {
+            token_id: token.token_id(),
+            actor: actor.into(),
+            reason,
+        }
+    }
+
+    #[test]
+    fn the_system_revokes_any_token_for_a_membership_change_with_that_reason() {
+        let cmd = create("alice");
+        let state = given(std::slice::from_ref(&cmd));
+        let by_system = revoke(&cmd, SYSTEM_ACTOR, RevokeReason::MembershipRemoved);
+        let Ok(Some(TokenEvent::TokenRevoked(event))) = decide(&by_system, state.as_ref(), now())
+        else {
+            panic!("expected token_revoked")
+        };
+        assert_eq!(event.reason, RevokeReason::MembershipRemoved);
+        assert_eq!(event.user_id, "alice", "the event names the owner");
+    }
+
+    #[test]
+    fn the_system_cannot_revoke_for_another_reason_nor_a_user_for_membership() {
+        let cmd = create("alice");
+        let state = given(std::slice::from_ref(&cmd));
+        for command in [
+            revoke(&cmd, SYSTEM_ACTOR, RevokeReason::User),
+            revoke(&cmd, SYSTEM_ACTOR, RevokeReason::Admin),
+            revoke(&cmd, "alice", RevokeReason::MembershipRemoved),
+            revoke(&cmd, "bob", RevokeReason::MembershipRemoved),
+        ] {
+            assert_eq!(
+                decide(&command, state.as_ref(), now()),
+                Err(CommandError::TokenNotFound),
+                "{command:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_owners_revocation_records_the_reason_it_was_given() {
+        let cmd = create("alice");
+        let state = given(std::slice::from_ref(&cmd));
+        let Ok(Some(TokenEvent::TokenRevoked(event))) = decide(
+            &revoke(&cmd, "alice", RevokeReason::User),
+            state.as_ref(),
+            now(),
+        ) else {
+            panic!("expected token_revoked")
+        };
+        assert_eq!(event.reason, RevokeReason::User);
     }
 }

@@ -147,6 +147,12 @@ impl Directory {
             if u.id.is_empty() || u.id.contains('\0') {
                 return Err(invalid(format!("user id `{}` is empty or has a NUL", u.id)));
             }
+            if u.id == crate::commands::SYSTEM_ACTOR {
+                return Err(invalid(format!(
+                    "user id `{}` is reserved for changes the service makes itself",
+                    u.id
+                )));
+            }
             match PasswordHash::new(&u.password_hash) {
                 Ok(hash) if hash.algorithm.as_str() == "argon2id" => {}
                 _ => {

@@ -3,7 +3,10 @@
 
 pub mod auth;
 pub mod commands;
+pub mod credentials;
 pub mod directory;
+pub mod limits;
+pub mod membership;
 pub mod metrics;
 pub mod openapi;
 pub mod outbox;
@@ -14,6 +17,7 @@ pub mod signing_key;
 pub mod state;
 pub mod store;
 pub mod store_error;
+pub mod token_quota;
 
 use axum::Router;
 use utoipa_axum::router::OpenApiRouter;

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub tokens_created: Counter,
     pub tokens_revoked: Counter,
     pub event_log_length: Gauge,
+    pub sign_ins: crate::credentials::SignInMetrics,
 }
 
 impl Metrics {
@@ -22,6 +23,7 @@ impl Metrics {
     /// hold another service's (as in `enspace serve`).
     pub fn new(mut registry: Registry) -> Self {
         let http = HttpMetrics::register(&mut registry);
+        let sign_ins = crate::credentials::SignInMetrics::register(&mut registry);
         let tokens_created = Counter::default();
         let tokens_revoked = Counter::default();
         let event_log_length = Gauge::default();
@@ -46,6 +48,7 @@ impl Metrics {
             tokens_created,
             tokens_revoked,
             event_log_length,
+            sign_ins,
         }
     }
 }

@@ -31,6 +31,10 @@ pub struct AppParts {
     pub config: Arc<Config>,
     /// The NATS connection, when the service publishes to JetStream.
     pub nats: std::sync::OnceLock<async_nats::Client>,
+    /// The throttle and hashing pool every sign-in goes through.
+    pub sign_in: crate::credentials::SignInGuard,
+    /// Active tokens per user, kept under `limits.max_tokens_per_user`.
+    pub quota: crate::token_quota::TokenQuota,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +47,11 @@ pub struct Config {
     /// The key that signs token events and heartbeats (served at
     /// `GET /v1/event-key`); none where nothing is published.
     pub event_signer: Option<Arc<EventSigner>>,
+    /// Limits on sign-ins, sessions and tokens.
+    pub limits: crate::limits::Limits,
+    /// Mark the session cookie `Secure` on every response (a TLS proxy is in
+    /// front); without it, only when the proxy says the request was TLS.
+    pub secure_cookies: bool,
 }
 
 impl Default for Config {
@@ -52,6 +61,8 @@ impl Default for Config {
             internal_key: None,
             request_retention: SignedDuration::from_hours(90 * 24),
             event_signer: None,
+            limits: crate::limits::Limits::default(),
+            secure_cookies: false,
         }
     }
 }
@@ -66,6 +77,11 @@ impl AppState {
         config: Config,
     ) -> Result<Self, crate::store::StoreError> {
         let writer = Writer::start(store.clone(), clock.clone(), metrics.clone())?;
+        let sign_in =
+            crate::credentials::SignInGuard::new(&config.limits, metrics.sign_ins.clone());
+        let quota = crate::token_quota::TokenQuota::new(config.limits.max_tokens_per_user);
+        let counted = quota.clone();
+        writer.on_commit(move |events| counted.observe(events));
         Ok(AppState(Arc::new(AppParts {
             store,
             writer,
@@ -74,6 +90,8 @@ impl AppState {
             metrics,
             config: Arc::new(config),
             nats: std::sync::OnceLock::new(),
+            sign_in,
+            quota,
         })))
     }
 }

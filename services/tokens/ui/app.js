@@ -172,6 +172,7 @@ const state = {
   me: null,
   workspaces: null, // [{id, name}] from GET /v1/workspaces
   tokens: null, // null while loading
+  tokensCursor: null, // next_cursor of the last page loaded
   tokensError: null,
   notice: null, // shown on the sign-in page
 };
@@ -548,15 +549,38 @@ function workspaceName(id) {
   return (all.find((w) => w.id === id) || { name: id }).name;
 }
 
+const TOKENS_PAGE = 100;
+
+/** The first page of tokens (newest first); more with loadMoreTokens(). */
 async function loadTokens() {
   try {
-    const body = await api('GET', '/v1/tokens');
+    const body = await api('GET', `/v1/tokens?limit=${TOKENS_PAGE}`);
     state.tokens = body.tokens;
+    state.tokensCursor = body.next_cursor;
     state.tokensError = null;
   } catch (err) {
     if (err instanceof SessionEnded) throw err;
     state.tokensError = err;
   }
+}
+
+async function loadMoreTokens() {
+  const q = new URLSearchParams({ limit: String(TOKENS_PAGE), cursor: state.tokensCursor });
+  const body = await api('GET', `/v1/tokens?${q}`);
+  const known = new Set(state.tokens.map((t) => t.id));
+  state.tokens.push(...body.tokens.filter((t) => !known.has(t.id)));
+  state.tokensCursor = body.next_cursor;
+}
+
+/** Text whose direction must not spill onto what is next to it. */
+function isolated(text) {
+  return h('bdi', {}, text);
+}
+
+/** The same, where only plain text can go (option labels, toasts):
+ * between FIRST STRONG ISOLATE and POP DIRECTIONAL ISOLATE. */
+function isolatedText(text) {
+  return `\u2068${text}\u2069`;
 }
 
 async function loadWorkspaces() {
@@ -604,9 +628,35 @@ async function renderTokensPanel(panel, { reload = false } = {}) {
       h('button', { type: 'button', class: 'btn btn-primary', id: 'create-first-token', onClick: (e) => openCreateDialog(e.currentTarget) },
         icon('plus'), 'Create your first token')));
   } else {
-    panel.replaceChildren(tokensHeader(true), tokensTable(tokens));
+    panel.replaceChildren(tokensHeader(true), tokensTable(tokens), tokensMore(panel));
   }
   if (keepFocus) document.getElementById(keepFocus)?.focus();
+}
+
+/** "Show more tokens" under the list while older pages remain. */
+function tokensMore(panel) {
+  if (!state.tokensCursor) return null;
+  const more = h('button', { type: 'button', class: 'btn btn-secondary', id: 'tokens-more' }, 'Show more tokens');
+  const error = h('p', { class: 'field-error', role: 'alert', hidden: true });
+  more.addEventListener('click', async () => {
+    more.disabled = true;
+    more.textContent = 'Loading…';
+    try {
+      await loadMoreTokens();
+    } catch (err) {
+      if (err instanceof SessionEnded) return;
+      more.disabled = false;
+      more.textContent = 'Show more tokens';
+      error.textContent = `Could not load more tokens: ${stripTicks(err.message)}`;
+      error.hidden = false;
+      return;
+    }
+    await renderTokensPanel(panel);
+    document.querySelector('#tokens-table tbody tr:last-child .token-name')?.focus();
+  });
+  return h('div', { class: 'table-foot' },
+    h('p', { class: 'muted table-count', id: 'tokens-count' }, `Showing your ${state.tokens.length} newest tokens.`),
+    more, error);
 }
 
 function tokensHeader(withButton) {
@@ -626,7 +676,7 @@ function tokensTable(tokens) {
     const label = t.description;
     return h('tr', { 'data-token-id': t.id, class: `row-${t.status}` },
       h('th', { scope: 'row', 'data-label': 'Description' },
-        h('span', { class: 'token-name', id: `token-${t.id}`, tabindex: '-1' }, label),
+        h('span', { class: 'token-name', id: `token-${t.id}`, tabindex: '-1' }, isolated(label)),
         h('span', { class: 'token-id mono' }, t.id)),
       h('td', { 'data-label': 'Scopes' }, scopeChips(t.scopes)),
       h('td', { 'data-label': 'Workspaces', class: 'cell-workspaces' }, t.workspaces.map(workspaceName).join(', ')),
@@ -718,7 +768,9 @@ function dialogShell(titleId, title, body, footer, closeLabel = 'Close') {
 // ---------------------------------------------------------------------------
 // The create dialog
 
-const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/;
+// Control (Cc), format (Cf: bidirectional overrides, zero-width spaces, the
+// byte-order mark) and line and paragraph separators (Zl, Zp), as the API.
+const CONTROL_CHARS = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
 
 function addMonths(date, months) {
   const y = date.getFullYear();
@@ -734,7 +786,7 @@ function validateToken(values, workspaces) {
   const chars = [...description].length;
   if (chars === 0) errors.description = { code: 'invalid_description', message: 'Enter a description, for example “ERP Integration”.' };
   else if (chars > 100) errors.description = { code: 'invalid_description', message: `Use at most 100 characters (this one has ${chars}).` };
-  else if (CONTROL_CHARS.test(description)) errors.description = { code: 'invalid_description', message: 'Remove line breaks, tabs and other control characters.' };
+  else if (CONTROL_CHARS.test(description)) errors.description = { code: 'invalid_description', message: 'Remove line breaks, tabs and other control or invisible formatting characters.' };
   if (!EXPIRATIONS.some((e) => e.id === values.expiration)) errors.expiration = { code: 'invalid_expiration', message: 'Choose when the token expires.' };
   if (!values.scopes.length) errors.scopes = { code: 'invalid_scopes', message: 'Choose at least one scope.' };
   else if (values.scopes.some((s) => !SCOPES.some((x) => x.id === s))) errors.scopes = { code: 'invalid_scopes', message: 'Only Read, Write and Delete are scopes.' };
@@ -943,7 +995,7 @@ async function openCreateDialog(trigger) {
         code, copy),
       copyStatus,
       h('dl', { class: 'facts facts-compact', id: 'created-summary' },
-        h('dt', {}, 'Description'), h('dd', {}, token.description),
+        h('dt', {}, 'Description'), h('dd', {}, isolated(token.description)),
         h('dt', {}, 'Scopes'), h('dd', {}, token.scopes.join(', ')),
         h('dt', {}, 'Workspaces'), h('dd', {}, token.workspaces.map(workspaceName).join(', ')),
         h('dt', {}, 'Expires'), h('dd', {}, exp)),
@@ -1007,7 +1059,7 @@ function openRevokeDialog(token, trigger) {
   const confirm = h('button', { type: 'button', class: 'btn btn-danger', id: 'revoke-confirm' }, 'Revoke token');
   const shell = dialogShell(titleId, 'Revoke this token?', [
     h('p', { id: descId },
-      h('strong', {}, token.description), ' will stop working at once on every ENSPACE API node. ',
+      h('strong', {}, isolated(token.description)), ' will stop working at once on every ENSPACE API node. ',
       'Anything still using it will get “401 Unauthorized”. This cannot be undone.'),
     error,
   ], [cancel, confirm], 'Cancel');
@@ -1034,7 +1086,7 @@ function openRevokeDialog(token, trigger) {
     const panel = currentTokensPanel();
     if (panel) await renderTokensPanel(panel, { reload: true });
     close();
-    toast(`Revoked “${token.description}”.`);
+    toast(`Revoked “${isolatedText(token.description)}”.`);
   });
 }
 
@@ -1115,7 +1167,17 @@ async function renderLogsPanel(panel, query) {
     panel.replaceChildren(header, errorState('Could not load your tokens', state.tokensError, () => renderLogsPanel(panel)));
     return;
   }
-  const tokens = state.tokens;
+  let tokens = state.tokens;
+  // A deep link may name a token older than the pages loaded so far.
+  if (logs.tokenId && !tokens.some((t) => t.id === logs.tokenId)) {
+    try {
+      const one = await api('GET', `/v1/tokens/${encodeURIComponent(logs.tokenId)}`);
+      tokens = [...tokens, one];
+    } catch (err) {
+      if (err instanceof SessionEnded) return;
+    }
+    if (!panel.isConnected) return;
+  }
   if (!tokens.length) {
     panel.replaceChildren(header, h('div', { class: 'empty', id: 'logs-no-tokens' },
       h('div', { class: 'empty-icon' }, icon('logs')),
@@ -1130,7 +1192,7 @@ async function renderLogsPanel(panel, query) {
 
   // --- filters
   const tokenSelect = h('select', { id: 'logs-token', name: 'token' }, tokens.map((t) => h('option', { value: t.id, selected: t.id === logs.tokenId },
-    t.status === 'active' ? t.description : `${t.description} (${STATUS_LABEL[t.status].toLowerCase()})`)));
+    t.status === 'active' ? isolatedText(t.description) : `${isolatedText(t.description)} (${STATUS_LABEL[t.status].toLowerCase()})`)));
   const periodName = uid('period');
   const periodRadios = PERIODS.map((p) => h('input', {
     type: 'radio', name: periodName, value: p.id, id: `logs-period-${p.id}`, checked: p.id === logs.period, class: 'segment-input',
@@ -1160,7 +1222,9 @@ async function renderLogsPanel(panel, query) {
     h('div', { class: 'chart-head' }, h('h3', { id: 'logs-chart-title' }, 'Requests over time'), legend),
     chartBox);
   const tableBox = h('section', { class: 'logs-table-box', 'aria-labelledby': 'logs-table-title' });
-  panel.replaceChildren(header, filters, custom, chartCard, tableBox);
+  // Calls an API node made but had to drop from its queue (GET …/stats `dropped`).
+  const droppedNotice = h('div', { class: 'callout callout-warning', id: 'logs-dropped', role: 'status', hidden: true });
+  panel.replaceChildren(header, filters, custom, droppedNotice, chartCard, tableBox);
 
   let generation = 0;
   const reload = () => {
@@ -1229,6 +1293,12 @@ async function renderLogsPanel(panel, query) {
     } else {
       drawChart(chartBox, legend, fillBuckets(stats.ok, win, bucket), bucket);
     }
+    const dropped = stats.ok ? stats.ok.dropped || 0 : 0;
+    droppedNotice.dataset.dropped = String(dropped);
+    droppedNotice.hidden = dropped === 0;
+    droppedNotice.replaceChildren(icon('warn'), h('span', {},
+      h('strong', {}, `${plural(dropped, 'call', 'calls')} made with this token in this period ${dropped === 1 ? 'is' : 'are'} missing from the log. `),
+      'An ENSPACE API node could not keep up and dropped them: this token was sending more than any other.'));
 
     tableBox.removeAttribute('aria-busy');
     if (page.err) {
@@ -1241,7 +1311,7 @@ async function renderLogsPanel(panel, query) {
       tableBox.replaceChildren(h('div', { class: 'empty', id: 'logs-empty' },
         h('div', { class: 'empty-icon' }, icon('chart')),
         h('h3', { id: 'logs-table-title' }, 'No requests in this period'),
-        h('p', { class: 'muted' }, `Nothing was called with “${token.description}” between ${dateTimeFmt.format(win.from)} and ${dateTimeFmt.format(win.to)}. `,
+        h('p', { class: 'muted' }, 'Nothing was called with “', isolated(token.description), `” between ${dateTimeFmt.format(win.from)} and ${dateTimeFmt.format(win.to)}. `,
           'Calls appear here within seconds of being made. Try a longer period.')));
       return;
     }
@@ -1281,7 +1351,7 @@ async function renderLogsPanel(panel, query) {
       h('h3', { id: 'logs-table-title', class: 'visually-hidden' }, 'Requests'),
       h('div', { class: 'table-wrap' },
         h('table', { class: 'table logs-table', id: 'logs-table' },
-          h('caption', { class: 'visually-hidden' }, `Requests made with ${token.description}, newest first`),
+          h('caption', { class: 'visually-hidden' }, 'Requests made with ', isolated(token.description), ', newest first'),
           h('thead', {}, h('tr', {}, ['Time', 'Method', 'Path', 'Workspace', 'Status', 'Duration', 'Client IP', 'Node'].map((c) => h('th', { scope: 'col' }, c)))),
           tbody)),
       h('div', { class: 'table-foot' }, count, more, moreError));

@@ -42,6 +42,8 @@ pub struct TokenRevoked {
     /// fold the revocation without an index from id to hash.
     #[schema(pattern = "^[0-9a-f]{64}$")]
     pub secret_hash: String,
+    #[serde(default)]
+    pub reason: crate::token::RevokeReason,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -373,6 +375,7 @@ mod tests {
             event: TokenEvent::TokenRevoked(TokenRevoked {
                 user_id: "alice".into(),
                 secret_hash: hex::encode([7u8; 32]),
+                reason: crate::token::RevokeReason::Leaked,
             }),
             ..created(4)
         };

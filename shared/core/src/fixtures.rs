@@ -106,6 +106,7 @@ pub fn revoked(seq: u64, token_id: Ulid, hash: &SecretHash) -> EventEnvelope {
         event: TokenEvent::TokenRevoked(TokenRevoked {
             user_id: "alice".into(),
             secret_hash: hash.to_hex(),
+            reason: Default::default(),
         }),
     }
 }

@@ -162,6 +162,7 @@ pub fn cases() -> Vec<Case> {
         TokenEvent::TokenRevoked(TokenRevoked {
             user_id: "alice".into(),
             secret_hash: hash.into(),
+            reason: Default::default(),
         })
     };
     let active = |i: u8, user: &str| Outcome::Active {

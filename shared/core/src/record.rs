@@ -52,6 +52,35 @@ impl RequestRecord {
     }
 }
 
+/// How many of a token's request records an API node dropped in one hour
+/// because its queue was full: published beside the records (subject
+/// `enspace.requests.<token_id>.dropped`, `Nats-Msg-Id` = `id`) so that the
+/// token's owner sees that records are missing, and how many.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DroppedRecords {
+    /// Identifies this count, so that a count delivered twice is kept once.
+    pub id: Ulid,
+    pub token_id: Ulid,
+    /// The start of the hour (UTC) the dropped records were made in.
+    #[serde(with = "rfc3339_millis")]
+    pub hour: Timestamp,
+    pub count: u64,
+    pub node: String,
+}
+
+impl DroppedRecords {
+    /// The last subject token of a drop count's subject, after the token id.
+    pub const SUBJECT_SUFFIX: &'static str = "dropped";
+
+    pub fn to_msgpack(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(self).unwrap_or_default()
+    }
+
+    pub fn from_msgpack(bytes: &[u8]) -> Result<Self, rmp_serde::decode::Error> {
+        rmp_serde::from_slice(bytes)
+    }
+}
+
 /// RFC 3339 in UTC with exactly three fractional digits.
 pub mod rfc3339_millis {
     use jiff::Timestamp;
@@ -141,5 +170,22 @@ mod tests {
             RequestRecord::from_msgpack(&record.to_msgpack()).expect("decodes"),
             record
         );
+    }
+
+    #[test]
+    fn a_drop_count_round_trips_and_is_no_request_record() {
+        let dropped = DroppedRecords {
+            id: Ulid::new(),
+            token_id: Ulid::new(),
+            hour: "2026-11-28T10:00:00Z".parse().expect("ts"),
+            count: 94,
+            node: "node-1".into(),
+        };
+        let bytes = dropped.to_msgpack();
+        assert_eq!(
+            DroppedRecords::from_msgpack(&bytes).expect("decodes"),
+            dropped
+        );
+        assert!(RequestRecord::from_msgpack(&bytes).is_err());
     }
 }

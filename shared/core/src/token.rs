@@ -121,6 +121,38 @@ pub enum TokenStatus {
     Revoked,
 }
 
+/// Why a token was revoked, recorded in its `token_revoked` event. Events
+/// written before reasons existed read as `user`.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeReason {
+    /// Its owner revoked it.
+    #[default]
+    User,
+    /// It was reported as leaked.
+    Leaked,
+    /// A rotation replaced it.
+    Rotated,
+    /// Its owner left the directory or one of its workspaces.
+    MembershipRemoved,
+    /// An administrator revoked it.
+    Admin,
+}
+
+impl RevokeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeReason::User => "user",
+            RevokeReason::Leaked => "leaked",
+            RevokeReason::Rotated => "rotated",
+            RevokeReason::MembershipRemoved => "membership_removed",
+            RevokeReason::Admin => "admin",
+        }
+    }
+}
+
 /// A token's state, folded from its events. Carries no secret, only its hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenView {
@@ -204,6 +236,28 @@ mod tests {
             assert_eq!(e.expires_at(start), Some(ts(want)), "{e:?}");
         }
         assert_eq!(Expiration::Never.expires_at(start), None);
+    }
+
+    #[test]
+    fn a_revocation_recorded_before_reasons_existed_reads_as_user() {
+        #[derive(Serialize)]
+        struct Legacy {
+            user_id: &'static str,
+            secret_hash: &'static str,
+        }
+        let bytes = rmp_serde::to_vec_named(&Legacy {
+            user_id: "alice",
+            secret_hash: "00",
+        })
+        .expect("encode");
+        let read: crate::events::TokenRevoked = rmp_serde::from_slice(&bytes).expect("decode");
+        assert_eq!(read.reason, RevokeReason::User);
+        let json = serde_json::to_value(RevokeReason::MembershipRemoved).expect("json");
+        assert_eq!(json, "membership_removed");
+        assert_eq!(
+            RevokeReason::MembershipRemoved.as_str(),
+            "membership_removed"
+        );
     }
 
     #[test]

@@ -69,6 +69,18 @@ impl ApiError {
         e
     }
 
+    /// `429`: the caller must wait `retry_after_secs` (sent as `Retry-After`).
+    pub fn too_many(code: &'static str, retry_after_secs: u64, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, code, detail).retry_after(retry_after_secs)
+    }
+
+    /// Adds `Retry-After` in whole seconds (at least 1).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.headers
+            .push((header::RETRY_AFTER, HeaderValue::from(secs.max(1))));
+        self
+    }
+
     pub fn unauthenticated() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
@@ -105,15 +117,42 @@ impl ApiError {
     }
 }
 
+/// Longest field name or value an error body may repeat.
+pub const MAX_ECHO_CHARS: usize = 64;
+
+/// Prefixes of ENSPACE secrets, which no error body may carry.
+const SECRET_MARKERS: [&str; 2] = ["ens_pat_", "ens_sess_"];
+
+fn looks_like_a_secret(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    SECRET_MARKERS.iter().any(|marker| lower.contains(marker))
+}
+
+/// Whether an error body may repeat this piece of the request (a field
+/// name or a value): at most 64 characters and nothing like a secret. A
+/// secret pasted into the wrong place must not come back in the answer,
+/// nor in whatever logs or screenshots hold the answer.
+pub fn echoable(text: &str) -> bool {
+    text.chars().count() <= MAX_ECHO_CHARS && !looks_like_a_secret(text)
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // The last line of defence: whoever built the error, a field that
+        // may not be echoed goes, and so does a detail quoting a secret.
+        let field = self.field.filter(|f| echoable(f));
+        let detail = if looks_like_a_secret(&self.detail) {
+            "the request was refused; it held something that looks like a secret, which is not repeated here".to_owned()
+        } else {
+            self.detail
+        };
         let body = ProblemDetails {
             kind: format!("urn:enspace:problem:{}", self.code),
             title: self.title.to_owned(),
             status: self.status.as_u16(),
-            detail: self.detail,
+            detail,
             code: self.code.to_owned(),
-            field: self.field,
+            field,
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, bytes).into_response();

@@ -72,17 +72,35 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     let name = rest.split('`').next().unwrap_or_default();
                     // The path already ends in the unknown key; at the top it is `.`.
                     let field = if path == "." { name.to_owned() } else { path };
-                    ApiError::invalid(
-                        "unknown_field",
-                        &field,
-                        format!("`{field}` is not a field of this request"),
-                    )
+                    if crate::error::echoable(&field) {
+                        ApiError::invalid(
+                            "unknown_field",
+                            &field,
+                            format!("`{field}` is not a field of this request"),
+                        )
+                    } else {
+                        // Named by the client, and too long or secret-like
+                        // to repeat: say what is wrong without it.
+                        ApiError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "unknown_field",
+                            format!(
+                                "the body has a field that is not part of this request; its name \
+                                 is not repeated because it is over {} characters or looks like a secret",
+                                crate::error::MAX_ECHO_CHARS
+                            ),
+                        )
+                    }
                 } else if let Some(rest) = message.strip_prefix("missing field `") {
                     let name = rest.split('`').next().unwrap_or_default();
                     ApiError::invalid("missing_field", name, format!("`{name}` is required"))
                 } else {
                     // serde's message can quote the offending value; we name only the field.
-                    let field = if path == "." { "body".to_owned() } else { path };
+                    let field = if path == "." || !crate::error::echoable(&path) {
+                        "body".to_owned()
+                    } else {
+                        path
+                    };
                     ApiError::invalid(
                         "invalid_type",
                         &field,

@@ -6,6 +6,7 @@ pub mod json;
 pub mod layers;
 pub mod metrics;
 pub mod responses;
+pub mod server;
 
 pub use error::{ApiError, PROBLEM_JSON, ProblemDetails};
 pub use json::{ApiJson, BODY_LIMIT};

@@ -36,8 +36,17 @@ problem_response!(
 );
 problem_response!(
     Unavailable,
-    "The store cannot record changes right now; retry"
+    "The service cannot take the request right now (the store, or every password hashing slot at sign-in, is busy); retry, after `Retry-After` seconds when given"
 );
+
+/// `429`: a limit was reached; retry after `Retry-After` seconds.
+#[derive(utoipa::ToResponse)]
+#[response(
+    description = "Too many requests (`too_many_attempts` at sign-in, `rate_limited` on an API node); retry after `Retry-After` seconds",
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))
+)]
+pub struct TooManyRequests(pub ProblemDetails);
 
 /// `401` from the token auth layer of an API node.
 #[derive(utoipa::ToResponse)]
@@ -56,3 +65,16 @@ pub struct InvalidToken(pub ProblemDetails);
     headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\", scope=\"…\"` when a scope is missing"))
 )]
 pub struct TokenForbidden(pub ProblemDetails);
+
+/// `429` from an API node's per-token rate limit.
+#[derive(utoipa::ToResponse)]
+#[response(
+    description = "The token went over the node's per-token rate limit (`rate_limited`); the call is still logged",
+    content_type = "application/problem+json",
+    headers(
+        ("Retry-After" = u64, description = "Seconds to wait before the token may call again"),
+        ("RateLimit-Policy" = String, description = "`\"per-token\";q=<2N>;w=2`: N calls a second, bursts of 2N"),
+        ("RateLimit" = String, description = "`\"per-token\";r=0;t=<seconds>`")
+    )
+)]
+pub struct RateLimited(pub ProblemDetails);

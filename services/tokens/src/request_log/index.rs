@@ -229,6 +229,8 @@ pub struct RequestIndex {
     writer: Arc<Mutex<HashMap<Ulid, u64>>>,
     /// Hourly counts journaled but not yet folded (see `counts.rs`).
     pending: Arc<Mutex<Pending>>,
+    /// Records API nodes dropped, per token and hour.
+    pub drops: super::drops::DropCounts,
 }
 
 /// `ms` as an unsigned key part; times before 1970 clamp to 0.
@@ -253,6 +255,7 @@ impl RequestIndex {
             last_used,
             writer: Arc::new(Mutex::new(HashMap::new())),
             pending: Arc::new(Mutex::new(pending)),
+            drops: super::drops::DropCounts::open(db)?,
         })
     }
 
@@ -542,7 +545,8 @@ impl RequestIndex {
                 None => break,
             }
         }
-        if removed > 0 {
+        let counts_removed = self.drops.sweep(cutoff_ms)?;
+        if removed > 0 || counts_removed > 0 {
             self.db.flush()?;
         }
         Ok(removed)
@@ -556,6 +560,16 @@ impl RequestIndex {
             n += usize::from(key.len() == RECORD_KEY);
         }
         Ok(n)
+    }
+
+    /// Records drop counts from API nodes, durably.
+    pub fn record_drops(
+        &self,
+        drops: &[enspace_core::record::DroppedRecords],
+    ) -> Result<(), StoreError> {
+        self.drops.record(drops)?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Records in the whole index.

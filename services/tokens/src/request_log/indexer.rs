@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer};
 use enspace_core::RequestRecord;
+use enspace_core::record::DroppedRecords;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
@@ -119,6 +120,7 @@ async fn consume(indexer: &Indexer, js: &jetstream::Context) -> Result<(), async
         };
         tokio::select! {
             next = messages.next(), if pending.len() < MAX_BATCH => match next {
+                Some(Ok(message)) if is_drop_count(&message) => drop_count(indexer, message).await?,
                 Some(Ok(message)) => match RequestRecord::from_msgpack(&message.payload) {
                     Ok(record) => {
                         records.push(record);
@@ -150,6 +152,39 @@ async fn consume(indexer: &Indexer, js: &jetstream::Context) -> Result<(), async
             () = tokio::time::sleep_until(next_write), if waiting => {}
         }
     }
+}
+
+/// Whether a message is an API node's count of dropped records
+/// (`enspace.requests.<token_id>.dropped`) rather than a record.
+fn is_drop_count(message: &jetstream::Message) -> bool {
+    message
+        .subject
+        .strip_suffix(DroppedRecords::SUBJECT_SUFFIX)
+        .is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// Records a drop count and acks it; one that cannot decode is terminated,
+/// one the index cannot take is nak'ed.
+async fn drop_count(
+    indexer: &Indexer,
+    message: jetstream::Message,
+) -> Result<(), async_nats::Error> {
+    match DroppedRecords::from_msgpack(&message.payload) {
+        Ok(count) => match indexer.record_drops(vec![count]).await {
+            Ok(()) => message.ack().await?,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record a count of dropped request records; will retry");
+                nak(std::slice::from_ref(&message)).await?;
+            }
+        },
+        Err(e) => {
+            indexer.metrics.undecodable.inc();
+            tracing::error!(error = %e, subject = %message.subject,
+                "undecodable count of dropped request records terminated");
+            message.ack_with(AckKind::Term).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Waits for a batch being written and acks (or naks) it.

@@ -10,12 +10,14 @@
 
 mod counts;
 pub mod cursor;
+pub mod drops;
 pub mod index;
 pub mod indexer;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use enspace_core::record::DroppedRecords;
 use enspace_core::{Clock, RequestRecord};
 use jiff::{SignedDuration, Timestamp};
 use prometheus_client::metrics::counter::Counter;
@@ -131,6 +133,31 @@ impl Indexer {
             }
             (records, result)
         })
+    }
+
+    /// Records API nodes' counts of the records they dropped (off the async
+    /// threads), flushed before it returns; logs each.
+    pub async fn record_drops(&self, drops: Vec<DroppedRecords>) -> Result<(), StoreError> {
+        let index = self.index.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let result = index.record_drops(&drops);
+            (drops, result)
+        })
+        .await;
+        match written {
+            Ok((drops, Ok(()))) => {
+                for d in &drops {
+                    tracing::warn!(token.id = %d.token_id, node = %d.node, records = d.count,
+                        "node {} dropped {} request records of token {} made in the hour from {}",
+                        d.node, d.count, d.token_id, d.hour);
+                }
+                Ok(())
+            }
+            Ok((_, Err(e))) => Err(e),
+            Err(e) => Err(StoreError::Corrupt(format!(
+                "drop count writer task failed: {e}"
+            ))),
+        }
     }
 
     /// How often the sweep runs: a tenth of the retention, between 200 ms

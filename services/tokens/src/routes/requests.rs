@@ -53,6 +53,10 @@ pub struct RequestStats {
     bucket: &'static str,
     /// Every bucket of the window, oldest first, zeros included.
     buckets: Vec<StatsBucket>,
+    /// Records of this token that API nodes had to drop (their queue was
+    /// full and this token held the most of it), in the hours the window
+    /// touches: calls that were made but are missing from the logs.
+    dropped: u64,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -217,7 +221,8 @@ pub async fn list_requests(
     }))
 }
 
-/// Request counts of a token per hour or day, split by status class.
+/// Request counts of a token per hour or day, split by status class, and
+/// how many of its records API nodes had to drop.
 #[utoipa::path(get, path = "/v1/tokens/{id}/requests/stats", tag = "request-logs",
     security(("session" = []), ("session_cookie" = [])),
     params(
@@ -266,11 +271,15 @@ pub async fn request_stats(
     }
     let token = own_token_id(&state, &caller, &id)?;
     let index = state.store.requests.clone();
-    let buckets =
-        tokio::task::spawn_blocking(move || index.stats(token, from_ms, to_ms, bucket_ms))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)?;
+    let (buckets, dropped) = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::store::StoreError>((
+            index.stats(token, from_ms, to_ms, bucket_ms)?,
+            index.drops.dropped(token, from_ms, to_ms)?,
+        ))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
     let buckets = buckets
         .into_iter()
         .filter_map(|b| {
@@ -284,5 +293,9 @@ pub async fn request_stats(
             })
         })
         .collect();
-    Ok(Json(RequestStats { bucket, buckets }))
+    Ok(Json(RequestStats {
+        bucket,
+        buckets,
+        dropped,
+    }))
 }

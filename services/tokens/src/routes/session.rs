@@ -2,14 +2,15 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use enspace_core::SessionSecret;
 use enspace_http::{ApiError, ApiJson};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Caller, SESSION_COOKIE};
+use crate::auth::{Caller, SESSION_COOKIE, came_over_tls};
+use crate::credentials::{ClientIp, HashError, loggable_user_name};
 use crate::directory::User;
 use crate::state::AppState;
 use crate::store::sessions::SessionRecord;
@@ -32,20 +33,50 @@ pub struct SessionCreated {
 
 const MAX_CREDENTIAL_LEN: usize = 1024;
 
+/// `Set-Cookie` for the session (or, with no secret, its removal); `Secure`
+/// when the request came over TLS or the service is told it always does.
+fn session_cookie(secret: Option<&str>, max_age_secs: i64, secure: bool) -> Option<HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_secs}{secure}",
+        secret.unwrap_or_default()
+    ))
+    .ok()
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "wrong username or password",
+    )
+}
+
 /// Sign in; answers the session and sets the `enspace_session` cookie.
+///
+/// After 10 failed attempts for one user name, or 30 from one client
+/// address, within 5 minutes, attempts answer `429` until the oldest failure
+/// is 5 minutes old. Passwords are checked a few at a time; a sign-in that
+/// gets no free slot (within 2 seconds, or at once after recent unsuccessful
+/// attempts by its user name or address) answers `503`.
 #[utoipa::path(post, path = "/v1/session", tag = "session",
     request_body = SignIn,
     responses(
-        (status = 200, description = "Signed in", body = SessionCreated),
+        (status = 200, description = "Signed in", body = SessionCreated,
+            headers(("Set-Cookie" = String, description = "`enspace_session=…; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200`, and `; Secure` over TLS"))),
         (status = 400, response = inline(enspace_http::responses::BadRequest)),
         (status = 401, response = inline(enspace_http::responses::Unauthorized)),
         (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
         (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
-        (status = 422, response = inline(enspace_http::responses::Unprocessable))
+        (status = 422, response = inline(enspace_http::responses::Unprocessable)),
+        (status = 429, response = inline(enspace_http::responses::TooManyRequests)),
+        (status = 503, response = inline(enspace_http::responses::Unavailable))
     )
 )]
 pub async fn create_session(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response, ApiError> {
     if body.username.len() > MAX_CREDENTIAL_LEN || body.password.len() > MAX_CREDENTIAL_LEN {
@@ -55,25 +86,73 @@ pub async fn create_session(
             "username and password are at most 1024 bytes",
         ));
     }
-    let directory = state.directory.clone();
-    let user =
-        tokio::task::spawn_blocking(move || directory.authenticate(&body.username, &body.password))
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_credentials",
-                    "wrong username or password",
-                )
-            })?;
+    let guard = &state.sign_in;
+    let shown = loggable_user_name(&body.username);
+    let from = ip.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
+    let standing = match guard.throttle.check(&body.username, ip, state.clock.now()) {
+        Ok(standing) => standing,
+        Err(throttled) => {
+            guard.metrics.count("throttled");
+            let by = match (throttled.by_user, throttled.by_ip) {
+                (true, true) => "user name and address",
+                (true, false) => "user name",
+                _ => "address",
+            };
+            tracing::warn!(
+                user.name = %shown,
+                client.ip = %from,
+                throttled.by = by,
+                retry_after_secs = throttled.retry_after_secs,
+                "throttled sign-in for {shown} from {from}: too many failed attempts for this {by}"
+            );
+            return Err(ApiError::too_many(
+                "too_many_attempts",
+                throttled.retry_after_secs,
+                "too many failed sign-ins; try again after the time in Retry-After",
+            ));
+        }
+    };
+    let username = body.username.clone();
+    let user = match guard
+        .hashing
+        .authenticate(
+            state.directory.clone(),
+            body.username,
+            body.password,
+            standing,
+        )
+        .await
+    {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            guard
+                .throttle
+                .record_failure(&username, ip, state.clock.now());
+            guard.metrics.count("failed");
+            tracing::warn!(user.name = %shown, client.ip = %from, "failed sign-in for {shown} from {from}");
+            return Err(invalid_credentials());
+        }
+        Err(HashError::Busy) => {
+            guard.throttle.record_busy(&username, ip, state.clock.now());
+            guard.metrics.count("busy");
+            tracing::warn!(user.name = %shown, client.ip = %from,
+                "sign-in for {shown} from {from} refused: every password hashing slot is busy");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sign_in_busy",
+                "too many sign-ins at once; try again after the time in Retry-After",
+            )
+            .retry_after(1));
+        }
+        Err(e @ HashError::Failed(_)) => return Err(ApiError::internal(e)),
+    };
     let secret = SessionSecret::generate();
     let expires_at = state
         .clock
         .now()
         .checked_add(state.config.session_ttl)
         .map_err(ApiError::internal)?;
-    state
+    let ended = state
         .store
         .sessions
         .insert(
@@ -82,13 +161,21 @@ pub async fn create_session(
                 user_id: user.id.clone(),
                 expires_at,
             },
+            state.config.limits.max_sessions_per_user,
         )
         .map_err(ApiError::unavailable)?;
-    tracing::info!(user.id = %user.id, "signed in {}", user.id);
-    let cookie = format!(
-        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        secret.expose(),
-        state.config.session_ttl.as_secs()
+    guard.metrics.count("ok");
+    tracing::info!(user.id = %user.id, client.ip = %from, "signed in {} from {from}", user.id);
+    if ended > 0 {
+        tracing::info!(user.id = %user.id, sessions.ended = ended,
+            "ended the {ended} oldest sessions of {}: at most {} at once", user.id,
+            state.config.limits.max_sessions_per_user);
+    }
+    let tls = came_over_tls(&headers, state.config.secure_cookies);
+    let cookie = session_cookie(
+        Some(secret.expose()),
+        state.config.session_ttl.as_secs(),
+        tls,
     );
     let mut response = Json(SessionCreated {
         session: secret.expose().to_owned(),
@@ -98,7 +185,7 @@ pub async fn create_session(
     .into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+    if let Some(cookie) = cookie {
         headers.insert(header::SET_COOKIE, cookie);
     }
     Ok(response)
@@ -114,6 +201,7 @@ pub async fn create_session(
 )]
 pub async fn delete_session(
     State(state): State<AppState>,
+    headers: HeaderMap,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     state
@@ -121,10 +209,42 @@ pub async fn delete_session(
         .sessions
         .remove(&caller.session)
         .map_err(ApiError::unavailable)?;
-    let cookie = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    let cookie = session_cookie(
+        None,
+        0,
+        came_over_tls(&headers, state.config.secure_cookies),
+    );
     let mut response = StatusCode::NO_CONTENT.into_response();
-    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+    if let Some(cookie) = cookie {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     Ok(response)
+}
+
+/// How often ended sessions are swept: a tenth of a session's life, between
+/// a second and ten minutes.
+pub fn sweep_interval(session_ttl: jiff::SignedDuration) -> std::time::Duration {
+    (session_ttl.unsigned_abs() / 10).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(600),
+    )
+}
+
+/// Removes ended sessions every `interval`, forever (an ended session is
+/// refused when presented anyway; the sweep keeps the store from holding
+/// every session ever made).
+pub async fn sweep_sessions_forever(state: AppState, interval: std::time::Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let sessions = state.store.sessions.clone();
+        let now = state.clock.now();
+        match tokio::task::spawn_blocking(move || sessions.sweep(now)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(sessions = n, "swept {n} ended sessions"),
+            Ok(Err(e)) => tracing::error!(error = %e, "sweeping ended sessions failed"),
+            Err(e) => tracing::error!(error = %e, "the session sweep task failed"),
+        }
+    }
 }

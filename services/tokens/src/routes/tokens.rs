@@ -2,7 +2,7 @@
 //! are never edited: `PUT`/`PATCH` answer 405.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use enspace_core::{AuditEvent, Expiration, PatSecret, Scope, TokenStatus, TokenView};
@@ -14,6 +14,7 @@ use ulid::Ulid;
 use crate::auth::Caller;
 use crate::commands::{Command, CommandError, CreateToken};
 use crate::state::AppState;
+use crate::token_quota::QuotaError;
 
 pub const DESCRIPTION_MAX_CHARS: usize = 100;
 
@@ -62,7 +63,8 @@ fn token_json(state: &AppState, view: TokenView) -> TokenJson {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
-    /// 1 to 100 characters after trimming, no control characters.
+    /// 1 to 100 characters after trimming; no control (Cc), format (Cf) or
+    /// line and paragraph separator (Zl, Zp) characters.
     #[schema(min_length = 1, max_length = 100, example = "ERP Integration")]
     description: String,
     #[schema(value_type = Expiration, example = "3m")]
@@ -84,6 +86,21 @@ pub struct TokenCreatedResponse {
     secret: String,
 }
 
+/// Characters a description may not hold: control characters (Cc), and the
+/// invisible ones that change how the text around them reads: format (Cf:
+/// bidirectional overrides, zero-width spaces, the byte-order mark) and line
+/// and paragraph separators (Zl, Zp).
+fn is_forbidden_in_description(c: char) -> bool {
+    use unicode_general_category::{GeneralCategory, get_general_category};
+    c.is_control()
+        || matches!(
+            get_general_category(c),
+            GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+        )
+}
+
 /// The contract's rules for a new token; the first broken rule is the answer.
 fn validate(
     caller: &Caller,
@@ -98,11 +115,12 @@ fn validate(
             "`description` must be 1 to 100 characters",
         ));
     }
-    if description.chars().any(char::is_control) {
+    if description.chars().any(is_forbidden_in_description) {
         return Err(ApiError::invalid(
             "invalid_description",
             "description",
-            "`description` must not contain control characters",
+            "`description` must not contain control, format or line and paragraph separator \
+             characters (such as U+202E, U+200B, U+FEFF or U+2028)",
         ));
     }
     let expiration = Expiration::parse(&req.expiration).ok_or_else(|| {
@@ -185,6 +203,8 @@ fn own_token(state: &AppState, caller: &Caller, id: Ulid) -> Result<TokenView, A
 }
 
 /// Create a token. The answer is the only one that ever carries its secret.
+/// A user holds at most 200 active tokens (`--max-tokens-per-user`): one
+/// more is `422` `token_limit_reached`.
 #[utoipa::path(post, path = "/v1/tokens", tag = "tokens", security(("session" = []), ("session_cookie" = [])),
     request_body = CreateTokenRequest,
     responses(
@@ -205,6 +225,20 @@ pub async fn create_token(
     ApiJson(req): ApiJson<CreateTokenRequest>,
 ) -> Result<Response, ApiError> {
     let (description, expiration, scopes, workspaces) = validate(&caller, req)?;
+    let reservation = state
+        .quota
+        .reserve(&caller.user.id, &state.store.projections, state.clock.now())
+        .map_err(|e| match e {
+            QuotaError::LimitReached(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "token_limit_reached",
+                format!(
+                    "you hold {} active tokens, the most allowed; revoke one you no longer use first",
+                    state.quota.max()
+                ),
+            ),
+            QuotaError::Store(e) => ApiError::unavailable(e),
+        })?;
     let secret = PatSecret::generate();
     let view = state
         .writer
@@ -219,6 +253,7 @@ pub async fn create_token(
         }))
         .await
         .map_err(command_error)?;
+    reservation.commit();
     tracing::info!(token.id = %view.id, user.id = %view.user_id, "created token {}", view.id);
     let location = format!("/v1/tokens/{}", view.id);
     let body = TokenCreatedResponse {
@@ -237,24 +272,79 @@ pub async fn create_token(
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenList {
     tokens: Vec<TokenJson>,
+    /// Pass as `cursor` for the next (older) page; null on the last page
+    /// and when the whole list was asked for.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
 }
 
-/// The caller's tokens, newest first, revoked and expired ones included.
+/// Largest (and default) page of `GET /v1/tokens?limit=…`.
+pub const MAX_PAGE: usize = 100;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// The caller's tokens, newest first, revoked and expired ones included:
+/// all of them, or with `limit` or `cursor` a page at a time.
 #[utoipa::path(get, path = "/v1/tokens", tag = "tokens", security(("session" = []), ("session_cookie" = [])),
-    responses((status = 200, description = "The caller's tokens", body = TokenList), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)))
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Tokens per page (default 100 once `limit` or `cursor` is given); without either, the whole list"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses((status = 200, description = "The caller's tokens, newest first; follow `next_cursor` until it is null", body = TokenList), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
+        (status = 400, response = inline(enspace_http::responses::BadRequest)),
+        (status = 403, response = inline(enspace_http::responses::Forbidden)),
+        (status = 422, response = inline(enspace_http::responses::Unprocessable)))
 )]
 pub async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<TokenList>, ApiError> {
-    let views = state
+    if q.limit.is_none() && q.cursor.is_none() {
+        let views = state
+            .store
+            .projections
+            .tokens_of_user(&caller.user.id)
+            .map_err(ApiError::internal)?;
+        return Ok(Json(TokenList {
+            tokens: views.into_iter().map(|v| token_json(&state, v)).collect(),
+            next_cursor: None,
+        }));
+    }
+    let limit = match q.limit.as_deref() {
+        None => MAX_PAGE,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| ApiError::invalid("invalid_limit", "limit", "`limit` is 1 to 100"))?,
+    };
+    // The cursor is the id of the last token of the previous page.
+    let before = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            Ulid::from_string(c).map_err(|_| {
+                ApiError::invalid(
+                    "invalid_cursor",
+                    "cursor",
+                    "`cursor` must be the `next_cursor` of an earlier page",
+                )
+            })
+        })
+        .transpose()?;
+    let (views, next) = state
         .store
         .projections
-        .tokens_of_user(&caller.user.id)
+        .tokens_of_user_page(&caller.user.id, before, limit)
         .map_err(ApiError::internal)?;
     Ok(Json(TokenList {
         tokens: views.into_iter().map(|v| token_json(&state, v)).collect(),
+        next_cursor: next.map(|id| id.to_string()),
     }))
 }
 
@@ -293,6 +383,7 @@ pub async fn revoke_token(
         .execute(Command::RevokeToken {
             token_id,
             actor: caller.user.id.clone(),
+            reason: enspace_core::token::RevokeReason::User,
         })
         .await
         .map_err(command_error)?;

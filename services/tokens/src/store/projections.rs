@@ -290,6 +290,48 @@ impl Projections {
     }
 }
 
+impl Projections {
+    /// Up to `limit` of the user's tokens, newest first, older than
+    /// `before` when given; and the id to continue before when more remain.
+    pub fn tokens_of_user_page(
+        &self,
+        user_id: &str,
+        before: Option<Ulid>,
+        limit: usize,
+    ) -> Result<(Vec<TokenView>, Option<Ulid>), StoreError> {
+        let mut prefix = user_id.as_bytes().to_vec();
+        prefix.push(0);
+        let upper = match before {
+            Some(id) => user_key(user_id, id),
+            None => {
+                let mut end = prefix.clone();
+                end.push(0xFF);
+                end
+            }
+        };
+        let mut out = Vec::with_capacity(limit.min(256));
+        let mut more = false;
+        for item in self.by_user.range(prefix.clone()..upper).rev() {
+            let (key, _) = item?;
+            let id: [u8; 16] = key[prefix.len()..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("tokens by user key".into()))?;
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            if let Some(view) = self.token(Ulid::from_bytes(id))? {
+                out.push(view);
+            }
+        }
+        let next = match (more, out.last()) {
+            (true, Some(last)) => Some(last.id),
+            _ => None,
+        };
+        Ok((out, next))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use enspace_core::fold::{Outcome, cases};

@@ -1,0 +1,232 @@
+//! A sign-in flood against a real `enspace serve` process (release build):
+//! `--clients` concurrent clients (600), each from its own loopback address
+//! so that the per-address limit does not stop them before the password
+//! check, send wrong sign-ins with new user names as fast as they are
+//! answered, for `--seconds` (30). Meanwhile `/healthz` is timed every 20 ms,
+//! the process's RSS and threads are sampled, and another user (bob, from
+//! an address of his own) signs in correctly every half second.
+//!
+//! Baseline, same run: `/healthz` timed the same way for 5 s before the
+//! flood. Targets: RSS < 300 MB, `/healthz` p99 < 50 ms during the flood,
+//! bob's sign-ins succeed.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::support::{Process, percentile, rss_bytes};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Concurrent flooding clients, each with its own source address.
+    #[arg(long, default_value_t = 600)]
+    clients: usize,
+    /// Seconds of flood.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// The enspace binary (built with `cargo build --release --bin enspace`).
+    #[arg(long, default_value = "target/release/enspace")]
+    binary: String,
+}
+
+const TARGET_RSS: u64 = 300 << 20;
+const TARGET_P99: Duration = Duration::from_millis(50);
+const BASELINE: Duration = Duration::from_secs(5);
+
+/// 127.1.x.y: all of 127/8 is the loopback on Linux.
+fn flood_address(n: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 1, (n / 250) as u8, (n % 250) as u8 + 1))
+}
+
+fn threads(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Times `GET /healthz` every 20 ms until `until`.
+async fn sample_healthz(client: &reqwest::Client, url: &str, until: Instant) -> Vec<Duration> {
+    let mut out = Vec::new();
+    while Instant::now() < until {
+        let start = Instant::now();
+        if let Ok(res) = client.get(url).send().await
+            && res.status().is_success()
+        {
+            let _ = res.bytes().await;
+            out.push(start.elapsed());
+        } else {
+            out.push(Duration::from_secs(60));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    out.sort();
+    out
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.clients == 0 || args.clients > 60_000 || args.seconds == 0 {
+        bail!("--clients must be 1 to 60000 and --seconds at least 1");
+    }
+    let data = tempfile::tempdir()?;
+    let dir = data.path().to_string_lossy().into_owned();
+    let serve = Process::enspace(&args.binary, &["serve", "--data", &dir])?;
+    serve.wait_ready(Duration::from_secs(30))?;
+    let pid = serve.child.id().to_string();
+    let base = format!("http://{}", serve.base);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = reqwest::Client::new();
+    let healthz = format!("{base}/healthz");
+    let baseline = runtime.block_on(sample_healthz(&client, &healthz, Instant::now() + BASELINE));
+    let idle_rss = rss_bytes(&pid).unwrap_or(0);
+
+    // The flood, on a runtime (and thread) of its own.
+    let stop = Arc::new(AtomicBool::new(false));
+    let statuses: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+    let flood = {
+        let (stop, statuses, url, clients) = (
+            stop.clone(),
+            statuses.clone(),
+            format!("{base}/v1/session"),
+            args.clients,
+        );
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let mut tasks = Vec::new();
+                for n in 0..clients {
+                    let client = reqwest::Client::builder()
+                        .local_address(flood_address(n))
+                        .build()?;
+                    let (stop, statuses, url) = (stop.clone(), statuses.clone(), url.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let mut attempt = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            attempt += 1;
+                            let body = format!(
+                                r#"{{"username":"flood-{n}-{attempt}","password":"wrong"}}"#
+                            );
+                            let slot = match client
+                                .post(&url)
+                                .header("content-type", "application/json")
+                                .body(body)
+                                .send()
+                                .await
+                            {
+                                Ok(res) => match res.status().as_u16() {
+                                    401 => 0,
+                                    503 => 1,
+                                    429 => 2,
+                                    _ => 3,
+                                },
+                                Err(_) => 3,
+                            };
+                            statuses[slot].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }));
+                }
+                for task in tasks {
+                    let _ = task.await;
+                }
+                anyhow::Ok(())
+            })
+        })
+    };
+
+    let bob = reqwest::Client::builder()
+        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
+        .build()?;
+    let session = format!("{base}/v1/session");
+    let start = Instant::now();
+    let until = start + Duration::from_secs(args.seconds);
+    let (during, (peak_rss, peak_threads), bob_results) = runtime.block_on(async {
+        let healthz = sample_healthz(&client, &healthz, until);
+        let memory = async {
+            let (mut rss, mut threads_peak) = (0u64, 0u64);
+            while Instant::now() < until {
+                rss = rss.max(rss_bytes(&pid).unwrap_or(0));
+                threads_peak = threads_peak.max(threads(&pid));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (rss, threads_peak)
+        };
+        let bob = async {
+            let mut results = Vec::new();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            while Instant::now() < until {
+                let t = Instant::now();
+                let ok = bob
+                    .post(&session)
+                    .header("content-type", "application/json")
+                    .body(r#"{"username":"bob","password":"bob-password"}"#)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                results.push((ok, t.elapsed()));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            results
+        };
+        tokio::join!(healthz, memory, bob)
+    });
+    stop.store(true, Ordering::Relaxed);
+    flood
+        .join()
+        .map_err(|_| anyhow::anyhow!("the flood thread panicked"))?
+        .context("the flood")?;
+    let answered: Vec<u64> = statuses.iter().map(|s| s.load(Ordering::Relaxed)).collect();
+    let bob_ok = bob_results.iter().filter(|(ok, _)| *ok).count();
+    let bob_slowest = bob_results
+        .iter()
+        .map(|(_, t)| *t)
+        .max()
+        .unwrap_or_default();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{} concurrent wrong sign-ins from {} addresses for {} s against enspace serve:",
+        args.clients, args.clients, args.seconds
+    );
+    println!(
+        "  flood answers: {} 401 (password checked), {} 503 (no hashing slot), {} 429 (throttled), {} other",
+        answered[0], answered[1], answered[2], answered[3]
+    );
+    println!(
+        "  /healthz before the flood (baseline): p50 {:.2} ms  p99 {:.2} ms",
+        ms(percentile(&baseline, 0.50)),
+        ms(percentile(&baseline, 0.99))
+    );
+    let p99 = percentile(&during, 0.99);
+    println!(
+        "  /healthz during the flood:            p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms (target p99 < {} ms)",
+        ms(percentile(&during, 0.50)),
+        ms(p99),
+        ms(during.last().copied().unwrap_or_default()),
+        TARGET_P99.as_millis()
+    );
+    println!(
+        "  RSS: {} MiB idle, peak {} MiB during the flood (target < {} MB); peak threads {peak_threads}",
+        idle_rss >> 20,
+        peak_rss >> 20,
+        TARGET_RSS >> 20
+    );
+    println!(
+        "  bob's valid sign-ins during the flood: {bob_ok} of {} succeeded, slowest {:.0} ms",
+        bob_results.len(),
+        ms(bob_slowest)
+    );
+    let met = peak_rss < TARGET_RSS && p99 < TARGET_P99 && bob_ok == bob_results.len();
+    println!("  targets {}", if met { "met" } else { "NOT met" });
+    Ok(())
+}

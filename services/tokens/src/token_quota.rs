@@ -1,0 +1,150 @@
+//! The cap on a user's active tokens (neither revoked nor expired).
+//!
+//! Counted exactly even while one user creates many tokens at once: a
+//! creation first reserves a place (under one lock, with the user's count),
+//! and the writer's commit hook turns the reservation into a live token or
+//! drops a revoked one, whichever way the change was made (the API, the
+//! membership reconciliation, anything later). Each user's tokens are read
+//! from the projection once, at their first creation since start-up; the
+//! count then lives in memory, a few dozen bytes per active token.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use enspace_core::{EventEnvelope, TokenEvent};
+use jiff::Timestamp;
+use ulid::Ulid;
+
+use crate::store::{Projections, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuotaError {
+    #[error("the user holds {0} active tokens, the most allowed")]
+    LimitReached(usize),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Default)]
+struct UserTokens {
+    /// Tokens not revoked, with their expiry (`None`: never).
+    live: HashMap<Ulid, Option<Timestamp>>,
+    /// Creations reserved and not yet committed or abandoned.
+    reserved: usize,
+}
+
+impl UserTokens {
+    /// Active tokens at `now`, forgetting the ones that have expired.
+    fn active(&mut self, now: Timestamp) -> usize {
+        self.live
+            .retain(|_, expires_at| expires_at.is_none_or(|at| at > now));
+        self.live.len() + self.reserved
+    }
+}
+
+#[derive(Default)]
+struct Users(HashMap<String, UserTokens>);
+
+/// Shared by every request; cheap to clone.
+#[derive(Clone)]
+pub struct TokenQuota {
+    max: usize,
+    users: Arc<Mutex<Users>>,
+}
+
+/// A place for one more token, held until the creation is committed (the
+/// commit hook takes it over) or abandoned (dropped without `commit`).
+pub struct Reservation {
+    quota: TokenQuota,
+    user: String,
+    committed: bool,
+}
+
+impl Reservation {
+    /// The creation was recorded: its commit already counted the token.
+    pub fn commit(mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.committed
+            && let Some(user) = self.quota.lock().0.get_mut(&self.user)
+        {
+            user.reserved = user.reserved.saturating_sub(1);
+        }
+    }
+}
+
+impl TokenQuota {
+    pub fn new(max: usize) -> Self {
+        TokenQuota {
+            max,
+            users: Arc::new(Mutex::new(Users::default())),
+        }
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Users> {
+        // Every change under the lock leaves the counts consistent.
+        self.users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A place for one more active token of `user`, or `LimitReached`.
+    pub fn reserve(
+        &self,
+        user: &str,
+        projections: &Projections,
+        now: Timestamp,
+    ) -> Result<Reservation, QuotaError> {
+        let mut users = self.lock();
+        if !users.0.contains_key(user) {
+            let mut loaded = UserTokens::default();
+            for view in projections.tokens_of_user(user)? {
+                if view.revoked_at.is_none() {
+                    loaded.live.insert(view.id, view.expires_at);
+                }
+            }
+            users.0.insert(user.to_owned(), loaded);
+        }
+        let tokens = users.0.entry(user.to_owned()).or_default();
+        let active = tokens.active(now);
+        if active >= self.max {
+            return Err(QuotaError::LimitReached(active));
+        }
+        tokens.reserved += 1;
+        Ok(Reservation {
+            quota: self.clone(),
+            user: user.to_owned(),
+            committed: false,
+        })
+    }
+
+    /// The writer's commit hook: counts created tokens (taking over a
+    /// reservation of their owner's) and forgets revoked ones, for users
+    /// whose tokens have been read.
+    pub fn observe(&self, events: &[EventEnvelope]) {
+        let mut users = self.lock();
+        for envelope in events {
+            match &envelope.event {
+                TokenEvent::TokenCreated(created) => {
+                    if let Some(user) = users.0.get_mut(&created.user_id) {
+                        user.reserved = user.reserved.saturating_sub(1);
+                        user.live.insert(envelope.token_id, created.expires_at);
+                    }
+                }
+                TokenEvent::TokenRevoked(revoked) => {
+                    if let Some(user) = users.0.get_mut(&revoked.user_id) {
+                        user.live.remove(&envelope.token_id);
+                    }
+                }
+            }
+        }
+    }
+}

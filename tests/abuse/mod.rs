@@ -1,0 +1,15 @@
+//! Limits and abuse (sign-in throttling, connection limits, token caps and
+//! paging, per-token rate limits, fair request-record queues, membership
+//! changes, what error bodies may echo): each finding of the abuse review as
+//! a test against the real server.
+
+mod audit_verify;
+mod connections;
+mod descriptions;
+mod echo;
+mod fair_queue;
+mod membership;
+mod rate_limit;
+mod sessions;
+mod sign_in;
+mod token_cap;
