@@ -29,3 +29,11 @@ pub enum StoreError {
     )]
     HeadMismatch { seq: u64 },
 }
+
+/// A store failure answers 500 with nothing of its cause; the cause goes to
+/// the log.
+impl From<StoreError> for enspace_http::ApiError {
+    fn from(e: StoreError) -> Self {
+        enspace_http::ApiError::internal(e)
+    }
+}

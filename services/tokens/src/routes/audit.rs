@@ -50,20 +50,9 @@ pub async fn list_events(
             )
         })?,
     };
-    let limit = match page.limit.as_deref() {
-        None => 100,
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::invalid("invalid_limit", "limit", "`limit` is 1 to 1000"))?,
-    };
-    let entries = state
-        .store
-        .log
-        .read_after(after, limit)
-        .map_err(ApiError::internal)?;
-    let (head, _) = state.store.log.head().map_err(ApiError::internal)?;
+    let limit = super::paging::limit(page.limit.as_deref(), 100, 1000)?;
+    let entries = state.store.log.read_after(after, limit)?;
+    let (head, _) = state.store.log.head()?;
     let last = entries.last().map(|e| e.envelope.seq);
     let next_after = last.filter(|&seq| seq < head);
     Ok(Json(AuditPage {

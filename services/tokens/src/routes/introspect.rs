@@ -93,11 +93,7 @@ pub async fn introspect_token(
     let Ok(secret) = token.parse::<PatSecret>() else {
         return Ok(Json(Introspection::default()));
     };
-    let view = state
-        .store
-        .projections
-        .token_by_hash(&secret.hash())
-        .map_err(ApiError::internal)?;
+    let view = state.store.projections.token_by_hash(&secret.hash())?;
     let Some(view) = view.filter(|v| v.status(state.clock.now()) == TokenStatus::Active) else {
         return Ok(Json(Introspection::default()));
     };

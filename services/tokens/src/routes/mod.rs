@@ -6,6 +6,8 @@ pub mod event_key;
 pub mod health;
 pub mod introspect;
 pub mod me;
+pub mod own_token;
+pub mod paging;
 pub mod requests;
 pub mod session;
 pub mod tokens;

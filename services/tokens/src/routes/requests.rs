@@ -6,17 +6,16 @@
 //! not.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use enspace_core::RequestRecord;
 use enspace_http::ApiError;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
-use ulid::Ulid;
 
-use crate::auth::Caller;
 use crate::request_log::cursor::Cursor;
 use crate::request_log::index::{DAY_MS, HOUR_MS, Upper, key_ms};
 use crate::request_log::retention_cutoff;
+use crate::routes::own_token::OwnToken;
 use crate::state::AppState;
 
 pub const DEFAULT_LIMIT: usize = 50;
@@ -71,23 +70,6 @@ pub struct StatsBucket {
     client_error: u64,
     /// 5xx.
     server_error: u64,
-}
-
-fn token_not_found() -> ApiError {
-    ApiError::not_found("token_not_found", "no token with this id among yours")
-}
-
-/// The caller's own token id, or 404 (someone else's is indistinguishable from none).
-fn own_token_id(state: &AppState, caller: &Caller, id: &str) -> Result<Ulid, ApiError> {
-    let id = Ulid::from_string(id).map_err(|_| token_not_found())?;
-    state
-        .store
-        .projections
-        .token(id)
-        .map_err(ApiError::internal)?
-        .filter(|t| t.user_id == caller.user.id)
-        .map(|t| t.id)
-        .ok_or_else(token_not_found)
 }
 
 fn parse_time(field: &'static str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
@@ -148,8 +130,7 @@ fn window(
 )]
 pub async fn list_requests(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    OwnToken { token, .. }: OwnToken,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<RequestPage>, ApiError> {
     let now = state.clock.now();
@@ -159,14 +140,7 @@ pub async fn list_requests(
         q.to.as_deref(),
         SignedDuration::from_hours(24),
     )?;
-    let limit = match q.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::invalid("invalid_limit", "limit", "`limit` is 1 to 1000"))?,
-    };
+    let limit = super::paging::limit(q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let cursor = q
         .cursor
         .as_deref()
@@ -200,14 +174,15 @@ pub async fn list_requests(
         }
     };
     let window_from = from_ms;
-    let token = own_token_id(&state, &caller, &id)?;
+    let token = token.id;
     // Past the retention nothing is returned, even before the sweep runs.
     let cutoff = key_ms(retention_cutoff(now, state.config.request_retention));
-    let (requests, next) = state
-        .store
-        .requests
-        .query(token, from_ms.max(cutoff), upper, limit)
-        .map_err(ApiError::internal)?;
+    // A range scan of sled: off the async runtime, as every blocking read.
+    let index = state.store.requests.clone();
+    let (requests, next) =
+        tokio::task::spawn_blocking(move || index.query(token, from_ms.max(cutoff), upper, limit))
+            .await
+            .map_err(ApiError::internal)??;
     let next_cursor = next.map(|position| {
         Cursor {
             from_ms: window_from,
@@ -242,8 +217,7 @@ pub async fn list_requests(
 )]
 pub async fn request_stats(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    OwnToken { token, .. }: OwnToken,
     Query(q): Query<StatsQuery>,
 ) -> Result<Json<RequestStats>, ApiError> {
     let (bucket, bucket_ms, default_span) = match q.bucket.as_deref() {
@@ -269,7 +243,7 @@ pub async fn request_stats(
             format!("at most {MAX_BUCKETS} buckets: narrow the window or use `bucket=day`"),
         ));
     }
-    let token = own_token_id(&state, &caller, &id)?;
+    let token = token.id;
     let index = state.store.requests.clone();
     let (buckets, dropped) = tokio::task::spawn_blocking(move || {
         Ok::<_, crate::store::StoreError>((
@@ -278,8 +252,7 @@ pub async fn request_stats(
         ))
     })
     .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
+    .map_err(ApiError::internal)??;
     let buckets = buckets
         .into_iter()
         .filter_map(|b| {

@@ -2,7 +2,7 @@
 //! are never edited: `PUT`/`PATCH` answer 405.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use enspace_core::{AuditEvent, Expiration, PatSecret, Scope, TokenStatus, TokenView};
@@ -13,6 +13,7 @@ use ulid::Ulid;
 
 use crate::auth::Caller;
 use crate::commands::{Command, CommandError, CreateToken};
+use crate::routes::own_token::{OwnToken, token_not_found};
 use crate::state::AppState;
 use crate::token_quota::QuotaError;
 
@@ -182,26 +183,6 @@ fn command_error(e: CommandError) -> ApiError {
     }
 }
 
-fn token_not_found() -> ApiError {
-    ApiError::not_found("token_not_found", "no token with this id among yours")
-}
-
-/// The path's token id, or 404 before any storage is touched.
-fn parse_id(id: &str) -> Result<Ulid, ApiError> {
-    Ulid::from_string(id).map_err(|_| token_not_found())
-}
-
-/// The caller's own token, or 404 (someone else's is indistinguishable from none).
-fn own_token(state: &AppState, caller: &Caller, id: Ulid) -> Result<TokenView, ApiError> {
-    state
-        .store
-        .projections
-        .token(id)
-        .map_err(ApiError::internal)?
-        .filter(|t| t.user_id == caller.user.id)
-        .ok_or_else(token_not_found)
-}
-
 /// Create a token. The answer is the only one that ever carries its secret.
 /// A user holds at most 200 active tokens (`--max-tokens-per-user`): one
 /// more is `422` `token_limit_reached`.
@@ -305,24 +286,13 @@ pub async fn list_tokens(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<TokenList>, ApiError> {
     if q.limit.is_none() && q.cursor.is_none() {
-        let views = state
-            .store
-            .projections
-            .tokens_of_user(&caller.user.id)
-            .map_err(ApiError::internal)?;
+        let views = state.store.projections.tokens_of_user(&caller.user.id)?;
         return Ok(Json(TokenList {
             tokens: views.into_iter().map(|v| token_json(&state, v)).collect(),
             next_cursor: None,
         }));
     }
-    let limit = match q.limit.as_deref() {
-        None => MAX_PAGE,
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| ApiError::invalid("invalid_limit", "limit", "`limit` is 1 to 100"))?,
-    };
+    let limit = super::paging::limit(q.limit.as_deref(), MAX_PAGE, MAX_PAGE)?;
     // The cursor is the id of the last token of the previous page.
     let before = q
         .cursor
@@ -337,11 +307,11 @@ pub async fn list_tokens(
             })
         })
         .transpose()?;
-    let (views, next) = state
-        .store
-        .projections
-        .tokens_of_user_page(&caller.user.id, before, limit)
-        .map_err(ApiError::internal)?;
+    let (views, next) =
+        state
+            .store
+            .projections
+            .tokens_of_user_page(&caller.user.id, before, limit)?;
     Ok(Json(TokenList {
         tokens: views.into_iter().map(|v| token_json(&state, v)).collect(),
         next_cursor: next.map(|id| id.to_string()),
@@ -356,12 +326,9 @@ pub async fn list_tokens(
 )]
 pub async fn get_token(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    OwnToken { token, .. }: OwnToken,
 ) -> Result<Json<TokenJson>, ApiError> {
-    let id = parse_id(&id)?;
-    let view = own_token(&state, &caller, id)?;
-    Ok(Json(token_json(&state, view)))
+    Ok(Json(token_json(&state, token)))
 }
 
 /// Revoke a token, at once on every API node. Revoking it again changes nothing.
@@ -373,11 +340,12 @@ pub async fn get_token(
 )]
 pub async fn revoke_token(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    OwnToken {
+        caller,
+        token: before,
+    }: OwnToken,
 ) -> Result<StatusCode, ApiError> {
-    let token_id = parse_id(&id)?;
-    let before = own_token(&state, &caller, token_id)?;
+    let token_id = before.id;
     state
         .writer
         .execute(Command::RevokeToken {
@@ -433,19 +401,13 @@ pub struct EventList {
 )]
 pub async fn token_events(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    OwnToken { token, .. }: OwnToken,
 ) -> Result<Json<EventList>, ApiError> {
-    let id = parse_id(&id)?;
-    own_token(&state, &caller, id)?;
-    let seqs = state
-        .store
-        .projections
-        .event_seqs_of(id)
-        .map_err(ApiError::internal)?;
+    let id = token.id;
+    let seqs = state.store.projections.event_seqs_of(id)?;
     let mut events = Vec::with_capacity(seqs.len());
     for seq in seqs {
-        if let Some(entry) = state.store.log.get(seq).map_err(ApiError::internal)? {
+        if let Some(entry) = state.store.log.get(seq)? {
             events.push(entry.audit());
         }
     }
