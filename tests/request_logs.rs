@@ -128,15 +128,7 @@ async fn wait_for_count(
 
 /// A counter's value in `/metrics` (0 when absent).
 async fn metric(api: &ApiClient, name: &str) -> u64 {
-    let text = api
-        .client
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = api.metrics_text().await;
     text.lines()
         .find_map(|line| {
             let (key, value) = line.split_once(' ')?;

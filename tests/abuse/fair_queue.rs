@@ -60,15 +60,7 @@ async fn wait_ready(api: &ApiClient) {
 }
 
 async fn metric(api: &ApiClient, name: &str) -> u64 {
-    let text = api
-        .client
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = api.metrics_text().await;
     text.lines()
         .find(|l| l.starts_with(name))
         .and_then(|l| l.rsplit(' ').next())

@@ -92,15 +92,7 @@ async fn a_token_over_its_rate_gets_429_with_retry_after_and_ratelimit_headers_a
     })
     .await;
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 2);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("enspace_token_rate_limited_total 2"),
         "{metrics}"

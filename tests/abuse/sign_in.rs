@@ -108,15 +108,7 @@ async fn failed_and_throttled_sign_ins_are_logged_with_user_and_address_but_neve
     );
     assert!(!logs.contains(password), "the password is in the logs");
     assert!(!logs.contains("bob-password"));
-    let metrics = api
-        .client
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = api.metrics_text().await;
     assert_eq!(
         sample(&metrics, "enspace_sign_ins_total", "outcome=\"failed\""),
         Some(10.0)

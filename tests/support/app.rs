@@ -130,6 +130,18 @@ impl ApiClient {
         format!("{}{path}", self.base)
     }
 
+    /// The process's `/metrics`, as text.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Signs in a demo user and returns the session secret.
     pub async fn login(&self, user: &str) -> String {
         let res = self

@@ -85,15 +85,7 @@ pub async fn revoke(svc: &ApiClient, session: &str, token: &Value) {
 /// A counter's value in a process's `/metrics`, summed over the samples
 /// whose name and labels start with `prefix`.
 pub async fn metric(api: &ApiClient, prefix: &str) -> f64 {
-    let text = api
-        .client
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = api.metrics_text().await;
     text.lines()
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
-use base64::Engine;
 use enspace_core::EventKey;
 use enspace_core::signing::Heartbeat;
 use enspace_nats::Backoff;
@@ -40,26 +39,6 @@ const CATCH_UP_RUN: usize = 1024;
 const MAX_PENDING_BEATS: usize = 256;
 const MIN_RETRY: Duration = Duration::from_millis(50);
 const MAX_RETRY: Duration = Duration::from_secs(1);
-
-/// A token event message's `Enspace-Signature`, decoded (empty if absent).
-pub fn signature_header(headers: Option<&async_nats::HeaderMap>) -> Vec<u8> {
-    headers
-        .and_then(|h| h.get(enspace_nats::SIGNATURE_HEADER))
-        .and_then(|v| {
-            base64::engine::general_purpose::STANDARD
-                .decode(v.as_str())
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
-/// A token event message's `Enspace-Prev-Hash`, decoded.
-pub fn prev_hash_header(headers: Option<&async_nats::HeaderMap>) -> Option<[u8; 32]> {
-    let value = headers?.get(enspace_nats::PREV_HASH_HEADER)?;
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(value.as_str(), &mut out).ok()?;
-    Some(out)
-}
 
 /// What the feed shares with its heartbeat listener.
 pub struct Feed {
@@ -282,8 +261,8 @@ impl Feed {
             let info = message.info()?;
             let (stream_seq, pending) = (info.stream_sequence, info.pending);
             let headers = message.headers.as_ref();
-            let signature = signature_header(headers);
-            let prev = prev_hash_header(headers);
+            let signature = enspace_nats::signature_of(headers);
+            let prev = enspace_nats::prev_hash_of(headers);
             match tentative.place(&message.payload, signature, prev) {
                 Ok(candidate) => {
                     tentative.extend(&candidate);

@@ -35,8 +35,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &format!("user{}", i % 1000),
             );
             let (_, headers, payload) = log.next(event);
-            let sig = enspace_api_node::feed::signature_header(Some(&headers));
-            let prev = enspace_api_node::feed::prev_hash_header(Some(&headers)).unwrap_or([0; 32]);
+            let sig = enspace_nats::signature_of(Some(&headers));
+            let prev = enspace_nats::prev_hash_of(Some(&headers)).unwrap_or([0; 32]);
             (payload, sig, prev)
         })
         .collect();

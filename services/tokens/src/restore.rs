@@ -5,7 +5,6 @@
 //! different history is refused, never merged.
 
 use async_nats::jetstream::{self, consumer};
-use base64::Engine;
 use enspace_core::EventKey;
 use enspace_core::events::{EventEnvelope, StoredEvent, chain_hash};
 use futures::StreamExt;
@@ -48,18 +47,6 @@ pub enum RestoreError {
     Unverifiable { events: u64, key_id: String },
 }
 
-/// Decodes a message's `Enspace-Signature` header (empty if absent).
-pub fn signature_of(headers: Option<&async_nats::HeaderMap>) -> Vec<u8> {
-    headers
-        .and_then(|h| h.get(enspace_nats::SIGNATURE_HEADER))
-        .and_then(|v| {
-            base64::engine::general_purpose::STANDARD
-                .decode(v.as_str())
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 /// At start-up, before serving: the log against the stream. A stream that
 /// holds signed events past the log restores an empty log, and refuses a
 /// non-empty one (it lost committed events). Messages past the log that do
@@ -82,7 +69,7 @@ pub async fn check_at_start(
         .map_err(nats)?;
     let next = stream.get_raw_message(log_seq + 1).await.map_err(nats)?;
     let hash = chain_hash(&log_hash, &next.payload);
-    if trust.verify_event(&hash, &signature_of(Some(&next.headers))) {
+    if trust.verify_event(&hash, &enspace_nats::signature_of(Some(&next.headers))) {
         if log_seq == 0 {
             return restore(js, store, trust).await;
         }
@@ -178,7 +165,7 @@ pub async fn restore(
             return Err(invalid("its seq differs"));
         }
         let hash = chain_hash(&prev, &message.payload);
-        let signature = signature_of(message.headers.as_ref());
+        let signature = enspace_nats::signature_of(message.headers.as_ref());
         if !key.verify_event(&hash, &signature) {
             return Err(RestoreError::BadSignature {
                 seq: next,

@@ -27,6 +27,28 @@ pub const SIGNATURE_HEADER: &str = "Enspace-Signature";
 pub const KEY_ID_HEADER: &str = "Enspace-Key-Id";
 pub const PREV_HASH_HEADER: &str = "Enspace-Prev-Hash";
 
+/// A token event message's `Enspace-Signature`, decoded (empty if absent
+/// or not base64).
+pub fn signature_of(headers: Option<&async_nats::HeaderMap>) -> Vec<u8> {
+    use base64::Engine;
+    headers
+        .and_then(|h| h.get(SIGNATURE_HEADER))
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str())
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// A token event message's `Enspace-Prev-Hash`, decoded.
+pub fn prev_hash_of(headers: Option<&async_nats::HeaderMap>) -> Option<[u8; 32]> {
+    let value = headers?.get(PREV_HASH_HEADER)?;
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(value.as_str(), &mut out).ok()?;
+    Some(out)
+}
+
 /// Request records, one per API call made with a known token.
 pub const REQUESTS_STREAM: &str = "ENSPACE_REQUESTS";
 pub const REQUESTS_SUBJECTS: &str = "enspace.requests.>";
