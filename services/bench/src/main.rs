@@ -11,6 +11,7 @@ mod node_logging;
 mod node_memory;
 mod propagation;
 mod query;
+mod server_limits;
 mod signin_flood;
 mod support;
 mod verify;
@@ -54,6 +55,8 @@ enum Bench {
     SigninFlood(signin_flood::Args),
     /// One token under wrk beside a light one at 100/s: the light token's records all indexed.
     Fairness(fairness::Args),
+    /// The bare read route under wrk, served by axum::serve and by the limits-keeping server.
+    ServerLimits(server_limits::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,5 +72,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Lossless(args) => lossless::run(args),
         Bench::SigninFlood(args) => signin_flood::run(args),
         Bench::Fairness(args) => fairness::run(args),
+        Bench::ServerLimits(args) => server_limits::run(args),
     }
 }
