@@ -21,7 +21,7 @@ async fn bob_cannot_see_read_revoke_or_read_the_events_of_alices_token() {
         .json()
         .await
         .expect("json");
-    assert_eq!(list, json!({"tokens": [], "next_cursor": null}));
+    assert_eq!(list, json!({"tokens": []}));
     let read = assert_problem(app.get(&bob, &path).await, 404, "token_not_found").await;
     let events = assert_problem(
         app.get(&bob, &format!("{path}/events")).await,
@@ -71,7 +71,7 @@ async fn an_auditor_has_no_tokens_of_others_through_the_token_api() {
         .json()
         .await
         .expect("json");
-    assert_eq!(list, json!({"tokens": [], "next_cursor": null}));
+    assert_eq!(list, json!({"tokens": []}));
     assert_problem(app.get(&audra, &path).await, 404, "token_not_found").await;
     assert_problem(app.delete(&audra, &path).await, 404, "token_not_found").await;
 }

@@ -144,7 +144,7 @@ async fn list_of_a_user_without_tokens_is_empty() {
     assert_eq!(res.status(), 200);
     assert_eq!(
         res.json::<Value>().await.expect("json"),
-        json!({"tokens": [], "next_cursor": null})
+        json!({"tokens": []})
     );
 }
 

@@ -90,6 +90,7 @@ impl TestApp {
         drop(api);
         drop(state);
         drop(super::open_db(data.path()).await);
+        drop(super::open_requests_db(data.path()).await);
         (data, clock)
     }
 }

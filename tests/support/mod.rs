@@ -62,6 +62,25 @@ pub async fn open_db(dir: &std::path::Path) -> sled::Db {
     }
 }
 
+/// Opens the request index's sled database in `dir` (a database of its own)
+/// once whoever had it open has let go of its lock.
+pub async fn open_requests_db(dir: &std::path::Path) -> sled::Db {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match enspace_tokens::store::requests_sled_config(dir).open() {
+            Ok(db) => return db,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the request index in {} stayed locked: {e}",
+                    dir.display()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
 /// Asserts that `res` is an RFC 9457 problem with this status and `code`,
 /// carrying every member the contract names; returns the body.
 pub async fn assert_problem(res: reqwest::Response, status: u16, code: &str) -> serde_json::Value {

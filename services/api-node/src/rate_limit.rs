@@ -1,10 +1,12 @@
 //! The per-token rate limit of an API node (`--token-rate-limit N/s`):
 //! each token may make N calls a second with bursts of 2N (governor's GCRA,
 //! keyed by token id), measured on the node's clock. A call over the limit
-//! answers `429` `rate_limited` with `Retry-After`; every call of a limited
-//! node carries `RateLimit-Policy` and `RateLimit` (the IETF httpapi
-//! ratelimit-headers draft: `"per-token";q=2N;w=2` and
-//! `"per-token";r=<calls left in the burst>;t=<seconds until it is full>`).
+//! answers `429` `rate_limited` with `Retry-After`. `RateLimit-Policy` and
+//! `RateLimit` (the IETF httpapi ratelimit-headers draft:
+//! `"per-token";q=2N;w=2` and `"per-token";r=<calls left in the burst>;
+//! t=<seconds until it is whole>`) come with a refused call and with every
+//! allowed call once half of the burst is used: a client nearing the limit
+//! learns it, and the common call far below it costs no header work.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -105,9 +107,11 @@ impl TokenRateLimit {
         }
     }
 
-    /// Adds `RateLimit-Policy` and `RateLimit` for this decision.
+    /// Adds `RateLimit-Policy` and `RateLimit` for this decision: to a
+    /// refused call, and to an allowed one once half the burst is used.
     pub fn describe(&self, decision: Decision, headers: &mut HeaderMap) {
         let (remaining, reset) = match decision {
+            Decision::Allowed { remaining, .. } if remaining >= self.burst / 2 => return,
             Decision::Allowed {
                 remaining,
                 reset_secs,
@@ -182,10 +186,16 @@ mod tests {
     #[test]
     fn the_headers_follow_the_draft() {
         let (_, limit) = limit(100);
+        let token = Ulid::new();
         let mut headers = HeaderMap::new();
-        limit.describe(limit.check(Ulid::new()), &mut headers);
+        limit.describe(limit.check(token), &mut headers);
+        assert!(headers.is_empty(), "none far below the limit");
+        for _ in 0..100 {
+            limit.check(token);
+        }
+        limit.describe(limit.check(token), &mut headers);
         assert_eq!(headers[RATELIMIT_POLICY], "\"per-token\";q=200;w=2");
-        assert_eq!(headers[RATELIMIT], "\"per-token\";r=199;t=1");
+        assert_eq!(headers[RATELIMIT], "\"per-token\";r=98;t=2");
         limit.describe(
             Decision::Limited {
                 retry_after_secs: 3,

@@ -12,6 +12,7 @@ mod node_logging;
 mod node_memory;
 mod propagation;
 mod query;
+mod server_limits;
 mod signin_flood;
 mod stream_reset;
 mod support;
@@ -60,6 +61,8 @@ enum Bench {
     SigninFlood(signin_flood::Args),
     /// One token under wrk beside a light one at 100/s: the light token's records all indexed.
     Fairness(fairness::Args),
+    /// The bare read route under wrk, served by axum::serve and by the limits-keeping server.
+    ServerLimits(server_limits::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -77,5 +80,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Lossless(args) => lossless::run(args),
         Bench::SigninFlood(args) => signin_flood::run(args),
         Bench::Fairness(args) => fairness::run(args),
+        Bench::ServerLimits(args) => server_limits::run(args),
     }
 }

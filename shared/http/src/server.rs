@@ -307,7 +307,6 @@ fn spawn_connection(
         }
     });
     tokio::spawn(async move {
-        let _ = stream.set_nodelay(true);
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())

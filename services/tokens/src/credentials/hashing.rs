@@ -4,8 +4,8 @@
 //! Here at most `at_once` run at a time, on blocking threads. A clean
 //! sign-in waits for a slot at most `wait`, in order of arrival; a suspect
 //! one (recently unsuccessful by its user name or address) takes a slot only
-//! if one is free at once, never ahead of a clean one waiting. Either is
-//! told the service is busy when it gets none.
+//! if one is free, now or after a short pause, never ahead of a clean one
+//! waiting. Either is told the service is busy when it gets none.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,10 @@ use tokio::sync::Semaphore;
 
 use super::throttle::Standing;
 use crate::directory::{Directory, User};
+
+/// How long a suspect sign-in that found no free slot waits before its
+/// second and last try.
+const SUSPECT_PAUSE: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -49,11 +53,19 @@ impl PasswordHashing {
         let slot = match standing {
             // The semaphore hands a released slot to the waiters in order,
             // so a suspect's attempt never overtakes a clean one waiting.
-            Standing::Suspect => self
-                .slots
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| HashError::Busy)?,
+            Standing::Suspect => match self.slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    // A short pause before the second and last try: a
+                    // flood's clients, answered at once, would only ask
+                    // again at once.
+                    tokio::time::sleep(self.wait.min(SUSPECT_PAUSE)).await;
+                    self.slots
+                        .clone()
+                        .try_acquire_owned()
+                        .map_err(|_| HashError::Busy)?
+                }
+            },
             Standing::Clean => {
                 match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
                     Ok(Ok(slot)) => slot,

@@ -253,10 +253,11 @@ pub async fn create_token(
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenList {
     tokens: Vec<TokenJson>,
-    /// Pass as `cursor` for the next (older) page; null on the last page
-    /// and when the whole list was asked for.
-    #[schema(required = true)]
-    next_cursor: Option<String>,
+    /// Paged lists only: pass as `cursor` for the next (older) page; null
+    /// on the last page. Absent when the whole list was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    next_cursor: Option<Option<String>>,
 }
 
 /// Largest (and default) page of `GET /v1/tokens?limit=…`.
@@ -287,6 +288,7 @@ pub async fn list_tokens(
 ) -> Result<Json<TokenList>, ApiError> {
     if q.limit.is_none() && q.cursor.is_none() {
         let views = state.store.projections.tokens_of_user(&caller.user.id)?;
+        // The whole list, shaped as it always was (no `next_cursor`).
         return Ok(Json(TokenList {
             tokens: views.into_iter().map(|v| token_json(&state, v)).collect(),
             next_cursor: None,
@@ -314,7 +316,7 @@ pub async fn list_tokens(
             .tokens_of_user_page(&caller.user.id, before, limit)?;
     Ok(Json(TokenList {
         tokens: views.into_iter().map(|v| token_json(&state, v)).collect(),
-        next_cursor: next.map(|id| id.to_string()),
+        next_cursor: Some(next.map(|id| id.to_string())),
     }))
 }
 
