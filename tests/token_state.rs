@@ -389,12 +389,17 @@ async fn sigkill_of_the_control_plane_in_a_loop_loses_no_acknowledged_change() {
     let mut acked: BTreeMap<String, (String, bool)> = BTreeMap::new();
     for _round in 0..4 {
         let mut service = token_service(data.path(), &nats.url(), &[]);
-        let (svc, _) = signed_in(&service).await;
+        let (svc, alice) = signed_in(&service).await;
+        let bob = svc.login("bob").await;
         let mut clients = Vec::new();
         for c in 0..4 {
             let svc = svc.clone();
+            let session = if c % 2 == 0 {
+                alice.clone()
+            } else {
+                bob.clone()
+            };
             clients.push(tokio::spawn(async move {
-                let session = svc.login(if c % 2 == 0 { "alice" } else { "bob" }).await;
                 let mut done = Vec::new();
                 loop {
                     let res = svc
