@@ -13,6 +13,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 use crate::support::app::ApiClient;
+use crate::support::distributed::{self, wait_ready};
 use crate::support::serve::service_args;
 use crate::support::{EnspaceProcess, NatsServer, ServeApp, assert_problem, eventually};
 
@@ -390,35 +391,11 @@ async fn serve_on_jetstream_logs_calls_end_to_end() {
 }
 
 fn token_service(data: &std::path::Path, nats: &NatsServer) -> EnspaceProcess {
-    EnspaceProcess::start(
-        &[
-            "tokens",
-            "--data",
-            data.to_str().expect("utf-8"),
-            "--nats-url",
-            &nats.url(),
-        ],
-        &[],
-    )
+    distributed::token_service(data, &nats.url(), &[])
 }
 
 fn api_node(nats: &NatsServer, id: &str) -> EnspaceProcess {
-    EnspaceProcess::start(
-        &["api-node", "--nats-url", &nats.url(), "--node-id", id],
-        &[],
-    )
-}
-
-async fn wait_ready(api: &ApiClient) {
-    eventually(
-        Duration::from_secs(30),
-        &format!("{} ready", api.base),
-        || async {
-            let res = api.client.get(api.url("/readyz")).send().await.ok()?;
-            (res.status() == 200).then_some(())
-        },
-    )
-    .await;
+    distributed::api_node_on(nats, id)
 }
 
 async fn jetstream(nats: &NatsServer) -> jetstream::Context {
