@@ -217,3 +217,26 @@ fn an_idle_flood_past_a_low_open_file_limit_leaves_healthz_answering() {
     );
     drop(flood);
 }
+
+#[test]
+fn sigterm_cuts_off_a_request_whose_body_never_comes_and_exits_within_15_s() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut process = EnspaceProcess::serve(data.path());
+    let addr = addr_of(&process);
+    // Headers complete, body promised and never sent: a request in flight.
+    let mut stalled = TcpStream::connect(addr).expect("connect");
+    stalled
+        .write_all(b"POST /v1/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .expect("write");
+    healthz(addr);
+    let start = Instant::now();
+    process.terminate();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(15), "exit took {took:?}");
+    assert!(closed_within(&mut stalled, Duration::from_secs(1)).is_some());
+    assert!(
+        process.logs().contains("cutting off 1 connections"),
+        "{}",
+        process.logs()
+    );
+}

@@ -2,13 +2,14 @@
 //! `--clients` concurrent clients (600), each from its own loopback address
 //! so that the per-address limit does not stop them before the password
 //! check, send wrong sign-ins with new user names as fast as they are
-//! answered, for `--seconds` (30). Meanwhile `/healthz` is timed every 20 ms,
-//! the process's RSS and threads are sampled, and another user (bob, from
-//! an address of his own) signs in correctly every half second.
+//! answered, for `--seconds` (30). Meanwhile `/healthz` and a call to the
+//! embedded API node (with alice's token) are each timed every 20 ms, the
+//! process's RSS and threads are sampled, and another user (bob, from an
+//! address of his own) signs in correctly every half second.
 //!
-//! Baseline, same run: `/healthz` timed the same way for 5 s before the
-//! flood. Targets: RSS < 300 MB, `/healthz` p99 < 50 ms during the flood,
-//! bob's sign-ins succeed.
+//! Baseline, same run: `/healthz` and the API call timed the same way for
+//! 5 s before the flood. Targets: RSS < 300 MB, `/healthz` p99 < 50 ms
+//! during the flood, bob's sign-ins succeed.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -52,12 +53,21 @@ fn threads(pid: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Times `GET /healthz` every 20 ms until `until`.
-async fn sample_healthz(client: &reqwest::Client, url: &str, until: Instant) -> Vec<Duration> {
+/// Times `GET url` (with `bearer`, if any) every 20 ms until `until`.
+async fn sample(
+    client: &reqwest::Client,
+    url: &str,
+    bearer: Option<&str>,
+    until: Instant,
+) -> Vec<Duration> {
     let mut out = Vec::new();
     while Instant::now() < until {
         let start = Instant::now();
-        if let Ok(res) = client.get(url).send().await
+        let mut req = client.get(url);
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        if let Ok(res) = req.send().await
             && res.status().is_success()
         {
             let _ = res.bytes().await;
@@ -69,6 +79,25 @@ async fn sample_healthz(client: &reqwest::Client, url: &str, until: Instant) -> 
     }
     out.sort();
     out
+}
+
+/// Signs in as alice and creates a read token in acme; its secret.
+async fn alices_token(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    let session = crate::support::sign_in(client, base).await?;
+    let res = client
+        .post(format!("{base}/v1/tokens"))
+        .bearer_auth(&session)
+        .header("content-type", "application/json")
+        .body(
+            r#"{"description":"flood","expiration":"3m","scopes":["read"],"workspaces":["acme"]}"#,
+        )
+        .send()
+        .await?;
+    let body: serde_json::Value = serde_json::from_slice(&res.bytes().await?)?;
+    body["secret"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no secret in the creation answer")
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -86,7 +115,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     let client = reqwest::Client::new();
     let healthz = format!("{base}/healthz");
-    let baseline = runtime.block_on(sample_healthz(&client, &healthz, Instant::now() + BASELINE));
+    let api = format!("{base}/api/v1/workspaces/acme/records");
+    let secret = runtime.block_on(alices_token(&client, &base))?;
+    let (baseline, baseline_api) = runtime.block_on(async {
+        let until = Instant::now() + BASELINE;
+        tokio::join!(
+            sample(&client, &healthz, None, until),
+            sample(&client, &api, Some(&secret), until)
+        )
+    });
     let idle_rss = rss_bytes(&pid).unwrap_or(0);
 
     // The flood, on a runtime (and thread) of its own.
@@ -151,8 +188,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let session = format!("{base}/v1/session");
     let start = Instant::now();
     let until = start + Duration::from_secs(args.seconds);
-    let (during, (peak_rss, peak_threads), bob_results) = runtime.block_on(async {
-        let healthz = sample_healthz(&client, &healthz, until);
+    let (during, during_api, (peak_rss, peak_threads), bob_results) = runtime.block_on(async {
+        let healthz = sample(&client, &healthz, None, until);
+        let api_calls = sample(&client, &api, Some(&secret), until);
         let memory = async {
             let (mut rss, mut threads_peak) = (0u64, 0u64);
             while Instant::now() < until {
@@ -179,7 +217,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             results
         };
-        tokio::join!(healthz, memory, bob)
+        tokio::join!(healthz, api_calls, memory, bob)
     });
     stop.store(true, Ordering::Relaxed);
     flood
@@ -214,6 +252,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ms(p99),
         ms(during.last().copied().unwrap_or_default()),
         TARGET_P99.as_millis()
+    );
+    println!(
+        "  API call before / during the flood:   p50 {:.2} / {:.2} ms  p99 {:.2} / {:.2} ms",
+        ms(percentile(&baseline_api, 0.50)),
+        ms(percentile(&during_api, 0.50)),
+        ms(percentile(&baseline_api, 0.99)),
+        ms(percentile(&during_api, 0.99))
     );
     println!(
         "  RSS: {} MiB idle, peak {} MiB during the flood (target < {} MB); peak threads {peak_threads}",

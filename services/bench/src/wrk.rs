@@ -64,8 +64,9 @@ pub fn wrk(addr: SocketAddr, path: &str, seconds: u64, header: &str) -> anyhow::
     })
 }
 
-/// `rounds` of `wrk` on the baseline then the subject, alternating so that
-/// drift hits both alike; each round printed with the two labels.
+/// `rounds` of `wrk` on the baseline and the subject, alternating which
+/// goes first so that drift hits both alike; each round printed with the
+/// two labels.
 pub fn alternate(
     (baseline, baseline_label): (SocketAddr, &str),
     (subject, subject_label): (SocketAddr, &str),
@@ -76,8 +77,15 @@ pub fn alternate(
 ) -> anyhow::Result<(Vec<WrkResult>, Vec<WrkResult>)> {
     let (mut baseline_runs, mut subject_runs) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let b = wrk(baseline, path, seconds, header)?;
-        let s = wrk(subject, path, seconds, header)?;
+        // ABBA: every other round the subject goes first, so that whatever
+        // favours the first (or the second) run of a round hits both.
+        let (b, s) = if round % 2 == 0 {
+            let b = wrk(baseline, path, seconds, header)?;
+            (b, wrk(subject, path, seconds, header)?)
+        } else {
+            let s = wrk(subject, path, seconds, header)?;
+            (wrk(baseline, path, seconds, header)?, s)
+        };
         println!(
             "round {}: {baseline_label} {:>9.0} req/s p99 {:.3} ms | {subject_label} {:>9.0} req/s p99 {:.3} ms",
             round + 1,

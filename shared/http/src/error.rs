@@ -123,9 +123,18 @@ pub const MAX_ECHO_CHARS: usize = 64;
 /// Prefixes of ENSPACE secrets, which no error body may carry.
 const SECRET_MARKERS: [&str; 2] = ["ens_pat_", "ens_sess_"];
 
+/// A secret's prefix followed by at least one letter or digit (our own
+/// messages name the prefixes as `ens_pat_…`, which is not a secret).
 fn looks_like_a_secret(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
-    SECRET_MARKERS.iter().any(|marker| lower.contains(marker))
+    SECRET_MARKERS.iter().any(|marker| {
+        lower.match_indices(marker).any(|(at, _)| {
+            lower[at + marker.len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+        })
+    })
 }
 
 /// Whether an error body may repeat this piece of the request (a field
@@ -203,4 +212,39 @@ pub async fn ensure_problem_body(response: Response) -> Response {
         problem.headers_mut().insert(header::ALLOW, allow);
     }
     problem
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn detail(error: ApiError) -> String {
+        let body = axum::body::to_bytes(error.into_response().into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let problem: ProblemDetails = serde_json::from_slice(&body).expect("problem");
+        problem.detail
+    }
+
+    #[test]
+    fn secret_like_text_and_long_names_are_not_echoable() {
+        assert!(!echoable("ens_pat_0123456789abcdef"));
+        assert!(!echoable("my ENS_SESS_x"));
+        assert!(!echoable(&"a".repeat(65)));
+        assert!(echoable(&"a".repeat(64)));
+        assert!(echoable("send `Authorization: Bearer ens_pat_…`"));
+    }
+
+    #[tokio::test]
+    async fn a_detail_quoting_a_secret_is_replaced_and_our_own_hints_are_kept() {
+        let hint = detail(ApiError::unauthenticated()).await;
+        assert!(hint.contains("ens_sess_…"), "{hint}");
+        let leaked = detail(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "x",
+            "got ens_pat_abc",
+        ))
+        .await;
+        assert!(!leaked.contains("ens_pat_abc"), "{leaked}");
+    }
 }

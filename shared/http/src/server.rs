@@ -171,6 +171,33 @@ impl Connections {
     }
 }
 
+/// A response body that keeps its request counted as being served until
+/// it has been written out (hyper drops it then).
+struct Tracked {
+    body: Body,
+    _busy: Busy,
+}
+
+impl axum::body::HttpBody for Tracked {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Counts a request as being served on its connection while alive.
 struct Busy(Arc<AtomicUsize>);
 
@@ -302,8 +329,7 @@ fn spawn_connection(
         let router = router.clone();
         async move {
             let response = router.oneshot(req).await;
-            drop(busy);
-            response
+            response.map(|r| r.map(|body| Tracked { body, _busy: busy }))
         }
     });
     tokio::spawn(async move {
