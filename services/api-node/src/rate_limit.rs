@@ -124,11 +124,6 @@ impl TokenRateLimit {
         }
     }
 
-    /// Tokens tracked right now.
-    pub fn tracked(&self) -> usize {
-        self.limiter.len()
-    }
-
     /// Forgets, every minute, the tokens whose burst is whole again, so
     /// that memory follows the tokens in use, not every token ever seen.
     pub async fn prune_forever(self: Arc<Self>) {

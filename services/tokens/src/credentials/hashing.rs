@@ -81,9 +81,4 @@ impl PasswordHashing {
         .await?;
         Ok(user)
     }
-
-    /// Slots free right now.
-    pub fn available(&self) -> usize {
-        self.slots.available_permits()
-    }
 }
