@@ -32,6 +32,7 @@ pub fn service_args(data: &std::path::Path, nats_url: Option<String>) -> Service
         event_key: None,
         max_staleness: enspace::cli::Staleness(Some(Duration::from_secs(60))),
         limits: Default::default(),
+        cluster: Default::default(),
     }
 }
 

@@ -120,6 +120,7 @@ async fn measure(args: &Args, nats: Option<&Nats>) -> anyhow::Result<(Load, Load
             store.log.clone(),
             signer,
             "bench".into(),
+            || true,
         ));
     }
     let base = format!("http://{addr}");

@@ -171,7 +171,9 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     );
     let start = Instant::now();
     let task = tokio::spawn(enspace_tokens::request_log::indexer::consume_jetstream(
-        indexer, js,
+        indexer,
+        js,
+        Default::default(),
     ));
     while (metrics.indexed.get() as usize) < n {
         anyhow::ensure!(

@@ -142,6 +142,38 @@ pub struct ServiceArgs {
     pub max_staleness: Staleness,
     #[command(flatten)]
     pub limits: ServiceLimits,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Running `enspace tokens` as several processes on one NATS.
+#[derive(Args, Clone, Debug)]
+pub struct ClusterArgs {
+    /// Be one of several control-plane processes (each with its own --data
+    /// and --node-id, the same NATS and the same event signing key): one
+    /// writes at a time, holding a lease in NATS; the others serve reads
+    /// and forward writes to it. Needs NATS.
+    #[arg(long, env = "ENSPACE_CLUSTER")]
+    pub cluster: bool,
+    /// How long the writer lease lasts unless renewed: how long writes wait
+    /// for a new writer after the old one dies (e.g. 2s).
+    #[arg(long, env = "ENSPACE_LEASE_TTL", default_value = "2s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+    /// Replicas of every ENSPACE_ stream and bucket this process creates (3
+    /// on a 3-server NATS cluster). Never lowers an existing stream's.
+    #[arg(long, env = "ENSPACE_STREAM_REPLICAS", default_value_t = 1,
+        value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: u8,
+}
+
+impl Default for ClusterArgs {
+    fn default() -> Self {
+        ClusterArgs {
+            cluster: false,
+            lease_ttl: Duration::from_secs(2),
+            stream_replicas: 1,
+        }
+    }
 }
 
 #[derive(Args, Clone, Debug)]

@@ -42,6 +42,7 @@ async fn control_plane(
     clock: Arc<dyn Clock>,
     mut registry: Registry,
 ) -> anyhow::Result<ControlPlane> {
+    let cluster = cluster_config(args)?;
     let directory = match &args.directory {
         Some(path) => Directory::load(path)?,
         None => Directory::demo(),
@@ -86,7 +87,12 @@ async fn control_plane(
             .await
             .with_context(|| format!("cannot connect to NATS at {url} (NATS_URL)"))?;
             let js = async_nats::jetstream::new(client.clone());
-            let restored = enspace_tokens::restore::check_at_start(&js, &store, &trust).await?;
+            let restored = match &cluster {
+                // A process of a cluster may be behind the stream: it
+                // fills in what the stream holds, checking every event.
+                Some(_) => enspace_tokens::restore::restore(&js, &store, &trust).await?,
+                None => enspace_tokens::restore::check_at_start(&js, &store, &trust).await?,
+            };
             if restored > 0 {
                 tracing::info!(
                     events = restored,
@@ -118,9 +124,11 @@ async fn control_plane(
         Metrics::new(registry),
         config,
     )?;
-    enspace_tokens::membership::reconcile(&state)
-        .await
-        .context("cannot compare the tokens with the directory")?;
+    if cluster.is_none() {
+        enspace_tokens::membership::reconcile(&state)
+            .await
+            .context("cannot compare the tokens with the directory")?;
+    }
     let indexer = Indexer::new(
         store.requests.clone(),
         state.clock.clone(),
@@ -135,21 +143,41 @@ async fn control_plane(
     let js = match nats {
         None => None,
         Some((client, js)) => {
+            let replicas = usize::from(args.cluster.stream_replicas);
             let outbox = Outbox::new(
                 store.log.clone(),
                 store.outbox_state.clone(),
                 signer.clone(),
-            )?;
-            tokio::spawn(outbox.run(js.clone(), state.writer.head()));
-            tokio::spawn(enspace_tokens::outbox::heartbeat(
-                client.clone(),
-                store.log.clone(),
-                signer.clone(),
-                args.node_id.clone(),
-            ));
+            )?
+            .with_replicas(replicas);
+            let mut source = enspace_tokens::request_log::indexer::Source {
+                replicas,
+                ..Default::default()
+            };
+            match &cluster {
+                None => {
+                    tokio::spawn(outbox.run(js.clone(), state.writer.head()));
+                    tokio::spawn(enspace_tokens::outbox::heartbeat(
+                        client.clone(),
+                        store.log.clone(),
+                        signer.clone(),
+                        args.node_id.clone(),
+                        || true,
+                    ));
+                }
+                Some(config) => {
+                    source.durable =
+                        format!("{}-{}", enspace_nats::REQUEST_INDEXER, config.node_id);
+                    enspace_tokens::cluster::start::join(
+                        &state, config, &client, &js, &signer, &trust, outbox,
+                    )
+                    .await?;
+                }
+            }
             tokio::spawn(enspace_tokens::request_log::indexer::consume_jetstream(
                 indexer.clone(),
                 js.clone(),
+                source,
             ));
             let _ = state.nats.set(client);
             Some(js)
@@ -161,6 +189,27 @@ async fn control_plane(
         indexer,
         signer,
     })
+}
+
+/// The cluster settings, when `--cluster` is given.
+fn cluster_config(
+    args: &ServiceArgs,
+) -> anyhow::Result<Option<enspace_tokens::cluster::ClusterConfig>> {
+    if !args.cluster.cluster {
+        return Ok(None);
+    }
+    if args.nats_url.is_none() {
+        bail!("--cluster (ENSPACE_CLUSTER) needs NATS: pass --nats-url or set NATS_URL");
+    }
+    let config = enspace_tokens::cluster::ClusterConfig {
+        node_id: args.node_id.clone(),
+        lease_ttl: args.cluster.lease_ttl,
+        replicas: usize::from(args.cluster.stream_replicas),
+    };
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--node-id / --lease-ttl: {e}"))?;
+    Ok(Some(config))
 }
 
 struct ControlPlane {

@@ -129,12 +129,31 @@ impl FromRequestParts<AppState> for Caller {
         }
         let secret = SessionSecret::parse(presented).ok_or_else(ApiError::unauthenticated)?;
         let hash = secret.hash();
-        let record = state
+        let now = state.clock.now();
+        let mut record = state
             .store
             .sessions
-            .get(&hash, state.clock.now())
-            .map_err(ApiError::unavailable)?
-            .ok_or_else(ApiError::unauthenticated)?;
+            .get(&hash, now)
+            .map_err(ApiError::unavailable)?;
+        if record.is_none()
+            && let Some(cluster) = state.cluster.get()
+        {
+            // Signed in on another process a moment ago: not copied here yet.
+            record = cluster
+                .sessions
+                .lookup(&hash)
+                .await
+                .map_err(ApiError::unavailable)?
+                .filter(|r| r.expires_at > now);
+            if let Some(found) = &record {
+                state
+                    .store
+                    .sessions
+                    .insert(&hash, found, usize::MAX)
+                    .map_err(ApiError::unavailable)?;
+            }
+        }
+        let record = record.ok_or_else(ApiError::unauthenticated)?;
         let user = state
             .directory
             .user(&record.user_id)

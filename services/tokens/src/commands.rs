@@ -7,7 +7,7 @@ use enspace_core::{Expiration, Scope, SecretHash, TokenEvent, TokenView};
 use jiff::Timestamp;
 use ulid::Ulid;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     CreateToken(CreateToken),
     RevokeToken {
@@ -22,7 +22,7 @@ pub enum Command {
 pub const SYSTEM_ACTOR: &str = "system";
 
 /// A validated creation request: every field already obeys the contract.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CreateToken {
     pub token_id: Ulid,
     pub actor: String,
@@ -49,7 +49,7 @@ impl Command {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum CommandError {
     #[error("no such token")]
     TokenNotFound,
@@ -57,6 +57,13 @@ pub enum CommandError {
     DuplicateToken,
     #[error("the event store failed: {0}")]
     Store(String),
+    /// This process is not the cluster's writer (the command is forwarded).
+    #[error("this process is not the writer")]
+    NotWriter,
+    /// The cluster cannot record changes right now (no writer, or the
+    /// stream refused): nothing was recorded, try again.
+    #[error("cannot record changes right now: {0}")]
+    Unavailable(String),
 }
 
 /// Decides what a command records, given the token's state and the time.

@@ -2,6 +2,7 @@
 //! the management and audit API.
 
 pub mod auth;
+pub mod cluster;
 pub mod commands;
 pub mod credentials;
 pub mod directory;
@@ -47,6 +48,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::list_events))
         .routes(routes!(introspect::introspect_token))
         .routes(routes!(event_key::get_event_key))
+        .routes(routes!(routes::cluster::get_cluster))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))

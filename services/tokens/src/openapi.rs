@@ -73,7 +73,10 @@ impl Modify for SecuritySchemes {
         );
         components.add_security_scheme(
             "internal_key",
-            bearer("opaque", "ENSPACE_INTERNAL_KEY, for POST /v1/introspect"),
+            bearer(
+                "opaque",
+                "ENSPACE_INTERNAL_KEY, for POST /v1/introspect and GET /v1/cluster",
+            ),
         );
     }
 }

@@ -41,6 +41,7 @@ pub struct Outbox {
     cursor: OutboxState,
     signer: Arc<EventSigner>,
     published: watch::Sender<u64>,
+    replicas: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,10 @@ enum OutboxError {
     /// The stream moved on without us: reconcile before publishing more.
     #[error("the stream's last sequence is not the one expected")]
     WrongLastSequence,
+    /// The stream holds signed events past the log: the log must catch up
+    /// with them, they are never replaced.
+    #[error("the token events stream holds signed events past the log's head {0}")]
+    Behind(u64),
 }
 
 fn nats(e: impl std::fmt::Display) -> OutboxError {
@@ -85,7 +90,17 @@ impl Outbox {
             cursor,
             signer,
             published,
+            replicas: 1,
         })
+    }
+
+    /// The replicas the token events stream is created with.
+    pub fn with_replicas(self, replicas: usize) -> Self {
+        Outbox { replicas, ..self }
+    }
+
+    fn stream_config(&self) -> stream::Config {
+        enspace_nats::with_replicas(enspace_nats::token_events_config(), self.replicas)
     }
 
     /// The last `seq` JetStream has acknowledged.
@@ -134,7 +149,7 @@ impl Outbox {
     /// Brings the cursor in line with what the stream really holds, and the
     /// stream in line with the log (see the module's documentation).
     async fn reconcile(&self, js: &jetstream::Context) -> Result<(), OutboxError> {
-        let stream = enspace_nats::ensure_stream(js, enspace_nats::token_events_config())
+        let stream = enspace_nats::ensure_stream(js, self.stream_config())
             .await
             .map_err(nats)?;
         let state = stream.get_info().await.map_err(nats)?.state;
@@ -150,6 +165,8 @@ impl Outbox {
                 "the token events stream has lost messages in the middle"
             );
             None
+        } else if state.last_sequence > log_seq && self.signed_after(&stream, log_seq).await? {
+            return Err(OutboxError::Behind(log_seq));
         } else if state.last_sequence > log_seq {
             tracing::warn!(
                 stream_last = state.last_sequence,
@@ -183,7 +200,7 @@ impl Outbox {
                 js.delete_stream(enspace_nats::TOKEN_EVENTS_STREAM)
                     .await
                     .map_err(nats)?;
-                enspace_nats::ensure_stream(js, enspace_nats::token_events_config())
+                enspace_nats::ensure_stream(js, self.stream_config())
                     .await
                     .map_err(nats)?;
                 0
@@ -201,6 +218,30 @@ impl Outbox {
             self.cursor.set(agreed)?;
             self.published.send_replace(agreed);
         }
+        Ok(())
+    }
+
+    /// Whether the stream's message after `seq` is the log's next event,
+    /// signed with this outbox's key.
+    async fn signed_after(&self, stream: &stream::Stream, seq: u64) -> Result<bool, OutboxError> {
+        let (_, hash) = match self.log.get(seq)? {
+            Some(entry) => (seq, entry.stored.hash),
+            None => (0, enspace_core::events::GENESIS_HASH),
+        };
+        let next = stream.get_raw_message(seq + 1).await.map_err(nats)?;
+        let hash = enspace_core::events::chain_hash(&hash, &next.payload);
+        Ok(self
+            .signer
+            .public()
+            .verify_event(&hash, &enspace_nats::signature_of(Some(&next.headers))))
+    }
+
+    /// Brings the stream in line with the log once: refills what it lost,
+    /// replaces what the log does not hold (unless it is signed events past
+    /// the log: then the log must catch up first, and this fails).
+    pub async fn refill(&self, js: &jetstream::Context) -> Result<(), String> {
+        self.reconcile(js).await.map_err(|e| e.to_string())?;
+        while self.publish_pending(js).await.map_err(|e| e.to_string())? > 0 {}
         Ok(())
     }
 
@@ -254,17 +295,22 @@ impl Outbox {
 }
 
 /// Sends the signed heartbeat every [`TICK`], forever: the log's head and
-/// first hash, so API nodes know what they should hold.
+/// first hash, so API nodes know what they should hold. Only while
+/// `speaks` says so (in a cluster, only the writer speaks).
 pub async fn heartbeat(
     client: async_nats::Client,
     log: EventLog,
     signer: Arc<EventSigner>,
     writer: String,
+    speaks: impl Fn() -> bool + Send,
 ) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if !speaks() {
+            continue;
+        }
         let heads = log.head().and_then(|(seq, hash)| {
             let first = log.get(1)?.map_or([0; 32], |e| e.stored.hash);
             Ok((seq, hash, first))

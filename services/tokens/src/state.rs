@@ -35,6 +35,18 @@ pub struct AppParts {
     pub sign_in: crate::credentials::SignInGuard,
     /// Active tokens per user, kept under `limits.max_tokens_per_user`.
     pub quota: crate::token_quota::TokenQuota,
+    /// This process's place in a cluster of control-plane processes, when
+    /// it is one of several.
+    pub cluster: std::sync::OnceLock<ClusterHandle>,
+}
+
+/// What handlers need of the cluster.
+#[derive(Clone)]
+pub struct ClusterHandle {
+    pub role: crate::cluster::Role,
+    pub lease: async_nats::jetstream::kv::Store,
+    pub members: async_nats::jetstream::kv::Store,
+    pub sessions: crate::cluster::sessions::SessionMirror,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +104,7 @@ impl AppState {
             nats: std::sync::OnceLock::new(),
             sign_in,
             quota,
+            cluster: std::sync::OnceLock::new(),
         })))
     }
 }

@@ -177,12 +177,28 @@ pub async fn connect_with(
     Ok(client)
 }
 
-/// Creates the stream or brings its settings up to date.
+/// `config` with `replicas` copies of every message (a NATS cluster's
+/// servers each hold one; at most 5).
+pub fn with_replicas(config: stream::Config, replicas: usize) -> stream::Config {
+    stream::Config {
+        num_replicas: replicas.clamp(1, 5),
+        ..config
+    }
+}
+
+/// Creates the stream or brings its settings up to date. Never lowers an
+/// existing stream's replicas: a process started without
+/// `--stream-replicas` leaves the count another process set.
 pub async fn ensure_stream(
     js: &jetstream::Context,
-    config: stream::Config,
+    mut config: stream::Config,
 ) -> Result<stream::Stream, async_nats::Error> {
     let name = config.name.clone();
+    if let Ok(mut existing) = js.get_stream(&name).await
+        && let Ok(info) = existing.info().await
+    {
+        config.num_replicas = config.num_replicas.max(info.config.num_replicas);
+    }
     js.create_or_update_stream(config).await?;
     Ok(js.get_stream(name).await?)
 }

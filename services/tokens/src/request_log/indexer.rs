@@ -41,9 +41,12 @@ pub const MAX_ACK_PENDING: i64 = 20_000;
 
 /// The consumer's settings; `create_consumer` creates it or brings an
 /// existing one up to date.
-pub fn consumer_config() -> consumer::pull::Config {
+/// The indexer's durable consumer, named `durable`: `request-indexer`, or
+/// `request-indexer-<node id>` for each process of a cluster (each indexes
+/// the whole stream into its own database).
+pub fn consumer_config(durable: &str) -> consumer::pull::Config {
     consumer::pull::Config {
-        durable_name: Some(enspace_nats::REQUEST_INDEXER.to_owned()),
+        durable_name: Some(durable.to_owned()),
         description: Some("request-log indexer of enspace tokens".to_owned()),
         deliver_policy: consumer::DeliverPolicy::All,
         ack_policy: consumer::AckPolicy::Explicit,
@@ -54,11 +57,28 @@ pub fn consumer_config() -> consumer::pull::Config {
 }
 
 /// Consumes forever, reconnecting with a backoff after any failure.
-pub async fn consume_jetstream(indexer: Indexer, js: jetstream::Context) {
+/// Where the indexer consumes from: its durable consumer's name and the
+/// replicas of the stream should it create it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub durable: String,
+    pub replicas: usize,
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Source {
+            durable: enspace_nats::REQUEST_INDEXER.to_owned(),
+            replicas: 1,
+        }
+    }
+}
+
+pub async fn consume_jetstream(indexer: Indexer, js: jetstream::Context, source: Source) {
     let mut backoff =
         enspace_nats::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
-        match consume(&indexer, &js).await {
+        match consume(&indexer, &js, &source).await {
             Ok(()) => backoff.reset(),
             Err(e) => {
                 tracing::warn!(error = %e, "request-log indexer interrupted; resuming");
@@ -76,10 +96,18 @@ struct InFlight {
     write: Write,
 }
 
-async fn consume(indexer: &Indexer, js: &jetstream::Context) -> Result<(), async_nats::Error> {
+async fn consume(
+    indexer: &Indexer,
+    js: &jetstream::Context,
+    source: &Source,
+) -> Result<(), async_nats::Error> {
     let retention = indexer.retention.unsigned_abs();
-    let stream = enspace_nats::ensure_stream(js, enspace_nats::requests_config(retention)).await?;
-    let consumer = stream.create_consumer(consumer_config()).await?;
+    let config =
+        enspace_nats::with_replicas(enspace_nats::requests_config(retention), source.replicas);
+    let stream = enspace_nats::ensure_stream(js, config).await?;
+    let consumer = stream
+        .create_consumer(consumer_config(&source.durable))
+        .await?;
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(PULL_BATCH)

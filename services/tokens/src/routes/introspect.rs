@@ -39,7 +39,7 @@ pub struct Introspection {
     workspaces: Option<Vec<String>>,
 }
 
-fn internal_caller(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn internal_caller(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let unauthorized = || {
         ApiError::new(
             StatusCode::UNAUTHORIZED,

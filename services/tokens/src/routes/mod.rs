@@ -2,6 +2,7 @@
 //! authorise, act, respond.
 
 pub mod audit;
+pub mod cluster;
 pub mod event_key;
 pub mod health;
 pub mod introspect;

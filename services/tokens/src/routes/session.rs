@@ -152,18 +152,27 @@ pub async fn create_session(
         .now()
         .checked_add(state.config.session_ttl)
         .map_err(ApiError::internal)?;
+    let record = SessionRecord {
+        user_id: user.id.clone(),
+        expires_at,
+    };
     let ended = state
         .store
         .sessions
         .insert(
             &secret.hash(),
-            &SessionRecord {
-                user_id: user.id.clone(),
-                expires_at,
-            },
+            &record,
             state.config.limits.max_sessions_per_user,
         )
         .map_err(ApiError::unavailable)?;
+    if let Some(cluster) = state.cluster.get() {
+        cluster
+            .sessions
+            .signed_in(&secret.hash(), &record, &ended)
+            .await
+            .map_err(ApiError::unavailable)?;
+    }
+    let ended = ended.len();
     guard.metrics.count("ok");
     tracing::info!(user.id = %user.id, client.ip = %from, "signed in {} from {from}", user.id);
     if ended > 0 {
@@ -209,6 +218,13 @@ pub async fn delete_session(
         .sessions
         .remove(&caller.session)
         .map_err(ApiError::unavailable)?;
+    if let Some(cluster) = state.cluster.get() {
+        cluster
+            .sessions
+            .signed_out(&caller.session)
+            .await
+            .map_err(ApiError::unavailable)?;
+    }
     let cookie = session_cookie(
         None,
         0,

@@ -180,6 +180,15 @@ fn command_error(e: CommandError) -> ApiError {
         CommandError::TokenNotFound => token_not_found(),
         CommandError::DuplicateToken => ApiError::internal("generated a duplicate token id"),
         CommandError::Store(cause) => ApiError::unavailable(cause),
+        CommandError::NotWriter | CommandError::Unavailable(_) => {
+            tracing::warn!(error = %e, "a change could not be recorded");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "writer_unavailable",
+                "no control-plane process can record changes right now; try again after the time in Retry-After",
+            )
+            .retry_after(1)
+        }
     }
 }
 

@@ -64,13 +64,13 @@ impl Sessions {
     }
 
     /// Records a session; if its user then holds more than `max_per_user`,
-    /// ends their oldest ones. Returns how many were ended.
+    /// ends their oldest ones. Returns the hashes of those ended.
     pub fn insert(
         &self,
         hash: &SecretHash,
         record: &SessionRecord,
         max_per_user: usize,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Vec<SecretHash>, StoreError> {
         let bytes = rmp_serde::to_vec_named(record)
             .map_err(|e| StoreError::Corrupt(format!("encode session: {e}")))?;
         self.tree.insert(hash.as_bytes(), bytes)?;
@@ -81,13 +81,15 @@ impl Sessions {
             .keys()
             .collect::<Result<_, _>>()?;
         let excess = keys.len().saturating_sub(max_per_user.max(1));
+        let mut ended = Vec::with_capacity(excess);
         for key in &keys[..excess] {
             let oldest = session_hash(key.get(key.len().saturating_sub(32)..).unwrap_or_default())?;
             self.tree.remove(oldest.as_bytes())?;
             self.by_user.remove(key)?;
+            ended.push(oldest);
         }
         self.tree.flush()?;
-        Ok(excess)
+        Ok(ended)
     }
 
     /// The live session for this hash; an expired one is removed and `None`.
@@ -198,7 +200,7 @@ mod tests {
                     2,
                 )
                 .expect("insert");
-            assert_eq!(ended, usize::from(n == 3));
+            assert_eq!(ended.len(), usize::from(n == 3));
         }
         let now = at("2025-12-31T00:00:00Z");
         assert!(

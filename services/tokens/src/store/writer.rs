@@ -4,9 +4,17 @@
 //! projections, and flushes once for the whole group before answering any
 //! of it. Appends are serialised here, so `seq` has no gaps and the chain
 //! never forks; grouping lets many concurrent creations share one flush.
+//!
+//! In a cluster of control-plane processes ([`Commit`]) only the process
+//! holding the writer lease decides commands, and a group's events count
+//! only once the token events stream has stored them: they are persisted
+//! here after the stream's acknowledgement, never before, so a deposed
+//! writer (whose appends the stream refuses) holds nothing the stream lacks.
+//! Every other process appends the stream's events as they come
+//! ([`Writer::replicate`]), through this same thread.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use enspace_core::events::StoredEvent;
 use enspace_core::{Clock, EventEnvelope, TokenView};
@@ -24,6 +32,47 @@ const QUEUE: usize = 4096;
 
 type Reply = oneshot::Sender<Result<TokenView, CommandError>>;
 
+/// An event another process committed, read from the token events stream
+/// with its signature already checked.
+#[derive(Debug, Clone)]
+pub struct Replicated {
+    pub envelope: EventEnvelope,
+    pub stored: StoredEvent,
+    pub signature: [u8; 64],
+}
+
+enum Message {
+    Command(Command, Reply),
+    Replicate(Vec<Replicated>, oneshot::Sender<Result<u64, StoreError>>),
+}
+
+/// What the stream stored of a group: the first `count` events, with their
+/// signatures; `error` says why the rest were not.
+pub struct Stored {
+    pub count: usize,
+    pub signatures: Vec<(u64, [u8; 64])>,
+    pub error: Option<CommandError>,
+}
+
+/// The cluster's side of committing (see the module's documentation).
+pub trait Commit: Send + Sync {
+    /// Whether this process may decide commands now.
+    fn is_writer(&self) -> bool;
+    /// The key id the signatures of [`Commit::store`] are made with.
+    fn key_id(&self) -> &str;
+    /// Stores the group's events in the token events stream, in order,
+    /// each only right after the one before it. Called on the writer thread.
+    fn store(&self, events: &[&StoredEvent], envelopes: &[EventEnvelope]) -> Stored;
+    /// Has the writer process decide `command`; resolves once this process
+    /// holds the result.
+    fn forward(
+        &self,
+        command: Command,
+    ) -> futures::future::BoxFuture<'static, Result<TokenView, CommandError>>;
+}
+
+type CommitCell = Arc<OnceLock<Arc<dyn Commit>>>;
+
 /// Called with every group of events once it is durable, before any of the
 /// group's commands is answered.
 pub type CommitHook = Box<dyn Fn(&[EventEnvelope]) + Send + Sync>;
@@ -32,9 +81,10 @@ type Hooks = Arc<std::sync::RwLock<Vec<CommitHook>>>;
 /// Handle to the writer thread; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<(Command, Reply)>,
+    tx: mpsc::Sender<Message>,
     head: watch::Receiver<u64>,
     hooks: Hooks,
+    commit: CommitCell,
 }
 
 impl Writer {
@@ -48,6 +98,7 @@ impl Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (head_tx, head) = watch::channel(seq);
         let hooks = Hooks::default();
+        let commit = CommitCell::default();
         metrics.event_log_length.set(seq as i64);
         let state = WriterState {
             store,
@@ -58,24 +109,67 @@ impl Writer {
             ulids: ulid::Generator::new(),
             head_tx,
             hooks: hooks.clone(),
+            commit: commit.clone(),
         };
         std::thread::Builder::new()
             .name("event-writer".into())
             .spawn(move || state.run(rx))
             .map_err(|e| StoreError::Corrupt(format!("cannot start the writer: {e}")))?;
-        Ok(Writer { tx, head, hooks })
+        Ok(Writer {
+            tx,
+            head,
+            hooks,
+            commit,
+        })
     }
 
-    /// Decides and durably records a command; answers the token's state after it.
+    /// Makes this writer one of a cluster's: commands are decided only
+    /// while `commit` says this process is the writer, and forwarded to the
+    /// writer otherwise. Set once, before serving.
+    pub fn join_cluster(&self, commit: Arc<dyn Commit>) {
+        let _ = self.commit.set(commit);
+    }
+
+    /// Decides and durably records a command; answers the token's state
+    /// after it. In a cluster, a process that is not the writer forwards it.
     pub async fn execute(&self, command: Command) -> Result<TokenView, CommandError> {
+        if let Some(commit) = self.commit.get()
+            && !commit.is_writer()
+        {
+            return commit.forward(command).await;
+        }
+        match self.execute_here(command.clone()).await {
+            Err(CommandError::NotWriter) => match self.commit.get() {
+                Some(commit) => commit.forward(command).await,
+                None => Err(CommandError::NotWriter),
+            },
+            answer => answer,
+        }
+    }
+
+    /// Decides `command` on this process, which must be the writer.
+    pub async fn execute_here(&self, command: Command) -> Result<TokenView, CommandError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((command, reply))
+            .send(Message::Command(command, reply))
             .await
             .map_err(|_| CommandError::Store("the writer has stopped".into()))?;
         answer
             .await
             .map_err(|_| CommandError::Store("the writer has stopped".into()))?
+    }
+
+    /// Appends events the stream holds (another process committed them)
+    /// after the log's head; events the log holds already are compared and
+    /// skipped. Answers the head after them.
+    pub async fn replicate(&self, events: Vec<Replicated>) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || StoreError::Corrupt("the writer has stopped".into());
+        self.tx
+            .send(Message::Replicate(events, reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Runs `hook` on every group of events once it is durable and before
@@ -102,19 +196,39 @@ struct WriterState {
     ulids: ulid::Generator,
     head_tx: watch::Sender<u64>,
     hooks: Hooks,
+    commit: CommitCell,
 }
 
 impl WriterState {
-    fn run(mut self, mut rx: mpsc::Receiver<(Command, Reply)>) {
-        while let Some(first) = rx.blocking_recv() {
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(next) => group.push(next),
-                    Err(_) => break,
+    fn run(mut self, mut rx: mpsc::Receiver<Message>) {
+        let mut next = None;
+        loop {
+            let first = match next.take() {
+                Some(message) => message,
+                None => match rx.blocking_recv() {
+                    Some(message) => message,
+                    None => break,
+                },
+            };
+            match first {
+                Message::Replicate(events, reply) => {
+                    let _ = reply.send(self.replicate(events));
+                }
+                Message::Command(command, reply) => {
+                    let mut group = vec![(command, reply)];
+                    while group.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(Message::Command(command, reply)) => group.push((command, reply)),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(group);
                 }
             }
-            self.commit(group);
         }
         if let Err(e) = self.store.db.flush() {
             tracing::error!(error = %e, "final flush of the event store failed");
@@ -122,11 +236,21 @@ impl WriterState {
     }
 
     fn commit(&mut self, group: Vec<(Command, Reply)>) {
+        let commit = self.commit.get().cloned();
+        if let Some(commit) = &commit
+            && !commit.is_writer()
+        {
+            for (_, reply) in group {
+                let _ = reply.send(Err(CommandError::NotWriter));
+            }
+            return;
+        }
         let (start_seq, start_hash) = (self.seq, self.hash);
         let mut overlay: HashMap<Ulid, Option<TokenView>> = HashMap::new();
-        let mut batch = sled::Batch::default();
         let mut appended: Vec<EventEnvelope> = Vec::new();
-        let mut answers: Vec<(Reply, Result<TokenView, CommandError>)> = Vec::new();
+        let mut stored_events: Vec<StoredEvent> = Vec::new();
+        // Each answer with how many of the group's events it depends on.
+        let mut answers: Vec<(Reply, Result<TokenView, CommandError>, usize)> = Vec::new();
 
         for (mut command, reply) in group {
             if let Command::CreateToken(create) = &mut command {
@@ -139,7 +263,8 @@ impl WriterState {
                 None => match self.store.projections.token(token_id) {
                     Ok(view) => view,
                     Err(e) => {
-                        answers.push((reply, Err(CommandError::Store(e.to_string()))));
+                        let depends = appended.len();
+                        answers.push((reply, Err(CommandError::Store(e.to_string())), depends));
                         continue;
                     }
                 },
@@ -157,58 +282,153 @@ impl WriterState {
                         event,
                     };
                     let stored = StoredEvent::new(self.hash, &envelope);
-                    batch.insert(&encode_seq(envelope.seq)[..], stored.to_bytes());
                     self.seq = envelope.seq;
                     self.hash = stored.hash;
                     let next = enspace_core::fold::apply(current, &envelope);
                     overlay.insert(token_id, next.clone());
                     appended.push(envelope);
+                    stored_events.push(stored);
                     let answer = next.ok_or(CommandError::TokenNotFound);
-                    answers.push((reply, answer));
+                    answers.push((reply, answer, appended.len()));
                 }
                 Ok(None) => {
                     let answer = current.ok_or(CommandError::TokenNotFound);
-                    answers.push((reply, answer));
+                    answers.push((reply, answer, appended.len()));
                 }
-                Err(e) => answers.push((reply, Err(e))),
+                Err(e) => answers.push((reply, Err(e), appended.len())),
             }
         }
 
+        let mut signatures = Vec::new();
+        if let Some(commit) = &commit
+            && !appended.is_empty()
+        {
+            let refs: Vec<&StoredEvent> = stored_events.iter().collect();
+            let stored = commit.store(&refs, &appended);
+            if stored.count < appended.len() {
+                let why = stored
+                    .error
+                    .unwrap_or_else(|| CommandError::Unavailable("not stored".into()));
+                appended.truncate(stored.count);
+                stored_events.truncate(stored.count);
+                (self.seq, self.hash) = stored_events.last().map_or((start_seq, start_hash), |s| {
+                    (start_seq + stored.count as u64, s.hash)
+                });
+                answers = answers
+                    .into_iter()
+                    .map(|(reply, answer, depends)| {
+                        if depends > stored.count {
+                            (reply, Err(why.clone()), depends)
+                        } else {
+                            (reply, answer, depends)
+                        }
+                    })
+                    .collect();
+            }
+            signatures = stored.signatures;
+        }
+        let mut batch = sled::Batch::default();
+        for (envelope, stored) in appended.iter().zip(&stored_events) {
+            batch.insert(&encode_seq(envelope.seq)[..], stored.to_bytes());
+        }
+
         if !appended.is_empty() {
-            if let Err(e) = self.persist(batch, &appended) {
+            let kept = commit.as_ref().map(|c| (c.key_id(), signatures.as_slice()));
+            if let Err(e) = self.persist(batch, &appended, kept) {
                 tracing::error!(error = %e, "appending to the event log failed");
                 // Nothing of this group is acknowledged; start over from what is on disk.
                 (self.seq, self.hash) = self.store.log.head().unwrap_or((start_seq, start_hash));
                 let _ = self.store.projections.catch_up(&self.store.log);
-                for (reply, _) in answers {
+                for (reply, _, _) in answers {
                     let _ = reply.send(Err(CommandError::Store(e.to_string())));
                 }
                 return;
             }
-            for envelope in &appended {
-                match envelope.event {
-                    enspace_core::TokenEvent::TokenCreated(_) => self.metrics.tokens_created.inc(),
-                    enspace_core::TokenEvent::TokenRevoked(_) => self.metrics.tokens_revoked.inc(),
-                };
-            }
-            self.metrics.event_log_length.set(self.seq as i64);
-            if let Ok(hooks) = self.hooks.read() {
-                for hook in hooks.iter() {
-                    hook(&appended);
-                }
-            }
-            self.head_tx.send_replace(self.seq);
+            self.committed(&appended);
         }
-        for (reply, answer) in answers {
+        for (reply, answer, _) in answers {
             let _ = reply.send(answer);
         }
     }
 
+    /// Counts what was committed and tells the hooks and the head's watchers.
+    fn committed(&self, appended: &[EventEnvelope]) {
+        for envelope in appended {
+            match envelope.event {
+                enspace_core::TokenEvent::TokenCreated(_) => self.metrics.tokens_created.inc(),
+                enspace_core::TokenEvent::TokenRevoked(_) => self.metrics.tokens_revoked.inc(),
+            };
+        }
+        self.metrics.event_log_length.set(self.seq as i64);
+        if let Ok(hooks) = self.hooks.read() {
+            for hook in hooks.iter() {
+                hook(appended);
+            }
+        }
+        self.head_tx.send_replace(self.seq);
+    }
+
+    /// Appends the stream's events past the head (see [`Writer::replicate`]).
+    fn replicate(&mut self, events: Vec<Replicated>) -> Result<u64, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut appended = Vec::new();
+        let mut signatures = Vec::new();
+        let (start_seq, start_hash) = (self.seq, self.hash);
+        for event in events {
+            let seq = event.envelope.seq;
+            if seq <= self.seq {
+                let ours = self.store.log.get(seq)?;
+                if ours.is_none_or(|e| e.stored.hash != event.stored.hash) {
+                    return Err(StoreError::Corrupt(format!(
+                        "the token events stream's event {seq} differs from this log's"
+                    )));
+                }
+                continue;
+            }
+            if seq != self.seq + 1 || event.stored.prev_hash != self.hash {
+                return Err(StoreError::Corrupt(format!(
+                    "the token events stream's event {seq} does not follow this log's head {}",
+                    self.seq
+                )));
+            }
+            batch.insert(&encode_seq(seq)[..], event.stored.to_bytes());
+            self.seq = seq;
+            self.hash = event.stored.hash;
+            signatures.push((seq, event.signature));
+            appended.push(event.envelope);
+        }
+        if appended.is_empty() {
+            return Ok(self.seq);
+        }
+        let key_id = self.commit.get().map(|c| c.key_id().to_owned());
+        let kept = key_id.as_deref().map(|k| (k, signatures.as_slice()));
+        if let Err(e) = self.persist(batch, &appended, kept) {
+            (self.seq, self.hash) = self.store.log.head().unwrap_or((start_seq, start_hash));
+            let _ = self.store.projections.catch_up(&self.store.log);
+            return Err(e);
+        }
+        self.committed(&appended);
+        Ok(self.seq)
+    }
+
     /// Appends, folds and flushes the group, then records the new head in
-    /// the head file: only then is any of it acknowledged.
-    fn persist(&self, batch: sled::Batch, appended: &[EventEnvelope]) -> Result<(), StoreError> {
+    /// the head file: only then is any of it acknowledged. In a cluster the
+    /// events' signatures are kept and the outbox cursor moved with them:
+    /// the stream holds them already.
+    fn persist(
+        &self,
+        batch: sled::Batch,
+        appended: &[EventEnvelope],
+        in_stream: Option<(&str, &[(u64, [u8; 64])])>,
+    ) -> Result<(), StoreError> {
         self.store.log.tree().apply_batch(batch)?;
         self.store.projections.apply(appended)?;
+        if let Some((key_id, signatures)) = in_stream {
+            self.store
+                .outbox_state
+                .keep_signatures(key_id, signatures)?;
+            self.store.outbox_state.set(self.seq)?;
+        }
         self.store.db.flush()?;
         let mut head = self
             .store

@@ -1,0 +1,119 @@
+//! The writer's commit point in a cluster: a group's events are stored in
+//! the token events stream, each with `Nats-Expected-Last-Sequence` naming
+//! the event before it, before the writer thread persists them. A refusal
+//! means the stream moved on without this process: it stops writing until
+//! it has caught up again ([`Role::fenced`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind};
+use enspace_core::events::StoredEvent;
+use enspace_core::{EventEnvelope, EventSigner, TokenView};
+use futures::future::BoxFuture;
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+use super::{Part, Role};
+use crate::commands::{Command, CommandError};
+use crate::outbox::event_headers;
+use crate::store::event_log::LogEntry;
+use crate::store::writer::{Commit, Stored};
+
+/// How long the writer waits for the stream to acknowledge a group.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct StreamCommit {
+    pub role: Role,
+    pub js: jetstream::Context,
+    pub client: async_nats::Client,
+    pub signer: Arc<EventSigner>,
+    pub runtime: Handle,
+    /// The local log's head, to answer forwarded commands once it holds them.
+    pub head: watch::Receiver<u64>,
+}
+
+impl Commit for StreamCommit {
+    fn is_writer(&self) -> bool {
+        matches!(self.role.part(), Part::Writer(_))
+    }
+
+    fn key_id(&self) -> &str {
+        self.signer.public().key_id()
+    }
+
+    fn store(&self, events: &[&StoredEvent], envelopes: &[EventEnvelope]) -> Stored {
+        let mut signatures = Vec::with_capacity(events.len());
+        let published = self.runtime.block_on(async {
+            let mut acks = Vec::with_capacity(events.len());
+            for (stored, envelope) in events.iter().zip(envelopes) {
+                let signature = self.signer.sign_event(&stored.hash);
+                let entry = LogEntry {
+                    envelope: envelope.clone(),
+                    stored: (*stored).clone(),
+                };
+                let mut headers = event_headers(&entry, &self.signer, &signature);
+                headers.insert(
+                    "Nats-Expected-Last-Sequence",
+                    (envelope.seq - 1).to_string().as_str(),
+                );
+                let subject = enspace_nats::token_event_subject(&envelope.token_id.to_string());
+                match self
+                    .js
+                    .publish_with_headers(subject, headers, stored.payload.clone().into())
+                    .await
+                {
+                    Ok(ack) => acks.push((envelope.seq, signature, ack)),
+                    Err(e) => return (acks, Some(CommandError::Unavailable(e.to_string()))),
+                }
+            }
+            (acks, None)
+        });
+        let (acks, mut error) = published;
+        let mut count = 0;
+        for (seq, signature, ack) in acks {
+            let answer = self
+                .runtime
+                .block_on(async { tokio::time::timeout(ACK_TIMEOUT, ack).await });
+            match answer {
+                Ok(Ok(_)) => {
+                    count += 1;
+                    signatures.push((seq, signature));
+                }
+                Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    error = Some(CommandError::NotWriter);
+                    break;
+                }
+                Ok(Err(e)) => {
+                    error = Some(CommandError::Unavailable(e.to_string()));
+                    break;
+                }
+                Err(_) => {
+                    error = Some(CommandError::Unavailable(
+                        "the token events stream did not acknowledge in time".into(),
+                    ));
+                    break;
+                }
+            }
+        }
+        if count < events.len() {
+            // Whatever happened to the rest, the stream and the log must be
+            // compared before this process writes again.
+            self.role.fenced();
+        }
+        Stored {
+            count,
+            signatures,
+            error,
+        }
+    }
+
+    fn forward(&self, command: Command) -> BoxFuture<'static, Result<TokenView, CommandError>> {
+        Box::pin(super::forward::send(
+            self.client.clone(),
+            self.role.clone(),
+            self.head.clone(),
+            command,
+        ))
+    }
+}

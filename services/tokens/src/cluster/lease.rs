@@ -1,0 +1,185 @@
+//! The writer lease: the key `writer` of the KV bucket
+//! [`LEASE_BUCKET`](super::LEASE_BUCKET), which expires after the lease's
+//! time to live (the bucket's `max_age`) unless its holder renews it.
+//!
+//! - A process without the lease tries to create the key every
+//!   [`POLL`]; creation succeeds only when no live entry exists, so one
+//!   process wins. Its term is the entry's revision, which only grows.
+//! - The holder renews every quarter of the time to live with an update
+//!   that names the revision it holds: one whose lease expired and was
+//!   taken cannot renew. A holder that could not renew for three quarters
+//!   of the time to live stops writing before anyone else may start.
+//! - Winning makes the process [`Part::Preparing`]; [`lead`] catches it up
+//!   with the stream and makes it the writer.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+
+use super::{ClusterConfig, LeaseHolder, Part, Role};
+use crate::outbox::Outbox;
+use crate::store::writer::Writer;
+
+/// The lease's key in its bucket.
+pub const LEASE_KEY: &str = "writer";
+/// How often a process without the lease tries to take it.
+pub const POLL: Duration = Duration::from_millis(100);
+/// How long a new writer waits for its follower to reach the stream's end
+/// before reconciling the stream with its log anyway.
+const CATCH_UP: Duration = Duration::from_secs(3);
+
+/// Opens (creating or updating) a KV bucket of this cluster.
+pub async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    max_age: Duration,
+    replicas: usize,
+) -> Result<kv::Store, async_nats::Error> {
+    Ok(js
+        .create_or_update_key_value(kv::Config {
+            bucket: name.to_owned(),
+            history: 1,
+            max_age,
+            num_replicas: replicas.max(1),
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?)
+}
+
+fn encode(holder: &LeaseHolder) -> bytes::Bytes {
+    serde_json::to_vec(holder).unwrap_or_default().into()
+}
+
+/// Holds, renews and takes the lease, forever.
+pub async fn hold(kv: kv::Store, role: Role, config: ClusterConfig) {
+    let renew_every = config.lease_ttl / 4;
+    let give_up_after = config.lease_ttl - renew_every;
+    // (revision held, term, when the last successful renewal was sent)
+    let mut held: Option<(u64, u64, Instant)> = None;
+    loop {
+        match held {
+            Some((revision, term, renewed)) => {
+                if renewed.elapsed() >= give_up_after || matches!(role.part(), Part::Follower) {
+                    tracing::warn!(
+                        term,
+                        "could not renew the writer lease in time; no longer the writer"
+                    );
+                    role.set(Part::Follower);
+                    held = None;
+                    continue;
+                }
+                let sent = Instant::now();
+                let holder = LeaseHolder {
+                    node_id: config.node_id.clone(),
+                    term,
+                };
+                match tokio::time::timeout(
+                    renew_every,
+                    kv.update(LEASE_KEY, encode(&holder), revision),
+                )
+                .await
+                {
+                    Ok(Ok(next)) => held = Some((next, term, sent)),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, term, "lost the writer lease");
+                        role.set(Part::Follower);
+                        held = None;
+                    }
+                    Err(_) => tracing::warn!(term, "renewing the writer lease timed out"),
+                }
+                tokio::time::sleep(renew_every.saturating_sub(sent.elapsed())).await;
+            }
+            None => {
+                let sent = Instant::now();
+                let holder = LeaseHolder {
+                    node_id: config.node_id.clone(),
+                    term: 0,
+                };
+                if let Ok(Ok(revision)) =
+                    tokio::time::timeout(renew_every, kv.create(LEASE_KEY, encode(&holder))).await
+                {
+                    tracing::info!(term = revision, "took the writer lease (term {revision})");
+                    role.set_holder(Some(LeaseHolder {
+                        node_id: config.node_id.clone(),
+                        term: revision,
+                    }));
+                    role.set(Part::Preparing(revision));
+                    held = Some((revision, revision, sent));
+                    continue;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+}
+
+/// Follows who holds the lease, for forwarding, forever.
+pub async fn watch_holder(kv: kv::Store, role: Role) {
+    let mut backoff =
+        enspace_nats::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    loop {
+        match kv.watch_with_history(LEASE_KEY).await {
+            Ok(mut entries) => {
+                backoff.reset();
+                while let Some(entry) = entries.next().await {
+                    let Ok(entry) = entry else { break };
+                    let holder = match entry.operation {
+                        kv::Operation::Put => serde_json::from_slice::<LeaseHolder>(&entry.value)
+                            .ok()
+                            .map(|h| LeaseHolder {
+                                term: if h.term == 0 { entry.revision } else { h.term },
+                                node_id: h.node_id,
+                            }),
+                        kv::Operation::Delete | kv::Operation::Purge => None,
+                    };
+                    role.set_holder(holder);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot watch the writer lease"),
+        }
+        backoff.wait().await;
+    }
+}
+
+/// Makes a process that won the lease the writer, once its log holds
+/// everything the stream does and the stream everything its log does.
+pub async fn lead(role: Role, js: jetstream::Context, writer: Writer, outbox: Outbox) {
+    let mut part = role.watch();
+    loop {
+        let now = *part.borrow_and_update();
+        if let Part::Preparing(term) = now {
+            match prepare(&js, &writer, &outbox).await {
+                Ok(()) => {
+                    if role.part() == Part::Preparing(term) {
+                        role.set(Part::Writer(term));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, term, "cannot take up writing yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+        }
+        if part.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn prepare(js: &jetstream::Context, writer: &Writer, outbox: &Outbox) -> Result<(), String> {
+    let deadline = Instant::now() + CATCH_UP;
+    let head = writer.head();
+    loop {
+        let last = crate::restore::stream_last(js)
+            .await
+            .map_err(|e| e.to_string())?;
+        if *head.borrow() >= last || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    outbox.refill(js).await.map_err(|e| e.to_string())
+}

@@ -1,0 +1,99 @@
+//! Each process says, once a second, how far its log is, in the KV bucket
+//! [`MEMBERS_BUCKET`](super::MEMBERS_BUCKET) (entries expire after
+//! [`FORGET_AFTER`] without news): `GET /v1/cluster` lists them beside the
+//! lease holder.
+
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::{LeaseHolder, Role, lease};
+
+/// How often each process reports.
+pub const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// A process silent this long is no longer listed.
+pub const FORGET_AFTER: Duration = Duration::from_secs(10);
+
+/// What one process reports.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Member {
+    /// Its `--node-id`.
+    pub node_id: String,
+    /// `writer`, `preparing` or `follower`.
+    pub role: String,
+    /// The `seq` of the last event in its log.
+    pub head_seq: u64,
+    /// When it reported (RFC 3339).
+    pub reported_at: String,
+}
+
+/// The cluster as `GET /v1/cluster` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ClusterView {
+    /// The lease holder's node id, if any process holds the lease.
+    pub writer: Option<String>,
+    /// The lease's term: it grows with every new writer.
+    pub term: Option<u64>,
+    /// Every process that reported in the last ten seconds, by node id.
+    pub members: Vec<Member>,
+}
+
+/// Reports this process's part and head, forever.
+pub async fn report(kv: kv::Store, role: Role, node_id: String, head: watch::Receiver<u64>) {
+    let mut tick = tokio::time::interval(REPORT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let member = Member {
+            node_id: node_id.clone(),
+            role: role.part().as_str().to_owned(),
+            head_seq: *head.borrow(),
+            reported_at: jiff::Timestamp::now().to_string(),
+        };
+        let Ok(bytes) = serde_json::to_vec(&member) else {
+            continue;
+        };
+        if let Err(e) = kv.put(&node_id, bytes.into()).await {
+            tracing::debug!(error = %e, "cannot report this process to the cluster");
+        }
+    }
+}
+
+/// Reads the lease and every member's report.
+pub async fn view(
+    lease_kv: &kv::Store,
+    members_kv: &kv::Store,
+) -> Result<ClusterView, async_nats::Error> {
+    let holder = match lease_kv.entry(lease::LEASE_KEY).await? {
+        Some(entry) if entry.operation == kv::Operation::Put => {
+            serde_json::from_slice::<LeaseHolder>(&entry.value)
+                .ok()
+                .map(|h| LeaseHolder {
+                    term: if h.term == 0 { entry.revision } else { h.term },
+                    node_id: h.node_id,
+                })
+        }
+        _ => None,
+    };
+    let mut keys: Vec<String> = match members_kv.keys().await {
+        Ok(keys) => keys.try_collect().await?,
+        Err(e) => return Err(e.into()),
+    };
+    keys.sort();
+    let mut members = Vec::with_capacity(keys.len());
+    for key in keys {
+        if let Some(value) = members_kv.get(&key).await?
+            && let Ok(member) = serde_json::from_slice::<Member>(&value)
+        {
+            members.push(member);
+        }
+    }
+    Ok(ClusterView {
+        writer: holder.as_ref().map(|h| h.node_id.clone()),
+        term: holder.map(|h| h.term),
+        members,
+    })
+}

@@ -1,0 +1,176 @@
+//! Several control-plane processes on one NATS (or NATS cluster), one
+//! writer at a time.
+//!
+//! - [`lease`]: the writer is whoever holds the key `writer` in the KV
+//!   bucket `ENSPACE_CONTROL_LEASE`, whose entries expire after the lease's
+//!   time to live unless renewed (revision-checked updates, so only the
+//!   holder renews). A process that wins the lease first catches up with
+//!   the token events stream, then writes.
+//! - [`commit`]: the writer stores each group of events in the token events
+//!   stream with `Nats-Expected-Last-Sequence` before its own sled log: a
+//!   deposed writer's append is refused by the stream, so the chain cannot
+//!   fork, and it holds nothing the stream lacks.
+//! - [`follow`]: every process folds the stream into its own log and
+//!   projections (chain hashes recomputed, signatures checked), and serves
+//!   every read from them.
+//! - [`forward`]: a command reaching another process is sent to the writer
+//!   over NATS request/reply and answered once this process holds the
+//!   result, so the caller reads its write on the next call wherever it lands.
+//! - [`members`]: each process's head, for `GET /v1/cluster`.
+//! - [`sessions`]: sessions copied between processes through a KV bucket.
+//!
+//! Every process of a cluster signs with the same event signing key: API
+//! nodes and followers check every event against it, whoever wrote it.
+
+pub mod commit;
+pub mod follow;
+pub mod forward;
+pub mod lease;
+pub mod members;
+pub mod sessions;
+pub mod start;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// The KV bucket of the writer lease.
+pub const LEASE_BUCKET: &str = "ENSPACE_CONTROL_LEASE";
+/// The KV bucket where each process says how far it is.
+pub const MEMBERS_BUCKET: &str = "ENSPACE_CONTROL_MEMBERS";
+/// The KV bucket of sessions.
+pub const SESSIONS_BUCKET: &str = "ENSPACE_SESSIONS";
+/// Commands forwarded to the writer: `enspace.control.commands.<node id>`.
+pub const COMMANDS_SUBJECT_PREFIX: &str = "enspace.control.commands.";
+
+/// How a process takes part in the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This process's id: a NATS subject token and KV key.
+    pub node_id: String,
+    /// How long the lease lasts without renewal: how long writes wait for a
+    /// new writer after the old one dies.
+    pub lease_ttl: Duration,
+    /// Replicas of every `ENSPACE_` stream and bucket this process creates.
+    pub replicas: usize,
+}
+
+impl ClusterConfig {
+    /// Checks the node id can name a subject and a key.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = !self.node_id.is_empty()
+            && self.node_id.len() <= 64
+            && self
+                .node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(format!(
+                "the node id {:?} must be 1 to 64 letters, digits, '-' or '_' in a cluster",
+                self.node_id
+            ));
+        }
+        if self.lease_ttl < Duration::from_millis(500) {
+            return Err("the lease must last at least 500ms".into());
+        }
+        Ok(())
+    }
+}
+
+/// This process's part right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Follows the stream; forwards commands.
+    Follower,
+    /// Holds the lease (term), catching up before it writes.
+    Preparing(u64),
+    /// Holds the lease (term) and writes.
+    Writer(u64),
+}
+
+impl Part {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::Follower => "follower",
+            Part::Preparing(_) => "preparing",
+            Part::Writer(_) => "writer",
+        }
+    }
+}
+
+/// Who holds the lease, as last seen.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LeaseHolder {
+    pub node_id: String,
+    pub term: u64,
+}
+
+/// This process's part and the lease holder it knows of, shared by the
+/// lease loop, the commit path and the forwarder.
+#[derive(Clone)]
+pub struct Role {
+    part: watch::Sender<Part>,
+    holder: Arc<Mutex<Option<LeaseHolder>>>,
+}
+
+impl Default for Role {
+    fn default() -> Self {
+        Role {
+            part: watch::Sender::new(Part::Follower),
+            holder: Arc::default(),
+        }
+    }
+}
+
+impl Role {
+    pub fn part(&self) -> Part {
+        *self.part.borrow()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<Part> {
+        self.part.subscribe()
+    }
+
+    pub fn set(&self, part: Part) {
+        self.part.send_if_modified(|now| {
+            let changed = *now != part;
+            if changed {
+                tracing::info!(
+                    from = now.as_str(),
+                    to = part.as_str(),
+                    "cluster role: {}",
+                    part.as_str()
+                );
+            }
+            *now = part;
+            changed
+        });
+    }
+
+    /// The stream refused an append: while still holding the lease, catch
+    /// up with the stream again before writing.
+    pub fn fenced(&self) {
+        self.part.send_if_modified(|now| match *now {
+            Part::Writer(term) => {
+                tracing::warn!(
+                    term,
+                    "the token events stream refused an append; catching up before writing again"
+                );
+                *now = Part::Preparing(term);
+                true
+            }
+            _ => false,
+        });
+    }
+
+    pub fn holder(&self) -> Option<LeaseHolder> {
+        self.holder.lock().ok().and_then(|h| h.clone())
+    }
+
+    pub fn set_holder(&self, holder: Option<LeaseHolder>) {
+        if let Ok(mut h) = self.holder.lock() {
+            *h = holder;
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Joining a cluster: the buckets, the commit point, and the tasks that
+//! follow the stream, hold the lease, answer forwarded commands and report.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use enspace_core::{EventKey, EventSigner};
+
+use super::commit::StreamCommit;
+use super::sessions::SessionMirror;
+use super::{
+    ClusterConfig, LEASE_BUCKET, MEMBERS_BUCKET, Part, Role, SESSIONS_BUCKET, follow, forward,
+    lease, members,
+};
+use crate::outbox::Outbox;
+use crate::state::{AppState, ClusterHandle};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("cannot open the cluster's NATS buckets and streams: {0}")]
+    Nats(String),
+}
+
+fn nats(e: impl std::fmt::Display) -> JoinError {
+    JoinError::Nats(e.to_string())
+}
+
+/// Makes `state`'s process one of the cluster's. Call once, before serving.
+pub async fn join(
+    state: &AppState,
+    config: &ClusterConfig,
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    signer: &Arc<EventSigner>,
+    trust: &EventKey,
+    outbox: Outbox,
+) -> Result<(), JoinError> {
+    let replicas = config.replicas;
+    let session_ttl = state.config.session_ttl.unsigned_abs();
+    let lease_kv = lease::bucket(js, LEASE_BUCKET, config.lease_ttl, replicas)
+        .await
+        .map_err(nats)?;
+    let members_kv = lease::bucket(js, MEMBERS_BUCKET, members::FORGET_AFTER, replicas)
+        .await
+        .map_err(nats)?;
+    let sessions_kv = lease::bucket(js, SESSIONS_BUCKET, session_ttl, replicas)
+        .await
+        .map_err(nats)?;
+    enspace_nats::ensure_stream(
+        js,
+        enspace_nats::with_replicas(enspace_nats::token_events_config(), replicas),
+    )
+    .await
+    .map_err(nats)?;
+
+    let role = Role::default();
+    let writer = state.writer.clone();
+    writer.join_cluster(Arc::new(StreamCommit {
+        role: role.clone(),
+        js: js.clone(),
+        client: client.clone(),
+        signer: signer.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        head: writer.head(),
+    }));
+    let sessions = SessionMirror::new(sessions_kv);
+    let _ = state.cluster.set(ClusterHandle {
+        role: role.clone(),
+        lease: lease_kv.clone(),
+        members: members_kv.clone(),
+        sessions: sessions.clone(),
+    });
+
+    let log = state.store.log.clone();
+    tokio::spawn(follow::follow(
+        js.clone(),
+        log.clone(),
+        writer.clone(),
+        trust.clone(),
+    ));
+    tokio::spawn(forward::serve(
+        client.clone(),
+        config.node_id.clone(),
+        writer.clone(),
+    ));
+    tokio::spawn(lease::watch_holder(lease_kv.clone(), role.clone()));
+    tokio::spawn(lease::hold(lease_kv, role.clone(), config.clone()));
+    tokio::spawn(lease::lead(
+        role.clone(),
+        js.clone(),
+        writer.clone(),
+        outbox,
+    ));
+    tokio::spawn(members::report(
+        members_kv,
+        role.clone(),
+        config.node_id.clone(),
+        writer.head(),
+    ));
+    tokio::spawn(sessions.copy_forever(state.store.sessions.clone()));
+    let speaker = role.clone();
+    tokio::spawn(crate::outbox::heartbeat(
+        client.clone(),
+        log,
+        signer.clone(),
+        config.node_id.clone(),
+        move || matches!(speaker.part(), Part::Writer(_)),
+    ));
+    tokio::spawn(reconcile_membership(state.clone()));
+    Ok(())
+}
+
+/// Revokes the tokens of users who left the directory or a workspace, once
+/// a writer can record it.
+async fn reconcile_membership(state: AppState) {
+    let mut backoff =
+        enspace_nats::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        match crate::membership::reconcile(&state).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot compare the tokens with the directory yet");
+                backoff.wait().await;
+            }
+        }
+    }
+}
