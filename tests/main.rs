@@ -8,6 +8,7 @@ mod support;
 mod abuse;
 mod api_node;
 mod audit;
+mod cluster;
 mod distributed;
 mod durability;
 mod expiry;

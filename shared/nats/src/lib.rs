@@ -131,9 +131,20 @@ pub async fn connect_with(
     on_event: impl Fn(&async_nats::Event) + Send + Sync + 'static,
 ) -> Result<async_nats::Client, ConnectError> {
     let mut options = async_nats::ConnectOptions::new();
+    // Several servers of a cluster may be listed, comma-separated.
+    let addrs = url
+        .split(',')
+        .map(|one| one.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            ConnectError::Connect(async_nats::ConnectError::with_source(
+                async_nats::ConnectErrorKind::ServerParse,
+                e,
+            ))
+        })?;
     // The client connects to the URL's host but does not send the user and
-    // password it carries; they are taken from it here.
-    if let Ok(addr) = url.parse::<async_nats::ServerAddr>()
+    // password it carries; they are taken from the first URL here.
+    if let Some(addr) = addrs.first()
         && let (Some(user), Some(password)) = (addr.username(), addr.password())
     {
         let decode = |s: &str| {
@@ -172,7 +183,7 @@ pub async fn connect_with(
                 on_event(&event);
             }
         })
-        .connect(url)
+        .connect(addrs)
         .await?;
     Ok(client)
 }

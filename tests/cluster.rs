@@ -1,0 +1,599 @@
+//! Several control-plane processes (`enspace tokens --cluster`) on one NATS
+//! or a 3-server NATS cluster: one writes, holding a lease; any answers;
+//! none loses an acknowledged write or forks the chain.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use enspace_core::events::StoredEvent;
+use enspace_core::fixtures;
+use enspace_core::{EventSigner, SecretHash};
+use enspace_tokens::cluster::commit::StreamCommit;
+use enspace_tokens::cluster::{Part, Role};
+use enspace_tokens::commands::CommandError;
+use enspace_tokens::store::writer::Commit;
+use serde_json::Value;
+
+use crate::support::app::ApiClient;
+use crate::support::cluster::{Member, NatsCluster, audit_export, writer};
+use crate::support::distributed::{RECORDS, api_node, body, wait_ready, wait_status};
+use crate::support::{NatsServer, eventually};
+
+const MANY_TOKENS: [&str; 2] = ["--max-tokens-per-user", "100000"];
+
+/// Two members on `url` sharing a key in `dir`; the first is started (and
+/// has made the key) before the second.
+async fn pair(dir: &Path, url: &str, extra: &[&str]) -> (Member, Member) {
+    let key = dir.join("event-signing.key");
+    let (a_data, b_data) = (dir.join("a"), dir.join("b"));
+    let mut args = MANY_TOKENS.to_vec();
+    args.extend_from_slice(extra);
+    let a = Member::start(&a_data, &key, url, "cp-a", &args);
+    writer(&[&a]).await;
+    let b = Member::start(&b_data, &key, url, "cp-b", &args);
+    eventually(Duration::from_secs(20), "cp-b following", || async {
+        (b.head().await.is_some()).then_some(())
+    })
+    .await;
+    (a, b)
+}
+
+fn by_id<'a>(members: [&'a Member; 2], id: &str) -> &'a Member {
+    if members[0].node_id == id {
+        members[0]
+    } else {
+        members[1]
+    }
+}
+
+fn other<'a>(members: [&'a Member; 2], id: &str) -> &'a Member {
+    if members[0].node_id == id {
+        members[1]
+    } else {
+        members[0]
+    }
+}
+
+/// What the clients were told succeeded.
+#[derive(Default)]
+struct Acked {
+    created: Mutex<Vec<(String, String)>>,
+    revoked: Mutex<HashSet<String>>,
+}
+
+/// Four clients creating and revoking through both processes until `stop`.
+fn load(
+    apis: Vec<ApiClient>,
+    session: String,
+    acked: Arc<Acked>,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..4)
+        .map(|client| {
+            let (apis, session, acked, stop) =
+                (apis.clone(), session.clone(), acked.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut mine: Vec<String> = Vec::new();
+                let mut turn = client;
+                while !stop.load(Ordering::Relaxed) {
+                    turn += 1;
+                    let api = &apis[turn % apis.len()];
+                    if turn % 3 == 0 && !mine.is_empty() {
+                        let id = mine.remove(0);
+                        let res = api
+                            .client
+                            .delete(api.url(&format!("/v1/tokens/{id}")))
+                            .bearer_auth(&session)
+                            .timeout(Duration::from_secs(10))
+                            .send()
+                            .await;
+                        match res {
+                            Ok(r) if r.status() == 204 => {
+                                acked.revoked.lock().expect("lock").insert(id);
+                            }
+                            _ => mine.push(id),
+                        }
+                        continue;
+                    }
+                    let res = api
+                        .client
+                        .post(api.url("/v1/tokens"))
+                        .bearer_auth(&session)
+                        .json(&body(&format!("client {client}")))
+                        .timeout(Duration::from_secs(10))
+                        .send()
+                        .await;
+                    match res {
+                        Ok(r) if r.status() == 201 => {
+                            let body: Value = r.json().await.expect("created body");
+                            let id = body["token"]["id"].as_str().expect("id").to_owned();
+                            let secret = body["secret"].as_str().expect("secret").to_owned();
+                            acked
+                                .created
+                                .lock()
+                                .expect("lock")
+                                .push((id.clone(), secret));
+                            mine.push(id);
+                        }
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            assert!(
+                                status == 503 && r.headers().contains_key("retry-after"),
+                                "a create answered {status}"
+                            );
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Every acknowledged change is there on `member`.
+async fn holds_every_acked_change(member: &Member, session: &str, acked: &Acked) {
+    let created = acked.created.lock().expect("lock").clone();
+    let revoked = acked.revoked.lock().expect("lock").clone();
+    let res = member.api.get(session, "/v1/tokens").await;
+    assert_eq!(res.status(), 200);
+    let list: Value = res.json().await.expect("list");
+    let listed: std::collections::HashMap<String, bool> = list["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().expect("id").to_owned(),
+                !t["revoked_at"].is_null(),
+            )
+        })
+        .collect();
+    for (id, _) in &created {
+        let is_revoked = listed.get(id).unwrap_or_else(|| {
+            panic!(
+                "{} does not list the acknowledged token {id}",
+                member.node_id
+            )
+        });
+        if revoked.contains(id) {
+            assert!(
+                is_revoked,
+                "{} shows the acknowledged revocation of {id} undone",
+                member.node_id
+            );
+        }
+    }
+}
+
+/// Creates a token through `member`, retrying while the cluster answers 503.
+async fn create_through(
+    member: &Member,
+    session: &str,
+    what: &str,
+    all: [&Member; 2],
+) -> (Value, String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = member
+            .api
+            .post_json(session, "/v1/tokens", &body(what))
+            .await;
+        if res.status() == 201 {
+            let created: Value = res.json().await.expect("body");
+            let secret = created["secret"].as_str().expect("secret").to_owned();
+            return (created["token"].clone(), secret);
+        }
+        assert_eq!(res.status(), 503);
+        if Instant::now() > deadline {
+            for m in all {
+                eprintln!("--- {} ---\n{}", m.node_id, m.process.logs());
+            }
+            panic!("no write through {} for 10s", member.node_id);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until both members report the same head.
+async fn converge(a: &Member, b: &Member) -> u64 {
+    eventually(
+        Duration::from_secs(30),
+        "both members at the same head",
+        || async {
+            let (x, y) = (a.head().await?, b.head().await?);
+            (x == y && x > 0).then_some(x)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_writer_under_load_loses_no_acknowledged_change_and_writes_resume_within_3s() {
+    let nats = NatsCluster::start(3).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (a, b) = pair(dir.path(), &nats.url(), &["--stream-replicas", "3"]).await;
+    let nodes = [
+        api_node(&nats.url(), "n1", &[]),
+        api_node(&nats.url(), "n2", &[]),
+    ];
+    let node_apis: Vec<ApiClient> = nodes
+        .iter()
+        .map(|n| ApiClient::from_base(&n.base))
+        .collect();
+    for api in &node_apis {
+        wait_ready(api).await;
+    }
+    let session = a.api.login("alice").await;
+    let acked = Arc::new(Acked::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load(
+        vec![a.api.clone(), b.api.clone()],
+        session.clone(),
+        acked.clone(),
+        stop.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let old = writer(&[&a, &b]).await;
+    let (mut victim, survivor) = if a.node_id == old { (a, b) } else { (b, a) };
+    let before = acked.created.lock().expect("lock").len();
+    victim.process.kill();
+    let killed = Instant::now();
+    let resumed = eventually(
+        Duration::from_secs(10),
+        "a write after the kill",
+        || async {
+            (acked.created.lock().expect("lock").len() > before + 4).then(|| killed.elapsed())
+        },
+    )
+    .await;
+    // Writes that were in flight at the kill may land just after it; the
+    // first ones after the new writer took over are what count.
+    let new = writer(&[&survivor]).await;
+    assert_ne!(new, old, "the survivor took over");
+    assert!(
+        resumed < Duration::from_secs(3),
+        "writes resumed after {resumed:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("client");
+    }
+    assert!(
+        !acked.revoked.lock().expect("lock").is_empty(),
+        "the clients revoked too"
+    );
+
+    // The killed process comes back as a follower and catches up.
+    let key = dir.path().join("event-signing.key");
+    let back = Member::start(
+        &victim.data,
+        &key,
+        &nats.url(),
+        &victim.node_id,
+        &MANY_TOKENS,
+    );
+    victim.process.kill();
+    converge(&back, &survivor).await;
+    for member in [&back, &survivor] {
+        holds_every_acked_change(member, &session, &acked).await;
+    }
+    let created = acked.created.lock().expect("lock").clone();
+    let revoked = acked.revoked.lock().expect("lock").clone();
+    for api in &node_apis {
+        for (id, secret) in &created {
+            let want = if revoked.contains(id) { 401 } else { 200 };
+            wait_status(api, secret, want, Duration::from_secs(10)).await;
+        }
+    }
+
+    let (mut back, mut survivor) = (back, survivor);
+    back.process.terminate();
+    survivor.process.terminate();
+    let (x, y) = (audit_export(&back.data), audit_export(&survivor.data));
+    assert!(x.lines().count() >= created.len());
+    assert_eq!(x, y, "both processes hold the same history");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_writer_paused_past_its_lease_cannot_append_and_the_chain_does_not_fork() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (a, b) = pair(dir.path(), &nats.url(), &[]).await;
+    let session = a.api.login("alice").await;
+    let old = writer(&[&a, &b]).await;
+    let (paused, other) = (by_id([&a, &b], &old), other([&a, &b], &old));
+    paused.pause();
+    // The other takes over once the lease expires, and writes.
+    let mut written = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while written.len() < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the other process never took over"
+        );
+        let res = other
+            .api
+            .post_json(&session, "/v1/tokens", &body("while paused"))
+            .await;
+        if res.status() == 201 {
+            let created: Value = res.json().await.expect("body");
+            written.push(created["token"]["id"].as_str().expect("id").to_owned());
+        }
+    }
+    paused.resume();
+    // Straight away, the resumed process is asked to write: it must not
+    // append after its stale head.
+    let mut answers = Vec::new();
+    for i in 0..5 {
+        let res = paused
+            .api
+            .post_json(&session, "/v1/tokens", &body(&format!("after resume {i}")))
+            .await;
+        let status = res.status().as_u16();
+        assert!(status == 201 || status == 503, "a create answered {status}");
+        if status == 201 {
+            let created: Value = res.json().await.expect("body");
+            answers.push(created["token"]["id"].as_str().expect("id").to_owned());
+        }
+    }
+    let head = converge(&a, &b).await;
+    assert_eq!(
+        head as usize,
+        5 + answers.len(),
+        "every acknowledged creation, once each"
+    );
+    for id in written.iter().chain(&answers) {
+        for member in [&a, &b] {
+            assert_eq!(
+                member
+                    .api
+                    .get(&session, &format!("/v1/tokens/{id}"))
+                    .await
+                    .status(),
+                200
+            );
+        }
+    }
+    let view = other.cluster().await.expect("cluster");
+    assert_eq!(view["writer"], other.node_id.as_str());
+    let (mut a, mut b) = (a, b);
+    a.process.terminate();
+    b.process.terminate();
+    let (x, y) = (audit_export(&a.data), audit_export(&b.data));
+    assert_eq!(x, y, "one history, not two");
+    for data in [&a.data, &b.data] {
+        let (code, _) =
+            crate::support::process::audit(&["verify", "--data", data.to_str().expect("utf-8")]);
+        assert_eq!(code, 0, "the chain verifies");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_refuses_an_append_after_a_stale_head_and_the_writer_stops_writing() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client.clone());
+    enspace_nats::ensure_stream(&js, enspace_nats::token_events_config())
+        .await
+        .expect("stream");
+    let signer = Arc::new(EventSigner::generate());
+    let role = Role::default();
+    role.set(Part::Writer(7));
+    let (_head_tx, head) = tokio::sync::watch::channel(0);
+    let commit = StreamCommit {
+        role: role.clone(),
+        js: js.clone(),
+        client,
+        signer: signer.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        head,
+    };
+    let first = fixtures::created(1, &SecretHash([1; 32])).build();
+    let second = fixtures::created(2, &SecretHash([2; 32])).build();
+    let stored_first = StoredEvent::new(enspace_core::events::GENESIS_HASH, &first);
+    let stored_second = StoredEvent::new(stored_first.hash, &second);
+    let commit = Arc::new(commit);
+    let run = |c: Arc<StreamCommit>, stored: StoredEvent, envelope| {
+        tokio::task::spawn_blocking(move || {
+            let stored = c.store(&[&stored], &[envelope]);
+            (stored.count, stored.error)
+        })
+    };
+    let (count, error) = run(commit.clone(), stored_first.clone(), first.clone())
+        .await
+        .expect("store");
+    assert_eq!((count, error), (1, None));
+    // A writer whose head is stale tries event 1 again, after nothing.
+    let (count, error) = run(commit.clone(), stored_first, first)
+        .await
+        .expect("store");
+    assert_eq!(count, 0);
+    assert_eq!(error, Some(CommandError::NotWriter));
+    assert_eq!(
+        role.part(),
+        Part::Preparing(7),
+        "it stops writing until it has caught up"
+    );
+    assert!(!commit.is_writer());
+    role.set(Part::Writer(7));
+    let (count, _) = run(commit, stored_second, second).await.expect("store");
+    assert_eq!(count, 1, "the next event after the stream's head is stored");
+    let info = js
+        .get_stream(enspace_nats::TOKEN_EVENTS_STREAM)
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .clone();
+    assert_eq!(info.state.messages, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_from_one_process_works_on_the_other_and_signing_out_ends_it_on_both() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (a, b) = pair(dir.path(), &nats.url(), &[]).await;
+    let session = a.api.login("alice").await;
+    let (token, _) = b.api.create_token(&session, &body("made on b")).await;
+    let id = token["id"].as_str().expect("id");
+    let list: Value = a
+        .api
+        .get(&session, "/v1/tokens")
+        .await
+        .json()
+        .await
+        .expect("list");
+    assert!(
+        list["tokens"]
+            .as_array()
+            .expect("tokens")
+            .iter()
+            .any(|t| t["id"] == id),
+        "a lists the token created through b, at once"
+    );
+    let res = b.api.delete(&session, "/v1/session").await;
+    assert_eq!(res.status(), 204);
+    eventually(Duration::from_secs(5), "the session ended on a", || async {
+        (a.api.get(&session, "/v1/tokens").await.status() == 401).then_some(())
+    })
+    .await;
+    assert_eq!(b.api.get(&session, "/v1/tokens").await.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_writer_vanished_answers_503_with_retry_after_not_a_hang() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (a, b) = pair(dir.path(), &nats.url(), &["--lease-ttl", "30s"]).await;
+    let session = b.api.login("alice").await;
+    let old = writer(&[&a, &b]).await;
+    let (gone, follower) = (by_id([&a, &b], &old), other([&a, &b], &old));
+    gone.pause();
+    let asked = Instant::now();
+    let res = follower
+        .api
+        .client
+        .post(follower.api.url("/v1/tokens"))
+        .bearer_auth(&session)
+        .json(&body("nobody writes"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("an answer, not a hang");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let problem: Value = res.json().await.expect("problem");
+    assert_eq!(problem["code"], "writer_unavailable");
+    // Reads still work on the follower.
+    assert_eq!(follower.api.get(&session, "/v1/tokens").await.status(), 200);
+    gone.resume();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_view_is_for_operators_and_auditors_only() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (a, b) = pair(dir.path(), &nats.url(), &[]).await;
+    let leader = writer(&[&a, &b]).await;
+    let url = a.api.url("/v1/cluster");
+    let http = &a.api.client;
+    assert_eq!(http.get(&url).send().await.expect("get").status(), 401);
+    assert_eq!(
+        http.get(&url)
+            .bearer_auth("wrong-key")
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        401
+    );
+    let alice = a.api.login("alice").await;
+    assert_eq!(a.api.get(&alice, "/v1/cluster").await.status(), 403);
+    let auditor = a.api.login("audra").await;
+    let res = a.api.get(&auditor, "/v1/cluster").await;
+    assert_eq!(res.status(), 200);
+    let view: Value = res.json().await.expect("view");
+    assert_eq!(view["writer"], leader.as_str());
+    assert!(view["term"].as_u64().expect("term") > 0);
+    let ids: Vec<&str> = view["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["node_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["cp-a", "cp-b"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_one_of_three_nats_servers_loses_no_write_and_revocations_and_records_still_flow() {
+    let mut nats = NatsCluster::start(3).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (a, b) = pair(dir.path(), &nats.url(), &["--stream-replicas", "3"]).await;
+    let node = api_node(&nats.url(), "n1", &[]);
+    let node_api = ApiClient::from_base(&node.base);
+    wait_ready(&node_api).await;
+    let session = a.api.login("alice").await;
+    let acked = Arc::new(Acked::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load(
+        vec![a.api.clone(), b.api.clone()],
+        session.clone(),
+        acked.clone(),
+        stop.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let before = acked.created.lock().expect("lock").len();
+    nats.kill(0);
+    let killed = Instant::now();
+    let resumed = eventually(Duration::from_secs(15), "writes after the loss", || async {
+        (acked.created.lock().expect("lock").len() > before + 4).then(|| killed.elapsed())
+    })
+    .await;
+    eprintln!("writes resumed {resumed:?} after a NATS server was killed");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("client");
+    }
+    // Changes go on after the loss.
+    let (live, live_secret) = create_through(&b, &session, "after the loss", [&a, &b]).await;
+    let (doomed, doomed_secret) =
+        create_through(&a, &session, "revoked after the loss", [&a, &b]).await;
+    wait_status(&node_api, &live_secret, 200, Duration::from_secs(10)).await;
+    crate::support::distributed::revoke(&b.api, &session, &doomed).await;
+    wait_status(&node_api, &doomed_secret, 401, Duration::from_secs(10)).await;
+    converge(&a, &b).await;
+    for member in [&a, &b] {
+        holds_every_acked_change(member, &session, &acked).await;
+    }
+    // A request made after the loss is in the request logs of both processes.
+    let id = live["id"].as_str().expect("id");
+    for member in [&a, &b] {
+        eventually(Duration::from_secs(15), "the record indexed", || async {
+            let res = member
+                .api
+                .get(&session, &format!("/v1/tokens/{id}/requests"))
+                .await;
+            let body: Value = res.json().await.ok()?;
+            body["requests"]
+                .as_array()?
+                .iter()
+                .any(|r| r["path"] == RECORDS)
+                .then_some(())
+        })
+        .await;
+    }
+}

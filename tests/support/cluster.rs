@@ -1,0 +1,246 @@
+//! Control-plane clusters for a test: a 3-server NATS cluster on loopback,
+//! and `enspace tokens --cluster` processes sharing one event signing key.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::app::ApiClient;
+use super::{EnspaceProcess, eventually};
+
+/// A free loopback port (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// NATS servers routed to each other, each with its own store, killed on drop.
+pub struct NatsCluster {
+    servers: Vec<Option<Child>>,
+    pub ports: Vec<u16>,
+    cluster_ports: Vec<u16>,
+    stores: Vec<tempfile::TempDir>,
+}
+
+impl NatsCluster {
+    /// Starts `n` servers and waits until JetStream has a meta leader.
+    pub async fn start(n: usize) -> Self {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let stores = (0..n)
+            .map(|_| tempfile::tempdir().expect("temp dir"))
+            .collect();
+        let mut cluster = NatsCluster {
+            servers: (0..n).map(|_| None).collect(),
+            ports,
+            cluster_ports,
+            stores,
+        };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        cluster.wait_for_jetstream().await;
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let routes: Vec<String> = self
+            .cluster_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        let child = Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.ports[i].to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.stores[i].path())
+            .args([
+                "--server_name",
+                &format!("n{i}"),
+                "--cluster_name",
+                "enspace",
+            ])
+            .args([
+                "--cluster",
+                &format!("nats://127.0.0.1:{}", self.cluster_ports[i]),
+            ])
+            .args(["--routes", &routes.join(",")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server (is it on PATH? tests/run installs it)");
+        self.servers[i] = Some(child);
+    }
+
+    /// Every server's URL, comma-separated (what `NATS_URL` takes).
+    pub fn url(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// SIGKILLs server `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.servers[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits until a stream with three replicas can be created and used.
+    async fn wait_for_jetstream(&self) {
+        let client = enspace_nats::connect(&self.url(), "readiness")
+            .await
+            .expect("connect to the NATS cluster");
+        let js = async_nats::jetstream::new(client);
+        eventually(
+            Duration::from_secs(30),
+            "the NATS cluster's JetStream",
+            || {
+                let js = js.clone();
+                async move {
+                    let made = js
+                        .create_or_update_stream(async_nats::jetstream::stream::Config {
+                            name: "READINESS".into(),
+                            subjects: vec!["readiness".into()],
+                            num_replicas: self.ports.len(),
+                            ..Default::default()
+                        })
+                        .await
+                        .ok()?;
+                    drop(made);
+                    js.delete_stream("READINESS").await.ok()?;
+                    Some(())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.servers.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// One `enspace tokens --cluster` process and where it keeps its data.
+pub struct Member {
+    pub process: EnspaceProcess,
+    pub api: ApiClient,
+    pub node_id: String,
+    pub data: PathBuf,
+}
+
+impl Member {
+    /// Starts `node_id` on `data` (kept by the caller), signing with `key`.
+    pub fn start(data: &Path, key: &Path, nats_url: &str, node_id: &str, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "tokens",
+            "--cluster",
+            "--data",
+            data.to_str().expect("utf-8"),
+            "--event-signing-key",
+            key.to_str().expect("utf-8"),
+            "--nats-url",
+            nats_url,
+            "--node-id",
+            node_id,
+            "--internal-key",
+            "test-internal-key",
+        ];
+        args.extend_from_slice(extra);
+        let process = EnspaceProcess::start(&args, &[]);
+        let api = ApiClient::from_base(&process.base);
+        Member {
+            process,
+            api,
+            node_id: node_id.to_owned(),
+            data: data.to_path_buf(),
+        }
+    }
+
+    /// SIGSTOP: the process stops answering, holding everything it held.
+    pub fn pause(&self) {
+        signal(&self.process, "-STOP");
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) {
+        signal(&self.process, "-CONT");
+    }
+
+    /// `GET /v1/cluster` with the internal key.
+    pub async fn cluster(&self) -> Option<Value> {
+        let res = self
+            .api
+            .client
+            .get(self.api.url("/v1/cluster"))
+            .bearer_auth("test-internal-key")
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        if res.status() != 200 {
+            return None;
+        }
+        res.json().await.ok()
+    }
+
+    /// The head `seq` of this process's log, as it reports it.
+    pub async fn head(&self) -> Option<u64> {
+        let view = self.cluster().await?;
+        view["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["node_id"] == self.node_id.as_str())?["head_seq"]
+            .as_u64()
+    }
+}
+
+fn signal(process: &EnspaceProcess, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &process.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal}");
+}
+
+/// Waits until one of `members` reports a writer, and returns its node id.
+pub async fn writer(members: &[&Member]) -> String {
+    eventually(Duration::from_secs(20), "a writer", || async {
+        for member in members {
+            if let Some(view) = member.cluster().await
+                && let Some(writer) = view["writer"].as_str()
+                && view["members"]
+                    .as_array()?
+                    .iter()
+                    .any(|m| m["node_id"] == writer && m["role"] == "writer")
+            {
+                return Some(writer.to_owned());
+            }
+        }
+        None
+    })
+    .await
+}
+
+/// `enspace audit export` of a stopped member's data directory.
+pub fn audit_export(data: &Path) -> String {
+    let (code, out) = super::process::audit(&["export", "--data", data.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "audit export of {}", data.display());
+    out
+}
