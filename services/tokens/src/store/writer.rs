@@ -73,6 +73,9 @@ pub trait Commit: Send + Sync {
 
 type CommitCell = Arc<OnceLock<Arc<dyn Commit>>>;
 
+/// The key id and signatures of events the stream holds already.
+type InStream<'a> = (&'a str, &'a [(u64, [u8; 64])]);
+
 /// Called with every group of events once it is durable, before any of the
 /// group's commands is answered.
 pub type CommitHook = Box<dyn Fn(&[EventEnvelope]) + Send + Sync>;
@@ -419,7 +422,7 @@ impl WriterState {
         &self,
         batch: sled::Batch,
         appended: &[EventEnvelope],
-        in_stream: Option<(&str, &[(u64, [u8; 64])])>,
+        in_stream: Option<InStream<'_>>,
     ) -> Result<(), StoreError> {
         self.store.log.tree().apply_batch(batch)?;
         self.store.projections.apply(appended)?;
