@@ -72,16 +72,32 @@ pub fn load_or_create(path: &Path) -> Result<(EventSigner, bool), KeyFileError> 
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(write)?;
     }
+    // Written whole beside the path, then linked into place: processes of a
+    // cluster starting at once each make a key, one link wins, and every
+    // process then reads the winner's, never a half-written file.
+    let mut staged = path.as_os_str().to_owned();
+    staged.push(format!(".{}.new", ulid::Ulid::new()));
+    let staged = std::path::PathBuf::from(staged);
+    let _ = std::fs::remove_file(&staged);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
+        .open(&staged)
         .map_err(write)?;
     file.write_all(format!("{}\n", B64.encode(signer.seed())).as_bytes())
         .map_err(write)?;
     file.sync_all().map_err(write)?;
-    Ok((signer, true))
+    let linked = std::fs::hard_link(&staged, path);
+    let _ = std::fs::remove_file(&staged);
+    match linked {
+        Ok(()) => Ok((signer, true)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match load(path)? {
+            Some(theirs) => Ok((theirs, false)),
+            None => Err(write(e)),
+        },
+        Err(e) => Err(write(e)),
+    }
 }
 
 #[cfg(test)]
@@ -89,6 +105,25 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn processes_making_the_key_at_once_all_end_up_with_the_same_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = path(dir.path(), None);
+        let keys: Vec<_> = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| load_or_create(&path).expect("a key")))
+                .collect();
+            racers
+                .into_iter()
+                .map(|r| r.join().expect("thread"))
+                .collect()
+        });
+        assert_eq!(keys.iter().filter(|(_, made)| *made).count(), 1);
+        assert!(keys.iter().all(|(k, _)| k.public() == keys[0].0.public()));
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
+        assert_eq!(left.len(), 1, "no staged files left behind");
+    }
 
     #[test]
     fn a_key_made_once_is_read_back_the_same_and_only_its_owner_can_read_it() {
