@@ -47,13 +47,13 @@ pub struct Args {
 const TARGET_PER_SEC: f64 = 1000.0;
 const TARGET_P99: Duration = Duration::from_millis(20);
 
-struct Load {
-    per_sec: f64,
-    latencies: Vec<Duration>,
+pub struct Load {
+    pub per_sec: f64,
+    pub latencies: Vec<Duration>,
 }
 
 impl Load {
-    fn p(&self, q: f64) -> Duration {
+    pub fn p(&self, q: f64) -> Duration {
         percentile(&self.latencies, q)
     }
 
@@ -212,7 +212,7 @@ async fn measure(args: &Args, nats: Option<&Nats>) -> anyhow::Result<(Load, Load
 }
 
 /// `n` requests from `concurrency` workers; every answer must be `expect`.
-async fn load<F>(n: usize, concurrency: usize, request: &F, expect: u16) -> anyhow::Result<Load>
+pub async fn load<F>(n: usize, concurrency: usize, request: &F, expect: u16) -> anyhow::Result<Load>
 where
     F: Fn(usize) -> reqwest::RequestBuilder + Clone + Send + Sync + 'static,
 {
@@ -254,7 +254,7 @@ where
 
 /// `n` requests sent open-loop at `rate` per second, each in its own task;
 /// a request's latency runs from when it was due, not from when it went out.
-async fn paced<F>(n: usize, rate: u32, request: &F, expect: u16) -> anyhow::Result<Load>
+pub async fn paced<F>(n: usize, rate: u32, request: &F, expect: u16) -> anyhow::Result<Load>
 where
     F: Fn(usize) -> reqwest::RequestBuilder + Clone + Send + Sync + 'static,
 {

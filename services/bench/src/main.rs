@@ -3,6 +3,7 @@
 //! ratio (what survives a noisy machine). One module per benchmark.
 
 mod catch_up;
+mod cluster;
 mod create;
 mod fairness;
 mod ingest;
@@ -37,6 +38,8 @@ struct Cli {
 enum Bench {
     /// A node's fold of a long signed token events stream, with and without its checks.
     CatchUp(catch_up::Args),
+    /// The control plane as a cluster: creations through the JetStream commit point (R1, R3) beside one process, follower lag, failover.
+    Cluster(cluster::Args),
     /// Token creations over HTTP with durable appends, beside /healthz and raw sled flushes.
     Create(create::Args),
     /// Local token verification over a replica of many tokens, and memory per token.
@@ -68,6 +71,7 @@ enum Bench {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::CatchUp(args) => catch_up::run(args),
+        Bench::Cluster(args) => cluster::run(args),
         Bench::Create(args) => create::run(args),
         Bench::Verify(args) => verify::run(args),
         Bench::NodeLoad(args) => node_load::run(args),

@@ -1,0 +1,449 @@
+//! The control plane as a cluster (`enspace tokens --cluster`), as real
+//! processes on real nats-servers (the release `enspace` binary):
+//!
+//! - durable creations through the JetStream commit point, with one replica
+//!   (one NATS server) and three (a 3-server cluster on loopback), beside
+//!   the single process of before (sled commit, then the outbox) in the same
+//!   run: saturation, and p99 at a fixed rate (open loop);
+//! - follower lag: a creation's `201` from the writer until the follower
+//!   serves the token;
+//! - failover: SIGKILL of the writer until the next acknowledged write
+//!   through the survivor, over many kills (the killed process restarts and
+//!   catches up between kills).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+
+use crate::create::{Load, load, paced};
+use crate::support::{Nats, Process, percentile, sign_in};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The `enspace` binary.
+    #[arg(long, default_value = "target/release/enspace")]
+    binary: String,
+    /// Creations of the saturation runs.
+    #[arg(long, default_value_t = 3000)]
+    count: usize,
+    /// Concurrent clients of the saturation runs.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Creations per second of the paced runs.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Seconds of each paced run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u32,
+    /// Writers killed in the failover run.
+    #[arg(long, default_value_t = 10)]
+    kills: usize,
+    /// Creations timed from writer to follower.
+    #[arg(long, default_value_t = 300)]
+    lag_samples: usize,
+}
+
+const TARGET_R3_PER_SEC: f64 = 2000.0;
+const TARGET_R3_P99: Duration = Duration::from_millis(25);
+const TARGET_LAG_P99: Duration = Duration::from_millis(50);
+const TARGET_FAILOVER_P99: Duration = Duration::from_secs(3);
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if !Path::new(&args.binary).exists() {
+        bail!(
+            "{} is missing: cargo build --release --bin enspace",
+            args.binary
+        );
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run_async(args))
+}
+
+/// A 3-server NATS cluster on loopback, killed on drop.
+struct NatsCluster {
+    children: Vec<std::process::Child>,
+    ports: Vec<u16>,
+    _stores: Vec<tempfile::TempDir>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl NatsCluster {
+    fn start(n: usize) -> anyhow::Result<Self> {
+        let ports = (0..n)
+            .map(|_| free_port())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let routes = (0..n)
+            .map(|_| free_port())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let route_list = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut children = Vec::new();
+        let mut stores = Vec::new();
+        for i in 0..n {
+            let store = tempfile::tempdir()?;
+            children.push(
+                std::process::Command::new("nats-server")
+                    .args(["-a", "127.0.0.1", "-p", &ports[i].to_string(), "-js", "-sd"])
+                    .arg(store.path())
+                    .args(["--server_name", &format!("n{i}"), "--cluster_name", "bench"])
+                    .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
+                    .args(["--routes", &route_list])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .context("start nats-server")?,
+            );
+            stores.push(store);
+        }
+        Ok(NatsCluster {
+            children,
+            ports,
+            _stores: stores,
+        })
+    }
+
+    fn url(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One control-plane process and how to start it again.
+struct Member {
+    process: Process,
+    args: Vec<String>,
+    binary: String,
+}
+
+impl Member {
+    fn start(
+        binary: &str,
+        data: &Path,
+        key: &Path,
+        url: &str,
+        id: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let mut args: Vec<String> = [
+            "tokens",
+            "--data",
+            &data.display().to_string(),
+            "--event-signing-key",
+            &key.display().to_string(),
+            "--nats-url",
+            url,
+            "--node-id",
+            id,
+            "--internal-key",
+            "bench-key",
+            "--max-tokens-per-user",
+            "100000000",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let process =
+            Process::enspace(binary, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        process.wait_ready(Duration::from_secs(60))?;
+        Ok(Member {
+            process,
+            args,
+            binary: binary.to_owned(),
+        })
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.process.base)
+    }
+
+    fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+        let process = Process::enspace(
+            &self.binary,
+            &self.args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
+        process.wait_ready(Duration::from_secs(60))?;
+        self.process = process;
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+    }
+}
+
+/// The writer's node id, as `GET /v1/cluster` on `base` says.
+async fn writer_of(client: &reqwest::Client, base: &str) -> Option<String> {
+    let view: serde_json::Value = client
+        .get(format!("{base}/v1/cluster"))
+        .bearer_auth("bench-key")
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let writer = view["writer"].as_str()?.to_owned();
+    view["members"]
+        .as_array()?
+        .iter()
+        .any(|m| m["node_id"] == writer.as_str() && m["role"] == "writer")
+        .then_some(writer)
+}
+
+async fn wait_writer(client: &reqwest::Client, bases: &[String]) -> anyhow::Result<String> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        for base in bases {
+            if let Some(writer) = writer_of(client, base).await {
+                return Ok(writer);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("no writer within 30 s")
+}
+
+fn create_request(
+    client: &reqwest::Client,
+    base: &str,
+    session: &str,
+) -> anyhow::Result<impl Fn(usize) -> reqwest::RequestBuilder + Clone + Send + Sync + 'static> {
+    let auth = HeaderValue::from_str(&format!("Bearer {session}"))?;
+    let (client, url) = (client.clone(), format!("{base}/v1/tokens"));
+    Ok(move |i: usize| {
+        client
+            .post(&url)
+            .header(AUTHORIZATION, auth.clone())
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"description":"bench {i}","expiration":"1y","scopes":["read"],"workspaces":["acme"]}}"#
+            ))
+    })
+}
+
+/// Saturation and paced creations through `base`.
+async fn creations(
+    args: &Args,
+    client: &reqwest::Client,
+    base: &str,
+) -> anyhow::Result<(Load, Load)> {
+    let session = sign_in(client, base).await?;
+    let create = create_request(client, base, &session)?;
+    load(200, 16, &create, 201).await?; // warm-up
+    let saturation = load(args.count, args.concurrency, &create, 201).await?;
+    let n = (args.rate * args.seconds) as usize;
+    let at_rate = paced(n, args.rate, &create, 201).await?;
+    Ok((saturation, at_rate))
+}
+
+fn report(name: &str, (saturation, at_rate): &(Load, Load), rate: u32) {
+    println!(
+        "  {name:<34} {:>6.0} creations/s   at {rate}/s: p50 {:.2} ms  p99 {:.2} ms",
+        saturation.per_sec,
+        ms(at_rate.p(0.50)),
+        ms(at_rate.p(0.99)),
+    );
+}
+
+/// Two members on `url` sharing a key; returns them with the writer first.
+async fn pair(
+    args: &Args,
+    client: &reqwest::Client,
+    dir: &Path,
+    url: &str,
+    extra: &[&str],
+) -> anyhow::Result<(Member, Member)> {
+    let key: PathBuf = dir.join("event-signing.key");
+    let mut flags = vec!["--cluster"];
+    flags.extend_from_slice(extra);
+    let a = Member::start(&args.binary, &dir.join("a"), &key, url, "cp-a", &flags)?;
+    wait_writer(client, &[a.base()]).await?;
+    let b = Member::start(&args.binary, &dir.join("b"), &key, url, "cp-b", &flags)?;
+    Ok((a, b))
+}
+
+async fn run_async(args: Args) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+
+    println!("== durable creations: where a creation is committed");
+    let single = {
+        let nats = Nats::start()?;
+        let dir = tempfile::tempdir()?;
+        let key = dir.path().join("event-signing.key");
+        let one = Member::start(
+            &args.binary,
+            &dir.path().join("a"),
+            &key,
+            &nats.url(),
+            "cp-a",
+            &[],
+        )?;
+        creations(&args, &client, &one.base()).await?
+    };
+    report("one process (sled, then the outbox)", &single, args.rate);
+    let r1 = {
+        let nats = Nats::start()?;
+        let dir = tempfile::tempdir()?;
+        let (a, _b) = pair(&args, &client, dir.path(), &nats.url(), &[]).await?;
+        creations(&args, &client, &a.base()).await?
+    };
+    report("cluster, stream R1 (1 NATS server)", &r1, args.rate);
+    let nats3 = NatsCluster::start(3)?;
+    let dir = tempfile::tempdir()?;
+    let (mut a, mut b) = pair(
+        &args,
+        &client,
+        dir.path(),
+        &nats3.url(),
+        &["--stream-replicas", "3"],
+    )
+    .await?;
+    let r3 = creations(&args, &client, &a.base()).await?;
+    report("cluster, stream R3 (3 NATS servers)", &r3, args.rate);
+    println!(
+        "  R3 / one process: {:.2} of the saturation rate;  target R3: ≥ {TARGET_R3_PER_SEC:.0}/s and p99 < {} ms at 1000/s: {}",
+        r3.0.per_sec / single.0.per_sec,
+        TARGET_R3_P99.as_millis(),
+        if r3.0.per_sec >= TARGET_R3_PER_SEC && r3.1.p(0.99) < TARGET_R3_P99 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+
+    println!("== follower lag (R3): writer's 201 until the follower serves the token");
+    let session = sign_in(&client, &a.base()).await?;
+    let mut lags = Vec::with_capacity(args.lag_samples);
+    for i in 0..args.lag_samples {
+        let res = create_request(&client, &a.base(), &session)?(i)
+            .send()
+            .await?;
+        if res.status() != 201 {
+            bail!("a creation answered {}", res.status());
+        }
+        let done = Instant::now();
+        let body: serde_json::Value = res.json().await?;
+        let id = body["token"]["id"].as_str().context("id")?.to_owned();
+        loop {
+            let seen = client
+                .get(format!("{}/v1/tokens/{id}", b.base()))
+                .bearer_auth(&session)
+                .send()
+                .await?
+                .status();
+            if seen == 200 {
+                lags.push(done.elapsed());
+                break;
+            }
+            if done.elapsed() > Duration::from_secs(5) {
+                bail!("the follower never showed {id}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    lags.sort_unstable();
+    let mut reads = Vec::with_capacity(100);
+    for _ in 0..100 {
+        let sent = Instant::now();
+        client
+            .get(format!("{}/v1/tokens", b.base()))
+            .bearer_auth(&session)
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        reads.push(sent.elapsed());
+    }
+    reads.sort_unstable();
+    println!(
+        "  lag p50 {:.2} ms  p99 {:.2} ms  (one follower read alone, same run: p50 {:.2} ms)   target p99 < {} ms: {}",
+        ms(percentile(&lags, 0.50)),
+        ms(percentile(&lags, 0.99)),
+        ms(percentile(&reads, 0.50)),
+        TARGET_LAG_P99.as_millis(),
+        if percentile(&lags, 0.99) < TARGET_LAG_P99 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+
+    println!(
+        "== failover (R3, --lease-ttl 2s): SIGKILL of the writer until the next acknowledged write"
+    );
+    let mut takeovers = Vec::with_capacity(args.kills);
+    for _ in 0..args.kills {
+        let writer = wait_writer(&client, &[a.base(), b.base()]).await?;
+        let (victim, survivor) = if writer == "cp-a" {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        let session = sign_in(&client, &survivor.base()).await?;
+        let create = create_request(&client, &survivor.base(), &session)?;
+        victim.kill();
+        let killed = Instant::now();
+        loop {
+            if let Ok(res) = create(0).send().await
+                && res.status() == 201
+            {
+                takeovers.push(killed.elapsed());
+                break;
+            }
+            if killed.elapsed() > Duration::from_secs(30) {
+                bail!("no write within 30 s of a kill");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        victim.restart()?;
+    }
+    takeovers.sort_unstable();
+    println!(
+        "  {} kills: p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms   (floor: the lease's 2 s time to live, less the up to 0.5 s since its last renewal)   target p99 < {} s: {}",
+        takeovers.len(),
+        ms(percentile(&takeovers, 0.50)),
+        ms(percentile(&takeovers, 0.99)),
+        ms(takeovers.last().copied().unwrap_or_default()),
+        TARGET_FAILOVER_P99.as_secs(),
+        if percentile(&takeovers, 0.99) < TARGET_FAILOVER_P99 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    Ok(())
+}
