@@ -389,16 +389,28 @@ async fn page_and_assets_are_served_with_a_strict_policy() {
         .find(|s| s.ends_with("/app.css"))
         .expect("stylesheet link")
         .to_owned();
-    let js_path = css_path.replace("app.css", "app.js");
-    for (path, ty) in [
+    let mut assets = vec![
         (css_path.clone(), "text/css; charset=utf-8"),
-        (js_path, "text/javascript; charset=utf-8"),
-        (
-            css_path.replace("app.css", "chart.js"),
-            "text/javascript; charset=utf-8",
-        ),
         (css_path.replace("app.css", "favicon.svg"), "image/svg+xml"),
+    ];
+    // The entry module and every module it imports.
+    for module in [
+        "app.js",
+        "api.js",
+        "chart.js",
+        "dialogs.js",
+        "dom.js",
+        "logs.js",
+        "router.js",
+        "state.js",
+        "tokens.js",
     ] {
+        assets.push((
+            css_path.replace("app.css", module),
+            "text/javascript; charset=utf-8",
+        ));
+    }
+    for (path, ty) in assets {
         let path = path.as_str();
         let res = app.client.get(app.url(path)).send().await.expect("GET");
         assert_eq!(res.status(), 200, "{path}");
