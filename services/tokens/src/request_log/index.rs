@@ -239,6 +239,14 @@ pub fn key_ms(ts: Timestamp) -> u64 {
 }
 
 impl RequestIndex {
+    /// Opens the index in its own database inside the data directory
+    /// ([`crate::store::requests_sled_config`]), apart from the event store.
+    pub fn open_in(data_dir: &std::path::Path) -> Result<Self, StoreError> {
+        let db = crate::store::requests_sled_config(data_dir).open()?;
+        let last_used = db.open_tree("token_last_used")?;
+        Self::open(&db, last_used)
+    }
+
     pub fn open(db: &sled::Db, last_used: sled::Tree) -> Result<Self, StoreError> {
         let tree = db.open_tree(TREE)?;
         let mut pending = Pending::default();
