@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod browser;
 pub mod conformance;
 pub mod distributed;
 pub mod nats;
