@@ -128,15 +128,89 @@ async fn page_and_assets_are_served_with_a_strict_policy() {
     assert_eq!(res.status(), 405);
 }
 
-/// The whole settings flow with the mouse: sign-in errors, the empty
-/// state, the create dialog with every control, validation (ours and the
-/// server's), the secret shown once, the table, revoke, sign out.
-#[tokio::test]
-async fn token_flow_in_the_browser() {
-    let app = TestApp::spawn().await;
-    let ui = Ui::start(&app.base, "flow").await;
+// ---------------------------------------------------------------------------
+// The settings flow with the mouse, one behaviour per test: sign-in errors,
+// the empty state, the create dialog with every control, validation (ours
+// and the server's), the secret shown once, the table, revoke, deep links,
+// sign out.
 
-    // --- sign in, with inline errors first
+/// The token the flow tests create: a dated expiration, two scopes, two
+/// workspaces.
+const ERP: &str = "ERP Integration";
+
+/// alice signed in on the Tokens tab, in a browser of her own.
+async fn alice_on_tokens(app: &TestApp, name: &'static str) -> Ui {
+    let ui = Ui::start(&app.base, name).await;
+    ui.goto("/settings/dev/tokens").await;
+    ui.sign_in("alice").await;
+    ui
+}
+
+/// Opens the create dialog from its button on the Tokens tab.
+async fn open_create_dialog(ui: &Ui, button: &str) {
+    ui.click(button).await;
+    ui.wait("#create-dialog[open]").await;
+}
+
+/// Fills the open create dialog for [`ERP`]: 6 months, read and write,
+/// Acme and Globex.
+async fn fill_erp(ui: &Ui) {
+    ui.fill("#token-description", ERP).await;
+    ui.wait("#token-expiration")
+        .await
+        .select_by_value("6m")
+        .await
+        .expect("select 6m");
+    ui.click("label[for=token-scope-read]").await;
+    ui.click("label[for=token-scope-write]").await;
+    ui.click("label[for=token-workspace-acme]").await;
+    ui.click("label[for=token-workspace-globex]").await;
+}
+
+/// Submits the create dialog and reads the secret it then shows.
+async fn submit_for_secret(ui: &Ui) -> String {
+    ui.click("#create-submit").await;
+    let secret = ui
+        .until("the secret", "document.querySelector('#token-secret') && document.querySelector('#token-secret').textContent")
+        .await;
+    secret.as_str().expect("secret text").to_owned()
+}
+
+/// Creates [`ERP`] in the UI from the empty Tokens tab; returns its secret.
+async fn create_erp_in_ui(ui: &Ui) -> String {
+    open_create_dialog(ui, "#create-first-token").await;
+    fill_erp(ui).await;
+    submit_for_secret(ui).await
+}
+
+/// Creates [`ERP`] and then "Mobile App" (never expires, read, Acme) through
+/// the API: the list shows Mobile App first.
+async fn create_two_tokens(app: &TestApp, session: &str) {
+    app.create_token(
+        session,
+        &json!({"description": ERP, "expiration": "6m", "scopes": ["read", "write"], "workspaces": ["acme", "globex"]}),
+    )
+    .await;
+    app.create_token(
+        session,
+        &json!({"description": "Mobile App", "expiration": "never", "scopes": ["read"], "workspaces": ["acme"]}),
+    )
+    .await;
+}
+
+/// Nothing the page did broke its own Content-Security-Policy or threw.
+async fn assert_page_kept_its_policy(ui: &Ui) {
+    let log = ui.browser_log().await;
+    assert!(!log.contains("Content Security Policy"), "{log}");
+    assert!(!log.contains("Uncaught"), "{log}");
+}
+
+/// Sign-in errors are shown inline: missing fields first, then a wrong
+/// password; the right one signs in.
+#[tokio::test]
+async fn sign_in_reports_missing_fields_and_a_wrong_password() {
+    let app = TestApp::spawn().await;
+    let ui = Ui::start(&app.base, "sign-in").await;
     ui.goto("/").await;
     ui.wait("#signin-username").await;
     ui.shot("01-sign-in").await;
@@ -170,8 +244,18 @@ async fn token_flow_in_the_browser() {
     ui.wait(".avatar").await;
     assert_eq!(ui.text(".avatar").await, "A");
     assert!(ui.text("main h1").await.contains("Welcome, Alice"));
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // --- avatar → menu → User Settings → Dev → Tokens (the default)
+/// Avatar → menu → User Settings → Dev → Tokens (the default tab), which
+/// starts empty with a call to create the first token.
+#[tokio::test]
+async fn account_menu_leads_to_the_empty_tokens_tab() {
+    let app = TestApp::spawn().await;
+    let ui = Ui::start(&app.base, "menu").await;
+    ui.goto("/").await;
+    ui.sign_in("alice").await;
     ui.click("#account-button").await;
     assert_eq!(
         ui.js_str("document.querySelector('#account-button').getAttribute('aria-expanded')")
@@ -197,10 +281,18 @@ async fn token_flow_in_the_browser() {
     assert!(empty.contains("No personal access tokens yet"), "{empty}");
     assert!(empty.contains("Create your first token"));
     ui.shot("04-tokens-empty").await;
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // --- the create dialog: our own validation first
-    ui.click("#create-first-token").await;
-    ui.wait("#create-dialog[open]").await;
+/// The create dialog checks every field before anything is sent, and each
+/// control works: description, expiration (No expiration shows the warning,
+/// a dated one hides it and names the day), scopes, workspaces.
+#[tokio::test]
+async fn create_dialog_checks_every_field_before_sending() {
+    let app = TestApp::spawn().await;
+    let ui = alice_on_tokens(&app, "create-validation").await;
+    open_create_dialog(&ui, "#create-first-token").await;
     assert_eq!(ui.focused().await, "token-description");
     let placeholder = ui
         .js_str("document.querySelector('#token-description').placeholder")
@@ -250,9 +342,7 @@ async fn token_flow_in_the_browser() {
     )
     .await;
 
-    // Each control used: description, expiration (No expiration shows the
-    // warning, a dated one hides it), three scopes, two workspaces.
-    ui.fill("#token-description", "ERP Integration").await;
+    ui.fill("#token-description", ERP).await;
     ui.until(
         "the description error to clear",
         "document.querySelector('#token-description-error').hidden",
@@ -298,9 +388,19 @@ async fn token_flow_in_the_browser() {
             .await
             .contains("will expire on")
     );
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // --- the server still refuses: its problem detail is shown inline.
-    // (A stale workspace list: the request names a workspace alice lacks.)
+/// When the server still refuses (here a stale workspace list: the request
+/// names a workspace alice lacks), its problem detail is shown inline at the
+/// field.
+#[tokio::test]
+async fn create_dialog_shows_the_servers_refusal_inline() {
+    let app = TestApp::spawn().await;
+    let ui = alice_on_tokens(&app, "create-refused").await;
+    open_create_dialog(&ui, "#create-first-token").await;
+    fill_erp(&ui).await;
     ui.js(r#"(() => {
         window.__realFetch = window.fetch;
         window.fetch = (url, init) => {
@@ -322,13 +422,17 @@ async fn token_flow_in_the_browser() {
     ui.shot("07-create-server-refused").await;
     ui.js("(() => { window.fetch = window.__realFetch; return true; })()")
         .await;
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // --- created: the secret, once
-    ui.click("#create-submit").await;
-    let secret = ui
-        .until("the secret", "document.querySelector('#token-secret') && document.querySelector('#token-secret').textContent")
-        .await;
-    let secret = secret.as_str().expect("secret text").to_owned();
+/// A created token's secret is shown once, with its warning, and the Copy
+/// button puts it on the clipboard; the token has what the dialog chose.
+#[tokio::test]
+async fn new_secret_is_shown_once_and_copied() {
+    let app = TestApp::spawn().await;
+    let ui = alice_on_tokens(&app, "secret").await;
+    let secret = create_erp_in_ui(&ui).await;
     assert!(
         secret.starts_with("ens_pat_") && secret.len() == 46,
         "{secret}"
@@ -360,16 +464,25 @@ async fn token_flow_in_the_browser() {
     );
     ui.shot("08-secret-shown-once").await;
 
-    // The secret works against the API as a bearer token would (it is real).
+    // The token was created as configured (the secret is a real one).
     let alice = app.login("alice").await;
     let tokens = api_tokens(&app, &alice).await;
     assert_eq!(tokens.len(), 1);
-    assert_eq!(tokens[0]["description"], "ERP Integration");
+    assert_eq!(tokens[0]["description"], ERP);
     assert_eq!(tokens[0]["expiration"], "6m");
     assert_eq!(tokens[0]["scopes"], json!(["read", "write"]));
     assert_eq!(tokens[0]["workspaces"], json!(["acme", "globex"]));
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // --- closing removes it from the page; it was never stored or in the URL
+/// Closing the secret dialog removes the secret from the page; it was never
+/// stored or in the URL, and focus goes back to the page.
+#[tokio::test]
+async fn closed_secret_leaves_no_trace() {
+    let app = TestApp::spawn().await;
+    let ui = alice_on_tokens(&app, "secret-closed").await;
+    let secret = create_erp_in_ui(&ui).await;
     ui.click("#secret-done").await;
     ui.until("the dialog to close", "!document.querySelector('dialog')")
         .await;
@@ -400,11 +513,23 @@ async fn token_flow_in_the_browser() {
         "new-token",
         "focus goes back to the page"
     );
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // --- the table shows the configuration
+/// The table shows each token's configuration; a token without expiration
+/// says "Never"; Escape closes the secret dialog and forgets the secret.
+#[tokio::test]
+async fn tokens_table_shows_each_tokens_configuration() {
+    let app = TestApp::spawn().await;
+    let ui = alice_on_tokens(&app, "table").await;
+    create_erp_in_ui(&ui).await;
+    ui.click("#secret-done").await;
+    ui.until("the dialog to close", "!document.querySelector('dialog')")
+        .await;
     let row = ui.text("#tokens-table tbody tr").await;
     for want in [
-        "ERP Integration",
+        ERP,
         "read",
         "write",
         "Acme Corp, Globex",
@@ -417,8 +542,7 @@ async fn token_flow_in_the_browser() {
     assert!(!row.contains("delete"));
 
     // A second token without expiration: the table says "Never".
-    ui.click("#new-token").await;
-    ui.wait("#create-dialog[open]").await;
+    open_create_dialog(&ui, "#new-token").await;
     ui.fill("#token-description", "Mobile App").await;
     ui.wait("#token-expiration")
         .await
@@ -451,12 +575,27 @@ async fn token_flow_in_the_browser() {
         "Never"
     );
     ui.shot("09-tokens-table").await;
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // --- revoke, with a confirmation that can be declined
+/// Revoke asks first; declining changes nothing, confirming revokes the
+/// token (the row and the API say so) and says so in a toast.
+#[tokio::test]
+async fn revoke_asks_first_and_can_be_declined() {
+    let app = TestApp::spawn().await;
+    let alice = app.login("alice").await;
+    create_two_tokens(&app, &alice).await;
+    let ui = alice_on_tokens(&app, "revoke").await;
+    ui.until(
+        "two rows",
+        "document.querySelectorAll('#tokens-table tbody tr').length === 2",
+    )
+    .await;
     ui.click("#tokens-table tbody tr:nth-child(2) .revoke")
         .await;
     ui.wait("#revoke-dialog[open]").await;
-    assert!(ui.text("#revoke-dialog").await.contains("ERP Integration"));
+    assert!(ui.text("#revoke-dialog").await.contains(ERP));
     assert_eq!(ui.focused().await, "revoke-cancel");
     ui.shot("10-revoke-confirmation").await;
     ui.click("#revoke-cancel").await;
@@ -480,11 +619,20 @@ async fn token_flow_in_the_browser() {
     .await;
     ui.shot("11-token-revoked").await;
     let tokens = api_tokens(&app, &alice).await;
-    assert_eq!(tokens[1]["description"], "ERP Integration");
+    assert_eq!(tokens[1]["description"], ERP);
     assert_eq!(tokens[1]["status"], "revoked");
     assert_eq!(tokens[0]["status"], "active");
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // --- reload keeps the place; deep links work
+/// Reload keeps the place, and a deep link opens the Request Logs tab.
+#[tokio::test]
+async fn reload_and_deep_links_keep_the_place() {
+    let app = TestApp::spawn().await;
+    let alice = app.login("alice").await;
+    create_two_tokens(&app, &alice).await;
+    let ui = alice_on_tokens(&app, "deep-links").await;
     ui.goto("/settings/dev/tokens").await;
     ui.until(
         "the table after reload",
@@ -505,13 +653,16 @@ async fn token_flow_in_the_browser() {
     )
     .await;
     ui.shot("12-request-logs").await;
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // Nothing the page did broke its own Content-Security-Policy or threw.
-    let log = ui.browser_log().await;
-    assert!(!log.contains("Content Security Policy"), "{log}");
-    assert!(!log.contains("Uncaught"), "{log}");
-
-    // --- sign out
+/// Signing out returns to the sign-in page with a notice, and the settings
+/// are behind sign-in again.
+#[tokio::test]
+async fn signing_out_returns_to_sign_in() {
+    let app = TestApp::spawn().await;
+    let ui = alice_on_tokens(&app, "sign-out").await;
     ui.click("#account-button").await;
     ui.click("#menu-signout").await;
     ui.wait("#signin-username").await;
@@ -519,6 +670,7 @@ async fn token_flow_in_the_browser() {
     ui.shot("13-signed-out").await;
     ui.goto("/settings/dev/tokens").await;
     ui.wait("#signin-username").await;
+    assert_page_kept_its_policy(&ui).await;
     ui.close().await;
 }
 
