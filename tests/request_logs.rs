@@ -147,11 +147,21 @@ fn statuses(records: &[Value]) -> BTreeMap<u64, usize> {
     out
 }
 
-/// The request-log scenario, against an app whose API node is `node`:
-/// allowed and denied calls logged with their details, unknown tokens not,
-/// revoked and expired tokens' 401s logged, stats and `last_used_at` (bob
-/// is locked out of alice's logs in its own test).
-async fn end_to_end(app: &ServeApp, node: &str) {
+/// The API node of `enspace serve`, as its records name it.
+const NODE: &str = "serve";
+
+/// A token of alice's ("logged", read and write in acme) that the node
+/// knows, and the calls made with it: one each of 200, 201, 403 (a scope it
+/// lacks), 403 (a workspace it lacks) and 404, after the 200 that found it
+/// known; 6 logged records in all.
+struct LoggedCalls {
+    alice: String,
+    id: String,
+    start: Timestamp,
+}
+
+async fn logged_calls(app: &ServeApp) -> LoggedCalls {
+    use reqwest::Method;
     let alice = app.login("alice").await;
     let start = app.clock.now();
     let (token, secret) = app
@@ -160,7 +170,6 @@ async fn end_to_end(app: &ServeApp, node: &str) {
     let id = id_of(&token);
     until_known(app, &secret).await;
 
-    use reqwest::Method;
     assert_eq!(call(app, Method::POST, RECORDS, &secret).await, 201);
     assert_eq!(
         call(
@@ -204,44 +213,26 @@ async fn end_to_end(app: &ServeApp, node: &str) {
         .await,
         404
     );
-    // Unknown, malformed and session "tokens" resolve to no token: not logged.
-    let unknown = "ens_pat_000000000000000000000000000000001ZZZZZ";
-    assert_eq!(call(app, Method::GET, RECORDS, unknown).await, 401);
-    assert_eq!(call(app, Method::GET, RECORDS, "garbage").await, 401);
-    assert_eq!(call(app, Method::GET, RECORDS, &alice).await, 401);
+    LoggedCalls { alice, id, start }
+}
 
-    // A revoked token's 401 is logged against it.
-    let (revoked, revoked_secret) = app
-        .create_token(&alice, &token_body("revoked", &["read"]))
-        .await;
-    let revoked_id = id_of(&revoked);
-    until_known(app, &revoked_secret).await;
-    assert_eq!(
-        app.delete(&alice, &format!("/v1/tokens/{revoked_id}"))
-            .await
-            .status(),
-        204
-    );
-    // Until the node learns of it, calls still succeed (and are logged too).
-    let revoked_calls = std::sync::atomic::AtomicUsize::new(0);
-    eventually(
-        Duration::from_secs(10),
-        "revocation reaches the node",
-        || async {
-            revoked_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            (call(app, Method::GET, RECORDS, &revoked_secret).await == 401).then_some(())
-        },
-    )
-    .await;
-    let revoked_calls = revoked_calls.into_inner();
+/// The records of [`logged_calls`], once all 6 are indexed.
+async fn logged_records(app: &ServeApp, logged: &LoggedCalls) -> Vec<Value> {
+    wait_for_count(app, &logged.alice, &logged.id, 6, Duration::from_secs(20)).await
+}
 
-    let records = wait_for_count(app, &alice, &id, 6, Duration::from_secs(20)).await;
+/// Allowed and denied calls are logged against their token with their
+/// details, and nothing else in a record.
+async fn allowed_and_denied_calls_are_logged_with_their_details(app: &ServeApp) {
+    let logged = logged_calls(app).await;
+    let records = logged_records(app, &logged).await;
+    let (id, start) = (&logged.id, logged.start);
     let want: BTreeMap<u64, usize> = [(200, 2), (201, 1), (403, 2), (404, 1)].into();
     assert_eq!(statuses(&records), want);
     for r in &records {
         assert_eq!(r["token_id"], id.as_str());
         assert_eq!(r["user_id"], "alice");
-        assert_eq!(r["node"], node);
+        assert_eq!(r["node"], NODE);
         assert_eq!(r["client_ip"], "127.0.0.1");
         assert!(r["duration_ms"].as_f64().expect("duration") >= 0.0);
         let path = r["path"].as_str().expect("path");
@@ -268,7 +259,59 @@ async fn end_to_end(app: &ServeApp, node: &str) {
     assert_eq!(denied_ws["path"], "/api/v1/workspaces/globex/records");
     assert!(by_status(403).any(|r| r["method"] == "DELETE"));
     assert!(by_status(200).any(|r| r["path"] == RECORDS && r["method"] == "GET"));
+}
 
+/// Unknown, malformed and session "tokens" resolve to no token: their calls
+/// leave no trace anywhere, and nothing is dropped.
+async fn calls_without_a_known_token_are_not_logged(app: &ServeApp) {
+    use reqwest::Method;
+    let logged = logged_calls(app).await;
+    let unknown = "ens_pat_000000000000000000000000000000001ZZZZZ";
+    assert_eq!(call(app, Method::GET, RECORDS, unknown).await, 401);
+    assert_eq!(call(app, Method::GET, RECORDS, "garbage").await, 401);
+    assert_eq!(call(app, Method::GET, RECORDS, &logged.alice).await, 401);
+    logged_records(app, &logged).await;
+
+    let expected = 6;
+    let indexed = eventually(Duration::from_secs(10), "the indexed counter", || async {
+        let n = metric(app, "enspace_request_records_indexed_total").await;
+        (n >= expected).then_some(n)
+    })
+    .await;
+    assert_eq!(indexed, expected);
+    assert_eq!(
+        metric(app, "enspace_request_records_dropped_total").await,
+        0
+    );
+}
+
+/// A revoked token's 401 is logged against it; until the node learns of
+/// the revocation, calls still succeed and are logged too.
+async fn a_revoked_tokens_401_is_logged(app: &ServeApp) {
+    use reqwest::Method;
+    let alice = app.login("alice").await;
+    let (revoked, revoked_secret) = app
+        .create_token(&alice, &token_body("revoked", &["read"]))
+        .await;
+    let revoked_id = id_of(&revoked);
+    until_known(app, &revoked_secret).await;
+    assert_eq!(
+        app.delete(&alice, &format!("/v1/tokens/{revoked_id}"))
+            .await
+            .status(),
+        204
+    );
+    let revoked_calls = std::sync::atomic::AtomicUsize::new(0);
+    eventually(
+        Duration::from_secs(10),
+        "revocation reaches the node",
+        || async {
+            revoked_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (call(app, Method::GET, RECORDS, &revoked_secret).await == 401).then_some(())
+        },
+    )
+    .await;
+    let revoked_calls = revoked_calls.into_inner();
     let revoked_records = wait_for_count(
         app,
         &alice,
@@ -281,8 +324,14 @@ async fn end_to_end(app: &ServeApp, node: &str) {
         statuses(&revoked_records),
         [(200, revoked_calls), (401, 1)].into()
     );
+}
 
-    // The chart's numbers agree.
+/// The chart's numbers agree with the records: every hour of the window,
+/// on the hour, split by status class.
+async fn stats_count_the_logged_calls_by_hour(app: &ServeApp) {
+    let logged = logged_calls(app).await;
+    logged_records(app, &logged).await;
+    let (alice, id) = (&logged.alice, &logged.id);
     let now_ms = app.clock.now().as_millisecond();
     let hour = Timestamp::from_millisecond(now_ms - now_ms % 3_600_000).expect("ts");
     let stats_query = window(
@@ -291,7 +340,7 @@ async fn end_to_end(app: &ServeApp, node: &str) {
     );
     let res = app
         .get(
-            &alice,
+            alice,
             &format!("/v1/tokens/{id}/requests/stats?{stats_query}&bucket=hour"),
         )
         .await;
@@ -324,17 +373,29 @@ async fn end_to_end(app: &ServeApp, node: &str) {
         assert_eq!(start.as_millisecond() % 3_600_000, 0, "on the hour");
         assert_eq!(b.as_object().expect("bucket").len(), 5);
     }
+}
 
-    // The token's last use is on its JSON.
-    let token_now: Value = app
-        .get(&alice, &format!("/v1/tokens/{id}"))
-        .await
-        .json()
-        .await
-        .expect("token");
-    assert!(token_now["last_used_at"].is_string(), "{token_now}");
+/// A token's last use is on its JSON once its calls are indexed.
+async fn a_used_token_shows_when_it_was_last_used(app: &ServeApp) {
+    let logged = logged_calls(app).await;
+    logged_records(app, &logged).await;
+    // The index writes a batch's last use right after its records.
+    eventually(Duration::from_secs(10), "last_used_at", || async {
+        let token_now: Value = app
+            .get(&logged.alice, &format!("/v1/tokens/{}", logged.id))
+            .await
+            .json()
+            .await
+            .expect("token");
+        token_now["last_used_at"].is_string().then_some(())
+    })
+    .await;
+}
 
-    // An expired token's 401 is logged too.
+/// An expired token's 401 is logged against it.
+async fn an_expired_tokens_401_is_logged(app: &ServeApp) {
+    use reqwest::Method;
+    let alice = app.login("alice").await;
     let (expiring, expiring_secret) = app
         .create_token(&alice, &token_body("expiring", &["read"]))
         .await;
@@ -342,26 +403,19 @@ async fn end_to_end(app: &ServeApp, node: &str) {
     until_known(app, &expiring_secret).await;
     app.clock.advance(SignedDuration::from_hours(24 * 32));
     // Sessions last 12 hours: sign in again.
-    let (alice, bob) = (app.login("alice").await, app.login("bob").await);
+    let alice = app.login("alice").await;
     assert_eq!(call(app, Method::GET, RECORDS, &expiring_secret).await, 401);
     let expired_records =
         wait_for_count(app, &alice, &expiring_id, 2, Duration::from_secs(20)).await;
     assert_eq!(statuses(&expired_records), [(200, 1), (401, 1)].into());
+}
 
-    // Nothing else was indexed: the unknown tokens left no trace anywhere.
-    let expected = (6 + 1 + revoked_calls + 2) as u64;
-    let indexed = eventually(Duration::from_secs(10), "the indexed counter", || async {
-        let n = metric(app, "enspace_request_records_indexed_total").await;
-        (n >= expected).then_some(n)
-    })
-    .await;
-    assert_eq!(indexed, expected);
-    assert_eq!(
-        metric(app, "enspace_request_records_dropped_total").await,
-        0
-    );
-
-    // Only the owner reads them.
+/// Only the owner reads a token's requests and stats: another user gets
+/// 404, an anonymous caller 401.
+async fn only_the_owner_reads_a_tokens_logs(app: &ServeApp) {
+    let logged = logged_calls(app).await;
+    let bob = app.login("bob").await;
+    let id = &logged.id;
     for path in [
         format!("/v1/tokens/{id}/requests"),
         format!("/v1/tokens/{id}/requests/stats"),
@@ -377,18 +431,39 @@ async fn end_to_end(app: &ServeApp, node: &str) {
     }
 }
 
-#[tokio::test]
-async fn the_embedded_default_logs_calls_end_to_end() {
-    let app = ServeApp::spawn(None).await;
-    end_to_end(&app, "serve").await;
+/// One test per behaviour and per way in: `enspace serve` with its embedded
+/// queue (the default) and on JetStream, each test in a module named for
+/// the behaviour (`<behaviour>::embedded`, `<behaviour>::jetstream`).
+macro_rules! on_both_queues {
+    ($($behaviour:ident),* $(,)?) => {$(
+        mod $behaviour {
+            use crate::support::{NatsServer, ServeApp};
+
+            #[tokio::test]
+            async fn embedded() {
+                let app = ServeApp::spawn(None).await;
+                super::$behaviour(&app).await;
+            }
+
+            #[tokio::test]
+            async fn jetstream() {
+                let nats = NatsServer::start();
+                let app = ServeApp::spawn(Some(nats.url())).await;
+                super::$behaviour(&app).await;
+            }
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn serve_on_jetstream_logs_calls_end_to_end() {
-    let nats = NatsServer::start();
-    let app = ServeApp::spawn(Some(nats.url())).await;
-    end_to_end(&app, "serve").await;
-}
+on_both_queues!(
+    allowed_and_denied_calls_are_logged_with_their_details,
+    calls_without_a_known_token_are_not_logged,
+    a_revoked_tokens_401_is_logged,
+    stats_count_the_logged_calls_by_hour,
+    a_used_token_shows_when_it_was_last_used,
+    an_expired_tokens_401_is_logged,
+    only_the_owner_reads_a_tokens_logs,
+);
 
 fn token_service(data: &std::path::Path, nats: &NatsServer) -> EnspaceProcess {
     distributed::token_service(data, &nats.url(), &[])

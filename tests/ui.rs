@@ -5,343 +5,13 @@
 //! `target/ui-screenshots/`.
 //!
 //! Each test starts its own chromedriver on a free port with a fresh
-//! profile; browser tests run one at a time (two cores).
+//! profile (`support::browser`); browser tests run one at a time (two cores).
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
-use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
+use crate::support::browser::{Ui, WAIT};
 use crate::support::{ServeApp, TestApp, eventually};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// One browser at a time: Chromium is heavy on a two-core machine.
-static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-fn which(name: &str, fallback: &str) -> String {
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join(name))
-                .find(|p| p.is_file())
-        })
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|| fallback.to_owned())
-}
-
-pub fn screenshot_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots")
-}
-
-/// chromedriver + Chromium with a fresh profile, and the page under test.
-struct Ui {
-    client: Client,
-    driver: Child,
-    driver_port: u16,
-    session: Option<String>,
-    base: String,
-    name: &'static str,
-    shots: u32,
-    _profile: tempfile::TempDir,
-    _turn: tokio::sync::MutexGuard<'static, ()>,
-}
-
-impl Ui {
-    async fn start(base: &str, name: &'static str) -> Ui {
-        Self::start_sized(base, name, 1280, 860).await
-    }
-
-    async fn start_sized(base: &str, name: &'static str, width: u32, height: u32) -> Ui {
-        let turn = BROWSER.lock().await;
-        let port = free_port();
-        let driver = Command::new(which("chromedriver", "/usr/bin/chromedriver"))
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver (apt-get install chromium-driver)");
-        let status = format!("http://127.0.0.1:{port}/status");
-        let http = reqwest::Client::new();
-        eventually(WAIT, "chromedriver /status", || async {
-            let res = http.get(&status).send().await.ok()?;
-            res.status().is_success().then_some(())
-        })
-        .await;
-        let profile = tempfile::tempdir().expect("profile dir");
-        let mut caps = serde_json::Map::new();
-        caps.insert("browserName".into(), json!("chrome"));
-        caps.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": which("chromium", "/usr/bin/chromium"),
-                "args": [
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--no-first-run",
-                    "--disable-sync",
-                    "--disable-dev-shm-usage",
-                    "--lang=en-US",
-                    format!("--window-size={width},{height}"),
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            }),
-        );
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = ClientBuilder::new(connector)
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .expect("WebDriver session");
-        let session = client.session_id().await.ok().flatten();
-        let mut ui = Ui {
-            client,
-            driver,
-            driver_port: port,
-            session,
-            base: base.trim_end_matches('/').to_owned(),
-            name,
-            shots: 0,
-            _profile: profile,
-            _turn: turn,
-        };
-        // Reading the clipboard back is a permission the page itself never asks for.
-        ui.grant_clipboard().await;
-        ui.shots = 0;
-        ui
-    }
-
-    async fn grant_clipboard(&mut self) {
-        let Some(session) = self.session.clone() else {
-            return;
-        };
-        let http = reqwest::Client::new();
-        let _ = http
-            .post(format!(
-                "http://127.0.0.1:{}/session/{session}/goog/cdp/execute",
-                self.driver_port
-            ))
-            .json(&json!({"cmd": "Browser.grantPermissions", "params": {
-                "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]}}))
-            .send()
-            .await;
-        for name in ["clipboard-read", "clipboard-write"] {
-            let _ = http
-                .post(format!(
-                    "http://127.0.0.1:{}/session/{session}/permissions",
-                    self.driver_port
-                ))
-                .json(&json!({"descriptor": {"name": name}, "state": "granted"}))
-                .send()
-                .await;
-        }
-    }
-
-    /// The page's console messages and uncaught errors (for failures).
-    async fn browser_log(&self) -> String {
-        let Some(session) = &self.session else {
-            return String::new();
-        };
-        let res = reqwest::Client::new()
-            .post(format!(
-                "http://127.0.0.1:{}/session/{session}/se/log",
-                self.driver_port
-            ))
-            .json(&json!({"type": "browser"}))
-            .send()
-            .await;
-        match res {
-            Ok(res) => res.text().await.unwrap_or_default(),
-            Err(e) => e.to_string(),
-        }
-    }
-
-    async fn goto(&self, path: &str) {
-        self.client
-            .goto(&format!("{}{path}", self.base))
-            .await
-            .expect("navigate");
-    }
-
-    async fn wait(&self, css: &str) -> fantoccini::elements::Element {
-        match self
-            .client
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css(css))
-            .await
-        {
-            Ok(el) => el,
-            Err(e) => {
-                self.shot(&format!(
-                    "FAILED-waiting-for-{}",
-                    css.replace(['#', ' ', '[', ']', '"', '='], "_")
-                ))
-                .await;
-                panic!(
-                    "no element {css}: {e}\nbrowser log: {}",
-                    self.browser_log().await
-                );
-            }
-        }
-    }
-
-    /// Polls a JS expression until it is truthy; returns its value.
-    async fn until(&self, what: &str, expr: &str) -> Value {
-        let script = format!("return ({expr});");
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            if let Ok(v) = self.client.execute(&script, vec![]).await
-                && !matches!(&v, Value::Null | Value::Bool(false))
-                && v != json!("")
-                && v != json!(0)
-            {
-                return v;
-            }
-            if std::time::Instant::now() > deadline {
-                self.shot(&format!("FAILED-{}", what.replace(' ', "-")))
-                    .await;
-                panic!(
-                    "timed out waiting for {what} ({expr})\nbrowser log: {}",
-                    self.browser_log().await
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn js(&self, expr: &str) -> Value {
-        self.client
-            .execute(&format!("return ({expr});"), vec![])
-            .await
-            .expect("execute script")
-    }
-
-    async fn js_str(&self, expr: &str) -> String {
-        match self.js(expr).await {
-            Value::String(s) => s,
-            Value::Null => String::new(),
-            other => other.to_string(),
-        }
-    }
-
-    /// Clicks like a user who first scrolls the element clear of the sticky top bar.
-    async fn click(&self, css: &str) {
-        let el = self.wait(css).await;
-        let arg = serde_json::to_value(&el).expect("element reference");
-        let _ = self
-            .client
-            .execute("arguments[0].scrollIntoView({block: 'center'});", vec![arg])
-            .await;
-        el.click().await.expect("click");
-    }
-
-    async fn text(&self, css: &str) -> String {
-        self.wait(css).await.text().await.expect("text")
-    }
-
-    async fn fill(&self, css: &str, text: &str) {
-        let el = self.wait(css).await;
-        el.clear().await.expect("clear");
-        el.send_keys(text).await.expect("type");
-    }
-
-    /// Key presses sent to whatever has focus, like a keyboard.
-    async fn keys(&self, keys: &[char]) {
-        let mut actions = KeyActions::new("keyboard".into());
-        for &k in keys {
-            actions = actions
-                .then(KeyAction::Down { value: k })
-                .then(KeyAction::Up { value: k });
-        }
-        self.client.perform_actions(actions).await.expect("keys");
-    }
-
-    async fn press(&self, key: Key) {
-        self.keys(&[key.into()]).await;
-    }
-
-    async fn type_text(&self, text: &str) {
-        let chars: Vec<char> = text.chars().collect();
-        self.keys(&chars).await;
-    }
-
-    async fn shift_tab(&self) {
-        let shift: char = Key::Shift.into();
-        let tab: char = Key::Tab.into();
-        let actions = KeyActions::new("keyboard".into())
-            .then(KeyAction::Down { value: shift })
-            .then(KeyAction::Down { value: tab })
-            .then(KeyAction::Up { value: tab })
-            .then(KeyAction::Up { value: shift });
-        self.client.perform_actions(actions).await.expect("keys");
-    }
-
-    async fn focused(&self) -> String {
-        self.js_str("document.activeElement && (document.activeElement.id || document.activeElement.tagName)")
-            .await
-    }
-
-    async fn shot(&self, state: &str) {
-        let Ok(png) = self.client.screenshot().await else {
-            return;
-        };
-        let dir = screenshot_dir();
-        let _ = std::fs::create_dir_all(&dir);
-        let _ = std::fs::write(dir.join(format!("{}-{state}.png", self.name)), png);
-    }
-
-    async fn sign_in(&self, user: &str) {
-        self.fill("#signin-username", user).await;
-        self.fill("#signin-password", &format!("{user}-password"))
-            .await;
-        self.click("#signin-submit").await;
-        self.wait(".avatar").await;
-    }
-
-    async fn close(mut self) {
-        let client = self.client.clone();
-        let _ = client.close().await;
-        self.session = None;
-    }
-}
-
-impl Drop for Ui {
-    fn drop(&mut self) {
-        // A test that panicked never reached `close`: end the browser
-        // session (chromedriver quits Chromium), then chromedriver itself.
-        if let Some(session) = self.session.take() {
-            use std::io::Write;
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.driver_port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                let _ = write!(
-                    s,
-                    "DELETE /session/{session} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-                let mut buf = [0u8; 256];
-                let _ = std::io::Read::read(&mut s, &mut buf);
-            }
-        }
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
 
 async fn api_tokens(app: &TestApp, session: &str) -> Vec<Value> {
     let res = app.get(session, "/v1/tokens").await;
@@ -389,16 +59,28 @@ async fn page_and_assets_are_served_with_a_strict_policy() {
         .find(|s| s.ends_with("/app.css"))
         .expect("stylesheet link")
         .to_owned();
-    let js_path = css_path.replace("app.css", "app.js");
-    for (path, ty) in [
+    let mut assets = vec![
         (css_path.clone(), "text/css; charset=utf-8"),
-        (js_path, "text/javascript; charset=utf-8"),
-        (
-            css_path.replace("app.css", "chart.js"),
-            "text/javascript; charset=utf-8",
-        ),
         (css_path.replace("app.css", "favicon.svg"), "image/svg+xml"),
+    ];
+    // The entry module and every module it imports.
+    for module in [
+        "app.js",
+        "api.js",
+        "chart.js",
+        "dialogs.js",
+        "dom.js",
+        "logs.js",
+        "router.js",
+        "state.js",
+        "tokens.js",
     ] {
+        assets.push((
+            css_path.replace("app.css", module),
+            "text/javascript; charset=utf-8",
+        ));
+    }
+    for (path, ty) in assets {
         let path = path.as_str();
         let res = app.client.get(app.url(path)).send().await.expect("GET");
         assert_eq!(res.status(), 200, "{path}");
@@ -446,15 +128,89 @@ async fn page_and_assets_are_served_with_a_strict_policy() {
     assert_eq!(res.status(), 405);
 }
 
-/// The whole settings flow with the mouse: sign-in errors, the empty
-/// state, the create dialog with every control, validation (ours and the
-/// server's), the secret shown once, the table, revoke, sign out.
-#[tokio::test]
-async fn token_flow_in_the_browser() {
-    let app = TestApp::spawn().await;
-    let ui = Ui::start(&app.base, "flow").await;
+// ---------------------------------------------------------------------------
+// The settings flow with the mouse, one behaviour per test: sign-in errors,
+// the empty state, the create dialog with every control, validation (ours
+// and the server's), the secret shown once, the table, revoke, deep links,
+// sign out.
 
-    // --- sign in, with inline errors first
+/// The token the flow tests create: a dated expiration, two scopes, two
+/// workspaces.
+const ERP: &str = "ERP Integration";
+
+/// alice signed in on the Tokens tab, in a browser of her own.
+async fn alice_on_tokens(app: &TestApp, name: &'static str) -> Ui {
+    let ui = Ui::start(&app.base, name).await;
+    ui.goto("/settings/dev/tokens").await;
+    ui.sign_in("alice").await;
+    ui
+}
+
+/// Opens the create dialog from its button on the Tokens tab.
+async fn open_create_dialog(ui: &Ui, button: &str) {
+    ui.click(button).await;
+    ui.wait("#create-dialog[open]").await;
+}
+
+/// Fills the open create dialog for [`ERP`]: 6 months, read and write,
+/// Acme and Globex.
+async fn fill_erp(ui: &Ui) {
+    ui.fill("#token-description", ERP).await;
+    ui.wait("#token-expiration")
+        .await
+        .select_by_value("6m")
+        .await
+        .expect("select 6m");
+    ui.click("label[for=token-scope-read]").await;
+    ui.click("label[for=token-scope-write]").await;
+    ui.click("label[for=token-workspace-acme]").await;
+    ui.click("label[for=token-workspace-globex]").await;
+}
+
+/// Submits the create dialog and reads the secret it then shows.
+async fn submit_for_secret(ui: &Ui) -> String {
+    ui.click("#create-submit").await;
+    let secret = ui
+        .until("the secret", "document.querySelector('#token-secret') && document.querySelector('#token-secret').textContent")
+        .await;
+    secret.as_str().expect("secret text").to_owned()
+}
+
+/// Creates [`ERP`] in the UI from the empty Tokens tab; returns its secret.
+async fn create_erp_in_ui(ui: &Ui) -> String {
+    open_create_dialog(ui, "#create-first-token").await;
+    fill_erp(ui).await;
+    submit_for_secret(ui).await
+}
+
+/// Creates [`ERP`] and then "Mobile App" (never expires, read, Acme) through
+/// the API: the list shows Mobile App first.
+async fn create_two_tokens(app: &TestApp, session: &str) {
+    app.create_token(
+        session,
+        &json!({"description": ERP, "expiration": "6m", "scopes": ["read", "write"], "workspaces": ["acme", "globex"]}),
+    )
+    .await;
+    app.create_token(
+        session,
+        &json!({"description": "Mobile App", "expiration": "never", "scopes": ["read"], "workspaces": ["acme"]}),
+    )
+    .await;
+}
+
+/// Nothing the page did broke its own Content-Security-Policy or threw.
+async fn assert_page_kept_its_policy(ui: &Ui) {
+    let log = ui.browser_log().await;
+    assert!(!log.contains("Content Security Policy"), "{log}");
+    assert!(!log.contains("Uncaught"), "{log}");
+}
+
+/// Sign-in errors are shown inline: missing fields first, then a wrong
+/// password; the right one signs in.
+#[tokio::test]
+async fn sign_in_reports_missing_fields_and_a_wrong_password() {
+    let app = TestApp::spawn().await;
+    let ui = Ui::start(&app.base, "sign-in").await;
     ui.goto("/").await;
     ui.wait("#signin-username").await;
     ui.shot("01-sign-in").await;
@@ -488,8 +244,18 @@ async fn token_flow_in_the_browser() {
     ui.wait(".avatar").await;
     assert_eq!(ui.text(".avatar").await, "A");
     assert!(ui.text("main h1").await.contains("Welcome, Alice"));
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // --- avatar → menu → User Settings → Dev → Tokens (the default)
+/// Avatar → menu → User Settings → Dev → Tokens (the default tab), which
+/// starts empty with a call to create the first token.
+#[tokio::test]
+async fn account_menu_leads_to_the_empty_tokens_tab() {
+    let app = TestApp::spawn().await;
+    let ui = Ui::start(&app.base, "menu").await;
+    ui.goto("/").await;
+    ui.sign_in("alice").await;
     ui.click("#account-button").await;
     assert_eq!(
         ui.js_str("document.querySelector('#account-button').getAttribute('aria-expanded')")
@@ -515,10 +281,18 @@ async fn token_flow_in_the_browser() {
     assert!(empty.contains("No personal access tokens yet"), "{empty}");
     assert!(empty.contains("Create your first token"));
     ui.shot("04-tokens-empty").await;
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // --- the create dialog: our own validation first
-    ui.click("#create-first-token").await;
-    ui.wait("#create-dialog[open]").await;
+/// The create dialog checks every field before anything is sent, and each
+/// control works: description, expiration (No expiration shows the warning,
+/// a dated one hides it and names the day), scopes, workspaces.
+#[tokio::test]
+async fn create_dialog_checks_every_field_before_sending() {
+    let app = TestApp::spawn().await;
+    let ui = alice_on_tokens(&app, "create-validation").await;
+    open_create_dialog(&ui, "#create-first-token").await;
     assert_eq!(ui.focused().await, "token-description");
     let placeholder = ui
         .js_str("document.querySelector('#token-description').placeholder")
@@ -568,9 +342,7 @@ async fn token_flow_in_the_browser() {
     )
     .await;
 
-    // Each control used: description, expiration (No expiration shows the
-    // warning, a dated one hides it), three scopes, two workspaces.
-    ui.fill("#token-description", "ERP Integration").await;
+    ui.fill("#token-description", ERP).await;
     ui.until(
         "the description error to clear",
         "document.querySelector('#token-description-error').hidden",
@@ -616,9 +388,19 @@ async fn token_flow_in_the_browser() {
             .await
             .contains("will expire on")
     );
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // --- the server still refuses: its problem detail is shown inline.
-    // (A stale workspace list: the request names a workspace alice lacks.)
+/// When the server still refuses (here a stale workspace list: the request
+/// names a workspace alice lacks), its problem detail is shown inline at the
+/// field.
+#[tokio::test]
+async fn create_dialog_shows_the_servers_refusal_inline() {
+    let app = TestApp::spawn().await;
+    let ui = alice_on_tokens(&app, "create-refused").await;
+    open_create_dialog(&ui, "#create-first-token").await;
+    fill_erp(&ui).await;
     ui.js(r#"(() => {
         window.__realFetch = window.fetch;
         window.fetch = (url, init) => {
@@ -640,13 +422,17 @@ async fn token_flow_in_the_browser() {
     ui.shot("07-create-server-refused").await;
     ui.js("(() => { window.fetch = window.__realFetch; return true; })()")
         .await;
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // --- created: the secret, once
-    ui.click("#create-submit").await;
-    let secret = ui
-        .until("the secret", "document.querySelector('#token-secret') && document.querySelector('#token-secret').textContent")
-        .await;
-    let secret = secret.as_str().expect("secret text").to_owned();
+/// A created token's secret is shown once, with its warning, and the Copy
+/// button puts it on the clipboard; the token has what the dialog chose.
+#[tokio::test]
+async fn new_secret_is_shown_once_and_copied() {
+    let app = TestApp::spawn().await;
+    let ui = alice_on_tokens(&app, "secret").await;
+    let secret = create_erp_in_ui(&ui).await;
     assert!(
         secret.starts_with("ens_pat_") && secret.len() == 46,
         "{secret}"
@@ -678,16 +464,25 @@ async fn token_flow_in_the_browser() {
     );
     ui.shot("08-secret-shown-once").await;
 
-    // The secret works against the API as a bearer token would (it is real).
+    // The token was created as configured (the secret is a real one).
     let alice = app.login("alice").await;
     let tokens = api_tokens(&app, &alice).await;
     assert_eq!(tokens.len(), 1);
-    assert_eq!(tokens[0]["description"], "ERP Integration");
+    assert_eq!(tokens[0]["description"], ERP);
     assert_eq!(tokens[0]["expiration"], "6m");
     assert_eq!(tokens[0]["scopes"], json!(["read", "write"]));
     assert_eq!(tokens[0]["workspaces"], json!(["acme", "globex"]));
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // --- closing removes it from the page; it was never stored or in the URL
+/// Closing the secret dialog removes the secret from the page; it was never
+/// stored or in the URL, and focus goes back to the page.
+#[tokio::test]
+async fn closed_secret_leaves_no_trace() {
+    let app = TestApp::spawn().await;
+    let ui = alice_on_tokens(&app, "secret-closed").await;
+    let secret = create_erp_in_ui(&ui).await;
     ui.click("#secret-done").await;
     ui.until("the dialog to close", "!document.querySelector('dialog')")
         .await;
@@ -718,11 +513,23 @@ async fn token_flow_in_the_browser() {
         "new-token",
         "focus goes back to the page"
     );
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // --- the table shows the configuration
+/// The table shows each token's configuration; a token without expiration
+/// says "Never"; Escape closes the secret dialog and forgets the secret.
+#[tokio::test]
+async fn tokens_table_shows_each_tokens_configuration() {
+    let app = TestApp::spawn().await;
+    let ui = alice_on_tokens(&app, "table").await;
+    create_erp_in_ui(&ui).await;
+    ui.click("#secret-done").await;
+    ui.until("the dialog to close", "!document.querySelector('dialog')")
+        .await;
     let row = ui.text("#tokens-table tbody tr").await;
     for want in [
-        "ERP Integration",
+        ERP,
         "read",
         "write",
         "Acme Corp, Globex",
@@ -735,8 +542,7 @@ async fn token_flow_in_the_browser() {
     assert!(!row.contains("delete"));
 
     // A second token without expiration: the table says "Never".
-    ui.click("#new-token").await;
-    ui.wait("#create-dialog[open]").await;
+    open_create_dialog(&ui, "#new-token").await;
     ui.fill("#token-description", "Mobile App").await;
     ui.wait("#token-expiration")
         .await
@@ -769,12 +575,27 @@ async fn token_flow_in_the_browser() {
         "Never"
     );
     ui.shot("09-tokens-table").await;
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // --- revoke, with a confirmation that can be declined
+/// Revoke asks first; declining changes nothing, confirming revokes the
+/// token (the row and the API say so) and says so in a toast.
+#[tokio::test]
+async fn revoke_asks_first_and_can_be_declined() {
+    let app = TestApp::spawn().await;
+    let alice = app.login("alice").await;
+    create_two_tokens(&app, &alice).await;
+    let ui = alice_on_tokens(&app, "revoke").await;
+    ui.until(
+        "two rows",
+        "document.querySelectorAll('#tokens-table tbody tr').length === 2",
+    )
+    .await;
     ui.click("#tokens-table tbody tr:nth-child(2) .revoke")
         .await;
     ui.wait("#revoke-dialog[open]").await;
-    assert!(ui.text("#revoke-dialog").await.contains("ERP Integration"));
+    assert!(ui.text("#revoke-dialog").await.contains(ERP));
     assert_eq!(ui.focused().await, "revoke-cancel");
     ui.shot("10-revoke-confirmation").await;
     ui.click("#revoke-cancel").await;
@@ -798,11 +619,20 @@ async fn token_flow_in_the_browser() {
     .await;
     ui.shot("11-token-revoked").await;
     let tokens = api_tokens(&app, &alice).await;
-    assert_eq!(tokens[1]["description"], "ERP Integration");
+    assert_eq!(tokens[1]["description"], ERP);
     assert_eq!(tokens[1]["status"], "revoked");
     assert_eq!(tokens[0]["status"], "active");
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // --- reload keeps the place; deep links work
+/// Reload keeps the place, and a deep link opens the Request Logs tab.
+#[tokio::test]
+async fn reload_and_deep_links_keep_the_place() {
+    let app = TestApp::spawn().await;
+    let alice = app.login("alice").await;
+    create_two_tokens(&app, &alice).await;
+    let ui = alice_on_tokens(&app, "deep-links").await;
     ui.goto("/settings/dev/tokens").await;
     ui.until(
         "the table after reload",
@@ -823,13 +653,16 @@ async fn token_flow_in_the_browser() {
     )
     .await;
     ui.shot("12-request-logs").await;
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
 
-    // Nothing the page did broke its own Content-Security-Policy or threw.
-    let log = ui.browser_log().await;
-    assert!(!log.contains("Content Security Policy"), "{log}");
-    assert!(!log.contains("Uncaught"), "{log}");
-
-    // --- sign out
+/// Signing out returns to the sign-in page with a notice, and the settings
+/// are behind sign-in again.
+#[tokio::test]
+async fn signing_out_returns_to_sign_in() {
+    let app = TestApp::spawn().await;
+    let ui = alice_on_tokens(&app, "sign-out").await;
     ui.click("#account-button").await;
     ui.click("#menu-signout").await;
     ui.wait("#signin-username").await;
@@ -837,6 +670,7 @@ async fn token_flow_in_the_browser() {
     ui.shot("13-signed-out").await;
     ui.goto("/settings/dev/tokens").await;
     ui.wait("#signin-username").await;
+    assert_page_kept_its_policy(&ui).await;
     ui.close().await;
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use enspace_core::ManualClock;
 use enspace_tokens::directory::Directory;
 use enspace_tokens::metrics::Metrics;
+use enspace_tokens::request_log::RequestIndex;
 use enspace_tokens::store::Store;
 use enspace_tokens::{AppState, Config};
 use prometheus_client::registry::Registry;
@@ -30,8 +31,10 @@ impl TestApp {
     /// Starts the service on an existing data dir (e.g. after a restart).
     pub async fn spawn_with(data: tempfile::TempDir, clock: ManualClock) -> Self {
         let store = Store::open(data.path()).expect("open store");
+        let requests = RequestIndex::open_in(data.path()).expect("open request index");
         let state = AppState::new(
             store,
+            requests,
             Directory::demo(),
             Arc::new(clock.clone()),
             Metrics::new(Registry::default()),

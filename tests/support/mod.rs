@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod browser;
 pub mod cluster;
 pub mod conformance;
 pub mod distributed;

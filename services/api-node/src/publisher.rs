@@ -21,6 +21,7 @@ use async_nats::connection::State;
 use async_nats::{HeaderMap, StatusCode, Subscriber};
 use enspace_core::RequestRecord;
 use enspace_core::record::DroppedRecords;
+use enspace_nats::Backoff;
 use futures::{FutureExt, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
@@ -34,6 +35,11 @@ use crate::window::Window;
 /// they turn 15,000 wake-ups and writes a second into a few hundred.
 const LINGER: Duration = Duration::from_millis(2);
 const LINGER_BATCH: usize = 256;
+
+/// Retries (of the stream, the ack subscription, publishing after a
+/// failure) wait 50 ms, doubling to 2 s.
+const MIN_RETRY: Duration = Duration::from_millis(50);
+const MAX_RETRY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
@@ -93,7 +99,7 @@ impl Publisher {
     /// Creates or updates the stream, then publishes forever.
     pub async fn run(self, client: async_nats::Client) {
         let js = async_nats::jetstream::new(client.clone());
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(MIN_RETRY, MAX_RETRY);
         self.ensure_stream(&js, &mut backoff).await;
         tokio::spawn(report_drops(
             self.queue.clone(),
@@ -135,7 +141,7 @@ impl Publisher {
         mut acks: Subscriber,
     ) {
         let mut window = Window::new();
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(MIN_RETRY, MAX_RETRY);
         let mut last_warning: Option<Instant> = None;
         let mut sweep = tokio::time::interval(self.config.ack_timeout / 4);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -182,7 +188,7 @@ impl Publisher {
                 () = backoff.wait(), if paused || !connected => {
                     if paused {
                         // The stream may have been deleted; (re)create it.
-                        self.ensure_stream(js, &mut Backoff::new()).await;
+                        self.ensure_stream(js, &mut Backoff::new(MIN_RETRY, MAX_RETRY)).await;
                         paused = false;
                     }
                 }
@@ -369,22 +375,6 @@ fn answer(ack: &async_nats::Message) -> Answer {
         Ok(Ack { error: Some(e), .. }) => Answer::Refused(e.description),
         Ok(Ack { .. }) => Answer::Refused("an ack without a sequence".into()),
         Err(e) => Answer::Refused(format!("an unreadable ack: {e}")),
-    }
-}
-
-/// 50 ms doubling to 2 s.
-struct Backoff(Duration);
-
-impl Backoff {
-    fn new() -> Self {
-        Backoff(Duration::from_millis(50))
-    }
-    fn reset(&mut self) {
-        self.0 = Duration::from_millis(50);
-    }
-    async fn wait(&mut self) {
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Duration::from_secs(2));
     }
 }
 

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use enspace_tokens::request_log::RequestIndex;
 use enspace_tokens::store::Store;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 
@@ -102,7 +103,8 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
 async fn measure(args: &Args, nats: Option<&Nats>) -> anyhow::Result<(Load, Load)> {
     let data = tempfile::tempdir()?;
     let store = Store::open(data.path()).context("open the store")?;
-    let (addr, state) = start_service_state(store.clone()).await?;
+    let requests = RequestIndex::open_in(data.path()).context("open the request index")?;
+    let (addr, state) = start_service_state(store.clone(), requests).await?;
     if let Some(nats) = nats {
         let client = enspace_nats::connect(&nats.url(), "bench-outbox").await?;
         let js = async_nats::jetstream::new(client.clone());

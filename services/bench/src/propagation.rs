@@ -16,6 +16,7 @@ use enspace_tokens::commands::{Command, CreateToken};
 use enspace_tokens::directory::Directory;
 use enspace_tokens::metrics::Metrics;
 use enspace_tokens::outbox::Outbox;
+use enspace_tokens::request_log::RequestIndex;
 use enspace_tokens::store::Store;
 use enspace_tokens::{AppState, Config};
 use futures::StreamExt;
@@ -55,6 +56,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     let store = Store::open(data.path())?;
     let state = AppState::new(
         store.clone(),
+        RequestIndex::open_in(data.path())?,
         Directory::demo(),
         Arc::new(SystemClock),
         Metrics::new(Registry::default()),

@@ -90,9 +90,9 @@ fn sorted(mut v: Vec<Duration>) -> Latencies {
 async fn measure(args: Args) -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let store = Store::open(data.path()).context("open the store")?;
-    let index = store.requests.clone();
+    let index = RequestIndex::open_in(data.path()).context("open the request index")?;
     let tree = index.tree().clone();
-    let base = format!("http://{}", start_service(store).await?);
+    let base = format!("http://{}", start_service(store, index.clone()).await?);
     let client = reqwest::Client::new();
     let session = sign_in(&client, &base).await?;
     let auth = format!("Bearer {session}");

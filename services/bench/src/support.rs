@@ -224,16 +224,19 @@ impl Drop for Process {
 /// The token service (demo directory, system clock) on a free loopback port.
 pub async fn start_service(
     store: enspace_tokens::store::Store,
+    requests: enspace_tokens::request_log::RequestIndex,
 ) -> anyhow::Result<std::net::SocketAddr> {
-    Ok(start_service_state(store).await?.0)
+    Ok(start_service_state(store, requests).await?.0)
 }
 
 /// [`start_service`], also returning the service's state.
 pub async fn start_service_state(
     store: enspace_tokens::store::Store,
+    requests: enspace_tokens::request_log::RequestIndex,
 ) -> anyhow::Result<(std::net::SocketAddr, enspace_tokens::AppState)> {
     let state = enspace_tokens::AppState::new(
         store,
+        requests,
         enspace_tokens::directory::Directory::demo(),
         std::sync::Arc::new(enspace_core::SystemClock),
         enspace_tokens::metrics::Metrics::new(prometheus_client::registry::Registry::default()),

@@ -18,7 +18,7 @@ use enspace_core::{EventKey, EventSigner};
 use enspace_tokens::directory::Directory;
 use enspace_tokens::metrics::Metrics;
 use enspace_tokens::outbox::Outbox;
-use enspace_tokens::request_log::{Indexer, IndexerMetrics};
+use enspace_tokens::request_log::{Indexer, IndexerMetrics, RequestIndex};
 use enspace_tokens::signing_key;
 use enspace_tokens::store::Store;
 use enspace_tokens::{AppState, Config};
@@ -56,6 +56,12 @@ async fn control_plane(
     let store = Store::open(&args.data).with_context(|| {
         format!(
             "cannot open the store in {} (ENSPACE_DATA)",
+            args.data.display()
+        )
+    })?;
+    let requests = RequestIndex::open_in(&args.data).with_context(|| {
+        format!(
+            "cannot open the request index in {} (ENSPACE_DATA)",
             args.data.display()
         )
     })?;
@@ -119,6 +125,7 @@ async fn control_plane(
     let indexer_metrics = IndexerMetrics::register(&mut registry);
     let state = AppState::new(
         store.clone(),
+        requests,
         directory,
         clock,
         Metrics::new(registry),
@@ -130,7 +137,7 @@ async fn control_plane(
             .context("cannot compare the tokens with the directory")?;
     }
     let indexer = Indexer::new(
-        store.requests.clone(),
+        state.requests.clone(),
         state.clock.clone(),
         retention,
         indexer_metrics,

@@ -30,6 +30,10 @@ fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The `enspace_session` cookie's value: the first cookie of that name in
+/// the `Cookie` headers, as sent (no percent-decoding). Kept by hand rather
+/// than through `axum-extra`'s `CookieJar`, which would keep the last cookie
+/// of a name and percent-decode it, and add a dependency for these lines.
 pub fn session_cookie(parts: &Parts) -> Option<&str> {
     parts
         .headers

@@ -7,6 +7,7 @@ use jiff::SignedDuration;
 
 use crate::directory::Directory;
 use crate::metrics::Metrics;
+use crate::request_log::RequestIndex;
 use crate::store::Store;
 use crate::store::writer::Writer;
 
@@ -24,6 +25,9 @@ impl std::ops::Deref for AppState {
 
 pub struct AppParts {
     pub store: Store,
+    /// Request records by token and time, and each token's last use (the
+    /// request-log indexer's), in a database of their own.
+    pub requests: RequestIndex,
     pub writer: Writer,
     pub directory: Arc<Directory>,
     pub clock: Arc<dyn Clock>,
@@ -80,9 +84,11 @@ impl Default for Config {
 }
 
 impl AppState {
-    /// Opens nothing: takes an opened store and starts its writer.
+    /// Opens nothing: takes an opened store and request index, and starts
+    /// the store's writer.
     pub fn new(
         store: Store,
+        requests: RequestIndex,
         directory: Directory,
         clock: Arc<dyn Clock>,
         metrics: Metrics,
@@ -96,6 +102,7 @@ impl AppState {
         writer.on_commit(move |events| counted.observe(events));
         Ok(AppState(Arc::new(AppParts {
             store,
+            requests,
             writer,
             directory: Arc::new(directory),
             clock,

@@ -2,10 +2,11 @@
 //! and for cheap writes:
 //!
 //! - token id (16) ‖ `at` in ms (u64 BE) ‖ record id (16) → the rest of the
-//!   record (versioned, see [`StoredRecord`]). A token's records sit
-//!   together in time order, so "newest first in a window" is one reverse
-//!   range scan, and the key is the record's identity: indexing a record
-//!   again (a redelivery, a republish) finds its key and changes nothing.
+//!   record (versioned, see `StoredRecord` in `layout.rs`, which builds and
+//!   reads every key and value). A token's records sit together in time
+//!   order, so "newest first in a window" is one reverse range scan, and the
+//!   key is the record's identity: indexing a record again (a redelivery, a
+//!   republish) finds its key and changes nothing.
 //! - token id ‖ the last ms of an hour (u64 BE) ‖ `0xFF` → request counts of
 //!   that hour (total, 1xx–3xx, 4xx, 5xx), for the chart; the 25-byte key
 //!   sorts right after the hour's last records. Only records new to the
@@ -29,177 +30,24 @@ use std::sync::{Arc, Mutex};
 
 use enspace_core::RequestRecord;
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 pub use super::counts::Counts;
-use super::counts::{self, HOUR_KEY, HourKey, JOURNAL_TOKEN, Pending, journal_key};
+use super::counts::{self, HourKey, JOURNAL_TOKEN, Pending, journal_key};
+pub use super::layout::{DAY_MS, HOUR_MS, Position, key_ms};
+use super::layout::{
+    RECORD_KEY, RecordKey, be_u64, be_ulid, decode_record, encode_record, hour_key, record_key,
+    stored_status, time_key,
+};
 use crate::store_error::StoreError;
 
 pub const TREE: &str = "request_log";
-pub const HOUR_MS: u64 = 3_600_000;
-pub const DAY_MS: u64 = 24 * HOUR_MS;
 /// Keys removed per sled batch by the sweep.
 const SWEEP_CHUNK: usize = 10_000;
 /// `token_last_used` is refreshed when it is this far behind.
 const LAST_USED_STEP_MS: u64 = 60_000;
 /// Tokens whose stored last use is remembered in memory, at most.
 const LAST_USED_CACHE: usize = 100_000;
-
-const RECORD_KEY: usize = 40;
-type RecordKey = [u8; RECORD_KEY];
-
-fn record_key(token: Ulid, at_ms: u64, id: Ulid) -> RecordKey {
-    let mut key = [0u8; RECORD_KEY];
-    key[0..16].copy_from_slice(&token.to_bytes());
-    key[16..24].copy_from_slice(&at_ms.to_be_bytes());
-    key[24..40].copy_from_slice(&id.to_bytes());
-    key
-}
-
-/// The counts key of the hour starting at `hour_ms`.
-fn hour_key(token: Ulid, hour_ms: u64) -> HourKey {
-    let mut key = [0u8; HOUR_KEY];
-    key[0..16].copy_from_slice(&token.to_bytes());
-    key[16..24].copy_from_slice(&(hour_ms + HOUR_MS - 1).to_be_bytes());
-    key[24] = 0xFF;
-    key
-}
-
-/// The smallest key of `token` at or after `at_ms`.
-fn time_key(token: Ulid, at_ms: u64) -> [u8; 24] {
-    let mut key = [0u8; 24];
-    key[0..16].copy_from_slice(&token.to_bytes());
-    key[16..24].copy_from_slice(&at_ms.to_be_bytes());
-    key
-}
-
-fn be_u64(bytes: &[u8]) -> Result<u64, StoreError> {
-    let array: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| StoreError::Corrupt("request index key".into()))?;
-    Ok(u64::from_be_bytes(array))
-}
-
-fn be_ulid(bytes: &[u8]) -> Result<Ulid, StoreError> {
-    let array: [u8; 16] = bytes
-        .try_into()
-        .map_err(|_| StoreError::Corrupt("request index key".into()))?;
-    Ok(Ulid::from_bytes(array))
-}
-
-/// A position in a token's records: the key of a record, as (`at`, id).
-/// Records strictly before it come next when paging newest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position {
-    pub at_ms: u64,
-    pub id: Ulid,
-}
-
-/// What the key does not already hold of a record, as a MessagePack array
-/// whose first element is the layout's version: positional (no field names)
-/// to keep the index small, versioned so that a later layout can be read
-/// beside this one. Version 1 is below; a new field means version 2 and a
-/// second decoder, never a change to this one.
-#[derive(Serialize, Deserialize)]
-struct StoredRecord {
-    version: u8,
-    user_id: String,
-    node: String,
-    method: String,
-    path: String,
-    workspace: Option<String>,
-    status: u16,
-    duration_ms: f64,
-    client_ip: String,
-    user_agent: Option<String>,
-}
-
-const STORED_VERSION: u8 = 1;
-
-fn encode_record(r: &RequestRecord) -> Result<Vec<u8>, StoreError> {
-    rmp_serde::to_vec(&StoredRecord {
-        version: STORED_VERSION,
-        user_id: r.user_id.clone(),
-        node: r.node.clone(),
-        method: r.method.clone(),
-        path: r.path.clone(),
-        workspace: r.workspace.clone(),
-        status: r.status,
-        duration_ms: r.duration_ms,
-        client_ip: r.client_ip.clone(),
-        user_agent: r.user_agent.clone(),
-    })
-    .map_err(|e| StoreError::Corrupt(format!("encode request record: {e}")))
-}
-
-fn decode_record(key: &[u8], value: &[u8]) -> Result<RequestRecord, StoreError> {
-    if key.len() != RECORD_KEY {
-        return Err(StoreError::Corrupt("request index key".into()));
-    }
-    let stored: StoredRecord = rmp_serde::from_slice(value)
-        .map_err(|e| StoreError::Corrupt(format!("request record: {e}")))?;
-    if stored.version != STORED_VERSION {
-        return Err(StoreError::Corrupt(format!(
-            "request record layout version {}",
-            stored.version
-        )));
-    }
-    let at_ms = be_u64(&key[16..24])?;
-    Ok(RequestRecord {
-        id: be_ulid(&key[24..40])?,
-        token_id: be_ulid(&key[0..16])?,
-        user_id: stored.user_id,
-        at: Timestamp::from_millisecond(at_ms as i64)
-            .map_err(|_| StoreError::Corrupt("request time".into()))?,
-        node: stored.node,
-        method: stored.method,
-        path: stored.path,
-        workspace: stored.workspace,
-        status: stored.status,
-        duration_ms: stored.duration_ms,
-        client_ip: stored.client_ip,
-        user_agent: stored.user_agent,
-    })
-}
-
-/// The status of a stored record, without decoding its strings.
-fn stored_status(value: &[u8]) -> Result<u16, StoreError> {
-    struct StatusOnly;
-    impl<'de> serde::de::Visitor<'de> for StatusOnly {
-        type Value = (u8, u16);
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a stored request record")
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<(u8, u16), A::Error> {
-            use serde::de::{Error, IgnoredAny};
-            let version: u8 = seq
-                .next_element()?
-                .ok_or_else(|| A::Error::invalid_length(0, &self))?;
-            for i in 1..6 {
-                seq.next_element::<IgnoredAny>()?
-                    .ok_or_else(|| A::Error::invalid_length(i, &self))?;
-            }
-            let status: u16 = seq
-                .next_element()?
-                .ok_or_else(|| A::Error::invalid_length(6, &self))?;
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok((version, status))
-        }
-    }
-    let mut de = rmp_serde::Deserializer::from_read_ref(value);
-    let (version, status) = serde::Deserializer::deserialize_seq(&mut de, StatusOnly)
-        .map_err(|e| StoreError::Corrupt(format!("request record: {e}")))?;
-    if version != STORED_VERSION {
-        return Err(StoreError::Corrupt(format!(
-            "request record layout version {version}"
-        )));
-    }
-    Ok(status)
-}
 
 /// What one [`RequestIndex::ingest`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -233,12 +81,15 @@ pub struct RequestIndex {
     pub drops: super::drops::DropCounts,
 }
 
-/// `ms` as an unsigned key part; times before 1970 clamp to 0.
-pub fn key_ms(ts: Timestamp) -> u64 {
-    u64::try_from(ts.as_millisecond()).unwrap_or(0)
-}
-
 impl RequestIndex {
+    /// Opens the index in its own database inside the data directory
+    /// ([`crate::store::requests_sled_config`]), apart from the event store.
+    pub fn open_in(data_dir: &std::path::Path) -> Result<Self, StoreError> {
+        let db = crate::store::requests_sled_config(data_dir).open()?;
+        let last_used = db.open_tree("token_last_used")?;
+        Self::open(&db, last_used)
+    }
+
     pub fn open(db: &sled::Db, last_used: sled::Tree) -> Result<Self, StoreError> {
         let tree = db.open_tree(TREE)?;
         let mut pending = Pending::default();
@@ -603,224 +454,4 @@ pub enum Upper {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn index() -> RequestIndex {
-        let db = sled::Config::new()
-            .temporary(true)
-            .open()
-            .expect("temp sled");
-        let last_used = db.open_tree("token_last_used").expect("tree");
-        RequestIndex::open(&db, last_used).expect("index")
-    }
-
-    fn record(token: Ulid, at_ms: i64, status: u16) -> RequestRecord {
-        RequestRecord {
-            id: Ulid::new(),
-            token_id: token,
-            user_id: "alice".into(),
-            at: Timestamp::from_millisecond(at_ms).expect("ts"),
-            node: "node-1".into(),
-            method: "GET".into(),
-            path: "/api/v1/workspaces/acme/records".into(),
-            workspace: Some("acme".into()),
-            status,
-            duration_ms: 0.125,
-            client_ip: "127.0.0.1".into(),
-            user_agent: Some("test".into()),
-        }
-    }
-
-    const T0: i64 = 1_790_000_000_000 - 1_790_000_000_000 % HOUR_MS as i64;
-
-    #[test]
-    fn a_record_round_trips_and_is_indexed_once() {
-        let idx = index();
-        let token = Ulid::new();
-        let r = record(token, T0 + 5, 200);
-        let cutoff = Timestamp::UNIX_EPOCH;
-        let first = idx.ingest(&[r.clone(), r.clone()], cutoff).expect("ingest");
-        assert_eq!((first.indexed, first.duplicates), (1, 1));
-        let again = idx.ingest(std::slice::from_ref(&r), cutoff).expect("again");
-        assert_eq!((again.indexed, again.duplicates), (0, 1));
-        let (got, next) = idx.query(token, 0, Upper::To(u64::MAX), 10).expect("query");
-        assert_eq!(got, vec![r]);
-        assert_eq!(next, None);
-        let buckets = idx
-            .stats(token, T0 as u64, T0 as u64 + HOUR_MS, HOUR_MS)
-            .expect("stats");
-        assert_eq!(buckets[0].counts.total, 1, "counted once");
-    }
-
-    #[test]
-    fn paging_is_newest_first_and_exact() {
-        let idx = index();
-        let token = Ulid::new();
-        let records: Vec<_> = (0..25).map(|i| record(token, T0 + i / 3, 200)).collect();
-        idx.ingest(&records, Timestamp::UNIX_EPOCH).expect("ingest");
-        let mut seen = Vec::new();
-        let mut upper = Upper::To(u64::MAX);
-        loop {
-            let (page, next) = idx.query(token, 0, upper, 4).expect("query");
-            seen.extend(page);
-            match next {
-                Some(p) => upper = Upper::Before(p),
-                None => break,
-            }
-        }
-        let mut want = records.clone();
-        want.sort_by_key(|r| std::cmp::Reverse((r.at, r.id)));
-        assert_eq!(seen, want);
-    }
-
-    #[test]
-    fn stats_split_by_class_and_respect_partial_edges() {
-        let idx = index();
-        let token = Ulid::new();
-        let h = HOUR_MS as i64;
-        let records = vec![
-            record(token, T0 + 10, 200),
-            record(token, T0 + h / 2, 404),
-            record(token, T0 + h + 1, 503),
-            record(token, T0 + 2 * h + 7, 301),
-            record(Ulid::new(), T0 + 11, 200),
-        ];
-        idx.ingest(&records, Timestamp::UNIX_EPOCH).expect("ingest");
-        let t0 = T0 as u64;
-        let b = idx
-            .stats(token, t0, t0 + 3 * HOUR_MS, HOUR_MS)
-            .expect("stats");
-        let totals: Vec<_> = b.iter().map(|b| b.counts).collect();
-        assert_eq!(
-            totals,
-            [
-                Counts {
-                    total: 2,
-                    success: 1,
-                    client_error: 1,
-                    server_error: 0
-                },
-                Counts {
-                    total: 1,
-                    success: 0,
-                    client_error: 0,
-                    server_error: 1
-                },
-                Counts {
-                    total: 1,
-                    success: 1,
-                    client_error: 0,
-                    server_error: 0
-                },
-            ]
-        );
-        // A window starting mid-hour counts only what it covers.
-        let b = idx
-            .stats(token, t0 + 11, t0 + 2 * HOUR_MS, DAY_MS)
-            .expect("stats");
-        assert_eq!(b.len(), 1);
-        assert_eq!(b[0].start_ms, t0 - t0 % DAY_MS);
-        assert_eq!(b[0].counts.total, 2);
-    }
-
-    #[test]
-    fn the_sweep_deletes_records_and_counts_before_the_cutoff() {
-        let idx = index();
-        let (a, b) = (Ulid::new(), Ulid::new());
-        let h = HOUR_MS as i64;
-        idx.ingest(
-            &[
-                record(a, T0, 200),
-                record(a, T0 + 2 * h, 200),
-                record(b, T0 + 1, 200),
-                record(b, T0 + 3 * h, 200),
-            ],
-            Timestamp::UNIX_EPOCH,
-        )
-        .expect("ingest");
-        let cutoff = Timestamp::from_millisecond(T0 + h + 5).expect("ts");
-        assert_eq!(idx.sweep(cutoff).expect("sweep"), 2);
-        assert_eq!(idx.count(a).expect("count"), 1);
-        assert_eq!(idx.count(b).expect("count"), 1);
-        let stats = idx
-            .stats(a, T0 as u64, T0 as u64 + 4 * HOUR_MS, HOUR_MS)
-            .expect("stats");
-        assert_eq!(stats.iter().map(|b| b.counts.total).sum::<u64>(), 1);
-        // Records arriving already older than the retention are not indexed.
-        let late = idx.ingest(&[record(a, T0, 200)], cutoff).expect("ingest");
-        assert_eq!(late.expired, 1);
-        assert_eq!(idx.count(a).expect("count"), 1);
-    }
-
-    #[test]
-    fn hourly_counts_are_exact_across_reopening_folding_and_redelivery() {
-        let idx = index();
-        let token = Ulid::new();
-        let t0 = T0 as u64;
-        let total = |idx: &RequestIndex| {
-            idx.stats(token, t0, t0 + HOUR_MS, HOUR_MS).expect("stats")[0]
-                .counts
-                .total
-        };
-        let journal = |idx: &RequestIndex| {
-            idx.tree
-                .range(journal_key(0)..=journal_key(u64::MAX))
-                .count()
-        };
-        let mut sent = Vec::new();
-        for i in 0..3 {
-            let r = record(token, T0 + i, 200);
-            idx.ingest(std::slice::from_ref(&r), Timestamp::UNIX_EPOCH)
-                .expect("ingest");
-            sent.push(r);
-        }
-        assert_eq!(journal(&idx), 3, "journaled, not folded yet");
-        // A restart reads the journal back.
-        let idx = RequestIndex::open(&idx.db, idx.last_used.clone()).expect("reopen");
-        assert_eq!(total(&idx), 3);
-        for i in 3..(3 + counts::FOLD_AFTER_ENTRIES as i64) {
-            let r = record(token, T0 + i, 404);
-            idx.ingest(std::slice::from_ref(&r), Timestamp::UNIX_EPOCH)
-                .expect("ingest");
-            sent.push(r);
-        }
-        assert!(journal(&idx) < counts::FOLD_AFTER_ENTRIES, "folded");
-        assert_eq!(total(&idx), sent.len() as u64);
-        // Every record again, as a redelivery: nothing is counted twice.
-        let again = idx.ingest(&sent, Timestamp::UNIX_EPOCH).expect("again");
-        assert_eq!(again.duplicates, sent.len());
-        let idx = RequestIndex::open(&idx.db, idx.last_used.clone()).expect("reopen");
-        assert_eq!(total(&idx), sent.len() as u64);
-        assert_eq!(
-            idx.stats(token, t0, t0 + HOUR_MS, HOUR_MS).expect("stats")[0]
-                .counts
-                .client_error,
-            counts::FOLD_AFTER_ENTRIES as u64
-        );
-    }
-
-    #[test]
-    fn the_last_use_is_the_newest_record_and_survives_the_sweep() {
-        let idx = index();
-        let token = Ulid::new();
-        let ms = |t: Option<Timestamp>| t.map(|t| t.as_millisecond());
-        assert_eq!(idx.last_used(token).expect("last used"), None);
-        idx.ingest(&[record(token, T0 + 5, 200)], Timestamp::UNIX_EPOCH)
-            .expect("ingest");
-        // Within the minute the tree is not rewritten; the records answer.
-        idx.ingest(&[record(token, T0 + 30_000, 500)], Timestamp::UNIX_EPOCH)
-            .expect("ingest");
-        assert_eq!(
-            ms(idx.last_used(token).expect("last used")),
-            Some(T0 + 30_000)
-        );
-        let cutoff = Timestamp::from_millisecond(T0 + HOUR_MS as i64 * 2).expect("ts");
-        assert_eq!(idx.sweep(cutoff).expect("sweep"), 2);
-        assert_eq!(idx.count(token).expect("count"), 0);
-        assert_eq!(
-            ms(idx.last_used(token).expect("last used")),
-            Some(T0 + 30_000)
-        );
-    }
-}
+mod tests;

@@ -13,6 +13,7 @@ pub mod cursor;
 pub mod drops;
 pub mod index;
 pub mod indexer;
+mod layout;
 
 use std::sync::Arc;
 use std::time::Duration;

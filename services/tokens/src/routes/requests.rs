@@ -178,7 +178,7 @@ pub async fn list_requests(
     // Past the retention nothing is returned, even before the sweep runs.
     let cutoff = key_ms(retention_cutoff(now, state.config.request_retention));
     // A range scan of sled: off the async runtime, as every blocking read.
-    let index = state.store.requests.clone();
+    let index = state.requests.clone();
     let (requests, next) =
         tokio::task::spawn_blocking(move || index.query(token, from_ms.max(cutoff), upper, limit))
             .await
@@ -244,7 +244,7 @@ pub async fn request_stats(
         ));
     }
     let token = token.id;
-    let index = state.store.requests.clone();
+    let index = state.requests.clone();
     let (buckets, dropped) = tokio::task::spawn_blocking(move || {
         Ok::<_, crate::store::StoreError>((
             index.stats(token, from_ms, to_ms, bucket_ms)?,

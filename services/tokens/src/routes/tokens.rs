@@ -57,7 +57,7 @@ impl TokenJson {
 }
 
 fn token_json(state: &AppState, view: TokenView) -> TokenJson {
-    let last_used = state.store.last_used(view.id).unwrap_or(None);
+    let last_used = state.requests.last_used(view.id).unwrap_or(None);
     TokenJson::new(view, state.clock.now(), last_used)
 }
 

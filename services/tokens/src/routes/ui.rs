@@ -35,22 +35,30 @@ const ASSETS: &[Asset] = &[
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../../ui/app.css"),
     },
-    Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../ui/app.js"),
-    },
-    Asset {
-        name: "chart.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../ui/chart.js"),
-    },
+    script("app.js", include_bytes!("../../ui/app.js")),
+    script("api.js", include_bytes!("../../ui/api.js")),
+    script("chart.js", include_bytes!("../../ui/chart.js")),
+    script("dialogs.js", include_bytes!("../../ui/dialogs.js")),
+    script("dom.js", include_bytes!("../../ui/dom.js")),
+    script("logs.js", include_bytes!("../../ui/logs.js")),
+    script("router.js", include_bytes!("../../ui/router.js")),
+    script("state.js", include_bytes!("../../ui/state.js")),
+    script("tokens.js", include_bytes!("../../ui/tokens.js")),
     Asset {
         name: "favicon.svg",
         content_type: "image/svg+xml",
         body: include_bytes!("../../ui/favicon.svg"),
     },
 ];
+
+/// An ES module; `app.js` is the entry the page loads, the rest it imports.
+const fn script(name: &'static str, body: &'static [u8]) -> Asset {
+    Asset {
+        name,
+        content_type: "text/javascript; charset=utf-8",
+        body,
+    }
+}
 
 const INDEX_TEMPLATE: &str = include_str!("../../ui/index.html");
 
@@ -195,6 +203,21 @@ mod tests {
                 INDEX.contains(&format!("/assets/{}/{asset}", *VERSION)),
                 "{asset}"
             );
+        }
+    }
+
+    #[test]
+    fn every_module_import_is_an_asset() {
+        for asset in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
+            let text = std::str::from_utf8(asset.body).expect("scripts are UTF-8");
+            for import in text.split(" from './").skip(1) {
+                let target = import.split('\'').next().unwrap_or_default();
+                assert!(
+                    ASSETS.iter().any(|a| a.name == target),
+                    "{} imports {target}, which is not served",
+                    asset.name
+                );
+            }
         }
     }
 

@@ -179,9 +179,6 @@ pub struct Store {
     /// The committed head, written by the writer after every flush.
     pub head: Arc<Mutex<HeadFile>>,
     pub outbox_state: OutboxState,
-    /// Request records by token and time, and each token's last use (the
-    /// request-log indexer's), in their own database.
-    pub requests: crate::request_log::RequestIndex,
 }
 
 impl Store {
@@ -215,9 +212,6 @@ impl Store {
             tracing::info!(events = applied, "projections caught up from the event log");
         }
         let sessions = Sessions::open(&db)?;
-        let requests_db = requests_sled_config(dir).open()?;
-        let last_used = requests_db.open_tree("token_last_used")?;
-        let requests = crate::request_log::RequestIndex::open(&requests_db, last_used)?;
         Ok(Store {
             db,
             log,
@@ -225,15 +219,7 @@ impl Store {
             sessions,
             head: Arc::new(Mutex::new(head)),
             outbox_state,
-            requests,
         })
-    }
-}
-
-impl Store {
-    /// When the token was last used, by the request-log index.
-    pub fn last_used(&self, token_id: ulid::Ulid) -> Result<Option<jiff::Timestamp>, StoreError> {
-        self.requests.last_used(token_id)
     }
 }
 
@@ -252,12 +238,14 @@ mod tests {
     fn the_request_log_gets_its_own_database_with_large_segments() {
         let dir = tempfile::tempdir().expect("tempdir");
         drop(Store::open(dir.path()).expect("open"));
+        drop(requests_sled_config(dir.path()).open().expect("open"));
         assert_eq!(
             segment_size_on_disk(&dir.path().join(REQUESTS_DIR)),
             Some(REQUESTS_SEGMENT_SIZE)
         );
         assert_eq!(segment_size_on_disk(dir.path()), Some(512 * 1024));
         drop(Store::open(dir.path()).expect("reopen"));
+        drop(requests_sled_config(dir.path()).open().expect("reopen"));
     }
 
     #[test]
@@ -272,7 +260,11 @@ mod tests {
         db.insert(b"k", b"v").expect("insert");
         db.flush().expect("flush");
         drop(db);
-        drop(Store::open(dir.path()).expect("open with the old segment size"));
+        drop(
+            requests_sled_config(dir.path())
+                .open()
+                .expect("open with the old segment size"),
+        );
         assert_eq!(segment_size_on_disk(&requests), Some(1 << 20));
     }
 }

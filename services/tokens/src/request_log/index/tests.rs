@@ -1,0 +1,219 @@
+use super::*;
+
+fn index() -> RequestIndex {
+    let db = sled::Config::new()
+        .temporary(true)
+        .open()
+        .expect("temp sled");
+    let last_used = db.open_tree("token_last_used").expect("tree");
+    RequestIndex::open(&db, last_used).expect("index")
+}
+
+fn record(token: Ulid, at_ms: i64, status: u16) -> RequestRecord {
+    RequestRecord {
+        id: Ulid::new(),
+        token_id: token,
+        user_id: "alice".into(),
+        at: Timestamp::from_millisecond(at_ms).expect("ts"),
+        node: "node-1".into(),
+        method: "GET".into(),
+        path: "/api/v1/workspaces/acme/records".into(),
+        workspace: Some("acme".into()),
+        status,
+        duration_ms: 0.125,
+        client_ip: "127.0.0.1".into(),
+        user_agent: Some("test".into()),
+    }
+}
+
+const T0: i64 = 1_790_000_000_000 - 1_790_000_000_000 % HOUR_MS as i64;
+
+#[test]
+fn a_record_round_trips_and_is_indexed_once() {
+    let idx = index();
+    let token = Ulid::new();
+    let r = record(token, T0 + 5, 200);
+    let cutoff = Timestamp::UNIX_EPOCH;
+    let first = idx.ingest(&[r.clone(), r.clone()], cutoff).expect("ingest");
+    assert_eq!((first.indexed, first.duplicates), (1, 1));
+    let again = idx.ingest(std::slice::from_ref(&r), cutoff).expect("again");
+    assert_eq!((again.indexed, again.duplicates), (0, 1));
+    let (got, next) = idx.query(token, 0, Upper::To(u64::MAX), 10).expect("query");
+    assert_eq!(got, vec![r]);
+    assert_eq!(next, None);
+    let buckets = idx
+        .stats(token, T0 as u64, T0 as u64 + HOUR_MS, HOUR_MS)
+        .expect("stats");
+    assert_eq!(buckets[0].counts.total, 1, "counted once");
+}
+
+#[test]
+fn paging_is_newest_first_and_exact() {
+    let idx = index();
+    let token = Ulid::new();
+    let records: Vec<_> = (0..25).map(|i| record(token, T0 + i / 3, 200)).collect();
+    idx.ingest(&records, Timestamp::UNIX_EPOCH).expect("ingest");
+    let mut seen = Vec::new();
+    let mut upper = Upper::To(u64::MAX);
+    loop {
+        let (page, next) = idx.query(token, 0, upper, 4).expect("query");
+        seen.extend(page);
+        match next {
+            Some(p) => upper = Upper::Before(p),
+            None => break,
+        }
+    }
+    let mut want = records.clone();
+    want.sort_by_key(|r| std::cmp::Reverse((r.at, r.id)));
+    assert_eq!(seen, want);
+}
+
+#[test]
+fn stats_split_by_class_and_respect_partial_edges() {
+    let idx = index();
+    let token = Ulid::new();
+    let h = HOUR_MS as i64;
+    let records = vec![
+        record(token, T0 + 10, 200),
+        record(token, T0 + h / 2, 404),
+        record(token, T0 + h + 1, 503),
+        record(token, T0 + 2 * h + 7, 301),
+        record(Ulid::new(), T0 + 11, 200),
+    ];
+    idx.ingest(&records, Timestamp::UNIX_EPOCH).expect("ingest");
+    let t0 = T0 as u64;
+    let b = idx
+        .stats(token, t0, t0 + 3 * HOUR_MS, HOUR_MS)
+        .expect("stats");
+    let totals: Vec<_> = b.iter().map(|b| b.counts).collect();
+    assert_eq!(
+        totals,
+        [
+            Counts {
+                total: 2,
+                success: 1,
+                client_error: 1,
+                server_error: 0
+            },
+            Counts {
+                total: 1,
+                success: 0,
+                client_error: 0,
+                server_error: 1
+            },
+            Counts {
+                total: 1,
+                success: 1,
+                client_error: 0,
+                server_error: 0
+            },
+        ]
+    );
+    // A window starting mid-hour counts only what it covers.
+    let b = idx
+        .stats(token, t0 + 11, t0 + 2 * HOUR_MS, DAY_MS)
+        .expect("stats");
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].start_ms, t0 - t0 % DAY_MS);
+    assert_eq!(b[0].counts.total, 2);
+}
+
+#[test]
+fn the_sweep_deletes_records_and_counts_before_the_cutoff() {
+    let idx = index();
+    let (a, b) = (Ulid::new(), Ulid::new());
+    let h = HOUR_MS as i64;
+    idx.ingest(
+        &[
+            record(a, T0, 200),
+            record(a, T0 + 2 * h, 200),
+            record(b, T0 + 1, 200),
+            record(b, T0 + 3 * h, 200),
+        ],
+        Timestamp::UNIX_EPOCH,
+    )
+    .expect("ingest");
+    let cutoff = Timestamp::from_millisecond(T0 + h + 5).expect("ts");
+    assert_eq!(idx.sweep(cutoff).expect("sweep"), 2);
+    assert_eq!(idx.count(a).expect("count"), 1);
+    assert_eq!(idx.count(b).expect("count"), 1);
+    let stats = idx
+        .stats(a, T0 as u64, T0 as u64 + 4 * HOUR_MS, HOUR_MS)
+        .expect("stats");
+    assert_eq!(stats.iter().map(|b| b.counts.total).sum::<u64>(), 1);
+    // Records arriving already older than the retention are not indexed.
+    let late = idx.ingest(&[record(a, T0, 200)], cutoff).expect("ingest");
+    assert_eq!(late.expired, 1);
+    assert_eq!(idx.count(a).expect("count"), 1);
+}
+
+#[test]
+fn hourly_counts_are_exact_across_reopening_folding_and_redelivery() {
+    let idx = index();
+    let token = Ulid::new();
+    let t0 = T0 as u64;
+    let total = |idx: &RequestIndex| {
+        idx.stats(token, t0, t0 + HOUR_MS, HOUR_MS).expect("stats")[0]
+            .counts
+            .total
+    };
+    let journal = |idx: &RequestIndex| {
+        idx.tree
+            .range(journal_key(0)..=journal_key(u64::MAX))
+            .count()
+    };
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let r = record(token, T0 + i, 200);
+        idx.ingest(std::slice::from_ref(&r), Timestamp::UNIX_EPOCH)
+            .expect("ingest");
+        sent.push(r);
+    }
+    assert_eq!(journal(&idx), 3, "journaled, not folded yet");
+    // A restart reads the journal back.
+    let idx = RequestIndex::open(&idx.db, idx.last_used.clone()).expect("reopen");
+    assert_eq!(total(&idx), 3);
+    for i in 3..(3 + counts::FOLD_AFTER_ENTRIES as i64) {
+        let r = record(token, T0 + i, 404);
+        idx.ingest(std::slice::from_ref(&r), Timestamp::UNIX_EPOCH)
+            .expect("ingest");
+        sent.push(r);
+    }
+    assert!(journal(&idx) < counts::FOLD_AFTER_ENTRIES, "folded");
+    assert_eq!(total(&idx), sent.len() as u64);
+    // Every record again, as a redelivery: nothing is counted twice.
+    let again = idx.ingest(&sent, Timestamp::UNIX_EPOCH).expect("again");
+    assert_eq!(again.duplicates, sent.len());
+    let idx = RequestIndex::open(&idx.db, idx.last_used.clone()).expect("reopen");
+    assert_eq!(total(&idx), sent.len() as u64);
+    assert_eq!(
+        idx.stats(token, t0, t0 + HOUR_MS, HOUR_MS).expect("stats")[0]
+            .counts
+            .client_error,
+        counts::FOLD_AFTER_ENTRIES as u64
+    );
+}
+
+#[test]
+fn the_last_use_is_the_newest_record_and_survives_the_sweep() {
+    let idx = index();
+    let token = Ulid::new();
+    let ms = |t: Option<Timestamp>| t.map(|t| t.as_millisecond());
+    assert_eq!(idx.last_used(token).expect("last used"), None);
+    idx.ingest(&[record(token, T0 + 5, 200)], Timestamp::UNIX_EPOCH)
+        .expect("ingest");
+    // Within the minute the tree is not rewritten; the records answer.
+    idx.ingest(&[record(token, T0 + 30_000, 500)], Timestamp::UNIX_EPOCH)
+        .expect("ingest");
+    assert_eq!(
+        ms(idx.last_used(token).expect("last used")),
+        Some(T0 + 30_000)
+    );
+    let cutoff = Timestamp::from_millisecond(T0 + HOUR_MS as i64 * 2).expect("ts");
+    assert_eq!(idx.sweep(cutoff).expect("sweep"), 2);
+    assert_eq!(idx.count(token).expect("count"), 0);
+    assert_eq!(
+        ms(idx.last_used(token).expect("last used")),
+        Some(T0 + 30_000)
+    );
+}

@@ -1,0 +1,17 @@
+// What the page knows while it runs: the signed-in user and the tokens
+// loaded so far. Never a secret: a new token's secret stays in its dialog.
+
+export const state = {
+  me: null,
+  workspaces: null, // [{id, name}] from GET /v1/workspaces
+  tokens: null, // null while loading
+  tokensCursor: null, // next_cursor of the last page loaded
+  tokensError: null,
+  notice: null, // shown on the sign-in page
+};
+
+/** The name of a workspace, or its id when the user has none by that id. */
+export function workspaceName(id) {
+  const all = state.workspaces || state.me.workspaces;
+  return (all.find((w) => w.id === id) || { name: id }).name;
+}
