@@ -211,9 +211,10 @@ async fn writer_of(client: &reqwest::Client, base: &str) -> Option<String> {
         .send()
         .await
         .ok()?
-        .json()
+        .bytes()
         .await
-        .ok()?;
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())?;
     let writer = view["writer"].as_str()?.to_owned();
     view["members"]
         .as_array()?
@@ -356,7 +357,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
             bail!("a creation answered {}", res.status());
         }
         let done = Instant::now();
-        let body: serde_json::Value = res.json().await?;
+        let body: serde_json::Value = serde_json::from_slice(&res.bytes().await?)?;
         let id = body["token"]["id"].as_str().context("id")?.to_owned();
         loop {
             let seen = client
