@@ -417,6 +417,7 @@ pub async fn serve_with(
     serve_router(listener, wrap(router), &args.limits.http, shutdown).await?;
     flush_records(&records).await;
     store.db.flush_async().await?;
+    store.close_cleanly()?;
     Ok(())
 }
 
@@ -444,6 +445,7 @@ pub async fn tokens(
     )
     .await?;
     store.db.flush_async().await?;
+    store.close_cleanly()?;
     Ok(())
 }
 

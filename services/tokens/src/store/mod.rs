@@ -199,6 +199,14 @@ impl Store {
         check_committed(&self.log, &mut head, &self.outbox_state)
     }
 
+    /// Flushes everything and records that the projections are whole, so
+    /// the next start need not rebuild them: the last step of a graceful
+    /// stop.
+    pub fn close_cleanly(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.projections.mark_clean()
+    }
+
     /// Opens the data directory without comparing the log with what was
     /// committed (for `enspace restore`, which fills in what is missing).
     pub fn open_unchecked(dir: &Path) -> Result<Self, StoreError> {
@@ -207,6 +215,12 @@ impl Store {
         let head = HeadFile::open(dir)?;
         let outbox_state = OutboxState::open(&db)?;
         let projections = Projections::open(&db)?;
+        if !projections.take_clean()? && projections.last_seq()? > 0 {
+            tracing::info!(
+                "the last stop was not clean: rebuilding the projections from the event log"
+            );
+            projections.rebuild_from_scratch()?;
+        }
         let applied = projections.catch_up(&log)?;
         if applied > 0 {
             tracing::info!(events = applied, "projections caught up from the event log");
@@ -232,6 +246,107 @@ mod tests {
         String::from_utf8_lossy(&conf)
             .lines()
             .find_map(|l| l.strip_prefix("segment_size:")?.trim().parse().ok())
+    }
+
+    /// Appends alice's creations 1..=n to the log and folds them.
+    fn three_tokens(store: &Store) {
+        let mut prev = enspace_core::events::GENESIS_HASH;
+        let mut envelopes = Vec::new();
+        for seq in 1..=3u64 {
+            let envelope =
+                enspace_core::fixtures::created(seq, &enspace_core::SecretHash([seq as u8; 32]))
+                    .build();
+            let stored = enspace_core::events::StoredEvent::new(prev, &envelope);
+            store
+                .log
+                .tree()
+                .insert(event_log::encode_seq(seq), stored.to_bytes())
+                .expect("append");
+            prev = stored.hash;
+            envelopes.push(envelope);
+        }
+        store.projections.apply(&envelopes).expect("fold");
+    }
+
+    /// Opens once the previous holder's background threads let go of the lock.
+    fn reopen(dir: &Path) -> Store {
+        for _ in 0..500 {
+            match Store::open(dir) {
+                Ok(store) => return store,
+                Err(StoreError::Sled(_)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
+        panic!("the store stayed locked")
+    }
+
+    /// What a crash between sled's writes of two trees leaves: the token
+    /// and `last_seq` written, its entry in the user's list not.
+    fn tear(dir: &Path) {
+        let mut db = sled_config(dir).open();
+        for _ in 0..500 {
+            if db.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            db = sled_config(dir).open();
+        }
+        let db = db.expect("sled");
+        let by_user = db.open_tree("proj_tokens_by_user").expect("tree");
+        let first = by_user.first().expect("read").expect("an entry").0;
+        by_user.remove(first).expect("remove");
+        db.flush().expect("flush");
+    }
+
+    #[test]
+    fn after_an_unclean_stop_the_projections_are_rebuilt_from_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        three_tokens(&store);
+        store.db.flush().expect("flush");
+        drop(store);
+        tear(dir.path());
+        let store = reopen(dir.path());
+        assert_eq!(
+            store
+                .projections
+                .tokens_of_user("alice")
+                .expect("list")
+                .len(),
+            3
+        );
+    }
+
+    #[test]
+    fn after_a_clean_stop_the_projections_are_trusted_as_they_are() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        three_tokens(&store);
+        store.close_cleanly().expect("close");
+        drop(store);
+        let store = reopen(dir.path());
+        assert_eq!(
+            store
+                .projections
+                .tokens_of_user("alice")
+                .expect("list")
+                .len(),
+            3
+        );
+        drop(store);
+        // The mark is gone once read: a crash now is not taken for a clean stop.
+        tear(dir.path());
+        let store = reopen(dir.path());
+        assert_eq!(
+            store
+                .projections
+                .tokens_of_user("alice")
+                .expect("list")
+                .len(),
+            3
+        );
     }
 
     #[test]

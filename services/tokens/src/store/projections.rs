@@ -25,6 +25,9 @@ pub const PROJECTION_TREES: [&str; 5] = [
     "proj_meta",
 ];
 const LAST_SEQ: &[u8] = b"last_seq";
+/// Present only after a graceful stop: the `last_seq` the projections were
+/// whole at.
+const CLEAN_AT: &[u8] = b"clean_at";
 const REPLAY_BATCH: usize = 1000;
 
 #[derive(Clone)]
@@ -113,6 +116,34 @@ impl Projections {
             tree.clear()?;
         }
         Ok(())
+    }
+
+    /// Records, durably, that the projections are whole at their
+    /// `last_seq`: call after the last flush of a graceful stop.
+    pub fn mark_clean(&self) -> Result<(), StoreError> {
+        let last = self.last_seq()?;
+        self.meta.insert(CLEAN_AT, &last.to_be_bytes())?;
+        self.meta.flush()?;
+        Ok(())
+    }
+
+    /// Whether the last stop was graceful and nothing was folded since;
+    /// forgets it, durably, before anything else is folded. After a crash
+    /// the trees may hold part of a group's writes (sled does not write
+    /// several trees atomically), so only a clean stop is trusted.
+    pub fn take_clean(&self) -> Result<bool, StoreError> {
+        let clean = match self.meta.get(CLEAN_AT)? {
+            Some(at) => at.as_ref() == self.last_seq()?.to_be_bytes(),
+            None => false,
+        };
+        self.meta.remove(CLEAN_AT)?;
+        self.meta.flush()?;
+        Ok(clean)
+    }
+
+    /// Drops every projection, to be rebuilt from the log.
+    pub fn rebuild_from_scratch(&self) -> Result<(), StoreError> {
+        self.clear()
     }
 
     pub fn last_seq(&self) -> Result<u64, StoreError> {
