@@ -118,6 +118,30 @@ impl NatsCluster {
         })
     }
 
+    /// Waits until a stream with a replica on every server can be made.
+    async fn wait_for_jetstream(&self) -> anyhow::Result<()> {
+        let client = enspace_nats::connect(&self.url(), "bench-readiness").await?;
+        let js = async_nats::jetstream::new(client);
+        let start = Instant::now();
+        loop {
+            let made = js
+                .create_or_update_stream(async_nats::jetstream::stream::Config {
+                    name: "READINESS".into(),
+                    subjects: vec!["readiness".into()],
+                    num_replicas: self.ports.len(),
+                    ..Default::default()
+                })
+                .await;
+            if made.is_ok() && js.delete_stream("READINESS").await.is_ok() {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("the NATS cluster's JetStream was not ready within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn url(&self) -> String {
         self.ports
             .iter()
@@ -324,6 +348,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     };
     report("cluster, stream R1 (1 NATS server)", &r1, args.rate);
     let nats3 = NatsCluster::start(3)?;
+    nats3.wait_for_jetstream().await?;
     let dir = tempfile::tempdir()?;
     let (mut a, mut b) = pair(
         &args,
