@@ -402,11 +402,19 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     lags.sort_unstable();
+    // The same read of one token on the follower, once it holds it: what
+    // one poll costs, so what of the lag is the polling itself.
     let mut reads = Vec::with_capacity(100);
+    let res = create_request(&client, &a.base(), &session)?(0)
+        .send()
+        .await?;
+    let body: serde_json::Value = serde_json::from_slice(&res.bytes().await?)?;
+    let id = body["token"]["id"].as_str().context("id")?.to_owned();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     for _ in 0..100 {
         let sent = Instant::now();
         client
-            .get(format!("{}/v1/tokens", b.base()))
+            .get(format!("{}/v1/tokens/{id}", b.base()))
             .bearer_auth(&session)
             .send()
             .await?
@@ -416,7 +424,7 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
     }
     reads.sort_unstable();
     println!(
-        "  lag p50 {:.2} ms  p99 {:.2} ms  (one follower read alone, same run: p50 {:.2} ms)   target p99 < {} ms: {}",
+        "  lag p50 {:.2} ms  p99 {:.2} ms  (one read of a token the follower holds, same run: p50 {:.2} ms)   target p99 < {} ms: {}",
         ms(percentile(&lags, 0.50)),
         ms(percentile(&lags, 0.99)),
         ms(percentile(&reads, 0.50)),
