@@ -495,6 +495,41 @@ async fn with_the_shipped_nats_permissions_a_follower_forwards_and_shares_sessio
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_or_garbled_forwarded_command_is_answered_with_an_error_and_changes_nothing() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (a, b) = pair(dir.path(), &nats.url(), &[]).await;
+    let leader = writer(&[&a, &b]).await;
+    let head = by_id([&a, &b], &leader).head().await.expect("head");
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let subject = format!("enspace.control.commands.{leader}");
+    for garbage in [
+        &b""[..],
+        b"\xc1",
+        b"not msgpack at all",
+        &[0x92, 0x01, 0x02][..],
+    ] {
+        let reply = client
+            .request(subject.clone(), garbage.to_vec().into())
+            .await
+            .expect("an answer");
+        let answer: Result<Value, CommandError> =
+            rmp_serde::from_slice(&reply.payload).expect("an answer it can read");
+        assert!(
+            matches!(answer, Err(CommandError::Unavailable(_))),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(
+        by_id([&a, &b], &leader).head().await,
+        Some(head),
+        "nothing recorded"
+    );
+    let session = a.api.login("alice").await;
+    b.api.create_token(&session, &body("still writes")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_whose_writer_vanished_answers_503_with_retry_after_not_a_hang() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -569,9 +604,17 @@ async fn losing_one_of_three_nats_servers_loses_no_write_and_revocations_and_rec
     let mut nats = NatsCluster::start(3).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let (a, b) = pair(dir.path(), &nats.url(), &["--stream-replicas", "3"]).await;
-    let node = api_node(&nats.url(), "n1", &[]);
-    let node_api = ApiClient::from_base(&node.base);
-    wait_ready(&node_api).await;
+    let nodes = [
+        api_node(&nats.url(), "n1", &[]),
+        api_node(&nats.url(), "n2", &[]),
+    ];
+    let node_apis: Vec<ApiClient> = nodes
+        .iter()
+        .map(|n| ApiClient::from_base(&n.base))
+        .collect();
+    for api in &node_apis {
+        wait_ready(api).await;
+    }
     let session = a.api.login("alice").await;
     let acked = Arc::new(Acked::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -599,9 +642,13 @@ async fn losing_one_of_three_nats_servers_loses_no_write_and_revocations_and_rec
     let (live, live_secret) = create_through(&b, &session, "after the loss", [&a, &b]).await;
     let (doomed, doomed_secret) =
         create_through(&a, &session, "revoked after the loss", [&a, &b]).await;
-    wait_status(&node_api, &live_secret, 200, Duration::from_secs(10)).await;
+    for api in &node_apis {
+        wait_status(api, &live_secret, 200, Duration::from_secs(10)).await;
+    }
     crate::support::distributed::revoke(&b.api, &session, &doomed).await;
-    wait_status(&node_api, &doomed_secret, 401, Duration::from_secs(10)).await;
+    for api in &node_apis {
+        wait_status(api, &doomed_secret, 401, Duration::from_secs(10)).await;
+    }
     converge(&a, &b).await;
     for member in [&a, &b] {
         holds_every_acked_change(member, &session, &acked).await;
