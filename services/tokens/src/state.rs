@@ -48,6 +48,7 @@ pub struct AppParts {
 #[derive(Clone)]
 pub struct ClusterHandle {
     pub role: crate::cluster::Role,
+    pub js: async_nats::jetstream::Context,
     pub lease: async_nats::jetstream::kv::Store,
     pub members: async_nats::jetstream::kv::Store,
     pub sessions: crate::cluster::sessions::SessionMirror,

@@ -31,12 +31,20 @@ fn nats(e: impl std::fmt::Display) -> FollowError {
     FollowError::Nats(e.to_string())
 }
 
+/// How often the watchdog compares the log with the stream.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
 /// Follows the stream into the log, forever; resumes after every error
-/// from the log's head.
+/// from the log's head, and whenever the watchdog finds the log behind the
+/// stream without moving (a consumer left on a NATS server that died).
 pub async fn follow(js: jetstream::Context, log: EventLog, writer: Writer, key: EventKey) {
     let mut backoff = enspace_nats::Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     loop {
-        match follow_once(&js, &log, &writer, &key).await {
+        let outcome = tokio::select! {
+            outcome = follow_once(&js, &log, &writer, &key) => outcome,
+            () = stalled(&js, &writer) => Err(FollowError::Nats("the log stopped following the stream".into())),
+        };
+        match outcome {
             Ok(()) => backoff.reset(),
             Err(e @ FollowError::Refused { .. }) => {
                 tracing::warn!(error = %e, "not following the token events stream past the log's head");
@@ -47,6 +55,28 @@ pub async fn follow(js: jetstream::Context, log: EventLog, writer: Writer, key: 
                 backoff.wait().await;
             }
         }
+    }
+}
+
+/// Resolves once the log has stayed behind the stream, without moving, for
+/// two checks in a row.
+async fn stalled(js: &jetstream::Context, writer: &Writer) {
+    let head = writer.head();
+    let mut behind_at: Option<u64> = None;
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        let Ok(last) = crate::restore::stream_last(js).await else {
+            continue;
+        };
+        let now = *head.borrow();
+        if now >= last {
+            behind_at = None;
+            continue;
+        }
+        if behind_at == Some(now) {
+            return;
+        }
+        behind_at = Some(now);
     }
 }
 

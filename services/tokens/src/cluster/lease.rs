@@ -28,6 +28,10 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// How long a new writer waits for its follower to reach the stream's end
 /// before reconciling the stream with its log anyway.
 const CATCH_UP: Duration = Duration::from_secs(3);
+/// How long one question to the stream may take while preparing.
+const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long comparing the stream with the log (and refilling it) may take.
+const REFILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens (creating or updating) a KV bucket of this cluster.
 pub async fn bucket(
@@ -82,10 +86,15 @@ pub async fn hold(kv: kv::Store, role: Role, config: ClusterConfig) {
                 .await
                 {
                     Ok(Ok(next)) => held = Some((next, term, sent)),
-                    Ok(Err(e)) => {
+                    Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                         tracing::warn!(error = %e, term, "lost the writer lease");
                         role.set(Part::Follower);
                         held = None;
+                    }
+                    // NATS may be electing the bucket's leader: keep trying
+                    // until the lease would have run out.
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, term, "cannot renew the writer lease yet")
                     }
                     Err(_) => tracing::warn!(term, "renewing the writer lease timed out"),
                 }
@@ -172,14 +181,20 @@ pub async fn lead(role: Role, js: jetstream::Context, writer: Writer, outbox: Ou
 async fn prepare(js: &jetstream::Context, writer: &Writer, outbox: &Outbox) -> Result<(), String> {
     let deadline = Instant::now() + CATCH_UP;
     let head = writer.head();
+    // While NATS elects a stream's leader, its requests wait out their
+    // timeout: ask again sooner than that.
+    let timed_out = |_| "the token events stream did not answer in time".to_owned();
     loop {
-        let last = crate::restore::stream_last(js)
+        let last = tokio::time::timeout(ASK_TIMEOUT, crate::restore::stream_last(js))
             .await
+            .map_err(timed_out)?
             .map_err(|e| e.to_string())?;
         if *head.borrow() >= last || Instant::now() >= deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    outbox.refill(js).await.map_err(|e| e.to_string())
+    tokio::time::timeout(REFILL_TIMEOUT, outbox.refill(js))
+        .await
+        .map_err(timed_out)?
 }

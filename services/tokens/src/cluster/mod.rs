@@ -16,12 +16,15 @@
 //! - [`forward`]: a command reaching another process is sent to the writer
 //!   over NATS request/reply and answered once this process holds the
 //!   result, so the caller reads its write on the next call wherever it lands.
+//! - [`barrier`]: a read on a process that is not the writer first catches
+//!   up with the stream, so it sees every change acknowledged anywhere.
 //! - [`members`]: each process's head, for `GET /v1/cluster`.
 //! - [`sessions`]: sessions copied between processes through a KV bucket.
 //!
 //! Every process of a cluster signs with the same event signing key: API
 //! nodes and followers check every event against it, whoever wrote it.
 
+pub mod barrier;
 pub mod commit;
 pub mod follow;
 pub mod forward;

@@ -67,6 +67,7 @@ pub async fn join(
     let sessions = SessionMirror::new(sessions_kv);
     let _ = state.cluster.set(ClusterHandle {
         role: role.clone(),
+        js: js.clone(),
         lease: lease_kv.clone(),
         members: members_kv.clone(),
         sessions: sessions.clone(),

@@ -32,7 +32,8 @@ pub struct AuditPage {
         (status = 400, response = inline(enspace_http::responses::BadRequest)),
         (status = 401, response = inline(enspace_http::responses::Unauthorized)),
         (status = 403, response = inline(enspace_http::responses::Forbidden)),
-        (status = 422, response = inline(enspace_http::responses::Unprocessable))
+        (status = 422, response = inline(enspace_http::responses::Unprocessable)),
+        (status = 503, response = inline(enspace_http::responses::Unavailable))
     )
 )]
 pub async fn list_events(

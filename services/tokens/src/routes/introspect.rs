@@ -78,7 +78,8 @@ pub(crate) fn internal_caller(state: &AppState, headers: &HeaderMap) -> Result<(
         (status = 401, response = inline(enspace_http::responses::Unauthorized)),
         (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
         (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
-        (status = 422, response = inline(enspace_http::responses::Unprocessable))
+        (status = 422, response = inline(enspace_http::responses::Unprocessable)),
+        (status = 503, response = inline(enspace_http::responses::Unavailable))
     )
 )]
 pub async fn introspect_token(

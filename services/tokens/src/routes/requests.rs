@@ -125,7 +125,8 @@ fn window(
         (status = 401, response = inline(enspace_http::responses::Unauthorized)),
         (status = 403, response = inline(enspace_http::responses::Forbidden)),
         (status = 404, response = inline(enspace_http::responses::NotFound)),
-        (status = 422, response = inline(enspace_http::responses::Unprocessable))
+        (status = 422, response = inline(enspace_http::responses::Unprocessable)),
+        (status = 503, response = inline(enspace_http::responses::Unavailable))
     )
 )]
 pub async fn list_requests(
@@ -212,7 +213,8 @@ pub async fn list_requests(
         (status = 401, response = inline(enspace_http::responses::Unauthorized)),
         (status = 403, response = inline(enspace_http::responses::Forbidden)),
         (status = 404, response = inline(enspace_http::responses::NotFound)),
-        (status = 422, response = inline(enspace_http::responses::Unprocessable))
+        (status = 422, response = inline(enspace_http::responses::Unprocessable)),
+        (status = 503, response = inline(enspace_http::responses::Unavailable))
     )
 )]
 pub async fn request_stats(

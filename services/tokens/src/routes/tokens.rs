@@ -288,7 +288,9 @@ pub struct ListQuery {
     responses((status = 200, description = "The caller's tokens, newest first; follow `next_cursor` until it is null", body = TokenList), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
         (status = 400, response = inline(enspace_http::responses::BadRequest)),
         (status = 403, response = inline(enspace_http::responses::Forbidden)),
-        (status = 422, response = inline(enspace_http::responses::Unprocessable)))
+        (status = 422, response = inline(enspace_http::responses::Unprocessable)),
+        (status = 503, response = inline(enspace_http::responses::Unavailable))
+    )
 )]
 pub async fn list_tokens(
     State(state): State<AppState>,
@@ -333,7 +335,9 @@ pub async fn list_tokens(
 #[utoipa::path(get, path = "/v1/tokens/{id}", tag = "tokens", security(("session" = []), ("session_cookie" = [])), params(("id" = String, Path, description = "The token id (a ULID)")),
     responses((status = 200, description = "The token", body = TokenJson), (status = 400, response = inline(enspace_http::responses::BadRequest)), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
         (status = 403, response = inline(enspace_http::responses::Forbidden)),
-        (status = 404, response = inline(enspace_http::responses::NotFound)))
+        (status = 404, response = inline(enspace_http::responses::NotFound)),
+        (status = 503, response = inline(enspace_http::responses::Unavailable))
+    )
 )]
 pub async fn get_token(
     State(state): State<AppState>,
@@ -408,7 +412,8 @@ pub struct EventList {
 #[utoipa::path(get, path = "/v1/tokens/{id}/events", tag = "tokens", security(("session" = []), ("session_cookie" = [])), params(("id" = String, Path, description = "The token id (a ULID)")),
     responses((status = 200, description = "The token's events in seq order", body = EventList), (status = 400, response = inline(enspace_http::responses::BadRequest)), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
         (status = 403, response = inline(enspace_http::responses::Forbidden)),
-        (status = 404, response = inline(enspace_http::responses::NotFound)))
+        (status = 404, response = inline(enspace_http::responses::NotFound)),
+        (status = 503, response = inline(enspace_http::responses::Unavailable)))
 )]
 pub async fn token_events(
     State(state): State<AppState>,
