@@ -2,7 +2,6 @@
 //! crates. A library so that tests can run them in-process.
 
 pub mod cli;
-pub mod embedded;
 pub mod restore;
 pub mod run;
 

@@ -394,7 +394,7 @@ pub async fn serve_with(
             );
         }
         None => {
-            crate::embedded::attach(&state.store.log, &state.writer, node.replica().clone())?;
+            enspace_api_node::feed::attach(&state, node.replica().clone())?;
             tokio::spawn(enspace_tokens::request_log::embedded::index_drops(
                 records.clone(),
                 indexer.clone(),

@@ -14,7 +14,7 @@ pub mod signing;
 pub mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use events::{AuditEvent, EventEnvelope, StoredEvent, TokenEvent};
+pub use events::{AuditEvent, CommittedEvents, EventEnvelope, StoredEvent, TokenEvent};
 pub use record::{RecordSink, RecordSource, RequestRecord};
 pub use secret::{PatSecret, SecretHash, SecretParseError, SessionSecret};
 pub use signing::{EventKey, EventSigner, Heartbeat};
