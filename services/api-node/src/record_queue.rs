@@ -1,6 +1,7 @@
 //! The bounded in-memory queue between the request path and whatever ships
-//! request records on (the JetStream [`Publisher`](crate::publisher), or the
-//! embedded indexer in `enspace serve`), fair between tokens.
+//! request records on (the JetStream [`Publisher`](crate::publisher), or, as
+//! a [`RecordSource`], the embedded request-log indexer in `enspace serve`),
+//! fair between tokens.
 //!
 //! Records wait in one queue per token. Handing a record over never waits:
 //! it is a push under a short lock. The consumer takes records in batches,
@@ -27,7 +28,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use enspace_core::record::DroppedRecords;
-use enspace_core::{RecordSink, RequestRecord};
+use enspace_core::{RecordSink, RecordSource, RequestRecord};
 use jiff::Timestamp;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
@@ -418,6 +419,31 @@ impl RecordQueue {
 impl RecordSink for RecordQueue {
     fn record(&self, record: RequestRecord) {
         self.push(record);
+    }
+}
+
+/// The embedded request-log indexer drains the queue through this.
+impl RecordSource for RecordQueue {
+    fn waiting(&self) -> usize {
+        self.len()
+    }
+    fn arrived(&self) -> impl Future<Output = ()> + Send {
+        RecordQueue::arrived(self)
+    }
+    fn take(&self, max: usize) -> Vec<RequestRecord> {
+        RecordQueue::take(self, max)
+    }
+    fn settle(&self, n: usize) {
+        RecordQueue::settle(self, n);
+    }
+    fn put_back(&self, records: Vec<RequestRecord>) {
+        RecordQueue::put_back(self, records);
+    }
+    fn take_drops(&self, node: &str) -> Vec<DroppedRecords> {
+        RecordQueue::take_drops(self, node)
+    }
+    fn put_back_drops(&self, drops: Vec<DroppedRecords>) {
+        RecordQueue::put_back_drops(self, drops);
     }
 }
 

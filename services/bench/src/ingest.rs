@@ -170,7 +170,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
         metrics.clone(),
     );
     let start = Instant::now();
-    let task = tokio::spawn(enspace_tokens::request_log::indexer::consume_jetstream(
+    let task = tokio::spawn(enspace_tokens::request_log::jetstream::consume_jetstream(
         indexer,
         js,
         Default::default(),

@@ -2,8 +2,6 @@
 //! crates. A library so that tests can run them in-process.
 
 pub mod cli;
-pub mod dropped;
-pub mod embedded;
 pub mod restore;
 pub mod run;
 

@@ -157,7 +157,7 @@ async fn control_plane(
                 signer.clone(),
             )?
             .with_replicas(replicas);
-            let mut source = enspace_tokens::request_log::indexer::Source {
+            let mut source = enspace_tokens::request_log::jetstream::Source {
                 replicas,
                 ..Default::default()
             };
@@ -181,7 +181,7 @@ async fn control_plane(
                     .await?;
                 }
             }
-            tokio::spawn(enspace_tokens::request_log::indexer::consume_jetstream(
+            tokio::spawn(enspace_tokens::request_log::jetstream::consume_jetstream(
                 indexer.clone(),
                 js.clone(),
                 source,
@@ -394,13 +394,13 @@ pub async fn serve_with(
             );
         }
         None => {
-            crate::embedded::attach(&state.store.log, &state.writer, node.replica().clone())?;
-            tokio::spawn(crate::dropped::index_drops(
+            enspace_api_node::feed::attach(&state, node.replica().clone())?;
+            tokio::spawn(enspace_tokens::request_log::embedded::index_drops(
                 records.clone(),
                 indexer.clone(),
                 args.node_id.clone(),
             ));
-            tokio::spawn(crate::embedded::index_records(
+            tokio::spawn(enspace_tokens::request_log::embedded::index_records(
                 records.clone(),
                 indexer,
                 node_metrics.records_published.clone(),

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use enspace_core::{Clock, EventSigner};
+use enspace_core::{Clock, CommittedEvents, EventEnvelope, EventSigner};
 use jiff::SignedDuration;
 
 use crate::directory::Directory;
@@ -114,5 +114,20 @@ impl AppState {
             quota,
             cluster: std::sync::OnceLock::new(),
         })))
+    }
+}
+
+/// What an API node in the same process folds into its replica: the log as
+/// it stands, then every group the writer commits, before it answers.
+impl CommittedEvents for AppState {
+    type Error = crate::store::StoreError;
+
+    fn on_commit(&self, hook: impl Fn(&[EventEnvelope]) + Send + Sync + 'static) {
+        self.writer.on_commit(hook);
+    }
+
+    fn read_after(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, Self::Error> {
+        let entries = self.store.log.read_after(after, limit)?;
+        Ok(entries.into_iter().map(|e| e.envelope).collect())
     }
 }

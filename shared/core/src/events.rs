@@ -342,6 +342,19 @@ where
     Ok((expected - 1, prev))
 }
 
+/// The token events as the control plane commits them, for an API node in
+/// the same process (`enspace serve` without NATS), whose replica folds them
+/// from the log and then from the writer itself. An API node elsewhere reads
+/// the token events stream instead.
+pub trait CommittedEvents {
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Runs `hook` on every group of events from now on, once it is durable
+    /// and before any of the group's commands is answered.
+    fn on_commit(&self, hook: impl Fn(&[EventEnvelope]) + Send + Sync + 'static);
+    /// Up to `limit` committed events after `seq` `after`, in order.
+    fn read_after(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, Self::Error>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,8 +14,8 @@ pub mod signing;
 pub mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use events::{AuditEvent, EventEnvelope, StoredEvent, TokenEvent};
-pub use record::{RecordSink, RequestRecord};
+pub use events::{AuditEvent, CommittedEvents, EventEnvelope, StoredEvent, TokenEvent};
+pub use record::{RecordSink, RecordSource, RequestRecord};
 pub use secret::{PatSecret, SecretHash, SecretParseError, SessionSecret};
 pub use signing::{EventKey, EventSigner, Heartbeat};
 pub use token::{Expiration, Scope, TokenStatus, TokenView};

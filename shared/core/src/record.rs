@@ -81,6 +81,31 @@ impl DroppedRecords {
     }
 }
 
+/// Where the embedded request-log indexer (`enspace serve` without NATS)
+/// takes an API node's request records and drop counts from: the node's
+/// in-process queue. The JetStream path reads the same from
+/// `ENSPACE_REQUESTS` instead.
+///
+/// Records taken are in flight until [`settle`](Self::settle)d (delivered)
+/// or [`put_back`](Self::put_back) (not delivered: they go back to the front,
+/// to be taken first).
+pub trait RecordSource: Send + Sync + 'static {
+    /// Records waiting to be taken (not counting those in flight).
+    fn waiting(&self) -> usize;
+    /// Resolves once a record may have arrived (at once if any is waiting).
+    fn arrived(&self) -> impl Future<Output = ()> + Send;
+    /// Takes up to `max` records.
+    fn take(&self, max: usize) -> Vec<RequestRecord>;
+    /// `n` records taken earlier were delivered.
+    fn settle(&self, n: usize);
+    /// Records taken earlier could not be delivered.
+    fn put_back(&self, records: Vec<RequestRecord>);
+    /// The counts of records dropped since the last call, as `node`'s.
+    fn take_drops(&self, node: &str) -> Vec<DroppedRecords>;
+    /// Drop counts that could not be handed on, to be taken again.
+    fn put_back_drops(&self, drops: Vec<DroppedRecords>);
+}
+
 /// RFC 3339 in UTC with exactly three fractional digits.
 pub mod rfc3339_millis {
     use jiff::Timestamp;

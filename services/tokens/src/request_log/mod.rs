@@ -1,18 +1,22 @@
 //! Request logs: the sled index of every token's request
-//! records, the indexer that fills it (from JetStream, [`indexer`], or from
-//! the embedded in-process queue), the retention sweep, and the opaque
-//! paging cursor.
+//! records, the [`Indexer`] that fills it, the retention sweep, and the
+//! opaque paging cursor.
 //!
-//! Both ways in end in [`Indexer::ingest`]: a batch is written (idempotently,
-//! keyed by token, time and record id) and flushed to disk before it is
-//! acknowledged, so a record handed over is never lost by the index and
-//! never counted twice.
+//! The indexer has two ways in, one module each: [`jetstream`], the durable
+//! consumer on `ENSPACE_REQUESTS` (records and drop counts published by API
+//! nodes), and [`embedded`], which drains an API node's in-process queue
+//! (`enspace serve` without NATS). Both batch by [`MAX_BATCH`] and
+//! [`MIN_WRITE_INTERVAL`] and end in [`Indexer::ingest`]: a batch is written
+//! (idempotently, keyed by token, time and record id) and flushed to disk
+//! before it is acknowledged, so a record handed over is never lost by the
+//! index and never counted twice.
 
 mod counts;
 pub mod cursor;
 pub mod drops;
+pub mod embedded;
 pub mod index;
-pub mod indexer;
+pub mod jetstream;
 mod layout;
 
 use std::sync::Arc;
@@ -27,6 +31,16 @@ use prometheus_client::registry::Registry;
 pub use index::{Ingested, RequestIndex};
 
 use crate::store_error::StoreError;
+
+/// Most records written in one batch (one sled flush).
+pub const MAX_BATCH: usize = 5000;
+/// Least time between the starts of two batch writes, unless a batch is
+/// full. Every write ends in a flush, and a flush costs sled's I/O threads
+/// about the same however few records it carries: at 10,000 records/s,
+/// writing whatever had arrived meant a hundred flushes a second and a
+/// third of the process's CPU in them. Records become visible at most this
+/// much later.
+pub const MIN_WRITE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The indexer's counters (`/metrics`).
 #[derive(Clone, Default)]

@@ -1,4 +1,5 @@
-//! Feeding the replica from JetStream, trusting nothing it reads.
+//! Feeding the replica from JetStream, trusting nothing it reads (an API
+//! node in its own process, or `enspace serve` with NATS).
 //!
 //! - Events come from the token events stream through an ordered consumer,
 //!   from the first `seq` the node lacks. Each is placed on the chain the

@@ -1,5 +1,6 @@
-//! The JetStream side of the indexer: the durable pull consumer
-//! `request-indexer` on `ENSPACE_REQUESTS`, explicit acks.
+//! The request-log indexer's JetStream path: the durable pull consumer
+//! `request-indexer` on `ENSPACE_REQUESTS`, explicit acks. (Without NATS,
+//! [`super::embedded`] drains the API node's queue instead.)
 //!
 //! Receiving and writing overlap: while one batch is being written and
 //! flushed on a blocking thread, the next accumulates (up to [`MAX_BATCH`]),
@@ -20,18 +21,9 @@ use enspace_core::record::DroppedRecords;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
-use super::{Indexer, Ingested};
+use super::{Indexer, Ingested, MAX_BATCH, MIN_WRITE_INTERVAL};
 use crate::store_error::StoreError;
 
-/// Most messages written in one batch (one sled flush).
-pub const MAX_BATCH: usize = 5000;
-/// Least time between the starts of two batch writes, unless a batch is
-/// full. Every write ends in a flush, and a flush costs sled's I/O threads
-/// about the same however few records it carries: at 10,000 records/s,
-/// writing whatever had arrived meant a hundred flushes a second and a
-/// third of the process's CPU in them. Records become visible at most this
-/// much later.
-pub const MIN_WRITE_INTERVAL: Duration = Duration::from_millis(50);
 /// Messages asked for per pull request.
 pub const PULL_BATCH: usize = 1000;
 /// How long the server waits for an ack before redelivering.
@@ -56,7 +48,6 @@ pub fn consumer_config(durable: &str) -> consumer::pull::Config {
     }
 }
 
-/// Consumes forever, reconnecting with a backoff after any failure.
 /// Where the indexer consumes from: its durable consumer's name and the
 /// replicas of the stream should it create it.
 #[derive(Debug, Clone)]
@@ -74,6 +65,7 @@ impl Default for Source {
     }
 }
 
+/// Consumes forever, reconnecting with a backoff after any failure.
 pub async fn consume_jetstream(indexer: Indexer, js: jetstream::Context, source: Source) {
     let mut backoff =
         enspace_nats::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
