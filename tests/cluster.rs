@@ -13,7 +13,7 @@ use enspace_core::fixtures;
 use enspace_core::{EventSigner, SecretHash};
 use enspace_tokens::cluster::commit::StreamCommit;
 use enspace_tokens::cluster::{Part, Role};
-use enspace_tokens::commands::CommandError;
+use enspace_tokens::commands::{Command, CommandError, CreateToken};
 use enspace_tokens::store::writer::Commit;
 use serde_json::Value;
 
@@ -547,12 +547,27 @@ async fn a_forged_or_garbled_forwarded_command_is_answered_with_an_error_and_cha
     let head = by_id([&a, &b], &leader).head().await.expect("head");
     let client = async_nats::connect(nats.url()).await.expect("connect");
     let subject = format!("enspace.control.commands.{leader}");
-    for garbage in [
-        &b""[..],
+    // A well-formed command for alice with a secret the forger knows, sealed
+    // with a key that is not the cluster's: NATS access alone makes nothing.
+    let forged = Command::CreateToken(CreateToken {
+        token_id: ulid::Ulid::nil(),
+        actor: "alice".into(),
+        description: "forged".into(),
+        expiration: enspace_core::Expiration::Never,
+        scopes: vec![enspace_core::Scope::Read],
+        workspaces: vec!["acme".into()],
+        secret_hash: SecretHash([7; 32]),
+    });
+    let forged =
+        enspace_tokens::cluster::forward::seal(&forged, &EventSigner::generate()).expect("sealed");
+    let garbage: [&[u8]; 5] = [
+        b"",
         b"\xc1",
         b"not msgpack at all",
-        &[0x92, 0x01, 0x02][..],
-    ] {
+        &[0x92, 0x01, 0x02],
+        &forged,
+    ];
+    for garbage in garbage {
         let reply = client
             .request(subject.clone(), garbage.to_vec().into())
             .await

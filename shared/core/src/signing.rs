@@ -21,6 +21,8 @@ use sha2::{Digest, Sha256};
 
 const EVENT_DOMAIN: &[u8] = b"ENSPACE-EVENT-V1\0";
 const HEARTBEAT_DOMAIN: &[u8] = b"ENSPACE-HEARTBEAT-V1\0";
+/// Commands one control-plane process forwards to the writer.
+const COMMAND_DOMAIN: &[u8] = b"ENSPACE-COMMAND-V1\0";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 pub const SIGNATURE_LEN: usize = 64;
@@ -102,6 +104,13 @@ impl EventSigner {
         self.key.sign(&event_message(chain_hash)).to_bytes()
     }
 
+    /// Signs a command forwarded to the writer (its MessagePack bytes).
+    pub fn sign_command(&self, payload: &[u8]) -> [u8; SIGNATURE_LEN] {
+        let mut message = COMMAND_DOMAIN.to_vec();
+        message.extend_from_slice(payload);
+        self.key.sign(&message).to_bytes()
+    }
+
     pub fn sign_heartbeat(&self, payload: &[u8]) -> [u8; SIGNATURE_LEN] {
         let mut message = HEARTBEAT_DOMAIN.to_vec();
         message.extend_from_slice(payload);
@@ -165,6 +174,15 @@ impl EventKey {
         self.key
             .verify(&event_message(chain_hash), &signature)
             .is_ok()
+    }
+
+    pub fn verify_command(&self, payload: &[u8], signature: &[u8]) -> bool {
+        let Ok(signature) = Signature::from_slice(signature) else {
+            return false;
+        };
+        let mut message = COMMAND_DOMAIN.to_vec();
+        message.extend_from_slice(payload);
+        self.key.verify(&message, &signature).is_ok()
     }
 
     pub fn verify_heartbeat(&self, payload: &[u8], signature: &[u8]) -> bool {

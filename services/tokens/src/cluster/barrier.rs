@@ -15,7 +15,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use enspace_http::ApiError;
 
-use super::Part;
 use crate::state::AppState;
 
 /// How long a read waits for this process to catch up.
@@ -53,10 +52,7 @@ pub async fn catch_up_first(
         || method == Method::HEAD
         || method == Method::POST
         || method == Method::DELETE;
-    if matches!(cluster.role.part(), Part::Writer(_))
-        || !answers_with_state
-        || !reads_token_state(request.uri().path())
-    {
+    if cluster.role.is_writer() || !answers_with_state || !reads_token_state(request.uri().path()) {
         return next.run(request).await;
     }
     let reached = tokio::time::timeout(CATCH_UP, async {

@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-use super::{Part, Role};
+use super::Role;
 use crate::commands::{Command, CommandError};
 use crate::outbox::event_headers;
 use crate::store::event_log::LogEntry;
@@ -35,7 +35,7 @@ pub struct StreamCommit {
 
 impl Commit for StreamCommit {
     fn is_writer(&self) -> bool {
-        matches!(self.role.part(), Part::Writer(_))
+        self.role.is_writer()
     }
 
     fn key_id(&self) -> &str {
@@ -45,29 +45,40 @@ impl Commit for StreamCommit {
     fn store(&self, events: &[&StoredEvent], envelopes: &[EventEnvelope]) -> Stored {
         let mut signatures = Vec::with_capacity(events.len());
         let published = self.runtime.block_on(async {
-            let mut acks = Vec::with_capacity(events.len());
-            for (stored, envelope) in events.iter().zip(envelopes) {
-                let signature = self.signer.sign_event(&stored.hash);
-                let entry = LogEntry {
-                    envelope: envelope.clone(),
-                    stored: (*stored).clone(),
-                };
-                let mut headers = event_headers(&entry, &self.signer, &signature);
-                headers.insert(
-                    "Nats-Expected-Last-Sequence",
-                    (envelope.seq - 1).to_string().as_str(),
-                );
-                let subject = enspace_nats::token_event_subject(&envelope.token_id.to_string());
-                match self
-                    .js
-                    .publish_with_headers(subject, headers, stored.payload.clone().into())
-                    .await
-                {
-                    Ok(ack) => acks.push((envelope.seq, signature, ack)),
-                    Err(e) => return (acks, Some(CommandError::Unavailable(e.to_string()))),
+            tokio::time::timeout(ACK_TIMEOUT, async {
+                let mut acks = Vec::with_capacity(events.len());
+                for (stored, envelope) in events.iter().zip(envelopes) {
+                    let signature = self.signer.sign_event(&stored.hash);
+                    let entry = LogEntry {
+                        envelope: envelope.clone(),
+                        stored: (*stored).clone(),
+                    };
+                    let mut headers = event_headers(&entry, &self.signer, &signature);
+                    headers.insert(
+                        "Nats-Expected-Last-Sequence",
+                        (envelope.seq - 1).to_string().as_str(),
+                    );
+                    let subject = enspace_nats::token_event_subject(&envelope.token_id.to_string());
+                    match self
+                        .js
+                        .publish_with_headers(subject, headers, stored.payload.clone().into())
+                        .await
+                    {
+                        Ok(ack) => acks.push((envelope.seq, signature, ack)),
+                        Err(e) => return (acks, Some(CommandError::Unavailable(e.to_string()))),
+                    }
                 }
-            }
-            (acks, None)
+                (acks, None)
+            })
+            .await
+            .unwrap_or_else(|_| {
+                (
+                    Vec::new(),
+                    Some(CommandError::Unavailable(
+                        "could not send to the token events stream in time".into(),
+                    )),
+                )
+            })
         });
         let (acks, mut error) = published;
         let mut count = 0;
@@ -76,9 +87,21 @@ impl Commit for StreamCommit {
                 .runtime
                 .block_on(async { tokio::time::timeout(ACK_TIMEOUT, ack).await });
             match answer {
-                Ok(Ok(_)) => {
+                // Stored as message `seq`, and not taken for a duplicate of
+                // an earlier message: only then is message n event n.
+                Ok(Ok(ack)) if ack.sequence == seq && !ack.duplicate => {
                     count += 1;
                     signatures.push((seq, signature));
+                }
+                Ok(Ok(ack)) => {
+                    tracing::error!(
+                        seq,
+                        stored_as = ack.sequence,
+                        duplicate = ack.duplicate,
+                        "the token events stream stored an event elsewhere than its seq"
+                    );
+                    error = Some(CommandError::NotWriter);
+                    break;
                 }
                 Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     error = Some(CommandError::NotWriter);
@@ -112,6 +135,7 @@ impl Commit for StreamCommit {
         Box::pin(super::forward::send(
             self.client.clone(),
             self.role.clone(),
+            self.signer.clone(),
             self.head.clone(),
             command,
         ))

@@ -45,7 +45,8 @@ pub async fn follow(js: jetstream::Context, log: EventLog, writer: Writer, key: 
             () = stalled(&js, &writer) => Err(FollowError::Nats("the log stopped following the stream".into())),
         };
         match outcome {
-            Ok(()) => backoff.reset(),
+            // The consumer ended (NATS went away): not straight back at it.
+            Ok(()) => tokio::time::sleep(Duration::from_millis(50)).await,
             Err(e @ FollowError::Refused { .. }) => {
                 tracing::warn!(error = %e, "not following the token events stream past the log's head");
                 backoff.wait().await;

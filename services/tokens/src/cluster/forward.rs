@@ -4,10 +4,16 @@
 //! answer carries the writer's head after the command; the forwarding
 //! process answers its caller once its own log has reached it, so the next
 //! read on this process sees the write.
+//!
+//! Every forwarded command is signed with the event signing key the
+//! cluster's processes share (domain `ENSPACE-COMMAND-V1`, over the time it
+//! was sent and the command): NATS credentials alone cannot make the writer
+//! record anything, as they cannot make an event an API node accepts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use enspace_core::TokenView;
+use enspace_core::{EventKey, EventSigner, TokenView};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -19,8 +25,19 @@ use crate::store::writer::Writer;
 /// How long a forwarded command may take, writer's commit included.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the forwarding process waits for its own log to hold the
-/// result before answering anyway.
+/// result before answering anyway (its next read waits at the barrier).
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How far a forwarded command's time may be from the writer's clock.
+const MAX_SKEW_MS: i64 = 30_000;
+
+/// What travels: the command's MessagePack, when it was sent, and the
+/// signature over both.
+#[derive(Debug, Serialize, Deserialize)]
+struct Forwarded {
+    command: Vec<u8>,
+    at_ms: i64,
+    signature: Vec<u8>,
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Answer {
@@ -35,21 +52,56 @@ fn unavailable(why: impl std::fmt::Display) -> CommandError {
     CommandError::Unavailable(why.to_string())
 }
 
+fn signed_bytes(command: &[u8], at_ms: i64) -> Vec<u8> {
+    let mut bytes = at_ms.to_be_bytes().to_vec();
+    bytes.extend_from_slice(command);
+    bytes
+}
+
+/// The command inside `payload`, if its signature verifies with `key` and
+/// it was sent within [`MAX_SKEW_MS`] of now.
+fn open(payload: &[u8], key: &EventKey) -> Result<Command, CommandError> {
+    let refused = |why: &str| unavailable(format_args!("forwarded command refused: {why}"));
+    let forwarded: Forwarded = rmp_serde::from_slice(payload).map_err(|_| refused("unreadable"))?;
+    let signed = signed_bytes(&forwarded.command, forwarded.at_ms);
+    if !key.verify_command(&signed, &forwarded.signature) {
+        return Err(refused("not signed by the event key"));
+    }
+    let skew = jiff::Timestamp::now().as_millisecond() - forwarded.at_ms;
+    if skew.abs() > MAX_SKEW_MS {
+        return Err(refused("too old or from the future"));
+    }
+    rmp_serde::from_slice(&forwarded.command).map_err(|_| refused("unreadable command"))
+}
+
+/// `command`, signed by `signer`, as it travels.
+pub fn seal(command: &Command, signer: &EventSigner) -> Result<Vec<u8>, CommandError> {
+    let command = rmp_serde::to_vec_named(command).map_err(unavailable)?;
+    let at_ms = jiff::Timestamp::now().as_millisecond();
+    let signature = signer.sign_command(&signed_bytes(&command, at_ms)).to_vec();
+    rmp_serde::to_vec_named(&Forwarded {
+        command,
+        at_ms,
+        signature,
+    })
+    .map_err(unavailable)
+}
+
 /// Sends `command` to the lease holder; answers once `head` holds it.
 pub async fn send(
     client: async_nats::Client,
     role: Role,
+    signer: Arc<EventSigner>,
     mut head: watch::Receiver<u64>,
     command: Command,
 ) -> Result<TokenView, CommandError> {
     let Some(holder) = role.holder() else {
         return Err(unavailable("no process holds the writer lease"));
     };
-    let payload = rmp_serde::to_vec_named(&command).map_err(unavailable)?;
+    let payload = seal(&command, &signer)?;
     let subject = format!("{COMMANDS_SUBJECT_PREFIX}{}", holder.node_id);
-    let reply = match tokio::time::timeout(FORWARD_TIMEOUT, client.request(subject, payload.into()))
-        .await
-    {
+    let asked = client.request(subject, payload.into());
+    let reply = match tokio::time::timeout(FORWARD_TIMEOUT, asked).await {
         Ok(Ok(message)) => message,
         Ok(Err(e)) => {
             return Err(unavailable(format_args!(
@@ -87,9 +139,24 @@ pub async fn send(
     Ok(answer.view)
 }
 
-/// Answers commands forwarded to this process, forever. Each is decided
-/// here only while this process is the writer; otherwise the answer says so.
-pub async fn serve(client: async_nats::Client, node_id: String, writer: Writer) {
+/// Decides one forwarded request here (only while this process is the
+/// writer; otherwise the answer says so).
+async fn answer(payload: &[u8], writer: &Writer, key: &EventKey) -> Reply {
+    let command = open(payload, key).inspect_err(|e| {
+        tracing::warn!(error = %e, "refused a forwarded command");
+    })?;
+    match tokio::time::timeout(FORWARD_TIMEOUT, writer.execute_here(command)).await {
+        Ok(Ok(view)) => Ok(Answer {
+            view,
+            head: *writer.head().borrow(),
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(unavailable("the writer did not decide in time")),
+    }
+}
+
+/// Answers commands forwarded to this process, forever.
+pub async fn serve(client: async_nats::Client, node_id: String, writer: Writer, key: EventKey) {
     let subject = format!("{COMMANDS_SUBJECT_PREFIX}{node_id}");
     let mut backoff =
         enspace_nats::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
@@ -101,22 +168,10 @@ pub async fn serve(client: async_nats::Client, node_id: String, writer: Writer) 
                     let Some(reply_to) = request.reply.clone() else {
                         continue;
                     };
-                    let (client, writer) = (client.clone(), writer.clone());
+                    let (client, writer, key) = (client.clone(), writer.clone(), key.clone());
                     tokio::spawn(async move {
-                        let answer: Reply = match rmp_serde::from_slice::<Command>(&request.payload)
-                        {
-                            Ok(command) => match writer.execute_here(command).await {
-                                Ok(view) => Ok(Answer {
-                                    view,
-                                    head: *writer.head().borrow(),
-                                }),
-                                Err(e) => Err(e),
-                            },
-                            Err(e) => Err(CommandError::Unavailable(format!(
-                                "unreadable forwarded command: {e}"
-                            ))),
-                        };
-                        match rmp_serde::to_vec_named(&answer) {
+                        let reply = answer(&request.payload, &writer, &key).await;
+                        match rmp_serde::to_vec_named(&reply) {
                             Ok(bytes) => {
                                 if let Err(e) = client.publish(reply_to, bytes.into()).await {
                                     tracing::warn!(error = %e, "cannot answer a forwarded command");

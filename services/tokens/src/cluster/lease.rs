@@ -85,7 +85,10 @@ pub async fn hold(kv: kv::Store, role: Role, config: ClusterConfig) {
                 )
                 .await
                 {
-                    Ok(Ok(next)) => held = Some((next, term, sent)),
+                    Ok(Ok(next)) => {
+                        role.renewed(sent, give_up_after);
+                        held = Some((next, term, sent));
+                    }
                     Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                         tracing::warn!(error = %e, term, "lost the writer lease");
                         role.set(Part::Follower);
@@ -110,6 +113,7 @@ pub async fn hold(kv: kv::Store, role: Role, config: ClusterConfig) {
                     tokio::time::timeout(renew_every, kv.create(LEASE_KEY, encode(&holder))).await
                 {
                     tracing::info!(term = revision, "took the writer lease (term {revision})");
+                    role.renewed(sent, give_up_after);
                     role.set_holder(Some(LeaseHolder {
                         node_id: config.node_id.clone(),
                         term: revision,
@@ -161,9 +165,7 @@ pub async fn lead(role: Role, js: jetstream::Context, writer: Writer, outbox: Ou
         if let Part::Preparing(term) = now {
             match prepare(&js, &writer, &outbox).await {
                 Ok(()) => {
-                    if role.part() == Part::Preparing(term) {
-                        role.set(Part::Writer(term));
-                    }
+                    role.promote(term);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, term, "cannot take up writing yet; retrying");

@@ -34,7 +34,7 @@ pub mod sessions;
 pub mod start;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -115,6 +115,9 @@ pub struct LeaseHolder {
 pub struct Role {
     part: watch::Sender<Part>,
     holder: Arc<Mutex<Option<LeaseHolder>>>,
+    /// When the lease was last renewed (sent), and how long after that this
+    /// process may still act as the writer; `None`: no lease is kept (tests).
+    renewed: Arc<Mutex<Option<(Instant, Duration)>>>,
 }
 
 impl Default for Role {
@@ -122,13 +125,49 @@ impl Default for Role {
         Role {
             part: watch::Sender::new(Part::Follower),
             holder: Arc::default(),
+            renewed: Arc::default(),
         }
     }
 }
 
 impl Role {
+    /// The part as last set. Whether this process may act as the writer
+    /// right now is [`Role::is_writer`].
     pub fn part(&self) -> Part {
         *self.part.borrow()
+    }
+
+    /// Writer, and its lease renewed recently enough that nobody else can
+    /// hold it: checked on every use, so a process resumed after a pause
+    /// (SIGSTOP) past its lease neither writes nor skips the read barrier
+    /// before its lease loop has run.
+    pub fn is_writer(&self) -> bool {
+        matches!(self.part(), Part::Writer(_))
+            && self.renewed.lock().ok().is_some_and(|r| match *r {
+                Some((at, valid_for)) => at.elapsed() < valid_for,
+                None => true,
+            })
+    }
+
+    /// Records a successful renewal sent at `at`, valid for `valid_for`.
+    pub fn renewed(&self, at: Instant, valid_for: Duration) {
+        if let Ok(mut r) = self.renewed.lock() {
+            *r = Some((at, valid_for));
+        }
+    }
+
+    /// Preparing(term) becomes Writer(term), in one step: if the lease was
+    /// lost meanwhile, nothing changes.
+    pub fn promote(&self, term: u64) -> bool {
+        self.part.send_if_modified(|now| {
+            if *now == Part::Preparing(term) {
+                tracing::info!(term, "cluster role: writer");
+                *now = Part::Writer(term);
+                true
+            } else {
+                false
+            }
+        })
     }
 
     pub fn watch(&self) -> watch::Receiver<Part> {

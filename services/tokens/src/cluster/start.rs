@@ -10,8 +10,8 @@ use enspace_core::{EventKey, EventSigner};
 use super::commit::StreamCommit;
 use super::sessions::SessionMirror;
 use super::{
-    ClusterConfig, LEASE_BUCKET, MEMBERS_BUCKET, Part, Role, SESSIONS_BUCKET, follow, forward,
-    lease, members,
+    ClusterConfig, LEASE_BUCKET, MEMBERS_BUCKET, Role, SESSIONS_BUCKET, follow, forward, lease,
+    members,
 };
 use crate::outbox::Outbox;
 use crate::state::{AppState, ClusterHandle};
@@ -84,6 +84,7 @@ pub async fn join(
         client.clone(),
         config.node_id.clone(),
         writer.clone(),
+        signer.public().clone(),
     ));
     tokio::spawn(lease::watch_holder(lease_kv.clone(), role.clone()));
     tokio::spawn(lease::hold(lease_kv, role.clone(), config.clone()));
@@ -106,7 +107,7 @@ pub async fn join(
         log,
         signer.clone(),
         config.node_id.clone(),
-        move || matches!(speaker.part(), Part::Writer(_)),
+        move || speaker.is_writer(),
     ));
     tokio::spawn(reconcile_membership(state.clone()));
     Ok(())
