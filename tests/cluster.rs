@@ -539,6 +539,64 @@ async fn a_change_through_the_writer_is_read_at_once_on_a_follower_and_a_revoked
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_nats_store_is_refilled_from_the_process_holding_the_most_never_from_a_lagging_one()
+{
+    let mut nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (a, mut b) = pair(dir.path(), &nats.url(), &[]).await;
+    assert_eq!(writer(&[&a, &b]).await, "cp-a");
+    let session = a.api.login("alice").await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (token, _) = a
+            .api
+            .create_token(&session, &body(&format!("both {i}")))
+            .await;
+        ids.push(token["id"].as_str().expect("id").to_owned());
+    }
+    converge(&a, &b).await;
+    // b stops; a goes on alone: b's log is now behind a's.
+    b.process.terminate();
+    for i in 0..3 {
+        let (token, _) = a
+            .api
+            .create_token(&session, &body(&format!("a alone {i}")))
+            .await;
+        ids.push(token["id"].as_str().expect("id").to_owned());
+    }
+    // The NATS store is lost (stream, lease, sessions, members), and b is back.
+    nats.wipe_store_and_restart();
+    let key = dir.path().join("event-signing.key");
+    let b = Member::start(&b.data, &key, &nats.url(), "cp-b", &MANY_TOKENS);
+    let head = converge(&a, &b).await;
+    assert_eq!(
+        head, 6,
+        "the stream was refilled from a's six events, not b's three"
+    );
+    let session = b.api.login("alice").await;
+    for id in &ids {
+        for member in [&a, &b] {
+            assert_eq!(
+                member
+                    .api
+                    .get(&session, &format!("/v1/tokens/{id}"))
+                    .await
+                    .status(),
+                200,
+                "{} holds {id}",
+                member.node_id
+            );
+        }
+    }
+    b.api.create_token(&session, &body("after the loss")).await;
+    converge(&a, &b).await;
+    let (mut a, mut b) = (a, b);
+    a.process.terminate();
+    b.process.terminate();
+    assert_eq!(audit_export(&a.data), audit_export(&b.data), "one history");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_or_garbled_forwarded_command_is_answered_with_an_error_and_changes_nothing() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().expect("temp dir");

@@ -42,6 +42,9 @@ pub struct Outbox {
     signer: Arc<EventSigner>,
     published: watch::Sender<u64>,
     replicas: usize,
+    /// One of several control-plane processes: never delete a stream that
+    /// reaches past this log (another process may have written it).
+    in_cluster: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,12 +94,21 @@ impl Outbox {
             signer,
             published,
             replicas: 1,
+            in_cluster: false,
         })
     }
 
     /// The replicas the token events stream is created with.
     pub fn with_replicas(self, replicas: usize) -> Self {
         Outbox { replicas, ..self }
+    }
+
+    /// For a process of a cluster (see the field).
+    pub fn in_cluster(self) -> Self {
+        Outbox {
+            in_cluster: true,
+            ..self
+        }
     }
 
     fn stream_config(&self) -> stream::Config {
@@ -192,6 +204,9 @@ impl Outbox {
         };
         let agreed = match agreed {
             Some(seq) => seq,
+            None if self.in_cluster && state.last_sequence > log_seq => {
+                return Err(OutboxError::Behind(log_seq));
+            }
             None => {
                 tracing::warn!(
                     events = log_seq,

@@ -10,14 +10,17 @@
 //!   taken cannot renew. A holder that could not renew for three quarters
 //!   of the time to live stops writing before anyone else may start.
 //! - Winning makes the process [`Part::Preparing`]; [`lead`] catches it up
-//!   with the stream and makes it the writer.
+//!   with the stream and makes it the writer, unless another live process
+//!   reports a longer log (after a lost stream, refilling it from a shorter
+//!   log would drop acknowledged events): then it gives the lease up, and
+//!   waits a lease's time before trying again.
 
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 
-use super::{ClusterConfig, LeaseHolder, Part, Role};
+use super::{ClusterConfig, LeaseHolder, Part, Role, members};
 use crate::outbox::Outbox;
 use crate::store::writer::Writer;
 
@@ -65,7 +68,21 @@ pub async fn hold(kv: kv::Store, role: Role, config: ClusterConfig) {
     loop {
         match held {
             Some((revision, term, renewed)) => {
-                if renewed.elapsed() >= give_up_after || matches!(role.part(), Part::Follower) {
+                if matches!(role.part(), Part::Follower) {
+                    // Given up by `lead`: another process holds more of the
+                    // history. Free the lease at once rather than let it run out.
+                    tracing::warn!(term, "giving up the writer lease");
+                    let _ = tokio::time::timeout(
+                        renew_every,
+                        kv.delete_expect_revision(LEASE_KEY, Some(revision)),
+                    )
+                    .await;
+                    held = None;
+                    // Leave the lease to the process that holds more.
+                    tokio::time::sleep(config.lease_ttl).await;
+                    continue;
+                }
+                if renewed.elapsed() >= give_up_after {
                     tracing::warn!(
                         term,
                         "could not renew the writer lease in time; no longer the writer"
@@ -128,6 +145,25 @@ pub async fn hold(kv: kv::Store, role: Role, config: ClusterConfig) {
     }
 }
 
+/// Keeps the cluster's buckets in place, forever: a NATS store that was lost
+/// takes them with it, and nobody could take the lease or sign in again.
+pub async fn keep_buckets(
+    js: jetstream::Context,
+    buckets: Vec<(&'static str, Duration)>,
+    replicas: usize,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for (name, max_age) in &buckets {
+            if js.get_key_value(*name).await.is_err()
+                && let Err(e) = bucket(&js, name, *max_age, replicas).await
+            {
+                tracing::warn!(error = %e, bucket = name, "cannot make the bucket again");
+            }
+        }
+    }
+}
+
 /// Follows who holds the lease, for forwarding, forever.
 pub async fn watch_holder(kv: kv::Store, role: Role) {
     let mut backoff =
@@ -158,16 +194,32 @@ pub async fn watch_holder(kv: kv::Store, role: Role) {
 
 /// Makes a process that won the lease the writer, once its log holds
 /// everything the stream does and the stream everything its log does.
-pub async fn lead(role: Role, js: jetstream::Context, writer: Writer, outbox: Outbox) {
+pub async fn lead(
+    role: Role,
+    js: jetstream::Context,
+    writer: Writer,
+    outbox: Outbox,
+    members: kv::Store,
+    node_id: String,
+) {
     let mut part = role.watch();
     loop {
         let now = *part.borrow_and_update();
         if let Part::Preparing(term) = now {
-            match prepare(&js, &writer, &outbox).await {
+            match prepare(&js, &writer, &outbox, &members, &node_id).await {
                 Ok(()) => {
                     role.promote(term);
                 }
-                Err(e) => {
+                Err(Prepare::Behind { other, their_head }) => {
+                    tracing::warn!(
+                        other,
+                        their_head,
+                        term,
+                        "another process holds more of the history; giving the lease up to it"
+                    );
+                    role.set(Part::Follower);
+                }
+                Err(Prepare::Failed(e)) => {
                     tracing::warn!(error = %e, term, "cannot take up writing yet; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
@@ -180,7 +232,24 @@ pub async fn lead(role: Role, js: jetstream::Context, writer: Writer, outbox: Ou
     }
 }
 
-async fn prepare(js: &jetstream::Context, writer: &Writer, outbox: &Outbox) -> Result<(), String> {
+enum Prepare {
+    Behind { other: String, their_head: u64 },
+    Failed(String),
+}
+
+impl From<String> for Prepare {
+    fn from(e: String) -> Self {
+        Prepare::Failed(e)
+    }
+}
+
+async fn prepare(
+    js: &jetstream::Context,
+    writer: &Writer,
+    outbox: &Outbox,
+    members: &kv::Store,
+    node_id: &str,
+) -> Result<(), Prepare> {
     let deadline = Instant::now() + CATCH_UP;
     let head = writer.head();
     // While NATS elects a stream's leader, its requests wait out their
@@ -196,7 +265,22 @@ async fn prepare(js: &jetstream::Context, writer: &Writer, outbox: &Outbox) -> R
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    tokio::time::timeout(REFILL_TIMEOUT, outbox.refill(js))
+    let last = tokio::time::timeout(ASK_TIMEOUT, crate::restore::stream_last(js))
         .await
         .map_err(timed_out)?
+        .map_err(|e| e.to_string())?;
+    if last < *head.borrow() {
+        // The stream lost events this log holds: it is about to be refilled
+        // from this log. Only if no live process holds more; hear from all
+        // of them first (their reports may have been lost with the stream).
+        tokio::time::sleep(2 * members::REPORT_EVERY + Duration::from_millis(500)).await;
+        if let Some((other, their_head)) = members::highest_other(members, node_id).await
+            && their_head > *head.borrow()
+        {
+            return Err(Prepare::Behind { other, their_head });
+        }
+    }
+    Ok(tokio::time::timeout(REFILL_TIMEOUT, outbox.refill(js))
+        .await
+        .map_err(timed_out)??)
 }

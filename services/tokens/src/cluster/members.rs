@@ -62,6 +62,22 @@ pub async fn report(kv: kv::Store, role: Role, node_id: String, head: watch::Rec
     }
 }
 
+/// The live process other than `node_id` whose log reaches furthest, as
+/// they last reported (`None` if none reported or the bucket cannot be read).
+pub async fn highest_other(members_kv: &kv::Store, node_id: &str) -> Option<(String, u64)> {
+    let keys: Vec<String> = members_kv.keys().await.ok()?.try_collect().await.ok()?;
+    let mut highest: Option<(String, u64)> = None;
+    for key in keys.into_iter().filter(|k| k != node_id) {
+        if let Ok(Some(value)) = members_kv.get(&key).await
+            && let Ok(member) = serde_json::from_slice::<Member>(&value)
+            && highest.as_ref().is_none_or(|(_, h)| member.head_seq > *h)
+        {
+            highest = Some((member.node_id, member.head_seq));
+        }
+    }
+    highest
+}
+
 /// Reads the lease and every member's report.
 pub async fn view(
     lease_kv: &kv::Store,

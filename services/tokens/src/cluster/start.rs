@@ -54,6 +54,15 @@ pub async fn join(
     .await
     .map_err(nats)?;
 
+    tokio::spawn(lease::keep_buckets(
+        js.clone(),
+        vec![
+            (LEASE_BUCKET, config.lease_ttl),
+            (MEMBERS_BUCKET, members::FORGET_AFTER),
+            (SESSIONS_BUCKET, session_ttl),
+        ],
+        replicas,
+    ));
     let role = Role::default();
     let writer = state.writer.clone();
     writer.join_cluster(Arc::new(StreamCommit {
@@ -92,7 +101,9 @@ pub async fn join(
         role.clone(),
         js.clone(),
         writer.clone(),
-        outbox,
+        outbox.in_cluster(),
+        members_kv.clone(),
+        config.node_id.clone(),
     ));
     tokio::spawn(members::report(
         members_kv,
