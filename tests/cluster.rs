@@ -409,8 +409,11 @@ async fn the_stream_refuses_an_append_after_a_stale_head_and_the_writer_stops_wr
         .await
         .expect("store");
     assert_eq!((count, error), (1, None));
-    // A writer whose head is stale tries event 1 again, after nothing.
-    let (count, error) = run(commit.clone(), stored_first, first)
+    // A writer whose head is stale appends another event 1, after nothing:
+    // a different event (its own id) in the place the stream has filled.
+    let stale = fixtures::created(1, &SecretHash([9; 32])).build();
+    let stored_stale = StoredEvent::new(enspace_core::events::GENESIS_HASH, &stale);
+    let (count, error) = run(commit.clone(), stored_stale, stale)
         .await
         .expect("store");
     assert_eq!(count, 0);

@@ -155,6 +155,22 @@ impl FromRequestParts<AppState> for Caller {
                     .sessions
                     .insert(&hash, found, usize::MAX)
                     .map_err(ApiError::unavailable)?;
+                // A sign-out copied here between the lookup and the insert
+                // would be undone by it: look again, now that it is held.
+                if cluster
+                    .sessions
+                    .lookup(&hash)
+                    .await
+                    .map_err(ApiError::unavailable)?
+                    .is_none()
+                {
+                    state
+                        .store
+                        .sessions
+                        .remove(&hash)
+                        .map_err(ApiError::unavailable)?;
+                    record = None;
+                }
             }
         }
         let record = record.ok_or_else(ApiError::unauthenticated)?;

@@ -71,12 +71,16 @@ impl SessionMirror {
     pub async fn copy_forever(self, sessions: Sessions) {
         let mut backoff =
             enspace_nats::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        // Resumed after the last change seen, so that a sign-out made while
+        // the watch was down is not missed.
+        let mut seen: u64 = 0;
         loop {
-            match self.kv.watch_all().await {
+            match self.kv.watch_all_from_revision(seen + 1).await {
                 Ok(mut changes) => {
                     backoff.reset();
                     while let Some(change) = changes.next().await {
                         let Ok(change) = change else { break };
+                        seen = seen.max(change.revision);
                         let Some(hash) = hash_of(&change.key) else {
                             continue;
                         };
