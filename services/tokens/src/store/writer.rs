@@ -426,13 +426,17 @@ impl WriterState {
     ) -> Result<(), StoreError> {
         self.store.log.tree().apply_batch(batch)?;
         self.store.projections.apply(appended)?;
+        self.store.db.flush()?;
+        // Only after the log is durable: sled does not keep writes to
+        // different trees in order across a crash, and a cursor ahead of the
+        // log reads as a log that lost events. (Lost with a crash, the cursor
+        // is only behind, which the outbox mends.)
         if let Some((key_id, signatures)) = in_stream {
             self.store
                 .outbox_state
                 .keep_signatures(key_id, signatures)?;
             self.store.outbox_state.set(self.seq)?;
         }
-        self.store.db.flush()?;
         let mut head = self
             .store
             .head
