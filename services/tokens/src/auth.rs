@@ -73,12 +73,22 @@ pub fn came_over_tls(headers: &header::HeaderMap, secure_cookies: bool) -> bool 
 /// Whether `origin` (the `Origin` header) is this site: the same host, by
 /// `https`, or by `http` unless the request is known to have come over TLS.
 fn is_own_origin(origin: &str, host: &str, tls: bool) -> bool {
-    let Some((scheme, origin_host)) = origin.split_once("://") else {
+    let Ok(origin) = origin.parse::<axum::http::Uri>() else {
         return false;
     };
-    let scheme_ok =
-        scheme.eq_ignore_ascii_case("https") || (!tls && scheme.eq_ignore_ascii_case("http"));
-    scheme_ok && origin_host.eq_ignore_ascii_case(host)
+    let scheme_ok = match origin.scheme_str() {
+        Some(scheme) => {
+            scheme.eq_ignore_ascii_case("https") || (!tls && scheme.eq_ignore_ascii_case("http"))
+        }
+        None => false,
+    };
+    // An origin is a scheme and an authority, nothing after it.
+    let bare = origin.path_and_query().is_none_or(|p| p.as_str() == "/");
+    scheme_ok
+        && bare
+        && origin
+            .authority()
+            .is_some_and(|a| a.as_str().eq_ignore_ascii_case(host))
 }
 
 /// A state-changing call authenticated by cookie must come from this origin.
@@ -221,6 +231,10 @@ mod tests {
             "http://tokens.example:8081",
             "https://evil.example",
             "http://tokens.example:8080.evil.example",
+            "http://evil@tokens.example:8080",
+            "http://tokens.example:8080/path",
+            "http://tokens.example:8080 ",
+            "",
         ] {
             assert!(!is_own_origin(other, host, false), "{other}");
         }
