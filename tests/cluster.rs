@@ -685,6 +685,44 @@ async fn a_follower_whose_writer_vanished_answers_503_with_retry_after_not_a_han
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_with_another_lease_ttl_than_the_cluster_refuses_to_start() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("event-signing.key");
+    let a = Member::start(&dir.path().join("a"), &key, &nats.url(), "cp-a", &[]);
+    writer(&[&a]).await;
+    let out = tokio::task::spawn_blocking({
+        let (data, key, url) = (dir.path().join("b"), key.clone(), nats.url());
+        move || {
+            std::process::Command::new(crate::support::process::binary())
+                .args([
+                    "tokens",
+                    "--cluster",
+                    "--node-id",
+                    "cp-b",
+                    "--listen",
+                    "127.0.0.1:0",
+                ])
+                .arg("--data")
+                .arg(&data)
+                .arg("--event-signing-key")
+                .arg(&key)
+                .args(["--nats-url", &url, "--lease-ttl", "5s"])
+                .output()
+                .expect("run enspace")
+        }
+    });
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("it exits")
+        .expect("joined");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("--lease-ttl is 5s here but 2s"), "{said}");
+    assert_eq!(writer(&[&a]).await, "cp-a", "the cluster goes on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_view_is_for_operators_and_auditors_only() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().expect("temp dir");

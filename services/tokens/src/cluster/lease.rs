@@ -36,23 +36,41 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long comparing the stream with the log (and refilling it) may take.
 const REFILL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens (creating or updating) a KV bucket of this cluster.
+/// Opens (creating or updating) a KV bucket of this cluster. Never lowers
+/// the replicas another process gave it.
 pub async fn bucket(
     js: &jetstream::Context,
     name: &str,
     max_age: Duration,
     replicas: usize,
 ) -> Result<kv::Store, async_nats::Error> {
+    let existing = match js.get_key_value(name).await {
+        Ok(store) => store
+            .status()
+            .await
+            .ok()
+            .map(|s| s.info.config.num_replicas),
+        Err(_) => None,
+    };
     Ok(js
         .create_or_update_key_value(kv::Config {
             bucket: name.to_owned(),
             history: 1,
             max_age,
-            num_replicas: replicas.max(1),
+            num_replicas: replicas.max(existing.unwrap_or(1)).clamp(1, 5),
             storage: jetstream::stream::StorageType::File,
             ..Default::default()
         })
         .await?)
+}
+
+/// The lease bucket's time to live as another process set it, if it
+/// differs from `lease_ttl`: processes of one cluster must agree on it, or
+/// one renews less often than the lease lasts.
+pub async fn other_lease_ttl(js: &jetstream::Context, lease_ttl: Duration) -> Option<Duration> {
+    let store = js.get_key_value(super::LEASE_BUCKET).await.ok()?;
+    let max_age = store.status().await.ok()?.max_age();
+    (max_age != lease_ttl).then_some(max_age)
 }
 
 fn encode(holder: &LeaseHolder) -> bytes::Bytes {

@@ -20,6 +20,12 @@ use crate::state::{AppState, ClusterHandle};
 pub enum JoinError {
     #[error("cannot open the cluster's NATS buckets and streams: {0}")]
     Nats(String),
+    #[error(
+        "--lease-ttl is {ours:?} here but {theirs:?} in the cluster's lease bucket: every \
+         process of a cluster needs the same (or delete the bucket ENSPACE_CONTROL_LEASE while \
+         all are stopped)"
+    )]
+    LeaseTtl { ours: Duration, theirs: Duration },
 }
 
 fn nats(e: impl std::fmt::Display) -> JoinError {
@@ -38,6 +44,12 @@ pub async fn join(
 ) -> Result<(), JoinError> {
     let replicas = config.replicas;
     let session_ttl = state.config.session_ttl.unsigned_abs();
+    if let Some(theirs) = lease::other_lease_ttl(js, config.lease_ttl).await {
+        return Err(JoinError::LeaseTtl {
+            ours: config.lease_ttl,
+            theirs,
+        });
+    }
     let lease_kv = lease::bucket(js, LEASE_BUCKET, config.lease_ttl, replicas)
         .await
         .map_err(nats)?;
