@@ -21,10 +21,11 @@
 //! sweep writes it before deleting, and ingestion refreshes it at most once
 //! a minute per token.
 //!
-//! - per token and hour, the insight counters (tree `request_insights`,
-//!   see `insights.rs`): calls per scope, workspace and outcome and per
-//!   client IP, journaled beside the hourly counts (the nil token ‖ seq ‖
-//!   `0x01`) and folded with them in one transaction over both trees.
+//! - per token and hour, and per token and day, the insight counters (tree
+//!   `request_insights`, see `insights.rs`): calls per scope, workspace and
+//!   outcome and per client IP, journaled beside the hourly counts (the nil
+//!   token ‖ seq ‖ `0x01`) and folded with them in one transaction over
+//!   both trees.
 //!
 //! One writer at a time (ingest and the retention sweep take a lock); a
 //! batch is flushed to disk before [`RequestIndex::ingest`] returns, which is
@@ -39,7 +40,7 @@ use ulid::Ulid;
 
 pub use super::counts::Counts;
 use super::counts::{self, HourKey, JOURNAL_TOKEN, Pending, journal_key};
-use super::insights::{self, BUILT_KEY, Deltas, HourInsight, Summary, bucket_key};
+use super::insights::{self, BUILT_KEY, DAY, Deltas, HOUR, HourInsight, Summary, bucket_key};
 pub use super::layout::{DAY_MS, HOUR_MS, Position, key_ms};
 use super::layout::{
     RECORD_KEY, RecordKey, be_u64, be_ulid, decode_record, encode_record, hour_key, record_key,
@@ -193,6 +194,7 @@ impl RequestIndex {
         use sled::Transactional;
         use sled::transaction::{ConflictableTransactionError, TransactionError};
         let abort = ConflictableTransactionError::Abort;
+        let days = insights::days_of(&pending.insights);
         let done = (&self.tree, insight_tree).transaction(|(tree, hours)| {
             for (key, delta) in &pending.deltas {
                 let mut counts = match tree.get(key)? {
@@ -208,19 +210,25 @@ impl RequestIndex {
             for seq in &pending.insight_entries {
                 tree.remove(&insights::journal_key(*seq)[..])?;
             }
-            for (token, deltas) in &pending.insights {
-                for (hour_ms, delta) in deltas {
-                    let key = bucket_key(*token, *hour_ms);
-                    let value = match hours.get(key)? {
-                        Some(bytes) => {
-                            let mut stored = HourInsight::decode(&bytes).map_err(abort)?;
-                            stored.merge(delta);
-                            stored.encode()
-                        }
-                        None => delta.encode(),
-                    };
-                    hours.insert(&key[..], value)?;
-                }
+            let spans = pending
+                .insights
+                .iter()
+                .flat_map(|(token, deltas)| {
+                    deltas
+                        .iter()
+                        .map(|(hour_ms, delta)| (bucket_key(*token, HOUR, *hour_ms), delta))
+                })
+                .chain(days.iter().map(|(key, delta)| (*key, delta)));
+            for (key, delta) in spans {
+                let value = match hours.get(key)? {
+                    Some(bytes) => {
+                        let mut stored = HourInsight::decode(&bytes).map_err(abort)?;
+                        stored.merge(delta);
+                        stored.encode()
+                    }
+                    None => delta.encode(),
+                };
+                hours.insert(&key[..], value)?;
             }
             Ok(())
         });
@@ -501,14 +509,16 @@ impl RequestIndex {
         Ok(removed)
     }
 
-    /// Deletes the insights of hours that ended by `cutoff_ms`: one seek per
-    /// token, then its oldest keys. Callers hold the writer lock, after a fold.
+    /// Deletes the insights of hours and days that ended by `cutoff_ms`: one
+    /// seek per token, then its oldest keys. Callers hold the writer lock,
+    /// after a fold.
     fn sweep_insights(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
         let Some(hours) = &self.insights else {
             return Ok(0);
         };
-        // Hours starting before this one ended by the cutoff.
-        let before = (cutoff_ms + 1).saturating_sub(HOUR_MS);
+        // Hours and days starting before these ended by the cutoff.
+        let before_hour = (cutoff_ms + 1).saturating_sub(HOUR_MS);
+        let before_day = (cutoff_ms + 1).saturating_sub(DAY_MS);
         let mut removed = 0usize;
         // The first key after the nil token's (which is only `BUILT_KEY`).
         let mut seek: Vec<u8> = 1u128.to_be_bytes().to_vec();
@@ -518,22 +528,24 @@ impl RequestIndex {
             };
             let (key, _) = item?;
             let token = be_ulid(key.get(0..16).unwrap_or_default())?;
-            loop {
-                let mut batch = sled::Batch::default();
-                let mut n = 0;
-                for item in hours
-                    .range(bucket_key(token, 0)..bucket_key(token, before))
-                    .take(SWEEP_CHUNK)
-                {
-                    let (key, _) = item?;
-                    batch.remove(key);
-                    n += 1;
+            for range in [
+                bucket_key(token, DAY, 0)..bucket_key(token, DAY, before_day),
+                bucket_key(token, HOUR, 0)..bucket_key(token, HOUR, before_hour),
+            ] {
+                loop {
+                    let mut batch = sled::Batch::default();
+                    let mut n = 0;
+                    for item in hours.range(range.clone()).take(SWEEP_CHUNK) {
+                        let (key, _) = item?;
+                        batch.remove(key);
+                        n += 1;
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                    removed += n;
+                    hours.apply_batch(batch)?;
                 }
-                if n == 0 {
-                    break;
-                }
-                removed += n;
-                hours.apply_batch(batch)?;
             }
             match u128::from(token).checked_add(1) {
                 Some(next) => seek = next.to_be_bytes().to_vec(),
@@ -544,10 +556,11 @@ impl RequestIndex {
     }
 
     /// What `token`'s calls at or after `cutoff_ms` used and were refused
-    /// (see `insights.rs`): the stored hours after the cutoff's hour, what
-    /// is journaled of them and not yet folded, and the records of the
-    /// cutoff's own hour from the cutoff on, counted one by one. Empty when
-    /// the index keeps no insights.
+    /// (see `insights.rs`): the stored days after the cutoff's day, the
+    /// stored hours between the cutoff's hour and that day, what is
+    /// journaled and not yet folded of any hour after the cutoff's, and the
+    /// records of the cutoff's own hour from the cutoff on, counted one by
+    /// one. Empty when the index keeps no insights.
     pub fn insights(&self, token: Ulid, cutoff_ms: u64) -> Result<Summary, StoreError> {
         let mut summary = Summary::default();
         let Some(hours) = &self.insights else {
@@ -575,7 +588,13 @@ impl RequestIndex {
             }
             summary.add_hour(&edge);
         }
-        for item in hours.range(bucket_key(token, first_whole)..=bucket_key(token, u64::MAX)) {
+        let first_day = first_whole.div_ceil(DAY_MS) * DAY_MS;
+        for item in hours
+            .range(bucket_key(token, HOUR, first_whole)..bucket_key(token, HOUR, first_day))
+            .chain(
+                hours.range(bucket_key(token, DAY, first_day)..=bucket_key(token, DAY, u64::MAX)),
+            )
+        {
             let (_, value) = item?;
             summary.add_encoded(&value)?;
         }
@@ -658,10 +677,15 @@ fn build_insights(tree: &sled::Tree, hours: &sled::Tree) -> Result<(), StoreErro
         }
         let record = decode_record(&key, &value)?;
         let at_ms = key_ms(record.at);
-        built
-            .entry(bucket_key(record.token_id, at_ms - at_ms % HOUR_MS))
-            .or_default()
-            .add_record(&record, at_ms);
+        for (span, start) in [
+            (HOUR, at_ms - at_ms % HOUR_MS),
+            (DAY, at_ms - at_ms % DAY_MS),
+        ] {
+            built
+                .entry(bucket_key(record.token_id, span, start))
+                .or_default()
+                .add_record(&record, at_ms);
+        }
         records += 1;
         if built.len() >= counts::FOLD_AFTER_HOURS {
             write(&mut built)?;

@@ -14,8 +14,11 @@
 //! One token-hour is one [`HourInsight`]: per scope and per workspace the
 //! allowed and denied calls and the newest of each, the 401s and 429s, and
 //! per client IP its calls, first and last time. It is stored as one value
-//! in the tree `request_insights` under token id (16) ‖ the hour's first ms
-//! (u64 BE), in the versioned binary layout of [`HourInsight::encode`].
+//! in the tree `request_insights` under token id (16) ‖ `H` ‖ the hour's
+//! first ms (u64 BE), in the versioned binary layout of
+//! [`HourInsight::encode`]; and the sum of each token-day likewise under
+//! token id ‖ `D` ‖ the day's first ms (UTC). A read over 90 days adds up at
+//! most 90 days, 23 hours and the records of one hour, not 2,160 hours.
 //! Like the hourly counts (`counts.rs`), a batch's insights go into a
 //! journal entry in the same atomic sled batch as its records (key: the nil
 //! token ‖ seq ‖ `0x01`, beside the counts' entry of the same seq) and are
@@ -43,16 +46,25 @@ pub const MAX_IPS: usize = 256;
 /// Longest workspace name or IP kept (longer ones count in the totals only).
 const MAX_NAME: usize = 255;
 const VERSION: u8 = 1;
-/// The key of a token-hour's insights.
-pub const BUCKET_KEY: usize = 24;
+/// The key of a token-hour's or token-day's insights.
+pub const BUCKET_KEY: usize = 25;
 pub type BucketKey = [u8; BUCKET_KEY];
+/// The span byte of an hour's key.
+pub const HOUR: u8 = b'H';
+/// The span byte of a day's key.
+pub const DAY: u8 = b'D';
 
-pub fn bucket_key(token: Ulid, hour_ms: u64) -> BucketKey {
+/// token ‖ span ([`HOUR`] or [`DAY`]) ‖ the span's first ms.
+pub fn bucket_key(token: Ulid, span: u8, start_ms: u64) -> BucketKey {
     let mut key = [0u8; BUCKET_KEY];
     key[0..16].copy_from_slice(&token.to_bytes());
-    key[16..24].copy_from_slice(&hour_ms.to_be_bytes());
+    key[16] = span;
+    key[17..25].copy_from_slice(&start_ms.to_be_bytes());
     key
 }
+
+/// A token-hour in a journal entry: token ‖ the hour's first ms.
+const ENTRY_KEY: usize = 24;
 
 /// The journal key of a batch's insights, in the request-log tree: the
 /// counts' journal key of the same seq, then `0x01`.
@@ -406,7 +418,8 @@ pub fn encode_entry(deltas: &Deltas) -> Vec<u8> {
     for (token, hours) in deltas {
         for (hour_ms, insight) in hours {
             let value = insight.encode();
-            out.extend_from_slice(&bucket_key(*token, *hour_ms));
+            out.extend_from_slice(&token.to_bytes());
+            out.extend_from_slice(&hour_ms.to_be_bytes());
             out.extend_from_slice(&(value.len() as u32).to_be_bytes());
             out.extend_from_slice(&value);
         }
@@ -418,7 +431,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Deltas, StoreError> {
     let mut deltas = Deltas::new();
     let mut r = Reader(bytes);
     while !r.0.is_empty() {
-        let key = r.take(BUCKET_KEY)?;
+        let key = r.take(ENTRY_KEY)?;
         let token: [u8; 16] = key[0..16].try_into().map_err(|_| corrupt())?;
         let hour: [u8; 8] = key[16..24].try_into().map_err(|_| corrupt())?;
         let len: [u8; 4] = r.take(4)?.try_into().map_err(|_| corrupt())?;
@@ -431,6 +444,20 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Deltas, StoreError> {
             .merge(&HourInsight::decode(value)?);
     }
     Ok(deltas)
+}
+
+/// The days of token-hours, each the sum of its hours.
+pub fn days_of(deltas: &Deltas) -> HashMap<BucketKey, HourInsight> {
+    let mut days: HashMap<BucketKey, HourInsight> = HashMap::new();
+    for (token, hours) in deltas {
+        for (hour_ms, insight) in hours {
+            let day = hour_ms - hour_ms % super::layout::DAY_MS;
+            days.entry(bucket_key(*token, DAY, day))
+                .or_default()
+                .merge(insight);
+        }
+    }
+    days
 }
 
 /// Adds a batch's insights to the pending sum.

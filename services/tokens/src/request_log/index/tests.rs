@@ -317,7 +317,7 @@ fn insights_start_at_the_cutoff_to_the_millisecond_and_the_sweep_removes_ended_h
         idx.insights
             .as_ref()
             .expect("kept")
-            .scan_prefix(token.to_bytes())
+            .scan_prefix([&token.to_bytes()[..], &[insights::HOUR]].concat())
             .count()
     };
     assert_eq!(
@@ -357,4 +357,58 @@ fn an_index_from_before_insights_builds_them_once_at_open() {
     // Built once: opening again counts nothing twice.
     let idx = RequestIndex::open(&idx.db, idx.last_used.clone()).expect("reopen");
     assert_eq!(idx.insights(token, 0).expect("insights"), s);
+}
+
+/// Over days, hours and the cutoff's own hour, journaled or folded, before
+/// and after a sweep: the insights are those of the records at or after the
+/// cutoff, counted one by one.
+#[test]
+fn insights_match_the_records_from_any_cutoff_over_days() {
+    let idx = index();
+    let token = Ulid::new();
+    let day0 = T0 - T0 % DAY_MS as i64;
+    let methods = ["GET", "POST", "DELETE", "PUT"];
+    let statuses = [200, 403, 404, 401, 201];
+    let records: Vec<RequestRecord> = (0..400i64)
+        .map(|i| {
+            let at = day0 + i * 1_111_111; // about 5 days
+            call(
+                token,
+                at,
+                methods[(i % 4) as usize],
+                if i % 7 == 0 { "globex" } else { "acme" },
+                statuses[(i % 5) as usize],
+                &format!("10.0.0.{}", i % 9),
+            )
+        })
+        .collect();
+    let brute = |cutoff: i64| {
+        let mut hour = HourInsight::default();
+        for r in records.iter().filter(|r| r.at.as_millisecond() >= cutoff) {
+            hour.add_record(r, r.at.as_millisecond() as u64);
+        }
+        let mut s = insights::Summary::default();
+        s.add_hour(&hour);
+        s
+    };
+    let check = |idx: &RequestIndex, from: i64| {
+        for cutoff in (from..day0 + 6 * DAY_MS as i64).step_by(2_345_678) {
+            assert_eq!(
+                idx.insights(token, cutoff as u64).expect("insights"),
+                brute(cutoff),
+                "cutoff {}",
+                cutoff - day0
+            );
+        }
+    };
+    for chunk in records.chunks(7) {
+        idx.ingest(chunk, Timestamp::UNIX_EPOCH).expect("ingest");
+    }
+    check(&idx, day0);
+    idx.lock_and_fold();
+    check(&idx, day0);
+    let swept = day0 + 2 * DAY_MS as i64 + 5_000_000;
+    idx.sweep(Timestamp::from_millisecond(swept).expect("ts"))
+        .expect("sweep");
+    check(&idx, swept);
 }
