@@ -44,7 +44,7 @@ use super::insights::{self, BUILT_KEY, DAY, Deltas, HOUR, HourInsight, Summary, 
 pub use super::layout::{DAY_MS, HOUR_MS, Position, key_ms};
 use super::layout::{
     RECORD_KEY, RecordKey, be_u64, be_ulid, decode_record, encode_record, hour_key, record_key,
-    stored_status, time_key,
+    stored_call, stored_status, time_key,
 };
 use crate::store_error::StoreError;
 
@@ -139,6 +139,11 @@ impl RequestIndex {
     /// The raw tree, for tools and benchmarks.
     pub fn tree(&self) -> &sled::Tree {
         &self.tree
+    }
+
+    /// The raw insight tree (if kept), for tools and benchmarks.
+    pub fn insight_tree(&self) -> Option<&sled::Tree> {
+        self.insights.as_ref()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Ulid, u64>> {
@@ -582,8 +587,15 @@ impl RequestIndex {
             {
                 let (key, value) = item?;
                 if key.len() == RECORD_KEY {
-                    let record = decode_record(&key, &value)?;
-                    edge.add_record(&record, key_ms(record.at));
+                    let call = stored_call(&value)?;
+                    let at_ms = be_u64(&key[16..24])?;
+                    edge.add_call(
+                        call.method,
+                        call.workspace,
+                        call.status,
+                        call.client_ip,
+                        at_ms,
+                    );
                 }
             }
             summary.add_hour(&edge);

@@ -217,18 +217,36 @@ pub struct HourInsight {
 impl HourInsight {
     /// Counts one call.
     pub fn add_record(&mut self, r: &RequestRecord, at_ms: u64) {
-        let outcome = Outcome::of_status(r.status);
+        self.add_call(
+            &r.method,
+            r.workspace.as_deref(),
+            r.status,
+            &r.client_ip,
+            at_ms,
+        );
+    }
+
+    /// Counts one call, given what of it counts.
+    pub fn add_call(
+        &mut self,
+        method: &str,
+        workspace: Option<&str>,
+        status: u16,
+        client_ip: &str,
+        at_ms: u64,
+    ) {
+        let outcome = Outcome::of_status(status);
         match outcome {
             Outcome::InvalidToken => self.invalid_token += 1,
             Outcome::RateLimited => self.rate_limited += 1,
             Outcome::Allowed | Outcome::Denied => {
-                self.scopes[scope_index(scope_of(&r.method))].add_call(outcome, at_ms);
-                if let Some(ws) = r.workspace.as_deref() {
+                self.scopes[scope_index(scope_of(method))].add_call(outcome, at_ms);
+                if let Some(ws) = workspace {
                     self.workspace(ws).add_call(outcome, at_ms);
                 }
             }
         }
-        self.add_ip(&r.client_ip, &Seen::once(at_ms));
+        self.add_ip(client_ip, &Seen::once(at_ms));
     }
 
     fn workspace(&mut self, ws: &str) -> &mut Tally {
