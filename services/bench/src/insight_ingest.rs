@@ -32,6 +32,9 @@ pub struct Args {
     /// Rounds; each runs without and with the counters, both ways in.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// Only the index alone (no NATS, no JetStream indexer).
+    #[arg(long)]
+    index_only: bool,
 }
 
 const TARGET: f64 = 0.90;
@@ -163,7 +166,9 @@ async fn measure(args: Args) -> anyhow::Result<()> {
         "enspace-bench insight-ingest: {n} records over {} tokens, {} rounds",
         args.tokens, args.rounds
     );
-    publish_all(&client, &records).await?;
+    if !args.index_only {
+        publish_all(&client, &records).await?;
+    }
     let (mut direct_rates, mut indexer_rates) = (Rates::default(), Rates::default());
     for round in 0..args.rounds {
         let order = if round % 2 == 0 {
@@ -179,7 +184,11 @@ async fn measure(args: Args) -> anyhow::Result<()> {
                 "bench-{round}-{}",
                 if insights { "with" } else { "without" }
             );
-            let i = indexer(&js, n, insights, durable).await?;
+            let i = if args.index_only {
+                0.0
+            } else {
+                indexer(&js, n, insights, durable).await?
+            };
             indexer_rates.push(insights, i);
             println!(
                 "  round {round}, insight counters {}: indexer {i:>8.0}/s, index alone {d:>8.0}/s",
