@@ -214,7 +214,7 @@ fn fill_index(
         let start = Instant::now();
         index.ingest(&batch, jiff::Timestamp::UNIX_EPOCH)?;
         took += start.elapsed();
-        if i / 1000 % 500 == 0 {
+        if (i / 1000).is_multiple_of(500) {
             println!("  ... {i} records indexed");
         }
     }

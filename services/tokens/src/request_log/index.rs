@@ -573,7 +573,7 @@ impl RequestIndex {
         };
         // Held throughout, so that no fold moves counters under the reader.
         let pending = self.pending();
-        let partial = cutoff_ms % HOUR_MS != 0;
+        let partial = !cutoff_ms.is_multiple_of(HOUR_MS);
         let first_whole = if partial {
             cutoff_ms - cutoff_ms % HOUR_MS + HOUR_MS
         } else {

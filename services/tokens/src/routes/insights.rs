@@ -298,8 +298,10 @@ mod tests {
 
     #[test]
     fn the_suggestion_is_what_allowed_calls_used() {
-        let mut summary = Summary::default();
-        summary.scopes = [tally(5, 0), tally(0, 0), tally(0, 2)];
+        let mut summary = Summary {
+            scopes: [tally(5, 0), tally(0, 0), tally(0, 2)],
+            ..Default::default()
+        };
         summary.workspaces.insert("acme".into(), tally(5, 1));
         summary.workspaces.insert("zeta".into(), tally(0, 1));
         summary.workspaces.insert("beta".into(), tally(0, 3));
