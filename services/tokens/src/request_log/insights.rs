@@ -149,6 +149,10 @@ impl Tally {
         self.last_denied_ms = self.last_denied_ms.max(other.last_denied_ms);
     }
 
+    fn is_zero(&self) -> bool {
+        *self == Tally::default()
+    }
+
     fn write(&self, out: &mut Vec<u8>) {
         for n in [
             self.allowed,
@@ -156,16 +160,16 @@ impl Tally {
             self.last_allowed_ms,
             self.last_denied_ms,
         ] {
-            out.extend_from_slice(&n.to_be_bytes());
+            varint(out, n);
         }
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Tally, StoreError> {
         Ok(Tally {
-            allowed: r.u64()?,
-            denied: r.u64()?,
-            last_allowed_ms: r.u64()?,
-            last_denied_ms: r.u64()?,
+            allowed: r.varint()?,
+            denied: r.varint()?,
+            last_allowed_ms: r.varint()?,
+            last_denied_ms: r.varint()?,
         })
     }
 }
@@ -289,37 +293,51 @@ impl HourInsight {
         self.other_ip_calls += other.other_ip_calls;
     }
 
-    /// Version 1: `1`, the three scope tallies, the other-workspaces tally,
-    /// 401s, 429s, other-IP calls, then `u16` workspaces (`u8` length, name,
-    /// tally) and `u16` IPs (`u8` length, IP, count, first ms, last ms);
-    /// integers u64 BE, a tally four of them. A later layout gets a new
-    /// version and a second decoder.
+    /// Version 1, compact (a batch journals one of these per token-hour it
+    /// touches, most of them holding a call or two): `1`, a byte whose bits
+    /// 0–2 say which scope tallies follow, bit 3 the other-workspaces tally,
+    /// bits 4–6 the 401s, 429s and other-IP calls; those present; then the
+    /// workspaces (count, then `u8` length, name, tally each) and the IPs
+    /// (count, then `u8` length, IP, calls, first ms, last minus first ms).
+    /// Integers are LEB128 varints, a tally four of them. A later layout
+    /// gets a new version and a second decoder.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            1 + 4 * 32 + 24 + 4 + self.workspaces.len() * 48 + self.ips.len() * 40,
-        );
+        let mut out = Vec::with_capacity(16 + self.workspaces.len() * 24 + self.ips.len() * 32);
         out.push(VERSION);
-        for tally in &self.scopes {
-            tally.write(&mut out);
+        let totals = [self.invalid_token, self.rate_limited, self.other_ip_calls];
+        let mut mask = 0u8;
+        for (i, tally) in self.scopes.iter().enumerate() {
+            mask |= u8::from(!tally.is_zero()) << i;
         }
-        self.other_workspaces.write(&mut out);
-        for n in [self.invalid_token, self.rate_limited, self.other_ip_calls] {
-            out.extend_from_slice(&n.to_be_bytes());
+        mask |= u8::from(!self.other_workspaces.is_zero()) << 3;
+        for (i, n) in totals.iter().enumerate() {
+            mask |= u8::from(*n != 0) << (4 + i);
         }
-        // Both lists are bounded far below u16::MAX and names below 256.
-        out.extend_from_slice(&(self.workspaces.len() as u16).to_be_bytes());
+        out.push(mask);
+        for tally in self.scopes.iter().chain([&self.other_workspaces]) {
+            if !tally.is_zero() {
+                tally.write(&mut out);
+            }
+        }
+        for n in totals {
+            if n != 0 {
+                varint(&mut out, n);
+            }
+        }
+        // Names are kept below 256 bytes.
+        varint(&mut out, self.workspaces.len() as u64);
         for (ws, tally) in &self.workspaces {
             out.push(ws.len() as u8);
             out.extend_from_slice(ws.as_bytes());
             tally.write(&mut out);
         }
-        out.extend_from_slice(&(self.ips.len() as u16).to_be_bytes());
+        varint(&mut out, self.ips.len() as u64);
         for (ip, seen) in &self.ips {
             out.push(ip.len() as u8);
             out.extend_from_slice(ip.as_bytes());
-            for n in [seen.count, seen.first_ms, seen.last_ms] {
-                out.extend_from_slice(&n.to_be_bytes());
-            }
+            varint(&mut out, seen.count);
+            varint(&mut out, seen.first_ms);
+            varint(&mut out, seen.last_ms.saturating_sub(seen.first_ms));
         }
         out
     }
@@ -375,18 +393,33 @@ impl<'a> Reader<'a> {
     fn u8(&mut self) -> Result<u8, StoreError> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, StoreError> {
-        let b: [u8; 2] = self.take(2)?.try_into().map_err(|_| corrupt())?;
-        Ok(u16::from_be_bytes(b))
-    }
-    fn u64(&mut self) -> Result<u64, StoreError> {
-        let b: [u8; 8] = self.take(8)?.try_into().map_err(|_| corrupt())?;
-        Ok(u64::from_be_bytes(b))
+    fn varint(&mut self) -> Result<u64, StoreError> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            n |= u64::from(b & 0x7F)
+                .checked_shl(shift)
+                .filter(|v| v >> shift == u64::from(b & 0x7F))
+                .ok_or_else(corrupt)?;
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err(corrupt())
     }
     fn str(&mut self) -> Result<&'a str, StoreError> {
         let n = usize::from(self.u8()?);
         std::str::from_utf8(self.take(n)?).map_err(|_| corrupt())
     }
+}
+
+/// `n` as an LEB128 varint.
+fn varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7F) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
 }
 
 fn corrupt() -> StoreError {
@@ -401,24 +434,43 @@ fn visit(bytes: &[u8], to: &mut impl Visitor) -> Result<(), StoreError> {
             "request insights layout version {version}"
         )));
     }
-    for i in 0..3 {
-        to.scope(i, Tally::read(&mut r)?);
+    let mask = r.u8()?;
+    if mask & 0x80 != 0 {
+        return Err(corrupt());
     }
-    to.other_workspaces(Tally::read(&mut r)?);
-    let (invalid, limited, other_ips) = (r.u64()?, r.u64()?, r.u64()?);
-    to.totals(invalid, limited, other_ips);
-    for _ in 0..r.u16()? {
+    let present = |bit: u8| mask & (1 << bit) != 0;
+    for i in 0..3 {
+        if present(i as u8) {
+            to.scope(i, Tally::read(&mut r)?);
+        }
+    }
+    if present(3) {
+        to.other_workspaces(Tally::read(&mut r)?);
+    }
+    let mut totals = [0u64; 3];
+    for (i, n) in totals.iter_mut().enumerate() {
+        if present(4 + i as u8) {
+            *n = r.varint()?;
+        }
+    }
+    to.totals(totals[0], totals[1], totals[2]);
+    for _ in 0..r.varint()? {
         let ws = r.str()?;
         to.workspace(ws, Tally::read(&mut r)?);
     }
-    for _ in 0..r.u16()? {
+    for _ in 0..r.varint()? {
         let ip = r.str()?;
-        let seen = Seen {
-            count: r.u64()?,
-            first_ms: r.u64()?,
-            last_ms: r.u64()?,
-        };
-        to.ip(ip, seen);
+        let count = r.varint()?;
+        let first_ms = r.varint()?;
+        let last_ms = first_ms.checked_add(r.varint()?).ok_or_else(corrupt)?;
+        to.ip(
+            ip,
+            Seen {
+                count,
+                first_ms,
+                last_ms,
+            },
+        );
     }
     if !r.0.is_empty() {
         return Err(corrupt());
@@ -667,44 +719,41 @@ mod tests {
     fn version_1_fixture_decodes() {
         let mut hour = HourInsight::default();
         hour.add_record(&record("GET", Some("ws"), 200, "1.2.3.4"), 7);
-        let hex = hex::encode(hour.encode());
-        assert_eq!(
-            hex,
-            concat!(
-                "01",
-                "0000000000000001",
-                "0000000000000000",
-                "0000000000000007",
-                "0000000000000000",
-                "0000000000000000",
-                "0000000000000000",
-                "0000000000000000",
-                "0000000000000000",
-                "0000000000000000",
-                "0000000000000000",
-                "0000000000000000",
-                "0000000000000000",
-                "0000000000000000",
-                "0000000000000000",
-                "0000000000000000",
-                "0000000000000000",
-                "0000000000000000",
-                "0000000000000000",
-                "0000000000000000",
-                "0001",
-                "02",
-                "7773",
-                "0000000000000001",
-                "0000000000000000",
-                "0000000000000007",
-                "0000000000000000",
-                "0001",
-                "07",
-                "312e322e332e34",
-                "0000000000000001",
-                "0000000000000007",
-                "0000000000000007",
-            )
+        let fixture = concat!(
+            "01",
+            "01", // version, mask: the read tally only
+            "01",
+            "00",
+            "07",
+            "00", // read: 1 allowed, last at 7 ms
+            "01",
+            "02",
+            "7773", // one workspace, "ws"
+            "01",
+            "00",
+            "07",
+            "00", // its tally
+            "01",
+            "07",
+            "312e322e332e34", // one IP, "1.2.3.4"
+            "01",
+            "07",
+            "00", // 1 call, first at 7 ms, last 0 ms later
+        );
+        assert_eq!(hex::encode(hour.encode()), fixture);
+        let bytes = hex::decode(fixture).expect("hex");
+        assert_eq!(HourInsight::decode(&bytes).expect("decode"), hour);
+        // Big numbers take more varint bytes and still read back.
+        let mut big = hour.clone();
+        big.scopes[2].denied = u64::MAX;
+        big.scopes[2].last_denied_ms = 1_790_000_000_000;
+        assert_eq!(HourInsight::decode(&big.encode()).expect("decode"), big);
+        // An overlong varint is corrupt.
+        assert!(
+            HourInsight::decode(&[
+                1, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F
+            ])
+            .is_err()
         );
     }
 
