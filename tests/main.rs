@@ -12,6 +12,7 @@ mod cluster;
 mod distributed;
 mod durability;
 mod expiry;
+mod insights;
 mod introspection;
 mod isolation;
 mod ops;

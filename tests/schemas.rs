@@ -84,6 +84,7 @@ fn the_openapi_document_documents_every_contract_route_and_security_scheme() {
         ("/v1/tokens", &["get", "post"]),
         ("/v1/tokens/{id}", &["get", "delete", "put", "patch"]),
         ("/v1/tokens/{id}/events", &["get"]),
+        ("/v1/tokens/{id}/insights", &["get"]),
         ("/v1/audit/events", &["get"]),
         ("/v1/introspect", &["post"]),
         ("/api/v1/workspaces/{ws}/records", &["get", "post"]),

@@ -50,6 +50,33 @@ pub fn records(n: usize, tokens: usize, seed: u64) -> Vec<RequestRecord> {
         .collect()
 }
 
+/// Fills `ENSPACE_REQUESTS` with `records` through the API node's
+/// publisher; returns the time it took.
+pub async fn publish_all(
+    client: &async_nats::Client,
+    records: &[RequestRecord],
+) -> anyhow::Result<Duration> {
+    let queue = Arc::new(RecordQueue::new(records.len() + 1, Counter::default()));
+    let publisher = Publisher::new(
+        queue.clone(),
+        Counter::default(),
+        Counter::default(),
+        PublisherConfig::default(),
+    );
+    for r in records {
+        queue.push(r.clone());
+    }
+    let start = Instant::now();
+    let task = tokio::spawn(publisher.run(client.clone()));
+    let left = queue
+        .wait_idle(tokio::time::Instant::now() + Duration::from_secs(600))
+        .await;
+    let took = start.elapsed();
+    task.abort();
+    anyhow::ensure!(left == 0, "{left} records not published");
+    Ok(took)
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -75,26 +102,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
         msgpack_bytes as f64 / n as f64
     );
 
-    // Fill the stream with the API node's publisher.
-    let published = Counter::<u64>::default();
-    let queue = Arc::new(RecordQueue::new(n + 1, Counter::default()));
-    let publisher = Publisher::new(
-        queue.clone(),
-        published.clone(),
-        Counter::default(),
-        PublisherConfig::default(),
-    );
-    for r in &records {
-        queue.push(r.clone());
-    }
-    let start = Instant::now();
-    let task = tokio::spawn(publisher.run(client.clone()));
-    let left = queue
-        .wait_idle(tokio::time::Instant::now() + Duration::from_secs(600))
-        .await;
-    let publish_took = start.elapsed();
-    task.abort();
-    anyhow::ensure!(left == 0, "{left} records not published");
+    let publish_took = publish_all(&client, &records).await?;
     println!(
         "  publisher (1,024 acks in flight, Nats-Msg-Id):  {:>8.0} records/s",
         rate(n, publish_took)

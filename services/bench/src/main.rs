@@ -7,6 +7,8 @@ mod cluster;
 mod create;
 mod fairness;
 mod ingest;
+mod insight_ingest;
+mod insights;
 mod lossless;
 mod node_load;
 mod node_logging;
@@ -52,6 +54,10 @@ enum Bench {
     Propagation(propagation::Args),
     /// Request-log indexer rate beside the raw JetStream and sled ceilings.
     Ingest(ingest::Args),
+    /// The request-log indexer's rate with the insight counters beside without them.
+    InsightIngest(insight_ingest::Args),
+    /// GET /v1/tokens/{id}/insights over 1,000,000 records beside the 90-day stats route.
+    Insights(insights::Args),
     /// `wrk` on an API node with auth and request logging vs the bare route; record accounting.
     NodeLogging(node_logging::Args),
     /// Paced requests through real processes: zero records dropped, all queryable within 5 s.
@@ -78,6 +84,8 @@ fn main() -> anyhow::Result<()> {
         Bench::NodeMemory(args) => node_memory::run(args),
         Bench::Propagation(args) => propagation::run(args),
         Bench::Ingest(args) => ingest::run(args),
+        Bench::InsightIngest(args) => insight_ingest::run(args),
+        Bench::Insights(args) => insights::run(args),
         Bench::Query(args) => query::run(args),
         Bench::StreamReset(args) => stream_reset::run(args),
         Bench::NodeLogging(args) => node_logging::run(args),

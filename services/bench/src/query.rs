@@ -312,7 +312,7 @@ fn dir_bytes(path: &Path) -> u64 {
         .sum()
 }
 
-async fn create_token(
+pub(crate) async fn create_token(
     client: &reqwest::Client,
     base: &str,
     auth: &str,

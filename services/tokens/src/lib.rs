@@ -26,7 +26,7 @@ use utoipa_axum::routes;
 
 pub use state::{AppState, Config};
 
-use routes::{audit, event_key, health, introspect, me, requests, session, tokens, ui};
+use routes::{audit, event_key, health, insights, introspect, me, requests, session, tokens, ui};
 
 /// The token service's documented routes. Built with utoipa-axum's
 /// `routes!`, so every route here is in the OpenAPI document.
@@ -45,6 +45,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::token_events))
         .routes(routes!(requests::list_requests))
         .routes(routes!(requests::request_stats))
+        .routes(routes!(insights::token_insights))
         .routes(routes!(audit::list_events))
         .routes(routes!(introspect::introspect_token))
         .routes(routes!(event_key::get_event_key))

@@ -125,12 +125,18 @@ pub(super) fn decode_entry(bytes: &[u8]) -> Result<Vec<(HourKey, Counts)>, Store
         .collect()
 }
 
-/// The journal's entries not yet folded, and their sum per token-hour.
+/// The journal's entries not yet folded, and their sum per token-hour; the
+/// same for the insight counters (`insights.rs`), whose entries share the
+/// counts' sequence numbers and are folded with them.
 #[derive(Default)]
 pub(super) struct Pending {
     pub deltas: HashMap<HourKey, Counts>,
     pub entries: Vec<u64>,
     pub next_seq: u64,
+    pub insights: super::insights::Deltas,
+    pub insight_entries: Vec<u64>,
+    /// Token-hours in `insights`.
+    pub insight_hours: usize,
 }
 
 impl Pending {
@@ -142,8 +148,24 @@ impl Pending {
         self.next_seq = self.next_seq.max(seq + 1);
     }
 
+    pub fn add_insights(&mut self, seq: u64, deltas: super::insights::Deltas) {
+        for (token, hours) in &deltas {
+            let known = self.insights.get(token);
+            self.insight_hours += hours
+                .keys()
+                .filter(|h| known.is_none_or(|k| !k.contains_key(h)))
+                .count();
+        }
+        super::insights::add_deltas(&mut self.insights, deltas);
+        self.insight_entries.push(seq);
+        self.next_seq = self.next_seq.max(seq + 1);
+    }
+
     pub fn due(&self) -> bool {
-        self.entries.len() >= FOLD_AFTER_ENTRIES || self.deltas.len() >= FOLD_AFTER_HOURS
+        self.entries.len() >= FOLD_AFTER_ENTRIES
+            || self.insight_entries.len() >= FOLD_AFTER_ENTRIES
+            || self.deltas.len() >= FOLD_AFTER_HOURS
+            || self.insight_hours >= FOLD_AFTER_HOURS
     }
 
     pub fn get(&self, key: &HourKey) -> Counts {
@@ -153,6 +175,9 @@ impl Pending {
     pub fn clear(&mut self) {
         self.deltas.clear();
         self.entries.clear();
+        self.insights.clear();
+        self.insight_entries.clear();
+        self.insight_hours = 0;
     }
 }
 

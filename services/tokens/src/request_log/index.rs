@@ -21,6 +21,12 @@
 //! sweep writes it before deleting, and ingestion refreshes it at most once
 //! a minute per token.
 //!
+//! - per token and hour, and per token and day, the insight counters (tree
+//!   `request_insights`, see `insights.rs`): calls per scope, workspace and
+//!   outcome and per client IP, journaled beside the hourly counts (the nil
+//!   token ‖ seq ‖ `0x01`) and folded with them in one transaction over
+//!   both trees.
+//!
 //! One writer at a time (ingest and the retention sweep take a lock); a
 //! batch is flushed to disk before [`RequestIndex::ingest`] returns, which is
 //! when the JetStream indexer acks it.
@@ -34,10 +40,11 @@ use ulid::Ulid;
 
 pub use super::counts::Counts;
 use super::counts::{self, HourKey, JOURNAL_TOKEN, Pending, journal_key};
+use super::insights::{self, BUILT_KEY, DAY, Deltas, HOUR, HourInsight, Summary, bucket_key};
 pub use super::layout::{DAY_MS, HOUR_MS, Position, key_ms};
 use super::layout::{
     RECORD_KEY, RecordKey, be_u64, be_ulid, decode_record, encode_record, hour_key, record_key,
-    stored_status, time_key,
+    stored_call, stored_status, time_key,
 };
 use crate::store_error::StoreError;
 
@@ -79,6 +86,9 @@ pub struct RequestIndex {
     pending: Arc<Mutex<Pending>>,
     /// Records API nodes dropped, per token and hour.
     pub drops: super::drops::DropCounts,
+    /// The insight counters per token and hour; `None` when they are not
+    /// kept (benchmarks of the index without them).
+    insights: Option<sled::Tree>,
 }
 
 impl RequestIndex {
@@ -92,13 +102,21 @@ impl RequestIndex {
 
     pub fn open(db: &sled::Db, last_used: sled::Tree) -> Result<Self, StoreError> {
         let tree = db.open_tree(TREE)?;
+        let insight_tree = db.open_tree(insights::TREE)?;
         let mut pending = Pending::default();
-        for item in tree.range(journal_key(0)..=journal_key(u64::MAX)) {
+        for item in tree.scan_prefix(JOURNAL_TOKEN) {
             let (key, value) = item?;
-            pending.add(
-                be_u64(key.get(16..).unwrap_or_default())?,
-                counts::decode_entry(&value)?,
-            );
+            let seq = be_u64(key.get(16..24).unwrap_or_default())?;
+            match key.len() {
+                24 => pending.add(seq, counts::decode_entry(&value)?),
+                25 if key[24] == 0x01 => {
+                    pending.add_insights(seq, insights::decode_entry(&value)?);
+                }
+                _ => return Err(StoreError::Corrupt("request index journal key".into())),
+            }
+        }
+        if !insight_tree.contains_key(BUILT_KEY)? {
+            build_insights(&tree, &insight_tree)?;
         }
         Ok(RequestIndex {
             db: db.clone(),
@@ -107,12 +125,25 @@ impl RequestIndex {
             writer: Arc::new(Mutex::new(HashMap::new())),
             pending: Arc::new(Mutex::new(pending)),
             drops: super::drops::DropCounts::open(db)?,
+            insights: Some(insight_tree),
         })
+    }
+
+    /// The same index without insight counters: ingestion neither counts
+    /// nor journals them (for benchmarks, as the index was before them).
+    pub fn without_insights(mut self) -> Self {
+        self.insights = None;
+        self
     }
 
     /// The raw tree, for tools and benchmarks.
     pub fn tree(&self) -> &sled::Tree {
         &self.tree
+    }
+
+    /// The raw insight tree (if kept), for tools and benchmarks.
+    pub fn insight_tree(&self) -> Option<&sled::Tree> {
+        self.insights.as_ref()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Ulid, u64>> {
@@ -131,7 +162,14 @@ impl RequestIndex {
     /// journal, in one atomic batch. Callers hold the writer lock.
     fn fold(&self) -> Result<(), StoreError> {
         let mut pending = self.pending();
-        if pending.entries.is_empty() {
+        if pending.entries.is_empty() && pending.insight_entries.is_empty() {
+            return Ok(());
+        }
+        if let Some(insight_tree) = &self.insights
+            && !pending.insight_entries.is_empty()
+        {
+            self.fold_with_insights(&pending, insight_tree)?;
+            pending.clear();
             return Ok(());
         }
         let mut batch = sled::Batch::default();
@@ -149,6 +187,60 @@ impl RequestIndex {
         self.tree.apply_batch(batch)?;
         pending.clear();
         Ok(())
+    }
+
+    /// [`fold`](Self::fold) of counts and insights: one transaction over
+    /// both trees (sled takes the same global write lock for a batch).
+    fn fold_with_insights(
+        &self,
+        pending: &Pending,
+        insight_tree: &sled::Tree,
+    ) -> Result<(), StoreError> {
+        use sled::Transactional;
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        let abort = ConflictableTransactionError::Abort;
+        let days = insights::days_of(&pending.insights);
+        let done = (&self.tree, insight_tree).transaction(|(tree, hours)| {
+            for (key, delta) in &pending.deltas {
+                let mut counts = match tree.get(key)? {
+                    Some(bytes) => Counts::decode(&bytes).map_err(abort)?,
+                    None => Counts::default(),
+                };
+                counts.add(*delta);
+                tree.insert(&key[..], &counts.encode()[..])?;
+            }
+            for seq in &pending.entries {
+                tree.remove(&journal_key(*seq)[..])?;
+            }
+            for seq in &pending.insight_entries {
+                tree.remove(&insights::journal_key(*seq)[..])?;
+            }
+            let spans = pending
+                .insights
+                .iter()
+                .flat_map(|(token, deltas)| {
+                    deltas
+                        .iter()
+                        .map(|(hour_ms, delta)| (bucket_key(*token, HOUR, *hour_ms), delta))
+                })
+                .chain(days.iter().map(|(key, delta)| (*key, delta)));
+            for (key, delta) in spans {
+                let value = match hours.get(key)? {
+                    Some(bytes) => {
+                        let mut stored = HourInsight::decode(&bytes).map_err(abort)?;
+                        stored.merge(delta);
+                        stored.encode()
+                    }
+                    None => delta.encode(),
+                };
+                hours.insert(&key[..], value)?;
+            }
+            Ok(())
+        });
+        done.map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => StoreError::Sled(e),
+        })
     }
 
     fn stored_last_used(&self, token: Ulid) -> Result<Option<u64>, StoreError> {
@@ -173,6 +265,8 @@ impl RequestIndex {
         let mut seen: HashSet<RecordKey> = HashSet::with_capacity(records.len());
         let mut hourly: HashMap<HourKey, Counts> = HashMap::new();
         let mut newest: HashMap<Ulid, u64> = HashMap::new();
+        let mut insight_deltas = Deltas::new();
+        let counting = self.insights.is_some();
         for r in records {
             let at_ms = key_ms(r.at);
             let seen_at = newest.entry(r.token_id).or_default();
@@ -191,16 +285,33 @@ impl RequestIndex {
                 .entry(hour_key(r.token_id, at_ms - at_ms % HOUR_MS))
                 .or_default()
                 .add_status(r.status);
+            if counting {
+                insight_deltas
+                    .entry(r.token_id)
+                    .or_default()
+                    .entry(at_ms - at_ms % HOUR_MS)
+                    .or_default()
+                    .add_record(r, at_ms);
+            }
             outcome.indexed += 1;
         }
         let seq = self.pending().next_seq;
         if !hourly.is_empty() {
             batch.insert(&journal_key(seq)[..], counts::encode_entry(&hourly));
         }
-        // Records and their counts land together or not at all.
+        if !insight_deltas.is_empty() {
+            batch.insert(
+                &insights::journal_key(seq)[..],
+                insights::encode_entry(&insight_deltas),
+            );
+        }
+        // Records, their counts and their insights land together or not at all.
         self.tree.apply_batch(batch)?;
         if !hourly.is_empty() {
             self.pending().add(seq, hourly);
+        }
+        if !insight_deltas.is_empty() {
+            self.pending().add_insights(seq, insight_deltas);
         }
         // The last use is exact from the records themselves; the tree only
         // has to keep up to within a minute (and exactly, by the sweep).
@@ -396,11 +507,115 @@ impl RequestIndex {
                 None => break,
             }
         }
-        let counts_removed = self.drops.sweep(cutoff_ms)?;
+        let counts_removed = self.drops.sweep(cutoff_ms)? + self.sweep_insights(cutoff_ms)?;
         if removed > 0 || counts_removed > 0 {
             self.db.flush()?;
         }
         Ok(removed)
+    }
+
+    /// Deletes the insights of hours and days that ended by `cutoff_ms`: one
+    /// seek per token, then its oldest keys. Callers hold the writer lock,
+    /// after a fold.
+    fn sweep_insights(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
+        let Some(hours) = &self.insights else {
+            return Ok(0);
+        };
+        // Hours and days starting before these ended by the cutoff.
+        let before_hour = (cutoff_ms + 1).saturating_sub(HOUR_MS);
+        let before_day = (cutoff_ms + 1).saturating_sub(DAY_MS);
+        let mut removed = 0usize;
+        // The first key after the nil token's (which is only `BUILT_KEY`).
+        let mut seek: Vec<u8> = 1u128.to_be_bytes().to_vec();
+        loop {
+            let Some(item) = hours.range(seek.as_slice()..).next() else {
+                break;
+            };
+            let (key, _) = item?;
+            let token = be_ulid(key.get(0..16).unwrap_or_default())?;
+            for range in [
+                bucket_key(token, DAY, 0)..bucket_key(token, DAY, before_day),
+                bucket_key(token, HOUR, 0)..bucket_key(token, HOUR, before_hour),
+            ] {
+                loop {
+                    let mut batch = sled::Batch::default();
+                    let mut n = 0;
+                    for item in hours.range(range.clone()).take(SWEEP_CHUNK) {
+                        let (key, _) = item?;
+                        batch.remove(key);
+                        n += 1;
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                    removed += n;
+                    hours.apply_batch(batch)?;
+                }
+            }
+            match u128::from(token).checked_add(1) {
+                Some(next) => seek = next.to_be_bytes().to_vec(),
+                None => break,
+            }
+        }
+        Ok(removed)
+    }
+
+    /// What `token`'s calls at or after `cutoff_ms` used and were refused
+    /// (see `insights.rs`): the stored days after the cutoff's day, the
+    /// stored hours between the cutoff's hour and that day, what is
+    /// journaled and not yet folded of any hour after the cutoff's, and the
+    /// records of the cutoff's own hour from the cutoff on, counted one by
+    /// one. Empty when the index keeps no insights.
+    pub fn insights(&self, token: Ulid, cutoff_ms: u64) -> Result<Summary, StoreError> {
+        let mut summary = Summary::default();
+        let Some(hours) = &self.insights else {
+            return Ok(summary);
+        };
+        // Held throughout, so that no fold moves counters under the reader.
+        let pending = self.pending();
+        let partial = !cutoff_ms.is_multiple_of(HOUR_MS);
+        let first_whole = if partial {
+            cutoff_ms - cutoff_ms % HOUR_MS + HOUR_MS
+        } else {
+            cutoff_ms
+        };
+        if partial {
+            let mut edge = HourInsight::default();
+            for item in self
+                .tree
+                .range(time_key(token, cutoff_ms)..time_key(token, first_whole))
+            {
+                let (key, value) = item?;
+                if key.len() == RECORD_KEY {
+                    let call = stored_call(&value)?;
+                    let at_ms = be_u64(&key[16..24])?;
+                    edge.add_call(
+                        call.method,
+                        call.workspace,
+                        call.status,
+                        call.client_ip,
+                        at_ms,
+                    );
+                }
+            }
+            summary.add_hour(&edge);
+        }
+        let first_day = first_whole.div_ceil(DAY_MS) * DAY_MS;
+        for item in hours
+            .range(bucket_key(token, HOUR, first_whole)..bucket_key(token, HOUR, first_day))
+            .chain(
+                hours.range(bucket_key(token, DAY, first_day)..=bucket_key(token, DAY, u64::MAX)),
+            )
+        {
+            let (_, value) = item?;
+            summary.add_encoded(&value)?;
+        }
+        if let Some(journaled) = pending.insights.get(&token) {
+            for (_, hour) in journaled.range(first_whole..) {
+                summary.add_hour(hour);
+            }
+        }
+        Ok(summary)
     }
 
     /// Records in the index for `token` (all of them; for tests and tools).
@@ -444,6 +659,62 @@ impl RequestIndex {
     }
 }
 
+/// Builds the insight counters from the records already indexed (an index
+/// from before they existed), then marks the tree built. Runs once, at open,
+/// before anything is ingested; a crash half-way starts it again.
+fn build_insights(tree: &sled::Tree, hours: &sled::Tree) -> Result<(), StoreError> {
+    hours.clear()?;
+    let mut built: HashMap<insights::BucketKey, HourInsight> = HashMap::new();
+    let mut records = 0u64;
+    let write = |built: &mut HashMap<insights::BucketKey, HourInsight>| -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (key, hour) in built.drain() {
+            let value = match hours.get(key)? {
+                Some(bytes) => {
+                    let mut stored = HourInsight::decode(&bytes)?;
+                    stored.merge(&hour);
+                    stored.encode()
+                }
+                None => hour.encode(),
+            };
+            batch.insert(&key[..], value);
+        }
+        hours.apply_batch(batch)?;
+        Ok(())
+    };
+    for item in tree.iter() {
+        let (key, value) = item?;
+        if key.len() != RECORD_KEY || key[0..16] == JOURNAL_TOKEN {
+            continue;
+        }
+        let record = decode_record(&key, &value)?;
+        let at_ms = key_ms(record.at);
+        for (span, start) in [
+            (HOUR, at_ms - at_ms % HOUR_MS),
+            (DAY, at_ms - at_ms % DAY_MS),
+        ] {
+            built
+                .entry(bucket_key(record.token_id, span, start))
+                .or_default()
+                .add_record(&record, at_ms);
+        }
+        records += 1;
+        if built.len() >= counts::FOLD_AFTER_HOURS {
+            write(&mut built)?;
+        }
+    }
+    write(&mut built)?;
+    hours.insert(BUILT_KEY, &[][..])?;
+    hours.flush()?;
+    if records > 0 {
+        tracing::info!(
+            records,
+            "built the request insights from {records} request records already indexed"
+        );
+    }
+    Ok(())
+}
+
 /// The exclusive upper end of a query.
 #[derive(Debug, Clone, Copy)]
 pub enum Upper {
@@ -451,6 +722,14 @@ pub enum Upper {
     To(u64),
     /// Before this record (a cursor's position).
     Before(Position),
+}
+
+#[cfg(test)]
+impl RequestIndex {
+    fn lock_and_fold(&self) {
+        let _writer = self.lock();
+        self.fold().expect("fold");
+    }
 }
 
 #[cfg(test)]

@@ -172,3 +172,34 @@ pub(super) fn stored_status(value: &[u8]) -> Result<u16, StoreError> {
     }
     Ok(status)
 }
+
+/// What the insight counters need of a stored record, borrowed from its
+/// bytes (nothing allocated): method, workspace, status, client IP.
+#[derive(Deserialize)]
+pub(super) struct StoredCall<'a> {
+    version: u8,
+    _user_id: serde::de::IgnoredAny,
+    _node: serde::de::IgnoredAny,
+    #[serde(borrow)]
+    pub method: &'a str,
+    _path: serde::de::IgnoredAny,
+    #[serde(borrow)]
+    pub workspace: Option<&'a str>,
+    pub status: u16,
+    _duration_ms: serde::de::IgnoredAny,
+    #[serde(borrow)]
+    pub client_ip: &'a str,
+    _user_agent: serde::de::IgnoredAny,
+}
+
+pub(super) fn stored_call(value: &[u8]) -> Result<StoredCall<'_>, StoreError> {
+    let call: StoredCall<'_> = rmp_serde::from_slice(value)
+        .map_err(|e| StoreError::Corrupt(format!("request record: {e}")))?;
+    if call.version != STORED_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "request record layout version {}",
+            call.version
+        )));
+    }
+    Ok(call)
+}

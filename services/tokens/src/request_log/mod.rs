@@ -16,6 +16,7 @@ pub mod cursor;
 pub mod drops;
 pub mod embedded;
 pub mod index;
+pub mod insights;
 pub mod jetstream;
 mod layout;
 

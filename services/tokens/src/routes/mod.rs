@@ -5,6 +5,7 @@ pub mod audit;
 pub mod cluster;
 pub mod event_key;
 pub mod health;
+pub mod insights;
 pub mod introspect;
 pub mod me;
 pub mod own_token;

@@ -1,4 +1,5 @@
 use super::*;
+use enspace_core::Scope;
 
 fn index() -> RequestIndex {
     let db = sled::Config::new()
@@ -157,9 +158,11 @@ fn hourly_counts_are_exact_across_reopening_folding_and_redelivery() {
             .counts
             .total
     };
+    // The counts' entries (the insights' have a key one byte longer).
     let journal = |idx: &RequestIndex| {
         idx.tree
             .range(journal_key(0)..=journal_key(u64::MAX))
+            .filter(|item| item.as_ref().is_ok_and(|(key, _)| key.len() == 24))
             .count()
     };
     let mut sent = Vec::new();
@@ -216,4 +219,196 @@ fn the_last_use_is_the_newest_record_and_survives_the_sweep() {
         ms(idx.last_used(token).expect("last used")),
         Some(T0 + 30_000)
     );
+}
+
+fn call(token: Ulid, at_ms: i64, method: &str, ws: &str, status: u16, ip: &str) -> RequestRecord {
+    RequestRecord {
+        method: method.into(),
+        workspace: Some(ws.into()),
+        client_ip: ip.into(),
+        ..record(token, at_ms, status)
+    }
+}
+
+#[test]
+fn insights_count_each_indexed_call_once_across_folding_reopening_and_redelivery() {
+    let idx = index();
+    let (token, other) = (Ulid::new(), Ulid::new());
+    let mut sent = Vec::new();
+    // Over three hours: reads allowed in acme, one delete and one read of
+    // globex denied, a 401, from two IPs.
+    for i in 0..(counts::FOLD_AFTER_ENTRIES as i64 + 5) {
+        let at = T0 + i * 100_000;
+        let r = call(
+            token,
+            at,
+            "GET",
+            "acme",
+            200,
+            if i % 2 == 0 { "10.0.0.1" } else { "10.0.0.2" },
+        );
+        idx.ingest(std::slice::from_ref(&r), Timestamp::UNIX_EPOCH)
+            .expect("ingest");
+        sent.push(r);
+    }
+    let denied = [
+        call(token, T0 + 10, "DELETE", "acme", 403, "10.0.0.3"),
+        call(token, T0 + 20, "GET", "globex", 403, "10.0.0.3"),
+        call(token, T0 + 30, "GET", "acme", 401, "10.0.0.3"),
+        call(other, T0 + 40, "GET", "acme", 200, "10.0.0.9"),
+    ];
+    idx.ingest(&denied, Timestamp::UNIX_EPOCH).expect("ingest");
+    sent.extend(denied);
+    let check = |idx: &RequestIndex| {
+        let s = idx.insights(token, T0 as u64).expect("insights");
+        let reads = counts::FOLD_AFTER_ENTRIES as u64 + 5;
+        assert_eq!(s.scope(Scope::Read).allowed, reads);
+        assert_eq!(s.scope(Scope::Read).denied, 1);
+        assert_eq!(s.scope(Scope::Delete).denied, 1);
+        assert_eq!(s.scope(Scope::Write), insights::Tally::default());
+        assert_eq!(s.workspaces["acme"].allowed, reads);
+        assert_eq!(s.workspaces["acme"].denied, 1);
+        assert_eq!(s.workspaces["globex"].denied, 1);
+        assert_eq!(s.invalid_token, 1);
+        assert_eq!(s.ips["10.0.0.3"].count, 3);
+        assert_eq!(s.ips["10.0.0.1"].first_ms, T0 as u64);
+        assert_eq!(s.ips.len(), 3, "not the other token's IP");
+        assert_eq!(
+            s.scope(Scope::Read).last_allowed_ms,
+            (T0 + (reads as i64 - 1) * 100_000) as u64
+        );
+    };
+    check(&idx);
+    // Redelivered: nothing counted twice, before or after a reopen.
+    idx.ingest(&sent, Timestamp::UNIX_EPOCH).expect("again");
+    check(&idx);
+    let idx = RequestIndex::open(&idx.db, idx.last_used.clone()).expect("reopen");
+    check(&idx);
+    idx.ingest(&sent, Timestamp::UNIX_EPOCH).expect("again");
+    idx.lock_and_fold();
+    check(&idx);
+}
+
+#[test]
+fn insights_start_at_the_cutoff_to_the_millisecond_and_the_sweep_removes_ended_hours() {
+    let idx = index();
+    let token = Ulid::new();
+    let at = |h: i64, ms: i64| T0 + h * HOUR_MS as i64 + ms;
+    let records = [
+        call(token, at(0, 5), "GET", "acme", 200, "10.0.0.1"),
+        call(token, at(1, 1_000), "POST", "acme", 201, "10.0.0.1"),
+        call(token, at(1, 2_000), "DELETE", "acme", 204, "10.0.0.2"),
+        call(token, at(2, 0), "GET", "acme", 200, "10.0.0.2"),
+    ];
+    idx.ingest(&records, Timestamp::UNIX_EPOCH).expect("ingest");
+    let allowed = |idx: &RequestIndex, cutoff: i64| {
+        let s = idx.insights(token, cutoff as u64).expect("insights");
+        Scope::ALL.map(|scope| s.scope(scope).allowed)
+    };
+    assert_eq!(allowed(&idx, at(0, 0)), [2, 1, 1]);
+    assert_eq!(allowed(&idx, at(0, 6)), [1, 1, 1]);
+    assert_eq!(allowed(&idx, at(1, 1_000)), [1, 1, 1]);
+    assert_eq!(allowed(&idx, at(1, 1_001)), [1, 0, 1]);
+    assert_eq!(allowed(&idx, at(2, 0)), [1, 0, 0]);
+    assert_eq!(allowed(&idx, at(2, 1)), [0, 0, 0]);
+    let cutoff = Timestamp::from_millisecond(at(1, 1_500)).expect("ts");
+    idx.sweep(cutoff).expect("sweep");
+    let stored = |idx: &RequestIndex| {
+        idx.insights
+            .as_ref()
+            .expect("kept")
+            .scan_prefix([&token.to_bytes()[..], &[insights::HOUR]].concat())
+            .count()
+    };
+    assert_eq!(
+        stored(&idx),
+        2,
+        "hour 0 ended before the cutoff, hour 1 did not"
+    );
+    assert_eq!(allowed(&idx, at(1, 1_500)), [1, 0, 1]);
+    let s = idx.insights(token, at(1, 1_500) as u64).expect("insights");
+    assert_eq!(s.ips.len(), 1);
+    assert_eq!(s.ips["10.0.0.2"].count, 2);
+}
+
+#[test]
+fn an_index_from_before_insights_builds_them_once_at_open() {
+    let idx = index().without_insights();
+    let token = Ulid::new();
+    idx.ingest(
+        &[
+            call(token, T0, "GET", "acme", 200, "10.0.0.1"),
+            call(token, T0 + 1, "PUT", "acme", 403, "10.0.0.1"),
+        ],
+        Timestamp::UNIX_EPOCH,
+    )
+    .expect("ingest");
+    assert_eq!(
+        idx.insights(token, 0).expect("none kept"),
+        insights::Summary::default()
+    );
+    let tree = idx.db.open_tree(insights::TREE).expect("tree");
+    tree.remove(insights::BUILT_KEY)
+        .expect("as before insights");
+    let idx = RequestIndex::open(&idx.db, idx.last_used.clone()).expect("reopen");
+    let s = idx.insights(token, 0).expect("insights");
+    assert_eq!(s.scope(Scope::Read).allowed, 1);
+    assert_eq!(s.scope(Scope::Write).denied, 1);
+    // Built once: opening again counts nothing twice.
+    let idx = RequestIndex::open(&idx.db, idx.last_used.clone()).expect("reopen");
+    assert_eq!(idx.insights(token, 0).expect("insights"), s);
+}
+
+/// Over days, hours and the cutoff's own hour, journaled or folded, before
+/// and after a sweep: the insights are those of the records at or after the
+/// cutoff, counted one by one.
+#[test]
+fn insights_match_the_records_from_any_cutoff_over_days() {
+    let idx = index();
+    let token = Ulid::new();
+    let day0 = T0 - T0 % DAY_MS as i64;
+    let methods = ["GET", "POST", "DELETE", "PUT"];
+    let statuses = [200, 403, 404, 401, 201];
+    let records: Vec<RequestRecord> = (0..400i64)
+        .map(|i| {
+            let at = day0 + i * 1_111_111; // about 5 days
+            call(
+                token,
+                at,
+                methods[(i % 4) as usize],
+                if i % 7 == 0 { "globex" } else { "acme" },
+                statuses[(i % 5) as usize],
+                &format!("10.0.0.{}", i % 9),
+            )
+        })
+        .collect();
+    let brute = |cutoff: i64| {
+        let mut hour = HourInsight::default();
+        for r in records.iter().filter(|r| r.at.as_millisecond() >= cutoff) {
+            hour.add_record(r, r.at.as_millisecond() as u64);
+        }
+        let mut s = insights::Summary::default();
+        s.add_hour(&hour);
+        s
+    };
+    let check = |idx: &RequestIndex, from: i64| {
+        for cutoff in (from..day0 + 6 * DAY_MS as i64).step_by(2_345_678) {
+            assert_eq!(
+                idx.insights(token, cutoff as u64).expect("insights"),
+                brute(cutoff),
+                "cutoff {}",
+                cutoff - day0
+            );
+        }
+    };
+    for chunk in records.chunks(7) {
+        idx.ingest(chunk, Timestamp::UNIX_EPOCH).expect("ingest");
+    }
+    check(&idx, day0);
+    idx.lock_and_fold();
+    check(&idx, day0);
+    let swept = day0 + 2 * DAY_MS as i64 + 5_000_000;
+    idx.sweep(Timestamp::from_millisecond(swept).expect("ts"))
+        .expect("sweep");
+    check(&idx, swept);
 }
