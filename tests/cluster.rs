@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::support::app::ApiClient;
 use crate::support::cluster::{Member, NatsCluster, audit_export, writer};
 use crate::support::distributed::{RECORDS, api_node, body, wait_ready, wait_status};
-use crate::support::{NatsServer, eventually};
+use crate::support::{EnspaceProcess, NatsServer, eventually};
 
 const MANY_TOKENS: [&str; 2] = ["--max-tokens-per-user", "100000"];
 
@@ -55,6 +55,19 @@ fn other<'a>(members: [&'a Member; 2], id: &str) -> &'a Member {
     } else {
         members[0]
     }
+}
+
+/// Two API nodes on `url`, ready, with their clients.
+async fn two_api_nodes(url: &str) -> (Vec<EnspaceProcess>, Vec<ApiClient>) {
+    let nodes = vec![api_node(url, "n1", &[]), api_node(url, "n2", &[])];
+    let apis: Vec<ApiClient> = nodes
+        .iter()
+        .map(|n| ApiClient::from_base(&n.base))
+        .collect();
+    for api in &apis {
+        wait_ready(api).await;
+    }
+    (nodes, apis)
 }
 
 /// What the clients were told succeeded.
@@ -216,17 +229,7 @@ async fn killing_the_writer_under_load_loses_no_acknowledged_change_and_writes_r
     let nats = NatsCluster::start(3).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let (a, b) = pair(dir.path(), &nats.url(), &["--stream-replicas", "3"]).await;
-    let nodes = [
-        api_node(&nats.url(), "n1", &[]),
-        api_node(&nats.url(), "n2", &[]),
-    ];
-    let node_apis: Vec<ApiClient> = nodes
-        .iter()
-        .map(|n| ApiClient::from_base(&n.base))
-        .collect();
-    for api in &node_apis {
-        wait_ready(api).await;
-    }
+    let (_nodes, node_apis) = two_api_nodes(&nats.url()).await;
     let session = a.api.login("alice").await;
     let acked = Arc::new(Acked::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -762,17 +765,7 @@ async fn losing_one_of_three_nats_servers_loses_no_write_and_revocations_and_rec
     let mut nats = NatsCluster::start(3).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let (a, b) = pair(dir.path(), &nats.url(), &["--stream-replicas", "3"]).await;
-    let nodes = [
-        api_node(&nats.url(), "n1", &[]),
-        api_node(&nats.url(), "n2", &[]),
-    ];
-    let node_apis: Vec<ApiClient> = nodes
-        .iter()
-        .map(|n| ApiClient::from_base(&n.base))
-        .collect();
-    for api in &node_apis {
-        wait_ready(api).await;
-    }
+    let (_nodes, node_apis) = two_api_nodes(&nats.url()).await;
     let session = a.api.login("alice").await;
     let acked = Arc::new(Acked::default());
     let stop = Arc::new(AtomicBool::new(false));
