@@ -147,6 +147,28 @@ fn load(
         .collect()
 }
 
+/// Alice signed in, and [`load`] through both members.
+async fn load_both(
+    a: &Member,
+    b: &Member,
+) -> (
+    String,
+    Arc<Acked>,
+    Arc<AtomicBool>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let session = a.api.login("alice").await;
+    let acked = Arc::new(Acked::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load(
+        vec![a.api.clone(), b.api.clone()],
+        session.clone(),
+        acked.clone(),
+        stop.clone(),
+    );
+    (session, acked, stop, clients)
+}
+
 /// Every acknowledged change is there on `member`.
 async fn holds_every_acked_change(member: &Member, session: &str, acked: &Acked) {
     let created = acked.created.lock().expect("lock").clone();
@@ -230,15 +252,7 @@ async fn killing_the_writer_under_load_loses_no_acknowledged_change_and_writes_r
     let dir = tempfile::tempdir().expect("temp dir");
     let (a, b) = pair(dir.path(), &nats.url(), &["--stream-replicas", "3"]).await;
     let (_nodes, node_apis) = two_api_nodes(&nats.url()).await;
-    let session = a.api.login("alice").await;
-    let acked = Arc::new(Acked::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients = load(
-        vec![a.api.clone(), b.api.clone()],
-        session.clone(),
-        acked.clone(),
-        stop.clone(),
-    );
+    let (session, acked, stop, clients) = load_both(&a, &b).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let old = writer(&[&a, &b]).await;
@@ -766,15 +780,7 @@ async fn losing_one_of_three_nats_servers_loses_no_write_and_revocations_and_rec
     let dir = tempfile::tempdir().expect("temp dir");
     let (a, b) = pair(dir.path(), &nats.url(), &["--stream-replicas", "3"]).await;
     let (_nodes, node_apis) = two_api_nodes(&nats.url()).await;
-    let session = a.api.login("alice").await;
-    let acked = Arc::new(Acked::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients = load(
-        vec![a.api.clone(), b.api.clone()],
-        session.clone(),
-        acked.clone(),
-        stop.clone(),
-    );
+    let (session, acked, stop, clients) = load_both(&a, &b).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let before = acked.created.lock().expect("lock").len();
     nats.kill(0);

@@ -268,32 +268,36 @@ mod tests {
         store.projections.apply(&envelopes).expect("fold");
     }
 
-    /// Opens once the previous holder's background threads let go of the lock.
-    fn reopen(dir: &Path) -> Store {
+    /// `open` once the previous holder's background threads let go of
+    /// sled's lock.
+    fn when_unlocked<T, E: std::fmt::Display>(open: impl Fn() -> Result<T, E>) -> T {
+        let mut last = open();
         for _ in 0..500 {
-            match Store::open(dir) {
-                Ok(store) => return store,
-                Err(StoreError::Sled(_)) => {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
-                }
-                Err(e) => panic!("reopen: {e}"),
+            if last.is_ok() {
+                break;
             }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            last = open();
         }
-        panic!("the store stayed locked")
+        last.unwrap_or_else(|e| panic!("the store stayed locked: {e}"))
+    }
+
+    fn reopen(dir: &Path) -> Store {
+        when_unlocked(|| Store::open(dir))
+    }
+
+    fn alice_tokens(store: &Store) -> usize {
+        store
+            .projections
+            .tokens_of_user("alice")
+            .expect("list")
+            .len()
     }
 
     /// What a crash between sled's writes of two trees leaves: the token
     /// and `last_seq` written, its entry in the user's list not.
     fn tear(dir: &Path) {
-        let mut db = sled_config(dir).open();
-        for _ in 0..500 {
-            if db.is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-            db = sled_config(dir).open();
-        }
-        let db = db.expect("sled");
+        let db = when_unlocked(|| sled_config(dir).open());
         let by_user = db.open_tree("proj_tokens_by_user").expect("tree");
         let first = by_user.first().expect("read").expect("an entry").0;
         by_user.remove(first).expect("remove");
@@ -309,14 +313,7 @@ mod tests {
         drop(store);
         tear(dir.path());
         let store = reopen(dir.path());
-        assert_eq!(
-            store
-                .projections
-                .tokens_of_user("alice")
-                .expect("list")
-                .len(),
-            3
-        );
+        assert_eq!(alice_tokens(&store), 3);
     }
 
     #[test]
@@ -327,26 +324,12 @@ mod tests {
         store.close_cleanly().expect("close");
         drop(store);
         let store = reopen(dir.path());
-        assert_eq!(
-            store
-                .projections
-                .tokens_of_user("alice")
-                .expect("list")
-                .len(),
-            3
-        );
+        assert_eq!(alice_tokens(&store), 3);
         drop(store);
         // The mark is gone once read: a crash now is not taken for a clean stop.
         tear(dir.path());
         let store = reopen(dir.path());
-        assert_eq!(
-            store
-                .projections
-                .tokens_of_user("alice")
-                .expect("list")
-                .len(),
-            3
-        );
+        assert_eq!(alice_tokens(&store), 3);
     }
 
     #[test]
