@@ -17,6 +17,7 @@ mod introspection;
 mod isolation;
 mod ops;
 mod request_logs;
+mod rotation;
 mod schemas;
 mod secrets;
 mod sessions;
