@@ -85,6 +85,8 @@ fn the_openapi_document_documents_every_contract_route_and_security_scheme() {
         ("/v1/tokens/{id}", &["get", "delete", "put", "patch"]),
         ("/v1/tokens/{id}/events", &["get"]),
         ("/v1/tokens/{id}/rotate", &["post"]),
+        ("/v1/tokens/report-leak", &["post"]),
+        ("/v1/secret-scanning/github", &["post"]),
         ("/v1/tokens/{id}/insights", &["get"]),
         ("/v1/audit/events", &["get"]),
         ("/v1/introspect", &["post"]),

@@ -31,6 +31,7 @@ pub fn service_args(data: &std::path::Path, nats_url: Option<String>) -> Service
         event_signing_key: None,
         event_key: None,
         max_staleness: enspace::cli::Staleness(Some(Duration::from_secs(60))),
+        github_keys: None,
         limits: Default::default(),
         cluster: Default::default(),
     }

@@ -140,6 +140,12 @@ pub struct ServiceArgs {
     /// word from the control plane (`none`: forever).
     #[arg(long, env = "ENSPACE_MAX_STALENESS", default_value = "60s", value_parser = parse_staleness)]
     pub max_staleness: Staleness,
+    /// GitHub's secret-scanning public keys (the JSON document at
+    /// https://api.github.com/meta/public_keys/secret_scanning): turns on
+    /// `POST /v1/secret-scanning/github`. Re-read when a report names a key
+    /// it does not hold.
+    #[arg(long, env = "ENSPACE_GITHUB_KEYS")]
+    pub github_keys: Option<PathBuf>,
     #[command(flatten)]
     pub limits: ServiceLimits,
     #[command(flatten)]
@@ -269,6 +275,10 @@ pub struct ServiceLimits {
     /// without it, only when the proxy says the request came over TLS.
     #[arg(long, env = "ENSPACE_SECURE_COOKIES")]
     pub secure_cookies: bool,
+    /// Leak reports (`POST /v1/tokens/report-leak`) one client address may
+    /// send a minute (`N/min`, in bursts of N), or `none`.
+    #[arg(long, env = "ENSPACE_LEAK_REPORT_LIMIT", default_value = "10/min", value_parser = parse_per_minute)]
+    pub leak_report_limit: PerMinute,
     /// Calls per second one token may make on the API node that `serve`
     /// mounts (`N/s`, bursts of 2N), or `none`.
     #[arg(long, env = "ENSPACE_TOKEN_RATE_LIMIT", default_value = "none", value_parser = parse_rate)]
@@ -287,6 +297,7 @@ impl Default for ServiceLimits {
             max_tokens_per_user: limits.max_tokens_per_user,
             max_sessions_per_user: limits.max_sessions_per_user,
             secure_cookies: false,
+            leak_report_limit: PerMinute(limits.leak_reports_per_minute),
             token_rate_limit: TokenRateLimit(None),
             record_queue_capacity: enspace_api_node::record_queue::DEFAULT_CAPACITY,
         }
@@ -338,6 +349,25 @@ pub fn parse_rate(s: &str) -> Result<TokenRateLimit, String> {
         .map_err(|_| format!("`{s}`: N in N/s must be a whole number from 1"))
 }
 
+/// `--leak-report-limit`: reports per minute per client address, or none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PerMinute(pub Option<NonZeroU32>);
+
+/// `none`, or `N/min` with N at least 1.
+pub fn parse_per_minute(s: &str) -> Result<PerMinute, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(PerMinute(None));
+    }
+    let n = s
+        .strip_suffix("/min")
+        .ok_or_else(|| format!("`{s}`: give reports per minute as N/min (e.g. 10/min), or none"))?;
+    n.trim()
+        .parse::<NonZeroU32>()
+        .map(|n| PerMinute(Some(n)))
+        .map_err(|_| format!("`{s}`: N in N/min must be a whole number from 1"))
+}
+
 /// `90d`, `12h`, `15m`, `30s` or `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim())
@@ -351,6 +381,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leak_report_limits_parse_as_per_minute_or_none() {
+        assert_eq!(
+            parse_per_minute("10/min"),
+            Ok(PerMinute(NonZeroU32::new(10)))
+        );
+        assert_eq!(parse_per_minute("none"), Ok(PerMinute(None)));
+        assert!(parse_per_minute("0/min").is_err());
+        assert!(parse_per_minute("10/s").is_err());
+    }
 
     #[test]
     fn durations_parse_with_their_units() {

@@ -117,9 +117,17 @@ async fn control_plane(
         limits: enspace_tokens::limits::Limits {
             max_tokens_per_user: args.limits.max_tokens_per_user,
             max_sessions_per_user: args.limits.max_sessions_per_user,
+            leak_reports_per_minute: args.limits.leak_report_limit.0,
             ..Default::default()
         },
         secure_cookies: args.limits.secure_cookies,
+        github_keys: args
+            .github_keys
+            .as_deref()
+            .map(enspace_tokens::leaks::GithubKeys::load)
+            .transpose()
+            .context("--github-keys (ENSPACE_GITHUB_KEYS)")?
+            .map(Arc::new),
         ..Config::default()
     };
     let indexer_metrics = IndexerMetrics::register(&mut registry);

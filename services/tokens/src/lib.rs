@@ -27,7 +27,10 @@ use utoipa_axum::routes;
 
 pub use state::{AppState, Config};
 
-use routes::{audit, event_key, health, insights, introspect, me, requests, session, tokens, ui};
+use routes::{
+    audit, event_key, health, insights, introspect, me, report_leak, requests, secret_scanning,
+    session, tokens, ui,
+};
 
 /// The token service's documented routes. Built with utoipa-axum's
 /// `routes!`, so every route here is in the OpenAPI document.
@@ -45,6 +48,16 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(tokens::token_events))
         .routes(routes!(tokens::rotate_token))
+        .routes(routes!(report_leak::report_leak))
+        .merge(
+            // GitHub posts up to 1000 matches at once: more than the 64 KiB
+            // every other route takes.
+            OpenApiRouter::new()
+                .routes(routes!(secret_scanning::report_github_matches))
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    secret_scanning::BODY_LIMIT,
+                )),
+        )
         .routes(routes!(requests::list_requests))
         .routes(routes!(requests::request_stats))
         .routes(routes!(insights::token_insights))

@@ -1,7 +1,9 @@
 //! The control plane's limits against abuse, in one place with their
 //! defaults: failed sign-ins per user name and per client address, how many
-//! password hashes run at once, active tokens and sessions per user.
+//! password hashes run at once, active tokens and sessions per user, leak
+//! reports per client address.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use jiff::SignedDuration;
@@ -23,6 +25,9 @@ pub struct Limits {
     pub max_tokens_per_user: usize,
     /// Sessions one user may hold; signing in once more ends the oldest.
     pub max_sessions_per_user: usize,
+    /// Leak reports (`POST /v1/tokens/report-leak`) one client address may
+    /// send a minute, in bursts of as many; `None`: no limit.
+    pub leak_reports_per_minute: Option<NonZeroU32>,
 }
 
 impl Default for Limits {
@@ -35,6 +40,7 @@ impl Default for Limits {
             password_hash_wait: Duration::from_secs(2),
             max_tokens_per_user: 200,
             max_sessions_per_user: 20,
+            leak_reports_per_minute: NonZeroU32::new(10),
         }
     }
 }

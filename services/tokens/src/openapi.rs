@@ -23,6 +23,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
     tags(
         (name = "session", description = "Signing in and out"),
         (name = "tokens", description = "Personal access tokens"),
+        (name = "leaks", description = "Reports of leaked tokens: GitHub secret scanning, and anyone who finds one"),
         (name = "request-logs", description = "Per-token request logs, kept 90 days"),
         (name = "audit", description = "The hash-chained event log"),
         (name = "introspection", description = "RFC 7662 for API nodes in other languages"),

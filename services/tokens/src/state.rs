@@ -42,6 +42,9 @@ pub struct AppParts {
     /// This process's place in a cluster of control-plane processes, when
     /// it is one of several.
     pub cluster: std::sync::OnceLock<ClusterHandle>,
+    /// The limit on leak reports per client address, and the room for the
+    /// revocations they start.
+    pub leak_reports: crate::leaks::LeakReports,
 }
 
 /// What handlers need of the cluster.
@@ -69,6 +72,9 @@ pub struct Config {
     /// Mark the session cookie `Secure` on every response (a TLS proxy is in
     /// front); without it, only when the proxy says the request was TLS.
     pub secure_cookies: bool,
+    /// GitHub's secret-scanning keys (`--github-keys`); without them
+    /// `POST /v1/secret-scanning/github` answers 404.
+    pub github_keys: Option<Arc<crate::leaks::GithubKeys>>,
 }
 
 impl Default for Config {
@@ -80,6 +86,7 @@ impl Default for Config {
             event_signer: None,
             limits: crate::limits::Limits::default(),
             secure_cookies: false,
+            github_keys: None,
         }
     }
 }
@@ -99,6 +106,8 @@ impl AppState {
         let sign_in =
             crate::credentials::SignInGuard::new(&config.limits, metrics.sign_ins.clone());
         let quota = crate::token_quota::TokenQuota::new(config.limits.max_tokens_per_user);
+        let leak_reports =
+            crate::leaks::LeakReports::new(config.limits.leak_reports_per_minute, clock.clone());
         let counted = quota.clone();
         writer.on_commit(move |events| counted.observe(events));
         Ok(AppState(Arc::new(AppParts {
@@ -113,6 +122,7 @@ impl AppState {
             sign_in,
             quota,
             cluster: std::sync::OnceLock::new(),
+            leak_reports,
         })))
     }
 }

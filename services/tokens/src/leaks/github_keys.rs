@@ -236,8 +236,8 @@ impl GithubKeys {
         let der = base64::engine::general_purpose::STANDARD
             .decode(signature)
             .map_err(|_| SignatureError::MalformedSignature)?;
-        let signature =
-            DerSignature::try_from(der.as_slice()).map_err(|_| SignatureError::MalformedSignature)?;
+        let signature = DerSignature::try_from(der.as_slice())
+            .map_err(|_| SignatureError::MalformedSignature)?;
         key.verify(body, &signature)
             .map_err(|_| SignatureError::BadSignature)
     }

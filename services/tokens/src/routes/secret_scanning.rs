@@ -1,0 +1,182 @@
+//! `POST /v1/secret-scanning/github`: GitHub's secret-scanning partner
+//! endpoint. GitHub posts the strings it found that look like our tokens,
+//! signed with one of its keys (`--github-keys`); each active token among
+//! them is revoked at once and labelled `true_positive`.
+//!
+//! Without `--github-keys` the route answers `404`
+//! `secret_scanning_not_configured`: nothing could check who is calling.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use enspace_core::SecretHash;
+use enspace_http::{ApiError, ProblemDetails};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::leaks::{Finding, SignatureError, revoke_leaked, usable_leak_url};
+use crate::state::AppState;
+
+/// Largest body GitHub may post.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+/// Most matches in one post.
+pub const MAX_MATCHES: usize = 1000;
+/// Matches decided at once (the writer records them in shared flushes).
+const AT_ONCE: usize = 32;
+
+pub const KEY_ID_HEADER: &str = "github-public-key-identifier";
+pub const SIGNATURE_HEADER: &str = "github-public-key-signature";
+
+/// One string GitHub found.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct GithubMatch {
+    /// What GitHub found: usually one of our tokens.
+    token: String,
+    /// The token type registered with GitHub; answered back as `token_type`.
+    #[serde(rename = "type")]
+    token_type: String,
+    /// Where it was found; recorded in the revocation when it is an http(s)
+    /// URL of at most 2048 characters.
+    #[serde(default)]
+    url: Option<String>,
+    /// What kind of place it was found in (`content`, `commit`, …).
+    #[serde(default)]
+    source: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = SecretScanningLabel)]
+pub enum Label {
+    /// An active ENSPACE token, now revoked.
+    TruePositive,
+    /// Not one of our tokens, or not active any more.
+    FalsePositive,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct GithubLabel {
+    /// Hex SHA-256 of the reported string.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    token_hash: String,
+    token_type: String,
+    label: Label,
+}
+
+fn not_configured() -> ApiError {
+    ApiError::not_found(
+        "secret_scanning_not_configured",
+        "this service takes no GitHub secret-scanning reports: it was started without --github-keys",
+    )
+}
+
+fn unreadable(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is over {} KiB", BODY_LIMIT / 1024),
+        )
+    } else {
+        ApiError::malformed_json("the body could not be read")
+    }
+}
+
+fn bad_signature(e: SignatureError) -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_signature",
+        format!("{e}: sign the raw body with a key GitHub publishes for secret scanning"),
+    )
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// GitHub secret-scanning reports (the partner program's format). Each
+/// match answers one label, in the order posted; an active ENSPACE token is
+/// revoked at once with reason `leaked` and the match's `url` in the event.
+/// At most 1000 matches and 1 MiB per post.
+#[utoipa::path(post, path = "/v1/secret-scanning/github", tag = "leaks",
+    params(
+        ("Github-Public-Key-Identifier" = String, Header, description = "The `key_identifier` of the GitHub key that signed the body"),
+        ("Github-Public-Key-Signature" = String, Header, description = "Base64 of the DER ECDSA P-256 signature of the SHA-256 of the raw body"),
+    ),
+    request_body = Vec<GithubMatch>,
+    responses(
+        (status = 200, description = "One label per match, in order", body = Vec<GithubLabel>),
+        (status = 400, response = inline(enspace_http::responses::BadRequest)),
+        (status = 401, description = "A signature header is missing, names no known key, or does not match the body (`invalid_signature`)",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "Started without `--github-keys` (`secret_scanning_not_configured`)",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "Over 1 MiB (`body_too_large`) or over 1000 matches (`too_many_matches`)",
+            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, response = inline(enspace_http::responses::Unprocessable)),
+        (status = 503, response = inline(enspace_http::responses::Unavailable))
+    )
+)]
+pub async fn report_github_matches(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Vec<GithubLabel>>, ApiError> {
+    let keys = state
+        .config
+        .github_keys
+        .as_ref()
+        .ok_or_else(not_configured)?;
+    let body = body.map_err(unreadable)?;
+    keys.verify(
+        header(&headers, KEY_ID_HEADER),
+        header(&headers, SIGNATURE_HEADER),
+        &body,
+    )
+    .map_err(bad_signature)?;
+    let matches: Vec<GithubMatch> = enspace_http::json::parse(&body)?;
+    if matches.len() > MAX_MATCHES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_matches",
+            format!("post at most {MAX_MATCHES} matches at once"),
+        ));
+    }
+    let writer = &state.writer;
+    let decided: Vec<_> = futures::stream::iter(matches)
+        .map(|m| async move {
+            let url = m.url.filter(|u| usable_leak_url(u));
+            let finding = revoke_leaked(writer, &m.token, url).await;
+            if let Ok(Finding::Revoked(view)) = &finding {
+                let source = m.source.as_deref().unwrap_or("an unnamed place");
+                tracing::info!(token.id = %view.id, user.id = %view.user_id, leak.source = ?source,
+                    "revoked token {}: GitHub secret scanning found it ({source:?})", view.id);
+            }
+            finding.map(|finding| GithubLabel {
+                token_hash: SecretHash::of(&m.token).to_hex(),
+                token_type: m.token_type,
+                label: match finding {
+                    Finding::Revoked(_) => Label::TruePositive,
+                    Finding::NotActive => Label::FalsePositive,
+                },
+            })
+        })
+        .buffered(AT_ONCE)
+        .collect()
+        .await;
+    let mut labels = Vec::with_capacity(decided.len());
+    for label in decided {
+        labels.push(label.map_err(|e| {
+            tracing::warn!(error = %e, "a GitHub secret-scanning report could not be recorded; GitHub will post it again");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "writer_unavailable",
+                "the reports could not be recorded right now; post them again after the time in Retry-After",
+            )
+            .retry_after(1)
+        })?);
+    }
+    Ok(Json(labels))
+}
