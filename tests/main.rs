@@ -15,6 +15,7 @@ mod expiry;
 mod insights;
 mod introspection;
 mod isolation;
+mod leaks;
 mod ops;
 mod request_logs;
 mod rotation;

@@ -30,6 +30,25 @@ impl TestApp {
 
     /// Starts the service on an existing data dir (e.g. after a restart).
     pub async fn spawn_with(data: tempfile::TempDir, clock: ManualClock) -> Self {
+        Self::start(data, clock, Self::config()).await
+    }
+
+    /// The configuration every `TestApp` has unless a test changes it.
+    pub fn config() -> Config {
+        Config {
+            internal_key: Some("test-internal-key".into()),
+            ..Config::default()
+        }
+    }
+
+    /// Starts the service with `config` (start from [`TestApp::config`]).
+    pub async fn spawn_configured(config: Config) -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let clock = ManualClock::new(jiff::Timestamp::now());
+        Self::start(data, clock, config).await
+    }
+
+    async fn start(data: tempfile::TempDir, clock: ManualClock, config: Config) -> Self {
         let store = Store::open(data.path()).expect("open store");
         let requests = RequestIndex::open_in(data.path()).expect("open request index");
         let state = AppState::new(
@@ -38,10 +57,7 @@ impl TestApp {
             Directory::demo(),
             Arc::new(clock.clone()),
             Metrics::new(Registry::default()),
-            Config {
-                internal_key: Some("test-internal-key".into()),
-                ..Config::default()
-            },
+            config,
         )
         .expect("state");
         let app = super::conformance::layer(enspace_tokens::router(state.clone()));

@@ -7,6 +7,7 @@ pub mod browser;
 pub mod cluster;
 pub mod conformance;
 pub mod distributed;
+pub mod github;
 pub mod nats;
 pub mod process;
 pub mod serve;
