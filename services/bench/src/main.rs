@@ -9,6 +9,7 @@ mod fairness;
 mod ingest;
 mod insight_ingest;
 mod insights;
+mod leak;
 mod lossless;
 mod node_load;
 mod node_logging;
@@ -72,6 +73,8 @@ enum Bench {
     Fairness(fairness::Args),
     /// The bare read route under wrk, served by axum::serve and by the limits-keeping server.
     ServerLimits(server_limits::Args),
+    /// A GitHub leak report until two API nodes refuse the token, beside DELETE /v1/tokens/{id}.
+    Leak(leak::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -93,5 +96,6 @@ fn main() -> anyhow::Result<()> {
         Bench::SigninFlood(args) => signin_flood::run(args),
         Bench::Fairness(args) => fairness::run(args),
         Bench::ServerLimits(args) => server_limits::run(args),
+        Bench::Leak(args) => leak::run(args),
     }
 }
