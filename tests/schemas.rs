@@ -223,9 +223,13 @@ fn directory_files_validate_and_plain_passwords_do_not() {
     let good = json!({
         "workspaces": [{"id": "acme", "name": "Acme Corp"}],
         "users": [{"id": "alice", "name": "Alice", "role": "user", "workspaces": ["acme"],
+                   "admin_of": ["acme"],
                    "password_hash": "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g"}]
     });
     assert_valid("directory.json", &good);
+    let mut bad_admin = good.clone();
+    bad_admin["users"][0]["admin_of"] = json!("acme");
+    assert!(!schema("directory.json").is_valid(&bad_admin));
     let mut plain = good.clone();
     plain["users"][0]["password_hash"] = json!("alice-password");
     assert!(!schema("directory.json").is_valid(&plain));

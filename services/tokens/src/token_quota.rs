@@ -147,6 +147,7 @@ impl TokenQuota {
                         user.live.remove(&envelope.token_id);
                     }
                 }
+                TokenEvent::WorkspacePolicySet(_) => {}
                 TokenEvent::TokenRotated(rotated) => {
                     if let Some(user) = users.0.get_mut(&rotated.user_id)
                         && let Some(expires_at) = user.live.get_mut(&envelope.token_id)

@@ -14,3 +14,4 @@ pub mod requests;
 pub mod session;
 pub mod tokens;
 pub mod ui;
+pub mod workspaces;

@@ -194,8 +194,13 @@ fn validate(
     Ok((description, expiration, scopes, workspaces))
 }
 
-fn command_error(e: CommandError) -> ApiError {
+pub(crate) fn command_error(e: CommandError) -> ApiError {
     match e {
+        CommandError::PolicyViolation { workspace, why } => ApiError::invalid(
+            "policy_violation",
+            "expiration",
+            format!("the policy of workspace `{workspace}` forbids this expiration: {why}"),
+        ),
         CommandError::TokenNotFound => token_not_found(),
         CommandError::TokenInactive(why) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
