@@ -134,6 +134,16 @@ async fn the_served_openapi_document_is_the_committed_one() {
 #[tokio::test]
 async fn events_stored_in_sled_validate_against_their_schemas() {
     let app = TestApp::spawn().await;
+    let bob = app.login("bob").await;
+    let policy = app
+        .client
+        .put(app.url("/v1/workspaces/acme/policy"))
+        .bearer_auth(&bob)
+        .json(&json!({"max_lifetime": "1y", "require_expiration": true}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(policy.status(), 200);
     let alice = app.login("alice").await;
     let (token, _) = app.create_token(&alice, &create_body("schema check")).await;
     let old = token["id"].as_str().expect("id").to_owned();
@@ -188,6 +198,7 @@ async fn events_stored_in_sled_validate_against_their_schemas() {
     assert_eq!(
         seen,
         [
+            "workspace_policy_set",
             "token_created",
             "token_created",
             "token_rotated",
