@@ -26,3 +26,4 @@ mod token_state;
 mod tokens_api;
 mod ui;
 mod validation;
+mod workspace_admins;

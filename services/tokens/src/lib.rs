@@ -29,7 +29,7 @@ pub use state::{AppState, Config};
 
 use routes::{
     audit, event_key, health, insights, introspect, me, report_leak, requests, secret_scanning,
-    session, tokens, ui,
+    session, tokens, ui, workspaces,
 };
 
 /// The token service's documented routes. Built with utoipa-axum's
@@ -58,6 +58,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
                     secret_scanning::BODY_LIMIT,
                 )),
         )
+        .routes(routes!(workspaces::list_workspace_tokens))
+        .routes(routes!(workspaces::revoke_workspace_token))
+        .routes(routes!(workspaces::get_policy, workspaces::put_policy))
         .routes(routes!(requests::list_requests))
         .routes(routes!(requests::request_stats))
         .routes(routes!(insights::token_insights))

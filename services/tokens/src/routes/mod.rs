@@ -16,3 +16,4 @@ pub mod secret_scanning;
 pub mod session;
 pub mod tokens;
 pub mod ui;
+pub mod workspaces;
