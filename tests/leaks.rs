@@ -52,6 +52,16 @@ async fn events(app: &TestApp, session: &str, id: &str) -> Vec<Value> {
     body["events"].as_array().expect("events").clone()
 }
 
+/// `enspace_leak_reports_total{via, outcome}` in the service's `/metrics`.
+async fn leak_count(app: &TestApp, via: &str, outcome: &str) -> u64 {
+    let sample = format!("enspace_leak_reports_total{{via=\"{via}\",outcome=\"{outcome}\"}} ");
+    app.metrics_text()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(&sample)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 async fn status_of(app: &TestApp, session: &str, id: &str) -> String {
     token(app, session, id).await["status"]
         .as_str()
@@ -120,6 +130,8 @@ async fn github_batch_of_a_live_an_unknown_a_revoked_and_a_foreign_token_revokes
     let revoked_json = token(&app, &alice, &id_of(&revoked)).await;
     assert_eq!(revoked_json["revoked_reason"], "user");
     assert_eq!(events(&app, &alice, &id_of(&revoked)).await.len(), 2);
+    assert_eq!(leak_count(&app, "github", "revoked").await, 1);
+    assert_eq!(leak_count(&app, "github", "not_active").await, 3);
 }
 
 #[tokio::test]
@@ -172,6 +184,7 @@ async fn github_report_signed_with_an_unknown_key_id_is_401_and_revokes_nothing(
     let problem = assert_problem(res, 401, "invalid_signature").await;
     assert!(!problem.to_string().contains(&secret));
     assert_eq!(status_of(&app, &alice, &id_of(&live)).await, "active");
+    assert_eq!(leak_count(&app, "github", "refused").await, 1);
 }
 
 #[tokio::test]
@@ -387,6 +400,13 @@ async fn report_leak_answers_the_same_202_for_garbage_unknown_and_live_tokens_an
     // Reported again once revoked, and without a url: the same answer.
     let res = report(&app, &json!({"token": live_secret})).await;
     assert_eq!(answer(res).await, answers[0]);
+    assert_eq!(leak_count(&app, "public", "revoked").await, 1);
+    eventually(
+        Duration::from_secs(5),
+        "three reports counted as not active",
+        || async { (leak_count(&app, "public", "not_active").await == 3).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -417,6 +437,7 @@ async fn report_leak_refuses_the_eleventh_report_a_minute_from_one_address_while
         .await
         .expect("POST");
     assert_eq!(res.status(), 429);
+    assert_eq!(leak_count(&app, "public", "limited").await, 2);
     assert_eq!(report(&second, &garbage).await.status(), 202);
     // A minute later the first address may report again.
     app.clock.advance(jiff::SignedDuration::from_secs(60));

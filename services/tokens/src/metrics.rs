@@ -1,5 +1,5 @@
 //! The token service's metrics: HTTP traffic plus tokens created, revoked
-//! and rotated and the event log's length.
+//! and rotated, leak reports and the event log's length.
 
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ pub struct Metrics {
     pub tokens_rotated: Counter,
     pub event_log_length: Gauge,
     pub sign_ins: crate::credentials::SignInMetrics,
+    pub leak_reports: crate::leaks::LeakMetrics,
 }
 
 impl Metrics {
@@ -25,6 +26,7 @@ impl Metrics {
     pub fn new(mut registry: Registry) -> Self {
         let http = HttpMetrics::register(&mut registry);
         let sign_ins = crate::credentials::SignInMetrics::register(&mut registry);
+        let leak_reports = crate::leaks::LeakMetrics::register(&mut registry);
         let tokens_created = Counter::default();
         let tokens_revoked = Counter::default();
         let tokens_rotated = Counter::default();
@@ -57,6 +59,7 @@ impl Metrics {
             tokens_rotated,
             event_log_length,
             sign_ins,
+            leak_reports,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! with reason `leaked`, the place it was found recorded in the event.
 
 pub mod github_keys;
+pub mod metrics;
 pub mod report_limit;
 pub mod revoke;
 
@@ -14,6 +15,7 @@ use enspace_core::Clock;
 use tokio::sync::Semaphore;
 
 pub use github_keys::{GithubKeys, KeyFileError, SignatureError};
+pub use metrics::{LeakMetrics, Outcome, Via};
 pub use report_limit::LeakReportLimit;
 pub use revoke::{Finding, revoke_leaked, usable_leak_url};
 

@@ -10,7 +10,7 @@ use enspace_http::{ApiError, ApiJson};
 use serde::Deserialize;
 
 use crate::credentials::ClientIp;
-use crate::leaks::{Finding, REPORTS_IN_FLIGHT, revoke_leaked, usable_leak_url};
+use crate::leaks::{Finding, Outcome, REPORTS_IN_FLIGHT, Via, revoke_leaked, usable_leak_url};
 use crate::state::AppState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -47,6 +47,10 @@ pub async fn report_leak(
 ) -> Result<StatusCode, ApiError> {
     if let Some(limit) = &state.leak_reports.limit {
         limit.check(ip).map_err(|secs| {
+            state
+                .metrics
+                .leak_reports
+                .count(Via::Public, Outcome::Limited);
             ApiError::too_many(
                 "too_many_reports",
                 secs,
@@ -63,10 +67,13 @@ pub async fn report_leak(
         ));
     }
     // Not one of our tokens by its shape: nothing to look up.
+    let metrics = state.metrics.leak_reports.clone();
     let Ok(secret) = report.token.parse::<PatSecret>() else {
+        metrics.count(Via::Public, Outcome::NotActive);
         return Ok(StatusCode::ACCEPTED);
     };
     let Ok(permit) = state.leak_reports.in_flight.clone().try_acquire_owned() else {
+        metrics.count(Via::Public, Outcome::Dropped);
         tracing::warn!("dropped a leak report: {REPORTS_IN_FLIGHT} are being checked already");
         return Ok(StatusCode::ACCEPTED);
     };
@@ -76,11 +83,13 @@ pub async fn report_leak(
         let _permit = permit;
         match revoke_leaked(&writer, secret.expose(), report.url).await {
             Ok(Finding::Revoked(view)) => {
+                metrics.count(Via::Public, Outcome::Revoked);
                 tracing::info!(token.id = %view.id, user.id = %view.user_id, client.ip = %from,
                     "revoked token {}: reported leaked from {from}", view.id);
             }
-            Ok(Finding::NotActive) => {}
+            Ok(Finding::NotActive) => metrics.count(Via::Public, Outcome::NotActive),
             Err(e) => {
+                metrics.count(Via::Public, Outcome::Failed);
                 tracing::warn!(error = %e, token.hash = %secret.hash().to_hex(), client.ip = %from,
                     "a leak report from {from} could not be recorded");
             }

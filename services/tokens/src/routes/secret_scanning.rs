@@ -16,7 +16,7 @@ use enspace_http::{ApiError, ProblemDetails};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::leaks::{Finding, SignatureError, revoke_leaked, usable_leak_url};
+use crate::leaks::{Finding, Outcome, SignatureError, Via, revoke_leaked, usable_leak_url};
 use crate::state::AppState;
 
 /// Largest body GitHub may post.
@@ -92,6 +92,14 @@ fn bad_signature(e: SignatureError) -> ApiError {
     )
 }
 
+fn outcome<E>(finding: &Result<Finding, E>) -> Outcome {
+    match finding {
+        Ok(Finding::Revoked(_)) => Outcome::Revoked,
+        Ok(Finding::NotActive) => Outcome::NotActive,
+        Err(_) => Outcome::Failed,
+    }
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -135,7 +143,13 @@ pub async fn report_github_matches(
         header(&headers, SIGNATURE_HEADER),
         &body,
     )
-    .map_err(bad_signature)?;
+    .map_err(|e| {
+        state
+            .metrics
+            .leak_reports
+            .count(Via::Github, Outcome::Refused);
+        bad_signature(e)
+    })?;
     let matches: Vec<GithubMatch> = enspace_http::json::parse(&body)?;
     if matches.len() > MAX_MATCHES {
         return Err(ApiError::new(
@@ -145,10 +159,12 @@ pub async fn report_github_matches(
         ));
     }
     let writer = &state.writer;
+    let metrics = &state.metrics.leak_reports;
     let decided: Vec<_> = futures::stream::iter(matches)
         .map(|m| async move {
             let url = m.url.filter(|u| usable_leak_url(u));
             let finding = revoke_leaked(writer, &m.token, url).await;
+            metrics.count(Via::Github, outcome(&finding));
             if let Ok(Finding::Revoked(view)) = &finding {
                 let source = m.source.as_deref().unwrap_or("an unnamed place");
                 tracing::info!(token.id = %view.id, user.id = %view.user_id, leak.source = ?source,
