@@ -298,6 +298,32 @@ async fn github_batch_over_1000_matches_or_over_1_mib_is_413() {
     assert_problem(res, 413, "body_too_large").await;
 }
 
+#[test]
+fn serve_refuses_to_start_with_a_github_key_file_that_is_not_githubs_document() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let keys = data.path().join("github-keys.json");
+    std::fs::write(
+        &keys,
+        r#"{"public_keys": [{"key_identifier": "a", "key": "nope"}]}"#,
+    )
+    .expect("write");
+    for file in [keys.clone(), data.path().join("missing.json")] {
+        let refused = std::process::Command::new(crate::support::process::binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data.path().join("store"))
+            .arg("--github-keys")
+            .arg(&file)
+            .output()
+            .expect("run");
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains("--github-keys (ENSPACE_GITHUB_KEYS)"),
+            "{stderr}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_token_reported_by_github_is_refused_by_an_api_node_within_a_second() {
     let github = FakeGithub::new();
