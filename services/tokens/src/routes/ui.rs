@@ -44,6 +44,7 @@ const ASSETS: &[Asset] = &[
     script("router.js", include_bytes!("../../ui/router.js")),
     script("state.js", include_bytes!("../../ui/state.js")),
     script("tokens.js", include_bytes!("../../ui/tokens.js")),
+    script("policy.js", include_bytes!("../../ui/policy.js")),
     Asset {
         name: "favicon.svg",
         content_type: "image/svg+xml",
