@@ -24,4 +24,5 @@ mod sessions;
 mod token_state;
 mod tokens_api;
 mod ui;
+mod ui_rotation;
 mod validation;
