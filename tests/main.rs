@@ -18,6 +18,7 @@ mod isolation;
 mod notifications;
 mod ops;
 mod request_logs;
+mod rotation;
 mod schemas;
 mod secrets;
 mod sessions;

@@ -84,6 +84,7 @@ fn the_openapi_document_documents_every_contract_route_and_security_scheme() {
         ("/v1/tokens", &["get", "post"]),
         ("/v1/tokens/{id}", &["get", "delete", "put", "patch"]),
         ("/v1/tokens/{id}/events", &["get"]),
+        ("/v1/tokens/{id}/rotate", &["post"]),
         ("/v1/tokens/{id}/insights", &["get"]),
         ("/v1/audit/events", &["get"]),
         ("/v1/introspect", &["post"]),
@@ -135,7 +136,17 @@ async fn events_stored_in_sled_validate_against_their_schemas() {
     let app = TestApp::spawn().await;
     let alice = app.login("alice").await;
     let (token, _) = app.create_token(&alice, &create_body("schema check")).await;
-    let id = token["id"].as_str().expect("id").to_owned();
+    let old = token["id"].as_str().expect("id").to_owned();
+    let rotated = app
+        .post_json(
+            &alice,
+            &format!("/v1/tokens/{old}/rotate"),
+            &json!({"overlap": "1h"}),
+        )
+        .await;
+    assert_eq!(rotated.status(), 201);
+    let rotated: Value = rotated.json().await.expect("json");
+    let id = rotated["token"]["id"].as_str().expect("id").to_owned();
     assert_eq!(
         app.delete(&alice, &format!("/v1/tokens/{id}"))
             .await
@@ -174,7 +185,15 @@ async fn events_stored_in_sled_validate_against_their_schemas() {
         assert_valid("event_envelope.json", &raw);
         seen.push(audit.kind);
     }
-    assert_eq!(seen, ["token_created", "token_revoked"]);
+    assert_eq!(
+        seen,
+        [
+            "token_created",
+            "token_created",
+            "token_rotated",
+            "token_revoked"
+        ]
+    );
     for event in history["events"].as_array().expect("array") {
         assert_valid("audit_event.json", event);
     }

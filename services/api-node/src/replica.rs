@@ -141,9 +141,15 @@ impl Inner {
                     _pad: [0; 2],
                 });
             }
-            Change::Revoke { hash } => {
+            Change::Revoke { hash, .. } => {
                 if let Some(slot) = self.table.get_mut(&hash.0) {
                     slot.flags |= REVOKED;
+                }
+            }
+            Change::Rotate { hash, rotated } => {
+                if let Some(slot) = self.table.get_mut(&hash.0) {
+                    slot.expires_at_ms =
+                        slot.expires_at_ms.min(rotated.expires_at.as_millisecond());
                 }
             }
             Change::Nothing => {}
@@ -364,6 +370,10 @@ mod tests {
                     None => Outcome::Unknown,
                     Some(f) if f.revoked => Outcome::Revoked {
                         token_id: f.token_id,
+                    },
+                    Some(f) if f.expires_at_ms != i64::MAX => Outcome::Until {
+                        token_id: f.token_id,
+                        at_ms: f.expires_at_ms,
                     },
                     Some(f) => Outcome::Active {
                         token_id: f.token_id,

@@ -18,10 +18,11 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// is a component of the OpenAPI document with the components it refers to
 /// under `$defs`.
 pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
-    const FILES: [(&str, &str); 8] = [
+    const FILES: [(&str, &str); 9] = [
         ("event_envelope.json", "EventEnvelopeWire"),
         ("token_created.json", "TokenCreated"),
         ("token_revoked.json", "TokenRevoked"),
+        ("token_rotated.json", "TokenRotated"),
         ("audit_event.json", "AuditEvent"),
         ("request_record.json", "RequestRecord"),
         ("token.json", "Token"),

@@ -1,10 +1,11 @@
 //! Commands and the decisions on them: the only place a request becomes an
-//! event. `decide` is pure; the writer gives it the token's current state.
+//! event. `decide` is pure; the writer gives it the state of the token the
+//! command is about, and the time.
 
-use enspace_core::events::{TokenCreated, TokenRevoked};
-use enspace_core::token::RevokeReason;
+use enspace_core::events::{TokenCreated, TokenRevoked, TokenRotated};
+use enspace_core::token::{RevokeReason, TokenStatus};
 use enspace_core::{Expiration, Scope, SecretHash, TokenEvent, TokenView};
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use ulid::Ulid;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -15,10 +16,18 @@ pub enum Command {
         actor: String,
         reason: RevokeReason,
     },
+    RotateToken(RotateToken),
+    /// Revoke the live token with this secret hash, reported as leaked
+    /// (found at `url`); made by the service itself.
+    RevokeLeaked {
+        secret_hash: SecretHash,
+        url: Option<String>,
+    },
 }
 
 /// The actor of changes the service makes by itself (e.g. revocations after
-/// a membership change), never a user's id: the directory refuses it.
+/// a membership change or a leak report), never a user's id: the directory
+/// refuses it.
 pub const SYSTEM_ACTOR: &str = "system";
 
 /// A validated creation request: every field already obeys the contract.
@@ -33,11 +42,34 @@ pub struct CreateToken {
     pub secret_hash: SecretHash,
 }
 
+/// Replace `token_id` with a new token (`successor`, named by the writer)
+/// of the same description, scopes and workspaces; the old one keeps
+/// working for `overlap`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RotateToken {
+    pub token_id: Ulid,
+    pub successor: Ulid,
+    pub actor: String,
+    pub overlap: SignedDuration,
+    /// The successor's expiration; the old token's when absent.
+    pub expiration: Option<Expiration>,
+    pub secret_hash: SecretHash,
+}
+
+/// Which token a command is about: by id, or by secret hash (a leak report
+/// knows only the secret).
+pub enum Target<'a> {
+    Id(Ulid),
+    Hash(&'a SecretHash),
+}
+
 impl Command {
-    pub fn token_id(&self) -> Ulid {
+    pub fn target(&self) -> Target<'_> {
         match self {
-            Command::CreateToken(c) => c.token_id,
-            Command::RevokeToken { token_id, .. } => *token_id,
+            Command::CreateToken(c) => Target::Id(c.token_id),
+            Command::RevokeToken { token_id, .. } => Target::Id(*token_id),
+            Command::RotateToken(r) => Target::Id(r.token_id),
+            Command::RevokeLeaked { secret_hash, .. } => Target::Hash(secret_hash),
         }
     }
 
@@ -45,6 +77,8 @@ impl Command {
         match self {
             Command::CreateToken(c) => &c.actor,
             Command::RevokeToken { actor, .. } => actor,
+            Command::RotateToken(r) => &r.actor,
+            Command::RevokeLeaked { .. } => SYSTEM_ACTOR,
         }
     }
 }
@@ -53,6 +87,10 @@ impl Command {
 pub enum CommandError {
     #[error("no such token")]
     TokenNotFound,
+    /// The token is revoked or expired (or, for a rotation, already
+    /// replaced): nothing can be done with it.
+    #[error("the token is not active: {0}")]
+    TokenInactive(String),
     #[error("a token with this id exists already")]
     DuplicateToken,
     #[error("the event store failed: {0}")]
@@ -66,19 +104,33 @@ pub enum CommandError {
     Unavailable(String),
 }
 
-/// Decides what a command records, given the token's state and the time.
-/// `Ok(None)`: nothing to record (revoking a revoked token).
+/// What a command records: events, each on its token, and the token whose
+/// state answers the command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub events: Vec<(Ulid, TokenEvent)>,
+    pub answer: Ulid,
+}
+
+/// Decides what a command records, given the state of the token it is
+/// about (`token_id`, found by [`Command::target`]) and the time. No events:
+/// nothing to record (revoking a revoked token).
 pub fn decide(
     command: &Command,
+    token_id: Ulid,
     current: Option<&TokenView>,
     now: Timestamp,
-) -> Result<Option<TokenEvent>, CommandError> {
+) -> Result<Decision, CommandError> {
+    let one = |event: Option<TokenEvent>| Decision {
+        events: event.map(|e| (token_id, e)).into_iter().collect(),
+        answer: token_id,
+    };
     match command {
         Command::CreateToken(c) => {
             if current.is_some() {
                 return Err(CommandError::DuplicateToken);
             }
-            Ok(Some(TokenEvent::TokenCreated(TokenCreated {
+            Ok(one(Some(TokenEvent::TokenCreated(TokenCreated {
                 user_id: c.actor.clone(),
                 description: c.description.clone(),
                 expiration: c.expiration,
@@ -86,20 +138,78 @@ pub fn decide(
                 workspaces: c.workspaces.clone(),
                 expires_at: c.expiration.expires_at(now),
                 secret_hash: c.secret_hash.to_hex(),
-            })))
+                replaces: None,
+            }))))
         }
         Command::RevokeToken { actor, reason, .. } => match current {
-            Some(view) if may_revoke(actor, *reason, view) => {
-                Ok(view.revoked_at.is_none().then(|| {
-                    TokenEvent::TokenRevoked(TokenRevoked {
-                        user_id: view.user_id.clone(),
-                        secret_hash: view.secret_hash.to_hex(),
-                        reason: *reason,
-                    })
-                }))
-            }
+            Some(view) if may_revoke(actor, *reason, view) => Ok(one(view
+                .revoked_at
+                .is_none()
+                .then(|| revocation(view, *reason, None)))),
             _ => Err(CommandError::TokenNotFound),
         },
+        Command::RevokeLeaked { url, .. } => {
+            let view = current.ok_or(CommandError::TokenNotFound)?;
+            active(view, now)?;
+            Ok(one(Some(revocation(
+                view,
+                RevokeReason::Leaked,
+                url.clone(),
+            ))))
+        }
+        Command::RotateToken(r) => {
+            let view = current
+                .filter(|v| v.user_id == r.actor)
+                .ok_or(CommandError::TokenNotFound)?;
+            active(view, now)?;
+            if let Some(successor) = view.replaced_by {
+                return Err(CommandError::TokenInactive(format!(
+                    "it was rotated already; its successor is {successor}"
+                )));
+            }
+            let until = now
+                .checked_add(r.overlap)
+                .map_err(|_| CommandError::Store("the overlap is out of range".into()))?;
+            let expiration = r.expiration.unwrap_or(view.expiration);
+            let created = TokenEvent::TokenCreated(TokenCreated {
+                user_id: view.user_id.clone(),
+                description: view.description.clone(),
+                expiration,
+                scopes: view.scopes.clone(),
+                workspaces: view.workspaces.clone(),
+                expires_at: expiration.expires_at(now),
+                secret_hash: r.secret_hash.to_hex(),
+                replaces: Some(view.id),
+            });
+            let rotated = TokenEvent::TokenRotated(TokenRotated {
+                user_id: view.user_id.clone(),
+                secret_hash: view.secret_hash.to_hex(),
+                replaced_by: r.successor,
+                expires_at: until,
+            });
+            Ok(Decision {
+                events: vec![(r.successor, created), (view.id, rotated)],
+                answer: r.successor,
+            })
+        }
+    }
+}
+
+fn revocation(view: &TokenView, reason: RevokeReason, url: Option<String>) -> TokenEvent {
+    TokenEvent::TokenRevoked(TokenRevoked {
+        user_id: view.user_id.clone(),
+        secret_hash: view.secret_hash.to_hex(),
+        reason,
+        url,
+    })
+}
+
+/// Refuses a revoked or expired token.
+fn active(view: &TokenView, now: Timestamp) -> Result<(), CommandError> {
+    match view.status(now) {
+        TokenStatus::Active => Ok(()),
+        TokenStatus::Revoked => Err(CommandError::TokenInactive("it is revoked".into())),
+        TokenStatus::Expired => Err(CommandError::TokenInactive("it has expired".into())),
     }
 }
 
@@ -134,10 +244,33 @@ mod tests {
         })
     }
 
-    /// Given these commands in order, the state they fold to.
+    fn id_of(command: &Command) -> Ulid {
+        match command.target() {
+            Target::Id(id) => id,
+            Target::Hash(_) => panic!("a command by hash"),
+        }
+    }
+
+    /// What `command` decides about its own token, given `state`.
+    fn decide_on(command: &Command, state: Option<&TokenView>) -> Result<Decision, CommandError> {
+        let id = state.map_or_else(|| id_of(command), |s| s.id);
+        decide(command, id, state, now())
+    }
+
+    /// The one event `command` records on `state`, if any.
+    fn event_of(
+        command: &Command,
+        state: Option<&TokenView>,
+    ) -> Result<Option<TokenEvent>, CommandError> {
+        let decision = decide_on(command, state)?;
+        assert!(decision.events.len() <= 1, "{decision:?}");
+        Ok(decision.events.into_iter().next().map(|(_, e)| e))
+    }
+
+    /// Given these commands in order, the state of the first one's token.
     fn given(commands: &[Command]) -> Option<TokenView> {
         commands.iter().enumerate().fold(None, |state, (i, cmd)| {
-            match decide(cmd, state.as_ref(), now()).expect("decides") {
+            match event_of(cmd, state.as_ref()).expect("decides") {
                 Some(event) => apply(
                     state,
                     &EventEnvelope {
@@ -145,7 +278,7 @@ mod tests {
                         id: Ulid::new(),
                         at: now(),
                         actor: cmd.actor().into(),
-                        token_id: cmd.token_id(),
+                        token_id: id_of(cmd),
                         event,
                     },
                 ),
@@ -156,7 +289,7 @@ mod tests {
 
     #[test]
     fn create_records_token_created_with_the_calendar_expiry() {
-        let event = decide(&create("alice"), None, now()).expect("ok");
+        let event = event_of(&create("alice"), None).expect("ok");
         let Some(TokenEvent::TokenCreated(c)) = event else {
             panic!("expected token_created, got {event:?}")
         };
@@ -173,22 +306,25 @@ mod tests {
         let cmd = create("alice");
         let state = given(std::slice::from_ref(&cmd));
         assert_eq!(
-            decide(&cmd, state.as_ref(), now()),
+            decide_on(&cmd, state.as_ref()),
             Err(CommandError::DuplicateToken)
         );
+    }
+
+    fn revoke(token: &Command, actor: &str, reason: RevokeReason) -> Command {
+        Command::RevokeToken {
+            token_id: id_of(token),
+            actor: actor.into(),
+            reason,
+        }
     }
 
     #[test]
     fn revoke_by_the_owner_records_token_revoked() {
         let cmd = create("alice");
         let state = given(std::slice::from_ref(&cmd));
-        let revoke = Command::RevokeToken {
-            token_id: cmd.token_id(),
-            actor: "alice".into(),
-            reason: RevokeReason::User,
-        };
         assert!(matches!(
-            decide(&revoke, state.as_ref(), now()),
+            event_of(&revoke(&cmd, "alice", RevokeReason::User), state.as_ref()),
             Ok(Some(TokenEvent::TokenRevoked(_)))
         ));
     }
@@ -196,41 +332,22 @@ mod tests {
     #[test]
     fn revoking_a_revoked_token_records_nothing() {
         let cmd = create("alice");
-        let revoke = Command::RevokeToken {
-            token_id: cmd.token_id(),
-            actor: "alice".into(),
-            reason: RevokeReason::User,
-        };
+        let revoke = revoke(&cmd, "alice", RevokeReason::User);
         let state = given(&[cmd, revoke.clone()]);
         assert!(state.as_ref().is_some_and(|s| s.revoked_at.is_some()));
-        assert_eq!(decide(&revoke, state.as_ref(), now()), Ok(None));
+        assert_eq!(event_of(&revoke, state.as_ref()), Ok(None));
     }
 
     #[test]
     fn revoking_someone_elses_or_an_unknown_token_is_not_found() {
         let cmd = create("alice");
         let state = given(std::slice::from_ref(&cmd));
-        let by_bob = Command::RevokeToken {
-            token_id: cmd.token_id(),
-            actor: "bob".into(),
-            reason: RevokeReason::User,
-        };
+        let by_bob = revoke(&cmd, "bob", RevokeReason::User);
         assert_eq!(
-            decide(&by_bob, state.as_ref(), now()),
+            decide_on(&by_bob, state.as_ref()),
             Err(CommandError::TokenNotFound)
         );
-        assert_eq!(
-            decide(&by_bob, None, now()),
-            Err(CommandError::TokenNotFound)
-        );
-    }
-
-    fn revoke(token: &Command, actor: &str, reason: RevokeReason) -> Command {
-        Command::RevokeToken {
-            token_id: token.token_id(),
-            actor: actor.into(),
-            reason,
-        }
+        assert_eq!(decide_on(&by_bob, None), Err(CommandError::TokenNotFound));
     }
 
     #[test]
@@ -238,8 +355,7 @@ mod tests {
         let cmd = create("alice");
         let state = given(std::slice::from_ref(&cmd));
         let by_system = revoke(&cmd, SYSTEM_ACTOR, RevokeReason::MembershipRemoved);
-        let Ok(Some(TokenEvent::TokenRevoked(event))) = decide(&by_system, state.as_ref(), now())
-        else {
+        let Ok(Some(TokenEvent::TokenRevoked(event))) = event_of(&by_system, state.as_ref()) else {
             panic!("expected token_revoked")
         };
         assert_eq!(event.reason, RevokeReason::MembershipRemoved);
@@ -257,7 +373,7 @@ mod tests {
             revoke(&cmd, "bob", RevokeReason::MembershipRemoved),
         ] {
             assert_eq!(
-                decide(&command, state.as_ref(), now()),
+                decide_on(&command, state.as_ref()),
                 Err(CommandError::TokenNotFound),
                 "{command:?}"
             );
@@ -268,13 +384,116 @@ mod tests {
     fn the_owners_revocation_records_the_reason_it_was_given() {
         let cmd = create("alice");
         let state = given(std::slice::from_ref(&cmd));
-        let Ok(Some(TokenEvent::TokenRevoked(event))) = decide(
-            &revoke(&cmd, "alice", RevokeReason::User),
-            state.as_ref(),
-            now(),
-        ) else {
+        let Ok(Some(TokenEvent::TokenRevoked(event))) =
+            event_of(&revoke(&cmd, "alice", RevokeReason::User), state.as_ref())
+        else {
             panic!("expected token_revoked")
         };
         assert_eq!(event.reason, RevokeReason::User);
+    }
+
+    fn leaked(url: Option<&str>) -> Command {
+        Command::RevokeLeaked {
+            secret_hash: SecretHash([1; 32]),
+            url: url.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_leak_report_revokes_a_live_token_with_reason_leaked_and_the_url() {
+        let state = given(&[create("alice")]);
+        let Ok(Some(TokenEvent::TokenRevoked(event))) =
+            event_of(&leaked(Some("https://gist.example/1")), state.as_ref())
+        else {
+            panic!("expected token_revoked")
+        };
+        assert_eq!(event.reason, RevokeReason::Leaked);
+        assert_eq!(event.url.as_deref(), Some("https://gist.example/1"));
+        assert_eq!(event.user_id, "alice");
+    }
+
+    #[test]
+    fn a_leak_report_of_an_unknown_revoked_or_expired_token_records_nothing() {
+        let id = Ulid::new();
+        assert_eq!(
+            decide(&leaked(None), id, None, now()),
+            Err(CommandError::TokenNotFound)
+        );
+        let cmd = create("alice");
+        let revoked = given(&[cmd.clone(), revoke(&cmd, "alice", RevokeReason::User)]);
+        let state = revoked.as_ref().expect("state");
+        assert!(matches!(
+            decide(&leaked(None), state.id, Some(state), now()),
+            Err(CommandError::TokenInactive(_))
+        ));
+        let mut expired = given(&[cmd]).expect("state");
+        expired.expires_at = Some(now());
+        assert!(matches!(
+            decide(&leaked(None), expired.id, Some(&expired), now()),
+            Err(CommandError::TokenInactive(_))
+        ));
+    }
+
+    fn rotate(token: &Command, actor: &str, overlap: SignedDuration) -> Command {
+        Command::RotateToken(RotateToken {
+            token_id: id_of(token),
+            successor: Ulid::new(),
+            actor: actor.into(),
+            overlap,
+            expiration: None,
+            secret_hash: SecretHash([2; 32]),
+        })
+    }
+
+    #[test]
+    fn a_rotation_creates_a_copy_that_replaces_it_and_ends_the_old_one_after_the_overlap() {
+        let cmd = create("alice");
+        let state = given(std::slice::from_ref(&cmd));
+        let rotation = rotate(&cmd, "alice", SignedDuration::from_hours(1));
+        let Command::RotateToken(r) = &rotation else {
+            unreachable!()
+        };
+        let decision = decide_on(&rotation, state.as_ref()).expect("decides");
+        assert_eq!(decision.answer, r.successor);
+        let [
+            (new_id, TokenEvent::TokenCreated(created)),
+            (old_id, TokenEvent::TokenRotated(rotated)),
+        ] = decision.events.as_slice()
+        else {
+            panic!("expected token_created then token_rotated: {decision:?}")
+        };
+        assert_eq!((*new_id, *old_id), (r.successor, id_of(&cmd)));
+        assert_eq!(created.replaces, Some(id_of(&cmd)));
+        assert_eq!(created.description, "ERP Integration");
+        assert_eq!(created.scopes, vec![Scope::Read]);
+        assert_eq!(created.workspaces, vec!["acme".to_owned()]);
+        assert_eq!(created.expiration, Expiration::OneMonth);
+        assert_eq!(created.secret_hash, SecretHash([2; 32]).to_hex());
+        assert_eq!(rotated.replaced_by, r.successor);
+        assert_eq!(rotated.expires_at, now() + SignedDuration::from_hours(1));
+    }
+
+    #[test]
+    fn rotating_a_revoked_rotated_or_someone_elses_token_is_refused() {
+        let cmd = create("alice");
+        let state = given(std::slice::from_ref(&cmd));
+        assert_eq!(
+            decide_on(&rotate(&cmd, "bob", SignedDuration::ZERO), state.as_ref()),
+            Err(CommandError::TokenNotFound)
+        );
+        let revoked = given(&[cmd.clone(), revoke(&cmd, "alice", RevokeReason::User)]);
+        assert!(matches!(
+            decide_on(
+                &rotate(&cmd, "alice", SignedDuration::ZERO),
+                revoked.as_ref()
+            ),
+            Err(CommandError::TokenInactive(_))
+        ));
+        let mut rotated = state.expect("state");
+        rotated.replaced_by = Some(Ulid::new());
+        assert!(matches!(
+            decide_on(&rotate(&cmd, "alice", SignedDuration::ZERO), Some(&rotated)),
+            Err(CommandError::TokenInactive(_))
+        ));
     }
 }

@@ -47,6 +47,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             tokens::patch_token
         ))
         .routes(routes!(tokens::token_events))
+        .routes(routes!(tokens::rotate_token))
         .routes(routes!(requests::list_requests))
         .routes(routes!(requests::request_stats))
         .routes(routes!(insights::token_insights))

@@ -1,5 +1,5 @@
-//! The token service's metrics: HTTP traffic plus tokens created and revoked
-//! and the event log's length.
+//! The token service's metrics: HTTP traffic plus tokens created, revoked
+//! and rotated and the event log's length.
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ pub struct Metrics {
     pub http: HttpMetrics,
     pub tokens_created: Counter,
     pub tokens_revoked: Counter,
+    pub tokens_rotated: Counter,
     pub event_log_length: Gauge,
     pub sign_ins: crate::credentials::SignInMetrics,
     pub notifications: NotificationMetrics,
@@ -75,6 +76,7 @@ impl Metrics {
         let notifications = NotificationMetrics::register(&mut registry);
         let tokens_created = Counter::default();
         let tokens_revoked = Counter::default();
+        let tokens_rotated = Counter::default();
         let event_log_length = Gauge::default();
         registry.register(
             "enspace_tokens_created",
@@ -87,6 +89,11 @@ impl Metrics {
             tokens_revoked.clone(),
         );
         registry.register(
+            "enspace_tokens_rotated",
+            "Personal access tokens replaced by a rotation",
+            tokens_rotated.clone(),
+        );
+        registry.register(
             "enspace_event_log_length",
             "Events in the event log",
             event_log_length.clone(),
@@ -96,6 +103,7 @@ impl Metrics {
             http,
             tokens_created,
             tokens_revoked,
+            tokens_rotated,
             event_log_length,
             sign_ins,
             notifications,

@@ -32,6 +32,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
     components(schemas(
         enspace_core::events::TokenCreated,
         enspace_core::events::TokenRevoked,
+        enspace_core::events::TokenRotated,
         enspace_core::events::EventEnvelopeWire,
         enspace_core::RequestRecord,
         enspace_http::ProblemDetails,

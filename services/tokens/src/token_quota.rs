@@ -135,13 +135,24 @@ impl TokenQuota {
             match &envelope.event {
                 TokenEvent::TokenCreated(created) => {
                     if let Some(user) = users.0.get_mut(&created.user_id) {
-                        user.reserved = user.reserved.saturating_sub(1);
+                        // A rotation's successor took no reservation.
+                        if created.replaces.is_none() {
+                            user.reserved = user.reserved.saturating_sub(1);
+                        }
                         user.live.insert(envelope.token_id, created.expires_at);
                     }
                 }
                 TokenEvent::TokenRevoked(revoked) => {
                     if let Some(user) = users.0.get_mut(&revoked.user_id) {
                         user.live.remove(&envelope.token_id);
+                    }
+                }
+                TokenEvent::TokenRotated(rotated) => {
+                    if let Some(user) = users.0.get_mut(&rotated.user_id)
+                        && let Some(expires_at) = user.live.get_mut(&envelope.token_id)
+                    {
+                        *expires_at =
+                            Some(enspace_core::fold::earlier(*expires_at, rotated.expires_at));
                     }
                 }
             }

@@ -31,6 +31,10 @@ pub struct TokenCreated {
     /// Hex SHA-256 of the secret; the secret itself is never recorded.
     #[schema(pattern = "^[0-9a-f]{64}$")]
     pub secret_hash: String,
+    /// The token this one replaces, when it was made by a rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub replaces: Option<Ulid>,
 }
 
 /// `token_revoked`: a token was revoked (its `data`).
@@ -44,12 +48,36 @@ pub struct TokenRevoked {
     pub secret_hash: String,
     #[serde(default)]
     pub reason: crate::token::RevokeReason,
+    /// Where a leaked token was found, when the report said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
+/// `token_rotated`: a successor replaced a token, which keeps working only
+/// until `expires_at` (the end of the overlap), if that is earlier than its
+/// own expiry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRotated {
+    pub user_id: String,
+    /// Hex SHA-256 of the rotated token's secret, as on `token_revoked`.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub secret_hash: String,
+    /// The successor's token id.
+    #[schema(value_type = String)]
+    pub replaced_by: Ulid,
+    /// When the rotated token stops working.
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: Timestamp,
+}
+
+/// Named as the event types are (`token_created`...).
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum TokenEvent {
     TokenCreated(TokenCreated),
     TokenRevoked(TokenRevoked),
+    TokenRotated(TokenRotated),
 }
 
 impl TokenEvent {
@@ -57,6 +85,7 @@ impl TokenEvent {
         match self {
             TokenEvent::TokenCreated(_) => "token_created",
             TokenEvent::TokenRevoked(_) => "token_revoked",
+            TokenEvent::TokenRotated(_) => "token_rotated",
         }
     }
 
@@ -64,6 +93,7 @@ impl TokenEvent {
         match self {
             TokenEvent::TokenCreated(d) => serde_json::to_value(d),
             TokenEvent::TokenRevoked(d) => serde_json::to_value(d),
+            TokenEvent::TokenRotated(d) => serde_json::to_value(d),
         }
         .unwrap_or(serde_json::Value::Null)
     }
@@ -95,8 +125,13 @@ pub struct EventEnvelopeWire {
     /// The event's id (a ULID), also the stream message's `Nats-Msg-Id`.
     #[schema(value_type = String)]
     id: Ulid,
-    /// `token_created` or `token_revoked`; says which `data` follows.
-    #[schema(rename = "type", value_type = String, pattern = "^(token_created|token_revoked)$")]
+    /// `token_created`, `token_revoked` or `token_rotated`; says which
+    /// `data` follows.
+    #[schema(
+        rename = "type",
+        value_type = String,
+        pattern = "^(token_created|token_revoked|token_rotated)$"
+    )]
     kind: String,
     /// When it was recorded (RFC 3339, UTC).
     #[schema(value_type = String, format = DateTime)]
@@ -111,10 +146,11 @@ pub struct EventEnvelopeWire {
 /// An event's fields, by its `type`.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::enum_variant_names)]
 enum EventData {
     TokenCreated(TokenCreated),
     TokenRevoked(TokenRevoked),
+    TokenRotated(TokenRotated),
 }
 
 #[derive(Serialize)]
@@ -177,6 +213,7 @@ impl EventEnvelope {
         match &self.event {
             TokenEvent::TokenCreated(d) => wire(self, d),
             TokenEvent::TokenRevoked(d) => wire(self, d),
+            TokenEvent::TokenRotated(d) => wire(self, d),
         }
     }
 
@@ -202,6 +239,7 @@ impl EventEnvelope {
         match head.kind.as_str() {
             "token_created" => body(payload, TokenEvent::TokenCreated),
             "token_revoked" => body(payload, TokenEvent::TokenRevoked),
+            "token_rotated" => body(payload, TokenEvent::TokenRotated),
             _ => Err(DecodeError::UnknownType(head.kind)),
         }
     }
@@ -270,7 +308,8 @@ pub struct AuditEvent {
     pub at: Timestamp,
     pub actor: String,
     pub token_id: Ulid,
-    /// The event's fields: a `TokenCreated` or `TokenRevoked`.
+    /// The event's fields: a `TokenCreated`, `TokenRevoked` or
+    /// `TokenRotated`.
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
     /// Base64 of the exact stored bytes (MessagePack).
@@ -389,6 +428,7 @@ mod tests {
                 user_id: "alice".into(),
                 secret_hash: hex::encode([7u8; 32]),
                 reason: crate::token::RevokeReason::Leaked,
+                url: Some("https://example.com/leak".into()),
             }),
             ..created(4)
         };

@@ -31,6 +31,7 @@ pub fn created(seq: u64, hash: &SecretHash) -> Created {
             workspaces: vec!["acme".into()],
             expires_at: None,
             secret_hash: hash.to_hex(),
+            replaces: None,
         },
     }
 }
@@ -107,6 +108,7 @@ pub fn revoked(seq: u64, token_id: Ulid, hash: &SecretHash) -> EventEnvelope {
             user_id: "alice".into(),
             secret_hash: hash.to_hex(),
             reason: Default::default(),
+            url: None,
         }),
     }
 }

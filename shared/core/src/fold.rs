@@ -10,10 +10,16 @@
 //! - `token_revoked` revokes the token with its token id, if that token's
 //!   secret hash is the one the event names, the first time only; for an
 //!   unknown token, or another token's hash, it changes nothing.
+//! - `token_rotated` moves the expiry of the live token with its token id
+//!   and secret hash to the event's `expires_at`, if that is earlier (so
+//!   applying it again, or late, changes nothing), and links the successor
+//!   the first time; for a revoked, unknown or other token, nothing.
 
 use ulid::Ulid;
 
-use crate::events::{EventEnvelope, TokenCreated, TokenEvent};
+use jiff::Timestamp;
+
+use crate::events::{EventEnvelope, TokenCreated, TokenEvent, TokenRevoked, TokenRotated};
 use crate::secret::SecretHash;
 use crate::token::TokenView;
 
@@ -34,6 +40,12 @@ pub enum Change<'a> {
     },
     Revoke {
         hash: SecretHash,
+        revoked: &'a TokenRevoked,
+    },
+    /// The token stops working at `rotated.expires_at` if not before.
+    Rotate {
+        hash: SecretHash,
+        rotated: &'a TokenRotated,
     },
     /// Nothing: a repeated or conflicting creation, a revocation of an
     /// unknown or already revoked token, a malformed hash.
@@ -56,10 +68,47 @@ pub fn change<'a>(known: &impl Known, envelope: &'a EventEnvelope) -> Change<'a>
                 return Change::Nothing;
             };
             match known.by_hash(&hash) {
-                Some((id, false)) if id == envelope.token_id => Change::Revoke { hash },
+                Some((id, false)) if id == envelope.token_id => Change::Revoke { hash, revoked },
                 _ => Change::Nothing,
             }
         }
+        TokenEvent::TokenRotated(rotated) => {
+            let Some(hash) = SecretHash::from_hex(&rotated.secret_hash) else {
+                return Change::Nothing;
+            };
+            match known.by_hash(&hash) {
+                Some((id, false)) if id == envelope.token_id => Change::Rotate { hash, rotated },
+                _ => Change::Nothing,
+            }
+        }
+    }
+}
+
+/// The earlier of a token's expiry and a rotation's end of overlap.
+pub fn earlier(expires_at: Option<Timestamp>, rotated_until: Timestamp) -> Timestamp {
+    expires_at.map_or(rotated_until, |at| at.min(rotated_until))
+}
+
+/// The state after `change` (which `envelope` made) of the token `state`.
+pub fn update(
+    state: Option<TokenView>,
+    envelope: &EventEnvelope,
+    change: &Change<'_>,
+) -> Option<TokenView> {
+    match change {
+        Change::Create { hash, created } => Some(created_view(envelope, created, *hash)),
+        Change::Revoke { revoked, .. } => state.map(|mut view| {
+            view.revoked_at = Some(envelope.at);
+            view.revoked_reason = Some(revoked.reason);
+            view.leak_url = revoked.url.clone();
+            view
+        }),
+        Change::Rotate { rotated, .. } => state.map(|mut view| {
+            view.expires_at = Some(earlier(view.expires_at, rotated.expires_at));
+            view.replaced_by.get_or_insert(rotated.replaced_by);
+            view
+        }),
+        Change::Nothing => state,
     }
 }
 
@@ -80,6 +129,10 @@ pub fn created_view(
         expires_at: created.expires_at,
         revoked_at: None,
         secret_hash: hash,
+        replaces: created.replaces,
+        replaced_by: None,
+        revoked_reason: None,
+        leak_url: None,
     }
 }
 
@@ -97,14 +150,8 @@ pub fn apply(state: Option<TokenView>, envelope: &EventEnvelope) -> Option<Token
             Some((v.id, v.revoked_at.is_some()))
         }
     }
-    match change(&One(state.as_ref()), envelope) {
-        Change::Create { hash, created } => Some(created_view(envelope, created, hash)),
-        Change::Revoke { .. } => state.map(|mut view| {
-            view.revoked_at = Some(envelope.at);
-            view
-        }),
-        Change::Nothing => state,
-    }
+    let change = change(&One(state.as_ref()), envelope);
+    update(state, envelope, &change)
 }
 
 /// What a secret hash verifies as once a sequence is folded.
@@ -112,8 +159,19 @@ pub fn apply(state: Option<TokenView>, envelope: &EventEnvelope) -> Option<Token
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Unknown,
-    Active { token_id: Ulid, user_id: String },
-    Revoked { token_id: Ulid },
+    /// Active, and never expiring.
+    Active {
+        token_id: Ulid,
+        user_id: String,
+    },
+    /// Active until `at_ms` (milliseconds since the epoch).
+    Until {
+        token_id: Ulid,
+        at_ms: i64,
+    },
+    Revoked {
+        token_id: Ulid,
+    },
 }
 
 /// A sequence of events and what each named secret hash folds to.
@@ -128,7 +186,6 @@ pub struct Case {
 /// The table both folds are tested against.
 #[cfg(any(test, feature = "test-util"))]
 pub fn cases() -> Vec<Case> {
-    use crate::events::TokenRevoked;
     use crate::token::{Expiration, Scope};
 
     let at: jiff::Timestamp =
@@ -156,6 +213,7 @@ pub fn cases() -> Vec<Case> {
             workspaces: vec!["acme".into()],
             expires_at: None,
             secret_hash: hash.into(),
+            replaces: None,
         })
     };
     let revoke = |hash: &str| {
@@ -163,6 +221,7 @@ pub fn cases() -> Vec<Case> {
             user_id: "alice".into(),
             secret_hash: hash.into(),
             reason: Default::default(),
+            url: None,
         })
     };
     let active = |i: u8, user: &str| Outcome::Active {
@@ -239,7 +298,75 @@ pub fn cases() -> Vec<Case> {
         ],
         vec![(h(1), revoked(1))],
     );
+    let rotate = |hash: &str, by: u8, until_ms: i64| {
+        TokenEvent::TokenRotated(TokenRotated {
+            user_id: "alice".into(),
+            secret_hash: hash.into(),
+            replaced_by: id(by),
+            expires_at: Timestamp::from_millisecond(until_ms).unwrap_or_default(),
+        })
+    };
+    let until = |i: u8, at_ms: i64| Outcome::Until {
+        token_id: id(i),
+        at_ms,
+    };
+    case(
+        "a rotation ends the old token at the overlap's end",
+        vec![
+            (id(1), create("alice", &hex(1))),
+            (id(2), create("alice", &hex(2))),
+            (id(1), rotate(&hex(1), 2, 1_780_003_600_000)),
+        ],
+        vec![
+            (h(1), until(1, 1_780_003_600_000)),
+            (h(2), active(2, "alice")),
+        ],
+    );
+    case(
+        "a rotation only ever moves the end earlier",
+        vec![
+            (id(1), create("alice", &hex(1))),
+            (id(1), rotate(&hex(1), 2, 1_780_000_000_000)),
+            (id(1), rotate(&hex(1), 3, 1_790_000_000_000)),
+        ],
+        vec![(h(1), until(1, 1_780_000_000_000))],
+    );
+    case(
+        "a rotation of a revoked, unknown or other token changes nothing",
+        vec![
+            (id(1), create("alice", &hex(1))),
+            (id(1), revoke(&hex(1))),
+            (id(1), rotate(&hex(1), 2, 1_780_000_000_000)),
+            (id(3), create("alice", &hex(3))),
+            (id(3), rotate(&hex(1), 2, 1_780_000_000_000)),
+            (id(4), rotate(&hex(4), 2, 1_780_000_000_000)),
+        ],
+        vec![
+            (h(1), revoked(1)),
+            (h(3), active(3, "alice")),
+            (h(4), Outcome::Unknown),
+        ],
+    );
     out
+}
+
+/// What `view` verifies as, in the terms of [`Outcome`].
+#[cfg(any(test, feature = "test-util"))]
+pub fn outcome_of(view: Option<&TokenView>) -> Outcome {
+    match view {
+        None => Outcome::Unknown,
+        Some(v) if v.revoked_at.is_some() => Outcome::Revoked { token_id: v.id },
+        Some(v) => match v.expires_at {
+            Some(at) => Outcome::Until {
+                token_id: v.id,
+                at_ms: at.as_millisecond(),
+            },
+            None => Outcome::Active {
+                token_id: v.id,
+                user_id: v.user_id.clone(),
+            },
+        },
+    }
 }
 
 #[cfg(test)]
@@ -272,30 +399,18 @@ mod tests {
         for case in cases() {
             let mut fold = Reference::default();
             for e in &case.events {
-                match change(&fold, e) {
-                    Change::Create { hash, created } => {
-                        fold.by_hash.insert(hash.0, e.token_id);
-                        fold.by_id
-                            .insert(e.token_id, created_view(e, created, hash));
-                    }
-                    Change::Revoke { .. } => {
-                        if let Some(v) = fold.by_id.get_mut(&e.token_id) {
-                            v.revoked_at = Some(e.at);
-                        }
-                    }
-                    Change::Nothing => {}
+                let change = change(&fold, e);
+                if let Change::Create { hash, .. } = &change {
+                    fold.by_hash.insert(hash.0, e.token_id);
+                }
+                let state = fold.by_id.remove(&e.token_id);
+                if let Some(next) = update(state, e, &change) {
+                    fold.by_id.insert(e.token_id, next);
                 }
             }
             for (hash, want) in &case.expect {
-                let got = match fold.by_hash.get(&hash.0).and_then(|id| fold.by_id.get(id)) {
-                    None => Outcome::Unknown,
-                    Some(v) if v.revoked_at.is_some() => Outcome::Revoked { token_id: v.id },
-                    Some(v) => Outcome::Active {
-                        token_id: v.id,
-                        user_id: v.user_id.clone(),
-                    },
-                };
-                assert_eq!(&got, want, "{}", case.name);
+                let view = fold.by_hash.get(&hash.0).and_then(|id| fold.by_id.get(id));
+                assert_eq!(&outcome_of(view), want, "{}", case.name);
             }
         }
     }
@@ -307,5 +422,26 @@ mod tests {
         let view = state.expect("created");
         assert_eq!(view.user_id, "alice");
         assert!(view.revoked_at.is_some());
+    }
+
+    #[test]
+    fn a_rotation_links_the_first_successor_and_a_revocation_keeps_its_reason() {
+        let case = &cases()[9];
+        let view = case.events.iter().fold(None, apply).expect("created");
+        assert_eq!(
+            view.replaced_by,
+            Some(Ulid::from_parts(1_780_000_000_000, 2))
+        );
+        let mut revocation = cases()[1].events.clone();
+        if let TokenEvent::TokenRevoked(r) = &mut revocation[1].event {
+            r.reason = crate::token::RevokeReason::Leaked;
+            r.url = Some("https://example.com/paste".into());
+        }
+        let view = revocation.iter().fold(None, apply).expect("created");
+        assert_eq!(
+            view.revoked_reason,
+            Some(crate::token::RevokeReason::Leaked)
+        );
+        assert_eq!(view.leak_url.as_deref(), Some("https://example.com/paste"));
     }
 }

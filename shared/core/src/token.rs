@@ -166,6 +166,19 @@ pub struct TokenView {
     pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
     pub secret_hash: SecretHash,
+    /// The token this one replaced (it was made by a rotation).
+    #[serde(default)]
+    pub replaces: Option<Ulid>,
+    /// The token that replaced this one.
+    #[serde(default)]
+    pub replaced_by: Option<Ulid>,
+    /// Why it was revoked, once it is.
+    #[serde(default)]
+    pub revoked_reason: Option<RevokeReason>,
+    /// Where it was found leaked, when it was revoked for a leak report
+    /// that said.
+    #[serde(default)]
+    pub leak_url: Option<String>,
 }
 
 impl TokenView {
@@ -273,6 +286,10 @@ mod tests {
             expires_at: Some(ts("2026-02-01T00:00:00Z")),
             revoked_at: None,
             secret_hash: SecretHash([0; 32]),
+            replaces: None,
+            replaced_by: None,
+            revoked_reason: None,
+            leak_url: None,
         };
         assert_eq!(
             view.status(ts("2026-01-31T23:59:59.999Z")),

@@ -71,6 +71,7 @@ fn event_hash(envelope: &EventEnvelope) -> Option<SecretHash> {
     match &envelope.event {
         TokenEvent::TokenCreated(c) => SecretHash::from_hex(&c.secret_hash),
         TokenEvent::TokenRevoked(r) => SecretHash::from_hex(&r.secret_hash),
+        TokenEvent::TokenRotated(r) => SecretHash::from_hex(&r.secret_hash),
     }
 }
 
@@ -220,20 +221,13 @@ impl Projections {
                 hash_owner,
                 revoked: current.as_ref().is_some_and(|v| v.revoked_at.is_some()),
             };
-            let next = match fold::change(&known, envelope) {
-                Change::Create { hash, created } => {
-                    let view = fold::created_view(envelope, created, hash);
-                    by_user.insert(user_key(&view.user_id, view.id), &[][..]);
-                    by_hash.insert(&hash.as_bytes()[..], &view.id.to_bytes()[..]);
-                    new_hashes.insert(hash.0, view.id);
-                    Some(view)
-                }
-                Change::Revoke { .. } => current.map(|mut view| {
-                    view.revoked_at = Some(envelope.at);
-                    view
-                }),
-                Change::Nothing => current,
-            };
+            let change = fold::change(&known, envelope);
+            if let Change::Create { hash, created } = &change {
+                by_user.insert(user_key(&created.user_id, envelope.token_id), &[][..]);
+                by_hash.insert(&hash.as_bytes()[..], &envelope.token_id.to_bytes()[..]);
+                new_hashes.insert(hash.0, envelope.token_id);
+            }
+            let next = fold::update(current, envelope, &change);
             let mut event_key = envelope.token_id.to_bytes().to_vec();
             event_key.extend_from_slice(&envelope.seq.to_be_bytes());
             by_token.insert(event_key, &[][..]);
@@ -365,7 +359,7 @@ impl Projections {
 
 #[cfg(test)]
 mod tests {
-    use enspace_core::fold::{Outcome, cases};
+    use enspace_core::fold::{cases, outcome_of};
 
     use super::*;
 
@@ -384,14 +378,7 @@ mod tests {
             all_at_once.apply(&case.events).expect("apply");
             for fold in [&projections, &all_at_once] {
                 for (hash, want) in &case.expect {
-                    let got = match fold.token_by_hash(hash).expect("read") {
-                        None => Outcome::Unknown,
-                        Some(v) if v.revoked_at.is_some() => Outcome::Revoked { token_id: v.id },
-                        Some(v) => Outcome::Active {
-                            token_id: v.id,
-                            user_id: v.user_id,
-                        },
-                    };
+                    let got = outcome_of(fold.token_by_hash(hash).expect("read").as_ref());
                     assert_eq!(&got, want, "{}", case.name);
                 }
             }

@@ -23,7 +23,7 @@ use ulid::Ulid;
 
 use super::event_log::encode_seq;
 use super::{Store, StoreError};
-use crate::commands::{Command, CommandError, decide};
+use crate::commands::{Command, CommandError, Target, decide};
 use crate::metrics::Metrics;
 
 /// Most commands decided and flushed together.
@@ -256,50 +256,57 @@ impl WriterState {
         let mut answers: Vec<(Reply, Result<TokenView, CommandError>, usize)> = Vec::new();
 
         for (mut command, reply) in group {
-            if let Command::CreateToken(create) = &mut command {
-                // The writer names new tokens, so ids sort in creation order.
-                create.token_id = self.ulids.generate().unwrap_or_else(|_| Ulid::new());
+            // The writer names new tokens, so ids sort in creation order.
+            match &mut command {
+                Command::CreateToken(create) => create.token_id = self.new_id(),
+                Command::RotateToken(rotate) => rotate.successor = self.new_id(),
+                _ => {}
             }
-            let token_id = command.token_id();
-            let current = match overlay.get(&token_id) {
-                Some(view) => view.clone(),
-                None => match self.store.projections.token(token_id) {
-                    Ok(view) => view,
-                    Err(e) => {
-                        let depends = appended.len();
-                        answers.push((reply, Err(CommandError::Store(e.to_string())), depends));
-                        continue;
-                    }
-                },
+            let found = self
+                .target(&command, &overlay)
+                .and_then(|token_id| Ok((token_id, self.state_of(token_id, &overlay)?)));
+            let (token_id, current) = match found {
+                Ok(found) => found,
+                Err(e) => {
+                    let depends = appended.len();
+                    answers.push((reply, Err(CommandError::Store(e.to_string())), depends));
+                    continue;
+                }
             };
             let now = self.clock.now();
-            match decide(&command, current.as_ref(), now) {
-                Ok(Some(event)) => {
-                    let id = self.ulids.generate().unwrap_or_else(|_| Ulid::new());
-                    let envelope = EventEnvelope {
-                        seq: self.seq + 1,
-                        id,
-                        at: now,
-                        actor: command.actor().to_owned(),
-                        token_id,
-                        event,
-                    };
-                    let stored = StoredEvent::new(self.hash, &envelope);
-                    self.seq = envelope.seq;
-                    self.hash = stored.hash;
-                    let next = enspace_core::fold::apply(current, &envelope);
-                    overlay.insert(token_id, next.clone());
-                    appended.push(envelope);
-                    stored_events.push(stored);
-                    let answer = next.ok_or(CommandError::TokenNotFound);
-                    answers.push((reply, answer, appended.len()));
+            let decision = match decide(&command, token_id, current.as_ref(), now) {
+                Ok(decision) => decision,
+                Err(e) => {
+                    answers.push((reply, Err(e), appended.len()));
+                    continue;
                 }
-                Ok(None) => {
-                    let answer = current.ok_or(CommandError::TokenNotFound);
-                    answers.push((reply, answer, appended.len()));
-                }
-                Err(e) => answers.push((reply, Err(e), appended.len())),
+            };
+            overlay.entry(token_id).or_insert(current);
+            for (event_token, event) in decision.events {
+                // The decision's own token is in the overlay by now, and a
+                // new one is in no tree: this read cannot fail.
+                let state = self.state_of(event_token, &overlay).unwrap_or_default();
+                let envelope = EventEnvelope {
+                    seq: self.seq + 1,
+                    id: self.new_id(),
+                    at: now,
+                    actor: command.actor().to_owned(),
+                    token_id: event_token,
+                    event,
+                };
+                let stored = StoredEvent::new(self.hash, &envelope);
+                self.seq = envelope.seq;
+                self.hash = stored.hash;
+                overlay.insert(event_token, enspace_core::fold::apply(state, &envelope));
+                appended.push(envelope);
+                stored_events.push(stored);
             }
+            let answer = overlay
+                .get(&decision.answer)
+                .cloned()
+                .flatten()
+                .ok_or(CommandError::TokenNotFound);
+            answers.push((reply, answer, appended.len()));
         }
 
         let mut signatures = Vec::new();
@@ -354,12 +361,55 @@ impl WriterState {
         }
     }
 
+    fn new_id(&mut self) -> Ulid {
+        self.ulids.generate().unwrap_or_else(|_| Ulid::new())
+    }
+
+    /// The id of the token `command` is about: its own, or the one holding
+    /// its secret hash (in this group's changes, or in the projections).
+    fn target(
+        &self,
+        command: &Command,
+        overlay: &HashMap<Ulid, Option<TokenView>>,
+    ) -> Result<Ulid, StoreError> {
+        match command.target() {
+            Target::Id(id) => Ok(id),
+            Target::Hash(hash) => {
+                let in_group = overlay
+                    .values()
+                    .flatten()
+                    .find(|view| view.secret_hash == *hash);
+                match in_group {
+                    Some(view) => Ok(view.id),
+                    None => Ok(self
+                        .store
+                        .projections
+                        .token_by_hash(hash)?
+                        .map_or(Ulid::nil(), |view| view.id)),
+                }
+            }
+        }
+    }
+
+    /// A token's state with this group's changes so far.
+    fn state_of(
+        &self,
+        token_id: Ulid,
+        overlay: &HashMap<Ulid, Option<TokenView>>,
+    ) -> Result<Option<TokenView>, StoreError> {
+        match overlay.get(&token_id) {
+            Some(view) => Ok(view.clone()),
+            None => self.store.projections.token(token_id),
+        }
+    }
+
     /// Counts what was committed and tells the hooks and the head's watchers.
     fn committed(&self, appended: &[EventEnvelope]) {
         for envelope in appended {
             match envelope.event {
                 enspace_core::TokenEvent::TokenCreated(_) => self.metrics.tokens_created.inc(),
                 enspace_core::TokenEvent::TokenRevoked(_) => self.metrics.tokens_revoked.inc(),
+                enspace_core::TokenEvent::TokenRotated(_) => self.metrics.tokens_rotated.inc(),
             };
         }
         self.metrics.event_log_length.set(self.seq as i64);
