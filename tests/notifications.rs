@@ -479,3 +479,63 @@ async fn each_notification_is_published_on_the_users_nats_subject() {
     assert_eq!(body["data"]["id"], notification["id"]);
     assert_eq!(body["data"]["kind"], "expiring_soon");
 }
+
+#[tokio::test]
+async fn a_leaked_token_is_told_as_leaked_with_the_url() {
+    let app = TestApp::spawn().await;
+    let alice = app.login("alice").await;
+    let (token, secret) = app.create_token(&alice, &one_month("deploy key")).await;
+    let hash = enspace_core::SecretHash::of(&secret);
+    app.state
+        .writer
+        .execute(enspace_tokens::commands::Command::RevokeLeaked {
+            secret_hash: hash,
+            url: Some("https://github.com/acme/app/blob/main/.env".into()),
+        })
+        .await
+        .expect("revoked as leaked");
+    let list = notifications(&app, &alice).await;
+    assert_eq!(kinds(&list), ["leaked"]);
+    assert_eq!(list[0]["token_id"], token["id"]);
+    let detail = list[0]["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("deploy key")
+            && detail.contains("https://github.com/acme/app/blob/main/.env"),
+        "{detail}"
+    );
+    assert!(!detail.contains(&secret));
+}
+
+#[tokio::test]
+async fn a_rotation_moves_the_old_tokens_expiry_notifications_to_its_new_end() {
+    let app = ServeApp::spawn(None).await;
+    app.clock.set(ts("2026-01-10T08:00:00Z"));
+    let alice = app.login("alice").await;
+    let (old, _) = app.create_token(&alice, &one_month("rotated")).await;
+    let res = app
+        .post_json(
+            &alice,
+            &format!("/v1/tokens/{}/rotate", old["id"].as_str().expect("id")),
+            &json!({"overlap": "1d"}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    // Its end is a day away: its 1-day stage is due now, the 7-day one is
+    // overtaken, and the successor has nothing due.
+    let list = wait_for(&app, &alice, 1).await;
+    assert_eq!(kinds(&list), ["expiring_soon"]);
+    assert_eq!(list[0]["token_id"], old["id"]);
+    assert!(
+        list[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("1 day") && d.contains("2026-01-11 08:00")),
+        "{list:?}"
+    );
+    app.clock.set(ts("2026-01-11T08:00:00Z"));
+    let alice = app.login("alice").await;
+    let list = wait_for(&app, &alice, 2).await;
+    assert_eq!(kinds(&list), ["expired", "expiring_soon"]);
+    assert_eq!(list[0]["token_id"], old["id"]);
+    wait_sweeps(&app, 3).await;
+    assert_eq!(notifications(&app, &alice).await.len(), 2);
+}

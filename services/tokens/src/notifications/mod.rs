@@ -36,6 +36,7 @@ use crate::store::StoreError;
 /// What a notification is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = NotificationKind)]
 pub enum Kind {
     /// The token expires in 7 days, or in 1 day.
     ExpiringSoon,

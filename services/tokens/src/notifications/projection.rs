@@ -37,22 +37,13 @@ pub struct NotificationProjection {
 /// take them out.
 type Plan = HashMap<Ulid, Option<DueEntry>>;
 
-fn description_of(tokens: &Projections, token_id: Ulid) -> String {
-    tokens
-        .token(token_id)
-        .ok()
-        .flatten()
-        .map_or_else(|| "a token".to_owned(), |t| t.description)
-}
-
 fn revoked_notification(
     envelope: &EventEnvelope,
     user_id: &str,
     reason: RevokeReason,
     url: Option<&str>,
-    tokens: &Projections,
+    description: &str,
 ) -> Option<(Notification, Stage)> {
-    let description = description_of(tokens, envelope.token_id);
     let (stage, detail) = match reason {
         RevokeReason::Leaked => (
             Stage::Leaked,
@@ -201,9 +192,17 @@ impl NotificationProjection {
         let mut last = already;
         for envelope in envelopes.iter().filter(|e| e.seq > already) {
             last = envelope.seq;
+            // The token as the shared fold rules left it (the projections
+            // are folded first): an event those rules ignored (a second
+            // creation of an id, a revocation naming another hash) does
+            // nothing here either.
+            let view = tokens.token(envelope.token_id)?;
             match &envelope.event {
                 TokenEvent::TokenCreated(created) => {
-                    if let Some(expires_at) = created.expires_at {
+                    let first = view
+                        .as_ref()
+                        .is_some_and(|v| v.secret_hash.to_hex() == created.secret_hash);
+                    if let (true, Some(expires_at)) = (first, created.expires_at) {
                         plan.insert(
                             envelope.token_id,
                             Some(DueEntry {
@@ -215,16 +214,47 @@ impl NotificationProjection {
                     }
                 }
                 TokenEvent::TokenRevoked(revoked) => {
+                    let Some(view) = view.filter(|v| {
+                        v.revoked_at.is_some() && v.secret_hash.to_hex() == revoked.secret_hash
+                    }) else {
+                        continue;
+                    };
                     plan.insert(envelope.token_id, None);
                     if let Some((notification, stage)) = revoked_notification(
                         envelope,
                         &revoked.user_id,
                         revoked.reason,
-                        None,
-                        tokens,
+                        revoked.url.as_deref(),
+                        &view.description,
                     ) {
                         self.store.emit(&notification, &[stage.byte()], deliver)?;
                     }
+                }
+                TokenEvent::TokenRotated(rotated) => {
+                    let Some(view) = view.filter(|v| v.replaced_by == Some(rotated.replaced_by))
+                    else {
+                        continue;
+                    };
+                    // Its stages move to the new end, if that is earlier.
+                    let current = match plan.get(&envelope.token_id) {
+                        Some(planned) => planned.as_ref().map(|e| e.expires_at),
+                        None => self.current_expiry(envelope.token_id)?,
+                    };
+                    let expires_at = match current {
+                        Some(at) if at <= rotated.expires_at => continue,
+                        _ => rotated.expires_at,
+                    };
+                    if view.revoked_at.is_some() && !plan.contains_key(&envelope.token_id) {
+                        continue;
+                    }
+                    plan.insert(
+                        envelope.token_id,
+                        Some(DueEntry {
+                            user_id: rotated.user_id.clone(),
+                            description: view.description,
+                            expires_at,
+                        }),
+                    );
                 }
             }
         }
@@ -232,6 +262,18 @@ impl NotificationProjection {
             return Ok(());
         }
         self.write_plan(&plan, last)
+    }
+
+    /// The expiry a token's due entries are for, if it has any left.
+    fn current_expiry(&self, token_id: Ulid) -> Result<Option<jiff::Timestamp>, StoreError> {
+        for (stage, ms) in self.due.of_token(token_id)? {
+            if let Some(value) = self.due.due.get(due_key(ms, token_id, stage))? {
+                let entry: DueEntry = rmp_serde::from_slice(&value)
+                    .map_err(|_| StoreError::Corrupt("due index entry".into()))?;
+                return Ok(Some(entry.expires_at));
+            }
+        }
+        Ok(None)
     }
 
     /// Moves the planned tokens' due entries and records `last`, atomically.

@@ -57,6 +57,9 @@ fn revoked_because(
     let mut e = revoked(seq, of.token_id, h);
     if let TokenEvent::TokenRevoked(r) = &mut e.event {
         r.reason = reason;
+        if reason == RevokeReason::Leaked {
+            r.url = Some("https://github.com/acme/app/blob/main/.env".into());
+        }
     }
     e
 }
@@ -164,9 +167,11 @@ fn a_leak_and_an_administrators_revocation_are_told_but_not_the_owners_or_a_rota
     sorted.sort_by_key(|k| k.as_str());
     assert_eq!(sorted, [Kind::Leaked, Kind::Revoked, Kind::Revoked]);
     assert!(
+        f.kinds().iter().any(|(k, d)| *k == Kind::Leaked
+            && d.contains("leaked")
+            && d.contains("https://github.com/acme/app/blob/main/.env")),
+        "{:?}",
         f.kinds()
-            .iter()
-            .any(|(k, d)| *k == Kind::Leaked && d.contains("leaked"))
     );
 }
 
@@ -222,4 +227,55 @@ fn notification_ids_are_the_same_for_the_same_token_and_stage_and_sort_by_time()
         notification_id(token, &[2], at)
             < notification_id(token, &[0], at + SignedDuration::from_millis(1))
     );
+}
+
+fn rotated(seq: u64, of: &EventEnvelope, h: &SecretHash, expires_at: Timestamp) -> EventEnvelope {
+    EventEnvelope {
+        seq,
+        id: ulid::Ulid::new(),
+        at: expires_at,
+        actor: "alice".into(),
+        token_id: of.token_id,
+        event: TokenEvent::TokenRotated(enspace_core::events::TokenRotated {
+            user_id: "alice".into(),
+            secret_hash: h.to_hex(),
+            replaced_by: ulid::Ulid::new(),
+            expires_at,
+        }),
+    }
+}
+
+#[test]
+fn a_rotation_moves_the_expiry_stages_to_the_earlier_end_and_never_later() {
+    let f = fixture();
+    let expires = ts("2026-03-01T12:00:00Z");
+    let token = created(1, &hash(1)).expires_at(expires).build();
+    f.fold(std::slice::from_ref(&token));
+    let sooner = ts("2026-02-10T12:00:00Z");
+    f.fold(&[rotated(2, &token, &hash(1), sooner)]);
+    let due: Vec<u64> = f
+        .notifications
+        .due
+        .of_token(token.token_id)
+        .expect("due")
+        .into_iter()
+        .map(|(_, ms)| ms)
+        .collect();
+    assert_eq!(due.len(), 3);
+    assert_eq!(due[2], due::key_ms(sooner), "expired at the new end");
+    // Nothing falls due at the old times any more.
+    let n = &f.notifications;
+    assert_eq!(
+        n.sweep(sooner - SignedDuration::from_hours(24 * 7), false)
+            .expect("sweep")
+            .told,
+        1
+    );
+    assert_eq!(
+        n.sweep(sooner, false).expect("sweep").told,
+        1,
+        "the 1-day stage overtaken"
+    );
+    assert!(n.due.is_empty());
+    assert!(f.kinds()[1].1.contains("2026-02-10"), "{:?}", f.kinds());
 }

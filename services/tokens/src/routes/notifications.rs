@@ -18,6 +18,7 @@ use crate::notifications::{Kind, Notification};
 use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Notification)]
 pub struct NotificationJson {
     id: Ulid,
     kind: Kind,
@@ -47,7 +48,7 @@ impl From<Notification> for NotificationJson {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct NotificationList {
     /// Newest first; the 100 newest at most.
-    #[schema(max_items = 100)]
+    #[schema(max_items = 100, value_type = Vec<NotificationJson>)]
     notifications: Vec<NotificationJson>,
 }
 
