@@ -289,10 +289,10 @@ impl NotificationProjection {
                 for (token_id, entry) in plan {
                     for stage in Stage::EXPIRY {
                         let reverse = token_key(*token_id, stage);
-                        if let Some(old) = by_token.remove(&reverse[..])? {
-                            if let Ok(ms) = <[u8; 8]>::try_from(old.as_ref()) {
-                                due.remove(&due_key(u64::from_be_bytes(ms), *token_id, stage)[..])?;
-                            }
+                        if let Some(old) = by_token.remove(&reverse[..])?
+                            && let Ok(ms) = <[u8; 8]>::try_from(old.as_ref())
+                        {
+                            due.remove(&due_key(u64::from_be_bytes(ms), *token_id, stage)[..])?;
                         }
                         let (Some(entry), Some(value)) = (entry, values.get(token_id)) else {
                             continue;
