@@ -15,6 +15,7 @@ mod expiry;
 mod insights;
 mod introspection;
 mod isolation;
+mod notifications;
 mod ops;
 mod request_logs;
 mod rotation;

@@ -24,6 +24,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "session", description = "Signing in and out"),
         (name = "tokens", description = "Personal access tokens"),
         (name = "request-logs", description = "Per-token request logs, kept 90 days"),
+        (name = "notifications", description = "Tokens expiring, expired, leaked or revoked by someone else, told to their owner"),
         (name = "audit", description = "The hash-chained event log"),
         (name = "introspection", description = "RFC 7662 for API nodes in other languages"),
         (name = "records", description = "The example API served by API nodes"),
