@@ -162,7 +162,9 @@ function item(n) {
       n.read ? null : h('span', { class: 'visually-hidden' }, 'Unread: '),
       h('span', { class: 'notification-kind' }, KIND_LABEL[n.kind] || n.kind),
       n.token_id ? [' · ', tokenLabel(n.token_id)] : null),
-    n.detail ? h('span', { class: 'notification-detail', id: `notification-${n.id}-detail` }, isolated(stripTicks(n.detail))) : null,
+    // The detail may quote a leak report's URL (anyone's text): plain text,
+    // cut to three lines on screen, whole in the title.
+    n.detail ? h('span', { class: 'notification-detail', id: `notification-${n.id}-detail`, title: n.detail }, isolated(stripTicks(n.detail))) : null,
     n.at ? relative(n.at) : null));
   node.addEventListener('click', () => markRead(n));
   return h('li', {}, node);
