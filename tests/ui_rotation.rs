@@ -624,22 +624,41 @@ async fn expiring_soon_banner_appears_within_7_days_and_is_dismissed_for_the_ses
 // ---------------------------------------------------------------------------
 // The bell
 
-/// Against a server without `GET /v1/notifications` (it answers 404) the
+/// Against a server without `GET /v1/notifications` (it answers 404, as
+/// before the route existed; the page's fetch is wrapped to answer so) the
 /// bell shows no count and the page no error; its panel says there is
 /// nothing, and Escape closes it.
 #[tokio::test]
 async fn bell_without_the_notifications_route_shows_no_count_and_no_error() {
     let app = TestApp::spawn().await;
-    let res = app
-        .get(&app.login("alice").await, "/v1/notifications")
-        .await;
-    assert_eq!(res.status(), 404, "this branch has no notifications route");
-    let ui = alice_on_tokens(&app.base, "bell-absent", 0).await;
-    ui.until(
-        "the first poll",
-        "performance.getEntriesByType('resource').some(e => e.name.endsWith('/v1/notifications') && e.responseEnd > 0)",
+    let alice = app.login("alice").await;
+    // Something to tell, which the page must not learn here.
+    let (_, secret) = app.create_token(&alice, &erp("3m")).await;
+    app.state
+        .writer
+        .execute(Command::RevokeLeaked {
+            secret_hash: SecretHash::of(&secret),
+            url: None,
+        })
+        .await
+        .expect("revoke leaked");
+    let ui = Ui::start(&app.base, "bell-absent").await;
+    ui.goto("/settings/dev/tokens").await;
+    ui.wait("#signin-username").await;
+    ui.js(
+        "(() => { const real = window.fetch; window.notificationCalls = 0; \
+           window.fetch = (url, init) => { \
+             if (String(url).startsWith('/v1/notifications')) { \
+               window.notificationCalls += 1; \
+               return Promise.resolve(new Response(JSON.stringify({type: 'about:blank', title: 'Not Found', status: 404, detail: 'no such route', code: 'not_found'}), \
+                 {status: 404, headers: {'Content-Type': 'application/problem+json'}})); } \
+             return real(url, init); }; return true; })()",
     )
     .await;
+    ui.sign_in("alice").await;
+    wait_rows(&ui, 1).await;
+    ui.until("the first poll", "window.notificationCalls > 0")
+        .await;
     assert_eq!(
         ui.js("document.querySelector('#notifications-badge').hidden")
             .await,
@@ -673,6 +692,139 @@ async fn bell_without_the_notifications_route_shows_no_count_and_no_error() {
             .await,
         json!(true)
     );
+    assert_page_kept_its_policy(&ui).await;
+    ui.close().await;
+}
+
+/// alice's notifications, once the service has made `n`.
+async fn wait_notifications(app: &TestApp, session: &str, n: usize) -> Vec<Value> {
+    eventually(
+        Duration::from_secs(10),
+        &format!("{n} notifications"),
+        || async {
+            let body: Value = app
+                .get(session, "/v1/notifications")
+                .await
+                .json()
+                .await
+                .ok()?;
+            let list = body["notifications"].as_array()?.clone();
+            (list.len() >= n).then_some(list)
+        },
+    )
+    .await
+}
+
+/// Two notifications (a leak report with a hostile URL, a revocation by the
+/// system): the bell's badge and label count them, the panel lists kind,
+/// token and detail (as text), and opening one marks it read on the server
+/// and lowers the count.
+#[tokio::test]
+async fn bell_counts_unread_notifications_lists_them_and_marks_one_read() {
+    let app = TestApp::spawn().await;
+    let alice = app.login("alice").await;
+    let url = hostile_url();
+    let (_, leaked) = app
+        .create_token(
+            &alice,
+            &json!({"description": "Deploy key", "expiration": "3m", "scopes": ["read"], "workspaces": ["acme"]}),
+        )
+        .await;
+    app.state
+        .writer
+        .execute(Command::RevokeLeaked {
+            secret_hash: SecretHash::of(&leaked),
+            url: Some(url.clone()),
+        })
+        .await
+        .expect("revoke leaked");
+    let (left, _) = app.create_token(&alice, &erp("3m")).await;
+    app.state
+        .writer
+        .execute(Command::RevokeToken {
+            token_id: id(&left).parse().expect("ulid"),
+            actor: SYSTEM_ACTOR.to_owned(),
+            reason: RevokeReason::MembershipRemoved,
+        })
+        .await
+        .expect("revoke by the system");
+    let list = wait_notifications(&app, &alice, 2).await;
+    assert_eq!(list.len(), 2);
+
+    let ui = alice_on_tokens(&app.base, "bell", 2).await;
+    ui.until(
+        "the badge",
+        "document.querySelector('#notifications-badge').textContent === '2' && !document.querySelector('#notifications-badge').hidden",
+    )
+    .await;
+    assert_eq!(
+        ui.js_str("document.querySelector('#notifications-button').getAttribute('aria-label')")
+            .await,
+        "Notifications, 2 unread"
+    );
+    ui.shot("01-bell-badge").await;
+    ui.click("#notifications-button").await;
+    ui.wait("#notifications-list").await;
+    let items = ui
+        .js(
+            "[...document.querySelectorAll('#notifications-list .notification-item')].map(b => ({ \
+               kind: b.dataset.kind, unread: b.classList.contains('unread'), \
+               text: b.textContent }))",
+        )
+        .await;
+    let items = items.as_array().expect("items").clone();
+    assert_eq!(items.len(), 2);
+    let kinds: Vec<&str> = items
+        .iter()
+        .map(|i| i["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(kinds, ["revoked", "leaked"], "newest first");
+    assert!(items.iter().all(|i| i["unread"] == json!(true)));
+    let revoked = items[0]["text"].as_str().expect("text");
+    assert!(
+        revoked.contains("Unread: Revoked · ERP Integration"),
+        "{revoked}"
+    );
+    let leak = items[1]["text"].as_str().expect("text");
+    assert!(leak.contains("Reported leaked · Deploy key"), "{leak}");
+    assert!(
+        leak.contains(&url),
+        "the URL in the detail, as text: {leak}"
+    );
+    assert_eq!(
+        ui.js("document.querySelectorAll('#notifications-panel a, #notifications-panel script, #notifications-panel img').length")
+            .await,
+        json!(0)
+    );
+    assert_eq!(ui.js("window.pwned === undefined").await, json!(true));
+    ui.shot("02-bell-list").await;
+
+    let first = list[0]["id"].as_str().expect("id").to_owned();
+    ui.click(&format!("#notification-{first}")).await;
+    ui.until(
+        "the count to drop",
+        "document.querySelector('#notifications-badge').textContent === '1'",
+    )
+    .await;
+    assert_eq!(
+        ui.js_str("document.querySelector('#notifications-button').getAttribute('aria-label')")
+            .await,
+        "Notifications, 1 unread"
+    );
+    assert_eq!(
+        ui.js(&format!(
+            "document.querySelector('#notification-{first}').classList.contains('unread')"
+        ))
+        .await,
+        json!(false)
+    );
+    assert_eq!(ui.focused().await, format!("notification-{first}"));
+    let now = wait_notifications(&app, &alice, 2).await;
+    let read: Vec<bool> = now.iter().map(|n| n["read"] == json!(true)).collect();
+    assert_eq!(read, [true, false], "marked read on the server");
+    ui.shot("03-bell-one-read").await;
+    ui.press(Key::Escape).await;
+    assert_eq!(ui.focused().await, "notifications-button");
     assert_page_kept_its_policy(&ui).await;
     ui.close().await;
 }
@@ -741,7 +893,7 @@ async fn narrow_screen_regenerate_links_and_reasons() {
         .await;
 
     ui.click("#notifications-button").await;
-    ui.wait("#notifications-empty").await;
+    ui.wait("#notifications-list").await;
     let fits = "(() => { const r = document.querySelector('#notifications-panel').getBoundingClientRect(); \
                 return r.left >= 0 && r.right <= window.innerWidth; })()";
     assert_eq!(ui.js(fits).await, json!(true));
