@@ -738,6 +738,9 @@ async fn bell_counts_unread_notifications_lists_them_and_marks_one_read() {
         })
         .await
         .expect("revoke leaked");
+    // A minute later (the clock stands still otherwise, and two
+    // notifications at one instant have no order of their own).
+    app.clock.advance(SignedDuration::from_mins(1));
     let (left, _) = app.create_token(&alice, &erp("3m")).await;
     app.state
         .writer
