@@ -33,6 +33,11 @@ pub fn service_args(data: &std::path::Path, nats_url: Option<String>) -> Service
         max_staleness: enspace::cli::Staleness(Some(Duration::from_secs(60))),
         limits: Default::default(),
         cluster: Default::default(),
+        notifications: enspace::cli::NotificationArgs {
+            notification_sweep_interval: Duration::from_millis(50),
+            webhook_retry_min: Duration::from_millis(200),
+            ..Default::default()
+        },
     }
 }
 

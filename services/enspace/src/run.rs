@@ -108,6 +108,7 @@ async fn control_plane(
             Some((client, js))
         }
     };
+    let webhook = webhook(args)?;
     let retention = jiff::SignedDuration::try_from(args.request_retention)
         .context("--request-retention (ENSPACE_REQUEST_RETENTION) is too long")?;
     let config = Config {
@@ -120,6 +121,7 @@ async fn control_plane(
             ..Default::default()
         },
         secure_cookies: args.limits.secure_cookies,
+        deliver_notifications: webhook.is_some() || args.nats_url.is_some(),
         ..Config::default()
     };
     let indexer_metrics = IndexerMetrics::register(&mut registry);
@@ -190,12 +192,51 @@ async fn control_plane(
             Some(js)
         }
     };
+    tokio::spawn(enspace_tokens::notifications::sweep::sweep_forever(
+        state.clone(),
+        args.notifications.notification_sweep_interval,
+    ));
+    if state.config.deliver_notifications {
+        // Only now that NATS, when configured, is there to publish to.
+        tokio::spawn(enspace_tokens::notifications::delivery::deliver_forever(
+            state.clone(),
+            enspace_tokens::notifications::Delivery {
+                webhook,
+                retry_min: args.notifications.webhook_retry_min,
+            },
+        ));
+    }
     Ok(ControlPlane {
         state,
         js,
         indexer,
         signer,
     })
+}
+
+/// The notification webhook, when `--webhook-url` is given (with its
+/// secret).
+fn webhook(
+    args: &ServiceArgs,
+) -> anyhow::Result<Option<enspace_tokens::notifications::webhook::Webhook>> {
+    let n = &args.notifications;
+    match (&n.webhook_url, &n.webhook_secret) {
+        (None, None) => Ok(None),
+        (Some(url), Some(secret)) => Ok(Some(
+            enspace_tokens::notifications::webhook::Webhook::new(url.clone(), secret.clone())
+                .context("cannot make the webhook's HTTP client")?,
+        )),
+        (Some(_), None) => {
+            bail!(
+                "--webhook-url (ENSPACE_WEBHOOK_URL) needs --webhook-secret (ENSPACE_WEBHOOK_SECRET)"
+            )
+        }
+        (None, Some(_)) => {
+            bail!(
+                "--webhook-secret (ENSPACE_WEBHOOK_SECRET) needs --webhook-url (ENSPACE_WEBHOOK_URL)"
+            )
+        }
+    }
 }
 
 /// The cluster settings, when `--cluster` is given.

@@ -9,6 +9,7 @@ pub mod directory;
 pub mod limits;
 pub mod membership;
 pub mod metrics;
+pub mod notifications;
 pub mod openapi;
 pub mod outbox;
 pub mod request_log;
@@ -27,7 +28,8 @@ use utoipa_axum::routes;
 pub use state::{AppState, Config};
 
 use routes::{
-    audit, event_key, health, insights, introspect, me, requests, session, tokens, ui, workspaces,
+    audit, event_key, health, insights, introspect, me, notifications as notes, requests, session,
+    tokens, ui, workspaces,
 };
 
 /// The token service's documented routes. Built with utoipa-axum's
@@ -52,6 +54,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(requests::list_requests))
         .routes(routes!(requests::request_stats))
         .routes(routes!(insights::token_insights))
+        .routes(routes!(notes::list_notifications))
+        .routes(routes!(notes::read_notification))
         .routes(routes!(audit::list_events))
         .routes(routes!(introspect::introspect_token))
         .routes(routes!(event_key::get_event_key))

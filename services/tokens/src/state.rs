@@ -42,6 +42,8 @@ pub struct AppParts {
     /// This process's place in a cluster of control-plane processes, when
     /// it is one of several.
     pub cluster: std::sync::OnceLock<ClusterHandle>,
+    /// Notifications, their due index and their delivery queue.
+    pub notifications: crate::notifications::Notifications,
 }
 
 /// What handlers need of the cluster.
@@ -69,6 +71,9 @@ pub struct Config {
     /// Mark the session cookie `Secure` on every response (a TLS proxy is in
     /// front); without it, only when the proxy says the request was TLS.
     pub secure_cookies: bool,
+    /// Whether new notifications are queued for delivery (a webhook is
+    /// configured, or NATS).
+    pub deliver_notifications: bool,
 }
 
 impl Default for Config {
@@ -80,6 +85,7 @@ impl Default for Config {
             event_signer: None,
             limits: crate::limits::Limits::default(),
             secure_cookies: false,
+            deliver_notifications: false,
         }
     }
 }
@@ -101,6 +107,35 @@ impl AppState {
         let quota = crate::token_quota::TokenQuota::new(config.limits.max_tokens_per_user);
         let counted = quota.clone();
         writer.on_commit(move |events| counted.observe(events));
+        let notifications =
+            crate::notifications::Notifications::open(&store.db, config.deliver_notifications)?;
+        let folded = notifications.projection.catch_up(
+            &store.log,
+            &store.projections,
+            notifications.delivers_now(),
+        )?;
+        if folded > 0 {
+            tracing::info!(
+                events = folded,
+                "notifications caught up with {folded} events"
+            );
+        }
+        let (notify, log, tokens) = (
+            notifications.clone(),
+            store.log.clone(),
+            store.projections.clone(),
+        );
+        writer.on_commit(move |events| {
+            let deliver = notify.delivers_now();
+            match notify
+                .projection
+                .apply_committed(events, &log, &tokens, deliver)
+            {
+                Ok(()) if deliver => notify.wake_delivery(),
+                Ok(()) => {}
+                Err(e) => tracing::error!(error = %e, "folding notifications failed"),
+            }
+        });
         Ok(AppState(Arc::new(AppParts {
             store,
             requests,
@@ -113,6 +148,7 @@ impl AppState {
             sign_in,
             quota,
             cluster: std::sync::OnceLock::new(),
+            notifications,
         })))
     }
 }

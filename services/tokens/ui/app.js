@@ -1,13 +1,14 @@
 // ENSPACE settings UI. Plain ES modules, no build step, no dependencies.
 //
-// The entry module: the page shell (sign-in, the top bar and its account
-// menu, home, the settings tabs) and the start-up. Each screen lives in a
+// The entry module: the page shell (sign-in, the top bar with the
+// notification bell and the account menu, home, the settings tabs) and the start-up. Each screen lives in a
 // module of its own; they talk to the API only through api.js.
 
 import { api, SessionEnded, onSessionEnded } from './api.js';
 import { closeAllModals } from './dialogs.js';
 import { h, append, icon, initials, stripTicks, toast, errorState } from './dom.js';
 import { logsPath, renderLogsPanel } from './logs.js';
+import { notificationBell, startNotifications, stopNotifications } from './notifications.js';
 import { link, navigate, parseRoute, setRenderer } from './router.js';
 import { state } from './state.js';
 import { renderTokensPanel } from './tokens.js';
@@ -21,6 +22,7 @@ function sessionEnded(notice) {
   state.workspaces = null;
   state.tokens = null;
   state.notice = notice;
+  stopNotifications();
   closeAllModals();
   render({ focus: 'first-field' });
 }
@@ -33,6 +35,7 @@ function render({ focus } = {}) {
     if (focus) document.getElementById('signin-username')?.focus();
     return;
   }
+  startNotifications();
   const route = parseRoute();
   document.title = titleFor(route);
   const main = h('main', { id: 'main', tabindex: '-1' });
@@ -188,7 +191,9 @@ function topBar() {
   return h('header', { class: 'topbar' },
     h('div', { class: 'topbar-inner' },
       link('/', [h('span', { class: 'brand-mark', 'aria-hidden': 'true' }, 'E'), 'ENSPACE'], { class: 'brand', 'aria-label': 'ENSPACE home' }),
-      h('div', { class: 'account' }, button, menu)));
+      h('div', { class: 'topbar-end' },
+        notificationBell(),
+        h('div', { class: 'account' }, button, menu))));
 }
 
 function closeMenu({ restore = false } = {}) {

@@ -1,7 +1,7 @@
-// Modal dialogs, and the two the tokens screen opens: create (which shows
-// a new token's secret once) and revoke. A new token's secret lives only in
-// the create dialog's DOM and one local variable while the dialog is open:
-// never in storage, the URL or the history.
+// Modal dialogs, the one-time view of a new secret, and the two dialogs the
+// tokens screen opens here: create and revoke (regenerate is rotate.js). A
+// new token's secret lives only in its dialog's DOM and one local variable
+// while the dialog is open: never in storage, the URL or the history.
 
 import { api, SessionEnded, loadWorkspaces } from './api.js';
 import { h, icon, uid, focusables, dateFmt, stripTicks, isolated, isolatedText, toast } from './dom.js';
@@ -293,57 +293,14 @@ async function openCreateDialog(trigger, { onCreated, prefill = null }) {
       }
       return;
     }
-    showSecret(created);
+    showSecret(dialog, titleId, created, { close, forget: (hook) => onCloseHooks.push(hook) });
+    // Refresh the list underneath.
+    onCreated();
   });
 
   const shell = dialogShell(titleId, 'New personal access token', form, [cancel, submit], 'Cancel');
   shell.closeButton.addEventListener('click', () => close());
   dialog.append(...shell.nodes);
-
-  // --- after creation: the secret, once
-  function showSecret(created) {
-    let secret = created.secret;
-    const token = created.token;
-    const code = h('code', { class: 'secret-value', id: 'token-secret' }, secret);
-    const copyStatus = h('p', { class: 'copy-status', id: 'copy-status', role: 'status' });
-    const copy = h('button', { type: 'button', class: 'btn btn-secondary', id: 'copy-secret', 'aria-describedby': 'copy-status' }, icon('copy'), h('span', {}, 'Copy'));
-    copy.addEventListener('click', async () => {
-      const ok = await copyText(secret, code);
-      copy.lastChild.textContent = ok ? 'Copied' : 'Copy';
-      copy.classList.toggle('copied', ok);
-      copyStatus.textContent = ok
-        ? 'Copied to the clipboard.'
-        : 'Could not copy automatically: the token is selected, press Ctrl+C (or ⌘C) to copy it.';
-    });
-    const done = h('button', { type: 'button', class: 'btn btn-primary', id: 'secret-done', onClick: () => close() }, 'Done');
-    const exp = token.expires_at ? dateFmt.format(new Date(token.expires_at)) : 'Never';
-    const body = h('div', { class: 'secret-view' },
-      h('div', { class: 'callout callout-warning', id: 'secret-warning' }, icon('warn'),
-        h('span', {}, h('strong', {}, 'Copy your token now. It will not be shown again. '),
-          'Keep it in a password manager or an environment variable, never in source code.')),
-      h('div', { class: 'secret-box' },
-        h('label', { class: 'visually-hidden', for: 'token-secret' }, 'Your new token'),
-        code, copy),
-      copyStatus,
-      h('dl', { class: 'facts facts-compact', id: 'created-summary' },
-        h('dt', {}, 'Description'), h('dd', {}, isolated(token.description)),
-        h('dt', {}, 'Scopes'), h('dd', {}, token.scopes.join(', ')),
-        h('dt', {}, 'Workspaces'), h('dd', {}, token.workspaces.map(workspaceName).join(', ')),
-        h('dt', {}, 'Expires'), h('dd', {}, exp)),
-      h('p', { class: 'hint' }, 'Send it with every API call as ', h('code', {}, 'Authorization: Bearer <token>'), '.'));
-    const shell2 = dialogShell(titleId, 'Your new token', body, [done], 'Close');
-    shell2.closeButton.addEventListener('click', () => close());
-    dialog.replaceChildren(...shell2.nodes);
-    dialog.classList.add('modal-secret');
-    // Forget the secret with the dialog: nothing else ever held it.
-    onCloseHooks.push(() => {
-      code.textContent = '';
-      secret = null;
-    });
-    copy.focus();
-    // Refresh the list underneath.
-    onCreated();
-  }
 
   const onCloseHooks = [];
   close = openModal(dialog, {
@@ -354,6 +311,54 @@ async function openCreateDialog(trigger, { onCreated, prefill = null }) {
       dialog.replaceChildren();
     },
   });
+}
+
+// ---------------------------------------------------------------------------
+// A new token's secret, once: what the create and regenerate dialogs show
+// after the API answered 201. `forget(hook)` registers what runs when the
+// dialog closes; `note` is an optional line under the summary.
+
+function showSecret(dialog, titleId, created, { close, forget, note = null }) {
+  let secret = created.secret;
+  const token = created.token;
+  const code = h('code', { class: 'secret-value', id: 'token-secret' }, secret);
+  const copyStatus = h('p', { class: 'copy-status', id: 'copy-status', role: 'status' });
+  const copy = h('button', { type: 'button', class: 'btn btn-secondary', id: 'copy-secret', 'aria-describedby': 'copy-status' }, icon('copy'), h('span', {}, 'Copy'));
+  copy.addEventListener('click', async () => {
+    const ok = await copyText(secret, code);
+    copy.lastChild.textContent = ok ? 'Copied' : 'Copy';
+    copy.classList.toggle('copied', ok);
+    copyStatus.textContent = ok
+      ? 'Copied to the clipboard.'
+      : 'Could not copy automatically: the token is selected, press Ctrl+C (or ⌘C) to copy it.';
+  });
+  const done = h('button', { type: 'button', class: 'btn btn-primary', id: 'secret-done', onClick: () => close() }, 'Done');
+  const exp = token.expires_at ? dateFmt.format(new Date(token.expires_at)) : 'Never';
+  const body = h('div', { class: 'secret-view' },
+    h('div', { class: 'callout callout-warning', id: 'secret-warning' }, icon('warn'),
+      h('span', {}, h('strong', {}, 'Copy your token now. It will not be shown again. '),
+        'Keep it in a password manager or an environment variable, never in source code.')),
+    h('div', { class: 'secret-box' },
+      h('label', { class: 'visually-hidden', for: 'token-secret' }, 'Your new token'),
+      code, copy),
+    copyStatus,
+    h('dl', { class: 'facts facts-compact', id: 'created-summary' },
+      h('dt', {}, 'Description'), h('dd', {}, isolated(token.description)),
+      h('dt', {}, 'Scopes'), h('dd', {}, token.scopes.join(', ')),
+      h('dt', {}, 'Workspaces'), h('dd', {}, token.workspaces.map(workspaceName).join(', ')),
+      h('dt', {}, 'Expires'), h('dd', {}, exp)),
+    note,
+    h('p', { class: 'hint' }, 'Send it with every API call as ', h('code', {}, 'Authorization: Bearer <token>'), '.'));
+  const shell = dialogShell(titleId, 'Your new token', body, [done], 'Close');
+  shell.closeButton.addEventListener('click', () => close());
+  dialog.replaceChildren(...shell.nodes);
+  dialog.classList.add('modal-secret');
+  // Forget the secret with the dialog: nothing else ever held it.
+  forget(() => {
+    code.textContent = '';
+    secret = null;
+  });
+  copy.focus();
 }
 
 async function copyText(text, node) {
@@ -419,4 +424,7 @@ function openRevokeDialog(token, trigger, { onRevoked }) {
   });
 }
 
-export { openCreateDialog, openRevokeDialog, closeAllModals };
+export {
+  openModal, closeAllModals, dialogShell, showSecret, EXPIRATIONS, addMonths,
+  openCreateDialog, openRevokeDialog,
+};

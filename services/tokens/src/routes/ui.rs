@@ -41,6 +41,11 @@ const ASSETS: &[Asset] = &[
     script("dialogs.js", include_bytes!("../../ui/dialogs.js")),
     script("dom.js", include_bytes!("../../ui/dom.js")),
     script("logs.js", include_bytes!("../../ui/logs.js")),
+    script(
+        "notifications.js",
+        include_bytes!("../../ui/notifications.js"),
+    ),
+    script("rotate.js", include_bytes!("../../ui/rotate.js")),
     script("router.js", include_bytes!("../../ui/router.js")),
     script("state.js", include_bytes!("../../ui/state.js")),
     script("tokens.js", include_bytes!("../../ui/tokens.js")),
