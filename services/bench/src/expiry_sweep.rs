@@ -72,7 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let stored = StoredEvent::new(prev, &envelope);
             prev = stored.hash;
             batch.insert(&encode_seq(seq)[..], stored.to_bytes());
-            if seq % 10_000 == 0 {
+            if seq.is_multiple_of(10_000) {
                 store.log.tree().apply_batch(std::mem::take(&mut batch))?;
             }
         }
