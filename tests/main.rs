@@ -25,4 +25,6 @@ mod sessions;
 mod token_state;
 mod tokens_api;
 mod ui;
+mod ui_insights;
 mod validation;
+mod workspace_admins;

@@ -602,3 +602,27 @@ async fn a_token_used_from_a_new_client_ip_is_told_once_but_not_its_first_ip() {
     .await;
     assert_eq!(notifications(&app, &alice).await.len(), 2);
 }
+
+#[tokio::test]
+async fn a_token_revoked_by_a_workspace_admin_is_told_to_its_owner_as_revoked() {
+    let app = TestApp::spawn().await;
+    let alice = app.login("alice").await;
+    let (token, _) = app.create_token(&alice, &one_month("shared report")).await;
+    // bob administers acme in the demo directory.
+    let bob = app.login("bob").await;
+    let path = format!(
+        "/v1/workspaces/acme/tokens/{}",
+        token["id"].as_str().expect("id")
+    );
+    assert_eq!(app.delete(&bob, &path).await.status(), 204);
+    let list = notifications(&app, &alice).await;
+    assert_eq!(kinds(&list), ["revoked"]);
+    assert_eq!(list[0]["token_id"], token["id"]);
+    assert!(
+        list[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("shared report") && d.contains("administrator")),
+        "{list:?}"
+    );
+    assert!(notifications(&app, &bob).await.is_empty());
+}

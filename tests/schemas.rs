@@ -134,6 +134,16 @@ async fn the_served_openapi_document_is_the_committed_one() {
 #[tokio::test]
 async fn events_stored_in_sled_validate_against_their_schemas() {
     let app = TestApp::spawn().await;
+    let bob = app.login("bob").await;
+    let policy = app
+        .client
+        .put(app.url("/v1/workspaces/acme/policy"))
+        .bearer_auth(&bob)
+        .json(&json!({"max_lifetime": "1y", "require_expiration": true}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(policy.status(), 200);
     let alice = app.login("alice").await;
     let (token, _) = app.create_token(&alice, &create_body("schema check")).await;
     let old = token["id"].as_str().expect("id").to_owned();
@@ -188,6 +198,7 @@ async fn events_stored_in_sled_validate_against_their_schemas() {
     assert_eq!(
         seen,
         [
+            "workspace_policy_set",
             "token_created",
             "token_created",
             "token_rotated",
@@ -223,9 +234,13 @@ fn directory_files_validate_and_plain_passwords_do_not() {
     let good = json!({
         "workspaces": [{"id": "acme", "name": "Acme Corp"}],
         "users": [{"id": "alice", "name": "Alice", "role": "user", "workspaces": ["acme"],
+                   "admin_of": ["acme"],
                    "password_hash": "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g"}]
     });
     assert_valid("directory.json", &good);
+    let mut bad_admin = good.clone();
+    bad_admin["users"][0]["admin_of"] = json!("acme");
+    assert!(!schema("directory.json").is_valid(&bad_admin));
     let mut plain = good.clone();
     plain["users"][0]["password_hash"] = json!("alice-password");
     assert!(!schema("directory.json").is_valid(&plain));

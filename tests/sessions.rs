@@ -38,7 +38,7 @@ async fn sign_in_answers_the_session_the_user_and_a_12_hour_expiry() {
     assert_eq!(body["expires_at"], "2026-03-01T20:00:00Z");
     assert_eq!(
         body["user"],
-        json!({"id": "alice", "name": "Alice", "role": "user",
+        json!({"id": "alice", "name": "Alice", "role": "user", "admin_of": [],
                "workspaces": [{"id": "acme", "name": "Acme Corp"}, {"id": "globex", "name": "Globex"}]})
     );
 }
@@ -327,17 +327,17 @@ async fn me_describes_the_signed_in_user() {
     let cases = [
         (
             "alice",
-            json!({"id": "alice", "name": "Alice", "role": "user",
+            json!({"id": "alice", "name": "Alice", "role": "user", "admin_of": [],
             "workspaces": [{"id": "acme", "name": "Acme Corp"}, {"id": "globex", "name": "Globex"}]}),
         ),
         (
             "bob",
-            json!({"id": "bob", "name": "Bob", "role": "user",
+            json!({"id": "bob", "name": "Bob", "role": "user", "admin_of": ["acme"],
             "workspaces": [{"id": "acme", "name": "Acme Corp"}, {"id": "initech", "name": "Initech"}]}),
         ),
         (
             "audra",
-            json!({"id": "audra", "name": "Audra", "role": "auditor", "workspaces": []}),
+            json!({"id": "audra", "name": "Audra", "role": "auditor", "admin_of": [], "workspaces": []}),
         ),
     ];
     for (user, want) in cases {
@@ -349,16 +349,19 @@ async fn me_describes_the_signed_in_user() {
 }
 
 #[tokio::test]
-async fn workspaces_lists_only_the_callers_own() {
+async fn workspaces_lists_only_the_callers_own_with_their_policies() {
     let app = TestApp::spawn().await;
+    let none = json!({"max_lifetime": null, "require_expiration": false});
     let cases = [
         (
             "alice",
-            json!([{"id": "acme", "name": "Acme Corp"}, {"id": "globex", "name": "Globex"}]),
+            json!([{"id": "acme", "name": "Acme Corp", "policy": none},
+                   {"id": "globex", "name": "Globex", "policy": none}]),
         ),
         (
             "bob",
-            json!([{"id": "acme", "name": "Acme Corp"}, {"id": "initech", "name": "Initech"}]),
+            json!([{"id": "acme", "name": "Acme Corp", "policy": none},
+                   {"id": "initech", "name": "Initech", "policy": none}]),
         ),
         ("audra", json!([])),
     ];

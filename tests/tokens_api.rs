@@ -75,6 +75,10 @@ async fn create_answers_201_with_location_no_store_the_token_and_its_secret() {
             "revoked_at": null,
             "status": "active",
             "last_used_at": null,
+            "replaces": null,
+            "replaced_by": null,
+            "revoked_reason": null,
+            "leak_url": null,
         })
     );
     assert!(

@@ -68,6 +68,47 @@ async fn the_201st_active_token_is_422_and_expiry_or_revocation_make_room() {
     assert_problem(create(&app, &alice, "3m").await, 422, "token_limit_reached").await;
 }
 
+async fn rotate(app: &TestApp, session: &str, id: &str, overlap: &str) -> reqwest::Response {
+    let path = format!("/v1/tokens/{id}/rotate");
+    app.post_json(session, &path, &json!({"overlap": overlap}))
+        .await
+}
+
+#[tokio::test]
+async fn at_the_cap_a_rotation_without_overlap_takes_the_old_place_and_one_with_overlap_is_422() {
+    let app = TestApp::spawn().await;
+    let alice = app.login("alice").await;
+    let ids = create_many(&app, &alice, 200, "3m").await;
+    // An overlap would make 201 live tokens for an hour: refused.
+    assert_problem(
+        rotate(&app, &alice, &ids[0], "1h").await,
+        422,
+        "token_limit_reached",
+    )
+    .await;
+    // Without one the successor takes the old token's place, again and again.
+    let res = rotate(&app, &alice, &ids[0], "0").await;
+    assert_eq!(res.status(), 201);
+    let successor: Value = res.json().await.expect("json");
+    let successor = successor["token"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(rotate(&app, &alice, &successor, "0").await.status(), 201);
+    assert_problem(create(&app, &alice, "3m").await, 422, "token_limit_reached").await;
+    // Chained rotations with overlap cannot pile up tokens past the cap.
+    assert_eq!(
+        app.delete(&alice, &format!("/v1/tokens/{}", ids[1]))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(rotate(&app, &alice, &ids[2], "30d").await.status(), 201);
+    assert_problem(
+        rotate(&app, &alice, &ids[3], "30d").await,
+        422,
+        "token_limit_reached",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn thirty_concurrent_creations_at_190_tokens_give_exactly_ten() {
     let app = TestApp::spawn().await;

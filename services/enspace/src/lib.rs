@@ -18,11 +18,12 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// is a component of the OpenAPI document with the components it refers to
 /// under `$defs`.
 pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
-    const FILES: [(&str, &str); 9] = [
+    const FILES: [(&str, &str); 10] = [
         ("event_envelope.json", "EventEnvelopeWire"),
         ("token_created.json", "TokenCreated"),
         ("token_revoked.json", "TokenRevoked"),
         ("token_rotated.json", "TokenRotated"),
+        ("workspace_policy_set.json", "WorkspacePolicySet"),
         ("audit_event.json", "AuditEvent"),
         ("request_record.json", "RequestRecord"),
         ("token.json", "Token"),

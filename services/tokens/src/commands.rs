@@ -2,9 +2,9 @@
 //! event. `decide` is pure; the writer gives it the state of the token the
 //! command is about, and the time.
 
-use enspace_core::events::{TokenCreated, TokenRevoked, TokenRotated};
+use enspace_core::events::{TokenCreated, TokenRevoked, TokenRotated, WorkspacePolicySet};
 use enspace_core::token::{RevokeReason, TokenStatus};
-use enspace_core::{Expiration, Scope, SecretHash, TokenEvent, TokenView};
+use enspace_core::{Expiration, Scope, SecretHash, TokenEvent, TokenView, WorkspacePolicy};
 use jiff::{SignedDuration, Timestamp};
 use ulid::Ulid;
 
@@ -22,6 +22,19 @@ pub enum Command {
     RevokeLeaked {
         secret_hash: SecretHash,
         url: Option<String>,
+    },
+    /// A workspace admin revokes a token that can reach the workspace
+    /// (whether `actor` administers it is the caller's to check).
+    AdminRevoke {
+        token_id: Ulid,
+        actor: String,
+        workspace: String,
+    },
+    /// A workspace admin sets the workspace's token policy.
+    SetPolicy {
+        workspace: String,
+        actor: String,
+        policy: WorkspacePolicy,
     },
 }
 
@@ -70,6 +83,9 @@ impl Command {
             Command::RevokeToken { token_id, .. } => Target::Id(*token_id),
             Command::RotateToken(r) => Target::Id(r.token_id),
             Command::RevokeLeaked { secret_hash, .. } => Target::Hash(secret_hash),
+            Command::AdminRevoke { token_id, .. } => Target::Id(*token_id),
+            // About no token: the nil id, whose state is always none.
+            Command::SetPolicy { .. } => Target::Id(Ulid::nil()),
         }
     }
 
@@ -79,6 +95,17 @@ impl Command {
             Command::RevokeToken { actor, .. } => actor,
             Command::RotateToken(r) => &r.actor,
             Command::RevokeLeaked { .. } => SYSTEM_ACTOR,
+            Command::AdminRevoke { actor, .. } | Command::SetPolicy { actor, .. } => actor,
+        }
+    }
+
+    /// The workspaces whose policy the decision needs.
+    pub fn workspaces<'a>(&'a self, current: Option<&'a TokenView>) -> &'a [String] {
+        match self {
+            Command::CreateToken(c) => &c.workspaces,
+            Command::RotateToken(_) => current.map_or(&[], |v| &v.workspaces),
+            Command::SetPolicy { workspace, .. } => std::slice::from_ref(workspace),
+            _ => &[],
         }
     }
 }
@@ -93,6 +120,9 @@ pub enum CommandError {
     TokenInactive(String),
     #[error("a token with this id exists already")]
     DuplicateToken,
+    /// A workspace's policy forbids the token asked for.
+    #[error("the policy of workspace `{workspace}` forbids it: {why}")]
+    PolicyViolation { workspace: String, why: String },
     #[error("the event store failed: {0}")]
     Store(String),
     /// This process is not the cluster's writer (the command is forwarded).
@@ -104,32 +134,45 @@ pub enum CommandError {
     Unavailable(String),
 }
 
-/// What a command records: events, each on its token, and the token whose
-/// state answers the command.
+/// What a command records: events, each on its token (the nil id for
+/// none), and the token whose state answers the command, if any.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub events: Vec<(Ulid, TokenEvent)>,
-    pub answer: Ulid,
+    pub answer: Option<Ulid>,
 }
 
 /// Decides what a command records, given the state of the token it is
-/// about (`token_id`, found by [`Command::target`]) and the time. No events:
+/// about (`token_id`, found by [`Command::target`]), the policies of the
+/// workspaces it names ([`Command::workspaces`]) and the time. No events:
 /// nothing to record (revoking a revoked token).
 pub fn decide(
     command: &Command,
     token_id: Ulid,
     current: Option<&TokenView>,
+    policy: &dyn Fn(&str) -> WorkspacePolicy,
     now: Timestamp,
 ) -> Result<Decision, CommandError> {
     let one = |event: Option<TokenEvent>| Decision {
         events: event.map(|e| (token_id, e)).into_iter().collect(),
-        answer: token_id,
+        answer: Some(token_id),
+    };
+    let allowed = |workspaces: &[String], expiration: Expiration| {
+        workspaces.iter().try_for_each(|workspace| {
+            policy(workspace)
+                .allows(expiration)
+                .map_err(|why| CommandError::PolicyViolation {
+                    workspace: workspace.clone(),
+                    why,
+                })
+        })
     };
     match command {
         Command::CreateToken(c) => {
             if current.is_some() {
                 return Err(CommandError::DuplicateToken);
             }
+            allowed(&c.workspaces, c.expiration)?;
             Ok(one(Some(TokenEvent::TokenCreated(TokenCreated {
                 user_id: c.actor.clone(),
                 description: c.description.clone(),
@@ -171,6 +214,7 @@ pub fn decide(
                 .checked_add(r.overlap)
                 .map_err(|_| CommandError::Store("the overlap is out of range".into()))?;
             let expiration = r.expiration.unwrap_or(view.expiration);
+            allowed(&view.workspaces, expiration)?;
             let created = TokenEvent::TokenCreated(TokenCreated {
                 user_id: view.user_id.clone(),
                 description: view.description.clone(),
@@ -189,9 +233,37 @@ pub fn decide(
             });
             Ok(Decision {
                 events: vec![(r.successor, created), (view.id, rotated)],
-                answer: r.successor,
+                answer: Some(r.successor),
             })
         }
+        Command::AdminRevoke { workspace, .. } => match current {
+            Some(view) if view.has_workspace(workspace) => Ok(one(view
+                .revoked_at
+                .is_none()
+                .then(|| revocation(view, RevokeReason::Admin, None)))),
+            _ => Err(CommandError::TokenNotFound),
+        },
+        Command::SetPolicy {
+            workspace,
+            policy: new,
+            ..
+        } if policy(workspace) == *new => Ok(Decision {
+            events: Vec::new(),
+            answer: None,
+        }),
+        Command::SetPolicy {
+            workspace, policy, ..
+        } => Ok(Decision {
+            events: vec![(
+                Ulid::nil(),
+                TokenEvent::WorkspacePolicySet(WorkspacePolicySet {
+                    workspace: workspace.clone(),
+                    max_lifetime: policy.max_lifetime,
+                    require_expiration: policy.require_expiration,
+                }),
+            )],
+            answer: None,
+        }),
     }
 }
 
@@ -244,6 +316,10 @@ mod tests {
         })
     }
 
+    fn no_policy(_: &str) -> WorkspacePolicy {
+        WorkspacePolicy::default()
+    }
+
     fn id_of(command: &Command) -> Ulid {
         match command.target() {
             Target::Id(id) => id,
@@ -254,7 +330,7 @@ mod tests {
     /// What `command` decides about its own token, given `state`.
     fn decide_on(command: &Command, state: Option<&TokenView>) -> Result<Decision, CommandError> {
         let id = state.map_or_else(|| id_of(command), |s| s.id);
-        decide(command, id, state, now())
+        decide(command, id, state, &no_policy, now())
     }
 
     /// The one event `command` records on `state`, if any.
@@ -416,20 +492,20 @@ mod tests {
     fn a_leak_report_of_an_unknown_revoked_or_expired_token_records_nothing() {
         let id = Ulid::new();
         assert_eq!(
-            decide(&leaked(None), id, None, now()),
+            decide(&leaked(None), id, None, &no_policy, now()),
             Err(CommandError::TokenNotFound)
         );
         let cmd = create("alice");
         let revoked = given(&[cmd.clone(), revoke(&cmd, "alice", RevokeReason::User)]);
         let state = revoked.as_ref().expect("state");
         assert!(matches!(
-            decide(&leaked(None), state.id, Some(state), now()),
+            decide(&leaked(None), state.id, Some(state), &no_policy, now()),
             Err(CommandError::TokenInactive(_))
         ));
         let mut expired = given(&[cmd]).expect("state");
         expired.expires_at = Some(now());
         assert!(matches!(
-            decide(&leaked(None), expired.id, Some(&expired), now()),
+            decide(&leaked(None), expired.id, Some(&expired), &no_policy, now()),
             Err(CommandError::TokenInactive(_))
         ));
     }
@@ -454,7 +530,7 @@ mod tests {
             unreachable!()
         };
         let decision = decide_on(&rotation, state.as_ref()).expect("decides");
-        assert_eq!(decision.answer, r.successor);
+        assert_eq!(decision.answer, Some(r.successor));
         let [
             (new_id, TokenEvent::TokenCreated(created)),
             (old_id, TokenEvent::TokenRotated(rotated)),
@@ -495,5 +571,68 @@ mod tests {
             decide_on(&rotate(&cmd, "alice", SignedDuration::ZERO), Some(&rotated)),
             Err(CommandError::TokenInactive(_))
         ));
+    }
+
+    fn three_months_at_most(_: &str) -> WorkspacePolicy {
+        WorkspacePolicy {
+            max_lifetime: Some(Expiration::ThreeMonths),
+            require_expiration: false,
+        }
+    }
+
+    #[test]
+    fn a_workspace_policy_refuses_a_longer_creation_or_rotation() {
+        let Command::CreateToken(mut long) = create("alice") else {
+            unreachable!()
+        };
+        long.expiration = Expiration::SixMonths;
+        let long = Command::CreateToken(long);
+        assert_eq!(
+            decide(&long, id_of(&long), None, &three_months_at_most, now()),
+            Err(CommandError::PolicyViolation {
+                workspace: "acme".into(),
+                why: "tokens may live at most 3m".into()
+            })
+        );
+        let short = create("alice");
+        assert!(decide(&short, id_of(&short), None, &three_months_at_most, now()).is_ok());
+        let state = given(std::slice::from_ref(&short));
+        let Command::RotateToken(mut rotation) = rotate(&short, "alice", SignedDuration::ZERO)
+        else {
+            unreachable!()
+        };
+        rotation.expiration = Some(Expiration::Never);
+        let rotation = Command::RotateToken(rotation);
+        assert!(matches!(
+            decide(
+                &rotation,
+                id_of(&short),
+                state.as_ref(),
+                &three_months_at_most,
+                now()
+            ),
+            Err(CommandError::PolicyViolation { .. })
+        ));
+    }
+
+    #[test]
+    fn an_admin_revokes_only_tokens_reaching_their_workspace_with_reason_admin() {
+        let cmd = create("alice");
+        let state = given(std::slice::from_ref(&cmd));
+        let by_admin = |workspace: &str| Command::AdminRevoke {
+            token_id: id_of(&cmd),
+            actor: "bob".into(),
+            workspace: workspace.into(),
+        };
+        let Ok(Some(TokenEvent::TokenRevoked(event))) = event_of(&by_admin("acme"), state.as_ref())
+        else {
+            panic!("expected token_revoked")
+        };
+        assert_eq!(event.reason, RevokeReason::Admin);
+        assert_eq!(event.user_id, "alice");
+        assert_eq!(
+            decide_on(&by_admin("globex"), state.as_ref()),
+            Err(CommandError::TokenNotFound)
+        );
     }
 }

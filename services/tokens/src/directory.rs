@@ -34,6 +34,10 @@ pub struct DirectoryUser {
     pub role: Role,
     #[serde(default)]
     pub workspaces: Vec<String>,
+    /// The workspaces this user administers: sees and revokes every token
+    /// that can reach them, and sets their token policy.
+    #[serde(default)]
+    pub admin_of: Vec<String>,
 }
 
 /// The directory file given with `--directory`.
@@ -51,11 +55,17 @@ pub struct User {
     pub name: String,
     pub role: Role,
     pub workspaces: Vec<Workspace>,
+    /// The workspaces this user administers.
+    pub admin_of: Vec<String>,
 }
 
 impl User {
     pub fn belongs_to(&self, workspace: &str) -> bool {
         self.workspaces.iter().any(|w| w.id == workspace)
+    }
+
+    pub fn administers(&self, workspace: &str) -> bool {
+        self.admin_of.iter().any(|w| w == workspace)
     }
 }
 
@@ -97,6 +107,7 @@ impl Directory {
             password_hash: hash.into(),
             role,
             workspaces: workspaces.into_iter().map(String::from).collect(),
+            admin_of: Vec::new(),
         };
         let file = DirectoryFile {
             workspaces: vec![
@@ -112,7 +123,10 @@ impl Directory {
                     Role::User,
                     vec!["acme", "globex"],
                 ),
-                user("bob", "Bob", DEMO_BOB, Role::User, vec!["acme", "initech"]),
+                DirectoryUser {
+                    admin_of: vec!["acme".into()],
+                    ..user("bob", "Bob", DEMO_BOB, Role::User, vec!["acme", "initech"])
+                },
                 user("audra", "Audra", DEMO_AUDRA, Role::Auditor, vec![]),
             ],
         };
@@ -169,11 +183,22 @@ impl Directory {
                     .ok_or_else(|| invalid(format!("user `{}`: unknown workspace `{id}`", u.id)))?;
                 own.push((*ws).clone());
             }
+            if let Some(id) = u
+                .admin_of
+                .iter()
+                .find(|id| !workspaces.contains_key(id.as_str()))
+            {
+                return Err(invalid(format!(
+                    "user `{}`: admin_of names an unknown workspace `{id}`",
+                    u.id
+                )));
+            }
             let user = User {
                 id: u.id.clone(),
                 name: u.name.clone(),
                 role: u.role,
                 workspaces: own,
+                admin_of: u.admin_of.clone(),
             };
             if users
                 .insert(u.id.clone(), (user, u.password_hash.clone()))
@@ -211,4 +236,42 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
     Ok(Argon2::default()
         .hash_password(password.as_bytes(), &salt)?
         .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(admin_of: &[&str]) -> DirectoryFile {
+        DirectoryFile {
+            workspaces: vec![Workspace {
+                id: "acme".into(),
+                name: "Acme Corp".into(),
+            }],
+            users: vec![DirectoryUser {
+                id: "bob".into(),
+                name: "Bob".into(),
+                password_hash: DEMO_BOB.into(),
+                role: Role::User,
+                workspaces: vec![],
+                admin_of: admin_of.iter().map(|w| (*w).to_owned()).collect(),
+            }],
+        }
+    }
+
+    #[test]
+    fn admin_of_must_name_known_workspaces_and_makes_an_admin() {
+        let directory = Directory::from_file(file(&["acme"]), "test").expect("valid");
+        let bob = directory.user("bob").expect("bob");
+        assert!(bob.administers("acme") && !bob.belongs_to("acme"));
+        let Err(DirectoryError::Invalid { message, .. }) =
+            Directory::from_file(file(&["globex"]), "test")
+        else {
+            panic!("an unknown workspace in admin_of must be refused")
+        };
+        assert!(message.contains("globex"), "{message}");
+        let demo = Directory::demo();
+        assert_eq!(demo.user("bob").expect("bob").admin_of, ["acme"]);
+        assert!(demo.user("alice").expect("alice").admin_of.is_empty());
+    }
 }

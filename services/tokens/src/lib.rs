@@ -29,7 +29,7 @@ pub use state::{AppState, Config};
 
 use routes::{
     audit, event_key, health, insights, introspect, me, notifications as notes, requests, session,
-    tokens, ui,
+    tokens, ui, workspaces,
 };
 
 /// The token service's documented routes. Built with utoipa-axum's
@@ -48,6 +48,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(tokens::token_events))
         .routes(routes!(tokens::rotate_token))
+        .routes(routes!(workspaces::list_workspace_tokens))
+        .routes(routes!(workspaces::revoke_workspace_token))
+        .routes(routes!(workspaces::get_policy, workspaces::put_policy))
         .routes(routes!(requests::list_requests))
         .routes(routes!(requests::request_stats))
         .routes(routes!(insights::token_insights))

@@ -23,6 +23,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
     tags(
         (name = "session", description = "Signing in and out"),
         (name = "tokens", description = "Personal access tokens"),
+        (name = "workspaces", description = "What workspace admins see and set: the tokens reaching a workspace, and its token policy"),
         (name = "request-logs", description = "Per-token request logs, kept 90 days"),
         (name = "notifications", description = "Tokens expiring, expired, leaked or revoked by someone else, told to their owner"),
         (name = "audit", description = "The hash-chained event log"),
@@ -34,6 +35,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         enspace_core::events::TokenCreated,
         enspace_core::events::TokenRevoked,
         enspace_core::events::TokenRotated,
+        enspace_core::events::WorkspacePolicySet,
         enspace_core::events::EventEnvelopeWire,
         enspace_core::RequestRecord,
         enspace_http::ProblemDetails,

@@ -103,6 +103,31 @@ impl TokenQuota {
         projections: &Projections,
         now: Timestamp,
     ) -> Result<Reservation, QuotaError> {
+        self.reserve_ending(user, projections, now, 0)
+    }
+
+    /// A place for a rotation's successor: like [`reserve`](Self::reserve),
+    /// but when the rotated token ends at once (no overlap) it frees its
+    /// place, so a user at the cap can still rotate.
+    pub fn reserve_successor(
+        &self,
+        user: &str,
+        projections: &Projections,
+        now: Timestamp,
+        ends_at_once: bool,
+    ) -> Result<Reservation, QuotaError> {
+        self.reserve_ending(user, projections, now, usize::from(ends_at_once))
+    }
+
+    /// A place for one more token while `ending` of the active ones end
+    /// with its creation.
+    fn reserve_ending(
+        &self,
+        user: &str,
+        projections: &Projections,
+        now: Timestamp,
+        ending: usize,
+    ) -> Result<Reservation, QuotaError> {
         let mut users = self.lock();
         if !users.0.contains_key(user) {
             let mut loaded = UserTokens::default();
@@ -115,7 +140,7 @@ impl TokenQuota {
         }
         let tokens = users.0.entry(user.to_owned()).or_default();
         let active = tokens.active(now);
-        if active >= self.max {
+        if active >= self.max + ending {
             return Err(QuotaError::LimitReached(active));
         }
         tokens.reserved += 1;
@@ -135,10 +160,7 @@ impl TokenQuota {
             match &envelope.event {
                 TokenEvent::TokenCreated(created) => {
                     if let Some(user) = users.0.get_mut(&created.user_id) {
-                        // A rotation's successor took no reservation.
-                        if created.replaces.is_none() {
-                            user.reserved = user.reserved.saturating_sub(1);
-                        }
+                        user.reserved = user.reserved.saturating_sub(1);
                         user.live.insert(envelope.token_id, created.expires_at);
                     }
                 }
@@ -147,6 +169,7 @@ impl TokenQuota {
                         user.live.remove(&envelope.token_id);
                     }
                 }
+                TokenEvent::WorkspacePolicySet(_) => {}
                 TokenEvent::TokenRotated(rotated) => {
                     if let Some(user) = users.0.get_mut(&rotated.user_id)
                         && let Some(expires_at) = user.live.get_mut(&envelope.token_id)

@@ -11,6 +11,8 @@ import { logsPath, renderLogsPanel } from './logs.js';
 import { link, navigate, parseRoute, setRenderer } from './router.js';
 import { state } from './state.js';
 import { renderTokensPanel } from './tokens.js';
+import { insightsPath, renderInsightsPanel } from './insights.js';
+import { isWorkspaceAdmin, workspaceTokensPath, renderWorkspaceTokensPanel } from './workspace_tokens.js';
 
 const app = document.getElementById('app');
 
@@ -45,6 +47,8 @@ function titleFor(route) {
   if (route.page === 'settings' && route.tab === 'profile') return 'Profile · User Settings · ENSPACE';
   if (route.page === 'settings' && route.sub === 'tokens') return 'Tokens · Dev · User Settings · ENSPACE';
   if (route.page === 'settings' && route.sub === 'logs') return 'Request Logs · Dev · User Settings · ENSPACE';
+  if (route.page === 'settings' && route.sub === 'insights') return 'Insights · Dev · User Settings · ENSPACE';
+  if (route.page === 'settings' && route.sub === 'workspace-tokens') return 'Workspace tokens · Dev · User Settings · ENSPACE';
   if (route.page === 'not-found') return 'Page not found · ENSPACE';
   return 'ENSPACE';
 }
@@ -312,10 +316,15 @@ function renderDev(panel, route) {
       tabs: [
         { key: 'tokens', id: 'tab-dev-tokens', label: 'Tokens', path: '/settings/dev/tokens' },
         { key: 'logs', id: 'tab-dev-logs', label: 'Request Logs', path: logsPath() },
+        // Insights and, for workspace admins only, Workspace tokens.
+        { key: 'insights', id: 'tab-dev-insights', label: 'Insights', path: insightsPath() },
+        ...(isWorkspaceAdmin() ? [{ key: 'workspace-tokens', id: 'tab-dev-workspace-tokens', label: 'Workspace tokens', path: workspaceTokensPath() }] : []),
       ],
     }),
     sub);
   if (route.sub === 'tokens') renderTokensPanel(sub, { reload: true });
+  else if (route.sub === 'insights') renderInsightsPanel(sub, route.query);
+  else if (route.sub === 'workspace-tokens') renderWorkspaceTokensPanel(sub, route.query);
   else renderLogsPanel(sub, route.query);
 }
 

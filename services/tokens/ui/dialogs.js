@@ -5,6 +5,7 @@
 
 import { api, SessionEnded, loadWorkspaces } from './api.js';
 import { h, icon, uid, focusables, dateFmt, stripTicks, isolated, isolatedText, toast } from './dom.js';
+import { bindExpirationToPolicies } from './policy.js';
 import { workspaceName } from './state.js';
 
 // ---------------------------------------------------------------------------
@@ -60,6 +61,9 @@ function dialogShell(titleId, title, body, footer, closeLabel = 'Close') {
     ],
   };
 }
+
+// For the dialogs of other screens (workspace_tokens.js).
+export { openModal, dialogShell };
 
 // ---------------------------------------------------------------------------
 // What a token may be given
@@ -118,8 +122,9 @@ const FIELD_OF_CODE = {
   workspace_not_allowed: 'workspaces',
 };
 
-/** The create dialog; `onCreated()` refreshes whatever lists the tokens. */
-async function openCreateDialog(trigger, { onCreated }) {
+/** The create dialog; `onCreated()` refreshes whatever lists the tokens;
+ * `prefill` ({description, scopes, workspaces}) fills it in beforehand. */
+async function openCreateDialog(trigger, { onCreated, prefill = null }) {
   const titleId = uid('create-title');
   const dialog = h('dialog', { class: 'modal', id: 'create-dialog', 'aria-labelledby': titleId });
   let close = null;
@@ -144,15 +149,16 @@ async function openCreateDialog(trigger, { onCreated }) {
   const counter = h('span', { class: 'counter', 'aria-hidden': 'true' }, '0 / 100');
   const expiration = h('select', {
     id: 'token-expiration', name: 'expiration',
-    'aria-describedby': 'token-expiration-hint token-expiration-error',
+    'aria-describedby': 'token-expiration-hint token-expiration-policy token-expiration-error',
   }, EXPIRATIONS.map((e) => h('option', { value: e.id, selected: e.id === '3m' }, e.label)));
   const expirationHint = h('p', { class: 'hint', id: 'token-expiration-hint' });
   const neverWarning = h('div', { class: 'callout callout-warning', id: 'no-expiration-warning', hidden: true },
     icon('warn'),
     h('span', {}, h('strong', {}, 'Tokens without an expiration date are a security risk. '),
       'If one leaks, it works until someone notices and revokes it. Prefer an expiration and create a new token when it runs out.'));
-  const scopeBoxes = SCOPES.map((s) => h('input', { type: 'checkbox', name: 'scopes', value: s.id, id: `token-scope-${s.id}`, 'aria-describedby': `token-scope-${s.id}-meaning` }));
-  const workspaceBoxes = workspaces.map((w) => h('input', { type: 'checkbox', name: 'workspaces', value: w.id, id: `token-workspace-${w.id}`, checked: workspaces.length === 1 }));
+  const scopeBoxes = SCOPES.map((s) => h('input', { type: 'checkbox', name: 'scopes', value: s.id, id: `token-scope-${s.id}`, 'aria-describedby': `token-scope-${s.id}-meaning`, checked: prefill?.scopes.includes(s.id) }));
+  const workspaceBoxes = workspaces.map((w) => h('input', { type: 'checkbox', name: 'workspaces', value: w.id, id: `token-workspace-${w.id}`, checked: prefill ? prefill.workspaces.includes(w.id) : workspaces.length === 1 }));
+  if (prefill) description.value = prefill.description;
   const errorEls = {};
   const fieldError = (name) => (errorEls[name] = h('p', { class: 'field-error', id: `token-${name}-error`, hidden: true }));
   const formError = h('div', { class: 'callout callout-error', id: 'create-error', role: 'alert', hidden: true });
@@ -164,12 +170,18 @@ async function openCreateDialog(trigger, { onCreated }) {
       ? `The token will expire on ${dateFmt.format(addMonths(new Date(), e.months))}.`
       : 'The token will work until you revoke it.';
   };
-  updateExpiration();
+  // Only the expirations the checked workspaces' policies allow (policy.js).
+  const policyNote = h('p', { class: 'hint policy-note', id: 'token-expiration-policy', hidden: true });
+  const syncPolicies = bindExpirationToPolicies({
+    select: expiration, note: policyNote, options: EXPIRATIONS, boxes: workspaceBoxes,
+    policies: workspaces, nameOf: workspaceName, onChange: updateExpiration,
+  });
   const updateCounter = () => {
     const n = [...description.value.trim()].length;
     counter.textContent = `${n} / 100`;
     counter.classList.toggle('over', n > 100);
   };
+  updateCounter();
 
   const values = () => ({
     description: description.value,
@@ -224,6 +236,7 @@ async function openCreateDialog(trigger, { onCreated }) {
       h('label', { for: 'token-expiration' }, 'Expiration'),
       expiration,
       expirationHint,
+      policyNote,
       neverWarning,
       fieldError('expiration')),
     h('fieldset', { class: 'field', 'aria-describedby': 'token-scopes-hint token-scopes-error' },
@@ -267,6 +280,8 @@ async function openCreateDialog(trigger, { onCreated }) {
       submit.disabled = false;
       submit.textContent = 'Create token';
       const field = err.status === 422 ? (FIELD_OF_CODE[err.code] || err.field) : null;
+      // A policy changed since the dialog opened: offer what it allows now.
+      if (err.code === 'policy_violation') loadWorkspaces().then((fresh) => syncPolicies(fresh), () => {});
       if (field && errorEls[field]) {
         showErrors({ [field]: { code: err.code, message: stripTicks(err.detail || err.message) } });
         focusTarget[field]?.focus();

@@ -5,6 +5,7 @@ import { SessionEnded, STATUS_LABEL, loadTokens, loadMoreTokens } from './api.js
 import { openCreateDialog, openRevokeDialog } from './dialogs.js';
 import { h, icon, timeEl, relative, stripTicks, isolated, errorState } from './dom.js';
 import { logsPath } from './logs.js';
+import { insightsPath } from './insights.js';
 import { link, parseRoute } from './router.js';
 import { state, workspaceName } from './state.js';
 
@@ -105,6 +106,7 @@ function tokensTable(tokens) {
       h('td', { 'data-label': 'Status' }, h('span', { class: `status status-${t.status}` }, STATUS_LABEL[t.status] || t.status)),
       h('td', { class: 'cell-actions' },
         link(logsPath(t.id), 'Logs', { class: 'btn btn-ghost btn-small', 'aria-label': `Request logs of ${label}` }),
+        link(insightsPath(t.id), 'Insights', { class: 'btn btn-ghost btn-small', id: `insights-${t.id}`, 'aria-label': `Insights of ${label}` }),
         t.status === 'active'
           ? h('button', {
             type: 'button', class: 'btn btn-danger-ghost btn-small revoke', id: `revoke-${t.id}`,

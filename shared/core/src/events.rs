@@ -71,6 +71,29 @@ pub struct TokenRotated {
     pub expires_at: Timestamp,
 }
 
+/// `workspace_policy_set`: a workspace admin set the workspace's token
+/// policy (its `data`; the envelope's `token_id` is the nil ULID, as the
+/// event is about no token).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspacePolicySet {
+    pub workspace: String,
+    /// The longest expiration allowed, or null for any.
+    #[schema(value_type = Option<Expiration>, required = true)]
+    pub max_lifetime: Option<Expiration>,
+    /// Whether tokens must expire.
+    pub require_expiration: bool,
+}
+
+impl WorkspacePolicySet {
+    pub fn policy(&self) -> crate::policy::WorkspacePolicy {
+        crate::policy::WorkspacePolicy {
+            max_lifetime: self.max_lifetime,
+            require_expiration: self.require_expiration,
+        }
+    }
+}
+
 /// Named as the event types are (`token_created`...).
 #[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +101,7 @@ pub enum TokenEvent {
     TokenCreated(TokenCreated),
     TokenRevoked(TokenRevoked),
     TokenRotated(TokenRotated),
+    WorkspacePolicySet(WorkspacePolicySet),
 }
 
 impl TokenEvent {
@@ -86,6 +110,7 @@ impl TokenEvent {
             TokenEvent::TokenCreated(_) => "token_created",
             TokenEvent::TokenRevoked(_) => "token_revoked",
             TokenEvent::TokenRotated(_) => "token_rotated",
+            TokenEvent::WorkspacePolicySet(_) => "workspace_policy_set",
         }
     }
 
@@ -94,6 +119,7 @@ impl TokenEvent {
             TokenEvent::TokenCreated(d) => serde_json::to_value(d),
             TokenEvent::TokenRevoked(d) => serde_json::to_value(d),
             TokenEvent::TokenRotated(d) => serde_json::to_value(d),
+            TokenEvent::WorkspacePolicySet(d) => serde_json::to_value(d),
         }
         .unwrap_or(serde_json::Value::Null)
     }
@@ -125,12 +151,12 @@ pub struct EventEnvelopeWire {
     /// The event's id (a ULID), also the stream message's `Nats-Msg-Id`.
     #[schema(value_type = String)]
     id: Ulid,
-    /// `token_created`, `token_revoked` or `token_rotated`; says which
-    /// `data` follows.
+    /// `token_created`, `token_revoked`, `token_rotated` or
+    /// `workspace_policy_set`; says which `data` follows.
     #[schema(
         rename = "type",
         value_type = String,
-        pattern = "^(token_created|token_revoked|token_rotated)$"
+        pattern = "^(token_created|token_revoked|token_rotated|workspace_policy_set)$"
     )]
     kind: String,
     /// When it was recorded (RFC 3339, UTC).
@@ -151,6 +177,7 @@ enum EventData {
     TokenCreated(TokenCreated),
     TokenRevoked(TokenRevoked),
     TokenRotated(TokenRotated),
+    WorkspacePolicySet(WorkspacePolicySet),
 }
 
 #[derive(Serialize)]
@@ -214,6 +241,7 @@ impl EventEnvelope {
             TokenEvent::TokenCreated(d) => wire(self, d),
             TokenEvent::TokenRevoked(d) => wire(self, d),
             TokenEvent::TokenRotated(d) => wire(self, d),
+            TokenEvent::WorkspacePolicySet(d) => wire(self, d),
         }
     }
 
@@ -240,6 +268,7 @@ impl EventEnvelope {
             "token_created" => body(payload, TokenEvent::TokenCreated),
             "token_revoked" => body(payload, TokenEvent::TokenRevoked),
             "token_rotated" => body(payload, TokenEvent::TokenRotated),
+            "workspace_policy_set" => body(payload, TokenEvent::WorkspacePolicySet),
             _ => Err(DecodeError::UnknownType(head.kind)),
         }
     }
@@ -308,8 +337,8 @@ pub struct AuditEvent {
     pub at: Timestamp,
     pub actor: String,
     pub token_id: Ulid,
-    /// The event's fields: a `TokenCreated`, `TokenRevoked` or
-    /// `TokenRotated`.
+    /// The event's fields: a `TokenCreated`, `TokenRevoked`, `TokenRotated`
+    /// or `WorkspacePolicySet`.
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
     /// Base64 of the exact stored bytes (MessagePack).

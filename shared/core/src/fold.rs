@@ -14,6 +14,7 @@
 //!   and secret hash to the event's `expires_at`, if that is earlier (so
 //!   applying it again, or late, changes nothing), and links the successor
 //!   the first time; for a revoked, unknown or other token, nothing.
+//! - `workspace_policy_set` changes no token (a policy binds new tokens).
 
 use ulid::Ulid;
 
@@ -72,6 +73,7 @@ pub fn change<'a>(known: &impl Known, envelope: &'a EventEnvelope) -> Change<'a>
                 _ => Change::Nothing,
             }
         }
+        TokenEvent::WorkspacePolicySet(_) => Change::Nothing,
         TokenEvent::TokenRotated(rotated) => {
             let Some(hash) = SecretHash::from_hex(&rotated.secret_hash) else {
                 return Change::Nothing;

@@ -8,6 +8,7 @@ pub mod events;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
 pub mod fold;
+pub mod policy;
 pub mod record;
 pub mod secret;
 pub mod signing;
@@ -15,6 +16,7 @@ pub mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{AuditEvent, CommittedEvents, EventEnvelope, StoredEvent, TokenEvent};
+pub use policy::WorkspacePolicy;
 pub use record::{RecordSink, RecordSource, RequestRecord};
 pub use secret::{PatSecret, SecretHash, SecretParseError, SessionSecret};
 pub use signing::{EventKey, EventSigner, Heartbeat};

@@ -22,9 +22,14 @@ const CATCH_UP: Duration = Duration::from_secs(2);
 
 /// The routes whose answers come from token state.
 fn reads_token_state(path: &str) -> bool {
-    ["/v1/tokens", "/v1/audit", "/v1/introspect"]
-        .iter()
-        .any(|prefix| path.starts_with(prefix))
+    [
+        "/v1/tokens",
+        "/v1/audit",
+        "/v1/introspect",
+        "/v1/workspaces",
+    ]
+    .iter()
+    .any(|prefix| path.starts_with(prefix))
 }
 
 fn behind(why: impl std::fmt::Display) -> Response {

@@ -131,7 +131,10 @@ impl Commit for StreamCommit {
         }
     }
 
-    fn forward(&self, command: Command) -> BoxFuture<'static, Result<TokenView, CommandError>> {
+    fn forward(
+        &self,
+        command: Command,
+    ) -> BoxFuture<'static, Result<Option<TokenView>, CommandError>> {
         Box::pin(super::forward::send(
             self.client.clone(),
             self.role.clone(),

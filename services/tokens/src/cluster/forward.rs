@@ -41,7 +41,7 @@ struct Forwarded {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Answer {
-    view: TokenView,
+    view: Option<TokenView>,
     /// The writer's head once the command was committed.
     head: u64,
 }
@@ -94,7 +94,7 @@ pub async fn send(
     signer: Arc<EventSigner>,
     mut head: watch::Receiver<u64>,
     command: Command,
-) -> Result<TokenView, CommandError> {
+) -> Result<Option<TokenView>, CommandError> {
     let Some(holder) = role.holder() else {
         return Err(unavailable("no process holds the writer lease"));
     };

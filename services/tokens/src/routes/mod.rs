@@ -15,3 +15,4 @@ pub mod requests;
 pub mod session;
 pub mod tokens;
 pub mod ui;
+pub mod workspaces;

@@ -194,8 +194,13 @@ fn validate(
     Ok((description, expiration, scopes, workspaces))
 }
 
-fn command_error(e: CommandError) -> ApiError {
+pub(crate) fn command_error(e: CommandError) -> ApiError {
     match e {
+        CommandError::PolicyViolation { workspace, why } => ApiError::invalid(
+            "policy_violation",
+            "expiration",
+            format!("the policy of workspace `{workspace}` forbids this expiration: {why}"),
+        ),
         CommandError::TokenNotFound => token_not_found(),
         CommandError::TokenInactive(why) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -213,6 +218,20 @@ fn command_error(e: CommandError) -> ApiError {
             )
             .retry_after(1)
         }
+    }
+}
+
+fn quota_error(state: &AppState, e: QuotaError) -> ApiError {
+    match e {
+        QuotaError::LimitReached(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "token_limit_reached",
+            format!(
+                "you hold {} active tokens, the most allowed; revoke one you no longer use first",
+                state.quota.max()
+            ),
+        ),
+        QuotaError::Store(e) => ApiError::unavailable(e),
     }
 }
 
@@ -242,17 +261,7 @@ pub async fn create_token(
     let reservation = state
         .quota
         .reserve(&caller.user.id, &state.store.projections, state.clock.now())
-        .map_err(|e| match e {
-            QuotaError::LimitReached(_) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "token_limit_reached",
-                format!(
-                    "you hold {} active tokens, the most allowed; revoke one you no longer use first",
-                    state.quota.max()
-                ),
-            ),
-            QuotaError::Store(e) => ApiError::unavailable(e),
-        })?;
+        .map_err(|e| quota_error(&state, e))?;
     let secret = PatSecret::generate();
     let view = state
         .writer
@@ -447,7 +456,9 @@ pub struct RotateTokenRequest {
 /// Rotate a token: a new token with the same description, scopes and
 /// workspaces (and a new secret, shown once) replaces it; the old one keeps
 /// working for the overlap, then stops on every API node. A revoked,
-/// expired or already rotated token answers `422` `token_inactive`.
+/// expired or already rotated token answers `422` `token_inactive`. With an
+/// overlap the successor counts against the cap on active tokens (`422`
+/// `token_limit_reached`); without one it takes the old token's place.
 #[utoipa::path(post, path = "/v1/tokens/{id}/rotate", tag = "tokens", security(("session" = []), ("session_cookie" = [])),
     params(("id" = String, Path, description = "The token id (a ULID)")),
     request_body = RotateTokenRequest,
@@ -496,6 +507,15 @@ pub async fn rotate_token(
             format!("you no longer belong to the workspace `{ws}`; create a new token instead"),
         ));
     }
+    let reservation = state
+        .quota
+        .reserve_successor(
+            &caller.user.id,
+            &state.store.projections,
+            state.clock.now(),
+            overlap == Overlap::None,
+        )
+        .map_err(|e| quota_error(&state, e))?;
     let secret = PatSecret::generate();
     let view = state
         .writer
@@ -509,6 +529,7 @@ pub async fn rotate_token(
         }))
         .await
         .map_err(command_error)?;
+    reservation.commit();
     tracing::info!(token.id = %view.id, replaces = %old.id, user.id = %view.user_id, "rotated token {}", old.id);
     Ok(created(&state, view, &secret))
 }

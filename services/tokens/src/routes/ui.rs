@@ -44,6 +44,12 @@ const ASSETS: &[Asset] = &[
     script("router.js", include_bytes!("../../ui/router.js")),
     script("state.js", include_bytes!("../../ui/state.js")),
     script("tokens.js", include_bytes!("../../ui/tokens.js")),
+    script("insights.js", include_bytes!("../../ui/insights.js")),
+    script("policy.js", include_bytes!("../../ui/policy.js")),
+    script(
+        "workspace_tokens.js",
+        include_bytes!("../../ui/workspace_tokens.js"),
+    ),
     Asset {
         name: "favicon.svg",
         content_type: "image/svg+xml",

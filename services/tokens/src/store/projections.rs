@@ -1,8 +1,10 @@
 //! Read models folded from the event log, each in its own tree:
 //! `proj_tokens` (token id → token state), `proj_tokens_by_user`
 //! (user ‖ 0 ‖ token id → ()), `proj_tokens_by_hash` (secret hash → token id),
-//! `proj_events_by_token` (token id ‖ seq → ()) and `proj_meta` (`last_seq`:
-//! the last event folded in).
+//! `proj_events_by_token` (token id ‖ seq → ()),
+//! `proj_tokens_by_workspace` (workspace ‖ 0 ‖ token id → ()),
+//! `proj_policies` (workspace → its token policy) and `proj_meta`
+//! (`last_seq`: the last event folded in).
 //!
 //! They are folds that remember the last `seq` applied: applying an event
 //! twice changes nothing, and any of them can be dropped and rebuilt from the
@@ -12,17 +14,19 @@
 use std::collections::HashMap;
 
 use enspace_core::fold::{self, Change, Known};
-use enspace_core::{EventEnvelope, SecretHash, TokenEvent, TokenView};
+use enspace_core::{EventEnvelope, SecretHash, TokenEvent, TokenView, WorkspacePolicy};
 use ulid::Ulid;
 
 use super::{EventLog, StoreError};
 
-pub const PROJECTION_TREES: [&str; 5] = [
+pub const PROJECTION_TREES: [&str; 7] = [
     "proj_tokens",
     "proj_tokens_by_user",
     "proj_tokens_by_hash",
     "proj_events_by_token",
     "proj_meta",
+    "proj_tokens_by_workspace",
+    "proj_policies",
 ];
 const LAST_SEQ: &[u8] = b"last_seq";
 /// Present only after a graceful stop: the `last_seq` the projections were
@@ -37,8 +41,11 @@ pub struct Projections {
     by_hash: sled::Tree,
     by_token: sled::Tree,
     meta: sled::Tree,
+    by_workspace: sled::Tree,
+    policies: sled::Tree,
 }
 
+/// `owner ‖ 0 ‖ token id`, the key of a token under a user or a workspace.
 fn user_key(user_id: &str, token_id: Ulid) -> Vec<u8> {
     let mut key = Vec::with_capacity(user_id.len() + 17);
     key.extend_from_slice(user_id.as_bytes());
@@ -72,6 +79,7 @@ fn event_hash(envelope: &EventEnvelope) -> Option<SecretHash> {
         TokenEvent::TokenCreated(c) => SecretHash::from_hex(&c.secret_hash),
         TokenEvent::TokenRevoked(r) => SecretHash::from_hex(&r.secret_hash),
         TokenEvent::TokenRotated(r) => SecretHash::from_hex(&r.secret_hash),
+        TokenEvent::WorkspacePolicySet(_) => None,
     }
 }
 
@@ -95,6 +103,8 @@ impl Projections {
             by_hash: db.open_tree(PROJECTION_TREES[2])?,
             by_token: db.open_tree(PROJECTION_TREES[3])?,
             meta: db.open_tree(PROJECTION_TREES[4])?,
+            by_workspace: db.open_tree(PROJECTION_TREES[5])?,
+            policies: db.open_tree(PROJECTION_TREES[6])?,
         };
         if !missing.is_empty() && missing.len() < PROJECTION_TREES.len() {
             tracing::warn!(
@@ -113,6 +123,8 @@ impl Projections {
             &self.by_hash,
             &self.by_token,
             &self.meta,
+            &self.by_workspace,
+            &self.policies,
         ] {
             tree.clear()?;
         }
@@ -193,8 +205,17 @@ impl Projections {
         let mut by_hash = sled::Batch::default();
         let mut by_token = sled::Batch::default();
         let mut last = already;
+        let mut by_workspace = sled::Batch::default();
+        let mut policies = sled::Batch::default();
         let mut new_hashes: HashMap<[u8; 32], Ulid> = HashMap::new();
         for envelope in envelopes.iter().filter(|e| e.seq > already) {
+            last = envelope.seq;
+            if let TokenEvent::WorkspacePolicySet(set) = &envelope.event {
+                let policy = rmp_serde::to_vec_named(&set.policy())
+                    .map_err(|e| StoreError::Corrupt(format!("encode policy: {e}")))?;
+                policies.insert(set.workspace.as_bytes(), policy);
+                continue;
+            }
             let current = match touched.remove(&envelope.token_id) {
                 Some(view) => view,
                 None => self.token(envelope.token_id)?,
@@ -226,13 +247,15 @@ impl Projections {
                 by_user.insert(user_key(&created.user_id, envelope.token_id), &[][..]);
                 by_hash.insert(&hash.as_bytes()[..], &envelope.token_id.to_bytes()[..]);
                 new_hashes.insert(hash.0, envelope.token_id);
+                for workspace in &created.workspaces {
+                    by_workspace.insert(user_key(workspace, envelope.token_id), &[][..]);
+                }
             }
             let next = fold::update(current, envelope, &change);
             let mut event_key = envelope.token_id.to_bytes().to_vec();
             event_key.extend_from_slice(&envelope.seq.to_be_bytes());
             by_token.insert(event_key, &[][..]);
             touched.insert(envelope.token_id, next);
-            last = envelope.seq;
         }
         let mut tokens = sled::Batch::default();
         for (id, view) in touched {
@@ -246,6 +269,8 @@ impl Projections {
         self.by_user.apply_batch(by_user)?;
         self.by_hash.apply_batch(by_hash)?;
         self.by_token.apply_batch(by_token)?;
+        self.by_workspace.apply_batch(by_workspace)?;
+        self.policies.apply_batch(policies)?;
         self.meta.insert(LAST_SEQ, &last.to_be_bytes())?;
         Ok(())
     }
@@ -290,6 +315,32 @@ impl Projections {
             }
         }
         Ok(out)
+    }
+
+    /// The tokens that can reach `workspace` (any status), newest first.
+    pub fn tokens_in_workspace(&self, workspace: &str) -> Result<Vec<TokenView>, StoreError> {
+        let mut prefix = workspace.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.by_workspace.scan_prefix(&prefix).rev() {
+            let (key, _) = item?;
+            let id: [u8; 16] = key[prefix.len()..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("tokens by workspace key".into()))?;
+            if let Some(view) = self.token(Ulid::from_bytes(id))? {
+                out.push(view);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The workspace's token policy (the default, none, until one is set).
+    pub fn policy(&self, workspace: &str) -> Result<WorkspacePolicy, StoreError> {
+        match self.policies.get(workspace.as_bytes())? {
+            Some(bytes) => rmp_serde::from_slice(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("workspace policy: {e}"))),
+            None => Ok(WorkspacePolicy::default()),
+        }
     }
 
     /// The `seq`s of a token's events, in order.

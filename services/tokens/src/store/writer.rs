@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use enspace_core::events::StoredEvent;
-use enspace_core::{Clock, EventEnvelope, TokenView};
+use enspace_core::{Clock, EventEnvelope, TokenEvent, TokenView, WorkspacePolicy};
 use tokio::sync::{mpsc, oneshot, watch};
 use ulid::Ulid;
 
@@ -30,7 +30,9 @@ use crate::metrics::Metrics;
 const MAX_GROUP: usize = 1024;
 const QUEUE: usize = 4096;
 
-type Reply = oneshot::Sender<Result<TokenView, CommandError>>;
+/// The token the command is about after it, if it is about one.
+type Answer = Result<Option<TokenView>, CommandError>;
+type Reply = oneshot::Sender<Answer>;
 
 /// An event another process committed, read from the token events stream
 /// with its signature already checked.
@@ -65,10 +67,7 @@ pub trait Commit: Send + Sync {
     fn store(&self, events: &[&StoredEvent], envelopes: &[EventEnvelope]) -> Stored;
     /// Has the writer process decide `command`; resolves once this process
     /// holds the result.
-    fn forward(
-        &self,
-        command: Command,
-    ) -> futures::future::BoxFuture<'static, Result<TokenView, CommandError>>;
+    fn forward(&self, command: Command) -> futures::future::BoxFuture<'static, Answer>;
 }
 
 type CommitCell = Arc<OnceLock<Arc<dyn Commit>>>;
@@ -133,9 +132,18 @@ impl Writer {
         let _ = self.commit.set(commit);
     }
 
-    /// Decides and durably records a command; answers the token's state
-    /// after it. In a cluster, a process that is not the writer forwards it.
+    /// Decides and durably records a command about a token; answers the
+    /// token's state after it. In a cluster, a process that is not the
+    /// writer forwards it.
     pub async fn execute(&self, command: Command) -> Result<TokenView, CommandError> {
+        self.record(command)
+            .await?
+            .ok_or(CommandError::TokenNotFound)
+    }
+
+    /// Decides and durably records any command; answers the state of the
+    /// token it is about, if it is about one.
+    pub async fn record(&self, command: Command) -> Answer {
         if let Some(commit) = self.commit.get()
             && !commit.is_writer()
         {
@@ -151,7 +159,7 @@ impl Writer {
     }
 
     /// Decides `command` on this process, which must be the writer.
-    pub async fn execute_here(&self, command: Command) -> Result<TokenView, CommandError> {
+    pub async fn execute_here(&self, command: Command) -> Answer {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Message::Command(command, reply))
@@ -253,7 +261,8 @@ impl WriterState {
         let mut appended: Vec<EventEnvelope> = Vec::new();
         let mut stored_events: Vec<StoredEvent> = Vec::new();
         // Each answer with how many of the group's events it depends on.
-        let mut answers: Vec<(Reply, Result<TokenView, CommandError>, usize)> = Vec::new();
+        let mut answers: Vec<(Reply, Answer, usize)> = Vec::new();
+        let mut policies: HashMap<String, WorkspacePolicy> = HashMap::new();
 
         for (mut command, reply) in group {
             // The writer names new tokens, so ids sort in creation order.
@@ -262,9 +271,16 @@ impl WriterState {
                 Command::RotateToken(rotate) => rotate.successor = self.new_id(),
                 _ => {}
             }
-            let found = self
-                .target(&command, &overlay)
-                .and_then(|token_id| Ok((token_id, self.state_of(token_id, &overlay)?)));
+            let found = self.target(&command, &overlay).and_then(|token_id| {
+                let current = self.state_of(token_id, &overlay)?;
+                for workspace in command.workspaces(current.as_ref()) {
+                    if !policies.contains_key(workspace) {
+                        let policy = self.store.projections.policy(workspace)?;
+                        policies.insert(workspace.clone(), policy);
+                    }
+                }
+                Ok((token_id, current))
+            });
             let (token_id, current) = match found {
                 Ok(found) => found,
                 Err(e) => {
@@ -274,7 +290,8 @@ impl WriterState {
                 }
             };
             let now = self.clock.now();
-            let decision = match decide(&command, token_id, current.as_ref(), now) {
+            let policy = |workspace: &str| policies.get(workspace).cloned().unwrap_or_default();
+            let decision = match decide(&command, token_id, current.as_ref(), &policy, now) {
                 Ok(decision) => decision,
                 Err(e) => {
                     answers.push((reply, Err(e), appended.len()));
@@ -283,6 +300,9 @@ impl WriterState {
             };
             overlay.entry(token_id).or_insert(current);
             for (event_token, event) in decision.events {
+                if let TokenEvent::WorkspacePolicySet(set) = &event {
+                    policies.insert(set.workspace.clone(), set.policy());
+                }
                 // The decision's own token is in the overlay by now, and a
                 // new one is in no tree: this read cannot fail.
                 let state = self.state_of(event_token, &overlay).unwrap_or_default();
@@ -301,11 +321,15 @@ impl WriterState {
                 appended.push(envelope);
                 stored_events.push(stored);
             }
-            let answer = overlay
-                .get(&decision.answer)
-                .cloned()
-                .flatten()
-                .ok_or(CommandError::TokenNotFound);
+            let answer = match decision.answer {
+                Some(id) => overlay
+                    .get(&id)
+                    .cloned()
+                    .flatten()
+                    .map(Some)
+                    .ok_or(CommandError::TokenNotFound),
+                None => Ok(None),
+            };
             answers.push((reply, answer, appended.len()));
         }
 
@@ -407,9 +431,10 @@ impl WriterState {
     fn committed(&self, appended: &[EventEnvelope]) {
         for envelope in appended {
             match envelope.event {
-                enspace_core::TokenEvent::TokenCreated(_) => self.metrics.tokens_created.inc(),
-                enspace_core::TokenEvent::TokenRevoked(_) => self.metrics.tokens_revoked.inc(),
-                enspace_core::TokenEvent::TokenRotated(_) => self.metrics.tokens_rotated.inc(),
+                TokenEvent::TokenCreated(_) => self.metrics.tokens_created.inc(),
+                TokenEvent::TokenRevoked(_) => self.metrics.tokens_revoked.inc(),
+                TokenEvent::TokenRotated(_) => self.metrics.tokens_rotated.inc(),
+                TokenEvent::WorkspacePolicySet(_) => 0,
             };
         }
         self.metrics.event_log_length.set(self.seq as i64);
