@@ -539,3 +539,90 @@ async fn a_rotation_moves_the_old_tokens_expiry_notifications_to_its_new_end() {
     wait_sweeps(&app, 3).await;
     assert_eq!(notifications(&app, &alice).await.len(), 2);
 }
+
+/// A client whose calls come from `ip` (another loopback address).
+fn client_from(ip: std::net::Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(ip))
+        .build()
+        .expect("client")
+}
+
+async fn call_from(app: &ServeApp, ip: std::net::Ipv4Addr, secret: &str) {
+    let res = client_from(ip)
+        .get(app.url("/api/v1/workspaces/acme/records"))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .expect("API call");
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn a_token_used_from_a_new_client_ip_is_told_once_but_not_its_first_ip() {
+    let app = ServeApp::spawn(None).await;
+    let alice = app.login("alice").await;
+    let (token, secret) = app.create_token(&alice, &one_month("CI runner")).await;
+    call_from(&app, [127, 0, 0, 1].into(), &secret).await;
+    // Indexed (its insights show the IP), and not news: every token has a first IP.
+    let insights = format!("/v1/tokens/{}/insights", token["id"].as_str().expect("id"));
+    eventually(WAIT, "the first call indexed", || async {
+        let body: Value = app.get(&alice, &insights).await.json().await.ok()?;
+        (body["client_ips_seen"] == 1).then_some(())
+    })
+    .await;
+    assert!(notifications(&app, &alice).await.is_empty());
+
+    for _ in 0..3 {
+        call_from(&app, [127, 0, 0, 2].into(), &secret).await;
+    }
+    let list = wait_for(&app, &alice, 1).await;
+    assert_eq!(kinds(&list), ["new_client_ip"]);
+    assert_eq!(list[0]["token_id"], token["id"]);
+    let detail = list[0]["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("CI runner") && detail.contains("127.0.0.2"),
+        "{detail}"
+    );
+
+    // The same IP again, and the first one: nothing new; a third IP: told.
+    call_from(&app, [127, 0, 0, 2].into(), &secret).await;
+    call_from(&app, [127, 0, 0, 1].into(), &secret).await;
+    call_from(&app, [127, 0, 0, 3].into(), &secret).await;
+    let list = wait_for(&app, &alice, 2).await;
+    assert!(
+        list[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("127.0.0.3"))
+    );
+    eventually(WAIT, "every call indexed", || async {
+        let body: Value = app.get(&alice, &insights).await.json().await.ok()?;
+        (body["calls"]["allowed"] == 7).then_some(())
+    })
+    .await;
+    assert_eq!(notifications(&app, &alice).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_token_revoked_by_a_workspace_admin_is_told_to_its_owner_as_revoked() {
+    let app = TestApp::spawn().await;
+    let alice = app.login("alice").await;
+    let (token, _) = app.create_token(&alice, &one_month("shared report")).await;
+    // bob administers acme in the demo directory.
+    let bob = app.login("bob").await;
+    let path = format!(
+        "/v1/workspaces/acme/tokens/{}",
+        token["id"].as_str().expect("id")
+    );
+    assert_eq!(app.delete(&bob, &path).await.status(), 204);
+    let list = notifications(&app, &alice).await;
+    assert_eq!(kinds(&list), ["revoked"]);
+    assert_eq!(list[0]["token_id"], token["id"]);
+    assert!(
+        list[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("shared report") && d.contains("administrator")),
+        "{list:?}"
+    );
+    assert!(notifications(&app, &bob).await.is_empty());
+}

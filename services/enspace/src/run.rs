@@ -143,7 +143,8 @@ async fn control_plane(
         state.clock.clone(),
         retention,
         indexer_metrics,
-    );
+    )
+    .telling_new_client_ips(state.requests.client_ips()?, new_ip_hook(&state, retention));
     tokio::spawn(indexer.clone().sweep_forever());
     tokio::spawn(enspace_tokens::routes::session::sweep_sessions_forever(
         state.clone(),
@@ -212,6 +213,28 @@ async fn control_plane(
         indexer,
         signer,
     })
+}
+
+/// Tells each token's owner of a client IP the token had not used in the
+/// retention window.
+fn new_ip_hook(
+    state: &AppState,
+    retention: jiff::SignedDuration,
+) -> enspace_tokens::request_log::NewIpHook {
+    let (notifications, tokens, made) = (
+        state.notifications.clone(),
+        state.store.projections.clone(),
+        state.metrics.notifications.made.clone(),
+    );
+    let days = retention.as_hours() / 24;
+    Arc::new(
+        move |new| match notifications.tell_new_client_ips(&new, &tokens, days) {
+            Ok(n) => {
+                made.inc_by(n as u64);
+            }
+            Err(e) => tracing::error!(error = %e, "telling new client IPs failed"),
+        },
+    )
 }
 
 /// The notification webhook, when `--webhook-url` is given (with its

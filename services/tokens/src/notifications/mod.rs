@@ -12,6 +12,7 @@
 //! - [`delivery`] sends each new one to the webhook ([`webhook`] signs it)
 //!   and publishes it on NATS, from a durable queue, on the writer only.
 
+pub mod client_ip;
 pub mod delivery;
 pub mod due;
 pub mod projection;

@@ -196,8 +196,13 @@ impl NotificationProjection {
             // are folded first): an event those rules ignored (a second
             // creation of an id, a revocation naming another hash) does
             // nothing here either.
+            if matches!(envelope.event, TokenEvent::WorkspacePolicySet(_)) {
+                // A workspace's policy, no token's: nothing to tell.
+                continue;
+            }
             let view = tokens.token(envelope.token_id)?;
             match &envelope.event {
+                TokenEvent::WorkspacePolicySet(_) => {}
                 TokenEvent::TokenCreated(created) => {
                     let first = view
                         .as_ref()
