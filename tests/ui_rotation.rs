@@ -485,10 +485,10 @@ async fn revoked_tokens_say_why_and_show_a_leak_url_as_inert_text() {
                 actor: SYSTEM_ACTOR.to_owned(),
                 reason: RevokeReason::MembershipRemoved,
             }),
-            _ => Some(Command::RevokeToken {
+            _ => Some(Command::AdminRevoke {
                 token_id,
-                actor: "alice".to_owned(),
-                reason: RevokeReason::Admin,
+                actor: "bob".to_owned(),
+                workspace: "acme".to_owned(),
             }),
         };
         match command {
