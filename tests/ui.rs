@@ -71,6 +71,8 @@ async fn page_and_assets_are_served_with_a_strict_policy() {
         "dialogs.js",
         "dom.js",
         "logs.js",
+        "notifications.js",
+        "rotate.js",
         "router.js",
         "state.js",
         "tokens.js",

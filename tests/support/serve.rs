@@ -34,6 +34,11 @@ pub fn service_args(data: &std::path::Path, nats_url: Option<String>) -> Service
         github_keys: None,
         limits: Default::default(),
         cluster: Default::default(),
+        notifications: enspace::cli::NotificationArgs {
+            notification_sweep_interval: Duration::from_millis(50),
+            webhook_retry_min: Duration::from_millis(200),
+            ..Default::default()
+        },
     }
 }
 

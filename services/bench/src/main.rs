@@ -5,6 +5,7 @@
 mod catch_up;
 mod cluster;
 mod create;
+mod expiry_sweep;
 mod fairness;
 mod ingest;
 mod insight_ingest;
@@ -45,6 +46,8 @@ enum Bench {
     Cluster(cluster::Args),
     /// Token creations over HTTP with durable appends, beside /healthz and raw sled flushes.
     Create(create::Args),
+    /// The notification sweep over a due index of 1,000,000 tokens: nothing due (and nothing written), then 1,000 due.
+    ExpirySweep(expiry_sweep::Args),
     /// Local token verification over a replica of many tokens, and memory per token.
     Verify(verify::Args),
     /// An API node's read route under wrk, with and without the auth layer.
@@ -82,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         Bench::CatchUp(args) => catch_up::run(args),
         Bench::Cluster(args) => cluster::run(args),
         Bench::Create(args) => create::run(args),
+        Bench::ExpirySweep(args) => expiry_sweep::run(args),
         Bench::Verify(args) => verify::run(args),
         Bench::NodeLoad(args) => node_load::run(args),
         Bench::NodeMemory(args) => node_memory::run(args),

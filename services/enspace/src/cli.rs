@@ -150,6 +150,56 @@ pub struct ServiceArgs {
     pub limits: ServiceLimits,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub notifications: NotificationArgs,
+}
+
+/// Where notifications go besides the API, and how often the due ones are
+/// looked for.
+#[derive(Args, Clone, Debug)]
+pub struct NotificationArgs {
+    /// POST every notification here (JSON, signed as Standard Webhooks);
+    /// needs --webhook-secret.
+    #[arg(long, env = "ENSPACE_WEBHOOK_URL", value_parser = parse_webhook_url)]
+    pub webhook_url: Option<reqwest::Url>,
+    /// The Standard Webhooks secret the webhook is signed with: `whsec_`
+    /// and the base64 of 24 to 64 random bytes.
+    #[arg(long, env = "ENSPACE_WEBHOOK_SECRET", hide_env_values = true,
+        value_parser = parse_webhook_secret)]
+    pub webhook_secret: Option<WebhookSecret>,
+    /// The wait after a failed webhook delivery; doubled after each further
+    /// failure, up to 10 minutes.
+    #[arg(long, env = "ENSPACE_WEBHOOK_RETRY_MIN", default_value = "1s", value_parser = parse_duration)]
+    pub webhook_retry_min: Duration,
+    /// How often the tokens' expiry stages that fell due are looked for.
+    #[arg(long, env = "ENSPACE_NOTIFICATION_SWEEP_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub notification_sweep_interval: Duration,
+}
+
+impl Default for NotificationArgs {
+    fn default() -> Self {
+        NotificationArgs {
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_retry_min: Duration::from_secs(1),
+            notification_sweep_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+pub use enspace_tokens::notifications::webhook::WebhookSecret;
+
+fn parse_webhook_secret(s: &str) -> Result<WebhookSecret, String> {
+    s.parse()
+        .map_err(|e: enspace_tokens::notifications::webhook::SecretError| e.to_string())
+}
+
+fn parse_webhook_url(s: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("the webhook URL must be http:// or https:// with a host".into());
+    }
+    Ok(url)
 }
 
 /// Running `enspace tokens` as several processes on one NATS.

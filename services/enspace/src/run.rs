@@ -108,6 +108,7 @@ async fn control_plane(
             Some((client, js))
         }
     };
+    let webhook = webhook(args)?;
     let retention = jiff::SignedDuration::try_from(args.request_retention)
         .context("--request-retention (ENSPACE_REQUEST_RETENTION) is too long")?;
     let config = Config {
@@ -128,6 +129,7 @@ async fn control_plane(
             .transpose()
             .context("--github-keys (ENSPACE_GITHUB_KEYS)")?
             .map(Arc::new),
+        deliver_notifications: webhook.is_some() || args.nats_url.is_some(),
         ..Config::default()
     };
     let indexer_metrics = IndexerMetrics::register(&mut registry);
@@ -149,7 +151,8 @@ async fn control_plane(
         state.clock.clone(),
         retention,
         indexer_metrics,
-    );
+    )
+    .telling_new_client_ips(state.requests.client_ips()?, new_ip_hook(&state, retention));
     tokio::spawn(indexer.clone().sweep_forever());
     tokio::spawn(enspace_tokens::routes::session::sweep_sessions_forever(
         state.clone(),
@@ -198,12 +201,73 @@ async fn control_plane(
             Some(js)
         }
     };
+    tokio::spawn(enspace_tokens::notifications::sweep::sweep_forever(
+        state.clone(),
+        args.notifications.notification_sweep_interval,
+    ));
+    if state.config.deliver_notifications {
+        // Only now that NATS, when configured, is there to publish to.
+        tokio::spawn(enspace_tokens::notifications::delivery::deliver_forever(
+            state.clone(),
+            enspace_tokens::notifications::Delivery {
+                webhook,
+                retry_min: args.notifications.webhook_retry_min,
+            },
+        ));
+    }
     Ok(ControlPlane {
         state,
         js,
         indexer,
         signer,
     })
+}
+
+/// Tells each token's owner of a client IP the token had not used in the
+/// retention window.
+fn new_ip_hook(
+    state: &AppState,
+    retention: jiff::SignedDuration,
+) -> enspace_tokens::request_log::NewIpHook {
+    let (notifications, tokens, made) = (
+        state.notifications.clone(),
+        state.store.projections.clone(),
+        state.metrics.notifications.made.clone(),
+    );
+    let days = retention.as_hours() / 24;
+    Arc::new(
+        move |new| match notifications.tell_new_client_ips(&new, &tokens, days) {
+            Ok(n) => {
+                made.inc_by(n as u64);
+            }
+            Err(e) => tracing::error!(error = %e, "telling new client IPs failed"),
+        },
+    )
+}
+
+/// The notification webhook, when `--webhook-url` is given (with its
+/// secret).
+fn webhook(
+    args: &ServiceArgs,
+) -> anyhow::Result<Option<enspace_tokens::notifications::webhook::Webhook>> {
+    let n = &args.notifications;
+    match (&n.webhook_url, &n.webhook_secret) {
+        (None, None) => Ok(None),
+        (Some(url), Some(secret)) => Ok(Some(
+            enspace_tokens::notifications::webhook::Webhook::new(url.clone(), secret.clone())
+                .context("cannot make the webhook's HTTP client")?,
+        )),
+        (Some(_), None) => {
+            bail!(
+                "--webhook-url (ENSPACE_WEBHOOK_URL) needs --webhook-secret (ENSPACE_WEBHOOK_SECRET)"
+            )
+        }
+        (None, Some(_)) => {
+            bail!(
+                "--webhook-secret (ENSPACE_WEBHOOK_SECRET) needs --webhook-url (ENSPACE_WEBHOOK_URL)"
+            )
+        }
+    }
 }
 
 /// The cluster settings, when `--cluster` is given.

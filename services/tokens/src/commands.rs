@@ -285,12 +285,14 @@ fn active(view: &TokenView, now: Timestamp) -> Result<(), CommandError> {
     }
 }
 
-/// A user revokes only their own tokens; the system revokes any token, but
-/// only for a membership change.
+/// A user revokes only their own tokens, as `user`; the system revokes any
+/// token, but only for a membership change. The other reasons have commands
+/// of their own (`RevokeLeaked`, `AdminRevoke`) or come with a rotation.
 fn may_revoke(actor: &str, reason: RevokeReason, view: &TokenView) -> bool {
     match reason {
         RevokeReason::MembershipRemoved => actor == SYSTEM_ACTOR,
-        _ => view.user_id == actor,
+        RevokeReason::User => view.user_id == actor,
+        RevokeReason::Leaked | RevokeReason::Admin | RevokeReason::Rotated => false,
     }
 }
 
@@ -439,7 +441,7 @@ mod tests {
     }
 
     #[test]
-    fn the_system_cannot_revoke_for_another_reason_nor_a_user_for_membership() {
+    fn the_system_cannot_revoke_for_another_reason_nor_a_user_for_any_but_user() {
         let cmd = create("alice");
         let state = given(std::slice::from_ref(&cmd));
         for command in [
@@ -447,6 +449,9 @@ mod tests {
             revoke(&cmd, SYSTEM_ACTOR, RevokeReason::Admin),
             revoke(&cmd, "alice", RevokeReason::MembershipRemoved),
             revoke(&cmd, "bob", RevokeReason::MembershipRemoved),
+            revoke(&cmd, "alice", RevokeReason::Admin),
+            revoke(&cmd, "alice", RevokeReason::Leaked),
+            revoke(&cmd, "alice", RevokeReason::Rotated),
         ] {
             assert_eq!(
                 decide_on(&command, state.as_ref()),

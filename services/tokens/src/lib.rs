@@ -10,6 +10,7 @@ pub mod leaks;
 pub mod limits;
 pub mod membership;
 pub mod metrics;
+pub mod notifications;
 pub mod openapi;
 pub mod outbox;
 pub mod request_log;
@@ -28,8 +29,8 @@ use utoipa_axum::routes;
 pub use state::{AppState, Config};
 
 use routes::{
-    audit, event_key, health, insights, introspect, me, report_leak, requests, secret_scanning,
-    session, tokens, ui, workspaces,
+    audit, event_key, health, insights, introspect, me, notifications as notes, report_leak,
+    requests, secret_scanning, session, tokens, ui, workspaces,
 };
 
 /// The token service's documented routes. Built with utoipa-axum's
@@ -64,6 +65,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(requests::list_requests))
         .routes(routes!(requests::request_stats))
         .routes(routes!(insights::token_insights))
+        .routes(routes!(notes::list_notifications))
+        .routes(routes!(notes::read_notification))
         .routes(routes!(audit::list_events))
         .routes(routes!(introspect::introspect_token))
         .routes(routes!(event_key::get_event_key))

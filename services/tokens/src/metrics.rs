@@ -18,6 +18,54 @@ pub struct Metrics {
     pub event_log_length: Gauge,
     pub sign_ins: crate::credentials::SignInMetrics,
     pub leak_reports: crate::leaks::LeakMetrics,
+    pub notifications: NotificationMetrics,
+}
+
+/// What the notification sweep and delivery did.
+#[derive(Clone, Default)]
+pub struct NotificationMetrics {
+    /// Sweeps of the due index run.
+    pub sweeps: Counter,
+    /// Notifications made (each at most once).
+    pub made: Counter,
+    /// Webhook POSTs answered 2xx.
+    pub webhook_delivered: Counter,
+    /// Webhook POSTs that failed (to be retried).
+    pub webhook_failed: Counter,
+    /// Notifications published on NATS.
+    pub published: Counter,
+}
+
+impl NotificationMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = NotificationMetrics::default();
+        registry.register(
+            "enspace_notification_sweeps",
+            "Sweeps of the notification due index",
+            m.sweeps.clone(),
+        );
+        registry.register(
+            "enspace_notifications_made",
+            "Notifications made",
+            m.made.clone(),
+        );
+        registry.register(
+            "enspace_webhook_delivered",
+            "Notification webhook deliveries answered 2xx",
+            m.webhook_delivered.clone(),
+        );
+        registry.register(
+            "enspace_webhook_failed",
+            "Notification webhook attempts that failed and will be retried",
+            m.webhook_failed.clone(),
+        );
+        registry.register(
+            "enspace_notifications_published",
+            "Notifications published on NATS",
+            m.published.clone(),
+        );
+        m
+    }
 }
 
 impl Metrics {
@@ -27,6 +75,7 @@ impl Metrics {
         let http = HttpMetrics::register(&mut registry);
         let sign_ins = crate::credentials::SignInMetrics::register(&mut registry);
         let leak_reports = crate::leaks::LeakMetrics::register(&mut registry);
+        let notifications = NotificationMetrics::register(&mut registry);
         let tokens_created = Counter::default();
         let tokens_revoked = Counter::default();
         let tokens_rotated = Counter::default();
@@ -60,6 +109,7 @@ impl Metrics {
             event_log_length,
             sign_ins,
             leak_reports,
+            notifications,
         }
     }
 }

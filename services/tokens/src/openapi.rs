@@ -26,6 +26,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "leaks", description = "Reports of leaked tokens: GitHub secret scanning, and anyone who finds one"),
         (name = "workspaces", description = "What workspace admins see and set: the tokens reaching a workspace, and its token policy"),
         (name = "request-logs", description = "Per-token request logs, kept 90 days"),
+        (name = "notifications", description = "Tokens expiring, expired, leaked or revoked by someone else, told to their owner"),
         (name = "audit", description = "The hash-chained event log"),
         (name = "introspection", description = "RFC 7662 for API nodes in other languages"),
         (name = "records", description = "The example API served by API nodes"),

@@ -45,6 +45,8 @@ pub struct AppParts {
     /// The limit on leak reports per client address, and the room for the
     /// revocations they start.
     pub leak_reports: crate::leaks::LeakReports,
+    /// Notifications, their due index and their delivery queue.
+    pub notifications: crate::notifications::Notifications,
 }
 
 /// What handlers need of the cluster.
@@ -75,6 +77,9 @@ pub struct Config {
     /// GitHub's secret-scanning keys (`--github-keys`); without them
     /// `POST /v1/secret-scanning/github` answers 404.
     pub github_keys: Option<Arc<crate::leaks::GithubKeys>>,
+    /// Whether new notifications are queued for delivery (a webhook is
+    /// configured, or NATS).
+    pub deliver_notifications: bool,
 }
 
 impl Default for Config {
@@ -87,6 +92,7 @@ impl Default for Config {
             limits: crate::limits::Limits::default(),
             secure_cookies: false,
             github_keys: None,
+            deliver_notifications: false,
         }
     }
 }
@@ -110,6 +116,35 @@ impl AppState {
             crate::leaks::LeakReports::new(config.limits.leak_reports_per_minute, clock.clone());
         let counted = quota.clone();
         writer.on_commit(move |events| counted.observe(events));
+        let notifications =
+            crate::notifications::Notifications::open(&store.db, config.deliver_notifications)?;
+        let folded = notifications.projection.catch_up(
+            &store.log,
+            &store.projections,
+            notifications.delivers_now(),
+        )?;
+        if folded > 0 {
+            tracing::info!(
+                events = folded,
+                "notifications caught up with {folded} events"
+            );
+        }
+        let (notify, log, tokens) = (
+            notifications.clone(),
+            store.log.clone(),
+            store.projections.clone(),
+        );
+        writer.on_commit(move |events| {
+            let deliver = notify.delivers_now();
+            match notify
+                .projection
+                .apply_committed(events, &log, &tokens, deliver)
+            {
+                Ok(()) if deliver => notify.wake_delivery(),
+                Ok(()) => {}
+                Err(e) => tracing::error!(error = %e, "folding notifications failed"),
+            }
+        });
         Ok(AppState(Arc::new(AppParts {
             store,
             requests,
@@ -123,6 +158,7 @@ impl AppState {
             quota,
             cluster: std::sync::OnceLock::new(),
             leak_reports,
+            notifications,
         })))
     }
 }

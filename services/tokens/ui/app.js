@@ -1,16 +1,19 @@
 // ENSPACE settings UI. Plain ES modules, no build step, no dependencies.
 //
-// The entry module: the page shell (sign-in, the top bar and its account
-// menu, home, the settings tabs) and the start-up. Each screen lives in a
+// The entry module: the page shell (sign-in, the top bar with the
+// notification bell and the account menu, home, the settings tabs) and the start-up. Each screen lives in a
 // module of its own; they talk to the API only through api.js.
 
 import { api, SessionEnded, onSessionEnded } from './api.js';
 import { closeAllModals } from './dialogs.js';
 import { h, append, icon, initials, stripTicks, toast, errorState } from './dom.js';
 import { logsPath, renderLogsPanel } from './logs.js';
+import { notificationBell, startNotifications, stopNotifications } from './notifications.js';
 import { link, navigate, parseRoute, setRenderer } from './router.js';
 import { state } from './state.js';
 import { renderTokensPanel } from './tokens.js';
+import { insightsPath, renderInsightsPanel } from './insights.js';
+import { isWorkspaceAdmin, workspaceTokensPath, renderWorkspaceTokensPanel } from './workspace_tokens.js';
 
 const app = document.getElementById('app');
 
@@ -19,6 +22,7 @@ function sessionEnded(notice) {
   state.workspaces = null;
   state.tokens = null;
   state.notice = notice;
+  stopNotifications();
   closeAllModals();
   render({ focus: 'first-field' });
 }
@@ -31,6 +35,7 @@ function render({ focus } = {}) {
     if (focus) document.getElementById('signin-username')?.focus();
     return;
   }
+  startNotifications();
   const route = parseRoute();
   document.title = titleFor(route);
   const main = h('main', { id: 'main', tabindex: '-1' });
@@ -45,6 +50,8 @@ function titleFor(route) {
   if (route.page === 'settings' && route.tab === 'profile') return 'Profile · User Settings · ENSPACE';
   if (route.page === 'settings' && route.sub === 'tokens') return 'Tokens · Dev · User Settings · ENSPACE';
   if (route.page === 'settings' && route.sub === 'logs') return 'Request Logs · Dev · User Settings · ENSPACE';
+  if (route.page === 'settings' && route.sub === 'insights') return 'Insights · Dev · User Settings · ENSPACE';
+  if (route.page === 'settings' && route.sub === 'workspace-tokens') return 'Workspace tokens · Dev · User Settings · ENSPACE';
   if (route.page === 'not-found') return 'Page not found · ENSPACE';
   return 'ENSPACE';
 }
@@ -184,7 +191,9 @@ function topBar() {
   return h('header', { class: 'topbar' },
     h('div', { class: 'topbar-inner' },
       link('/', [h('span', { class: 'brand-mark', 'aria-hidden': 'true' }, 'E'), 'ENSPACE'], { class: 'brand', 'aria-label': 'ENSPACE home' }),
-      h('div', { class: 'account' }, button, menu)));
+      h('div', { class: 'topbar-end' },
+        notificationBell(),
+        h('div', { class: 'account' }, button, menu))));
 }
 
 function closeMenu({ restore = false } = {}) {
@@ -312,10 +321,15 @@ function renderDev(panel, route) {
       tabs: [
         { key: 'tokens', id: 'tab-dev-tokens', label: 'Tokens', path: '/settings/dev/tokens' },
         { key: 'logs', id: 'tab-dev-logs', label: 'Request Logs', path: logsPath() },
+        // Insights and, for workspace admins only, Workspace tokens.
+        { key: 'insights', id: 'tab-dev-insights', label: 'Insights', path: insightsPath() },
+        ...(isWorkspaceAdmin() ? [{ key: 'workspace-tokens', id: 'tab-dev-workspace-tokens', label: 'Workspace tokens', path: workspaceTokensPath() }] : []),
       ],
     }),
     sub);
   if (route.sub === 'tokens') renderTokensPanel(sub, { reload: true });
+  else if (route.sub === 'insights') renderInsightsPanel(sub, route.query);
+  else if (route.sub === 'workspace-tokens') renderWorkspaceTokensPanel(sub, route.query);
   else renderLogsPanel(sub, route.query);
 }
 

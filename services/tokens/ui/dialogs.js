@@ -1,10 +1,11 @@
-// Modal dialogs, and the two the tokens screen opens: create (which shows
-// a new token's secret once) and revoke. A new token's secret lives only in
-// the create dialog's DOM and one local variable while the dialog is open:
-// never in storage, the URL or the history.
+// Modal dialogs, the one-time view of a new secret, and the two dialogs the
+// tokens screen opens here: create and revoke (regenerate is rotate.js). A
+// new token's secret lives only in its dialog's DOM and one local variable
+// while the dialog is open: never in storage, the URL or the history.
 
 import { api, SessionEnded, loadWorkspaces } from './api.js';
 import { h, icon, uid, focusables, dateFmt, stripTicks, isolated, isolatedText, toast } from './dom.js';
+import { bindExpirationToPolicies } from './policy.js';
 import { workspaceName } from './state.js';
 
 // ---------------------------------------------------------------------------
@@ -60,6 +61,9 @@ function dialogShell(titleId, title, body, footer, closeLabel = 'Close') {
     ],
   };
 }
+
+// For the dialogs of other screens (workspace_tokens.js).
+export { openModal, dialogShell };
 
 // ---------------------------------------------------------------------------
 // What a token may be given
@@ -118,8 +122,9 @@ const FIELD_OF_CODE = {
   workspace_not_allowed: 'workspaces',
 };
 
-/** The create dialog; `onCreated()` refreshes whatever lists the tokens. */
-async function openCreateDialog(trigger, { onCreated }) {
+/** The create dialog; `onCreated()` refreshes whatever lists the tokens;
+ * `prefill` ({description, scopes, workspaces}) fills it in beforehand. */
+async function openCreateDialog(trigger, { onCreated, prefill = null }) {
   const titleId = uid('create-title');
   const dialog = h('dialog', { class: 'modal', id: 'create-dialog', 'aria-labelledby': titleId });
   let close = null;
@@ -144,15 +149,16 @@ async function openCreateDialog(trigger, { onCreated }) {
   const counter = h('span', { class: 'counter', 'aria-hidden': 'true' }, '0 / 100');
   const expiration = h('select', {
     id: 'token-expiration', name: 'expiration',
-    'aria-describedby': 'token-expiration-hint token-expiration-error',
+    'aria-describedby': 'token-expiration-hint token-expiration-policy token-expiration-error',
   }, EXPIRATIONS.map((e) => h('option', { value: e.id, selected: e.id === '3m' }, e.label)));
   const expirationHint = h('p', { class: 'hint', id: 'token-expiration-hint' });
   const neverWarning = h('div', { class: 'callout callout-warning', id: 'no-expiration-warning', hidden: true },
     icon('warn'),
     h('span', {}, h('strong', {}, 'Tokens without an expiration date are a security risk. '),
       'If one leaks, it works until someone notices and revokes it. Prefer an expiration and create a new token when it runs out.'));
-  const scopeBoxes = SCOPES.map((s) => h('input', { type: 'checkbox', name: 'scopes', value: s.id, id: `token-scope-${s.id}`, 'aria-describedby': `token-scope-${s.id}-meaning` }));
-  const workspaceBoxes = workspaces.map((w) => h('input', { type: 'checkbox', name: 'workspaces', value: w.id, id: `token-workspace-${w.id}`, checked: workspaces.length === 1 }));
+  const scopeBoxes = SCOPES.map((s) => h('input', { type: 'checkbox', name: 'scopes', value: s.id, id: `token-scope-${s.id}`, 'aria-describedby': `token-scope-${s.id}-meaning`, checked: prefill?.scopes.includes(s.id) }));
+  const workspaceBoxes = workspaces.map((w) => h('input', { type: 'checkbox', name: 'workspaces', value: w.id, id: `token-workspace-${w.id}`, checked: prefill ? prefill.workspaces.includes(w.id) : workspaces.length === 1 }));
+  if (prefill) description.value = prefill.description;
   const errorEls = {};
   const fieldError = (name) => (errorEls[name] = h('p', { class: 'field-error', id: `token-${name}-error`, hidden: true }));
   const formError = h('div', { class: 'callout callout-error', id: 'create-error', role: 'alert', hidden: true });
@@ -164,12 +170,18 @@ async function openCreateDialog(trigger, { onCreated }) {
       ? `The token will expire on ${dateFmt.format(addMonths(new Date(), e.months))}.`
       : 'The token will work until you revoke it.';
   };
-  updateExpiration();
+  // Only the expirations the checked workspaces' policies allow (policy.js).
+  const policyNote = h('p', { class: 'hint policy-note', id: 'token-expiration-policy', hidden: true });
+  const syncPolicies = bindExpirationToPolicies({
+    select: expiration, note: policyNote, options: EXPIRATIONS, boxes: workspaceBoxes,
+    policies: workspaces, nameOf: workspaceName, onChange: updateExpiration,
+  });
   const updateCounter = () => {
     const n = [...description.value.trim()].length;
     counter.textContent = `${n} / 100`;
     counter.classList.toggle('over', n > 100);
   };
+  updateCounter();
 
   const values = () => ({
     description: description.value,
@@ -224,6 +236,7 @@ async function openCreateDialog(trigger, { onCreated }) {
       h('label', { for: 'token-expiration' }, 'Expiration'),
       expiration,
       expirationHint,
+      policyNote,
       neverWarning,
       fieldError('expiration')),
     h('fieldset', { class: 'field', 'aria-describedby': 'token-scopes-hint token-scopes-error' },
@@ -267,6 +280,8 @@ async function openCreateDialog(trigger, { onCreated }) {
       submit.disabled = false;
       submit.textContent = 'Create token';
       const field = err.status === 422 ? (FIELD_OF_CODE[err.code] || err.field) : null;
+      // A policy changed since the dialog opened: offer what it allows now.
+      if (err.code === 'policy_violation') loadWorkspaces().then((fresh) => syncPolicies(fresh), () => {});
       if (field && errorEls[field]) {
         showErrors({ [field]: { code: err.code, message: stripTicks(err.detail || err.message) } });
         focusTarget[field]?.focus();
@@ -278,57 +293,14 @@ async function openCreateDialog(trigger, { onCreated }) {
       }
       return;
     }
-    showSecret(created);
+    showSecret(dialog, titleId, created, { close, forget: (hook) => onCloseHooks.push(hook) });
+    // Refresh the list underneath.
+    onCreated();
   });
 
   const shell = dialogShell(titleId, 'New personal access token', form, [cancel, submit], 'Cancel');
   shell.closeButton.addEventListener('click', () => close());
   dialog.append(...shell.nodes);
-
-  // --- after creation: the secret, once
-  function showSecret(created) {
-    let secret = created.secret;
-    const token = created.token;
-    const code = h('code', { class: 'secret-value', id: 'token-secret' }, secret);
-    const copyStatus = h('p', { class: 'copy-status', id: 'copy-status', role: 'status' });
-    const copy = h('button', { type: 'button', class: 'btn btn-secondary', id: 'copy-secret', 'aria-describedby': 'copy-status' }, icon('copy'), h('span', {}, 'Copy'));
-    copy.addEventListener('click', async () => {
-      const ok = await copyText(secret, code);
-      copy.lastChild.textContent = ok ? 'Copied' : 'Copy';
-      copy.classList.toggle('copied', ok);
-      copyStatus.textContent = ok
-        ? 'Copied to the clipboard.'
-        : 'Could not copy automatically: the token is selected, press Ctrl+C (or ⌘C) to copy it.';
-    });
-    const done = h('button', { type: 'button', class: 'btn btn-primary', id: 'secret-done', onClick: () => close() }, 'Done');
-    const exp = token.expires_at ? dateFmt.format(new Date(token.expires_at)) : 'Never';
-    const body = h('div', { class: 'secret-view' },
-      h('div', { class: 'callout callout-warning', id: 'secret-warning' }, icon('warn'),
-        h('span', {}, h('strong', {}, 'Copy your token now. It will not be shown again. '),
-          'Keep it in a password manager or an environment variable, never in source code.')),
-      h('div', { class: 'secret-box' },
-        h('label', { class: 'visually-hidden', for: 'token-secret' }, 'Your new token'),
-        code, copy),
-      copyStatus,
-      h('dl', { class: 'facts facts-compact', id: 'created-summary' },
-        h('dt', {}, 'Description'), h('dd', {}, isolated(token.description)),
-        h('dt', {}, 'Scopes'), h('dd', {}, token.scopes.join(', ')),
-        h('dt', {}, 'Workspaces'), h('dd', {}, token.workspaces.map(workspaceName).join(', ')),
-        h('dt', {}, 'Expires'), h('dd', {}, exp)),
-      h('p', { class: 'hint' }, 'Send it with every API call as ', h('code', {}, 'Authorization: Bearer <token>'), '.'));
-    const shell2 = dialogShell(titleId, 'Your new token', body, [done], 'Close');
-    shell2.closeButton.addEventListener('click', () => close());
-    dialog.replaceChildren(...shell2.nodes);
-    dialog.classList.add('modal-secret');
-    // Forget the secret with the dialog: nothing else ever held it.
-    onCloseHooks.push(() => {
-      code.textContent = '';
-      secret = null;
-    });
-    copy.focus();
-    // Refresh the list underneath.
-    onCreated();
-  }
 
   const onCloseHooks = [];
   close = openModal(dialog, {
@@ -339,6 +311,54 @@ async function openCreateDialog(trigger, { onCreated }) {
       dialog.replaceChildren();
     },
   });
+}
+
+// ---------------------------------------------------------------------------
+// A new token's secret, once: what the create and regenerate dialogs show
+// after the API answered 201. `forget(hook)` registers what runs when the
+// dialog closes; `note` is an optional line under the summary.
+
+function showSecret(dialog, titleId, created, { close, forget, note = null }) {
+  let secret = created.secret;
+  const token = created.token;
+  const code = h('code', { class: 'secret-value', id: 'token-secret' }, secret);
+  const copyStatus = h('p', { class: 'copy-status', id: 'copy-status', role: 'status' });
+  const copy = h('button', { type: 'button', class: 'btn btn-secondary', id: 'copy-secret', 'aria-describedby': 'copy-status' }, icon('copy'), h('span', {}, 'Copy'));
+  copy.addEventListener('click', async () => {
+    const ok = await copyText(secret, code);
+    copy.lastChild.textContent = ok ? 'Copied' : 'Copy';
+    copy.classList.toggle('copied', ok);
+    copyStatus.textContent = ok
+      ? 'Copied to the clipboard.'
+      : 'Could not copy automatically: the token is selected, press Ctrl+C (or ⌘C) to copy it.';
+  });
+  const done = h('button', { type: 'button', class: 'btn btn-primary', id: 'secret-done', onClick: () => close() }, 'Done');
+  const exp = token.expires_at ? dateFmt.format(new Date(token.expires_at)) : 'Never';
+  const body = h('div', { class: 'secret-view' },
+    h('div', { class: 'callout callout-warning', id: 'secret-warning' }, icon('warn'),
+      h('span', {}, h('strong', {}, 'Copy your token now. It will not be shown again. '),
+        'Keep it in a password manager or an environment variable, never in source code.')),
+    h('div', { class: 'secret-box' },
+      h('label', { class: 'visually-hidden', for: 'token-secret' }, 'Your new token'),
+      code, copy),
+    copyStatus,
+    h('dl', { class: 'facts facts-compact', id: 'created-summary' },
+      h('dt', {}, 'Description'), h('dd', {}, isolated(token.description)),
+      h('dt', {}, 'Scopes'), h('dd', {}, token.scopes.join(', ')),
+      h('dt', {}, 'Workspaces'), h('dd', {}, token.workspaces.map(workspaceName).join(', ')),
+      h('dt', {}, 'Expires'), h('dd', {}, exp)),
+    note,
+    h('p', { class: 'hint' }, 'Send it with every API call as ', h('code', {}, 'Authorization: Bearer <token>'), '.'));
+  const shell = dialogShell(titleId, 'Your new token', body, [done], 'Close');
+  shell.closeButton.addEventListener('click', () => close());
+  dialog.replaceChildren(...shell.nodes);
+  dialog.classList.add('modal-secret');
+  // Forget the secret with the dialog: nothing else ever held it.
+  forget(() => {
+    code.textContent = '';
+    secret = null;
+  });
+  copy.focus();
 }
 
 async function copyText(text, node) {
@@ -404,4 +424,7 @@ function openRevokeDialog(token, trigger, { onRevoked }) {
   });
 }
 
-export { openCreateDialog, openRevokeDialog, closeAllModals };
+export {
+  openModal, closeAllModals, dialogShell, showSecret, EXPIRATIONS, addMonths,
+  openCreateDialog, openRevokeDialog,
+};

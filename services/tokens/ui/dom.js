@@ -44,6 +44,7 @@ const ICONS = {
   chart: 'M4 19h16v2H2V3h2zm3-2V10h3v7zm5 0V5h3v12zm5 0v-5h3v5z',
   refresh: 'M17.7 6.3A8 8 0 1 0 20 12h-2a6 6 0 1 1-1.8-4.2L13 11h7V4z',
   logs: 'M4 5h16v2H4zm0 6h16v2H4zm0 6h10v2H4z',
+  bell: 'M12 22a2 2 0 0 0 2-2h-4a2 2 0 0 0 2 2zm6-6v-5c0-3.1-1.6-5.6-4.5-6.3V4a1.5 1.5 0 0 0-3 0v.7C7.6 5.4 6 7.9 6 11v5l-2 2v1h16v-1z',
 };
 
 function icon(name, cls = '') {

@@ -17,6 +17,8 @@ function parseRoute() {
   if (path === '/settings' || path === '/settings/profile') return { page: 'settings', tab: 'profile' };
   if (path === '/settings/dev' || path === '/settings/dev/tokens') return { page: 'settings', tab: 'dev', sub: 'tokens' };
   if (path === '/settings/dev/logs') return { page: 'settings', tab: 'dev', sub: 'logs', query };
+  if (path === '/settings/dev/insights') return { page: 'settings', tab: 'dev', sub: 'insights', query };
+  if (path === '/settings/dev/workspace-tokens') return { page: 'settings', tab: 'dev', sub: 'workspace-tokens', query };
   return { page: 'not-found' };
 }
 

@@ -7,6 +7,7 @@ export const state = {
   tokens: null, // null while loading
   tokensCursor: null, // next_cursor of the last page loaded
   tokensError: null,
+  notifications: null, // from GET /v1/notifications; null when unknown or absent
   notice: null, // shown on the sign-in page
 };
 

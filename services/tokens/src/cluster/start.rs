@@ -86,6 +86,7 @@ pub async fn join(
         head: writer.head(),
     }));
     let sessions = SessionMirror::new(sessions_kv);
+    state.notifications.join_cluster(role.clone());
     let _ = state.cluster.set(ClusterHandle {
         role: role.clone(),
         js: js.clone(),

@@ -136,6 +136,11 @@ impl RequestIndex {
         self
     }
 
+    /// Each token's client IPs, in this index's database.
+    pub fn client_ips(&self) -> Result<super::client_ips::ClientIps, StoreError> {
+        super::client_ips::ClientIps::open(&self.db)
+    }
+
     /// The raw tree, for tools and benchmarks.
     pub fn tree(&self) -> &sled::Tree {
         &self.tree

@@ -11,6 +11,7 @@
 //! before it is acknowledged, so a record handed over is never lost by the
 //! index and never counted twice.
 
+pub mod client_ips;
 mod counts;
 pub mod cursor;
 pub mod drops;
@@ -93,7 +94,12 @@ pub struct Indexer {
     pub clock: Arc<dyn Clock>,
     pub retention: SignedDuration,
     pub metrics: IndexerMetrics,
+    /// Each token's client IPs, and who to tell about a new one.
+    new_ips: Option<(client_ips::ClientIps, NewIpHook)>,
 }
+
+/// Told of the tokens' new client IPs once a batch is indexed.
+pub type NewIpHook = Arc<dyn Fn(Vec<client_ips::NewClientIp>) + Send + Sync>;
 
 impl Indexer {
     pub fn new(
@@ -107,7 +113,15 @@ impl Indexer {
             clock,
             retention,
             metrics,
+            new_ips: None,
         }
+    }
+
+    /// Also remembers each token's client IPs (in `ips`) and tells `hook`
+    /// of every new one (see [`client_ips`]).
+    pub fn telling_new_client_ips(mut self, ips: client_ips::ClientIps, hook: NewIpHook) -> Self {
+        self.new_ips = Some((ips, hook));
+        self
     }
 
     /// Records before this instant are past the retention.
@@ -140,12 +154,24 @@ impl Indexer {
         let index = self.index.clone();
         let metrics = self.metrics.clone();
         let cutoff = self.cutoff();
+        let new_ips = self.new_ips.clone();
+        let retention_ms = u64::try_from(self.retention.as_millis()).unwrap_or(u64::MAX);
         tokio::task::spawn_blocking(move || {
             let result = index.ingest(&records, cutoff);
             if let Ok(done) = &result {
                 metrics.indexed.inc_by(done.indexed as u64);
                 metrics.duplicates.inc_by(done.duplicates as u64);
                 metrics.expired.inc_by(done.expired as u64);
+                if let Some((ips, hook)) = new_ips {
+                    let cutoff_ms = u64::try_from(cutoff.as_millisecond()).unwrap_or(0);
+                    match ips.observe(&records, cutoff_ms, retention_ms) {
+                        Ok(new) if !new.is_empty() => hook(new),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "noting the tokens' client IPs failed")
+                        }
+                    }
+                }
             }
             (records, result)
         })

@@ -8,6 +8,7 @@ pub mod health;
 pub mod insights;
 pub mod introspect;
 pub mod me;
+pub mod notifications;
 pub mod own_token;
 pub mod paging;
 pub mod report_leak;

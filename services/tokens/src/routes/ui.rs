@@ -41,9 +41,20 @@ const ASSETS: &[Asset] = &[
     script("dialogs.js", include_bytes!("../../ui/dialogs.js")),
     script("dom.js", include_bytes!("../../ui/dom.js")),
     script("logs.js", include_bytes!("../../ui/logs.js")),
+    script(
+        "notifications.js",
+        include_bytes!("../../ui/notifications.js"),
+    ),
+    script("rotate.js", include_bytes!("../../ui/rotate.js")),
     script("router.js", include_bytes!("../../ui/router.js")),
     script("state.js", include_bytes!("../../ui/state.js")),
     script("tokens.js", include_bytes!("../../ui/tokens.js")),
+    script("insights.js", include_bytes!("../../ui/insights.js")),
+    script("policy.js", include_bytes!("../../ui/policy.js")),
+    script(
+        "workspace_tokens.js",
+        include_bytes!("../../ui/workspace_tokens.js"),
+    ),
     Asset {
         name: "favicon.svg",
         content_type: "image/svg+xml",

@@ -1,0 +1,52 @@
+//! `new_client_ip`: told when the request-log indexer sees a token used
+//! from a client IP it had not used in the retention window
+//! (`request_log::client_ips`), once per token, IP and first call.
+
+use jiff::Timestamp;
+
+use super::{Kind, Notification, Notifications, notification_id};
+use crate::request_log::client_ips::NewClientIp;
+use crate::store::{Projections, StoreError};
+
+impl Notifications {
+    /// Makes a notification of each new client IP of a known token;
+    /// answers how many were new.
+    pub fn tell_new_client_ips(
+        &self,
+        new: &[NewClientIp],
+        tokens: &Projections,
+        retention_days: i64,
+    ) -> Result<usize, StoreError> {
+        let deliver = self.delivers_now();
+        let mut made = 0;
+        for seen in new {
+            let Some(token) = tokens.token(seen.token_id)? else {
+                continue;
+            };
+            let at = Timestamp::from_millisecond(i64::try_from(seen.at_ms).unwrap_or(0))
+                .unwrap_or(Timestamp::UNIX_EPOCH);
+            let mut what = b"ip\0".to_vec();
+            what.extend_from_slice(seen.ip.as_bytes());
+            what.extend_from_slice(&seen.at_ms.to_be_bytes());
+            let notification = Notification {
+                id: notification_id(seen.token_id, &what, at),
+                kind: Kind::NewClientIp,
+                user_id: token.user_id,
+                token_id: seen.token_id,
+                at,
+                detail: format!(
+                    "“{}” was used from {}, an address it had not used in the last {retention_days} days",
+                    token.description, seen.ip
+                ),
+                read: false,
+            };
+            if self.store.emit(&notification, &what, deliver)? {
+                made += 1;
+            }
+        }
+        if made > 0 && deliver {
+            self.wake_delivery();
+        }
+        Ok(made)
+    }
+}

@@ -1,0 +1,321 @@
+//! The fold of token events into the due index and the notifications that
+//! events make at once (`leaked`, `revoked`). It remembers the last `seq`
+//! folded (`notifications_meta`), so it is resumable; folding an event
+//! again changes nothing (its notifications are made once), so it can be
+//! rebuilt from the log at any time.
+//!
+//! Each group's changes to the due index and the new `last_seq` are one sled
+//! transaction; the notifications it makes are written before it, so a
+//! crash between the two folds the group again and makes nothing twice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use enspace_core::token::RevokeReason;
+use enspace_core::{EventEnvelope, TokenEvent};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use ulid::Ulid;
+
+use super::due::{DueEntry, due_key, key_ms, token_key};
+use super::{DueIndex, Kind, Notification, NotificationStore, Stage, notification_id};
+use crate::store::{EventLog, Projections, StoreError};
+
+const LAST_SEQ: &[u8] = b"last_seq";
+const REPLAY_BATCH: usize = 1000;
+
+#[derive(Clone)]
+pub struct NotificationProjection {
+    meta: sled::Tree,
+    due: DueIndex,
+    store: NotificationStore,
+    /// One fold at a time: the writer's hook and a catch-up.
+    folding: Arc<Mutex<()>>,
+}
+
+/// What a group does to a token's expiry stages: put them at an expiry, or
+/// take them out.
+type Plan = HashMap<Ulid, Option<DueEntry>>;
+
+fn revoked_notification(
+    envelope: &EventEnvelope,
+    user_id: &str,
+    reason: RevokeReason,
+    url: Option<&str>,
+    description: &str,
+) -> Option<(Notification, Stage)> {
+    let (stage, detail) = match reason {
+        RevokeReason::Leaked => (
+            Stage::Leaked,
+            match url {
+                Some(url) => format!("“{description}” was reported as leaked at {url} and revoked"),
+                None => format!("“{description}” was reported as leaked and revoked"),
+            },
+        ),
+        RevokeReason::Admin => (
+            Stage::Revoked,
+            format!("“{description}” was revoked by a workspace administrator"),
+        ),
+        RevokeReason::MembershipRemoved => (
+            Stage::Revoked,
+            format!("“{description}” was revoked: you left one of its workspaces"),
+        ),
+        // The owner's own revocation, and a rotation's, tell the owner nothing new.
+        RevokeReason::User | RevokeReason::Rotated => return None,
+    };
+    let kind: Kind = stage.kind();
+    Some((
+        Notification {
+            id: notification_id(envelope.token_id, &[stage.byte()], envelope.at),
+            kind,
+            user_id: user_id.to_owned(),
+            token_id: envelope.token_id,
+            at: envelope.at,
+            detail,
+            read: false,
+        },
+        stage,
+    ))
+}
+
+impl NotificationProjection {
+    pub fn open(
+        db: &sled::Db,
+        store: NotificationStore,
+        due: DueIndex,
+    ) -> Result<Self, StoreError> {
+        Ok(NotificationProjection {
+            meta: db.open_tree("notifications_meta")?,
+            due,
+            store,
+            folding: Arc::default(),
+        })
+    }
+
+    /// Holds off every fold (the sweep takes it, so that a fold does not
+    /// move an entry while it is being told).
+    pub(super) fn lock(&self) -> Result<std::sync::MutexGuard<'_, ()>, StoreError> {
+        self.folding
+            .lock()
+            .map_err(|_| StoreError::Corrupt("the notification fold's lock is poisoned".into()))
+    }
+
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(match self.meta.get(LAST_SEQ)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("notifications last_seq".into()))?,
+            ),
+            None => 0,
+        })
+    }
+
+    /// Forgets the due index and what was folded, to fold the log again.
+    /// The notifications made stay, and are not made again.
+    pub fn rebuild_from_scratch(&self) -> Result<(), StoreError> {
+        let _one = self.lock()?;
+        self.due.clear()?;
+        self.meta.remove(LAST_SEQ)?;
+        Ok(())
+    }
+
+    /// Folds every event of the log not folded yet.
+    pub fn catch_up(
+        &self,
+        log: &EventLog,
+        tokens: &Projections,
+        deliver: bool,
+    ) -> Result<u64, StoreError> {
+        let _one = self.lock()?;
+        self.catch_up_locked(log, tokens, deliver)
+    }
+
+    fn catch_up_locked(
+        &self,
+        log: &EventLog,
+        tokens: &Projections,
+        deliver: bool,
+    ) -> Result<u64, StoreError> {
+        let (head, _) = log.head()?;
+        let mut after = self.last_seq()?;
+        if after > head {
+            tracing::warn!(
+                folded = after,
+                log_head = head,
+                "the notification fold is ahead of the log; folding it again"
+            );
+            self.due.clear()?;
+            after = 0;
+        }
+        let mut applied = 0;
+        loop {
+            let entries = log.read_after(after, REPLAY_BATCH)?;
+            let Some(last) = entries.last() else { break };
+            after = last.envelope.seq;
+            let envelopes: Vec<EventEnvelope> = entries.into_iter().map(|e| e.envelope).collect();
+            applied += envelopes.len() as u64;
+            self.fold(&envelopes, tokens, deliver)?;
+        }
+        Ok(applied)
+    }
+
+    /// Folds a committed group; when events before it were missed (a gap
+    /// after `last_seq`), folds the log up to it first.
+    pub fn apply_committed(
+        &self,
+        envelopes: &[EventEnvelope],
+        log: &EventLog,
+        tokens: &Projections,
+        deliver: bool,
+    ) -> Result<(), StoreError> {
+        let _one = self.lock()?;
+        let last = self.last_seq()?;
+        match envelopes.first() {
+            Some(first) if first.seq > last + 1 => {
+                self.catch_up_locked(log, tokens, deliver)?;
+                Ok(())
+            }
+            _ => self.fold(envelopes, tokens, deliver),
+        }
+    }
+
+    /// Folds events in `seq` order; those at or below `last_seq` are skipped.
+    pub(super) fn fold(
+        &self,
+        envelopes: &[EventEnvelope],
+        tokens: &Projections,
+        deliver: bool,
+    ) -> Result<(), StoreError> {
+        let already = self.last_seq()?;
+        let mut plan = Plan::new();
+        let mut last = already;
+        for envelope in envelopes.iter().filter(|e| e.seq > already) {
+            last = envelope.seq;
+            // The token as the shared fold rules left it (the projections
+            // are folded first): an event those rules ignored (a second
+            // creation of an id, a revocation naming another hash) does
+            // nothing here either.
+            if matches!(envelope.event, TokenEvent::WorkspacePolicySet(_)) {
+                // A workspace's policy, no token's: nothing to tell.
+                continue;
+            }
+            let view = tokens.token(envelope.token_id)?;
+            match &envelope.event {
+                TokenEvent::WorkspacePolicySet(_) => {}
+                TokenEvent::TokenCreated(created) => {
+                    let first = view
+                        .as_ref()
+                        .is_some_and(|v| v.secret_hash.to_hex() == created.secret_hash);
+                    if let (true, Some(expires_at)) = (first, created.expires_at) {
+                        plan.insert(
+                            envelope.token_id,
+                            Some(DueEntry {
+                                user_id: created.user_id.clone(),
+                                description: created.description.clone(),
+                                expires_at,
+                            }),
+                        );
+                    }
+                }
+                TokenEvent::TokenRevoked(revoked) => {
+                    let Some(view) = view.filter(|v| {
+                        v.revoked_at.is_some() && v.secret_hash.to_hex() == revoked.secret_hash
+                    }) else {
+                        continue;
+                    };
+                    plan.insert(envelope.token_id, None);
+                    if let Some((notification, stage)) = revoked_notification(
+                        envelope,
+                        &revoked.user_id,
+                        revoked.reason,
+                        revoked.url.as_deref(),
+                        &view.description,
+                    ) {
+                        self.store.emit(&notification, &[stage.byte()], deliver)?;
+                    }
+                }
+                TokenEvent::TokenRotated(rotated) => {
+                    let Some(view) = view.filter(|v| v.replaced_by == Some(rotated.replaced_by))
+                    else {
+                        continue;
+                    };
+                    // Its stages move to the new end, if that is earlier.
+                    let current = match plan.get(&envelope.token_id) {
+                        Some(planned) => planned.as_ref().map(|e| e.expires_at),
+                        None => self.current_expiry(envelope.token_id)?,
+                    };
+                    let expires_at = match current {
+                        Some(at) if at <= rotated.expires_at => continue,
+                        _ => rotated.expires_at,
+                    };
+                    if view.revoked_at.is_some() && !plan.contains_key(&envelope.token_id) {
+                        continue;
+                    }
+                    plan.insert(
+                        envelope.token_id,
+                        Some(DueEntry {
+                            user_id: rotated.user_id.clone(),
+                            description: view.description,
+                            expires_at,
+                        }),
+                    );
+                }
+            }
+        }
+        if last == already {
+            return Ok(());
+        }
+        self.write_plan(&plan, last)
+    }
+
+    /// The expiry a token's due entries are for, if it has any left.
+    fn current_expiry(&self, token_id: Ulid) -> Result<Option<jiff::Timestamp>, StoreError> {
+        for (stage, ms) in self.due.of_token(token_id)? {
+            if let Some(value) = self.due.due.get(due_key(ms, token_id, stage))? {
+                let entry: DueEntry = rmp_serde::from_slice(&value)
+                    .map_err(|_| StoreError::Corrupt("due index entry".into()))?;
+                return Ok(Some(entry.expires_at));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Moves the planned tokens' due entries and records `last`, atomically.
+    fn write_plan(&self, plan: &Plan, last: u64) -> Result<(), StoreError> {
+        let mut values: HashMap<Ulid, Vec<u8>> = HashMap::new();
+        for (id, entry) in plan {
+            if let Some(entry) = entry {
+                values.insert(*id, super::store::encode(entry)?);
+            }
+        }
+        (&self.due.due, &self.due.by_token, &self.meta)
+            .transaction(|(due, by_token, meta)| {
+                for (token_id, entry) in plan {
+                    for stage in Stage::EXPIRY {
+                        let reverse = token_key(*token_id, stage);
+                        if let Some(old) = by_token.remove(&reverse[..])?
+                            && let Ok(ms) = <[u8; 8]>::try_from(old.as_ref())
+                        {
+                            due.remove(&due_key(u64::from_be_bytes(ms), *token_id, stage)[..])?;
+                        }
+                        let (Some(entry), Some(value)) = (entry, values.get(token_id)) else {
+                            continue;
+                        };
+                        let Some(due_at) = stage.due_at(entry.expires_at) else {
+                            continue;
+                        };
+                        let ms = key_ms(due_at);
+                        due.insert(&due_key(ms, *token_id, stage)[..], value.as_slice())?;
+                        by_token.insert(&reverse[..], &ms.to_be_bytes()[..])?;
+                    }
+                }
+                meta.insert(LAST_SEQ, &last.to_be_bytes()[..])?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => StoreError::Sled(e),
+            })
+    }
+}

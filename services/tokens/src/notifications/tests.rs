@@ -1,0 +1,281 @@
+//! The fold and the sweep over a temporary database, without HTTP.
+
+use enspace_core::fixtures::{created, revoked};
+use enspace_core::token::RevokeReason;
+use enspace_core::{EventEnvelope, SecretHash, TokenEvent};
+use jiff::{SignedDuration, Timestamp};
+
+use super::*;
+use crate::store::Projections;
+
+struct Fixture {
+    db: sled::Db,
+    tokens: Projections,
+    notifications: Notifications,
+}
+
+fn fixture() -> Fixture {
+    let db = sled::Config::new().temporary(true).open().expect("sled");
+    Fixture {
+        tokens: Projections::open(&db).expect("projections"),
+        notifications: Notifications::open(&db, false).expect("notifications"),
+        db,
+    }
+}
+
+impl Fixture {
+    fn fold(&self, events: &[EventEnvelope]) {
+        self.tokens.apply(events).expect("projections");
+        let _one = self.notifications.projection.lock().expect("lock");
+        self.notifications
+            .projection
+            .fold(events, &self.tokens, false)
+            .expect("fold");
+    }
+
+    fn kinds(&self) -> Vec<(Kind, String)> {
+        let mut list = self.notifications.store.list("alice", 100).expect("list");
+        list.reverse();
+        list.into_iter().map(|n| (n.kind, n.detail)).collect()
+    }
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().expect("timestamp")
+}
+
+fn hash(n: u8) -> SecretHash {
+    SecretHash([n; 32])
+}
+
+fn revoked_because(
+    seq: u64,
+    of: &EventEnvelope,
+    h: &SecretHash,
+    reason: RevokeReason,
+) -> EventEnvelope {
+    let mut e = revoked(seq, of.token_id, h);
+    if let TokenEvent::TokenRevoked(r) = &mut e.event {
+        r.reason = reason;
+        if reason == RevokeReason::Leaked {
+            r.url = Some("https://github.com/acme/app/blob/main/.env".into());
+        }
+    }
+    e
+}
+
+#[test]
+fn each_expiry_stage_is_told_once_when_it_falls_due() {
+    let f = fixture();
+    let expires = ts("2026-03-01T12:00:00Z");
+    let token = created(1, &hash(1)).expires_at(expires).build();
+    f.fold(std::slice::from_ref(&token));
+    assert_eq!(f.notifications.due.len(), 3);
+    let n = &f.notifications;
+    let before_7d = expires - SignedDuration::from_hours(7 * 24) - SignedDuration::from_millis(1);
+    assert_eq!(n.sweep(before_7d, false).expect("sweep").told, 0);
+    let at_7d = expires - SignedDuration::from_hours(7 * 24);
+    assert_eq!(n.sweep(at_7d, false).expect("sweep").told, 1);
+    assert_eq!(n.sweep(at_7d, false).expect("sweep").told, 0);
+    let at_1d = expires - SignedDuration::from_hours(24);
+    assert_eq!(n.sweep(at_1d, false).expect("sweep").told, 1);
+    assert_eq!(n.sweep(expires, false).expect("sweep").told, 1);
+    assert_eq!(
+        n.sweep(expires + SignedDuration::from_hours(24 * 400), false)
+            .expect("sweep")
+            .told,
+        0
+    );
+    let kinds: Vec<Kind> = f.kinds().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        kinds,
+        [Kind::ExpiringSoon, Kind::ExpiringSoon, Kind::Expired]
+    );
+    assert!(f.notifications.due.is_empty());
+    assert!(f.kinds()[0].1.contains("fixture"), "{:?}", f.kinds());
+}
+
+#[test]
+fn a_sweep_with_nothing_due_writes_nothing() {
+    let f = fixture();
+    let far = ts("2030-01-01T00:00:00Z");
+    for i in 1..=50u8 {
+        f.fold(&[created(u64::from(i), &hash(i)).expires_at(far).build()]);
+    }
+    f.db.flush().expect("flush");
+    let before = f.db.checksum().expect("checksum");
+    let swept = f
+        .notifications
+        .sweep(ts("2026-01-01T00:00:00Z"), false)
+        .expect("sweep");
+    assert_eq!(swept, sweep::Swept::default());
+    assert_eq!(f.db.checksum().expect("checksum"), before);
+}
+
+#[test]
+fn a_late_sweep_tells_only_the_newest_stage() {
+    let f = fixture();
+    let expires = ts("2026-03-01T12:00:00Z");
+    f.fold(&[created(1, &hash(1)).expires_at(expires).build()]);
+    let swept = f
+        .notifications
+        .sweep(expires + SignedDuration::from_hours(1), false)
+        .expect("sweep");
+    assert_eq!((swept.told, swept.dropped), (1, 2));
+    let kinds: Vec<Kind> = f.kinds().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(kinds, [Kind::Expired]);
+}
+
+#[test]
+fn a_revoked_token_is_not_told_of_its_expiry() {
+    let f = fixture();
+    let expires = ts("2026-03-01T12:00:00Z");
+    let token = created(1, &hash(1)).expires_at(expires).build();
+    f.fold(&[token.clone(), revoked(2, token.token_id, &hash(1))]);
+    assert!(f.notifications.due.is_empty());
+    assert_eq!(
+        f.notifications.sweep(expires, false).expect("sweep").told,
+        0
+    );
+    // The owner revoked it: nothing to tell.
+    assert!(f.kinds().is_empty());
+}
+
+#[test]
+fn a_leak_and_an_administrators_revocation_are_told_but_not_the_owners_or_a_rotations() {
+    let f = fixture();
+    let tokens: Vec<EventEnvelope> = (1..=5u8)
+        .map(|i| created(u64::from(i), &hash(i)).build())
+        .collect();
+    f.fold(&tokens);
+    let reasons = [
+        RevokeReason::Leaked,
+        RevokeReason::Admin,
+        RevokeReason::MembershipRemoved,
+        RevokeReason::User,
+        RevokeReason::Rotated,
+    ];
+    let revocations: Vec<EventEnvelope> = tokens
+        .iter()
+        .zip(reasons)
+        .enumerate()
+        .map(|(i, (t, reason))| revoked_because(6 + i as u64, t, &hash(i as u8 + 1), reason))
+        .collect();
+    f.fold(&revocations);
+    let kinds: Vec<Kind> = f.kinds().into_iter().map(|(k, _)| k).collect();
+    let mut sorted = kinds.clone();
+    sorted.sort_by_key(|k| k.as_str());
+    assert_eq!(sorted, [Kind::Leaked, Kind::Revoked, Kind::Revoked]);
+    assert!(
+        f.kinds().iter().any(|(k, d)| *k == Kind::Leaked
+            && d.contains("leaked")
+            && d.contains("https://github.com/acme/app/blob/main/.env")),
+        "{:?}",
+        f.kinds()
+    );
+}
+
+#[test]
+fn folding_the_log_again_makes_no_notification_twice() {
+    let f = fixture();
+    let expires = ts("2026-03-01T12:00:00Z");
+    let token = created(1, &hash(1)).expires_at(expires).build();
+    let other = created(2, &hash(2)).build();
+    let leak = revoked_because(3, &other, &hash(2), RevokeReason::Leaked);
+    let events = [token, other, leak];
+    f.fold(&events);
+    f.notifications.sweep(expires, false).expect("sweep");
+    let made = f.notifications.store.len();
+    assert_eq!(made, 2, "the expiry and the leak");
+    f.notifications
+        .projection
+        .rebuild_from_scratch()
+        .expect("rebuild");
+    f.fold(&events);
+    assert_eq!(f.notifications.due.len(), 3, "the index is whole again");
+    let swept = f.notifications.sweep(expires, false).expect("sweep");
+    assert_eq!(swept.told, 0);
+    assert_eq!(f.notifications.store.len(), made);
+}
+
+#[test]
+fn a_notification_is_queued_for_delivery_only_when_asked() {
+    let f = fixture();
+    let expires = ts("2026-03-01T12:00:00Z");
+    f.fold(&[created(1, &hash(1)).expires_at(expires).build()]);
+    f.notifications
+        .sweep(expires - SignedDuration::from_hours(24), true)
+        .expect("sweep");
+    assert_eq!(f.notifications.store.outbox.len(), 1);
+    f.notifications.sweep(expires, false).expect("sweep");
+    assert_eq!(f.notifications.store.outbox.len(), 1);
+}
+
+#[test]
+fn notification_ids_are_the_same_for_the_same_token_and_stage_and_sort_by_time() {
+    let token = ulid::Ulid::new();
+    let at = ts("2026-03-01T12:00:00Z");
+    assert_eq!(
+        notification_id(token, &[0], at),
+        notification_id(token, &[0], at)
+    );
+    assert_ne!(
+        notification_id(token, &[0], at),
+        notification_id(token, &[1], at)
+    );
+    assert!(
+        notification_id(token, &[2], at)
+            < notification_id(token, &[0], at + SignedDuration::from_millis(1))
+    );
+}
+
+fn rotated(seq: u64, of: &EventEnvelope, h: &SecretHash, expires_at: Timestamp) -> EventEnvelope {
+    EventEnvelope {
+        seq,
+        id: ulid::Ulid::new(),
+        at: expires_at,
+        actor: "alice".into(),
+        token_id: of.token_id,
+        event: TokenEvent::TokenRotated(enspace_core::events::TokenRotated {
+            user_id: "alice".into(),
+            secret_hash: h.to_hex(),
+            replaced_by: ulid::Ulid::new(),
+            expires_at,
+        }),
+    }
+}
+
+#[test]
+fn a_rotation_moves_the_expiry_stages_to_the_earlier_end_and_never_later() {
+    let f = fixture();
+    let expires = ts("2026-03-01T12:00:00Z");
+    let token = created(1, &hash(1)).expires_at(expires).build();
+    f.fold(std::slice::from_ref(&token));
+    let sooner = ts("2026-02-10T12:00:00Z");
+    f.fold(&[rotated(2, &token, &hash(1), sooner)]);
+    let due: Vec<u64> = f
+        .notifications
+        .due
+        .of_token(token.token_id)
+        .expect("due")
+        .into_iter()
+        .map(|(_, ms)| ms)
+        .collect();
+    assert_eq!(due.len(), 3);
+    assert_eq!(due[2], due::key_ms(sooner), "expired at the new end");
+    // Nothing falls due at the old times any more.
+    let n = &f.notifications;
+    assert_eq!(
+        n.sweep(sooner - SignedDuration::from_hours(24 * 7), false)
+            .expect("sweep")
+            .told,
+        1
+    );
+    assert_eq!(
+        n.sweep(sooner, false).expect("sweep").told,
+        1,
+        "the 1-day stage overtaken"
+    );
+    assert!(n.due.is_empty());
+    assert!(f.kinds()[1].1.contains("2026-02-10"), "{:?}", f.kinds());
+}
