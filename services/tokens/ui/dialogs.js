@@ -62,9 +62,6 @@ function dialogShell(titleId, title, body, footer, closeLabel = 'Close') {
   };
 }
 
-// For the dialogs of other screens (workspace_tokens.js).
-export { openModal, dialogShell };
-
 // ---------------------------------------------------------------------------
 // What a token may be given
 
