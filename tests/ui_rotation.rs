@@ -353,6 +353,56 @@ async fn regenerating_a_token_revoked_meanwhile_shows_the_refusal_inline_and_cha
     ui.close().await;
 }
 
+/// Under a workspace policy the regenerate dialog offers only the
+/// expirations it allows, says why, and picks the longest allowed one when
+/// the token's own preset is over it; the rotation goes through.
+#[tokio::test]
+async fn regenerate_offers_only_the_expirations_the_workspace_policy_allows() {
+    let app = TestApp::spawn().await;
+    let alice = app.login("alice").await;
+    let (token, _) = app.create_token(&alice, &erp("6m")).await;
+    let token_id = id(&token);
+    let bob = app.login("bob").await;
+    let res = app
+        .client
+        .put(app.url("/v1/workspaces/acme/policy"))
+        .bearer_auth(&bob)
+        .json(&json!({"max_lifetime": "3m", "require_expiration": true}))
+        .send()
+        .await
+        .expect("PUT policy");
+    assert_eq!(res.status(), 200);
+    let ui = alice_on_tokens(&app.base, "rotate-policy", 1).await;
+
+    ui.click(&format!("#regenerate-{token_id}")).await;
+    ui.wait("#rotate-dialog[open]").await;
+    ui.until(
+        "the policy note",
+        "!document.querySelector('#rotate-policy-note').hidden",
+    )
+    .await;
+    let enabled = ui
+        .js("[...document.querySelectorAll('#rotate-expiration option')].filter(o => !o.disabled).map(o => o.value)")
+        .await;
+    assert_eq!(enabled, json!(["1m", "2m", "3m"]));
+    assert_eq!(
+        ui.js_str("document.querySelector('#rotate-expiration').value")
+            .await,
+        "3m",
+        "6 months is over the policy: the longest allowed instead"
+    );
+    let note = ui.text("#rotate-policy-note").await;
+    assert!(note.contains("Acme Corp allows at most 3 months"), "{note}");
+    ui.shot("01-policy-limits-the-expiration").await;
+    ui.click("#rotate-submit").await;
+    ui.wait("#token-secret").await;
+    let tokens = api_tokens(&app, &alice).await;
+    assert_eq!(tokens.len(), 2);
+    assert_eq!(tokens[0]["expiration"], "3m");
+    assert_eq!(tokens[0]["replaces"], json!(token_id));
+    ui.close().await;
+}
+
 /// Regenerate with the keyboard alone: the dialog opens on the overlap
 /// choice, arrows pick another, Tab reaches the expiration and the buttons,
 /// Escape gives focus back, and the secret view works as after a create.

@@ -2,9 +2,11 @@
 // old token keeps working and the new one's expiration, then see the new
 // secret once, in the same view the create dialog uses.
 
-import { api, SessionEnded } from './api.js';
+import { api, SessionEnded, loadWorkspaces } from './api.js';
 import { openModal, dialogShell, showSecret, EXPIRATIONS, addMonths } from './dialogs.js';
 import { h, icon, uid, dateFmt, dateTimeFmt, stripTicks, isolated } from './dom.js';
+import { allowedExpirations, policyReasons } from './policy.js';
+import { state, workspaceName } from './state.js';
 
 const OVERLAPS = [
   { id: '0', label: 'Stop the old token now', hours: 0 },
@@ -59,6 +61,27 @@ function openRotateDialog(token, trigger, { onChanged }) {
   expiration.addEventListener('change', updateExpiration);
   updateExpiration();
 
+  // Only the expirations the token's workspaces' policies allow (the server
+  // refuses the others with 422 policy_violation).
+  const policyNote = h('p', { class: 'hint policy-note', id: 'rotate-policy-note', hidden: true });
+  const applyPolicies = (workspaces) => {
+    if (!workspaces) return;
+    const allowed = allowedExpirations(token.workspaces, workspaces);
+    for (const option of expiration.options) option.disabled = !allowed.includes(option.value);
+    if (!allowed.includes(expiration.value)) {
+      const enabled = [...expiration.options].filter((o) => !o.disabled);
+      const fitting = enabled.filter((o) => o.index < expiration.selectedIndex);
+      const pick = fitting.length ? fitting[fitting.length - 1] : enabled[0];
+      if (pick) expiration.value = pick.value;
+      updateExpiration();
+    }
+    const reasons = policyReasons(token.workspaces, workspaces, workspaceName);
+    policyNote.textContent = reasons.join(' ');
+    policyNote.hidden = reasons.length === 0;
+  };
+  applyPolicies(state.workspaces);
+  loadWorkspaces().then(applyPolicies).catch(() => {});
+
   const error = h('div', { class: 'callout callout-error', id: 'rotate-error', role: 'alert', hidden: true });
   const cancel = h('button', { type: 'button', class: 'btn btn-secondary', id: 'rotate-cancel' }, 'Cancel');
   const submit = h('button', { type: 'submit', class: 'btn btn-primary', id: 'rotate-submit', form: 'rotate-form' }, 'Regenerate token');
@@ -78,7 +101,8 @@ function openRotateDialog(token, trigger, { onChanged }) {
     h('div', { class: 'field' },
       h('label', { for: 'rotate-expiration' }, 'New token expires'),
       expiration,
-      expirationHint),
+      expirationHint,
+      policyNote),
     error);
 
   form.addEventListener('submit', async (e) => {
