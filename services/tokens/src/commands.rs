@@ -43,7 +43,7 @@ pub enum Command {
 /// refuses it.
 pub const SYSTEM_ACTOR: &str = "system";
 
-/// A validated creation request: every field already obeys the contract.
+/// A validated creation request: every field already obeys the API's rules.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CreateToken {
     pub token_id: Ulid,

@@ -121,7 +121,7 @@ fn is_forbidden_in_description(c: char) -> bool {
         )
 }
 
-/// The contract's rules for a new token; the first broken rule is the answer.
+/// The API's rules for a new token; the first broken rule is the answer.
 fn validate(
     caller: &Caller,
     req: CreateTokenRequest,
