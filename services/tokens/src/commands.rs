@@ -640,4 +640,32 @@ mod tests {
             Err(CommandError::TokenNotFound)
         );
     }
+
+    #[test]
+    fn every_command_survives_the_forwarding_encoding() {
+        let cmd = create("alice");
+        let commands = [
+            cmd.clone(),
+            rotate(&cmd, "alice", SignedDuration::from_hours(24 * 30)),
+            leaked(Some("https://gist.example/1")),
+            Command::AdminRevoke {
+                token_id: id_of(&cmd),
+                actor: "bob".into(),
+                workspace: "acme".into(),
+            },
+            Command::SetPolicy {
+                workspace: "acme".into(),
+                actor: "bob".into(),
+                policy: WorkspacePolicy {
+                    max_lifetime: Some(Expiration::ThreeMonths),
+                    require_expiration: true,
+                },
+            },
+        ];
+        for command in commands {
+            let bytes = rmp_serde::to_vec_named(&command).expect("encode");
+            let back: Command = rmp_serde::from_slice(&bytes).expect("decode");
+            assert_eq!(format!("{back:?}"), format!("{command:?}"));
+        }
+    }
 }
