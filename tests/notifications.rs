@@ -120,18 +120,27 @@ async fn expiring_soon_is_told_7_days_and_1_day_before_expiry_and_expired_at_it_
 
 #[tokio::test]
 async fn a_stopped_or_killed_and_restarted_process_does_not_tell_a_stage_twice() {
-    // A token made in the past so that, by the machine's clock the real
-    // process runs on, its 7-day stage is due and its 1-day stage is not.
+    // Tokens made in the past so that, by the machine's clock the real
+    // process runs on, one is in its 7-day stage, one in its 1-day stage and
+    // one has expired.
     let app = TestApp::spawn().await;
-    let expires_wanted = Timestamp::now() + SignedDuration::from_hours(3 * 24);
-    let created = expires_wanted
-        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
-        .checked_sub(jiff::Span::new().months(1))
-        .expect("a month earlier")
-        .timestamp();
-    app.clock.set(created);
-    let alice = app.login("alice").await;
-    let (token, _) = app.create_token(&alice, &one_month("nightly backup")).await;
+    let mut made = Vec::new();
+    for (hours_left, description) in [
+        (3 * 24, "nightly backup"),
+        (12, "deploy key"),
+        (-1, "old export"),
+    ] {
+        let expires_wanted = Timestamp::now() + SignedDuration::from_hours(hours_left);
+        let created = expires_wanted
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .checked_sub(jiff::Span::new().months(1))
+            .expect("a month earlier")
+            .timestamp();
+        app.clock.set(created);
+        let alice = app.login("alice").await;
+        let (token, _) = app.create_token(&alice, &one_month(description)).await;
+        made.push(token["id"].clone());
+    }
     let (data, _) = app.stop().await;
 
     let start = || {
@@ -150,12 +159,40 @@ async fn a_stopped_or_killed_and_restarted_process_does_not_tell_a_stage_twice()
     };
     let (mut process, api) = start();
     let alice = api.login("alice").await;
-    let list = wait_for(&api, &alice, 1).await;
-    assert_eq!(kinds(&list), ["expiring_soon"]);
-    assert_eq!(list[0]["token_id"], token["id"]);
-    let id = list[0]["id"].clone();
+    let told = wait_for(&api, &alice, 3).await;
+    let stage_of = |list: &[Value], token: &Value| {
+        list.iter()
+            .filter(|n| n["token_id"] == *token)
+            .map(|n| {
+                (
+                    n["kind"].as_str().unwrap_or_default().to_owned(),
+                    n["id"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let kinds_by_token: Vec<Vec<String>> = made
+        .iter()
+        .map(|t| stage_of(&told, t).into_iter().map(|(k, _)| k).collect())
+        .collect();
+    assert_eq!(
+        kinds_by_token,
+        [["expiring_soon"], ["expiring_soon"], ["expired"]],
+        "one stage each, the latest due: {told:?}"
+    );
+    let deploy_key = told
+        .iter()
+        .find(|n| n["token_id"] == made[1])
+        .and_then(|n| n["detail"].as_str())
+        .unwrap_or_default();
+    assert!(
+        deploy_key.contains("deploy key") && deploy_key.contains("1 day"),
+        "the 1-day stage: {deploy_key}"
+    );
+    let mut ids: Vec<Value> = told.iter().map(|n| n["id"].clone()).collect();
+    ids.sort_by_key(|v| v.to_string());
 
-    // A graceful stop (SIGTERM), then a crash (SIGKILL): told once still.
+    // A graceful stop (SIGTERM), then a crash (SIGKILL): each told once still.
     for stop in [EnspaceProcess::terminate, EnspaceProcess::kill] {
         stop(&mut process);
         let (next, api) = start();
@@ -163,8 +200,9 @@ async fn a_stopped_or_killed_and_restarted_process_does_not_tell_a_stage_twice()
         wait_sweeps(&api, 3).await;
         let alice = api.login("alice").await;
         let list = notifications(&api, &alice).await;
-        assert_eq!(list.len(), 1, "told once: {list:?}");
-        assert_eq!(list[0]["id"], id, "the same notification");
+        let mut again: Vec<Value> = list.iter().map(|n| n["id"].clone()).collect();
+        again.sort_by_key(|v| v.to_string());
+        assert_eq!(again, ids, "the same notifications, told once: {list:?}");
     }
 }
 
