@@ -149,6 +149,7 @@ async fn six_hundred_concurrent_wrong_sign_ins_keep_memory_threads_and_healthz_i
  {
     const CLIENTS: usize = 600;
     const FLOOD: Duration = Duration::from_secs(6);
+    const BOB_ATTEMPTS: usize = 4;
     let data = tempfile::tempdir().expect("temp dir");
     let process = EnspaceProcess::serve(data.path());
     let pid = process.child.id();
@@ -199,8 +200,17 @@ async fn six_hundred_concurrent_wrong_sign_ins_keep_memory_threads_and_healthz_i
         .build()
         .expect("client");
     let mut bob_statuses = Vec::new();
-    let mut next_bob = started + Duration::from_secs(3);
-    while started.elapsed() < FLOOD {
+    // Bob signs in once every flooding address has had its first answer:
+    // 600 first attempts from fresh addresses are as clean as his and queue
+    // with him in order of arrival (a busy machine spreads them out); what
+    // must not lock him out is the flood that goes on after them.
+    let mut next_bob: Option<Instant> = None;
+    while started.elapsed() < FLOOD
+        || (bob_statuses.len() < BOB_ATTEMPTS && started.elapsed() < 4 * FLOOD)
+    {
+        if next_bob.is_none() && sent.load(Ordering::Relaxed) >= CLIENTS {
+            next_bob = Some(Instant::now() + Duration::from_millis(500));
+        }
         let t = Instant::now();
         let res = api
             .client
@@ -213,7 +223,9 @@ async fn six_hundred_concurrent_wrong_sign_ins_keep_memory_threads_and_healthz_i
         healthz.push(t.elapsed());
         let (rss, threads) = rss_and_threads(pid);
         (peak_rss, peak_threads) = (peak_rss.max(rss), peak_threads.max(threads));
-        if Instant::now() >= next_bob {
+        if let Some(at) = next_bob.as_mut()
+            && Instant::now() >= *at
+        {
             let res = bob
                 .post(api.url("/v1/session"))
                 .json(&json!({"username": "bob", "password": "bob-password"}))
@@ -221,7 +233,7 @@ async fn six_hundred_concurrent_wrong_sign_ins_keep_memory_threads_and_healthz_i
                 .await
                 .expect("bob signs in");
             bob_statuses.push(res.status().as_u16());
-            next_bob += Duration::from_millis(500);
+            *at += Duration::from_millis(500);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -244,7 +256,11 @@ async fn six_hundred_concurrent_wrong_sign_ins_keep_memory_threads_and_healthz_i
         "/healthz p90 {p90:?} during the flood (max {:?})",
         healthz.last()
     );
-    assert!(!bob_statuses.is_empty());
+    assert!(
+        bob_statuses.len() >= BOB_ATTEMPTS,
+        "bob tried {} times",
+        bob_statuses.len()
+    );
     assert!(
         bob_statuses.iter().all(|s| *s == 200),
         "bob's sign-ins during the flood: {bob_statuses:?}"
