@@ -8,8 +8,8 @@ use jiff::SignedDuration;
 use serde_json::{Value, json};
 
 use crate::support::app::ApiClient;
-use crate::support::distributed::{self, RECORDS, wait_ready, wait_status};
-use crate::support::{NatsServer, ServeApp, TestApp, eventually};
+use crate::support::distributed::{self, RECORDS, TwoNodes, wait_status};
+use crate::support::{ServeApp, TestApp, eventually};
 
 fn body(expiration: &str) -> Value {
     json!({"description": "ERP Integration", "expiration": expiration,
@@ -343,28 +343,18 @@ async fn rotate_answers_problems_for_bad_input_and_other_peoples_tokens() {
 
 #[tokio::test]
 async fn with_no_overlap_the_old_token_stops_at_once_on_every_api_node() {
-    let nats = NatsServer::start();
-    let data = tempfile::tempdir().expect("temp dir");
-    let service = distributed::token_service(data.path(), &nats.url(), &[]);
-    let (a, b) = (
-        distributed::api_node_on(&nats, "node-a"),
-        distributed::api_node_on(&nats, "node-b"),
-    );
-    let svc = ApiClient::from_base(&service.base);
-    let nodes = [ApiClient::from_base(&a.base), ApiClient::from_base(&b.base)];
-    wait_ready(&svc).await;
-    for node in &nodes {
-        wait_ready(node).await;
-    }
+    // Bound whole: the processes live as long as it does.
+    let two = TwoNodes::start().await;
+    let (svc, nodes) = (&two.svc, &two.nodes);
     let alice = svc.login("alice").await;
     let (old, old_secret) = svc
         .create_token(&alice, &distributed::body("rotate me"))
         .await;
-    for node in &nodes {
+    for node in nodes {
         wait_status(node, &old_secret, 200, Duration::from_secs(5)).await;
     }
-    let (_, new_secret) = rotate(&svc, &alice, &id(&old), json!({"overlap": "0"})).await;
-    for node in &nodes {
+    let (_, new_secret) = rotate(svc, &alice, &id(&old), json!({"overlap": "0"})).await;
+    for node in nodes {
         wait_status(node, &old_secret, 401, Duration::from_secs(1)).await;
         wait_status(node, &new_secret, 200, Duration::from_secs(1)).await;
     }

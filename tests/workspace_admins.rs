@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::support::TestApp;
 use crate::support::app::ApiClient;
-use crate::support::distributed::{self, wait_ready, wait_status};
-use crate::support::{NatsServer, TestApp};
+use crate::support::distributed::{self, TwoNodes, wait_status};
 
 fn body(expiration: &str, workspaces: &[&str]) -> Value {
     json!({"description": format!("{expiration} on {workspaces:?}"), "expiration": expiration,
@@ -117,35 +117,25 @@ async fn an_admin_sees_every_token_reaching_the_workspace_and_a_member_gets_403(
 
 #[tokio::test]
 async fn an_admin_revokes_a_token_on_every_api_node_with_reason_admin() {
-    let nats = NatsServer::start();
-    let data = tempfile::tempdir().expect("temp dir");
-    let service = distributed::token_service(data.path(), &nats.url(), &[]);
-    let (a, b) = (
-        distributed::api_node_on(&nats, "node-a"),
-        distributed::api_node_on(&nats, "node-b"),
-    );
-    let svc = ApiClient::from_base(&service.base);
-    let nodes = [ApiClient::from_base(&a.base), ApiClient::from_base(&b.base)];
-    wait_ready(&svc).await;
-    for node in &nodes {
-        wait_ready(node).await;
-    }
+    // Bound whole: the processes live as long as it does.
+    let two = TwoNodes::start().await;
+    let (svc, nodes) = (&two.svc, &two.nodes);
     let alice = svc.login("alice").await;
     let bob = svc.login("bob").await;
     let (token, secret) = svc
         .create_token(&alice, &distributed::body("reaches acme"))
         .await;
     let (globex, _) = svc.create_token(&alice, &body("never", &["globex"])).await;
-    for node in &nodes {
+    for node in nodes {
         wait_status(node, &secret, 200, Duration::from_secs(5)).await;
     }
 
     // A policy event in the stream between does not trouble the nodes.
     let policy = json!({"max_lifetime": "1y", "require_expiration": true});
-    assert_eq!(put_policy(&svc, &bob, "acme", &policy).await.status(), 200);
+    assert_eq!(put_policy(svc, &bob, "acme", &policy).await.status(), 200);
     let path = format!("/v1/workspaces/acme/tokens/{}", id(&token));
     problem(svc.delete(&alice, &path).await, 403, "not_workspace_admin").await;
-    for node in &nodes {
+    for node in nodes {
         assert_eq!(
             distributed::status(node, &secret).await,
             200,
@@ -153,7 +143,7 @@ async fn an_admin_revokes_a_token_on_every_api_node_with_reason_admin() {
         );
     }
     assert_eq!(svc.delete(&bob, &path).await.status(), 204);
-    for node in &nodes {
+    for node in nodes {
         wait_status(node, &secret, 401, Duration::from_secs(1)).await;
     }
     assert_eq!(

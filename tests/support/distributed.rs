@@ -91,3 +91,35 @@ pub async fn metric(api: &ApiClient, prefix: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// A real nats-server, `enspace tokens` and two API nodes on it, all ready.
+pub struct TwoNodes {
+    pub svc: ApiClient,
+    pub nodes: [ApiClient; 2],
+    // Kept for their lifetimes: dropped, the processes stop.
+    _processes: [EnspaceProcess; 3],
+    _data: tempfile::TempDir,
+    _nats: NatsServer,
+}
+
+impl TwoNodes {
+    pub async fn start() -> Self {
+        let nats = NatsServer::start();
+        let data = tempfile::tempdir().expect("temp dir");
+        let service = token_service(data.path(), &nats.url(), &[]);
+        let (a, b) = (api_node_on(&nats, "node-a"), api_node_on(&nats, "node-b"));
+        let svc = ApiClient::from_base(&service.base);
+        let nodes = [ApiClient::from_base(&a.base), ApiClient::from_base(&b.base)];
+        wait_ready(&svc).await;
+        for node in &nodes {
+            wait_ready(node).await;
+        }
+        TwoNodes {
+            svc,
+            nodes,
+            _processes: [service, a, b],
+            _data: data,
+            _nats: nats,
+        }
+    }
+}
