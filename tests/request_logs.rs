@@ -578,6 +578,7 @@ fn record_for(token: &str, at: Timestamp) -> enspace_core::RequestRecord {
         node: "test".into(),
         method: "GET".into(),
         path: RECORDS.into(),
+        path_truncated: false,
         workspace: Some("acme".into()),
         status: 200,
         duration_ms: 0.5,

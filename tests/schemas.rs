@@ -261,6 +261,7 @@ fn request_records_validate_and_a_renamed_field_does_not() {
         node: "node-1".into(),
         method: "GET".into(),
         path: "/api/v1/workspaces/acme/records".into(),
+        path_truncated: false,
         workspace: Some("acme".into()),
         status: 200,
         duration_ms: 0.42,

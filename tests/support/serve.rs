@@ -26,6 +26,7 @@ pub fn service_args(data: &std::path::Path, nats_url: Option<String>) -> Service
         directory: None,
         internal_key: Some("test-internal-key".into()),
         request_retention: Duration::from_secs(90 * 86_400),
+        request_max_bytes: Default::default(),
         node_id: "serve".into(),
         nats_auth: Default::default(),
         event_signing_key: None,

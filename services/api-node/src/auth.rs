@@ -4,7 +4,9 @@
 //! DELETE delete) and, where the route has a `{ws}` segment, that workspace.
 //! Handlers get the identity through the [`VerifiedToken`] extractor. Every
 //! call whose token resolves to a known token id, allowed or denied, is
-//! handed to the request-record sink once with its final status.
+//! handed to the request-record sink once with its final status, its path,
+//! workspace and user agent kept within bounds (`enspace_core::record_bounds`);
+//! a call refused before a token is known is counted instead (`refused`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,13 +17,14 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use enspace_core::{Clock, RecordSink, RequestRecord, Scope};
+use enspace_core::{Clock, RecordSink, RequestRecord, Scope, record_bounds};
 use enspace_http::ApiError;
 use ulid::Ulid;
 
 use crate::freshness::Freshness;
 use crate::metrics::NodeMetrics;
 use crate::rate_limit::{Decision, TokenRateLimit};
+use crate::refused::RefusedBeforeToken;
 use crate::replica::TokenReplica;
 use crate::verify::{Rejection, VerifiedToken, verify};
 
@@ -39,6 +42,8 @@ pub struct AuthParts {
     pub freshness: Arc<Freshness>,
     /// Calls per second per token, when the node limits them.
     pub rate_limit: Option<Arc<TokenRateLimit>>,
+    /// This hour's count of calls refused before a token was known.
+    pub refused: Arc<RefusedBeforeToken>,
 }
 
 impl Auth {
@@ -58,6 +63,7 @@ struct PendingRecord {
     token: VerifiedToken,
     method: String,
     path: String,
+    path_truncated: bool,
     client_ip: String,
     user_agent: Option<String>,
 }
@@ -135,7 +141,7 @@ pub async fn require_token(
     let workspace = params
         .iter()
         .find(|(name, _)| *name == "ws")
-        .map(|(_, value)| value.to_owned());
+        .map(|(_, value)| value);
     let needed = scope_for(req.method());
     let authorization = req
         .headers()
@@ -147,30 +153,43 @@ pub async fn require_token(
         authorization,
         now.as_millisecond(),
         needed,
-        workspace.as_deref(),
+        workspace,
     );
     auth.metrics.observe_verification(
         verdict.rejection.as_ref().map_or("ok", Rejection::outcome),
         start.elapsed(),
     );
+    if verdict.token.is_none()
+        && let Some(reason) = verdict
+            .rejection
+            .as_ref()
+            .and_then(RefusedBeforeToken::reason)
+        && let Some(hour) = auth.refused.count(reason, now.as_millisecond())
+    {
+        hour.log(&auth.node_id);
+    }
     // What a request record needs is taken before the request moves on, and
     // only when the call resolved to a token and records are kept.
     let pending = match (&auth.sink, &verdict.token) {
-        (Some(_), Some(token)) => Some(PendingRecord {
-            token: token.clone(),
-            method: req.method().as_str().to_owned(),
-            path: req.uri().path().to_owned(),
-            client_ip: req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ci| ci.0.ip().to_string())
-                .unwrap_or_default(),
-            user_agent: req
-                .headers()
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(256).collect::<String>()),
-        }),
+        (Some(_), Some(token)) => {
+            let (path, path_truncated) = record_bounds::path(req.uri().path());
+            Some(PendingRecord {
+                token: token.clone(),
+                method: req.method().as_str().to_owned(),
+                path: path.to_owned(),
+                path_truncated,
+                client_ip: req
+                    .extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|ci| ci.0.ip().to_string())
+                    .unwrap_or_default(),
+                user_agent: req
+                    .headers()
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|s| record_bounds::user_agent(s).to_owned()),
+            })
+        }
         _ => None,
     };
     // Every call of a known token counts against its rate, allowed or not.
@@ -207,7 +226,10 @@ pub async fn require_token(
             node: auth.node_id.to_string(),
             method: p.method,
             path: p.path,
-            workspace,
+            path_truncated: p.path_truncated,
+            workspace: workspace
+                .and_then(record_bounds::workspace)
+                .map(str::to_owned),
             status: response.status().as_u16(),
             duration_ms: (start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
             client_ip: p.client_ip,

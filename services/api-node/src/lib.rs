@@ -11,6 +11,7 @@ pub mod publisher;
 pub mod rate_limit;
 pub mod record_queue;
 pub mod records;
+pub mod refused;
 pub mod replica;
 pub mod scopes;
 mod table;
@@ -109,6 +110,7 @@ impl NodeState {
                 sink,
                 freshness: freshness.clone(),
                 rate_limit,
+                refused: Arc::default(),
             }),
             records: records::new_store(),
             clock,

@@ -49,6 +49,9 @@ pub struct PublisherConfig {
     pub ack_timeout: Duration,
     /// How long the stream keeps records (its `max_age`).
     pub retention: Duration,
+    /// The most bytes the stream keeps (its `max_bytes`; the oldest
+    /// records go first), or no bound.
+    pub max_bytes: Option<u64>,
     /// The node's name in the counts of dropped records it reports.
     pub node: String,
 }
@@ -59,6 +62,7 @@ impl Default for PublisherConfig {
             max_in_flight: 1024,
             ack_timeout: Duration::from_secs(5),
             retention: enspace_nats::DEFAULT_REQUEST_RETENTION,
+            max_bytes: None,
             node: "api-node".to_owned(),
         }
     }
@@ -122,7 +126,8 @@ impl Publisher {
 
     async fn ensure_stream(&self, js: &async_nats::jetstream::Context, backoff: &mut Backoff) {
         loop {
-            let config = enspace_nats::requests_config(self.config.retention);
+            let config =
+                enspace_nats::requests_config(self.config.retention, self.config.max_bytes);
             match enspace_nats::ensure_stream(js, config).await {
                 Ok(_) => return,
                 Err(e) => {

@@ -465,6 +465,7 @@ pub(crate) mod tests {
             node: "n".into(),
             method: "GET".into(),
             path: "/".into(),
+            path_truncated: false,
             workspace: None,
             status: n,
             duration_ms: 0.0,

@@ -41,6 +41,7 @@ pub fn request_record(rng: &mut impl Rng, token: Ulid, at_ms: i64) -> RequestRec
             "/api/v1/workspaces/acme/records/{}",
             Ulid::from_parts(at_ms.max(0) as u64, rng.r#gen())
         ),
+        path_truncated: false,
         workspace: Some("acme".into()),
         status: STATUSES[rng.gen_range(0..STATUSES.len())],
         duration_ms: f64::from(rng.gen_range(50..5_000u32)) / 1000.0,

@@ -121,6 +121,10 @@ pub struct ServiceArgs {
     /// How long request records are kept (e.g. 90d, 12h, 30s).
     #[arg(long, env = "ENSPACE_REQUEST_RETENTION", default_value = "90d", value_parser = parse_duration)]
     pub request_retention: Duration,
+    /// With NATS: the most the request records stream keeps (e.g. 50GiB;
+    /// the oldest records go first), or `none`.
+    #[arg(long, env = "ENSPACE_REQUEST_MAX_BYTES", default_value = "none", value_parser = parse_bytes)]
+    pub request_max_bytes: MaxBytes,
     /// This process's name: in heartbeats, and as the node id of the
     /// example API node that `serve` mounts.
     #[arg(long, env = "ENSPACE_NODE_ID", default_value = "serve")]
@@ -246,6 +250,10 @@ pub struct NodeArgs {
     /// How long request records are kept in JetStream (e.g. 90d).
     #[arg(long, env = "ENSPACE_REQUEST_RETENTION", default_value = "90d", value_parser = parse_duration)]
     pub request_retention: Duration,
+    /// The most the request records stream keeps (e.g. 50GiB; the oldest
+    /// records go first), or `none`.
+    #[arg(long, env = "ENSPACE_REQUEST_MAX_BYTES", default_value = "none", value_parser = parse_bytes)]
+    pub request_max_bytes: MaxBytes,
     #[command(flatten)]
     pub nats_auth: NatsAuthArgs,
     /// The control plane's public event key (base64, from `enspace
@@ -418,6 +426,45 @@ pub fn parse_per_minute(s: &str) -> Result<PerMinute, String> {
         .map_err(|_| format!("`{s}`: N in N/min must be a whole number from 1"))
 }
 
+/// `--request-max-bytes`: a size in bytes, or no bound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaxBytes(pub Option<u64>);
+
+/// `none`, or a whole number of bytes with an optional unit: `KB`, `MB`,
+/// `GB`, `TB` (powers of 1000) or `KiB`, `MiB`, `GiB`, `TiB` (of 1024).
+pub fn parse_bytes(s: &str) -> Result<MaxBytes, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(MaxBytes(None));
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let unit_bytes: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "`{s}`: give a size such as 50GiB, 500MB or 1048576, or none"
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}`: the size must start with a whole number"))?;
+    match n.checked_mul(unit_bytes) {
+        Some(0) => Err("the size must be more than zero (or none)".into()),
+        Some(bytes) if bytes <= i64::MAX as u64 => Ok(MaxBytes(Some(bytes))),
+        _ => Err(format!("`{s}` is too large")),
+    }
+}
+
 /// `90d`, `12h`, `15m`, `30s` or `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim())
@@ -454,6 +501,28 @@ mod tests {
         assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(14 * 86_400)));
         assert!(parse_duration("3x").is_err());
+    }
+
+    #[test]
+    fn sizes_are_bytes_with_a_decimal_or_binary_unit_or_none() {
+        assert_eq!(parse_bytes("none"), Ok(MaxBytes(None)));
+        assert_eq!(parse_bytes("1048576"), Ok(MaxBytes(Some(1 << 20))));
+        assert_eq!(parse_bytes("64KiB"), Ok(MaxBytes(Some(65_536))));
+        assert_eq!(parse_bytes("50GiB"), Ok(MaxBytes(Some(50 << 30))));
+        assert_eq!(parse_bytes("500 MB"), Ok(MaxBytes(Some(500_000_000))));
+        assert_eq!(parse_bytes("2tb"), Ok(MaxBytes(Some(2_000_000_000_000))));
+        for bad in [
+            "0",
+            "0GiB",
+            "-1",
+            "1.5GiB",
+            "GiB",
+            "10 parsecs",
+            "",
+            "99999999999TiB",
+        ] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -170,6 +170,7 @@ async fn control_plane(
             .with_replicas(replicas);
             let mut source = enspace_tokens::request_log::jetstream::Source {
                 replicas,
+                max_bytes: args.request_max_bytes.0,
                 ..Default::default()
             };
             match &cluster {
@@ -337,6 +338,12 @@ fn record_queue(registry: &mut Registry, capacity: usize) -> (NodeMetrics, Arc<R
     (metrics, Arc::new(queue))
 }
 
+/// How long and how much the request records stream keeps.
+struct StreamBounds {
+    retention: Duration,
+    max_bytes: Option<u64>,
+}
+
 /// Publishes the queue's records to JetStream, forever, on a thread of its
 /// own with its own NATS connection. Serving many requests then cannot
 /// starve the publisher of CPU: the operating system shares the cores
@@ -348,14 +355,15 @@ fn start_publisher(
     nats_url: &str,
     credentials: enspace_nats::Credentials,
     name: &str,
-    retention: Duration,
+    stream: StreamBounds,
 ) -> anyhow::Result<()> {
     let publisher = Publisher::new(
         queue.clone(),
         metrics.records_published.clone(),
         metrics.records_dropped.clone(),
         PublisherConfig {
-            retention,
+            retention: stream.retention,
+            max_bytes: stream.max_bytes,
             node: name.to_owned(),
             ..PublisherConfig::default()
         },
@@ -455,7 +463,10 @@ pub async fn serve_with(
                 url,
                 args.nats_auth.credentials(),
                 "enspace-serve",
-                args.request_retention,
+                StreamBounds {
+                    retention: args.request_retention,
+                    max_bytes: args.request_max_bytes.0,
+                },
             )?;
             follow_token_events(
                 js,
@@ -560,7 +571,10 @@ pub async fn api_node(
         &args.nats_url,
         args.nats_auth.credentials(),
         &name,
-        args.request_retention,
+        StreamBounds {
+            retention: args.request_retention,
+            max_bytes: args.request_max_bytes.0,
+        },
     )?;
     let sink: Arc<dyn enspace_core::RecordSink> = records.clone();
     let freshness = Arc::new(Freshness::new(args.max_staleness.0));
@@ -589,11 +603,18 @@ fn node_options(rate: crate::cli::TokenRateLimit) -> NodeOptions {
 }
 
 /// Starts the upkeep an API node's limits need: a rate limit forgets quiet
-/// tokens every minute.
+/// tokens every minute; each hour's count of calls refused before a token
+/// was known is logged.
 fn keep_up(node: &NodeState) {
     if let Some(limit) = node.rate_limit() {
         tokio::spawn(limit.clone().prune_forever());
     }
+    tokio::spawn(
+        node.auth
+            .refused
+            .clone()
+            .report_forever(node.clock.clone(), node.auth.node_id.clone()),
+    );
 }
 
 /// Resolves on SIGINT or SIGTERM.

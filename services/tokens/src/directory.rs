@@ -19,6 +19,9 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Workspace {
+    /// 1 to 64 ASCII letters, digits, `-` or `_` (the only workspace ids a
+    /// token can be granted and a request record keeps).
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: String,
     pub name: String,
 }
@@ -154,6 +157,17 @@ impl Directory {
             path: path.to_owned(),
             message,
         };
+        if let Some(w) = file
+            .workspaces
+            .iter()
+            .find(|w| !enspace_core::workspace::is_valid_id(&w.id))
+        {
+            return Err(invalid(format!(
+                "workspace id `{}` must be {}",
+                w.id.chars().take(80).collect::<String>(),
+                enspace_core::workspace::ID_RULE
+            )));
+        }
         let workspaces: HashMap<&str, &Workspace> =
             file.workspaces.iter().map(|w| (w.id.as_str(), w)).collect();
         let mut users = HashMap::new();
@@ -273,5 +287,19 @@ mod tests {
         let demo = Directory::demo();
         assert_eq!(demo.user("bob").expect("bob").admin_of, ["acme"]);
         assert!(demo.user("alice").expect("alice").admin_of.is_empty());
+    }
+
+    #[test]
+    fn a_workspace_id_outside_the_rule_is_refused_naming_it() {
+        for bad in ["acme corp", "", "a.b", &"w".repeat(65)] {
+            let mut bad_file = file(&[]);
+            bad_file.workspaces[0].id = bad.to_owned();
+            let Err(DirectoryError::Invalid { message, .. }) =
+                Directory::from_file(bad_file, "test")
+            else {
+                panic!("workspace id {bad:?} must be refused")
+            };
+            assert!(message.contains("workspace id"), "{message}");
+        }
     }
 }

@@ -10,9 +10,11 @@ pub mod fixtures;
 pub mod fold;
 pub mod policy;
 pub mod record;
+pub mod record_bounds;
 pub mod secret;
 pub mod signing;
 pub mod token;
+pub mod workspace;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{AuditEvent, CommittedEvents, EventEnvelope, StoredEvent, TokenEvent};

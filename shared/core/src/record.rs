@@ -17,16 +17,24 @@ pub struct RequestRecord {
     pub at: Timestamp,
     pub node: String,
     pub method: String,
-    /// The path only, without the query string.
+    /// The path only, without the query string; at most 1024 bytes (a
+    /// longer path is cut at a character boundary).
+    #[schema(max_length = 1024)]
     pub path: String,
-    #[schema(required = true)]
+    /// `true` when `path` was cut to 1024 bytes; absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub path_truncated: bool,
+    /// The `{ws}` the call named, if it is a valid workspace id (1 to 64
+    /// ASCII letters, digits, `-` or `_`); `null` otherwise.
+    #[schema(required = true, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub workspace: Option<String>,
     #[schema(minimum = 100, maximum = 599)]
     pub status: u16,
     #[schema(minimum = 0)]
     pub duration_ms: f64,
     pub client_ip: String,
-    #[schema(required = true)]
+    /// At most 256 bytes (a longer one is cut).
+    #[schema(required = true, max_length = 256)]
     pub user_agent: Option<String>,
 }
 
@@ -171,6 +179,7 @@ mod tests {
             node: "node-1".into(),
             method: "GET".into(),
             path: "/api/v1/workspaces/acme/records".into(),
+            path_truncated: false,
             workspace: Some("acme".into()),
             status: 200,
             duration_ms: 0.25,
@@ -194,6 +203,19 @@ mod tests {
         assert_eq!(
             RequestRecord::from_msgpack(&record.to_msgpack()).expect("decodes"),
             record
+        );
+        assert!(json.get("path_truncated").is_none(), "only when cut");
+        let cut = RequestRecord {
+            path_truncated: true,
+            ..record
+        };
+        assert_eq!(
+            serde_json::to_value(&cut).expect("json")["path_truncated"],
+            true
+        );
+        assert_eq!(
+            RequestRecord::from_msgpack(&cut.to_msgpack()).expect("decodes"),
+            cut
         );
     }
 

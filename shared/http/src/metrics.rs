@@ -1,10 +1,14 @@
 //! Request counts and latencies per route, in the Prometheus text format.
+//!
+//! Every label is bounded, whatever a client sends: the method is one of
+//! the nine of RFC 9110 and RFC 5789 or `other`, the route the matched
+//! route's template or `unmatched`, the status a number.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -15,7 +19,7 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
 }
@@ -56,10 +60,26 @@ impl HttpMetrics {
     }
 }
 
+/// A method's label: its name if it is a standard one, else `other`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// Middleware: counts and times every request under its route template.
 pub async fn track(State(metrics): State<HttpMetrics>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -96,4 +116,28 @@ pub fn render(registry: &Arc<Registry>) -> Response {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_methods_are_their_own_labels_and_any_other_is_other() {
+        for name in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+        ] {
+            let method = Method::from_bytes(name.as_bytes()).expect("method");
+            assert_eq!(method_label(&method), name);
+        }
+        for other in ["PROPFIND", "get", "X", &"A".repeat(2048)] {
+            let method = Method::from_bytes(other.as_bytes()).expect("method");
+            assert_eq!(
+                method_label(&method),
+                "other",
+                "{}",
+                &other[..other.len().min(10)]
+            );
+        }
+    }
 }

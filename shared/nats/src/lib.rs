@@ -76,13 +76,18 @@ pub fn token_events_config() -> stream::Config {
     }
 }
 
-pub fn requests_config(max_age: Duration) -> stream::Config {
+/// The request records stream: kept `max_age`, and at most `max_bytes`
+/// (`--request-max-bytes`; `None`: no bound but the age) with the oldest
+/// records discarded first to make room.
+pub fn requests_config(max_age: Duration, max_bytes: Option<u64>) -> stream::Config {
     stream::Config {
         name: REQUESTS_STREAM.to_owned(),
         subjects: vec![REQUESTS_SUBJECTS.to_owned()],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         max_age,
+        max_bytes: max_bytes.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+        discard: stream::DiscardPolicy::Old,
         // The window may not exceed max_age (short retentions in tests).
         duplicate_window: DUPLICATE_WINDOW.min(max_age),
         ..Default::default()
@@ -209,6 +214,12 @@ pub async fn ensure_stream(
         && let Ok(info) = existing.info().await
     {
         config.num_replicas = config.num_replicas.max(info.config.num_replicas);
+        if info.config.max_bytes != config.max_bytes {
+            tracing::warn!(stream = %name, from = info.config.max_bytes, to = config.max_bytes,
+                "changing the max_bytes of stream {name} from {} to {} (-1: no bound); \
+                 give every process that creates it the same setting",
+                info.config.max_bytes, config.max_bytes);
+        }
     }
     js.create_or_update_stream(config).await?;
     Ok(js.get_stream(name).await?)

@@ -145,6 +145,7 @@ mod tests {
             node: "node".into(),
             method: "GET".into(),
             path: "/api/v1/workspaces/acme/records".into(),
+            path_truncated: false,
             workspace: Some("acme".into()),
             status: 200,
             duration_ms: 1.0,

@@ -627,6 +627,7 @@ mod tests {
             node: "n".into(),
             method: method.into(),
             path: "/".into(),
+            path_truncated: false,
             workspace: ws.map(Into::into),
             status,
             duration_ms: 0.0,

@@ -48,12 +48,14 @@ pub fn consumer_config(durable: &str) -> consumer::pull::Config {
     }
 }
 
-/// Where the indexer consumes from: its durable consumer's name and the
-/// replicas of the stream should it create it.
+/// Where the indexer consumes from: its durable consumer's name, and the
+/// replicas and most bytes of the stream as it creates or updates it.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub durable: String,
     pub replicas: usize,
+    /// `--request-max-bytes`: the stream's `max_bytes`, or no bound.
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for Source {
@@ -61,6 +63,7 @@ impl Default for Source {
         Source {
             durable: enspace_nats::REQUEST_INDEXER.to_owned(),
             replicas: 1,
+            max_bytes: None,
         }
     }
 }
@@ -94,8 +97,10 @@ async fn consume(
     source: &Source,
 ) -> Result<(), async_nats::Error> {
     let retention = indexer.retention.unsigned_abs();
-    let config =
-        enspace_nats::with_replicas(enspace_nats::requests_config(retention), source.replicas);
+    let config = enspace_nats::with_replicas(
+        enspace_nats::requests_config(retention, source.max_bytes),
+        source.replicas,
+    );
     let stream = enspace_nats::ensure_stream(js, config).await?;
     let consumer = stream
         .create_consumer(consumer_config(&source.durable))

@@ -71,8 +71,10 @@ pub struct Position {
 /// What the key does not already hold of a record, as a MessagePack array
 /// whose first element is the layout's version: positional (no field names)
 /// to keep the index small, versioned so that a later layout can be read
-/// beside this one. Version 1 is below; a new field means version 2 and a
-/// second decoder, never a change to this one.
+/// beside this one. Version 1 is the first ten elements below; version 2
+/// appends `path_truncated`. A record whose path was not cut is still
+/// written as version 1, byte for byte as before (and so readable by a
+/// binary that knows only version 1); version 1 reads as not cut.
 #[derive(Serialize, Deserialize)]
 struct StoredRecord {
     version: u8,
@@ -85,13 +87,31 @@ struct StoredRecord {
     duration_ms: f64,
     client_ip: String,
     user_agent: Option<String>,
+    /// Version 2 only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    path_truncated: bool,
 }
 
-const STORED_VERSION: u8 = 1;
+/// The first layout, and the one that adds `path_truncated`.
+const STORED_V1: u8 = 1;
+const STORED_V2: u8 = 2;
+
+fn known_version(version: u8) -> Result<(), StoreError> {
+    match version {
+        STORED_V1 | STORED_V2 => Ok(()),
+        other => Err(StoreError::Corrupt(format!(
+            "request record layout version {other}"
+        ))),
+    }
+}
 
 pub(super) fn encode_record(r: &RequestRecord) -> Result<Vec<u8>, StoreError> {
     rmp_serde::to_vec(&StoredRecord {
-        version: STORED_VERSION,
+        version: if r.path_truncated {
+            STORED_V2
+        } else {
+            STORED_V1
+        },
         user_id: r.user_id.clone(),
         node: r.node.clone(),
         method: r.method.clone(),
@@ -101,6 +121,7 @@ pub(super) fn encode_record(r: &RequestRecord) -> Result<Vec<u8>, StoreError> {
         duration_ms: r.duration_ms,
         client_ip: r.client_ip.clone(),
         user_agent: r.user_agent.clone(),
+        path_truncated: r.path_truncated,
     })
     .map_err(|e| StoreError::Corrupt(format!("encode request record: {e}")))
 }
@@ -111,12 +132,7 @@ pub(super) fn decode_record(key: &[u8], value: &[u8]) -> Result<RequestRecord, S
     }
     let stored: StoredRecord = rmp_serde::from_slice(value)
         .map_err(|e| StoreError::Corrupt(format!("request record: {e}")))?;
-    if stored.version != STORED_VERSION {
-        return Err(StoreError::Corrupt(format!(
-            "request record layout version {}",
-            stored.version
-        )));
-    }
+    known_version(stored.version)?;
     let at_ms = be_u64(&key[16..24])?;
     Ok(RequestRecord {
         id: be_ulid(&key[24..40])?,
@@ -127,6 +143,7 @@ pub(super) fn decode_record(key: &[u8], value: &[u8]) -> Result<RequestRecord, S
         node: stored.node,
         method: stored.method,
         path: stored.path,
+        path_truncated: stored.path_truncated,
         workspace: stored.workspace,
         status: stored.status,
         duration_ms: stored.duration_ms,
@@ -165,11 +182,7 @@ pub(super) fn stored_status(value: &[u8]) -> Result<u16, StoreError> {
     let mut de = rmp_serde::Deserializer::from_read_ref(value);
     let (version, status) = serde::Deserializer::deserialize_seq(&mut de, StatusOnly)
         .map_err(|e| StoreError::Corrupt(format!("request record: {e}")))?;
-    if version != STORED_VERSION {
-        return Err(StoreError::Corrupt(format!(
-            "request record layout version {version}"
-        )));
-    }
+    known_version(version)?;
     Ok(status)
 }
 
@@ -190,16 +203,13 @@ pub(super) struct StoredCall<'a> {
     #[serde(borrow)]
     pub client_ip: &'a str,
     _user_agent: serde::de::IgnoredAny,
+    #[serde(default)]
+    _path_truncated: bool,
 }
 
 pub(super) fn stored_call(value: &[u8]) -> Result<StoredCall<'_>, StoreError> {
     let call: StoredCall<'_> = rmp_serde::from_slice(value)
         .map_err(|e| StoreError::Corrupt(format!("request record: {e}")))?;
-    if call.version != STORED_VERSION {
-        return Err(StoreError::Corrupt(format!(
-            "request record layout version {}",
-            call.version
-        )));
-    }
+    known_version(call.version)?;
     Ok(call)
 }

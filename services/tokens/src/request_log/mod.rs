@@ -9,7 +9,9 @@
 //! [`MIN_WRITE_INTERVAL`] and end in [`Indexer::ingest`]: a batch is written
 //! (idempotently, keyed by token, time and record id) and flushed to disk
 //! before it is acknowledged, so a record handed over is never lost by the
-//! index and never counted twice.
+//! index and never counted twice. Records are brought within the bounds of
+//! `enspace_core::record_bounds` before they are written, whichever node
+//! sent them.
 
 pub mod client_ips;
 mod counts;
@@ -156,7 +158,10 @@ impl Indexer {
         let cutoff = self.cutoff();
         let new_ips = self.new_ips.clone();
         let retention_ms = u64::try_from(self.retention.as_millis()).unwrap_or(u64::MAX);
+        let mut records = records;
         tokio::task::spawn_blocking(move || {
+            // Whatever a node sent, the index keeps records within bounds.
+            records.iter_mut().for_each(RequestRecord::bound);
             let result = index.ingest(&records, cutoff);
             if let Ok(done) = &result {
                 metrics.indexed.inc_by(done.indexed as u64);

@@ -19,6 +19,7 @@ fn record(token: Ulid, at_ms: i64, status: u16) -> RequestRecord {
         node: "node-1".into(),
         method: "GET".into(),
         path: "/api/v1/workspaces/acme/records".into(),
+        path_truncated: false,
         workspace: Some("acme".into()),
         status,
         duration_ms: 0.125,
@@ -411,4 +412,40 @@ fn insights_match_the_records_from_any_cutoff_over_days() {
     idx.sweep(Timestamp::from_millisecond(swept).expect("ts"))
         .expect("sweep");
     check(&idx, swept);
+}
+
+/// A record whose path was cut keeps its flag (layout version 2); one whose
+/// path was not is written as version 1, as before, and reads as not cut;
+/// both count in stats and insights.
+#[test]
+fn a_cut_path_keeps_its_flag_and_an_uncut_record_keeps_the_first_layout() {
+    let idx = index();
+    let token = Ulid::new();
+    let plain = record(token, T0 + 10, 200);
+    let cut = RequestRecord {
+        path: "/".repeat(enspace_core::record_bounds::MAX_PATH_BYTES),
+        path_truncated: true,
+        ..record(token, T0 + 20, 401)
+    };
+    idx.ingest(&[plain.clone(), cut.clone()], Timestamp::UNIX_EPOCH)
+        .expect("ingest");
+    let (got, _) = idx.query(token, 0, Upper::To(u64::MAX), 10).expect("query");
+    assert_eq!(got, vec![cut.clone(), plain.clone()]);
+    let versions: Vec<u8> = [&plain, &cut]
+        .iter()
+        .map(|r| {
+            let key = record_key(token, key_ms(r.at), r.id);
+            let value = idx.tree.get(key).expect("get").expect("stored");
+            // A fixarray marker, then the version as a positive fixint.
+            value[1]
+        })
+        .collect();
+    assert_eq!(versions, [1, 2]);
+    let buckets = idx
+        .stats(token, T0 as u64, T0 as u64 + HOUR_MS, HOUR_MS)
+        .expect("stats");
+    assert_eq!(buckets[0].counts.total, 2);
+    // A cutoff inside the hour reads the hour's records one by one.
+    let summary = idx.insights(token, T0 as u64 + 1).expect("insights");
+    assert_eq!(summary.scope(Scope::Read).allowed, 1);
 }
