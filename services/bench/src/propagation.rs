@@ -65,10 +65,16 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     let client = enspace_nats::connect(&nats.url(), "bench-tokens").await?;
     let js = async_nats::jetstream::new(client.clone());
     let signer = Arc::new(EventSigner::generate());
+    let repairer = enspace_tokens::event_stream::repair::Repairer::new(
+        store.outbox_state.clone(),
+        enspace_tokens::event_stream::repair::DEFAULT_INTERVAL,
+        state.metrics.stream.clone(),
+    );
     let outbox = Outbox::new(
         store.log.clone(),
         store.outbox_state.clone(),
         signer.clone(),
+        repairer,
     )?;
     tokio::spawn(outbox.run(js.clone(), state.writer.head()));
 

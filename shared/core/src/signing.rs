@@ -198,7 +198,8 @@ impl EventKey {
 /// What the control plane says every second on the heartbeat subject: the
 /// head of its committed log (`seq`, `hash`), the hash of its first event
 /// (which names the history: two logs with different first events are
-/// different histories), and its public key so that a node without a pinned
+/// different histories), its term and the heartbeat's sequence in it (which
+/// order heartbeats), and its public key so that a node without a pinned
 /// key can pin one. Sent as MessagePack (named fields), signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -214,6 +215,13 @@ pub struct Heartbeat {
     pub at_ms: i64,
     #[serde(with = "serde_bytes32")]
     pub key: [u8; 32],
+    /// The sender's term: the cluster's lease term, or a single process's
+    /// start counter; only grows. 0 in heartbeats of version 1.
+    #[serde(default)]
+    pub term: u64,
+    /// This heartbeat's sequence within its term, from 1.
+    #[serde(default)]
+    pub beat: u64,
 }
 
 /// A heartbeat with its signature, as it travels.
@@ -236,7 +244,18 @@ pub enum HeartbeatError {
 }
 
 impl Heartbeat {
-    pub const VERSION: u16 = 1;
+    pub const VERSION: u16 = 2;
+
+    /// What orders heartbeats: (term, sequence in the term). A version 1
+    /// heartbeat, which has no term, is ordered by its time, below every
+    /// heartbeat with a term.
+    pub fn order(&self) -> (u64, u64) {
+        if self.term == 0 {
+            (0, self.at_ms.max(0) as u64)
+        } else {
+            (self.term, self.beat)
+        }
+    }
 
     pub fn at(&self) -> Option<Timestamp> {
         Timestamp::from_millisecond(self.at_ms).ok()
@@ -357,6 +376,8 @@ mod tests {
             first_hash: [2; 32],
             at_ms: 1_700_000_000_000,
             key: *signer.public().as_bytes(),
+            term: 3,
+            beat: 9,
         };
         let wire = beat.sign(&signer);
         let (opened, key) = Heartbeat::open(&wire, None).expect("self-signed");
