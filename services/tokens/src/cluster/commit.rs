@@ -313,9 +313,6 @@ impl Commit for StreamCommit {
         if stored.count < events.len() {
             // Whatever happened to the rest, the stream and the log must be
             // compared before this process writes again.
-            if let Ok(mut t) = self.tail.lock() {
-                *t = None;
-            }
             self.role.fenced();
         }
         stored

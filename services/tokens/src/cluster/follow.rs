@@ -3,8 +3,11 @@
 //! hash is recomputed from the log's own head and its signature checked
 //! against the event key; events the log holds are skipped (the writer's
 //! own come back this way), and so are foreign messages, counted and noted
-//! for the writer's next repair. An event signed by the key that does not
-//! extend the log (another history, or one past a gap) stops the follower.
+//! for the writer's next repair: anything not signed by the key, and a
+//! copy of an event whose place is known to be earlier (it was read
+//! earlier in this pass, or sits before where the log's head event is). An
+//! event signed by the key that does not extend the log (another history,
+//! or one past a gap) stops the follower.
 //!
 //! How far it has read, foreign messages included, is published as a
 //! [`Followed`]: the read barrier and a new writer wait on it.
@@ -20,8 +23,9 @@ use tokio::sync::watch;
 use crate::event_stream::classify::{Chain, Kind, classify};
 use crate::event_stream::repair::Repairer;
 use crate::event_stream::{Followed, Tip};
-use crate::store::EventLog;
+use crate::outbox::in_place;
 use crate::store::writer::{Replicated, Writer};
+use crate::store::{EventLog, OutboxState};
 
 /// Most events handed to the writer thread at once.
 const BATCH: usize = 1024;
@@ -47,6 +51,8 @@ const WATCH_EVERY: Duration = Duration::from_millis(500);
 pub struct Follower {
     pub js: jetstream::Context,
     pub log: EventLog,
+    /// Where the log's head event is in the stream.
+    pub position: OutboxState,
     pub writer: Writer,
     pub key: EventKey,
     pub repairer: Repairer,
@@ -116,6 +122,18 @@ impl Follower {
             stream: tip.stream,
             at: chain.seq,
         });
+        // An event the log held at the start, read after where its head
+        // event is, is a copy; so is one read twice in this pass.
+        let position = self.position.position()?;
+        let head_at = match position.seq == chain.seq
+            && in_place(&stream, &self.log, position)
+                .await
+                .map_err(FollowError::Nats)?
+        {
+            true => Some(position),
+            false => None,
+        };
+        let mut seen = 0;
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
@@ -152,6 +170,7 @@ impl Follower {
                 )?;
                 match kind {
                     Kind::Next(next) => {
+                        seen = next.envelope.seq;
                         let prev_hash = chain.hash;
                         chain = Chain::after(&next);
                         events.push(Replicated {
@@ -165,7 +184,14 @@ impl Follower {
                             at,
                         });
                     }
-                    Kind::Held(_) => {}
+                    Kind::Held(seq) => {
+                        let copy =
+                            seq <= seen || head_at.is_some_and(|h| seq <= h.seq && at > h.at);
+                        if copy {
+                            foreign.push(at);
+                        }
+                        seen = seen.max(seq);
+                    }
                     Kind::Foreign(_) => foreign.push(at),
                     Kind::OtherHistory(_) => {
                         refused = Some(FollowError::Refused {

@@ -106,6 +106,7 @@ pub async fn join(
     tokio::spawn(follow::follow(follow::Follower {
         js: js.clone(),
         log: log.clone(),
+        position: state.store.outbox_state.clone(),
         writer: writer.clone(),
         key: trust.clone(),
         repairer: repairer.clone(),
