@@ -172,7 +172,7 @@ async fn control_plane(
                 store.log.clone(),
                 store.outbox_state.clone(),
                 signer.clone(),
-                repairer.clone(),
+                repairer,
             )?
             .with_replicas(replicas);
             let mut source = enspace_tokens::request_log::jetstream::Source {
@@ -196,7 +196,7 @@ async fn control_plane(
                     source.durable =
                         format!("{}-{}", enspace_nats::REQUEST_INDEXER, config.node_id);
                     enspace_tokens::cluster::start::join(
-                        &state, config, &client, &js, &signer, &trust, outbox, repairer,
+                        &state, config, &client, &js, &signer, &trust, outbox,
                     )
                     .await?;
                 }

@@ -189,6 +189,11 @@ impl Outbox {
         enspace_nats::with_replicas(enspace_nats::token_events_config(), self.replicas)
     }
 
+    /// What notes and deletes foreign messages.
+    pub fn repairer(&self) -> &Repairer {
+        &self.repairer
+    }
+
     /// The last `seq` JetStream has acknowledged.
     pub fn published(&self) -> watch::Receiver<u64> {
         self.published.subscribe()

@@ -43,8 +43,8 @@ pub async fn join(
     signer: &Arc<EventSigner>,
     trust: &EventKey,
     outbox: Outbox,
-    repairer: Repairer,
 ) -> Result<(), JoinError> {
+    let repairer = outbox.repairer().clone();
     let replicas = config.replicas;
     let session_ttl = state.config.session_ttl.unsigned_abs();
     if let Some(theirs) = lease::other_lease_ttl(js, config.lease_ttl).await {

@@ -45,7 +45,7 @@ pub struct Next {
 pub enum Kind {
     /// The next event: `seq` one past the chain, signed over the chain hash
     /// from the chain's head.
-    Next(Next),
+    Next(Box<Next>),
     /// An authentic event the log holds (same chain hash): read again, or
     /// a copy of it.
     Held(u64),
@@ -78,11 +78,11 @@ pub fn classify(
         if key.verify_event(&hash, &signature)
             && let Ok(signature) = <[u8; 64]>::try_from(signature.as_slice())
         {
-            return Ok(Kind::Next(Next {
+            return Ok(Kind::Next(Box::new(Next {
                 envelope,
                 hash,
                 signature,
-            }));
+            })));
         }
     }
     let Some(prev) = enspace_nats::prev_hash_of(headers) else {
