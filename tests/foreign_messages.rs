@@ -132,14 +132,15 @@ async fn foreign_messages_never_stop_a_single_control_plane_and_are_deleted_at_m
     only_events_left(&url, 17).await;
     repairs_within(&[&svc], started).await;
 
-    // Foreign messages in the middle and at the tail, then SIGKILL.
+    // Foreign messages in the middle and at the tail (more than are read
+    // one at a time), then SIGKILL.
     let client = async_nats::connect(url.as_str()).await.expect("connect");
     let js = async_nats::jetstream::new(client);
     for n in 0..4 {
         publish_foreign(&js, n).await;
     }
     let (last, last_secret) = create(&svc, &alice, "before the kill").await;
-    for n in 4..8 {
+    for n in 4..84 {
         publish_foreign(&js, n).await;
     }
     service.kill();

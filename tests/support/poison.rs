@@ -141,7 +141,11 @@ pub async fn contents(nats_url: &str) -> Contents {
             .await
             .expect("consumer");
         let mut delivered = consumer.messages().await.expect("messages");
-        while let Some(message) = delivered.next().await {
+        // The last ones may be deleted while they are read: then nothing
+        // more comes.
+        while let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_secs(2), delivered.next()).await
+        {
             let message = message.expect("message");
             let info = message.info().expect("info");
             let (at, pending) = (info.stream_sequence, info.pending);

@@ -366,6 +366,39 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_heartbeat_without_a_term_opens_and_is_ordered_by_its_time() {
+        #[derive(Serialize)]
+        struct V1 {
+            v: u16,
+            writer: String,
+            seq: u64,
+            #[serde(with = "serde_bytes32")]
+            hash: [u8; 32],
+            #[serde(with = "serde_bytes32")]
+            first_hash: [u8; 32],
+            at_ms: i64,
+            #[serde(with = "serde_bytes32")]
+            key: [u8; 32],
+        }
+        let signer = EventSigner::generate();
+        let body = rmp_serde::to_vec_named(&V1 {
+            v: 1,
+            writer: "old".into(),
+            seq: 3,
+            hash: [1; 32],
+            first_hash: [2; 32],
+            at_ms: 1_700_000_000_000,
+            key: *signer.public().as_bytes(),
+        })
+        .expect("encode");
+        let sig = signer.sign_heartbeat(&body).to_vec();
+        let wire = rmp_serde::to_vec_named(&SignedHeartbeat { body, sig }).expect("encode");
+        let (beat, _) = Heartbeat::open(&wire, Some(signer.public())).expect("opens");
+        assert_eq!((beat.term, beat.beat), (0, 0));
+        assert_eq!(beat.order(), (0, 1_700_000_000_000));
+    }
+
+    #[test]
     fn a_heartbeat_opens_with_its_key_and_not_with_another() {
         let signer = EventSigner::generate();
         let beat = Heartbeat {

@@ -91,11 +91,19 @@ pub async fn scan<B, E: From<ScanError>>(
         .await
         .map_err(failed)?;
     let mut messages = consumer.messages().await.map_err(failed)?;
+    let mut read = first.at - 1;
     loop {
         let message = match tokio::time::timeout(WAIT, messages.next()).await {
             Ok(Some(message)) => message.map_err(failed)?,
             Ok(None) => return Err(ScanError("the stream ended early".into()).into()),
-            Err(_) => return Err(ScanError("the stream stopped delivering".into()).into()),
+            // Nothing more to deliver: the rest of the range was deleted
+            // meanwhile (a repair), or the consumer is stuck.
+            Err(_) => match next_at(stream, read + 1).await? {
+                Some(next) if next.at <= to => {
+                    return Err(ScanError("the stream stopped delivering".into()).into());
+                }
+                _ => return Ok(None),
+            },
         };
         let info = message.info().map_err(failed)?;
         let (at, pending) = (info.stream_sequence, info.pending);
@@ -107,6 +115,7 @@ pub async fn scan<B, E: From<ScanError>>(
             payload: message.payload.clone(),
             headers: message.headers.clone(),
         };
+        read = at;
         if let ControlFlow::Break(b) = visit(message)? {
             return Ok(Some(b));
         }
