@@ -7,7 +7,7 @@ RUN cargo build --release --locked --bin enspace
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --home /data enspace \
-    && mkdir -p /data /keys && chown enspace /data /keys
+    && mkdir -p /data /keys /event-key && chown enspace /data /keys /event-key
 COPY --from=build /src/target/release/enspace /usr/local/bin/enspace
 USER enspace
 WORKDIR /data

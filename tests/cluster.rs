@@ -403,14 +403,23 @@ async fn the_stream_refuses_an_append_after_a_stale_head_and_the_writer_stops_wr
     let role = Role::default();
     role.set(Part::Writer(7));
     let (_head_tx, head) = tokio::sync::watch::channel(0);
-    let commit = StreamCommit {
-        role: role.clone(),
-        js: js.clone(),
+    let data = tempfile::tempdir().expect("temp dir");
+    let store = enspace_tokens::store::Store::open(data.path()).expect("store");
+    let repairer = enspace_tokens::event_stream::repair::Repairer::new(
+        store.outbox_state.clone(),
+        Duration::from_secs(10),
+        Default::default(),
+    );
+    let commit = StreamCommit::new(
+        role.clone(),
+        js.clone(),
         client,
-        signer: signer.clone(),
-        runtime: tokio::runtime::Handle::current(),
+        signer.clone(),
+        tokio::runtime::Handle::current(),
         head,
-    };
+        &store,
+        repairer,
+    );
     let first = fixtures::created(1, &SecretHash([1; 32])).build();
     let second = fixtures::created(2, &SecretHash([2; 32])).build();
     let stored_first = StoredEvent::new(enspace_core::events::GENESIS_HASH, &first);

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::support::app::ApiClient;
 use crate::support::serve::service_args;
-use crate::support::{EnspaceProcess, NatsServer, ServeApp, eventually};
+use crate::support::{NatsServer, ServeApp, eventually};
 
 const RECORDS: &str = "/api/v1/workspaces/acme/records";
 
@@ -74,28 +74,9 @@ async fn while_nats_is_away_a_flooding_token_pushes_out_only_its_own_records_and
     let mut nats = NatsServer::start();
     let data = tempfile::tempdir().expect("temp dir");
     let url = nats.url();
-    let _service = EnspaceProcess::start(
-        &[
-            "tokens",
-            "--data",
-            data.path().to_str().expect("utf-8"),
-            "--nats-url",
-            &url,
-        ],
-        &[],
-    );
-    let node_process = EnspaceProcess::start(
-        &[
-            "api-node",
-            "--nats-url",
-            &url,
-            "--node-id",
-            "node-a",
-            "--record-queue-capacity",
-            "50",
-        ],
-        &[],
-    );
+    let _service = crate::support::distributed::token_service(data.path(), &url, &[]);
+    let node_process =
+        crate::support::distributed::api_node(&url, "node-a", &["--record-queue-capacity", "50"]);
     let svc = ApiClient::from_base(&_service.base);
     let node = ApiClient::from_base(&node_process.base);
     wait_ready(&svc).await;

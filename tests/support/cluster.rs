@@ -148,6 +148,11 @@ pub struct Member {
 impl Member {
     /// Starts `node_id` on `data` (kept by the caller), signing with `key`.
     pub fn start(data: &Path, key: &Path, nats_url: &str, node_id: &str, extra: &[&str]) -> Self {
+        super::distributed::remember_event_key(
+            data,
+            nats_url,
+            &["--event-signing-key", key.to_str().expect("utf-8")],
+        );
         let mut args = vec![
             "tokens",
             "--cluster",

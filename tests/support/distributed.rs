@@ -1,7 +1,9 @@
 //! The distributed mode as child processes on a real nats-server: the
 //! control plane (`enspace tokens`), API nodes, and what tests ask of them.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -11,8 +13,48 @@ use super::{EnspaceProcess, NatsServer, eventually};
 
 pub const RECORDS: &str = "/api/v1/workspaces/acme/records";
 
+/// The public event key of the control plane last started on each NATS
+/// server (by port): [`api_node`] pins it, as an operator passes
+/// `--event-key`.
+static EVENT_KEYS: Mutex<BTreeMap<u16, String>> = Mutex::new(BTreeMap::new());
+
+/// The port of the first server of a NATS URL list.
+fn nats_port(url: &str) -> Option<u16> {
+    let first = url.split(',').next()?;
+    let host = first.rsplit('@').next()?;
+    host.rsplit(':').next()?.trim_end_matches('/').parse().ok()
+}
+
+/// Makes the signing key a control plane on `data` (or at the
+/// `--event-signing-key` among `extra`) signs with, if it is not there yet,
+/// and remembers its public key for the API nodes of `nats_url`.
+pub fn remember_event_key(data: &Path, nats_url: &str, extra: &[&str]) -> String {
+    let explicit = extra
+        .iter()
+        .position(|a| *a == "--event-signing-key")
+        .and_then(|i| extra.get(i + 1))
+        .map(Path::new);
+    let path = enspace_tokens::signing_key::path(data, explicit);
+    let (signer, _) = enspace_tokens::signing_key::load_or_create(&path).expect("signing key");
+    let key = signer.public().to_base64();
+    if let Some(port) = nats_port(nats_url) {
+        EVENT_KEYS.lock().expect("lock").insert(port, key.clone());
+    }
+    key
+}
+
+/// The event key remembered for the control plane on `nats_url`.
+pub fn event_key_for(nats_url: &str) -> String {
+    nats_port(nats_url)
+        .and_then(|port| EVENT_KEYS.lock().expect("lock").get(&port).cloned())
+        .unwrap_or_else(|| {
+            panic!("no control plane started on {nats_url} yet: no event key to pin")
+        })
+}
+
 /// `enspace tokens` on `data`, with `extra` flags.
 pub fn token_service(data: &Path, nats_url: &str, extra: &[&str]) -> EnspaceProcess {
+    remember_event_key(data, nats_url, extra);
     let mut args = vec![
         "tokens",
         "--data",
@@ -26,9 +68,17 @@ pub fn token_service(data: &Path, nats_url: &str, extra: &[&str]) -> EnspaceProc
     EnspaceProcess::start(&args, &[])
 }
 
-/// `enspace api-node` named `id`, with `extra` flags.
+/// `enspace api-node` named `id`, with `extra` flags; pinned to the event
+/// key of the control plane started on the same NATS unless `extra` says
+/// otherwise.
 pub fn api_node(nats_url: &str, id: &str, extra: &[&str]) -> EnspaceProcess {
     let mut args = vec!["api-node", "--nats-url", nats_url, "--node-id", id];
+    let key;
+    let own = ["--event-key", "--event-key-file", "--trust-first-event-key"];
+    if !extra.iter().any(|a| own.contains(a)) {
+        key = event_key_for(nats_url);
+        args.extend_from_slice(&["--event-key", &key]);
+    }
     args.extend_from_slice(extra);
     EnspaceProcess::start(&args, &[])
 }

@@ -9,6 +9,7 @@ pub mod conformance;
 pub mod distributed;
 pub mod github;
 pub mod nats;
+pub mod poison;
 pub mod process;
 pub mod serve;
 

@@ -33,6 +33,7 @@ pub fn service_args(data: &std::path::Path, nats_url: Option<String>) -> Service
         event_key: None,
         max_staleness: enspace::cli::Staleness(Some(Duration::from_secs(60))),
         github_keys: None,
+        stream_repair_interval: Duration::from_secs(10),
         limits: Default::default(),
         cluster: Default::default(),
         notifications: enspace::cli::NotificationArgs {

@@ -115,6 +115,12 @@ pub fn check(candidate: &Candidate, key: &EventKey, payload: &[u8]) -> Result<()
     }
 }
 
+/// Whether a message is an event signed by `key` somewhere in a chain (its
+/// chain hash from the `Enspace-Prev-Hash` it carries), wherever it is.
+pub fn authentic(key: &EventKey, payload: &[u8], signature: &[u8], prev: Option<[u8; 32]>) -> bool {
+    prev.is_some_and(|prev| key.verify_event(&chain_hash(&prev, payload), signature))
+}
+
 /// Applies a run of placed events (each placed after the one before it):
 /// all of them if the last one's signature holds, else each one whose own
 /// signature holds, up to the first that does not, which is returned with

@@ -3,6 +3,7 @@
 //! `enspace serve`), and the example `records` resource.
 
 pub mod auth;
+pub mod beats;
 pub mod chain;
 pub mod feed;
 pub mod freshness;

@@ -111,18 +111,24 @@ async fn measure(args: &Args, nats: Option<&Nats>) -> anyhow::Result<(Load, Load
         // A fresh stream per run.
         let _ = js.delete_stream(enspace_nats::TOKEN_EVENTS_STREAM).await;
         let signer = std::sync::Arc::new(enspace_core::EventSigner::generate());
+        let repairer = enspace_tokens::event_stream::repair::Repairer::new(
+            store.outbox_state.clone(),
+            enspace_tokens::event_stream::repair::DEFAULT_INTERVAL,
+            state.metrics.stream.clone(),
+        );
         let outbox = Outbox::new(
             store.log.clone(),
             store.outbox_state.clone(),
             signer.clone(),
+            repairer,
         )?;
         tokio::spawn(outbox.run(js, state.writer.head()));
-        tokio::spawn(enspace_tokens::outbox::heartbeat(
+        tokio::spawn(enspace_tokens::heartbeat::heartbeat(
             client,
             store.log.clone(),
             signer,
             "bench".into(),
-            || true,
+            || Some(1),
         ));
     }
     let base = format!("http://{addr}");

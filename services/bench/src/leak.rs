@@ -187,11 +187,20 @@ async fn measure(args: Args) -> anyhow::Result<()> {
         ],
     )?;
     service.wait_ready(Duration::from_secs(60))?;
+    let event_key = crate::support::event_key_of(&store)?;
     let mut nodes = Vec::new();
     for id in ["leak-node-a", "leak-node-b"] {
         let node = Process::enspace(
             &args.binary,
-            &["api-node", "--nats-url", &nats.url(), "--node-id", id],
+            &[
+                "api-node",
+                "--nats-url",
+                &nats.url(),
+                "--node-id",
+                id,
+                "--event-key",
+                &event_key,
+            ],
         )?;
         node.wait_ready(Duration::from_secs(60))?;
         nodes.push(node);

@@ -59,9 +59,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     let tokens_base = format!("http://{}", tokens.base);
     let (session, token_id, secret) = runtime.block_on(create_token(&client, &tokens_base))?;
+    let key = crate::support::event_key_of(data.path())?;
     let node = Process::enspace(
         &args.binary,
-        &["api-node", "--nats-url", &nats.url(), "--node-id", "bench"],
+        &[
+            "api-node",
+            "--nats-url",
+            &nats.url(),
+            "--node-id",
+            "bench",
+            "--event-key",
+            &key,
+        ],
     )?;
     node.wait_ready(Duration::from_secs(30))?;
     let node_base = format!("http://{}", node.base);

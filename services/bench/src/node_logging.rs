@@ -122,6 +122,8 @@ async fn start_nodes(nats: &Nats, secret: &str) -> anyhow::Result<(SocketAddr, S
         request_max_bytes: Default::default(),
         nats_auth: Default::default(),
         event_key: Some(log.key()),
+        event_key_file: None,
+        trust_first_event_key: false,
         max_staleness: enspace::cli::Staleness(None),
         limits: Default::default(),
     };

@@ -1,7 +1,11 @@
 //! Revocation propagation on loopback: from `DELETE` committing in the token
 //! service to a node's replica knowing it, through the outbox and the
-//! JetStream token events stream. Baseline in the same run: a core NATS
-//! publish → subscriber round trip on the same server.
+//! JetStream token events stream; then the same while a raw client
+//! publishes a foreign message into the stream every `--poison-every`
+//! (what a misconfigured client, or a PubAck aimed at the stream, does),
+//! which the outbox appends past and deletes once per repair interval.
+//! Baselines in the same run: the revocations without the poisoning, and a
+//! core NATS publish -> subscriber round trip on the same server.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,9 +31,17 @@ use crate::support::{Nats, percentile};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Revocations to time.
+    /// Revocations to time, without and with the poisoning each.
     #[arg(long, default_value_t = 300)]
     samples: usize,
+    /// A foreign message into the token events stream every this many
+    /// milliseconds while the second half is timed.
+    #[arg(long, default_value_t = 500)]
+    poison_every_ms: u64,
+    /// Milliseconds between two timed revocations (so the poisoned half
+    /// spans many foreign messages).
+    #[arg(long, default_value_t = 25)]
+    pause_ms: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -65,10 +77,16 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     let client = enspace_nats::connect(&nats.url(), "bench-tokens").await?;
     let js = async_nats::jetstream::new(client.clone());
     let signer = Arc::new(EventSigner::generate());
+    let repairer = enspace_tokens::event_stream::repair::Repairer::new(
+        store.outbox_state.clone(),
+        enspace_tokens::event_stream::repair::DEFAULT_INTERVAL,
+        state.metrics.stream.clone(),
+    );
     let outbox = Outbox::new(
         store.log.clone(),
         store.outbox_state.clone(),
         signer.clone(),
+        repairer,
     )?;
     tokio::spawn(outbox.run(js.clone(), state.writer.head()));
 
@@ -85,6 +103,84 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     );
     tokio::spawn(feed.run());
 
+    let clean = revocations(&state, &replica, &args).await?;
+    let poison_every = Duration::from_millis(args.poison_every_ms);
+    let poison = spawn_poisoner(&nats.url(), poison_every).await?;
+    let poisoned = revocations(&state, &replica, &args).await?;
+    poison.abort();
+    let foreign = state.metrics.stream.foreign.get();
+    let repairs = state.metrics.stream.repairs.get();
+    let refills = state.metrics.stream.refills.get();
+
+    let mut sub = node_client.subscribe("bench.ping").await?;
+    node_client.flush().await?;
+    let mut rtts = Vec::with_capacity(args.samples);
+    for _ in 0..args.samples {
+        let start = Instant::now();
+        client.publish("bench.ping", "x".into()).await?;
+        client.flush().await?;
+        sub.next().await;
+        rtts.push(start.elapsed());
+    }
+    rtts.sort();
+
+    let (p50, p99) = (percentile(&clean, 0.5), percentile(&clean, 0.99));
+    let (q50, q99) = (percentile(&poisoned, 0.5), percentile(&poisoned, 0.99));
+    let (b50, b99) = (percentile(&rtts, 0.5), percentile(&rtts, 0.99));
+    println!(
+        "revocation propagation (durable commit + JetStream + replica), {} samples:",
+        clean.len()
+    );
+    println!(
+        "  p50 {p50:>10.2?}   p99 {p99:>10.2?}   max {:>10.2?}",
+        clean[clean.len() - 1]
+    );
+    println!(
+        "the same with a foreign message every {poison_every:?} ({foreign} found, {repairs} repairs, {refills} refills):"
+    );
+    println!(
+        "  p50 {q50:>10.2?}   p99 {q99:>10.2?}   max {:>10.2?}",
+        poisoned[poisoned.len() - 1]
+    );
+    println!("baseline core NATS publish -> subscriber on the same server:");
+    println!("  p50 {b50:>10.2?}   p99 {b99:>10.2?}");
+    println!(
+        "ratio p99 / baseline p99: {:.1}; poisoned p99 / clean p99: {:.2}   target: p99 < 100 ms, poisoned too",
+        p99.as_secs_f64() / b99.as_secs_f64().max(1e-9),
+        q99.as_secs_f64() / p99.as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
+
+/// A raw client publishing a foreign message into the token events stream
+/// every `every`, until aborted.
+async fn spawn_poisoner(url: &str, every: Duration) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let client = async_nats::connect(url).await?;
+    let js = async_nats::jetstream::new(client);
+    Ok(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Ok(ack) = js
+                .publish(
+                    enspace_nats::token_event_subject("01FOREIGN"),
+                    "not an event".into(),
+                )
+                .await
+            {
+                let _ = ack.await;
+            }
+        }
+    }))
+}
+
+/// Times `args.samples` revocations, each from `DELETE` committing to the
+/// replica knowing it; sorted.
+async fn revocations(
+    state: &AppState,
+    replica: &TokenReplica,
+    args: &Args,
+) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(args.samples);
     for _ in 0..args.samples {
         let secret = PatSecret::generate();
@@ -119,36 +215,8 @@ async fn measure(args: Args) -> anyhow::Result<()> {
         .await
         .ok_or_else(|| anyhow::anyhow!("revocation never reached the replica"))?;
         samples.push(start.elapsed());
+        tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
     }
     samples.sort();
-
-    let mut sub = node_client.subscribe("bench.ping").await?;
-    node_client.flush().await?;
-    let mut rtts = Vec::with_capacity(args.samples);
-    for _ in 0..args.samples {
-        let start = Instant::now();
-        client.publish("bench.ping", "x".into()).await?;
-        client.flush().await?;
-        sub.next().await;
-        rtts.push(start.elapsed());
-    }
-    rtts.sort();
-
-    let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
-    let (b50, b99) = (percentile(&rtts, 0.5), percentile(&rtts, 0.99));
-    println!(
-        "revocation propagation (durable commit + JetStream + replica), {} samples:",
-        samples.len()
-    );
-    println!(
-        "  p50 {p50:>10.2?}   p99 {p99:>10.2?}   max {:>10.2?}",
-        samples[samples.len() - 1]
-    );
-    println!("baseline core NATS publish -> subscriber on the same server:");
-    println!("  p50 {b50:>10.2?}   p99 {b99:>10.2?}");
-    println!(
-        "ratio p99 / baseline p99: {:.1}   target: p99 < 100 ms",
-        p99.as_secs_f64() / b99.as_secs_f64().max(1e-9)
-    );
-    Ok(())
+    Ok(samples)
 }

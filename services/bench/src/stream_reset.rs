@@ -87,9 +87,18 @@ async fn measure(args: Args) -> anyhow::Result<()> {
         &["tokens", "--data", data_dir, "--nats-url", &nats.url()],
     )?;
     tokens.wait_ready(Duration::from_secs(30))?;
+    let key = crate::support::event_key_of(data.path())?;
     let node = Process::enspace(
         &args.binary,
-        &["api-node", "--nats-url", &nats.url(), "--node-id", "old"],
+        &[
+            "api-node",
+            "--nats-url",
+            &nats.url(),
+            "--node-id",
+            "old",
+            "--event-key",
+            &key,
+        ],
     )?;
     node.wait_ready(Duration::from_secs(30))?;
     let base = format!("http://{}", tokens.base);
@@ -152,7 +161,15 @@ async fn measure(args: Args) -> anyhow::Result<()> {
 
     let fresh = Process::enspace(
         &args.binary,
-        &["api-node", "--nats-url", &nats.url(), "--node-id", "fresh"],
+        &[
+            "api-node",
+            "--nats-url",
+            &nats.url(),
+            "--node-id",
+            "fresh",
+            "--event-key",
+            &key,
+        ],
     )?;
     let fresh_start = Instant::now();
     until(Duration::from_secs(120), async || {

@@ -222,6 +222,24 @@ impl Drop for Process {
     }
 }
 
+/// The public event key (base64) of the control plane whose data directory
+/// is `data` (made at its start), for its API nodes' `--event-key`.
+pub fn event_key_of(data: &std::path::Path) -> anyhow::Result<String> {
+    let path = enspace_tokens::signing_key::path(data, None);
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(signer) = enspace_tokens::signing_key::load(&path)? {
+            return Ok(signer.public().to_base64());
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "no event signing key at {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The token service (demo directory, system clock) on a free loopback port.
 pub async fn start_service(
     store: enspace_tokens::store::Store,

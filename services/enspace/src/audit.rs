@@ -5,7 +5,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use enspace_core::events::verify_chain;
-use enspace_tokens::signing_key;
 use enspace_tokens::store::{EventLog, HeadFile};
 
 /// Why the event log cannot be read at all.
@@ -150,18 +149,6 @@ pub fn export(data: &Path) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// `enspace event-key`: the public half of the signing key, as JSON.
-pub fn event_key(data: &Path, explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let path = signing_key::path(data, explicit);
-    match signing_key::load(&path)? {
-        Some(signer) => {
-            println!("{}", serde_json::to_string(&signer.public().to_json())?);
-            Ok(ExitCode::SUCCESS)
-        }
-        None => anyhow::bail!("no event signing key at {}", path.display()),
-    }
 }
 
 pub fn hash_password_from_stdin() -> anyhow::Result<ExitCode> {

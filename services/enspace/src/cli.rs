@@ -35,17 +35,29 @@ pub enum Command {
     HashPassword,
     /// Prints the public event key of a data directory's signing key as
     /// JSON, as `GET /v1/event-key` serves it (for `api-node --event-key`).
-    EventKey {
-        #[arg(long, env = "ENSPACE_DATA", default_value = "./data")]
-        data: PathBuf,
-        /// The signing key file, if not the data directory's.
-        #[arg(long, env = "ENSPACE_EVENT_SIGNING_KEY")]
-        event_signing_key: Option<PathBuf>,
-    },
+    EventKey(EventKeyArgs),
     /// Fills a stopped control plane's event log from the token events
     /// stream: all of it for an empty data directory, or the events a
     /// damaged log lost. Every hash and signature is checked.
     Restore(RestoreArgs),
+}
+
+/// `enspace event-key`.
+#[derive(Args, Clone, Debug)]
+pub struct EventKeyArgs {
+    #[arg(long, env = "ENSPACE_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// The signing key file, if not the data directory's.
+    #[arg(long, env = "ENSPACE_EVENT_SIGNING_KEY")]
+    pub event_signing_key: Option<PathBuf>,
+    /// Make the signing key if there is none yet (as `enspace tokens` does
+    /// at its first start).
+    #[arg(long)]
+    pub create: bool,
+    /// Also write the JSON to this file (for API nodes'
+    /// `--event-key-file`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// How to reach NATS, besides `--nats-url` (which may carry
@@ -140,6 +152,11 @@ pub struct ServiceArgs {
     /// restoring an empty data directory, if not the signing key's own.
     #[arg(long, env = "ENSPACE_EVENT_KEY")]
     pub event_key: Option<String>,
+    /// How often at most the token events stream is repaired: foreign
+    /// messages in it (not events signed by the event key) are deleted
+    /// together, at most once per this interval.
+    #[arg(long, env = "ENSPACE_STREAM_REPAIR_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub stream_repair_interval: Duration,
     /// With NATS: how long `serve`'s API node answers token calls without
     /// word from the control plane (`none`: forever).
     #[arg(long, env = "ENSPACE_MAX_STALENESS", default_value = "60s", value_parser = parse_staleness)]
@@ -257,10 +274,18 @@ pub struct NodeArgs {
     #[command(flatten)]
     pub nats_auth: NatsAuthArgs,
     /// The control plane's public event key (base64, from `enspace
-    /// event-key` or `GET /v1/event-key`). Without it the node pins the key
-    /// of the first heartbeat it hears, and logs that it did.
-    #[arg(long, env = "ENSPACE_EVENT_KEY")]
+    /// event-key` or `GET /v1/event-key`). Required, or --event-key-file.
+    #[arg(long, env = "ENSPACE_EVENT_KEY", conflicts_with = "event_key_file")]
     pub event_key: Option<String>,
+    /// A file holding the control plane's public event key: the JSON
+    /// `enspace event-key` prints (or writes with --out), or the base64 key.
+    #[arg(long, env = "ENSPACE_EVENT_KEY_FILE")]
+    pub event_key_file: Option<PathBuf>,
+    /// Without a key, pin the key of the first heartbeat heard (trust on
+    /// first use: whoever can publish a heartbeat first is trusted). Logs
+    /// a warning.
+    #[arg(long, env = "ENSPACE_TRUST_FIRST_EVENT_KEY", conflicts_with_all = ["event_key", "event_key_file"])]
+    pub trust_first_event_key: bool,
     /// How long the node answers token calls without word from the control
     /// plane before it answers 503 `token_state_stale` (`none`: forever).
     #[arg(long, env = "ENSPACE_MAX_STALENESS", default_value = "60s", value_parser = parse_staleness)]

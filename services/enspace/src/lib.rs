@@ -2,6 +2,7 @@
 //! crates. A library so that tests can run them in-process.
 
 pub mod cli;
+pub mod event_key;
 pub mod restore;
 pub mod run;
 

@@ -28,10 +28,7 @@ fn main() -> ExitCode {
             AuditCommand::Export { data } => audit::export(&data),
         },
         Command::HashPassword => audit::hash_password_from_stdin(),
-        Command::EventKey {
-            data,
-            event_signing_key,
-        } => audit::event_key(&data, event_signing_key.as_deref()),
+        Command::EventKey(args) => enspace::event_key::print(&args),
         Command::Restore(args) => {
             block_on_code(async move { enspace::restore::restore(args).await })
         }
@@ -66,6 +63,7 @@ fn main() -> ExitCode {
             .await
         }),
         Command::ApiNode(args) => block_on(async move {
+            enspace::event_key::pinned(&args)?;
             let listener = listen(args.listen).await?;
             run::api_node(
                 args,

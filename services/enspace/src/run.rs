@@ -16,6 +16,7 @@ use enspace_api_node::{NodeOptions, NodeState};
 use enspace_core::Clock;
 use enspace_core::{EventKey, EventSigner};
 use enspace_tokens::directory::Directory;
+use enspace_tokens::event_stream::repair::Repairer;
 use enspace_tokens::metrics::Metrics;
 use enspace_tokens::outbox::Outbox;
 use enspace_tokens::request_log::{Indexer, IndexerMetrics, RequestIndex};
@@ -162,10 +163,16 @@ async fn control_plane(
         None => None,
         Some((client, js)) => {
             let replicas = usize::from(args.cluster.stream_replicas);
+            let repairer = Repairer::new(
+                store.outbox_state.clone(),
+                args.stream_repair_interval,
+                state.metrics.stream.clone(),
+            );
             let outbox = Outbox::new(
                 store.log.clone(),
                 store.outbox_state.clone(),
                 signer.clone(),
+                repairer,
             )?
             .with_replicas(replicas);
             let mut source = enspace_tokens::request_log::jetstream::Source {
@@ -176,12 +183,14 @@ async fn control_plane(
             match &cluster {
                 None => {
                     tokio::spawn(outbox.run(js.clone(), state.writer.head()));
-                    tokio::spawn(enspace_tokens::outbox::heartbeat(
+                    // One more than at the last start: nodes order heartbeats by it.
+                    let term = store.outbox_state.next_term()?;
+                    tokio::spawn(enspace_tokens::heartbeat::heartbeat(
                         client.clone(),
                         store.log.clone(),
                         signer.clone(),
                         args.node_id.clone(),
-                        || true,
+                        move || Some(term),
                     ));
                 }
                 Some(config) => {
@@ -540,19 +549,7 @@ pub async fn api_node(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let name = format!("enspace-api-node-{}", args.node_id);
-    let pinned = match &args.event_key {
-        Some(text) => {
-            let key = EventKey::from_base64(text)
-                .map_err(|e| anyhow::anyhow!("--event-key (ENSPACE_EVENT_KEY): {e}"))?;
-            tracing::info!(
-                key.id = key.key_id(),
-                "event key {} pinned by --event-key",
-                key.key_id()
-            );
-            Some(key)
-        }
-        None => None,
-    };
+    let pinned = crate::event_key::pin(&args)?;
     let kick = Arc::new(Notify::new());
     let client = enspace_nats::connect_with(
         &args.nats_url,

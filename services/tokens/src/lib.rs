@@ -6,6 +6,8 @@ pub mod cluster;
 pub mod commands;
 pub mod credentials;
 pub mod directory;
+pub mod event_stream;
+pub mod heartbeat;
 pub mod leaks;
 pub mod limits;
 pub mod membership;

@@ -1,16 +1,20 @@
 //! Restoring the event log from the token events stream: what the log lacks
 //! (all of it, for an empty data directory) is read from the stream, every
 //! event's chain hash recomputed and its signature checked against the
-//! event key, then appended. The log must be a prefix of the stream: a
-//! different history is refused, never merged.
+//! event key, then appended. Foreign messages between events are skipped
+//! (see [`crate::event_stream`]). The log must be a prefix of the stream's
+//! events: a different history is refused, never merged.
 
-use async_nats::jetstream::{self, consumer};
+use std::ops::ControlFlow;
+
+use async_nats::jetstream;
 use enspace_core::EventKey;
-use enspace_core::events::{EventEnvelope, StoredEvent, chain_hash};
-use futures::StreamExt;
+use enspace_core::events::StoredEvent;
 
+use crate::event_stream::classify::{Chain, Kind, classify};
+use crate::event_stream::scan::{ScanError, scan};
 use crate::store::event_log::encode_seq;
-use crate::store::{Head, Store, StoreError};
+use crate::store::{Head, Store, StoreError, StreamPosition};
 
 const BATCH: usize = 1000;
 
@@ -25,7 +29,7 @@ pub enum RestoreError {
          hold different histories"
     )]
     NotAPrefix { seq: u64 },
-    #[error("the stream's message {seq} is not event {seq}: {reason}")]
+    #[error("the stream lacks event {seq}: {reason}")]
     Invalid { seq: u64, reason: String },
     #[error(
         "the stream's event {seq} is not signed by the event key {key_id}; \
@@ -49,10 +53,10 @@ pub enum RestoreError {
 
 /// At start-up, before serving: the log against the stream. A stream that
 /// holds signed events past the log restores an empty log, and refuses a
-/// non-empty one (it lost committed events). Messages past the log that do
-/// not verify are left to the outbox, which replaces them, unless the log
-/// is empty: then they may be a history signed by another key, which is
-/// never deleted on a guess.
+/// non-empty one (it lost committed events). Foreign messages are left to
+/// the outbox, which deletes them; with an empty log, a message that claims
+/// to be event 1 but does not verify may be a history signed by another
+/// key, which is never replaced on a guess.
 pub async fn check_at_start(
     js: &jetstream::Context,
     store: &Store,
@@ -67,28 +71,55 @@ pub async fn check_at_start(
         .get_stream(enspace_nats::TOKEN_EVENTS_STREAM)
         .await
         .map_err(nats)?;
-    let next = stream.get_raw_message(log_seq + 1).await.map_err(nats)?;
-    let hash = chain_hash(&log_hash, &next.payload);
-    if trust.verify_event(&hash, &enspace_nats::signature_of(Some(&next.headers))) {
+    let mut chain = Chain {
+        seq: log_seq,
+        hash: log_hash,
+    };
+    let (mut foreign, mut unverified_first) = (0u64, false);
+    scan(&stream, log_seq + 1, last, |message| {
+        match classify(
+            &store.log,
+            chain,
+            trust,
+            &message.payload,
+            message.headers.as_ref(),
+        )? {
+            Kind::Next(next) => chain = Chain::after(&next),
+            Kind::Held(_) => {}
+            Kind::Foreign(claims) => {
+                foreign += 1;
+                unverified_first |= claims == Some(1) && message.headers.is_some();
+            }
+            // Left to the outbox, as any message it did not write.
+            Kind::OtherHistory(_) | Kind::Gap(_) => foreign += 1,
+        }
+        Ok::<_, RestoreError>(ControlFlow::<()>::Continue(()))
+    })
+    .await?;
+    if chain.seq > log_seq {
         if log_seq == 0 {
             return restore(js, store, trust).await;
         }
         return Err(RestoreError::LogBehindStream {
             log: log_seq,
-            stream: last,
+            stream: chain.seq,
         });
     }
-    if log_seq == 0 {
+    if log_seq == 0 && unverified_first {
         return Err(RestoreError::Unverifiable {
             events: last,
             key_id: trust.key_id().to_owned(),
         });
     }
-    tracing::warn!(
-        log_head = log_seq,
-        stream_last = last,
-        "the token events stream holds messages past the log that this control plane did not sign; they will be replaced"
-    );
+    if foreign > 0 {
+        tracing::warn!(
+            log_head = log_seq,
+            stream_last = last,
+            foreign,
+            "the token events stream holds {foreign} messages past the log that are not its \
+             events; they will be deleted"
+        );
+    }
     Ok(0)
 }
 
@@ -96,108 +127,130 @@ fn nats(e: impl std::fmt::Display) -> RestoreError {
     RestoreError::Nats(e.to_string())
 }
 
-/// The stream's last sequence, 0 when it is empty or absent.
-pub async fn stream_last(js: &jetstream::Context) -> Result<u64, RestoreError> {
-    Ok(crate::outbox::stream_state(js)
-        .await
-        .map_err(nats)?
-        .map_or(0, |s| s.last_sequence))
+impl From<ScanError> for RestoreError {
+    fn from(e: ScanError) -> Self {
+        RestoreError::Nats(e.0)
+    }
 }
 
-/// Appends every event the stream holds past the log's head; returns how
-/// many. Run before the writer starts.
+/// The stream's last sequence, 0 when it is empty or absent.
+pub async fn stream_last(js: &jetstream::Context) -> Result<u64, RestoreError> {
+    Ok(crate::event_stream::tip(js)
+        .await
+        .map_err(nats)?
+        .map_or(0, |t| t.last))
+}
+
+/// Appends every event the stream holds past the log's head, skipping what
+/// is not the log's next event; returns how many. Run before the writer
+/// starts.
 pub async fn restore(
     js: &jetstream::Context,
     store: &Store,
     key: &EventKey,
 ) -> Result<u64, RestoreError> {
-    let (mut seq, mut prev) = store.log.head()?;
+    let (first_seq, first_hash) = store.log.head()?;
     let last = stream_last(js).await?;
-    if last <= seq {
+    if last <= first_seq {
         return Ok(0);
     }
     let stream = js
         .get_stream(enspace_nats::TOKEN_EVENTS_STREAM)
         .await
         .map_err(nats)?;
-    if seq > 0 {
-        let message = stream.get_raw_message(seq).await.map_err(nats)?;
-        let ours = store.log.get(seq)?;
-        if ours.is_none_or(|e| e.stored.payload != message.payload.as_ref()) {
-            return Err(RestoreError::NotAPrefix { seq });
-        }
-    }
-    let first = seq + 1;
     tracing::info!(
-        from = first,
-        to = last,
-        "restoring events {first}..={last} from the token events stream"
+        from = first_seq + 1,
+        stream_last = last,
+        "restoring events from {} on from the token events stream",
+        first_seq + 1
     );
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: first,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(nats)?;
-    let mut messages = consumer.messages().await.map_err(nats)?;
+    let mut chain = Chain {
+        seq: first_seq,
+        hash: first_hash,
+    };
     let mut batch = sled::Batch::default();
     let mut in_batch = 0;
-    while seq < last {
-        let Some(message) = messages.next().await else {
-            return Err(RestoreError::Nats("the stream ended early".into()));
-        };
-        let message = message.map_err(nats)?;
-        let stream_seq = message.info().map_err(nats)?.stream_sequence;
-        let next = seq + 1;
-        let invalid = |reason: &str| RestoreError::Invalid {
-            seq: next,
-            reason: reason.to_owned(),
-        };
-        if stream_seq != next {
-            return Err(invalid("the stream skips a sequence"));
+    let mut at = 0;
+    let mut unverified: Option<u64> = None;
+    let stopped = scan(&stream, first_seq + 1, last, |message| {
+        let kind = classify(
+            &store.log,
+            chain,
+            key,
+            &message.payload,
+            message.headers.as_ref(),
+        )?;
+        match kind {
+            Kind::Next(next) => {
+                let stored = StoredEvent {
+                    prev_hash: chain.hash,
+                    hash: next.hash,
+                    payload: message.payload.to_vec(),
+                };
+                chain = Chain::after(&next);
+                at = message.at;
+                batch.insert(&encode_seq(chain.seq)[..], stored.to_bytes());
+                in_batch += 1;
+                if in_batch == BATCH {
+                    store
+                        .log
+                        .tree()
+                        .apply_batch(std::mem::take(&mut batch))
+                        .map_err(StoreError::from)?;
+                    in_batch = 0;
+                }
+            }
+            Kind::Held(_) => {}
+            Kind::Foreign(claims) => {
+                if claims == Some(chain.seq + 1) && message.headers.is_some() {
+                    unverified.get_or_insert(chain.seq + 1);
+                }
+            }
+            Kind::OtherHistory(seq) => {
+                return Ok(ControlFlow::Break(RestoreError::NotAPrefix { seq }));
+            }
+            Kind::Gap(_) => {
+                return Ok(ControlFlow::Break(RestoreError::Invalid {
+                    seq: chain.seq + 1,
+                    reason: "the stream holds later events signed by the event key without it"
+                        .into(),
+                }));
+            }
         }
-        let envelope =
-            EventEnvelope::decode(&message.payload).map_err(|e| invalid(&e.to_string()))?;
-        if envelope.seq != next {
-            return Err(invalid("its seq differs"));
-        }
-        let hash = chain_hash(&prev, &message.payload);
-        let signature = enspace_nats::signature_of(message.headers.as_ref());
-        if !key.verify_event(&hash, &signature) {
-            return Err(RestoreError::BadSignature {
-                seq: next,
-                key_id: key.key_id().to_owned(),
-            });
-        }
-        let stored = StoredEvent {
-            prev_hash: prev,
-            hash,
-            payload: message.payload.to_vec(),
-        };
-        batch.insert(&encode_seq(next)[..], stored.to_bytes());
-        in_batch += 1;
-        (seq, prev) = (next, hash);
-        if in_batch == BATCH || seq == last {
-            store
-                .log
-                .tree()
-                .apply_batch(std::mem::take(&mut batch))
-                .map_err(StoreError::from)?;
-            in_batch = 0;
-        }
-    }
-    store.projections.catch_up(&store.log)?;
-    store.db.flush().map_err(StoreError::from)?;
+        Ok::<_, RestoreError>(ControlFlow::Continue(()))
+    })
+    .await?;
     store
-        .head
-        .lock()
-        .map_err(|_| StoreError::Corrupt("the head file's lock is poisoned".into()))?
-        .write(Head { seq, hash: prev })
+        .log
+        .tree()
+        .apply_batch(batch)
         .map_err(StoreError::from)?;
-    store.outbox_state.set(seq)?;
-    store.db.flush().map_err(StoreError::from)?;
-    Ok(seq + 1 - first)
+    let (seq, prev) = (chain.seq, chain.hash);
+    let restored = seq - first_seq;
+    if restored > 0 {
+        store.projections.catch_up(&store.log)?;
+        store.db.flush().map_err(StoreError::from)?;
+        store
+            .head
+            .lock()
+            .map_err(|_| StoreError::Corrupt("the head file's lock is poisoned".into()))?
+            .write(Head { seq, hash: prev })
+            .map_err(StoreError::from)?;
+        store
+            .outbox_state
+            .set_position(StreamPosition { seq, at })?;
+        store.db.flush().map_err(StoreError::from)?;
+    }
+    if let Some(error) = stopped {
+        return Err(error);
+    }
+    if restored == 0
+        && let Some(seq) = unverified
+    {
+        return Err(RestoreError::BadSignature {
+            seq,
+            key_id: key.key_id().to_owned(),
+        });
+    }
+    Ok(restored)
 }

@@ -57,6 +57,8 @@ pub struct ClusterHandle {
     pub lease: async_nats::jetstream::kv::Store,
     pub members: async_nats::jetstream::kv::Store,
     pub sessions: crate::cluster::sessions::SessionMirror,
+    /// How far this process has read the token events stream.
+    pub followed: tokio::sync::watch::Receiver<crate::event_stream::Followed>,
 }
 
 #[derive(Debug, Clone)]

@@ -198,7 +198,8 @@ impl EventKey {
 /// What the control plane says every second on the heartbeat subject: the
 /// head of its committed log (`seq`, `hash`), the hash of its first event
 /// (which names the history: two logs with different first events are
-/// different histories), and its public key so that a node without a pinned
+/// different histories), its term and the heartbeat's sequence in it (which
+/// order heartbeats), and its public key so that a node without a pinned
 /// key can pin one. Sent as MessagePack (named fields), signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -214,6 +215,13 @@ pub struct Heartbeat {
     pub at_ms: i64,
     #[serde(with = "serde_bytes32")]
     pub key: [u8; 32],
+    /// The sender's term: the cluster's lease term, or a single process's
+    /// start counter; only grows. 0 in heartbeats of version 1.
+    #[serde(default)]
+    pub term: u64,
+    /// This heartbeat's sequence within its term, from 1.
+    #[serde(default)]
+    pub beat: u64,
 }
 
 /// A heartbeat with its signature, as it travels.
@@ -236,7 +244,18 @@ pub enum HeartbeatError {
 }
 
 impl Heartbeat {
-    pub const VERSION: u16 = 1;
+    pub const VERSION: u16 = 2;
+
+    /// What orders heartbeats: (term, sequence in the term). A version 1
+    /// heartbeat, which has no term, is ordered by its time, below every
+    /// heartbeat with a term.
+    pub fn order(&self) -> (u64, u64) {
+        if self.term == 0 {
+            (0, self.at_ms.max(0) as u64)
+        } else {
+            (self.term, self.beat)
+        }
+    }
 
     pub fn at(&self) -> Option<Timestamp> {
         Timestamp::from_millisecond(self.at_ms).ok()
@@ -347,6 +366,39 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_heartbeat_without_a_term_opens_and_is_ordered_by_its_time() {
+        #[derive(Serialize)]
+        struct V1 {
+            v: u16,
+            writer: String,
+            seq: u64,
+            #[serde(with = "serde_bytes32")]
+            hash: [u8; 32],
+            #[serde(with = "serde_bytes32")]
+            first_hash: [u8; 32],
+            at_ms: i64,
+            #[serde(with = "serde_bytes32")]
+            key: [u8; 32],
+        }
+        let signer = EventSigner::generate();
+        let body = rmp_serde::to_vec_named(&V1 {
+            v: 1,
+            writer: "old".into(),
+            seq: 3,
+            hash: [1; 32],
+            first_hash: [2; 32],
+            at_ms: 1_700_000_000_000,
+            key: *signer.public().as_bytes(),
+        })
+        .expect("encode");
+        let sig = signer.sign_heartbeat(&body).to_vec();
+        let wire = rmp_serde::to_vec_named(&SignedHeartbeat { body, sig }).expect("encode");
+        let (beat, _) = Heartbeat::open(&wire, Some(signer.public())).expect("opens");
+        assert_eq!((beat.term, beat.beat), (0, 0));
+        assert_eq!(beat.order(), (0, 1_700_000_000_000));
+    }
+
+    #[test]
     fn a_heartbeat_opens_with_its_key_and_not_with_another() {
         let signer = EventSigner::generate();
         let beat = Heartbeat {
@@ -357,6 +409,8 @@ mod tests {
             first_hash: [2; 32],
             at_ms: 1_700_000_000_000,
             key: *signer.public().as_bytes(),
+            term: 3,
+            beat: 9,
         };
         let wire = beat.sign(&signer);
         let (opened, key) = Heartbeat::open(&wire, None).expect("self-signed");

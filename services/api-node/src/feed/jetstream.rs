@@ -29,6 +29,7 @@ use enspace_nats::Backoff;
 use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 
+use crate::beats::BeatOrder;
 use crate::chain::{self, Candidate, Chain, Refusal};
 use crate::freshness::Freshness;
 use crate::metrics::NodeMetrics;
@@ -59,7 +60,7 @@ struct Shared {
     chain: Chain,
     /// Heartbeats ahead of the chain: (their head, when received).
     beats: VecDeque<(u64, Instant)>,
-    last_beat_ms: i64,
+    order: BeatOrder,
     /// The chain's seq when the last heartbeat found it behind.
     behind_at: Option<u64>,
 }
@@ -87,7 +88,7 @@ impl Feed {
             shared: Mutex::new(Shared {
                 chain: Chain::default(),
                 beats: VecDeque::new(),
-                last_beat_ms: i64::MIN,
+                order: BeatOrder::default(),
                 behind_at: None,
             }),
         })
@@ -145,23 +146,33 @@ impl Feed {
                 return;
             }
         };
+        let Ok(mut shared) = self.shared.lock() else {
+            return;
+        };
+        if let Err(refused) = shared
+            .order
+            .admit(&beat, jiff::Timestamp::now().as_millisecond())
+        {
+            drop(shared);
+            self.metrics.refused(refused.label());
+            if refused == crate::beats::Refused::Future {
+                tracing::warn!(
+                    writer = beat.writer,
+                    at_ms = beat.at_ms,
+                    "refused a heartbeat stamped far after this node's clock"
+                );
+            }
+            return;
+        }
         if pinned.is_none() {
-            tracing::info!(
+            tracing::warn!(
                 key.id = key.key_id(),
-                "pinned event key {} from the control plane's heartbeat (pass --event-key to pin it yourself)",
+                "pinned event key {} from the first heartbeat heard (--trust-first-event-key): \
+                 whoever could publish it first is trusted; pass --event-key instead",
                 key.key_id()
             );
             self.key.send_replace(Some(key));
         }
-        let Ok(mut shared) = self.shared.lock() else {
-            return;
-        };
-        if beat.at_ms <= shared.last_beat_ms {
-            drop(shared);
-            self.metrics.refused("heartbeat_replayed");
-            return;
-        }
-        shared.last_beat_ms = beat.at_ms;
         let chain = shared.chain;
         let other_history = (chain.seq >= 1 && beat.seq >= 1 && beat.first_hash != chain.first)
             || (beat.seq == chain.seq && beat.hash != chain.hash);
@@ -264,18 +275,40 @@ impl Feed {
             let headers = message.headers.as_ref();
             let signature = enspace_nats::signature_of(headers);
             let prev = enspace_nats::prev_hash_of(headers);
-            match tentative.place(&message.payload, signature, prev) {
+            let mut placed = tentative.place(&message.payload, signature.clone(), prev);
+            if matches!(placed, Err(Refusal::Replayed)) && tentative.seq > chain.seq {
+                // It may be the real event in the place of an unchecked one
+                // before it (a foreign message claiming its seq): check the
+                // run so far, then place it again.
+                let applied = self.apply_run(std::mem::take(&mut run), key, &target, &mut chain);
+                tentative = chain;
+                if !rebuilding {
+                    self.advance(chain);
+                }
+                if let Err(Refusal::OtherHistory) = applied {
+                    self.rebuild.store(true, Ordering::Release);
+                    return Ok(());
+                }
+                placed = tentative.place(&message.payload, signature.clone(), prev);
+            }
+            match placed {
                 Ok(candidate) => {
                     tentative.extend(&candidate);
                     run.push((candidate, message.payload.clone()));
                 }
-                Err(Refusal::Gap) => {
+                // Signed by the key, past the next event: events are missing.
+                Err(Refusal::Gap) if chain::authentic(key, &message.payload, &signature, prev) => {
                     self.refuse(
                         Refusal::Gap,
                         &format!("stream message {stream_seq} skips events"),
                     );
                     return Err(format!("events missing before stream message {stream_seq}").into());
                 }
+                // Claims a later seq, signed by nobody we trust: foreign.
+                Err(Refusal::Gap) => self.refuse(
+                    Refusal::BadSignature,
+                    &format!("stream message {stream_seq}"),
+                ),
                 Err(refusal) => self.refuse(refusal, &format!("stream message {stream_seq}")),
             }
             let caught_up = pending == 0 || stream_seq >= last;

@@ -1,11 +1,13 @@
 //! Reads on a process that is not the writer see every change acknowledged
 //! anywhere before they began: before a route that reads token state
 //! answers, the process asks the token events stream for its last sequence
-//! and waits until its own log holds it. (The writer needs no barrier: it
-//! acknowledges nothing before its own log holds it.) A process that cannot
-//! catch up in time answers `503` with `Retry-After` rather than an old
-//! state: a token revoked elsewhere is never shown, or introspected, as
-//! active here.
+//! and waits until its follower has read that far in that same stream
+//! (events and foreign messages alike; its log then holds every event among
+//! them; a stream deleted and refilled is read again). (The writer needs no
+//! barrier: it acknowledges nothing before its own log holds it.) A process
+//! that cannot catch up in time answers `503` with `Retry-After` rather
+//! than an old state: a token revoked elsewhere is never shown, or
+//! introspected, as active here.
 
 use std::time::Duration;
 
@@ -61,11 +63,12 @@ pub async fn catch_up_first(
         return next.run(request).await;
     }
     let reached = tokio::time::timeout(CATCH_UP, async {
-        let last = crate::restore::stream_last(&cluster.js)
+        let tip = crate::event_stream::tip(&cluster.js)
             .await
             .map_err(|e| e.to_string())?;
-        let mut head = state.writer.head();
-        head.wait_for(|h| *h >= last)
+        let mut followed = cluster.followed.clone();
+        followed
+            .wait_for(|f| f.reached(tip))
             .await
             .map(drop)
             .map_err(|e| e.to_string())

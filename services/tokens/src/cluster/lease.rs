@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
+use tokio::sync::watch;
 
 use super::{ClusterConfig, LeaseHolder, Part, Role, members};
+use crate::event_stream::Followed;
 use crate::outbox::Outbox;
 use crate::store::writer::Writer;
 
@@ -28,8 +30,8 @@ use crate::store::writer::Writer;
 pub const LEASE_KEY: &str = "writer";
 /// How often a process without the lease tries to take it.
 pub const POLL: Duration = Duration::from_millis(100);
-/// How long a new writer waits for its follower to reach the stream's end
-/// before reconciling the stream with its log anyway.
+/// How long a new writer waits for its follower to read to the stream's end
+/// before checking the stream against its log anyway.
 const CATCH_UP: Duration = Duration::from_secs(3);
 /// How long one question to the stream may take while preparing.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -215,6 +217,7 @@ pub async fn watch_holder(kv: kv::Store, role: Role) {
 pub async fn lead(
     role: Role,
     js: jetstream::Context,
+    followed: watch::Receiver<Followed>,
     writer: Writer,
     outbox: Outbox,
     members: kv::Store,
@@ -224,7 +227,7 @@ pub async fn lead(
     loop {
         let now = *part.borrow_and_update();
         if let Part::Preparing(term) = now {
-            match prepare(&js, &writer, &outbox, &members, &node_id).await {
+            match prepare(&js, &followed, &writer, &outbox, &members, &node_id).await {
                 Ok(()) => {
                     role.promote(term);
                 }
@@ -263,37 +266,37 @@ impl From<String> for Prepare {
 
 async fn prepare(
     js: &jetstream::Context,
+    followed: &watch::Receiver<Followed>,
     writer: &Writer,
     outbox: &Outbox,
     members: &kv::Store,
     node_id: &str,
 ) -> Result<(), Prepare> {
     let deadline = Instant::now() + CATCH_UP;
-    let head = writer.head();
     // While NATS elects a stream's leader, its requests wait out their
     // timeout: ask again sooner than that.
     let timed_out = |_| "the token events stream did not answer in time".to_owned();
     loop {
-        let last = tokio::time::timeout(ASK_TIMEOUT, crate::restore::stream_last(js))
+        let tip = tokio::time::timeout(ASK_TIMEOUT, crate::event_stream::tip(js))
             .await
             .map_err(timed_out)?
             .map_err(|e| e.to_string())?;
-        if *head.borrow() >= last || Instant::now() >= deadline {
+        if followed.borrow().reached(tip) || Instant::now() >= deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let last = tokio::time::timeout(ASK_TIMEOUT, crate::restore::stream_last(js))
+    let in_place = tokio::time::timeout(REFILL_TIMEOUT, outbox.check(js))
         .await
-        .map_err(timed_out)?
-        .map_err(|e| e.to_string())?;
-    if last < *head.borrow() {
+        .map_err(timed_out)??;
+    if !in_place {
         // The stream lost events this log holds: it is about to be refilled
         // from this log. Only if no live process holds more; hear from all
         // of them first (their reports may have been lost with the stream).
         tokio::time::sleep(2 * members::REPORT_EVERY + Duration::from_millis(500)).await;
+        let head = *writer.head().borrow();
         if let Some((other, their_head)) = members::highest_other(members, node_id).await
-            && their_head > *head.borrow()
+            && their_head > head
         {
             return Err(Prepare::Behind { other, their_head });
         }

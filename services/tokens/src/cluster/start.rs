@@ -10,9 +10,11 @@ use enspace_core::{EventKey, EventSigner};
 use super::commit::StreamCommit;
 use super::sessions::SessionMirror;
 use super::{
-    ClusterConfig, LEASE_BUCKET, MEMBERS_BUCKET, Role, SESSIONS_BUCKET, follow, forward, lease,
-    members,
+    ClusterConfig, LEASE_BUCKET, MEMBERS_BUCKET, Part, Role, SESSIONS_BUCKET, follow, forward,
+    lease, members,
 };
+use crate::event_stream::Followed;
+use crate::event_stream::repair::Repairer;
 use crate::outbox::Outbox;
 use crate::state::{AppState, ClusterHandle};
 
@@ -42,6 +44,7 @@ pub async fn join(
     trust: &EventKey,
     outbox: Outbox,
 ) -> Result<(), JoinError> {
+    let repairer = outbox.repairer().clone();
     let replicas = config.replicas;
     let session_ttl = state.config.session_ttl.unsigned_abs();
     if let Some(theirs) = lease::other_lease_ttl(js, config.lease_ttl).await {
@@ -77,14 +80,17 @@ pub async fn join(
     ));
     let role = Role::default();
     let writer = state.writer.clone();
-    writer.join_cluster(Arc::new(StreamCommit {
-        role: role.clone(),
-        js: js.clone(),
-        client: client.clone(),
-        signer: signer.clone(),
-        runtime: tokio::runtime::Handle::current(),
-        head: writer.head(),
-    }));
+    writer.join_cluster(Arc::new(StreamCommit::new(
+        role.clone(),
+        js.clone(),
+        client.clone(),
+        signer.clone(),
+        tokio::runtime::Handle::current(),
+        writer.head(),
+        &state.store,
+        repairer.clone(),
+    )));
+    let (followed_tx, followed) = tokio::sync::watch::channel(Followed::default());
     let sessions = SessionMirror::new(sessions_kv);
     state.notifications.join_cluster(role.clone());
     let _ = state.cluster.set(ClusterHandle {
@@ -93,15 +99,20 @@ pub async fn join(
         lease: lease_kv.clone(),
         members: members_kv.clone(),
         sessions: sessions.clone(),
+        followed: followed.clone(),
     });
 
     let log = state.store.log.clone();
-    tokio::spawn(follow::follow(
-        js.clone(),
-        log.clone(),
-        writer.clone(),
-        trust.clone(),
-    ));
+    tokio::spawn(follow::follow(follow::Follower {
+        js: js.clone(),
+        log: log.clone(),
+        position: state.store.outbox_state.clone(),
+        writer: writer.clone(),
+        key: trust.clone(),
+        repairer: repairer.clone(),
+        followed: followed_tx,
+    }));
+    tokio::spawn(repair_while_writer(js.clone(), role.clone(), repairer));
     tokio::spawn(forward::serve(
         client.clone(),
         config.node_id.clone(),
@@ -113,6 +124,7 @@ pub async fn join(
     tokio::spawn(lease::lead(
         role.clone(),
         js.clone(),
+        followed,
         writer.clone(),
         outbox.in_cluster(),
         members_kv.clone(),
@@ -126,15 +138,33 @@ pub async fn join(
     ));
     tokio::spawn(sessions.copy_forever(state.store.sessions.clone()));
     let speaker = role.clone();
-    tokio::spawn(crate::outbox::heartbeat(
+    tokio::spawn(crate::heartbeat::heartbeat(
         client.clone(),
         log,
         signer.clone(),
         config.node_id.clone(),
-        move || speaker.is_writer(),
+        move || match speaker.part() {
+            Part::Writer(term) if speaker.is_writer() => Some(term),
+            _ => None,
+        },
     ));
     tokio::spawn(reconcile_membership(state.clone()));
     Ok(())
+}
+
+/// Deletes the foreign messages noted in the token events stream, at most
+/// once per repair interval, while this process is the writer.
+async fn repair_while_writer(js: jetstream::Context, role: Role, repairer: Repairer) {
+    let mut tick = tokio::time::interval(crate::outbox::TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if role.is_writer()
+            && let Err(e) = repairer.repair_if_due(&js).await
+        {
+            tracing::warn!(error = %e, "cannot repair the token events stream yet");
+        }
+    }
 }
 
 /// Revokes the tokens of users who left the directory or a workspace, once

@@ -3,6 +3,7 @@
 
 pub mod event_log;
 pub mod head;
+pub mod outbox_state;
 pub mod projections;
 pub mod sessions;
 pub mod writer;
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex};
 pub use crate::store_error::StoreError;
 pub use event_log::EventLog;
 pub use head::{Head, HeadError, HeadFile};
+pub use outbox_state::{OutboxState, StreamPosition};
 pub use projections::Projections;
 pub use sessions::Sessions;
 
@@ -51,75 +53,6 @@ fn config_keeping_segments(dir: &Path, segment_size: usize) -> sled::Config {
     sled::Config::new()
         .path(dir)
         .segment_size(existing.unwrap_or(segment_size))
-}
-
-/// The outbox's state, tree `outbox`: its cursor (key `published_seq`, the
-/// last `seq` the token events stream has acknowledged) and the signature
-/// of every event published (key `sig` ‖ seq), so that refilling a lost
-/// stream does not sign the whole log again. A lost signature is only made
-/// again.
-#[derive(Clone)]
-pub struct OutboxState {
-    tree: sled::Tree,
-}
-
-const PUBLISHED_SEQ: &[u8] = b"published_seq";
-
-fn signature_key(seq: u64) -> [u8; 11] {
-    let mut key = [0u8; 11];
-    key[..3].copy_from_slice(b"sig");
-    key[3..].copy_from_slice(&seq.to_be_bytes());
-    key
-}
-
-impl OutboxState {
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(OutboxState {
-            tree: db.open_tree("outbox")?,
-        })
-    }
-
-    pub fn get(&self) -> Result<u64, StoreError> {
-        Ok(match self.tree.get(PUBLISHED_SEQ)? {
-            Some(v) => u64::from_be_bytes(
-                v.as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("outbox cursor".into()))?,
-            ),
-            None => 0,
-        })
-    }
-
-    pub fn set(&self, seq: u64) -> Result<(), StoreError> {
-        self.tree.insert(PUBLISHED_SEQ, &seq.to_be_bytes())?;
-        Ok(())
-    }
-
-    /// The kept signature of event `seq` by the key `key_id`.
-    pub fn signature(&self, seq: u64, key_id: &str) -> Result<Option<[u8; 64]>, StoreError> {
-        let Some(value) = self.tree.get(signature_key(seq))? else {
-            return Ok(None);
-        };
-        let (id, signature) = value.split_at(value.len().saturating_sub(64));
-        Ok((id == key_id.as_bytes())
-            .then(|| <[u8; 64]>::try_from(signature).ok())
-            .flatten())
-    }
-
-    pub fn keep_signatures(
-        &self,
-        key_id: &str,
-        signatures: &[(u64, [u8; 64])],
-    ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for (seq, signature) in signatures {
-            let mut value = key_id.as_bytes().to_vec();
-            value.extend_from_slice(signature);
-            batch.insert(&signature_key(*seq)[..], value);
-        }
-        self.tree.apply_batch(batch)?;
-        Ok(())
-    }
 }
 
 /// Checks the log against what was committed: the head file and the outbox

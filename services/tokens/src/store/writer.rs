@@ -41,6 +41,8 @@ pub struct Replicated {
     pub envelope: EventEnvelope,
     pub stored: StoredEvent,
     pub signature: [u8; 64],
+    /// Its stream sequence.
+    pub at: u64,
 }
 
 enum Message {
@@ -49,10 +51,12 @@ enum Message {
 }
 
 /// What the stream stored of a group: the first `count` events, with their
-/// signatures; `error` says why the rest were not.
+/// signatures, the last of them at stream sequence `at`; `error` says why
+/// the rest were not.
 pub struct Stored {
     pub count: usize,
     pub signatures: Vec<(u64, [u8; 64])>,
+    pub at: u64,
     pub error: Option<CommandError>,
 }
 
@@ -72,8 +76,9 @@ pub trait Commit: Send + Sync {
 
 type CommitCell = Arc<OnceLock<Arc<dyn Commit>>>;
 
-/// The key id and signatures of events the stream holds already.
-type InStream<'a> = (&'a str, &'a [(u64, [u8; 64])]);
+/// The key id and signatures of events the stream holds already, and the
+/// stream sequence of the last of them.
+type InStream<'a> = (&'a str, &'a [(u64, [u8; 64])], u64);
 
 /// Called with every group of events once it is durable, before any of the
 /// group's commands is answered.
@@ -334,6 +339,7 @@ impl WriterState {
         }
 
         let mut signatures = Vec::new();
+        let mut at = 0;
         if let Some(commit) = &commit
             && !appended.is_empty()
         {
@@ -360,6 +366,7 @@ impl WriterState {
                     .collect();
             }
             signatures = stored.signatures;
+            at = stored.at;
         }
         let mut batch = sled::Batch::default();
         for (envelope, stored) in appended.iter().zip(&stored_events) {
@@ -367,7 +374,9 @@ impl WriterState {
         }
 
         if !appended.is_empty() {
-            let kept = commit.as_ref().map(|c| (c.key_id(), signatures.as_slice()));
+            let kept = commit
+                .as_ref()
+                .map(|c| (c.key_id(), signatures.as_slice(), at));
             if let Err(e) = self.persist(batch, &appended, kept) {
                 tracing::error!(error = %e, "appending to the event log failed");
                 // Nothing of this group is acknowledged; start over from what is on disk.
@@ -451,6 +460,7 @@ impl WriterState {
         let mut batch = sled::Batch::default();
         let mut appended = Vec::new();
         let mut signatures = Vec::new();
+        let mut at = 0;
         let (start_seq, start_hash) = (self.seq, self.hash);
         for event in events {
             let seq = event.envelope.seq;
@@ -473,13 +483,14 @@ impl WriterState {
             self.seq = seq;
             self.hash = event.stored.hash;
             signatures.push((seq, event.signature));
+            at = event.at;
             appended.push(event.envelope);
         }
         if appended.is_empty() {
             return Ok(self.seq);
         }
         let key_id = self.commit.get().map(|c| c.key_id().to_owned());
-        let kept = key_id.as_deref().map(|k| (k, signatures.as_slice()));
+        let kept = key_id.as_deref().map(|k| (k, signatures.as_slice(), at));
         if let Err(e) = self.persist(batch, &appended, kept) {
             (self.seq, self.hash) = self.store.log.head().unwrap_or((start_seq, start_hash));
             let _ = self.store.projections.catch_up(&self.store.log);
@@ -491,8 +502,8 @@ impl WriterState {
 
     /// Appends, folds and flushes the group, then records the new head in
     /// the head file: only then is any of it acknowledged. In a cluster the
-    /// events' signatures are kept and the outbox cursor moved with them:
-    /// the stream holds them already.
+    /// events' signatures are kept and the outbox cursor moved to the last
+    /// of them, where the stream holds it already.
     fn persist(
         &self,
         batch: sled::Batch,
@@ -506,11 +517,16 @@ impl WriterState {
         // different trees in order across a crash, and a cursor ahead of the
         // log reads as a log that lost events. (Lost with a crash, the cursor
         // is only behind, which the outbox mends.)
-        if let Some((key_id, signatures)) = in_stream {
+        if let Some((key_id, signatures, at)) = in_stream {
             self.store
                 .outbox_state
                 .keep_signatures(key_id, signatures)?;
-            self.store.outbox_state.set(self.seq)?;
+            self.store
+                .outbox_state
+                .set_position(super::StreamPosition {
+                    seq: self.seq,
+                    at: at.max(self.seq),
+                })?;
         }
         let mut head = self
             .store

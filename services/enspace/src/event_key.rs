@@ -1,0 +1,113 @@
+//! The event key outside the control plane: `enspace event-key` prints the
+//! public half of a signing key (making the key first with `--create`,
+//! writing the JSON to a file too with `--out`), and an API node reads the
+//! key it pins from `--event-key`, `--event-key-file`, or, only with
+//! `--trust-first-event-key`, from the first heartbeat it hears.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use enspace_core::EventKey;
+use enspace_core::signing::EventKeyJson;
+use enspace_tokens::signing_key;
+
+use crate::cli::{EventKeyArgs, NodeArgs};
+
+/// `enspace event-key`.
+pub fn print(args: &EventKeyArgs) -> anyhow::Result<ExitCode> {
+    let path = signing_key::path(&args.data, args.event_signing_key.as_deref());
+    let signer = if args.create {
+        let (signer, made) = signing_key::load_or_create(&path)?;
+        if made {
+            eprintln!(
+                "made the event signing key {} at {}",
+                signer.public().key_id(),
+                path.display()
+            );
+        }
+        signer
+    } else {
+        match signing_key::load(&path)? {
+            Some(signer) => signer,
+            None => bail!(
+                "no event signing key at {} (--create makes one)",
+                path.display()
+            ),
+        }
+    };
+    let json = serde_json::to_string(&signer.public().to_json())?;
+    if let Some(out) = &args.out {
+        write_public(out, &json)
+            .with_context(|| format!("cannot write the event key to {}", out.display()))?;
+    }
+    println!("{json}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the public key's JSON whole, then moves it into place: a node
+/// starting meanwhile reads the old file or the new one, never half.
+fn write_public(out: &Path, json: &str) -> std::io::Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut staged = out.as_os_str().to_owned();
+    staged.push(".new");
+    std::fs::write(&staged, format!("{json}\n"))?;
+    std::fs::rename(&staged, out)
+}
+
+/// A key file: the JSON `enspace event-key` prints, or the base64 key.
+fn read_key_file(path: &Path) -> anyhow::Result<EventKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --event-key-file {}", path.display()))?;
+    let text = text.trim();
+    let key = match serde_json::from_str::<EventKeyJson>(text) {
+        Ok(json) => json.key,
+        Err(_) => text.to_owned(),
+    };
+    EventKey::from_base64(&key).map_err(|e| {
+        anyhow::anyhow!(
+            "--event-key-file {} holds neither `enspace event-key` JSON nor a base64 key: {e}",
+            path.display()
+        )
+    })
+}
+
+/// The key an API node pins from its flags; `None` only with
+/// `--trust-first-event-key`. Checked before the node listens.
+pub fn pinned(args: &NodeArgs) -> anyhow::Result<Option<EventKey>> {
+    let key = match (&args.event_key, &args.event_key_file) {
+        (Some(text), _) => EventKey::from_base64(text)
+            .map_err(|e| anyhow::anyhow!("--event-key (ENSPACE_EVENT_KEY): {e}"))?,
+        (None, Some(path)) => read_key_file(path)?,
+        (None, None) if args.trust_first_event_key => return Ok(None),
+        (None, None) => bail!(
+            "an API node needs the control plane's event key: pass --event-key KEY \
+             (ENSPACE_EVENT_KEY) or --event-key-file FILE (ENSPACE_EVENT_KEY_FILE), as \
+             `enspace event-key --data DIR` prints it or GET /v1/event-key serves it \
+             (--trust-first-event-key pins the first key heard instead, which trusts \
+             whoever publishes first)"
+        ),
+    };
+    Ok(Some(key))
+}
+
+/// [`pinned`], saying in the log what was pinned, or warning that nothing
+/// was.
+pub fn pin(args: &NodeArgs) -> anyhow::Result<Option<EventKey>> {
+    let key = pinned(args)?;
+    match &key {
+        Some(key) => tracing::info!(
+            key.id = key.key_id(),
+            "event key {} pinned by --event-key",
+            key.key_id()
+        ),
+        None => tracing::warn!(
+            "--trust-first-event-key: this node will pin the event key of the first heartbeat \
+             it hears; whoever can publish one first decides which tokens it accepts. Pass \
+             --event-key or --event-key-file instead"
+        ),
+    }
+    Ok(key)
+}
