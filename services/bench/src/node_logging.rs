@@ -118,7 +118,6 @@ async fn start_nodes(nats: &Nats, secret: &str) -> anyhow::Result<(SocketAddr, S
         listen: logged,
         nats_url: nats.url(),
         node_id: "bench".into(),
-        request_retention: Duration::from_secs(90 * 86_400),
         nats_auth: Default::default(),
         event_key: Some(log.key()),
         max_staleness: enspace::cli::Staleness(None),

@@ -170,6 +170,7 @@ async fn control_plane(
             .with_replicas(replicas);
             let mut source = enspace_tokens::request_log::jetstream::Source {
                 replicas,
+                edge_api: args.nats_edge_api.clone(),
                 ..Default::default()
             };
             match &cluster {
@@ -192,6 +193,7 @@ async fn control_plane(
                     .await?;
                 }
             }
+            keep_node_streams(&state, &client, args, replicas).await;
             tokio::spawn(enspace_tokens::request_log::jetstream::consume_jetstream(
                 indexer.clone(),
                 js.clone(),
@@ -221,6 +223,35 @@ async fn control_plane(
         indexer,
         signer,
     })
+}
+
+/// Makes the streams API nodes use (in their own account with
+/// `--nats-edge-api`) and keeps them in place: every process at start, the
+/// writer of a cluster from then on.
+async fn keep_node_streams(
+    state: &AppState,
+    client: &async_nats::Client,
+    args: &ServiceArgs,
+    replicas: usize,
+) {
+    let streams = enspace_tokens::edge::EdgeStreams::new(
+        client,
+        args.nats_edge_api.as_deref(),
+        args.request_retention,
+        replicas,
+    );
+    if let Err(e) = streams.ensure().await {
+        tracing::warn!(error = %e, "cannot make the API nodes' streams yet; retrying");
+    }
+    match state.cluster.get() {
+        Some(cluster) => {
+            let role = cluster.role.clone();
+            tokio::spawn(streams.keep(move || role.is_writer()));
+        }
+        None => {
+            tokio::spawn(streams.keep(|| true));
+        }
+    }
 }
 
 /// Tells each token's owner of a client IP the token had not used in the
@@ -348,14 +379,12 @@ fn start_publisher(
     nats_url: &str,
     credentials: enspace_nats::Credentials,
     name: &str,
-    retention: Duration,
 ) -> anyhow::Result<()> {
     let publisher = Publisher::new(
         queue.clone(),
         metrics.records_published.clone(),
         metrics.records_dropped.clone(),
         PublisherConfig {
-            retention,
             node: name.to_owned(),
             ..PublisherConfig::default()
         },
@@ -455,7 +484,6 @@ pub async fn serve_with(
                 url,
                 args.nats_auth.credentials(),
                 "enspace-serve",
-                args.request_retention,
             )?;
             follow_token_events(
                 js,
@@ -560,7 +588,6 @@ pub async fn api_node(
         &args.nats_url,
         args.nats_auth.credentials(),
         &name,
-        args.request_retention,
     )?;
     let sink: Arc<dyn enspace_core::RecordSink> = records.clone();
     let freshness = Arc::new(Freshness::new(args.max_staleness.0));

@@ -48,12 +48,15 @@ pub fn consumer_config(durable: &str) -> consumer::pull::Config {
     }
 }
 
-/// Where the indexer consumes from: its durable consumer's name and the
-/// replicas of the stream should it create it.
+/// Where the indexer consumes from: its durable consumer's name, the
+/// replicas of the stream should it create it, and, with two NATS trust
+/// zones, the prefix of the API nodes' JetStream API that the stream
+/// sources their records through (see [`enspace_nats::edge`]).
 #[derive(Debug, Clone)]
 pub struct Source {
     pub durable: String,
     pub replicas: usize,
+    pub edge_api: Option<String>,
 }
 
 impl Default for Source {
@@ -61,6 +64,7 @@ impl Default for Source {
         Source {
             durable: enspace_nats::REQUEST_INDEXER.to_owned(),
             replicas: 1,
+            edge_api: None,
         }
     }
 }
@@ -94,8 +98,10 @@ async fn consume(
     source: &Source,
 ) -> Result<(), async_nats::Error> {
     let retention = indexer.retention.unsigned_abs();
-    let config =
-        enspace_nats::with_replicas(enspace_nats::requests_config(retention), source.replicas);
+    let config = enspace_nats::with_replicas(
+        enspace_nats::edge::records_config(retention, source.edge_api.as_deref()),
+        source.replicas,
+    );
     let stream = enspace_nats::ensure_stream(js, config).await?;
     let consumer = stream
         .create_consumer(consumer_config(&source.durable))
