@@ -97,7 +97,7 @@ async fn indexer(
         js.clone(),
         Source {
             durable: durable.clone(),
-            replicas: 1,
+            ..Source::default()
         },
     ));
     while (metrics.indexed.get() as usize) < n {

@@ -1,7 +1,9 @@
 //! Revocation propagation on loopback: from `DELETE` committing in the token
 //! service to a node's replica knowing it, through the outbox and the
 //! JetStream token events stream. Baseline in the same run: a core NATS
-//! publish → subscriber round trip on the same server.
+//! publish → subscriber round trip on the same server. With `--zones`, the
+//! same again on the shipped two trust zones (`deploy/nats.conf`: the node
+//! reads the mirror in its own account), beside one account.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,14 +25,20 @@ use futures::StreamExt;
 use prometheus_client::registry::Registry;
 use ulid::Ulid;
 
-use crate::support::{Nats, percentile};
+use crate::support::{Nats, Setup, percentile};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Revocations to time.
     #[arg(long, default_value_t = 300)]
     samples: usize,
+    /// Also measure on the two NATS trust zones, beside one account.
+    #[arg(long)]
+    zones: bool,
 }
+
+/// The p99 ratio of one account to two zones must not fall below this.
+const ZONES_TARGET: f64 = 0.95;
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
@@ -51,7 +59,25 @@ async fn until(deadline: Duration, mut done: impl FnMut() -> bool) -> Option<Dur
 }
 
 async fn measure(args: Args) -> anyhow::Result<()> {
-    let nats = Nats::start()?;
+    let mut figures = Vec::new();
+    for setup in Setup::runs(args.zones) {
+        figures.push(measure_on(setup, args.samples).await?);
+    }
+    if let [(one50, one99), (two50, two99)] = figures[..] {
+        let ratio = |one: Duration, two: Duration| one.as_secs_f64() / two.as_secs_f64().max(1e-9);
+        println!(
+            "two zones beside one account: p50 {two50:.2?} vs {one50:.2?} (ratio {:.3}), p99 {two99:.2?} vs {one99:.2?} (ratio {:.3}, target >= {ZONES_TARGET})",
+            ratio(one50, two50),
+            ratio(one99, two99),
+        );
+    }
+    Ok(())
+}
+
+/// Times `n` revocations on `setup`; prints them and returns p50 and p99.
+async fn measure_on(setup: Setup, n: usize) -> anyhow::Result<(Duration, Duration)> {
+    println!("{}:", setup.name());
+    let nats = Nats::start_as(setup)?;
     let data = tempfile::tempdir()?;
     let store = Store::open(data.path())?;
     let state = AppState::new(
@@ -62,7 +88,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
         Metrics::new(Registry::default()),
         Config::default(),
     )?;
-    let client = enspace_nats::connect(&nats.url(), "bench-tokens").await?;
+    let client = enspace_nats::connect(&nats.tokens_url(), "bench-tokens").await?;
     let js = async_nats::jetstream::new(client.clone());
     let signer = Arc::new(EventSigner::generate());
     let outbox = Outbox::new(
@@ -71,8 +97,9 @@ async fn measure(args: Args) -> anyhow::Result<()> {
         signer.clone(),
     )?;
     tokio::spawn(outbox.run(js.clone(), state.writer.head()));
+    nats.keep_node_streams().await?;
 
-    let node_client = enspace_nats::connect(&nats.url(), "bench-node").await?;
+    let node_client = enspace_nats::connect(&nats.node_url(), "bench-node").await?;
     let replica = Arc::new(TokenReplica::new());
     let feed = Feed::new(
         async_nats::jetstream::new(node_client.clone()),
@@ -85,8 +112,8 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     );
     tokio::spawn(feed.run());
 
-    let mut samples = Vec::with_capacity(args.samples);
-    for _ in 0..args.samples {
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
         let secret = PatSecret::generate();
         let view = state
             .writer
@@ -101,9 +128,13 @@ async fn measure(args: Args) -> anyhow::Result<()> {
             }))
             .await?;
         let hash = secret.hash().0;
-        until(Duration::from_secs(5), || replica.lookup(&hash).is_some())
-            .await
-            .ok_or_else(|| anyhow::anyhow!("creation never reached the replica"))?;
+        // The first waits for the node's feed (and the mirror) to be there.
+        let first_wait = if i == 0 { 30 } else { 5 };
+        until(Duration::from_secs(first_wait), || {
+            replica.lookup(&hash).is_some()
+        })
+        .await
+        .ok_or_else(|| anyhow::anyhow!("creation never reached the replica"))?;
         let start = Instant::now();
         state
             .writer
@@ -122,12 +153,17 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     }
     samples.sort();
 
-    let mut sub = node_client.subscribe("bench.ping").await?;
-    node_client.flush().await?;
-    let mut rtts = Vec::with_capacity(args.samples);
-    for _ in 0..args.samples {
+    // Both ends in the control plane's account, on a subject its user may
+    // use (no plain subject crosses between two zones).
+    let listener = enspace_nats::connect(&nats.tokens_url(), "bench-ping").await?;
+    let mut sub = listener.subscribe("enspace.control.bench-ping").await?;
+    listener.flush().await?;
+    let mut rtts = Vec::with_capacity(n);
+    for _ in 0..n {
         let start = Instant::now();
-        client.publish("bench.ping", "x".into()).await?;
+        client
+            .publish("enspace.control.bench-ping", "x".into())
+            .await?;
         client.flush().await?;
         sub.next().await;
         rtts.push(start.elapsed());
@@ -150,5 +186,5 @@ async fn measure(args: Args) -> anyhow::Result<()> {
         "ratio p99 / baseline p99: {:.1}   target: p99 < 100 ms",
         p99.as_secs_f64() / b99.as_secs_f64().max(1e-9)
     );
-    Ok(())
+    Ok((p50, p99))
 }

@@ -246,3 +246,24 @@ pub async fn ensure_stream(
     js.create_or_update_stream(config).await?;
     Ok(js.get_stream(name).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::inbox_prefix;
+
+    #[test]
+    fn the_inbox_prefix_is_the_flag_else_the_users_own_else_nats_default() {
+        assert_eq!(
+            inbox_prefix(Some("_INBOX.custom"), Some("api-node-2")),
+            "_INBOX.custom"
+        );
+        assert_eq!(
+            inbox_prefix(None, Some("enspace-node")),
+            "_INBOX.enspace-node"
+        );
+        assert_eq!(inbox_prefix(None, None), "_INBOX");
+        for not_a_token in ["", "a.b", "a*", "a>", "a b"] {
+            assert_eq!(inbox_prefix(None, Some(not_a_token)), "_INBOX");
+        }
+    }
+}
