@@ -650,7 +650,8 @@ async fn a_node_listening_on_every_inbox_hears_nothing_of_the_control_plane_or_a
 }
 
 #[tokio::test]
-async fn a_consumer_a_node_makes_delivers_nothing_into_the_control_plane() {
+async fn a_consumer_a_node_makes_delivers_nothing_into_the_control_plane_and_a_lasting_one_is_deleted()
+ {
     let nats = NatsServer::shipped();
     let data = tempfile::tempdir().expect("temp dir");
     let mut args = vec![
@@ -751,8 +752,37 @@ async fn a_consumer_a_node_makes_delivers_nothing_into_the_control_plane() {
             "a node's consumer delivered into {what}: {got:?}"
         );
     }
-    let (control, _) = as_control(&nats).await;
+    let (control, edge) = as_control(&nats).await;
     control_state_is_clean(&control).await;
+
+    // Nor can a node hold the mirror's consumers for good (durable ones, or
+    // pushing ones): the control plane deletes what no node's feed makes.
+    let _ = mirror
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("squatter".into()),
+            ..Default::default()
+        })
+        .await;
+    let mirror = edge
+        .get_stream(enspace_nats::TOKEN_EVENTS_STREAM)
+        .await
+        .expect("the mirror");
+    eventually(
+        Duration::from_secs(60),
+        "no foreign consumer on the mirror",
+        || async {
+            let mut consumers = mirror.consumers();
+            while let Some(info) = consumers.next().await {
+                let config = info.ok()?.config;
+                if config.durable_name.is_some() || config.deliver_subject.is_some() {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    wait_status(&node, &other, 200, Duration::from_secs(10)).await;
 }
 
 #[tokio::test]

@@ -17,9 +17,16 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, context::GetStreamErrorKind, stream};
 use enspace_nats::edge;
+use futures::StreamExt;
 
 /// How often the streams are checked.
 const EVERY: Duration = Duration::from_secs(1);
+/// How often the mirror's consumers are looked over (every this many
+/// checks).
+const SWEEP_EVERY: u32 = 10;
+/// The longest a node's consumer on the mirror lives idle: an ordered
+/// consumer's (30 s), with room to spare.
+const NODE_CONSUMER_IDLE: Duration = Duration::from_secs(60);
 
 /// The streams API nodes use, and where they live.
 #[derive(Clone)]
@@ -80,10 +87,17 @@ impl EdgeStreams {
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let mut ticks: u32 = 0;
         loop {
             tick.tick().await;
             if !active() {
                 continue;
+            }
+            ticks = ticks.wrapping_add(1);
+            if ticks % SWEEP_EVERY == 0
+                && let Err(e) = self.sweep_consumers().await
+            {
+                tracing::debug!(error = %e, "cannot look over the mirror's consumers");
             }
             match self.check().await {
                 Ok(()) => failing = false,
@@ -136,6 +150,44 @@ impl EdgeStreams {
         let config =
             enspace_nats::with_replicas(edge::token_events_mirror_config(&identity), self.replicas);
         edge.create_stream(config).await?;
+        Ok(())
+    }
+
+    /// Deletes the consumers on the mirror that no node makes: a node's is
+    /// an ordered pull consumer that lives 30 s idle. A durable one, a push
+    /// one or one that outlives that would hold the mirror's consumer limit
+    /// (and so every node's feed) for good; a node's credentials can make
+    /// them, so they are removed.
+    async fn sweep_consumers(&self) -> Result<(), async_nats::Error> {
+        let Some(edge) = &self.edge else {
+            return Ok(());
+        };
+        let stream = edge
+            .get_stream_no_info(enspace_nats::TOKEN_EVENTS_STREAM)
+            .await?;
+        let mut consumers = stream.consumers();
+        let mut foreign = Vec::new();
+        while let Some(info) = consumers.next().await {
+            let info = info?;
+            let config = &info.config;
+            if config.durable_name.is_some()
+                || config.deliver_subject.is_some()
+                || config.inactive_threshold.is_zero()
+                || config.inactive_threshold > NODE_CONSUMER_IDLE
+            {
+                foreign.push(info.name);
+            }
+        }
+        for name in &foreign {
+            stream.delete_consumer(name).await?;
+        }
+        if !foreign.is_empty() {
+            tracing::warn!(
+                consumers = foreign.len(),
+                "deleted {} consumers on the API nodes' mirror that no node makes",
+                foreign.len()
+            );
+        }
         Ok(())
     }
 }
