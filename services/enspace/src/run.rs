@@ -193,7 +193,7 @@ async fn control_plane(
                     .await?;
                 }
             }
-            keep_node_streams(&state, &client, args, replicas).await;
+            keep_node_streams(&state, &client, args, replicas);
             tokio::spawn(enspace_tokens::request_log::jetstream::consume_jetstream(
                 indexer.clone(),
                 js.clone(),
@@ -226,9 +226,10 @@ async fn control_plane(
 }
 
 /// Makes the streams API nodes use (in their own account with
-/// `--nats-edge-api`) and keeps them in place: every process at start, the
-/// writer of a cluster from then on.
-async fn keep_node_streams(
+/// `--nats-edge-api`) and keeps them in place: every process at start (in
+/// the background: serving does not wait for it), the writer of a cluster
+/// from then on.
+fn keep_node_streams(
     state: &AppState,
     client: &async_nats::Client,
     args: &ServiceArgs,
@@ -240,18 +241,19 @@ async fn keep_node_streams(
         args.request_retention,
         replicas,
     );
-    if let Err(e) = streams.ensure().await {
-        tracing::warn!(error = %e, "cannot make the API nodes' streams yet; retrying");
-    }
-    match state.cluster.get() {
+    let active: Box<dyn Fn() -> bool + Send> = match state.cluster.get() {
         Some(cluster) => {
             let role = cluster.role.clone();
-            tokio::spawn(streams.keep(move || role.is_writer()));
+            Box::new(move || role.is_writer())
         }
-        None => {
-            tokio::spawn(streams.keep(|| true));
+        None => Box::new(|| true),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = streams.ensure().await {
+            tracing::warn!(error = %e, "cannot make the API nodes' streams yet; retrying");
         }
-    }
+        streams.keep(active).await;
+    });
 }
 
 /// Tells each token's owner of a client IP the token had not used in the
