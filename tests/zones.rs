@@ -62,7 +62,8 @@ struct Shape {
     subjects: Vec<String>,
     sealed: bool,
     republish: bool,
-    first_seq: u64,
+    /// Messages were removed from the front (a purge).
+    purged: bool,
 }
 
 async fn shape(js: &jetstream::Context, name: &str) -> Shape {
@@ -73,7 +74,7 @@ async fn shape(js: &jetstream::Context, name: &str) -> Shape {
         subjects: info.config.subjects.clone(),
         sealed: info.config.sealed,
         republish: info.config.republish.is_some(),
-        first_seq: info.state.first_sequence,
+        purged: info.state.first_sequence > 1,
     }
 }
 
@@ -228,6 +229,20 @@ async fn a_node_can_neither_change_seal_purge_nor_delete_any_stream_and_request_
         enspace_nats::REQUESTS_STREAM,
         enspace_nats::TOKEN_EVENTS_STREAM,
     ];
+    // Something in every stream to purge: the node's call's record has
+    // reached the control plane's copy.
+    eventually(
+        Duration::from_secs(30),
+        "a record in every stream",
+        || async {
+            let mut copy = control
+                .get_stream(enspace_nats::REQUESTS_STREAM)
+                .await
+                .ok()?;
+            (copy.info().await.ok()?.state.messages > 0).then_some(())
+        },
+    )
+    .await;
     let mut before = HashMap::new();
     for name in names {
         before.insert(("control", name), shape(&control, name).await);
