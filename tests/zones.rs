@@ -277,6 +277,26 @@ async fn a_node_can_neither_change_seal_purge_nor_delete_any_stream_and_request_
         }
     }
     futures::future::join_all(attempts).await;
+    // And JetStream's own ack to a record, aimed at the API: the purge,
+    // deletion and update of either stream, and the consumer creation the
+    // mirror imports.
+    for name in names {
+        for call in ["PURGE", "DELETE", "UPDATE", "MSG.DELETE"] {
+            let api = format!("$JS.API.STREAM.{call}.{name}");
+            let _ = client
+                .publish_with_reply("enspace.requests.ack", api, "x".into())
+                .await;
+        }
+    }
+    let _ = client
+        .publish_with_reply(
+            "enspace.requests.ack",
+            "$JS.control.API.CONSUMER.CREATE.ENSPACE_TOKEN_EVENTS",
+            "x".into(),
+        )
+        .await;
+    client.flush().await.expect("flush");
+    zoned.logging_goes_on().await;
 
     for name in names {
         assert_eq!(
@@ -290,7 +310,6 @@ async fn a_node_can_neither_change_seal_purge_nor_delete_any_stream_and_request_
             "the nodes' {name}"
         );
     }
-    zoned.logging_goes_on().await;
 }
 
 /// Publishes the marker to each target, and a request record whose reply
@@ -404,6 +423,13 @@ async fn in_a_cluster_nothing_a_node_publishes_or_has_jetstream_ack_reaches_the_
         "enspace.control.commands.cp-b".to_owned(),
         "enspace.notifications.alice".to_owned(),
         enspace_nats::HEARTBEAT_SUBJECT.to_owned(),
+        // What crosses between the accounts, as the nodes' account sees it:
+        // the mirror's and the source's subjects.
+        "$JS.control.API.CONSUMER.CREATE.ENSPACE_TOKEN_EVENTS".to_owned(),
+        "$JS.FC.ENSPACE_TOKEN_EVENTS.x.y".to_owned(),
+        "enspace.mirror.token-events.x".to_owned(),
+        "enspace.source.requests.x".to_owned(),
+        "$JS.FC.ENSPACE_REQUESTS.x.y".to_owned(),
     ];
     let (attacker, _) = as_node(&cluster.nats).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
