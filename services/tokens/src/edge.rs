@@ -94,7 +94,7 @@ impl EdgeStreams {
                 continue;
             }
             ticks = ticks.wrapping_add(1);
-            if ticks % SWEEP_EVERY == 0
+            if ticks.is_multiple_of(SWEEP_EVERY)
                 && let Err(e) = self.sweep_consumers().await
             {
                 tracing::debug!(error = %e, "cannot look over the mirror's consumers");
