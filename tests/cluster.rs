@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::support::app::ApiClient;
 use crate::support::cluster::{Member, NatsCluster, audit_export, writer};
 use crate::support::distributed::{RECORDS, api_node, body, wait_ready, wait_status};
+use crate::support::nats::EDGE_FLAGS;
 use crate::support::{EnspaceProcess, NatsServer, eventually};
 
 const MANY_TOKENS: [&str; 2] = ["--max-tokens-per-user", "100000"];
@@ -498,16 +499,9 @@ async fn a_session_from_one_process_works_on_the_other_and_signing_out_ends_it_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_shipped_nats_permissions_a_follower_forwards_and_shares_sessions() {
-    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats.conf");
-    let nats = NatsServer::start_with(crate::support::nats::Config {
-        file: Some(conf),
-        env: vec![
-            ("ENSPACE_NATS_TOKENS_PASSWORD".into(), "tokens-pw".into()),
-            ("ENSPACE_NATS_NODE_PASSWORD".into(), "node-pw".into()),
-        ],
-    });
+    let nats = NatsServer::shipped();
     let dir = tempfile::tempdir().expect("temp dir");
-    let (a, b) = pair(dir.path(), &nats.url_as("enspace-tokens", "tokens-pw"), &[]).await;
+    let (a, b) = pair(dir.path(), &nats.tokens_url(), &EDGE_FLAGS).await;
     let leader = writer(&[&a, &b]).await;
     let follower = other([&a, &b], &leader);
     let session = by_id([&a, &b], &leader).api.login("alice").await;
@@ -515,7 +509,7 @@ async fn with_the_shipped_nats_permissions_a_follower_forwards_and_shares_sessio
         .api
         .create_token(&session, &body("forwarded"))
         .await;
-    let node = api_node(&nats.url_as("enspace-node", "node-pw"), "node", &[]);
+    let node = api_node(&nats.node_url(), "node", &[]);
     let node_api = ApiClient::from_base(&node.base);
     wait_ready(&node_api).await;
     wait_status(&node_api, &secret, 200, Duration::from_secs(10)).await;

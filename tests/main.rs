@@ -33,3 +33,4 @@ mod ui_insights;
 mod ui_rotation;
 mod validation;
 mod workspace_admins;
+mod zones;

@@ -777,18 +777,18 @@ async fn records_of_calls_made_while_nats_is_down_reach_the_index_once_it_is_bac
 }
 
 #[tokio::test]
-async fn an_api_node_recreates_a_deleted_request_stream_and_loses_no_record() {
+async fn a_deleted_request_stream_is_made_again_by_the_control_plane_and_no_record_is_lost() {
     let Deployed {
         nats,
         data: _data,
-        mut service,
+        service: _service,
         node_process: _node_process,
+        svc,
         node,
+        alice,
+        id,
         secret,
-        ..
     } = deploy("stream deleted").await;
-    // Only the node is left to recreate the stream: the indexer would too.
-    service.kill();
     published(&node, 1).await;
     let js = jetstream(&nats).await;
     assert!(
@@ -819,13 +819,13 @@ async fn an_api_node_recreates_a_deleted_request_stream_and_loses_no_record() {
         .config
         .clone();
     assert_eq!(config.max_age, Duration::from_secs(90 * 24 * 3600));
-    // The stream can hold a record before its ack reaches the node: the
-    // warm-up call's record and the 200.
     published(&node, 201).await;
     assert_eq!(
         metric(&node, "enspace_request_records_dropped_total").await,
         0
     );
+    // The warm-up call's record and the 200, each indexed once.
+    wait_for_count(&svc, &alice, &id, 201, Duration::from_secs(60)).await;
 }
 
 /// Waits until the node counts `n` records acknowledged by the stream.

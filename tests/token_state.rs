@@ -497,18 +497,11 @@ async fn sigkill_of_the_control_plane_in_a_loop_loses_no_acknowledged_change() {
 #[tokio::test]
 async fn with_the_shipped_nats_permissions_everything_works_and_a_node_cannot_publish_token_events()
 {
-    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats.conf");
-    let nats = NatsServer::start_with(crate::support::nats::Config {
-        file: Some(conf),
-        env: vec![
-            ("ENSPACE_NATS_TOKENS_PASSWORD".into(), "tokens-pw".into()),
-            ("ENSPACE_NATS_NODE_PASSWORD".into(), "node-pw".into()),
-        ],
-    });
+    let nats = NatsServer::shipped();
     let data = tempfile::tempdir().expect("temp dir");
-    let tokens_url = nats.url_as("enspace-tokens", "tokens-pw");
-    let node_url = nats.url_as("enspace-node", "node-pw");
-    let service = token_service(data.path(), &tokens_url, &[]);
+    let tokens_url = nats.tokens_url();
+    let node_url = nats.node_url();
+    let service = token_service(data.path(), &tokens_url, &crate::support::nats::EDGE_FLAGS);
     let (svc, alice) = signed_in(&service).await;
     let node = api_node(&node_url, "node", &[]);
     let api = ApiClient::from_base(&node.base);

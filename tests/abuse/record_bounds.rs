@@ -13,7 +13,7 @@ use jiff::SignedDuration;
 use serde_json::{Value, json};
 
 use crate::support::app::ApiClient;
-use crate::support::distributed::{self, wait_ready};
+use crate::support::distributed::wait_ready;
 use crate::support::serve::service_args;
 use crate::support::{EnspaceProcess, NatsServer, ServeApp, eventually};
 
@@ -204,39 +204,65 @@ async fn calls_over_the_rate_limit_are_logged_bounded_the_same_way() {
     }
 }
 
-/// The request stream's settings, read with a raw NATS client.
-async fn stream_config(nats: &NatsServer) -> Option<jetstream::stream::Config> {
-    let js = jetstream::new(async_nats::connect(nats.url()).await.ok()?);
+/// The settings of the request stream `js` holds.
+async fn stream_config(js: &jetstream::Context) -> Option<jetstream::stream::Config> {
     let mut stream = js.get_stream(enspace_nats::REQUESTS_STREAM).await.ok()?;
     Some(stream.info().await.ok()?.config.clone())
 }
 
-async fn wait_max_bytes(nats: &NatsServer, want: i64) -> jetstream::stream::Config {
+async fn wait_max_bytes(js: &jetstream::Context, want: i64) -> jetstream::stream::Config {
     eventually(
         Duration::from_secs(30),
         &format!("ENSPACE_REQUESTS with max_bytes {want}"),
-        || async { stream_config(nats).await.filter(|c| c.max_bytes == want) },
+        || async { stream_config(js).await.filter(|c| c.max_bytes == want) },
     )
     .await
 }
 
-#[tokio::test]
-async fn every_process_that_makes_the_request_stream_sets_its_max_bytes() {
-    let nats = NatsServer::start();
-    let _node = distributed::api_node(&nats.url(), "node-a", &["--request-max-bytes", "64KiB"]);
-    let config = wait_max_bytes(&nats, 64 * 1024).await;
-    assert_eq!(config.discard, jetstream::stream::DiscardPolicy::Old);
-
+/// `enspace tokens` with `ENSPACE_REQUEST_MAX_BYTES` and `extra` flags on
+/// `nats_url`, ready, and its data directory.
+async fn tokens_with_max_bytes(
+    nats_url: &str,
+    max: &str,
+    extra: &[&str],
+) -> (EnspaceProcess, tempfile::TempDir) {
     let data = tempfile::tempdir().expect("temp dir");
-    let data_dir = data.path().to_str().expect("utf-8");
-    let service = EnspaceProcess::start(
-        &["tokens", "--data", data_dir, "--nats-url", &nats.url()],
-        &[("ENSPACE_REQUEST_MAX_BYTES", "32KiB")],
-    );
+    let data_dir = data.path().to_str().expect("utf-8").to_owned();
+    let mut args = vec!["tokens", "--data", &data_dir, "--nats-url", nats_url];
+    args.extend_from_slice(extra);
+    let service = EnspaceProcess::start(&args, &[("ENSPACE_REQUEST_MAX_BYTES", max)]);
     wait_ready(&ApiClient::from_base(&service.base)).await;
-    let config = wait_max_bytes(&nats, 32 * 1024).await;
+    (service, data)
+}
+
+#[tokio::test]
+async fn the_control_plane_bounds_every_request_stream_with_its_max_bytes() {
+    // One account: the one stream nodes publish into and indexers read.
+    let nats = NatsServer::start();
+    let _service = tokens_with_max_bytes(&nats.url(), "32KiB", &[]).await;
+    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
+    let config = wait_max_bytes(&js, 32 * 1024).await;
     assert_eq!(config.discard, jetstream::stream::DiscardPolicy::Old);
     assert_eq!(config.max_age, Duration::from_secs(90 * 86_400));
+
+    // Two trust zones: the nodes' intake (EDGE) and the indexers' copy
+    // (CONTROL) alike.
+    let zoned = NatsServer::shipped();
+    let _service = tokens_with_max_bytes(
+        &zoned.tokens_url(),
+        "64KiB",
+        &crate::support::nats::EDGE_FLAGS,
+    )
+    .await;
+    let client = enspace_nats::connect(&zoned.tokens_url(), "test-observer")
+        .await
+        .expect("the control user connects");
+    let control = jetstream::new(client.clone());
+    let edge = jetstream::with_prefix(client, enspace_nats::edge::EDGE_API);
+    for js in [&control, &edge] {
+        let config = wait_max_bytes(js, 64 * 1024).await;
+        assert_eq!(config.discard, jetstream::stream::DiscardPolicy::Old);
+    }
 }
 
 #[tokio::test]

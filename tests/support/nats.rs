@@ -10,6 +10,51 @@ pub struct NatsServer {
     pub port: u16,
     pub store: tempfile::TempDir,
     config: Config,
+    /// Holds a configuration file written for this server.
+    _config_dir: Option<tempfile::TempDir>,
+}
+
+/// The passwords the shipped configuration's users get in tests.
+pub const TOKENS_PASSWORD: &str = "tokens-pw";
+pub const NODE_PASSWORD: &str = "node-pw";
+
+/// What the control plane is given with the shipped configuration: the
+/// prefix it imports the API nodes' JetStream API under.
+pub const EDGE_FLAGS: [&str; 2] = ["--nats-edge-api", enspace_nats::edge::EDGE_API];
+
+/// The shipped `deploy/nats.conf`.
+pub fn shipped_config_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats.conf")
+}
+
+/// An API node's own NATS user in EDGE, as the README's "Adding an API
+/// node" shows it: its password from `ENSPACE_NATS_<USER>_PASSWORD` and its
+/// own inbox prefix.
+pub fn node_user_block(user: &str) -> String {
+    format!(
+        r#"
+      {{
+        user: {user}
+        password: ${}
+        permissions: {{
+          publish: {{ allow: $EDGE_NODE_PUBLISH }}
+          subscribe: {{ allow: ["_INBOX.{user}.>", "enspace.token-heartbeat"] }}
+        }}
+      }}"#,
+        password_variable(user)
+    )
+}
+
+fn password_variable(user: &str) -> String {
+    format!(
+        "ENSPACE_NATS_{}_PASSWORD",
+        user.to_uppercase().replace('-', "_")
+    )
+}
+
+/// The password tests give an added node user.
+pub fn node_user_password(user: &str) -> String {
+    format!("{user}-pw")
 }
 
 /// A configuration file and the environment it reads.
@@ -71,7 +116,62 @@ impl NatsServer {
             port,
             store,
             config,
+            _config_dir: None,
         }
+    }
+
+    /// With the shipped `deploy/nats.conf`: the control plane's account and
+    /// the API nodes', users `enspace-tokens` and `enspace-node`.
+    pub fn shipped() -> Self {
+        Self::shipped_with_node_users(&[])
+    }
+
+    /// The shipped configuration with an API node user of its own for each
+    /// of `users` added to the nodes' account (see [`node_user_block`]).
+    pub fn shipped_with_node_users(users: &[&str]) -> Self {
+        let text = std::fs::read_to_string(shipped_config_path()).expect("deploy/nats.conf");
+        let edge = text.find("EDGE {").expect("the EDGE account");
+        let users_at =
+            edge + text[edge..].find("users: [").expect("EDGE's users") + "users: [".len();
+        let added: String = users
+            .iter()
+            .map(|u| format!("{},", node_user_block(u)))
+            .collect();
+        let text = format!("{}{added}{}", &text[..users_at], &text[users_at..]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("nats.conf");
+        std::fs::write(&file, text).expect("write the configuration");
+        let mut env = vec![
+            (
+                "ENSPACE_NATS_TOKENS_PASSWORD".to_owned(),
+                TOKENS_PASSWORD.to_owned(),
+            ),
+            (
+                "ENSPACE_NATS_NODE_PASSWORD".to_owned(),
+                NODE_PASSWORD.to_owned(),
+            ),
+        ];
+        env.extend(
+            users
+                .iter()
+                .map(|u| (password_variable(u), node_user_password(u))),
+        );
+        let mut server = Self::start_with(Config {
+            file: Some(file),
+            env,
+        });
+        server._config_dir = Some(dir);
+        server
+    }
+
+    /// The shipped configuration's control-plane user (account CONTROL).
+    pub fn tokens_url(&self) -> String {
+        self.url_as("enspace-tokens", TOKENS_PASSWORD)
+    }
+
+    /// The shipped configuration's API node user (account EDGE).
+    pub fn node_url(&self) -> String {
+        self.url_as("enspace-node", NODE_PASSWORD)
     }
 
     /// The URL with a user and password.

@@ -29,6 +29,7 @@ pub fn service_args(data: &std::path::Path, nats_url: Option<String>) -> Service
         request_max_bytes: Default::default(),
         node_id: "serve".into(),
         nats_auth: Default::default(),
+        nats_edge_api: None,
         event_signing_key: None,
         event_key: None,
         max_staleness: enspace::cli::Staleness(Some(Duration::from_secs(60))),

@@ -10,9 +10,11 @@
 //! timer, channel or inbox of its own. The [`Window`] matches acks to
 //! records. A record whose ack reports an error, or does not come within
 //! the ack timeout, goes back to the front of the queue and is published
-//! again; while NATS is away nothing is taken, so the queue holds the
-//! records (up to its bound) until the connection returns. On graceful
-//! shutdown the caller waits on [`RecordQueue::wait_idle`] with a deadline.
+//! again; while NATS is away, or the stream is (the control plane makes and
+//! keeps it: a node never makes or changes a stream), nothing is taken, so
+//! the queue holds the records (up to its bound) until it is back. On
+//! graceful shutdown the caller waits on [`RecordQueue::wait_idle`] with a
+//! deadline.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,8 +38,8 @@ use crate::window::Window;
 const LINGER: Duration = Duration::from_millis(2);
 const LINGER_BATCH: usize = 256;
 
-/// Retries (of the stream, the ack subscription, publishing after a
-/// failure) wait 50 ms, doubling to 2 s.
+/// Retries (of the ack subscription, publishing after a failure or while
+/// the stream is missing) wait 50 ms, doubling to 2 s.
 const MIN_RETRY: Duration = Duration::from_millis(50);
 const MAX_RETRY: Duration = Duration::from_secs(2);
 
@@ -47,11 +49,6 @@ pub struct PublisherConfig {
     pub max_in_flight: usize,
     /// How long to wait for one ack before publishing the record again.
     pub ack_timeout: Duration,
-    /// How long the stream keeps records (its `max_age`).
-    pub retention: Duration,
-    /// The most bytes the stream keeps (its `max_bytes`; the oldest
-    /// records go first), or no bound.
-    pub max_bytes: Option<u64>,
     /// The node's name in the counts of dropped records it reports.
     pub node: String,
 }
@@ -61,8 +58,6 @@ impl Default for PublisherConfig {
         PublisherConfig {
             max_in_flight: 1024,
             ack_timeout: Duration::from_secs(5),
-            retention: enspace_nats::DEFAULT_REQUEST_RETENTION,
-            max_bytes: None,
             node: "api-node".to_owned(),
         }
     }
@@ -100,11 +95,10 @@ impl Publisher {
         }
     }
 
-    /// Creates or updates the stream, then publishes forever.
+    /// Publishes forever.
     pub async fn run(self, client: async_nats::Client) {
         let js = async_nats::jetstream::new(client.clone());
         let mut backoff = Backoff::new(MIN_RETRY, MAX_RETRY);
-        self.ensure_stream(&js, &mut backoff).await;
         tokio::spawn(report_drops(
             self.queue.clone(),
             js.clone(),
@@ -121,30 +115,10 @@ impl Publisher {
                 }
             }
         };
-        self.drain(&client, &js, &inbox, acks).await;
+        self.drain(&client, &inbox, acks).await;
     }
 
-    async fn ensure_stream(&self, js: &async_nats::jetstream::Context, backoff: &mut Backoff) {
-        loop {
-            let config =
-                enspace_nats::requests_config(self.config.retention, self.config.max_bytes);
-            match enspace_nats::ensure_stream(js, config).await {
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot create the request records stream; retrying");
-                    backoff.wait().await;
-                }
-            }
-        }
-    }
-
-    async fn drain(
-        &self,
-        client: &async_nats::Client,
-        js: &async_nats::jetstream::Context,
-        inbox: &str,
-        mut acks: Subscriber,
-    ) {
+    async fn drain(&self, client: &async_nats::Client, inbox: &str, mut acks: Subscriber) {
         let mut window = Window::new();
         let mut backoff = Backoff::new(MIN_RETRY, MAX_RETRY);
         let mut last_warning: Option<Instant> = None;
@@ -191,11 +165,9 @@ impl Publisher {
                     }
                 }
                 () = backoff.wait(), if paused || !connected => {
-                    if paused {
-                        // The stream may have been deleted; (re)create it.
-                        self.ensure_stream(js, &mut Backoff::new(MIN_RETRY, MAX_RETRY)).await;
-                        paused = false;
-                    }
+                    // The stream may be missing until the control plane
+                    // makes it again: try again after the wait.
+                    paused = false;
                 }
             }
         }

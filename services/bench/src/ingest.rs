@@ -51,11 +51,16 @@ pub fn records(n: usize, tokens: usize, seed: u64) -> Vec<RequestRecord> {
 }
 
 /// Fills `ENSPACE_REQUESTS` with `records` through the API node's
-/// publisher; returns the time it took.
+/// publisher (making the stream first, as the control plane does); returns
+/// the time it took.
 pub async fn publish_all(
     client: &async_nats::Client,
     records: &[RequestRecord],
 ) -> anyhow::Result<Duration> {
+    let config = enspace_nats::requests_config(enspace_nats::DEFAULT_REQUEST_RETENTION, None);
+    enspace_nats::ensure_stream(&jetstream::new(client.clone()), config)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot make the request records stream: {e}"))?;
     let queue = Arc::new(RecordQueue::new(records.len() + 1, Counter::default()));
     let publisher = Publisher::new(
         queue.clone(),

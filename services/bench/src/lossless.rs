@@ -8,6 +8,11 @@
 //! Target: at 15,000 requests/s for 60 s, the node drops no record, and
 //! every record is counted by the owner's `GET /v1/tokens/{id}/requests/stats`
 //! within 5 s of the last request.
+//!
+//! With `--zones`, all of it again on the shipped two trust zones
+//! (`deploy/nats.conf`, `enspace tokens --nats-edge-api`, the node as
+//! `enspace-node`), beside one account: the logged route's achieved rate
+//! must keep >= 0.95 of one account's, and the same targets hold.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,7 +22,7 @@ use anyhow::{Context, bail};
 use jiff::{Timestamp, ToSpan};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
-use crate::support::{Nats, Process, cpu_seconds, percentile, sign_in};
+use crate::support::{Nats, Process, Setup, cpu_seconds, percentile, sign_in};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,7 +39,12 @@ pub struct Args {
     /// The enspace binary (built with `cargo build --release --bin enspace`).
     #[arg(long, default_value = "target/release/enspace")]
     binary: String,
+    /// Also measure on the two NATS trust zones, beside one account.
+    #[arg(long)]
+    zones: bool,
 }
+
+const ZONES_TARGET: f64 = 0.95;
 
 const TARGET_VISIBLE: Duration = Duration::from_secs(5);
 const PATH: &str = "/api/v1/workspaces/acme/records";
@@ -43,13 +53,46 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.rate == 0 || args.seconds == 0 || args.connections == 0 {
         bail!("--rate, --seconds and --connections must be at least 1");
     }
-    let nats = Nats::start()?;
+    let mut outcomes = Vec::new();
+    for setup in Setup::runs(args.zones) {
+        println!("{}:", setup.name());
+        outcomes.push(run_on(setup, &args)?);
+    }
+    if let [one, two] = &outcomes[..] {
+        println!(
+            "two zones beside one account: achieved {:.0} vs {:.0} /s, ratio {:.3} (target >= {ZONES_TARGET}); p99 {:.2} vs {:.2} ms; all queryable after {} vs {}",
+            two.achieved,
+            one.achieved,
+            two.achieved / one.achieved,
+            two.p99_ms,
+            one.p99_ms,
+            seconds(two.visible_after),
+            seconds(one.visible_after),
+        );
+    }
+    Ok(())
+}
+
+fn seconds(d: Option<Duration>) -> String {
+    d.map_or("never".into(), |d| format!("{:.2} s", d.as_secs_f64()))
+}
+
+/// What one set-up achieved on the logged route.
+struct Outcome {
+    achieved: f64,
+    p99_ms: f64,
+    visible_after: Option<Duration>,
+}
+
+/// The whole benchmark on `setup`.
+fn run_on(setup: Setup, args: &Args) -> anyhow::Result<Outcome> {
+    let nats = Nats::start_as(setup)?;
     let data = tempfile::tempdir()?;
     let data_dir = data.path().to_string_lossy().into_owned();
-    let tokens = Process::enspace(
-        &args.binary,
-        &["tokens", "--nats-url", &nats.url(), "--data", &data_dir],
-    )?;
+    let tokens_url = nats.tokens_url();
+    let mut tokens_args = vec!["tokens", "--nats-url", &tokens_url, "--data", &data_dir];
+    tokens_args.extend(nats.control_flags());
+    let tokens = Process::enspace(&args.binary, &tokens_args)?;
     tokens.wait_ready(Duration::from_secs(30))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -65,7 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &[
             "api-node",
             "--nats-url",
-            &nats.url(),
+            &nats.node_url(),
             "--node-id",
             "bench",
             "--event-key",
@@ -158,7 +201,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     drop(node);
     drop(tokens);
     drop(nats);
-    Ok(())
+    Ok(Outcome {
+        achieved: logged.achieved,
+        p99_ms: percentile(&logged.latencies, 0.99).as_secs_f64() * 1000.0,
+        visible_after,
+    })
 }
 
 async fn create_token(

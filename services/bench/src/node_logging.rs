@@ -9,6 +9,11 @@
 //! Then the accounting: the requests the node served (its own HTTP counter)
 //! must equal the records in the stream plus the records it counted as
 //! dropped; nothing may vanish silently. Target: throughput ratio >= 0.40.
+//!
+//! With `--zones`, all of it again on the shipped two trust zones
+//! (`deploy/nats.conf`: the node publishes into its own account's intake,
+//! the control plane's copy sources it, and the accounting counts that
+//! copy), beside one account: the two ratios' quotient must be >= 0.95.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,7 +30,7 @@ use prometheus_client::registry::Registry;
 use rand::SeedableRng;
 
 use crate::node_load::{PATH, bare_route, serve};
-use crate::support::{Nats, SignedLog, created_event, fake_secret};
+use crate::support::{Nats, Setup, SignedLog, created_event, fake_secret};
 use crate::wrk::{alternate, mean};
 
 #[derive(clap::Args)]
@@ -36,16 +41,36 @@ pub struct Args {
     /// Rounds per side.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Also measure on the two NATS trust zones, beside one account.
+    #[arg(long)]
+    zones: bool,
 }
 
 const TARGET_RATIO: f64 = 0.40;
+const ZONES_TARGET: f64 = 0.95;
 const ROUTE_LABEL: &str = "route=\"/api/v1/workspaces/{ws}/records\"";
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.seconds == 0 || args.rounds == 0 {
         bail!("--seconds and --rounds must be at least 1");
     }
-    let nats = Nats::start()?;
+    let mut ratios = Vec::new();
+    for setup in Setup::runs(args.zones) {
+        println!("{}:", setup.name());
+        ratios.push(run_on(setup, &args)?);
+    }
+    if let [one, two] = ratios[..] {
+        println!(
+            "two zones beside one account: {:.3} (target >= {ZONES_TARGET})",
+            two / one
+        );
+    }
+    Ok(())
+}
+
+/// The whole benchmark on `setup`; returns its throughput ratio.
+fn run_on(setup: Setup, args: &Args) -> anyhow::Result<f64> {
+    let nats = Nats::start_as(setup)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -95,13 +120,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if accounts.served != accounts.in_stream + accounts.dropped {
         bail!("records vanished");
     }
-    Ok(())
+    Ok(rps_logged / rps_bare)
 }
 
 /// The logged node (production code, fed its one token over JetStream) and
 /// the bare route; both serving on loopback from this runtime.
 async fn start_nodes(nats: &Nats, secret: &str) -> anyhow::Result<(SocketAddr, SocketAddr)> {
-    let client = enspace_nats::connect(&nats.url(), "bench-node-logging").await?;
+    let client = enspace_nats::connect(&nats.tokens_url(), "bench-node-logging").await?;
     let js = jetstream::new(client);
     enspace_nats::ensure_stream(&js, enspace_nats::token_events_config())
         .await
@@ -111,15 +136,14 @@ async fn start_nodes(nats: &Nats, secret: &str) -> anyhow::Result<(SocketAddr, S
     js.publish_with_headers(subject, headers, payload.into())
         .await?
         .await?;
+    nats.keep_node_streams().await?;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let logged = listener.local_addr()?;
     let args = enspace::cli::NodeArgs {
         listen: logged,
-        nats_url: nats.url(),
+        nats_url: nats.node_url(),
         node_id: "bench".into(),
-        request_retention: Duration::from_secs(90 * 86_400),
-        request_max_bytes: Default::default(),
         nats_auth: Default::default(),
         event_key: Some(log.key()),
         event_key_file: None,
@@ -187,17 +211,44 @@ async fn account(nats: &Nats, node: SocketAddr) -> anyhow::Result<Accounts> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let client = enspace_nats::connect(&nats.url(), "bench-accounting").await?;
-    let mut stream = jetstream::new(client)
+    let client = enspace_nats::connect(&nats.tokens_url(), "bench-accounting").await?;
+    let mut stream = jetstream::new(client.clone())
         .get_stream(enspace_nats::REQUESTS_STREAM)
         .await
         .context("the requests stream")?;
-    let messages = stream
-        .info()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .state
-        .messages;
+    // With two zones, the control plane's copy: once it holds all the
+    // nodes' intake does (at most a minute).
+    let intake = match nats.edge_api() {
+        Some(api) => Some(
+            jetstream::with_prefix(client, api)
+                .get_stream(enspace_nats::REQUESTS_STREAM)
+                .await
+                .context("the intake")?,
+        ),
+        None => None,
+    };
+    let start = Instant::now();
+    let messages = loop {
+        let messages = stream
+            .info()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .state
+            .messages;
+        let Some(mut intake) = intake.clone() else {
+            break messages;
+        };
+        let taken = intake
+            .info()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .state
+            .messages;
+        if messages >= taken || start.elapsed() > Duration::from_secs(60) {
+            break messages;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     // Counts of dropped records travel on the same stream: not records.
     let mut counts = stream
         .info_with_subjects("enspace.requests.*.dropped")

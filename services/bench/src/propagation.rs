@@ -1,11 +1,14 @@
 //! Revocation propagation on loopback: from `DELETE` committing in the token
 //! service to a node's replica knowing it, through the outbox and the
 //! JetStream token events stream; then the same while a raw client
-//! publishes a foreign message into the stream every `--poison-every`
+//! publishes a foreign message into the stream every `--poison-every-ms`
 //! (what a misconfigured client, or a PubAck aimed at the stream, does),
 //! which the outbox appends past and deletes once per repair interval.
 //! Baselines in the same run: the revocations without the poisoning, and a
-//! core NATS publish -> subscriber round trip on the same server.
+//! core NATS publish -> subscriber round trip on the same server. With
+//! `--zones`, all of it again on the shipped two trust zones
+//! (`deploy/nats.conf`: the node reads the mirror in its own account),
+//! beside one account.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +30,7 @@ use futures::StreamExt;
 use prometheus_client::registry::Registry;
 use ulid::Ulid;
 
-use crate::support::{Nats, percentile};
+use crate::support::{Nats, Setup, percentile};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,7 +45,13 @@ pub struct Args {
     /// spans many foreign messages).
     #[arg(long, default_value_t = 25)]
     pause_ms: u64,
+    /// Also measure on the two NATS trust zones, beside one account.
+    #[arg(long)]
+    zones: bool,
 }
+
+/// The p99 ratio of one account to two zones must not fall below this.
+const ZONES_TARGET: f64 = 0.95;
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
@@ -63,7 +72,26 @@ async fn until(deadline: Duration, mut done: impl FnMut() -> bool) -> Option<Dur
 }
 
 async fn measure(args: Args) -> anyhow::Result<()> {
-    let nats = Nats::start()?;
+    let mut figures = Vec::new();
+    for setup in Setup::runs(args.zones) {
+        figures.push(measure_on(setup, &args).await?);
+    }
+    if let [(one50, one99), (two50, two99)] = figures[..] {
+        let ratio = |one: Duration, two: Duration| one.as_secs_f64() / two.as_secs_f64().max(1e-9);
+        println!(
+            "two zones beside one account: p50 {two50:.2?} vs {one50:.2?} (ratio {:.3}), p99 {two99:.2?} vs {one99:.2?} (ratio {:.3}, target >= {ZONES_TARGET})",
+            ratio(one50, two50),
+            ratio(one99, two99),
+        );
+    }
+    Ok(())
+}
+
+/// Times revocations on `setup`, clean and poisoned; prints them and
+/// returns the clean p50 and p99.
+async fn measure_on(setup: Setup, args: &Args) -> anyhow::Result<(Duration, Duration)> {
+    println!("{}:", setup.name());
+    let nats = Nats::start_as(setup)?;
     let data = tempfile::tempdir()?;
     let store = Store::open(data.path())?;
     let state = AppState::new(
@@ -74,7 +102,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
         Metrics::new(Registry::default()),
         Config::default(),
     )?;
-    let client = enspace_nats::connect(&nats.url(), "bench-tokens").await?;
+    let client = enspace_nats::connect(&nats.tokens_url(), "bench-tokens").await?;
     let js = async_nats::jetstream::new(client.clone());
     let signer = Arc::new(EventSigner::generate());
     let repairer = enspace_tokens::event_stream::repair::Repairer::new(
@@ -89,8 +117,9 @@ async fn measure(args: Args) -> anyhow::Result<()> {
         repairer,
     )?;
     tokio::spawn(outbox.run(js.clone(), state.writer.head()));
+    nats.keep_node_streams().await?;
 
-    let node_client = enspace_nats::connect(&nats.url(), "bench-node").await?;
+    let node_client = enspace_nats::connect(&nats.node_url(), "bench-node").await?;
     let replica = Arc::new(TokenReplica::new());
     let feed = Feed::new(
         async_nats::jetstream::new(node_client.clone()),
@@ -105,19 +134,24 @@ async fn measure(args: Args) -> anyhow::Result<()> {
 
     let clean = revocations(&state, &replica, &args).await?;
     let poison_every = Duration::from_millis(args.poison_every_ms);
-    let poison = spawn_poisoner(&nats.url(), poison_every).await?;
+    let poison = spawn_poisoner(&nats.tokens_url(), poison_every).await?;
     let poisoned = revocations(&state, &replica, &args).await?;
     poison.abort();
     let foreign = state.metrics.stream.foreign.get();
     let repairs = state.metrics.stream.repairs.get();
     let refills = state.metrics.stream.refills.get();
 
-    let mut sub = node_client.subscribe("bench.ping").await?;
-    node_client.flush().await?;
+    // Both ends in the control plane's account, on a subject its user may
+    // use (no plain subject crosses between two zones).
+    let listener = enspace_nats::connect(&nats.tokens_url(), "bench-ping").await?;
+    let mut sub = listener.subscribe("enspace.control.bench-ping").await?;
+    listener.flush().await?;
     let mut rtts = Vec::with_capacity(args.samples);
     for _ in 0..args.samples {
         let start = Instant::now();
-        client.publish("bench.ping", "x".into()).await?;
+        client
+            .publish("enspace.control.bench-ping", "x".into())
+            .await?;
         client.flush().await?;
         sub.next().await;
         rtts.push(start.elapsed());
@@ -149,7 +183,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
         p99.as_secs_f64() / b99.as_secs_f64().max(1e-9),
         q99.as_secs_f64() / p99.as_secs_f64().max(1e-9)
     );
-    Ok(())
+    Ok((p50, p99))
 }
 
 /// A raw client publishing a foreign message into the token events stream
@@ -182,7 +216,7 @@ async fn revocations(
     args: &Args,
 ) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(args.samples);
-    for _ in 0..args.samples {
+    for i in 0..args.samples {
         let secret = PatSecret::generate();
         let view = state
             .writer
@@ -197,9 +231,13 @@ async fn revocations(
             }))
             .await?;
         let hash = secret.hash().0;
-        until(Duration::from_secs(5), || replica.lookup(&hash).is_some())
-            .await
-            .ok_or_else(|| anyhow::anyhow!("creation never reached the replica"))?;
+        // The first waits for the node's feed (and the mirror) to be there.
+        let first_wait = if i == 0 { 30 } else { 5 };
+        until(Duration::from_secs(first_wait), || {
+            replica.lookup(&hash).is_some()
+        })
+        .await
+        .ok_or_else(|| anyhow::anyhow!("creation never reached the replica"))?;
         let start = Instant::now();
         state
             .writer

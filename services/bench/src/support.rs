@@ -78,22 +78,65 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
-/// A nats-server with JetStream on a free loopback port, killed on drop.
+/// A nats-server with JetStream on a free loopback port, killed on drop:
+/// one account for everything, or the shipped two trust zones.
 pub struct Nats {
     child: std::process::Child,
     port: u16,
     store: tempfile::TempDir,
+    zoned: bool,
 }
 
-/// Starts nats-server on `port` (a free one for `None`) with `store`;
-/// returns it with its port.
+/// The shipped configuration, and the passwords its users get here.
+const SHIPPED_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/nats.conf");
+const TOKENS_PASSWORD: &str = "bench-tokens";
+const NODE_PASSWORD: &str = "bench-node";
+
+/// Which NATS set-up a benchmark runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setup {
+    /// One account, no configuration (`nats-server -js`).
+    OneAccount,
+    /// `deploy/nats.conf`: the control plane's account and the API nodes'.
+    TwoZones,
+}
+
+impl Setup {
+    /// One account, and with `zones` the two zones after it: what a
+    /// benchmark's `--zones` runs.
+    pub fn runs(zones: bool) -> Vec<Setup> {
+        if zones {
+            vec![Setup::OneAccount, Setup::TwoZones]
+        } else {
+            vec![Setup::OneAccount]
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Setup::OneAccount => "one account",
+            Setup::TwoZones => "two zones",
+        }
+    }
+}
+
+/// Starts nats-server on `port` (a free one for `None`) with `store`, with
+/// the shipped configuration when `zoned`; returns it with its port.
 fn spawn_nats(
     port: Option<u16>,
     store: &std::path::Path,
+    zoned: bool,
 ) -> anyhow::Result<(std::process::Child, u16)> {
     use std::io::{BufRead, BufReader};
     let port_arg = port.map_or("-1".to_owned(), |p| p.to_string());
-    let mut child = std::process::Command::new("nats-server")
+    let mut command = std::process::Command::new("nats-server");
+    if zoned {
+        command
+            .args(["-c", SHIPPED_CONFIG])
+            .env("ENSPACE_NATS_TOKENS_PASSWORD", TOKENS_PASSWORD)
+            .env("ENSPACE_NATS_NODE_PASSWORD", NODE_PASSWORD);
+    }
+    let mut child = command
         .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
         .arg(store)
         .stderr(std::process::Stdio::piped())
@@ -132,9 +175,74 @@ fn spawn_nats(
 
 impl Nats {
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_as(Setup::OneAccount)
+    }
+
+    pub fn start_as(setup: Setup) -> anyhow::Result<Self> {
         let store = tempfile::tempdir()?;
-        let (child, port) = spawn_nats(None, store.path())?;
-        Ok(Nats { child, port, store })
+        let zoned = setup == Setup::TwoZones;
+        let (child, port) = spawn_nats(None, store.path(), zoned)?;
+        Ok(Nats {
+            child,
+            port,
+            store,
+            zoned,
+        })
+    }
+
+    /// Where the control plane connects (user `enspace-tokens` with two
+    /// zones).
+    pub fn tokens_url(&self) -> String {
+        match self.zoned {
+            true => format!(
+                "nats://enspace-tokens:{TOKENS_PASSWORD}@127.0.0.1:{}",
+                self.port
+            ),
+            false => self.url(),
+        }
+    }
+
+    /// Where API nodes connect (user `enspace-node` with two zones).
+    pub fn node_url(&self) -> String {
+        match self.zoned {
+            true => format!(
+                "nats://enspace-node:{NODE_PASSWORD}@127.0.0.1:{}",
+                self.port
+            ),
+            false => self.url(),
+        }
+    }
+
+    /// The control plane's `--nats-edge-api`, with two zones.
+    pub fn edge_api(&self) -> Option<&'static str> {
+        self.zoned.then_some(enspace_nats::edge::EDGE_API)
+    }
+
+    /// The control plane's flags for this set-up.
+    pub fn control_flags(&self) -> Vec<&'static str> {
+        match self.edge_api() {
+            Some(api) => vec!["--nats-edge-api", api],
+            None => Vec::new(),
+        }
+    }
+
+    /// What the control plane keeps for the nodes, made now and kept in
+    /// place from then on (for benchmarks that run no control plane).
+    pub async fn keep_node_streams(&self) -> anyhow::Result<()> {
+        let client = enspace_nats::connect(&self.tokens_url(), "bench-control").await?;
+        let streams = enspace_tokens::edge::EdgeStreams::new(
+            &client,
+            self.edge_api(),
+            enspace_nats::DEFAULT_REQUEST_RETENTION,
+            None,
+            1,
+        );
+        streams
+            .ensure()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot make the nodes' streams: {e}"))?;
+        tokio::spawn(streams.keep(|| true));
+        Ok(())
     }
 
     /// A lost NATS disk: stops the server, empties its store and starts it
@@ -144,7 +252,7 @@ impl Nats {
         let _ = self.child.wait();
         std::fs::remove_dir_all(self.store.path())?;
         std::fs::create_dir_all(self.store.path())?;
-        let (child, _) = spawn_nats(Some(self.port), self.store.path())?;
+        let (child, _) = spawn_nats(Some(self.port), self.store.path(), self.zoned)?;
         self.child = child;
         Ok(())
     }

@@ -70,6 +70,11 @@ pub struct NatsAuthArgs {
     /// A file holding an nkey seed.
     #[arg(long, env = "NATS_NKEY")]
     pub nats_nkey: Option<PathBuf>,
+    /// The subject prefix of this process's NATS inboxes (where its replies
+    /// come); default `_INBOX.<user>` for the user in --nats-url, else
+    /// `_INBOX`. Each node's user may subscribe to its own prefix only.
+    #[arg(long, env = "NATS_INBOX_PREFIX")]
+    pub nats_inbox_prefix: Option<String>,
 }
 
 impl NatsAuthArgs {
@@ -77,6 +82,7 @@ impl NatsAuthArgs {
         enspace_nats::Credentials {
             creds_file: self.nats_creds.clone(),
             nkey_file: self.nats_nkey.clone(),
+            inbox_prefix: self.nats_inbox_prefix.clone(),
         }
     }
 }
@@ -143,6 +149,14 @@ pub struct ServiceArgs {
     pub node_id: String,
     #[command(flatten)]
     pub nats_auth: NatsAuthArgs,
+    /// Two NATS trust zones (`deploy/nats.conf`): the prefix the API nodes'
+    /// account's JetStream API is imported under in this account
+    /// (`$JS.edge.API` in the shipped configuration). The control plane
+    /// then makes and keeps the nodes' streams there: a mirror of the token
+    /// events stream and the intake of request records, which its own copy
+    /// sources. Unset: one account for everything.
+    #[arg(long, env = "ENSPACE_NATS_EDGE_API")]
+    pub nats_edge_api: Option<String>,
     /// The event signing key file (made at first start); default
     /// `<data>/event-signing.key`. Keep it outside the data directory in
     /// production, so that losing the disk does not lose the key.
@@ -264,13 +278,6 @@ pub struct NodeArgs {
     /// This node's name in request records and metrics.
     #[arg(long, env = "ENSPACE_NODE_ID", default_value = "api-node")]
     pub node_id: String,
-    /// How long request records are kept in JetStream (e.g. 90d).
-    #[arg(long, env = "ENSPACE_REQUEST_RETENTION", default_value = "90d", value_parser = parse_duration)]
-    pub request_retention: Duration,
-    /// The most the request records stream keeps (e.g. 50GiB; the oldest
-    /// records go first), or `none`.
-    #[arg(long, env = "ENSPACE_REQUEST_MAX_BYTES", default_value = "none", value_parser = parse_bytes)]
-    pub request_max_bytes: MaxBytes,
     #[command(flatten)]
     pub nats_auth: NatsAuthArgs,
     /// The control plane's public event key (base64, from `enspace

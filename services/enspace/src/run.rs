@@ -178,6 +178,7 @@ async fn control_plane(
             let mut source = enspace_tokens::request_log::jetstream::Source {
                 replicas,
                 max_bytes: args.request_max_bytes.0,
+                edge_api: args.nats_edge_api.clone(),
                 ..Default::default()
             };
             match &cluster {
@@ -202,6 +203,7 @@ async fn control_plane(
                     .await?;
                 }
             }
+            keep_node_streams(&state, &client, args, replicas);
             tokio::spawn(enspace_tokens::request_log::jetstream::consume_jetstream(
                 indexer.clone(),
                 js.clone(),
@@ -231,6 +233,38 @@ async fn control_plane(
         indexer,
         signer,
     })
+}
+
+/// Makes the streams API nodes use (in their own account with
+/// `--nats-edge-api`) and keeps them in place: every process at start (in
+/// the background: serving does not wait for it), the writer of a cluster
+/// from then on.
+fn keep_node_streams(
+    state: &AppState,
+    client: &async_nats::Client,
+    args: &ServiceArgs,
+    replicas: usize,
+) {
+    let streams = enspace_tokens::edge::EdgeStreams::new(
+        client,
+        args.nats_edge_api.as_deref(),
+        args.request_retention,
+        args.request_max_bytes.0,
+        replicas,
+    );
+    let active: Box<dyn Fn() -> bool + Send> = match state.cluster.get() {
+        Some(cluster) => {
+            let role = cluster.role.clone();
+            Box::new(move || role.is_writer())
+        }
+        None => Box::new(|| true),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = streams.ensure().await {
+            tracing::warn!(error = %e, "cannot make the API nodes' streams yet; retrying");
+        }
+        streams.keep(active).await;
+    });
 }
 
 /// Tells each token's owner of a client IP the token had not used in the
@@ -347,12 +381,6 @@ fn record_queue(registry: &mut Registry, capacity: usize) -> (NodeMetrics, Arc<R
     (metrics, Arc::new(queue))
 }
 
-/// How long and how much the request records stream keeps.
-struct StreamBounds {
-    retention: Duration,
-    max_bytes: Option<u64>,
-}
-
 /// Publishes the queue's records to JetStream, forever, on a thread of its
 /// own with its own NATS connection. Serving many requests then cannot
 /// starve the publisher of CPU: the operating system shares the cores
@@ -364,15 +392,12 @@ fn start_publisher(
     nats_url: &str,
     credentials: enspace_nats::Credentials,
     name: &str,
-    stream: StreamBounds,
 ) -> anyhow::Result<()> {
     let publisher = Publisher::new(
         queue.clone(),
         metrics.records_published.clone(),
         metrics.records_dropped.clone(),
         PublisherConfig {
-            retention: stream.retention,
-            max_bytes: stream.max_bytes,
             node: name.to_owned(),
             ..PublisherConfig::default()
         },
@@ -472,10 +497,6 @@ pub async fn serve_with(
                 url,
                 args.nats_auth.credentials(),
                 "enspace-serve",
-                StreamBounds {
-                    retention: args.request_retention,
-                    max_bytes: args.request_max_bytes.0,
-                },
             )?;
             follow_token_events(
                 js,
@@ -568,10 +589,6 @@ pub async fn api_node(
         &args.nats_url,
         args.nats_auth.credentials(),
         &name,
-        StreamBounds {
-            retention: args.request_retention,
-            max_bytes: args.request_max_bytes.0,
-        },
     )?;
     let sink: Arc<dyn enspace_core::RecordSink> = records.clone();
     let freshness = Arc::new(Freshness::new(args.max_staleness.0));

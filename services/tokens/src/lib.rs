@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod commands;
 pub mod credentials;
 pub mod directory;
+pub mod edge;
 pub mod event_stream;
 pub mod heartbeat;
 pub mod leaks;

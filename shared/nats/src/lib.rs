@@ -2,6 +2,7 @@
 //! so that every process creates or updates the same streams at start-up.
 
 mod backoff;
+pub mod edge;
 
 use std::time::Duration;
 
@@ -95,13 +96,40 @@ pub fn requests_config(max_age: Duration, max_bytes: Option<u64>) -> stream::Con
 }
 
 /// How a process proves who it is to NATS, besides a user and password in
-/// the URL (`nats://user:password@host:4222`, percent-encoded).
+/// the URL (`nats://user:password@host:4222`, percent-encoded), and where
+/// its replies come.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     /// A `.creds` file (JWT and nkey seed), as `nsc` makes them.
     pub creds_file: Option<std::path::PathBuf>,
     /// A file holding an nkey seed (`SU…`).
     pub nkey_file: Option<std::path::PathBuf>,
+    /// The subject prefix of the process's inboxes (every reply it asks
+    /// for, JetStream's included); see [`inbox_prefix`] for the default.
+    pub inbox_prefix: Option<String>,
+}
+
+/// The inbox prefix a process uses: `explicit` if given, else
+/// `_INBOX.<user>` for the user named in the first URL (when that is one
+/// subject token), else NATS' `_INBOX`. With one NATS user per node, each
+/// node's replies then come on subjects only it may subscribe to
+/// (`deploy/nats.conf` allows `_INBOX.<user>.>`).
+pub fn inbox_prefix(explicit: Option<&str>, user: Option<&str>) -> String {
+    if let Some(prefix) = explicit {
+        return prefix.to_owned();
+    }
+    match user {
+        Some(user) if is_token(user) => format!("_INBOX.{user}"),
+        _ => "_INBOX".to_owned(),
+    }
+}
+
+/// Whether `s` is one subject token: not empty, no `.`, wildcard or space.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && !s
+            .chars()
+            .any(|c| matches!(c, '.' | '*' | '>') || c.is_whitespace() || c.is_control())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,16 +177,21 @@ pub async fn connect_with(
         })?;
     // The client connects to the URL's host but does not send the user and
     // password it carries; they are taken from the first URL here.
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = addrs.first().and_then(|a| a.username()).map(decode);
     if let Some(addr) = addrs.first()
-        && let (Some(user), Some(password)) = (addr.username(), addr.password())
+        && let (Some(user), Some(password)) = (&user, addr.password())
     {
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        options = options.user_and_password(decode(user), decode(password));
+        options = options.user_and_password(user.clone(), decode(password));
     }
+    options = options.custom_inbox_prefix(inbox_prefix(
+        credentials.inbox_prefix.as_deref(),
+        user.as_deref(),
+    ));
     if let Some(path) = &credentials.creds_file {
         options =
             options
@@ -223,4 +256,25 @@ pub async fn ensure_stream(
     }
     js.create_or_update_stream(config).await?;
     Ok(js.get_stream(name).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inbox_prefix;
+
+    #[test]
+    fn the_inbox_prefix_is_the_flag_else_the_users_own_else_nats_default() {
+        assert_eq!(
+            inbox_prefix(Some("_INBOX.custom"), Some("api-node-2")),
+            "_INBOX.custom"
+        );
+        assert_eq!(
+            inbox_prefix(None, Some("enspace-node")),
+            "_INBOX.enspace-node"
+        );
+        assert_eq!(inbox_prefix(None, None), "_INBOX");
+        for not_a_token in ["", "a.b", "a*", "a>", "a b"] {
+            assert_eq!(inbox_prefix(None, Some(not_a_token)), "_INBOX");
+        }
+    }
 }

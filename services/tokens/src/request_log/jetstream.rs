@@ -48,14 +48,17 @@ pub fn consumer_config(durable: &str) -> consumer::pull::Config {
     }
 }
 
-/// Where the indexer consumes from: its durable consumer's name, and the
-/// replicas and most bytes of the stream as it creates or updates it.
+/// Where the indexer consumes from: its durable consumer's name, the
+/// replicas and most bytes of the stream should it create it, and, with two
+/// NATS trust zones, the prefix of the API nodes' JetStream API that the
+/// stream sources their records through (see [`enspace_nats::edge`]).
 #[derive(Debug, Clone)]
 pub struct Source {
     pub durable: String,
     pub replicas: usize,
     /// `--request-max-bytes`: the stream's `max_bytes`, or no bound.
     pub max_bytes: Option<u64>,
+    pub edge_api: Option<String>,
 }
 
 impl Default for Source {
@@ -64,6 +67,7 @@ impl Default for Source {
             durable: enspace_nats::REQUEST_INDEXER.to_owned(),
             replicas: 1,
             max_bytes: None,
+            edge_api: None,
         }
     }
 }
@@ -98,7 +102,7 @@ async fn consume(
 ) -> Result<(), async_nats::Error> {
     let retention = indexer.retention.unsigned_abs();
     let config = enspace_nats::with_replicas(
-        enspace_nats::requests_config(retention, source.max_bytes),
+        enspace_nats::edge::records_config(retention, source.max_bytes, source.edge_api.as_deref()),
         source.replicas,
     );
     let stream = enspace_nats::ensure_stream(js, config).await?;
