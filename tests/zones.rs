@@ -695,6 +695,7 @@ async fn a_consumer_a_node_makes_delivers_nothing_into_the_control_plane_and_a_l
  {
     let nats = NatsServer::shipped();
     let data = tempfile::tempdir().expect("temp dir");
+    crate::support::distributed::remember_event_key(data.path(), &nats.url(), &[]);
     let mut args = vec![
         "serve",
         "--data",
