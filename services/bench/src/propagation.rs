@@ -132,10 +132,10 @@ async fn measure_on(setup: Setup, args: &Args) -> anyhow::Result<(Duration, Dura
     );
     tokio::spawn(feed.run());
 
-    let clean = revocations(&state, &replica, &args).await?;
+    let clean = revocations(&state, &replica, args).await?;
     let poison_every = Duration::from_millis(args.poison_every_ms);
     let poison = spawn_poisoner(&nats.tokens_url(), poison_every).await?;
-    let poisoned = revocations(&state, &replica, &args).await?;
+    let poisoned = revocations(&state, &replica, args).await?;
     poison.abort();
     let foreign = state.metrics.stream.foreign.get();
     let repairs = state.metrics.stream.repairs.get();
