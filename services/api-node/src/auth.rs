@@ -6,11 +6,10 @@
 //! call whose token resolves to a known token id, allowed or denied, is
 //! handed to the request-record sink once with its final status.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams, Request, State};
+use axum::extract::{FromRequestParts, RawPathParams, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -160,10 +159,8 @@ pub async fn require_token(
             token: token.clone(),
             method: req.method().as_str().to_owned(),
             path: req.uri().path().to_owned(),
-            client_ip: req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ci| ci.0.ip().to_string())
+            client_ip: enspace_http::client_addr::client_addr(req.extensions(), req.headers())
+                .map(|ip| ip.to_string())
                 .unwrap_or_default(),
             user_agent: req
                 .headers()

@@ -91,7 +91,12 @@ async fn control_plane(
                 |_| {},
             )
             .await
-            .with_context(|| format!("cannot connect to NATS at {url} (NATS_URL)"))?;
+            .with_context(|| {
+                format!(
+                    "cannot connect to NATS at {} (NATS_URL)",
+                    enspace_nats::redact_url(url)
+                )
+            })?;
             let js = async_nats::jetstream::new(client.clone());
             let restored = match &cluster {
                 // A process of a cluster may be behind the stream: it
@@ -373,7 +378,8 @@ fn start_publisher(
                     Ok(client) => publisher.run(client).await,
                     Err(e) => tracing::error!(
                         error = %e,
-                        "cannot connect the request record publisher to NATS at {url}"
+                        "cannot connect the request record publisher to NATS at {}",
+                        enspace_nats::redact_url(&url)
                     ),
                 }
             });
@@ -401,6 +407,7 @@ async fn serve_router(
     limits: &crate::cli::HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let router = limits.trusted_proxies.clone().layer(router);
     enspace_http::server::serve(listener, router, limits.server(), shutdown).await?;
     Ok(())
 }
@@ -550,7 +557,12 @@ pub async fn api_node(
         kick_on_reconnect(&kick),
     )
     .await
-    .with_context(|| format!("cannot connect to NATS at {} (NATS_URL)", args.nats_url))?;
+    .with_context(|| {
+        format!(
+            "cannot connect to NATS at {} (NATS_URL)",
+            enspace_nats::redact_url(&args.nats_url)
+        )
+    })?;
     let js = async_nats::jetstream::new(client);
     let mut registry = Registry::default();
     let (node_metrics, records) = record_queue(&mut registry, args.limits.record_queue_capacity);

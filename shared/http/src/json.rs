@@ -44,8 +44,10 @@ where
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body_too_large",
-                    format!("the body is over {} KiB", BODY_LIMIT / 1024),
+                    "the body is larger than this route takes",
                 )
+            } else if crate::body::is_timeout(&rejection) {
+                crate::body::BodyError::TimedOut.into()
             } else {
                 ApiError::malformed_json("the body could not be read")
             }

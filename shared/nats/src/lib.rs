@@ -2,10 +2,12 @@
 //! so that every process creates or updates the same streams at start-up.
 
 mod backoff;
+mod redact;
 
 use std::time::Duration;
 
 pub use backoff::Backoff;
+pub use redact::redact_url;
 
 use async_nats::jetstream::{self, stream};
 
@@ -143,17 +145,36 @@ pub async fn connect_with(
             ))
         })?;
     // The client connects to the URL's host but does not send the user and
-    // password it carries; they are taken from the first URL here.
-    if let Some(addr) = addrs.first()
-        && let (Some(user), Some(password)) = (addr.username(), addr.password())
-    {
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        options = options.user_and_password(decode(user), decode(password));
+    // password it carries; they are taken from the first URL here (a user
+    // alone is a token), and the addresses go to the client without them,
+    // so that none of its log lines can show them.
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    match addrs.first().map(|a| (a.username(), a.password())) {
+        Some((Some(user), Some(password))) => {
+            options = options.user_and_password(decode(user), decode(password));
+        }
+        Some((Some(token), None)) => options = options.token(decode(token)),
+        _ => {}
     }
+    let addrs = addrs
+        .into_iter()
+        .map(|addr| {
+            let mut url = addr.into_inner();
+            let _ = url.set_password(None);
+            let _ = url.set_username("");
+            async_nats::ServerAddr::from_url(url)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            ConnectError::Connect(async_nats::ConnectError::with_source(
+                async_nats::ConnectErrorKind::ServerParse,
+                e,
+            ))
+        })?;
     if let Some(path) = &credentials.creds_file {
         options =
             options

@@ -1,0 +1,174 @@
+//! Reading a request body into memory with a cap and, optionally, a
+//! deadline for the whole of it: a body over the cap (declared or sent) is
+//! `413` before or as soon as it passes it, one that stalls past the
+//! server's idle timeout or the deadline is `408`, so that no client can
+//! hold more than the cap, or hold it for long.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::http::StatusCode;
+use http_body_util::BodyExt;
+
+use crate::ApiError;
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Over the cap (declared by `Content-Length`, or sent).
+    TooLarge { limit: usize },
+    /// Nothing came for the idle timeout, or not all of it by the deadline.
+    TimedOut,
+    /// The connection failed mid-body.
+    Failed,
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> ApiError {
+        match e {
+            BodyError::TooLarge { limit } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body is over {} KiB", limit / 1024),
+            ),
+            BodyError::TimedOut => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the body did not arrive in time",
+            ),
+            BodyError::Failed => ApiError::malformed_json("the body could not be read"),
+        }
+    }
+}
+
+/// Whether `e` is, or was caused by, the server's body idle timeout.
+pub(crate) fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Reads `body` whole, at most `limit` bytes, within `deadline` if given.
+pub async fn read(
+    body: Body,
+    limit: usize,
+    deadline: Option<Duration>,
+) -> Result<Bytes, BodyError> {
+    let declared = body.size_hint().lower();
+    if declared > limit as u64 {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let reading = collect(body, limit, declared as usize);
+    match deadline {
+        Some(deadline) => tokio::time::timeout(deadline, reading)
+            .await
+            .unwrap_or(Err(BodyError::TimedOut)),
+        None => reading.await,
+    }
+}
+
+async fn collect(mut body: Body, limit: usize, declared: usize) -> Result<Bytes, BodyError> {
+    let mut first: Option<Bytes> = None;
+    let mut more: Vec<u8> = Vec::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            if is_timeout(&e) {
+                BodyError::TimedOut
+            } else {
+                BodyError::Failed
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        len += data.len();
+        if len > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        // One frame (the usual small body) is kept as it came; more are
+        // copied once into a buffer sized by what was declared.
+        match first.take() {
+            None if more.is_empty() => first = Some(data),
+            Some(earlier) => {
+                more.reserve(declared.max(earlier.len() + data.len()).min(limit));
+                more.extend_from_slice(&earlier);
+                more.extend_from_slice(&data);
+            }
+            None => more.extend_from_slice(&data),
+        }
+    }
+    Ok(match first {
+        Some(only) => only,
+        None => Bytes::from(more),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_body_within_the_limit_is_read_whole_and_one_over_it_is_too_large() {
+        let body = Body::from("hello");
+        assert_eq!(read(body, 5, None).await, Ok(Bytes::from_static(b"hello")));
+        let body = Body::from("hello!");
+        assert_eq!(
+            read(body, 5, None).await,
+            Err(BodyError::TooLarge { limit: 5 })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_in_many_frames_is_joined_and_capped_as_it_comes() {
+        let chunks = || -> Vec<Result<Bytes, std::io::Error>> {
+            vec![
+                Ok(Bytes::from_static(b"ab")),
+                Ok(Bytes::from_static(b"cd")),
+                Ok(Bytes::from_static(b"ef")),
+            ]
+        };
+        let body = Body::from_stream(futures_stream(chunks()));
+        assert_eq!(read(body, 6, None).await, Ok(Bytes::from_static(b"abcdef")));
+        let body = Body::from_stream(futures_stream(chunks()));
+        assert_eq!(
+            read(body, 5, None).await,
+            Err(BodyError::TooLarge { limit: 5 })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_times_out_at_the_deadline() {
+        let body = Body::from_stream(futures_pending());
+        assert_eq!(
+            read(body, 10, Some(Duration::from_millis(10))).await,
+            Err(BodyError::TimedOut)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_servers_idle_timeout_is_told_as_a_timeout() {
+        let stalled = Body::from_stream(futures_pending());
+        let body = Body::new(tower_http::timeout::TimeoutBody::new(
+            Duration::from_millis(10),
+            stalled,
+        ));
+        assert_eq!(read(body, 10, None).await, Err(BodyError::TimedOut));
+    }
+
+    fn futures_stream(
+        chunks: Vec<Result<Bytes, std::io::Error>>,
+    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        futures::stream::iter(chunks)
+    }
+
+    fn futures_pending()
+    -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        futures::stream::pending()
+    }
+}
