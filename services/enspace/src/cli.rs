@@ -517,6 +517,55 @@ mod tests {
     }
 
     #[test]
+    fn every_listener_takes_trusted_proxies_and_refuses_a_bad_block() {
+        use clap::Parser;
+        let parsed = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let node = parsed(&[
+            "enspace",
+            "api-node",
+            "--nats-url",
+            "nats://127.0.0.1:4222",
+            "--trusted-proxies",
+            "10.0.0.0/8, ::1",
+        ]);
+        let Ok(Cli {
+            command: Command::ApiNode(node),
+        }) = node
+        else {
+            panic!("api-node takes --trusted-proxies");
+        };
+        assert!(
+            node.limits
+                .http
+                .trusted_proxies
+                .contains("10.1.2.3".parse().expect("ip"))
+        );
+        assert!(
+            node.limits
+                .http
+                .trusted_proxies
+                .contains("::1".parse().expect("ip"))
+        );
+        let Ok(Cli {
+            command: Command::Tokens(tokens),
+        }) = parsed(&["enspace", "tokens", "--trusted-proxies", "192.0.2.7"])
+        else {
+            panic!("tokens takes --trusted-proxies");
+        };
+        assert!(
+            tokens
+                .limits
+                .http
+                .trusted_proxies
+                .contains("192.0.2.7".parse().expect("ip"))
+        );
+        assert!(parsed(&["enspace", "serve"]).is_ok_and(|cli| matches!(
+            cli.command, Command::Serve(args) if args.limits.http.trusted_proxies.is_empty()
+        )));
+        assert!(parsed(&["enspace", "serve", "--trusted-proxies", "10.0.0.0/33"]).is_err());
+    }
+
+    #[test]
     fn rates_are_none_or_a_positive_number_per_second() {
         assert_eq!(parse_rate("none"), Ok(TokenRateLimit(None)));
         assert_eq!(

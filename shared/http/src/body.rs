@@ -53,17 +53,56 @@ pub(crate) fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// A body as it came, in the frames it came in: checking it (a signature
+/// over its bytes) needs no copy of it in one piece.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Chunks(Vec<Bytes>);
+
+impl Chunks {
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.0.iter().map(|b| b.as_ref())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The body in one piece (a copy only when it came in several frames).
+    pub fn concat(mut self) -> Bytes {
+        if self.0.len() <= 1 {
+            return self.0.pop().unwrap_or_default();
+        }
+        let mut whole = Vec::with_capacity(self.len());
+        for chunk in &self.0 {
+            whole.extend_from_slice(chunk);
+        }
+        Bytes::from(whole)
+    }
+}
+
 /// Reads `body` whole, at most `limit` bytes, within `deadline` if given.
 pub async fn read(
     body: Body,
     limit: usize,
     deadline: Option<Duration>,
 ) -> Result<Bytes, BodyError> {
-    let declared = body.size_hint().lower();
-    if declared > limit as u64 {
+    read_chunks(body, limit, deadline).await.map(Chunks::concat)
+}
+
+/// [`read`], keeping the frames apart.
+pub async fn read_chunks(
+    body: Body,
+    limit: usize,
+    deadline: Option<Duration>,
+) -> Result<Chunks, BodyError> {
+    if body.size_hint().lower() > limit as u64 {
         return Err(BodyError::TooLarge { limit });
     }
-    let reading = collect(body, limit, declared as usize);
+    let reading = collect(body, limit);
     match deadline {
         Some(deadline) => tokio::time::timeout(deadline, reading)
             .await
@@ -72,9 +111,8 @@ pub async fn read(
     }
 }
 
-async fn collect(mut body: Body, limit: usize, declared: usize) -> Result<Bytes, BodyError> {
-    let mut first: Option<Bytes> = None;
-    let mut more: Vec<u8> = Vec::new();
+async fn collect(mut body: Body, limit: usize) -> Result<Chunks, BodyError> {
+    let mut chunks = Vec::new();
     let mut len = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
@@ -91,22 +129,9 @@ async fn collect(mut body: Body, limit: usize, declared: usize) -> Result<Bytes,
         if len > limit {
             return Err(BodyError::TooLarge { limit });
         }
-        // One frame (the usual small body) is kept as it came; more are
-        // copied once into a buffer sized by what was declared.
-        match first.take() {
-            None if more.is_empty() => first = Some(data),
-            Some(earlier) => {
-                more.reserve(declared.max(earlier.len() + data.len()).min(limit));
-                more.extend_from_slice(&earlier);
-                more.extend_from_slice(&data);
-            }
-            None => more.extend_from_slice(&data),
-        }
+        chunks.push(data);
     }
-    Ok(match first {
-        Some(only) => only,
-        None => Bytes::from(more),
-    })
+    Ok(Chunks(chunks))
 }
 
 #[cfg(test)]

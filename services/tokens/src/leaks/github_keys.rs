@@ -18,10 +18,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use p256::ecdsa::signature::Verifier;
+use p256::ecdsa::signature::DigestVerifier;
 use p256::ecdsa::{DerSignature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 /// The least time between two readings of the key file prompted by an
 /// unknown key identifier.
@@ -262,8 +263,22 @@ pub struct Claim {
 impl Claim {
     /// Checks the signature against the raw body.
     pub fn verify(&self, body: &[u8]) -> Result<(), SignatureError> {
+        self.verify_parts([body])
+    }
+
+    /// Checks the signature against the raw body, in the parts it came in.
+    pub fn verify_parts<'a>(
+        &self,
+        parts: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), SignatureError> {
+        let mut digest = Sha256::new();
+        for part in parts {
+            digest.update(part);
+        }
+        let signature = p256::ecdsa::Signature::try_from(self.signature.clone())
+            .map_err(|_| SignatureError::MalformedSignature)?;
         self.key
-            .verify(body, &self.signature)
+            .verify_digest(digest, &signature)
             .map_err(|_| SignatureError::BadSignature)
     }
 }

@@ -87,6 +87,12 @@ fn not_configured() -> ApiError {
     )
 }
 
+/// An answer given without the whole body read: the connection closes
+/// after it.
+fn unread(e: ApiError) -> ApiError {
+    e.with_header(axum::http::header::CONNECTION, "close")
+}
+
 fn bad_signature(e: SignatureError) -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
@@ -155,7 +161,9 @@ pub async fn report_github_matches(
             header(&headers, KEY_ID_HEADER),
             header(&headers, SIGNATURE_HEADER),
         )
-        .map_err(refused)?;
+        // The body is not read, so the connection is not kept for another
+        // request: hyper would read and drop the rest of it first.
+        .map_err(|e| unread(refused(e)))?;
     let matches: Vec<GithubMatch> = {
         let _slot = tokio::time::timeout(
             SLOT_WAIT,
@@ -173,16 +181,22 @@ pub async fn report_github_matches(
                 "a GitHub secret-scanning post waited {SLOT_WAIT:?} for one of the \
                  {GITHUB_BODIES_AT_ONCE} body slots; answered 503"
             );
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "too many reports are being read; post again after the time in Retry-After",
+            unread(
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "too many reports are being read; post again after the time in Retry-After",
+                )
+                .retry_after(1),
             )
-            .retry_after(1)
         })?;
-        let body = enspace_http::body::read(body, BODY_LIMIT, Some(READ_DEADLINE)).await?;
-        claim.verify(&body).map_err(refused)?;
-        enspace_http::json::parse(&body)?
+        // Checked in the pieces it came in: only a body GitHub signed is
+        // ever put in one piece (to be parsed).
+        let body = enspace_http::body::read_chunks(body, BODY_LIMIT, Some(READ_DEADLINE))
+            .await
+            .map_err(|e| unread(e.into()))?;
+        claim.verify_parts(body.iter()).map_err(refused)?;
+        enspace_http::json::parse(&body.concat())?
     };
     if matches.len() > MAX_MATCHES {
         return Err(ApiError::new(
