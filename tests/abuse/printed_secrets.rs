@@ -87,6 +87,10 @@ fn run(args: &[&str], extra_env: &[(&str, &str)], until: Option<&str>) -> String
     text
 }
 
+/// A run that fails: its arguments, more environment, and what a process
+/// that keeps trying prints before it is stopped.
+type Failure<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, Option<&'a str>);
+
 fn assert_no_secret(what: &str, text: &str) {
     for secret in secrets() {
         assert!(!text.contains(secret), "{what} printed a secret:\n{text}");
@@ -129,7 +133,7 @@ fn no_subcommand_prints_a_password_or_secret_in_help_or_when_it_fails() {
 
     let bad_url = format!("nats://enspace-node:{PASSWORD}@[::bad");
     let bad_webhook_url = format!("https://hook:{PASSWORD}@bad host/");
-    let failures: Vec<(Vec<&str>, Vec<(&str, &str)>, Option<&str>)> = vec![
+    let failures: Vec<Failure<'_>> = vec![
         // The password in NATS_URL, and files that cannot be used.
         (
             vec!["api-node", "--nats-nkey", "/nonexistent/nkey"],

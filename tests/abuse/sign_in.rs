@@ -193,27 +193,44 @@ async fn alice_still_signs_in_from_her_device_after_50_wrong_tries_from_50_addre
 
 #[tokio::test]
 async fn a_device_cookie_with_ten_failures_is_locked_and_then_counts_for_nothing() {
-    let app = TestApp::spawn_at("2026-03-01T08:00:00Z").await;
+    let mut config = TestApp::config();
+    config.limits.sign_in_first_delay = Duration::from_millis(50);
+    config.limits.sign_in_max_delay = Duration::from_millis(50);
+    let app = TestApp::spawn_configured(config).await;
     let home = client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
     let (_, _, device) = timed_sign_in(&app, &home, None, ALICE).await;
     let device = device.expect("device cookie");
-    // Someone who stole it guesses from elsewhere: ten tries, judged by
-    // the device alone (no address or user limit is reached by them)...
+    // Someone who stole it guesses from elsewhere: ten tries, judged by the
+    // device alone, so they count for nothing against alice's user name: an
+    // unknown client after them is not slowed.
     for n in 0..10u8 {
         let thief = client_from(IpAddr::V4(Ipv4Addr::new(127, 4, 0, n + 1)));
         let (status, _, _) = timed_sign_in(&app, &thief, Some(&device), GUESS).await;
         assert_eq!(status, 401);
     }
-    // ... then the cookie is locked: from one address the thief is an
-    // unknown client again, refused after ten failures for alice there.
+    let stranger = client_from(IpAddr::V4(Ipv4Addr::new(127, 5, 0, 1)));
+    assert_eq!(timed_sign_in(&app, &stranger, None, GUESS).await.0, 401);
+    assert_eq!(slowed(&app).await, 0.0);
+    // Then the cookie is locked: the thief is an unknown client again, whose
+    // failures count for alice's user name and for its address.
     let thief = client_from(IpAddr::V4(Ipv4Addr::new(127, 4, 1, 1)));
     for _ in 0..10 {
         let (status, _, _) = timed_sign_in(&app, &thief, Some(&device), GUESS).await;
         assert_eq!(status, 401);
     }
+    assert!(
+        slowed(&app).await > 0.0,
+        "the locked cookie's failures count for alice"
+    );
     let (status, _, _) = timed_sign_in(&app, &thief, Some(&device), ALICE).await;
-    assert_eq!(status, 429, "locked cookie, address limit for alice");
-    // Five minutes later the cookie is a device again.
+    assert_eq!(status, 429, "ten failures for alice from this address");
+    // Her own device (another cookie) is not affected.
+    let (_, _, other) = timed_sign_in(&app, &home, None, ALICE).await;
+    let before = slowed(&app).await;
+    let (status, _, _) = timed_sign_in(&app, &home, other.as_deref(), ALICE).await;
+    assert_eq!(status, 200);
+    assert_eq!(slowed(&app).await, before);
+    // Five minutes later the stolen cookie is a device again.
     app.clock.advance(SignedDuration::from_mins(5));
     let (status, _, _) = timed_sign_in(&app, &thief, Some(&device), ALICE).await;
     assert_eq!(status, 200);

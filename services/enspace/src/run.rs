@@ -91,12 +91,7 @@ async fn control_plane(
                 |_| {},
             )
             .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to NATS at {} (NATS_URL)",
-                    enspace_nats::redact_url(url)
-                )
-            })?;
+            .with_context(|| enspace_nats::cannot_connect(url))?;
             let js = async_nats::jetstream::new(client.clone());
             let restored = match &cluster {
                 // A process of a cluster may be behind the stream: it
@@ -557,12 +552,7 @@ pub async fn api_node(
         kick_on_reconnect(&kick),
     )
     .await
-    .with_context(|| {
-        format!(
-            "cannot connect to NATS at {} (NATS_URL)",
-            enspace_nats::redact_url(&args.nats_url)
-        )
-    })?;
+    .with_context(|| enspace_nats::cannot_connect(&args.nats_url))?;
     let js = async_nats::jetstream::new(client);
     let mut registry = Registry::default();
     let (node_metrics, records) = record_queue(&mut registry, args.limits.record_queue_capacity);

@@ -42,7 +42,7 @@ impl From<BodyError> for ApiError {
 }
 
 /// Whether `e` is, or was caused by, the server's body idle timeout.
-pub(crate) fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);
     while let Some(e) = cause {
         if e.is::<tower_http::timeout::TimeoutError>() {

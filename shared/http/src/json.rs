@@ -46,8 +46,6 @@ where
                     "body_too_large",
                     "the body is larger than this route takes",
                 )
-            } else if crate::body::is_timeout(&rejection) {
-                crate::body::BodyError::TimedOut.into()
             } else {
                 ApiError::malformed_json("the body could not be read")
             }

@@ -7,7 +7,7 @@ mod redact;
 use std::time::Duration;
 
 pub use backoff::Backoff;
-pub use redact::redact_url;
+pub use redact::{cannot_connect, redact_url};
 
 use async_nats::jetstream::{self, stream};
 

@@ -8,6 +8,11 @@ pub fn redact_url(url: &str) -> String {
     url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
 }
 
+/// The message for a connection to `url` (`NATS_URL`) that failed.
+pub fn cannot_connect(url: &str) -> String {
+    format!("cannot connect to NATS at {} (NATS_URL)", redact_url(url))
+}
+
 fn redact_one(url: &str) -> String {
     // The authority starts after `scheme://` (or at the start when there is
     // no scheme) and ends at the first `/`, `?` or `#`; the user info is
