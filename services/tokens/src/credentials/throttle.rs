@@ -20,10 +20,10 @@
 //!
 //! Successful sign-ins are not counted and reset nothing. Any unsuccessful
 //! attempt (a failure, or one turned away because every hashing slot was
-//! busy) makes later attempts by that user name or from that address (for
-//! a known device: by that device) *suspect* for the window: in a flood they
-//! only get a hashing slot that is free at once, while a clean attempt
-//! waits its turn ahead of them.
+//! busy) makes later attempts by that user name or from that address
+//! *suspect* for the window (a known device: only its own failures do): in
+//! a flood they only get a hashing slot that is free at once, while a clean
+//! attempt waits its turn ahead of them.
 //!
 //! IPv6 addresses count per /64, the block one subscriber usually holds.
 
@@ -301,7 +301,12 @@ impl SignInThrottle {
 
     fn record(&self, attempt: &Attempt<'_>, admitted: &Admission, now: Timestamp, failure: bool) {
         let mut windows = self.lock();
-        if let Some(device) = attempt.device {
+        // A known device turned away by a flood of others did nothing
+        // wrong: only its failures make it suspect, or it would be kept
+        // out by the flood it could not get past once.
+        if let Some(device) = attempt.device
+            && (failure || !admitted.known_device)
+        {
             windows
                 .devices
                 .entry(device)
@@ -509,6 +514,30 @@ mod tests {
         let refused = t.check(&unknown("carol", ip(1)), now).expect_err("refused");
         assert_eq!(refused.by, Refusal::Address);
         assert_eq!(refused.retry_after_secs, 300);
+    }
+
+    #[test]
+    fn a_known_device_turned_away_by_a_flood_stays_clean() {
+        let t = throttle();
+        let now = at(NOON);
+        let device = Attempt {
+            user: "bob",
+            ip: ip(1),
+            device: Some([3; 16]),
+        };
+        for _ in 0..5 {
+            let admitted = t.check(&device, now).expect("admitted");
+            t.record_busy(&device, &admitted, now);
+        }
+        assert_eq!(
+            t.check(&device, now).map(|a| a.standing),
+            Ok(Standing::Clean)
+        );
+        fail(&t, &device, now);
+        assert_eq!(
+            t.check(&device, now).map(|a| a.standing),
+            Ok(Standing::Suspect)
+        );
     }
 
     #[test]
