@@ -144,6 +144,7 @@ pub async fn create_session(
             body.username,
             body.password,
             admitted.standing,
+            admitted.known_device,
         )
         .await
     {
