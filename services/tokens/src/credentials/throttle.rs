@@ -328,11 +328,15 @@ impl SignInThrottle {
                     .entry(ip)
                     .or_default()
                     .record(now, failure, self.per_ip);
-                windows
-                    .user_ips
-                    .entry((attempt.user.to_owned(), ip))
-                    .or_default()
-                    .record(now, failure, self.per_user_ip);
+                // Only its limit is read from this key: a flood turned away
+                // (new user names each time) adds nothing here.
+                if failure {
+                    windows
+                        .user_ips
+                        .entry((attempt.user.to_owned(), ip))
+                        .or_default()
+                        .record(now, failure, self.per_user_ip);
+                }
             }
         }
         windows.recorded += 1;
