@@ -544,38 +544,82 @@ async fn a_leaked_token_is_told_as_leaked_with_the_url() {
     assert!(!detail.contains(&secret));
 }
 
-#[tokio::test]
-async fn a_rotation_moves_the_old_tokens_expiry_notifications_to_its_new_end() {
-    let app = ServeApp::spawn(None).await;
-    app.clock.set(ts("2026-01-10T08:00:00Z"));
-    let alice = app.login("alice").await;
-    let (old, _) = app.create_token(&alice, &one_month("rotated")).await;
+async fn rotate(app: &ServeApp, session: &str, old: &Value, overlap: &str) -> Value {
     let res = app
         .post_json(
-            &alice,
+            session,
             &format!("/v1/tokens/{}/rotate", old["id"].as_str().expect("id")),
-            &json!({"overlap": "1d"}),
+            &json!({"overlap": overlap}),
         )
         .await;
     assert_eq!(res.status(), 201);
-    // Its end is a day away: its 1-day stage is due now, the 7-day one is
-    // overtaken, and the successor has nothing due.
+    let body: Value = res.json().await.expect("json");
+    body["token"].clone()
+}
+
+#[tokio::test]
+async fn a_rotation_tells_the_old_tokens_stop_as_what_it_is_never_as_an_expiry_nor_dated_before_it()
+{
+    let app = ServeApp::spawn(None).await;
+    let rotated_at = ts("2026-01-10T08:00:00Z");
+    app.clock.set(rotated_at - SignedDuration::from_hours(24));
+    let alice = app.login("alice").await;
+    let (billing, _) = app.create_token(&alice, &one_month("Billing sync")).await;
+    let (deploy, _) = app.create_token(&alice, &one_month("Deploy key")).await;
+    app.clock.set(rotated_at);
+    let alice = app.login("alice").await;
+    let billing_new = rotate(&app, &alice, &billing, "1h").await;
+    let deploy_new = rotate(&app, &alice, &deploy, "7d").await;
+
+    // An hour's overlap: no "expires in 1 day" (nor 7), now or later.
+    wait_sweeps(&app, 3).await;
+    assert!(notifications(&app, &alice).await.is_empty());
+    let stops = rotated_at + SignedDuration::from_hours(1);
+    app.clock.set(stops - SignedDuration::from_millis(1));
+    wait_sweeps(&app, 3).await;
+    assert!(notifications(&app, &alice).await.is_empty());
+    // Its end, told as the old token stopping, when it does.
+    app.clock.set(stops);
     let list = wait_for(&app, &alice, 1).await;
-    assert_eq!(kinds(&list), ["expiring_soon"]);
-    assert_eq!(list[0]["token_id"], old["id"]);
+    assert_eq!(kinds(&list), ["expired"]);
+    assert_eq!(list[0]["token_id"], billing["id"]);
+    assert_eq!(ts(list[0]["at"].as_str().expect("at")), stops);
+    let detail = list[0]["detail"].as_str().expect("detail");
     assert!(
-        list[0]["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("1 day") && d.contains("2026-01-11 08:00")),
-        "{list:?}"
+        detail.contains("old token")
+            && detail.contains("Billing sync")
+            && detail.contains("stopped")
+            && detail.contains(billing_new["id"].as_str().expect("id"))
+            && !detail.contains("expires"),
+        "{detail}"
     );
-    app.clock.set(ts("2026-01-11T08:00:00Z"));
+
+    // A week's overlap: a day before its end, told that it stops then.
+    let deploy_stops = rotated_at + SignedDuration::from_hours(7 * 24);
+    app.clock.set(deploy_stops - SignedDuration::from_hours(24));
     let alice = app.login("alice").await;
     let list = wait_for(&app, &alice, 2).await;
-    assert_eq!(kinds(&list), ["expired", "expiring_soon"]);
-    assert_eq!(list[0]["token_id"], old["id"]);
+    assert_eq!(kinds(&list), ["expiring_soon", "expired"]);
+    assert_eq!(list[0]["token_id"], deploy["id"]);
+    let detail = list[0]["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("old token")
+            && detail.contains("stops at 2026-01-17 08:00 UTC")
+            && detail.contains(deploy_new["id"].as_str().expect("id")),
+        "{detail}"
+    );
+    app.clock.set(deploy_stops + SignedDuration::from_hours(24));
+    let alice = app.login("alice").await;
+    wait_for(&app, &alice, 3).await;
     wait_sweeps(&app, 3).await;
-    assert_eq!(notifications(&app, &alice).await.len(), 2);
+    let list = notifications(&app, &alice).await;
+    assert_eq!(kinds(&list), ["expired", "expiring_soon", "expired"]);
+    // Nothing is dated before the rotation that made it.
+    assert!(
+        list.iter()
+            .all(|n| ts(n["at"].as_str().expect("at")) >= rotated_at),
+        "{list:?}"
+    );
 }
 
 /// A client whose calls come from `ip` (another loopback address).

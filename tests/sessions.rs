@@ -56,7 +56,9 @@ async fn sign_in_sets_an_http_only_same_site_strict_cookie_for_the_whole_site() 
         .collect();
     let body: Value = res.json().await.expect("json");
     let session = body["session"].as_str().expect("session");
-    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    // The session's, and the device cookie (see abuse::sign_in).
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    assert!(cookies[1].starts_with("enspace_device="), "{cookies:?}");
     let parts: Vec<&str> = cookies[0].split(';').map(str::trim).collect();
     assert_eq!(parts[0], format!("enspace_session={session}"));
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {

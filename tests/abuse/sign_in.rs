@@ -1,8 +1,10 @@
-//! Sign-in throttling: failed attempts per user name and per client address
-//! in a 5-minute window, then 429 with `Retry-After`; failures and refusals
+//! Sign-in throttling: failed attempts per client address and per user name
+//! from one address in a 5-minute window, then 429 with `Retry-After`; many
+//! failures for a user name from everywhere slow unknown clients down but
+//! never keep out a device the user signed in from; failures and refusals
 //! logged (never the password) and counted; and a flood of concurrent wrong
 //! sign-ins that neither exhausts memory and threads nor slows `/healthz`,
-//! and lets another user sign in.
+//! and lets another user sign in from his device.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -33,7 +35,8 @@ fn retry_after(res: &reqwest::Response) -> u64 {
 }
 
 #[tokio::test]
-async fn ten_failures_for_a_user_name_answer_429_with_retry_after_until_five_minutes_pass() {
+async fn ten_failures_for_a_user_name_from_one_address_answer_429_with_retry_after_until_five_minutes_pass()
+ {
     let app = TestApp::spawn_at("2026-03-01T08:00:00Z").await;
     for _ in 0..10 {
         assert_problem(
@@ -67,6 +70,170 @@ async fn thirty_failures_from_one_address_answer_429_whatever_the_user_name() {
     assert_problem(res, 429, "too_many_attempts").await;
     app.clock.advance(SignedDuration::from_mins(5));
     assert_eq!(sign_in(&app, "bob", "bob-password").await.status(), 200);
+}
+
+/// A client whose connections come from `ip` (any 127/8 address reaches
+/// the loopback listener on Linux).
+fn client_from(ip: IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip)
+        .build()
+        .expect("client")
+}
+
+/// A sign-in from `client`, with `cookie` (a `Cookie` header) if given;
+/// answers the status, how long it took and the device cookie it set.
+async fn timed_sign_in(
+    api: &ApiClient,
+    client: &reqwest::Client,
+    cookie: Option<&str>,
+    credentials: (&str, &str),
+) -> (u16, Duration, Option<String>) {
+    let (username, password) = credentials;
+    let mut req = client
+        .post(api.url("/v1/session"))
+        .json(&json!({"username": username, "password": password}));
+    if let Some(cookie) = cookie {
+        req = req.header("cookie", cookie);
+    }
+    let start = Instant::now();
+    let res = req.send().await.expect("POST /v1/session");
+    let took = start.elapsed();
+    let device = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("enspace_device="))
+        .and_then(|c| c.split(';').next())
+        .map(str::to_owned);
+    (res.status().as_u16(), took, device)
+}
+
+const ALICE: (&str, &str) = ("alice", "alice-password");
+const GUESS: (&str, &str) = ("alice", "guess");
+
+/// `enspace_sign_ins_slowed_total`.
+async fn slowed(api: &ApiClient) -> f64 {
+    sample(
+        &api.metrics_text().await,
+        "enspace_sign_ins_slowed_total",
+        "",
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn alice_still_signs_in_from_her_device_after_50_wrong_tries_from_50_addresses_while_the_attacker_is_slowed()
+ {
+    // Short delays so that the test is quick: 100 ms doubling up to 200 ms.
+    let mut config = TestApp::config();
+    config.limits.sign_in_first_delay = Duration::from_millis(100);
+    config.limits.sign_in_max_delay = Duration::from_millis(200);
+    let app = TestApp::spawn_configured(config).await;
+    let home = client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let (status, _, device) = timed_sign_in(&app, &home, None, ALICE).await;
+    assert_eq!(status, 200);
+    let device = device.expect("a device cookie with the session");
+
+    // 50 wrong passwords for alice, each from an address of its own: the
+    // limits per address never apply, the one per user name does.
+    let mut took = Vec::new();
+    for n in 0..50u8 {
+        let attacker = client_from(IpAddr::V4(Ipv4Addr::new(127, 3, 0, n + 1)));
+        let (status, t, _) = timed_sign_in(&app, &attacker, None, GUESS).await;
+        assert_eq!(status, 401, "attempt {n}: slowed, never refused");
+        took.push(t);
+    }
+    // After 10 failures each attempt waits 100 ms, then 200 ms.
+    assert!(
+        took[11..].iter().all(|t| *t >= Duration::from_millis(200)),
+        "every attempt after the 11th held back at least 200 ms: {took:?}"
+    );
+    let slowed_by_attack = slowed(&app).await;
+    assert!(slowed_by_attack >= 40.0, "{slowed_by_attack}");
+
+    // Her device (its cookie, her address) is judged on its own failures:
+    // it gets in, and is not held back.
+    let (status, _, _) = timed_sign_in(&app, &home, Some(&device), ALICE).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        slowed(&app).await,
+        slowed_by_attack,
+        "her device is not slowed"
+    );
+    // So is the cookie from anywhere else, e.g. her phone on another network.
+    let away = client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
+    let (status, _, _) = timed_sign_in(&app, &away, Some(&device), ALICE).await;
+    assert_eq!(status, 200);
+    // A new device is slowed, but gets in.
+    let new = client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4)));
+    let (status, t, _) = timed_sign_in(&app, &new, None, ALICE).await;
+    assert_eq!(status, 200);
+    assert!(t >= Duration::from_millis(200), "{t:?}");
+    assert_eq!(slowed(&app).await, slowed_by_attack + 1.0);
+    // A cookie for someone else, or a forged one, is no device of hers.
+    let bob = client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5)));
+    let (_, _, bobs) = timed_sign_in(&app, &bob, None, ("bob", "bob-password")).await;
+    for cookie in [
+        bobs.expect("bob's device cookie"),
+        device.replace("enspace_device=v1.", "enspace_device=v1.Ym9i"),
+        "enspace_device=v1.YWxpY2U.AAAAAAAAAAAAAAAAAAAAAA.AAAA".to_owned(),
+    ] {
+        let before = slowed(&app).await;
+        let (status, _, _) = timed_sign_in(&app, &new, Some(&cookie), ALICE).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            slowed(&app).await,
+            before + 1.0,
+            "{cookie} counts for nothing"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_device_cookie_with_ten_failures_is_locked_and_then_counts_for_nothing() {
+    let mut config = TestApp::config();
+    config.limits.sign_in_first_delay = Duration::from_millis(50);
+    config.limits.sign_in_max_delay = Duration::from_millis(50);
+    let app = TestApp::spawn_configured(config).await;
+    let home = client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let (_, _, device) = timed_sign_in(&app, &home, None, ALICE).await;
+    let device = device.expect("device cookie");
+    // Someone who stole it guesses from elsewhere: ten tries, judged by the
+    // device alone, so they count for nothing against alice's user name: an
+    // unknown client after them is not slowed.
+    for n in 0..10u8 {
+        let thief = client_from(IpAddr::V4(Ipv4Addr::new(127, 4, 0, n + 1)));
+        let (status, _, _) = timed_sign_in(&app, &thief, Some(&device), GUESS).await;
+        assert_eq!(status, 401);
+    }
+    let stranger = client_from(IpAddr::V4(Ipv4Addr::new(127, 5, 0, 1)));
+    assert_eq!(timed_sign_in(&app, &stranger, None, GUESS).await.0, 401);
+    assert_eq!(slowed(&app).await, 0.0);
+    // Then the cookie is locked: the thief is an unknown client again, whose
+    // failures count for alice's user name and for its address.
+    let thief = client_from(IpAddr::V4(Ipv4Addr::new(127, 4, 1, 1)));
+    for _ in 0..10 {
+        let (status, _, _) = timed_sign_in(&app, &thief, Some(&device), GUESS).await;
+        assert_eq!(status, 401);
+    }
+    assert!(
+        slowed(&app).await > 0.0,
+        "the locked cookie's failures count for alice"
+    );
+    let (status, _, _) = timed_sign_in(&app, &thief, Some(&device), ALICE).await;
+    assert_eq!(status, 429, "ten failures for alice from this address");
+    // Her own device (another cookie) is not affected.
+    let (_, _, other) = timed_sign_in(&app, &home, None, ALICE).await;
+    let before = slowed(&app).await;
+    let (status, _, _) = timed_sign_in(&app, &home, other.as_deref(), ALICE).await;
+    assert_eq!(status, 200);
+    assert_eq!(slowed(&app).await, before);
+    // Five minutes later the stolen cookie is a device again.
+    app.clock.advance(SignedDuration::from_mins(5));
+    let (status, _, _) = timed_sign_in(&app, &thief, Some(&device), ALICE).await;
+    assert_eq!(status, 200);
 }
 
 /// A sample of a metric in the Prometheus text, by name and label text.
@@ -154,6 +321,11 @@ async fn six_hundred_concurrent_wrong_sign_ins_keep_memory_threads_and_healthz_i
     let process = EnspaceProcess::serve(data.path());
     let pid = process.child.id();
     let api = ApiClient::from_base(&process.base);
+    // Bob signed in on his device before the flood: its device cookie.
+    let bob = client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let (status, _, device) = timed_sign_in(&api, &bob, None, ("bob", "bob-password")).await;
+    assert_eq!(status, 200);
+    let device = device.expect("bob's device cookie");
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
     // The flood runs on a runtime of its own, so that driving 600 clients
@@ -195,15 +367,13 @@ async fn six_hundred_concurrent_wrong_sign_ins_keep_memory_threads_and_healthz_i
     let started = Instant::now();
     let mut healthz = Vec::new();
     let (mut peak_rss, mut peak_threads) = (0, 0);
-    let bob = reqwest::Client::builder()
-        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
-        .build()
-        .expect("client");
     let mut bob_statuses = Vec::new();
     // Bob signs in once every flooding address has had its first answer:
     // 600 first attempts from fresh addresses are as clean as his and queue
     // with him in order of arrival (a busy machine spreads them out); what
-    // must not lock him out is the flood that goes on after them.
+    // must not lock him out is the flood that goes on after them. From his
+    // device, an attempt the flood turned away does not count against the
+    // next (a new device's would: see the signin-flood benchmark).
     let mut next_bob: Option<Instant> = None;
     while started.elapsed() < FLOOD
         || (bob_statuses.len() < BOB_ATTEMPTS && started.elapsed() < 4 * FLOOD)
@@ -226,13 +396,9 @@ async fn six_hundred_concurrent_wrong_sign_ins_keep_memory_threads_and_healthz_i
         if let Some(at) = next_bob.as_mut()
             && Instant::now() >= *at
         {
-            let res = bob
-                .post(api.url("/v1/session"))
-                .json(&json!({"username": "bob", "password": "bob-password"}))
-                .send()
-                .await
-                .expect("bob signs in");
-            bob_statuses.push(res.status().as_u16());
+            let (status, _, _) =
+                timed_sign_in(&api, &bob, Some(&device), ("bob", "bob-password")).await;
+            bob_statuses.push(status);
             *at += Duration::from_millis(500);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

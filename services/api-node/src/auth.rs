@@ -8,11 +8,10 @@
 //! workspace and user agent kept within bounds (`enspace_core::record_bounds`);
 //! a call refused before a token is known is counted instead (`refused`).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams, Request, State};
+use axum::extract::{FromRequestParts, RawPathParams, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -178,10 +177,8 @@ pub async fn require_token(
                 method: req.method().as_str().to_owned(),
                 path: path.to_owned(),
                 path_truncated,
-                client_ip: req
-                    .extensions()
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|ci| ci.0.ip().to_string())
+                client_ip: enspace_http::client_addr::client_addr(req.extensions(), req.headers())
+                    .map(|ip| ip.to_string())
                     .unwrap_or_default(),
                 user_agent: req
                     .headers()

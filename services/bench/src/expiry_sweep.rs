@@ -68,6 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let envelope = enspace_core::fixtures::created(seq, &SecretHash(hash))
                 .user(&format!("user{}", i % 10_000))
                 .expires_at(expiry(i))
+                .at(base)
                 .build();
             let stored = StoredEvent::new(prev, &envelope);
             prev = stored.hash;

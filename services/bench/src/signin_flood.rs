@@ -4,12 +4,15 @@
 //! check, send wrong sign-ins with new user names as fast as they are
 //! answered, for `--seconds` (30). Meanwhile `/healthz` and a call to the
 //! embedded API node (with alice's token) are each timed every 20 ms, the
-//! process's RSS and threads are sampled, and another user (bob, from an
-//! address of his own) signs in correctly every half second.
+//! process's RSS and threads are sampled, and two other users sign in
+//! correctly every half second, each from an address of their own: bob
+//! from the device he signed in on before the flood (its device cookie),
+//! audra from a new one.
 //!
 //! Baseline, same run: `/healthz` and the API call timed the same way for
 //! 5 s before the flood. Targets: RSS < 300 MB, `/healthz` p99 < 50 ms
-//! during the flood, bob's sign-ins succeed.
+//! during the flood, bob's sign-ins succeed (audra's are reported: a new
+//! device competes with the flood's first attempts for a hashing slot).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -100,6 +103,35 @@ async fn alices_token(client: &reqwest::Client, base: &str) -> anyhow::Result<St
         .context("no secret in the creation answer")
 }
 
+/// A sign-in with `body` (and `cookie`, a device cookie, if given): its
+/// device cookie when it succeeds (`None` if it sets none), an error if not.
+async fn sign_in(
+    client: &reqwest::Client,
+    url: &str,
+    body: &'static str,
+    cookie: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(cookie) = cookie {
+        req = req.header("cookie", cookie);
+    }
+    let res = req.send().await?;
+    if !res.status().is_success() {
+        bail!("sign-in answered {}", res.status());
+    }
+    Ok(res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("enspace_device="))
+        .and_then(|c| c.split(';').next())
+        .map(str::to_owned))
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.clients == 0 || args.clients > 60_000 || args.seconds == 0 {
         bail!("--clients must be 1 to 60000 and --seconds at least 1");
@@ -125,6 +157,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )
     });
     let idle_rss = rss_bytes(&pid).unwrap_or(0);
+    // Bob signed in on this device before (a browser keeps the device
+    // cookie; an `enspace` without device cookies sets none).
+    let bob_device = runtime.block_on(sign_in(
+        &reqwest::Client::new(),
+        &format!("{base}/v1/session"),
+        r#"{"username":"bob","password":"bob-password"}"#,
+        None,
+    ))?;
 
     // The flood, on a runtime (and thread) of its own.
     let stop = Arc::new(AtomicBool::new(false));
@@ -185,6 +225,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let bob = reqwest::Client::builder()
         .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
         .build()?;
+    let audra = reqwest::Client::builder()
+        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)))
+        .build()?;
     let session = format!("{base}/v1/session");
     let start = Instant::now();
     let until = start + Duration::from_secs(args.seconds);
@@ -200,37 +243,50 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             (rss, threads_peak)
         };
-        let bob = async {
-            let mut results = Vec::new();
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            while Instant::now() < until {
-                let t = Instant::now();
-                let ok = bob
-                    .post(&session)
-                    .header("content-type", "application/json")
-                    .body(r#"{"username":"bob","password":"bob-password"}"#)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                results.push((ok, t.elapsed()));
-                tokio::time::sleep(Duration::from_millis(500)).await;
+        let signs_in = |client: reqwest::Client, body: &'static str, cookie: Option<String>| {
+            let session = session.clone();
+            async move {
+                let mut results = Vec::new();
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                while Instant::now() < until {
+                    let t = Instant::now();
+                    let ok = sign_in(&client, &session, body, cookie.as_deref())
+                        .await
+                        .is_ok();
+                    results.push((ok, t.elapsed()));
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                results
             }
-            results
         };
-        tokio::join!(healthz, api_calls, memory, bob)
+        let bob = signs_in(
+            bob,
+            r#"{"username":"bob","password":"bob-password"}"#,
+            bob_device.clone(),
+        );
+        let audra = signs_in(
+            audra,
+            r#"{"username":"audra","password":"audra-password"}"#,
+            None,
+        );
+        let (healthz, api_calls, memory, bob, audra) =
+            tokio::join!(healthz, api_calls, memory, bob, audra);
+        (healthz, api_calls, memory, (bob, audra))
     });
+    let (bob_results, audra_results) = bob_results;
     stop.store(true, Ordering::Relaxed);
     flood
         .join()
         .map_err(|_| anyhow::anyhow!("the flood thread panicked"))?
         .context("the flood")?;
     let answered: Vec<u64> = statuses.iter().map(|s| s.load(Ordering::Relaxed)).collect();
-    let bob_ok = bob_results.iter().filter(|(ok, _)| *ok).count();
-    let bob_slowest = bob_results
-        .iter()
-        .map(|(_, t)| *t)
-        .max()
-        .unwrap_or_default();
+    let tally = |results: &[(bool, Duration)]| {
+        let ok = results.iter().filter(|(ok, _)| *ok).count();
+        let slowest = results.iter().map(|(_, t)| *t).max().unwrap_or_default();
+        (ok, slowest)
+    };
+    let (bob_ok, bob_slowest) = tally(&bob_results);
+    let (audra_ok, audra_slowest) = tally(&audra_results);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
         "{} concurrent wrong sign-ins from {} addresses for {} s against enspace serve:",
@@ -267,9 +323,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         TARGET_RSS >> 20
     );
     println!(
-        "  bob's valid sign-ins during the flood: {bob_ok} of {} succeeded, slowest {:.0} ms",
+        "  bob's valid sign-ins during the flood, from his device ({}): {bob_ok} of {} succeeded, slowest {:.0} ms",
+        if bob_device.is_some() {
+            "its device cookie"
+        } else {
+            "no device cookie set"
+        },
         bob_results.len(),
         ms(bob_slowest)
+    );
+    println!(
+        "  audra's, from a new device (no cookie): {audra_ok} of {} succeeded, slowest {:.0} ms",
+        audra_results.len(),
+        ms(audra_slowest)
     );
     let met = peak_rss < TARGET_RSS && p99 < TARGET_P99 && bob_ok == bob_results.len();
     println!("  targets {}", if met { "met" } else { "NOT met" });

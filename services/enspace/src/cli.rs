@@ -91,7 +91,7 @@ impl NatsAuthArgs {
 pub struct RestoreArgs {
     #[arg(long, env = "ENSPACE_DATA", default_value = "./data")]
     pub data: PathBuf,
-    #[arg(long, env = "NATS_URL")]
+    #[arg(long, env = "NATS_URL", hide_env_values = true)]
     pub nats_url: String,
     #[command(flatten)]
     pub nats_auth: NatsAuthArgs,
@@ -128,7 +128,7 @@ pub struct ServiceArgs {
     #[arg(long, env = "ENSPACE_DATA", default_value = "./data")]
     pub data: PathBuf,
     /// NATS server URL.
-    #[arg(long, env = "NATS_URL")]
+    #[arg(long, env = "NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
     /// Directory file (JSON) of users and workspaces; the demo one if absent.
     #[arg(long, env = "ENSPACE_DIRECTORY")]
@@ -195,12 +195,13 @@ pub struct ServiceArgs {
 pub struct NotificationArgs {
     /// POST every notification here (JSON, signed as Standard Webhooks);
     /// needs --webhook-secret.
-    #[arg(long, env = "ENSPACE_WEBHOOK_URL", value_parser = parse_webhook_url)]
+    #[arg(long, env = "ENSPACE_WEBHOOK_URL", hide_env_values = true,
+        value_parser = Quiet(parse_webhook_url))]
     pub webhook_url: Option<reqwest::Url>,
     /// The Standard Webhooks secret the webhook is signed with: `whsec_`
     /// and the base64 of 24 to 64 random bytes.
     #[arg(long, env = "ENSPACE_WEBHOOK_SECRET", hide_env_values = true,
-        value_parser = parse_webhook_secret)]
+        value_parser = Quiet(parse_webhook_secret))]
     pub webhook_secret: Option<WebhookSecret>,
     /// The wait after a failed webhook delivery; doubled after each further
     /// failure, up to 10 minutes.
@@ -223,6 +224,41 @@ impl Default for NotificationArgs {
 }
 
 pub use enspace_tokens::notifications::webhook::WebhookSecret;
+
+/// A value parser for flags that may hold a secret: its errors name the
+/// flag and say what is wrong, but never repeat the value (clap's own
+/// errors quote it).
+#[derive(Clone)]
+pub struct Quiet<T>(pub fn(&str) -> Result<T, String>);
+
+impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Quiet<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let name = arg
+            .and_then(clap::Arg::get_long)
+            .map_or_else(|| "the value".to_owned(), |long| format!("--{long}"));
+        let text = value.to_str().ok_or_else(|| {
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidUtf8,
+                format!("{name} is not UTF-8\n"),
+            )
+            .with_cmd(cmd)
+        })?;
+        (self.0)(text).map_err(|why| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for {name} (not shown): {why}\n"),
+            )
+            .with_cmd(cmd)
+        })
+    }
+}
 
 fn parse_webhook_secret(s: &str) -> Result<WebhookSecret, String> {
     s.parse()
@@ -273,7 +309,7 @@ pub struct NodeArgs {
     #[arg(long, env = "ENSPACE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// NATS server URL.
-    #[arg(long, env = "NATS_URL")]
+    #[arg(long, env = "NATS_URL", hide_env_values = true)]
     pub nats_url: String,
     /// This node's name in request records and metrics.
     #[arg(long, env = "ENSPACE_NODE_ID", default_value = "api-node")]
@@ -325,6 +361,19 @@ pub struct HttpLimits {
     /// A request body may send nothing for at most this long.
     #[arg(long, env = "ENSPACE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    /// Proxies in front (`CIDR,…`, e.g. `10.0.0.0/8,192.0.2.7`): from these
+    /// peers the client address is the right-most hop of `X-Forwarded-For`
+    /// or `Forwarded` that is not one of them. Default: none, the peer is
+    /// the client.
+    #[arg(long, env = "ENSPACE_TRUSTED_PROXIES", default_value = "none",
+        value_parser = parse_trusted_proxies)]
+    pub trusted_proxies: TrustedProxies,
+}
+
+pub use enspace_http::TrustedProxies;
+
+fn parse_trusted_proxies(s: &str) -> Result<TrustedProxies, String> {
+    s.parse()
 }
 
 impl Default for HttpLimits {
@@ -334,6 +383,7 @@ impl Default for HttpLimits {
             max_connections: server.max_connections,
             header_read_timeout: server.header_read_timeout,
             idle_timeout: server.idle_timeout,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -565,6 +615,55 @@ mod tests {
             Ok(Staleness(Some(Duration::from_secs(60))))
         );
         assert!(parse_staleness("never").is_err());
+    }
+
+    #[test]
+    fn every_listener_takes_trusted_proxies_and_refuses_a_bad_block() {
+        use clap::Parser;
+        let parsed = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let node = parsed(&[
+            "enspace",
+            "api-node",
+            "--nats-url",
+            "nats://127.0.0.1:4222",
+            "--trusted-proxies",
+            "10.0.0.0/8, ::1",
+        ]);
+        let Ok(Cli {
+            command: Command::ApiNode(node),
+        }) = node
+        else {
+            panic!("api-node takes --trusted-proxies");
+        };
+        assert!(
+            node.limits
+                .http
+                .trusted_proxies
+                .contains("10.1.2.3".parse().expect("ip"))
+        );
+        assert!(
+            node.limits
+                .http
+                .trusted_proxies
+                .contains("::1".parse().expect("ip"))
+        );
+        let Ok(Cli {
+            command: Command::Tokens(tokens),
+        }) = parsed(&["enspace", "tokens", "--trusted-proxies", "192.0.2.7"])
+        else {
+            panic!("tokens takes --trusted-proxies");
+        };
+        assert!(
+            tokens
+                .limits
+                .http
+                .trusted_proxies
+                .contains("192.0.2.7".parse().expect("ip"))
+        );
+        assert!(parsed(&["enspace", "serve"]).is_ok_and(|cli| matches!(
+            cli.command, Command::Serve(args) if args.limits.http.trusted_proxies.is_empty()
+        )));
+        assert!(parsed(&["enspace", "serve", "--trusted-proxies", "10.0.0.0/33"]).is_err());
     }
 
     #[test]

@@ -41,7 +41,7 @@ fn main() -> ExitCode {
                 );
             }
             match &args.nats_url {
-                Some(url) => println!("mode: JetStream at {url}"),
+                Some(url) => println!("mode: JetStream at {}", enspace_nats::redact_url(url)),
                 None => println!("mode: embedded (no NATS)"),
             }
             run::serve(

@@ -28,7 +28,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         |_| {},
     )
     .await
-    .with_context(|| format!("cannot connect to NATS at {} (NATS_URL)", args.nats_url))?;
+    .with_context(|| enspace_nats::cannot_connect(&args.nats_url))?;
     let js = async_nats::jetstream::new(client);
     let restored = enspace_tokens::restore::restore(&js, &store, &trust).await?;
     store.check_committed()?;

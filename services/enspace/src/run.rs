@@ -92,7 +92,7 @@ async fn control_plane(
                 |_| {},
             )
             .await
-            .with_context(|| format!("cannot connect to NATS at {url} (NATS_URL)"))?;
+            .with_context(|| enspace_nats::cannot_connect(url))?;
             let js = async_nats::jetstream::new(client.clone());
             let restored = match &cluster {
                 // A process of a cluster may be behind the stream: it
@@ -415,7 +415,8 @@ fn start_publisher(
                     Ok(client) => publisher.run(client).await,
                     Err(e) => tracing::error!(
                         error = %e,
-                        "cannot connect the request record publisher to NATS at {url}"
+                        "cannot connect the request record publisher to NATS at {}",
+                        enspace_nats::redact_url(&url)
                     ),
                 }
             });
@@ -443,6 +444,7 @@ async fn serve_router(
     limits: &crate::cli::HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let router = limits.trusted_proxies.clone().layer(router);
     enspace_http::server::serve(listener, router, limits.server(), shutdown).await?;
     Ok(())
 }
@@ -579,7 +581,7 @@ pub async fn api_node(
         kick_on_reconnect(&kick),
     )
     .await
-    .with_context(|| format!("cannot connect to NATS at {} (NATS_URL)", args.nats_url))?;
+    .with_context(|| enspace_nats::cannot_connect(&args.nats_url))?;
     let js = async_nats::jetstream::new(client);
     let mut registry = Registry::default();
     let (node_metrics, records) = record_queue(&mut registry, args.limits.record_queue_capacity);

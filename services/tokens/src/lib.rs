@@ -23,6 +23,7 @@ pub mod signing_key;
 pub mod state;
 pub mod store;
 pub mod store_error;
+pub mod text;
 pub mod token_quota;
 
 use axum::Router;
@@ -40,7 +41,18 @@ use routes::{
 /// `routes!`, so every route here is in the OpenAPI document.
 pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(session::create_session, session::delete_session))
+        .merge(
+            // Bodies anyone may send (sign-in, leak reports): a few KiB is
+            // all they need, so that many connections cannot hold much.
+            OpenApiRouter::new()
+                .routes(routes!(session::create_session, session::delete_session))
+                .routes(routes!(report_leak::report_leak))
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    routes::UNAUTHENTICATED_BODY_LIMIT,
+                )),
+        )
+        // Reads its body itself, a few at a time (see the route).
+        .routes(routes!(secret_scanning::report_github_matches))
         .routes(routes!(me::get_me))
         .routes(routes!(me::list_workspaces))
         .routes(routes!(tokens::create_token, tokens::list_tokens))
@@ -52,16 +64,6 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(tokens::token_events))
         .routes(routes!(tokens::rotate_token))
-        .routes(routes!(report_leak::report_leak))
-        .merge(
-            // GitHub posts up to 1000 matches at once: more than the 64 KiB
-            // every other route takes.
-            OpenApiRouter::new()
-                .routes(routes!(secret_scanning::report_github_matches))
-                .layer(axum::extract::DefaultBodyLimit::max(
-                    secret_scanning::BODY_LIMIT,
-                )),
-        )
         .routes(routes!(workspaces::list_workspace_tokens))
         .routes(routes!(workspaces::revoke_workspace_token))
         .routes(routes!(workspaces::get_policy, workspaces::put_policy))

@@ -1,5 +1,6 @@
 //! The control plane's limits against abuse, in one place with their
-//! defaults: failed sign-ins per user name and per client address, how many
+//! defaults: failed sign-ins per client address, per user name and address,
+//! per device and per user name (which slows, never refuses), how many
 //! password hashes run at once, active tokens and sessions per user, leak
 //! reports per client address.
 
@@ -10,12 +11,25 @@ use jiff::SignedDuration;
 
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Failed sign-ins for one user name within `sign_in_window`, after
-    /// which further attempts for it answer 429 until the oldest ages out.
+    /// Failed sign-ins for one user name by clients without its device
+    /// cookie within `sign_in_window`, after which each further attempt by
+    /// such a client is slowed (never refused).
     pub failed_sign_ins_per_user: usize,
-    /// Failed sign-ins from one client address within `sign_in_window`.
+    /// Failed sign-ins for one user name from one client address within
+    /// `sign_in_window`, after which that address's attempts for it answer
+    /// 429 until the oldest ages out.
+    pub failed_sign_ins_per_user_ip: usize,
+    /// Failed sign-ins from one client address within `sign_in_window`,
+    /// whatever the user names, after which its attempts answer 429.
     pub failed_sign_ins_per_ip: usize,
+    /// Failed sign-ins with one device cookie within `sign_in_window`, after
+    /// which the cookie counts for nothing until the oldest ages out.
+    pub failed_sign_ins_per_device: usize,
     pub sign_in_window: SignedDuration,
+    /// The first hold-back of a slowed sign-in; doubled with each further
+    /// failure for the user name, up to `sign_in_max_delay`.
+    pub sign_in_first_delay: Duration,
+    pub sign_in_max_delay: Duration,
     /// Password hashes (argon2id, about 19 MiB and tens of milliseconds of
     /// one core each) computed at once; further sign-ins wait.
     pub password_hashes_at_once: usize,
@@ -34,8 +48,12 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             failed_sign_ins_per_user: 10,
+            failed_sign_ins_per_user_ip: 10,
             failed_sign_ins_per_ip: 30,
+            failed_sign_ins_per_device: 10,
             sign_in_window: SignedDuration::from_mins(5),
+            sign_in_first_delay: Duration::from_secs(1),
+            sign_in_max_delay: Duration::from_secs(16),
             password_hashes_at_once: default_hashes_at_once(),
             password_hash_wait: Duration::from_secs(2),
             max_tokens_per_user: 200,

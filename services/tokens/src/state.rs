@@ -111,8 +111,11 @@ impl AppState {
         config: Config,
     ) -> Result<Self, crate::store::StoreError> {
         let writer = Writer::start(store.clone(), clock.clone(), metrics.clone())?;
-        let sign_in =
-            crate::credentials::SignInGuard::new(&config.limits, metrics.sign_ins.clone());
+        let sign_in = crate::credentials::SignInGuard::new(
+            &config.limits,
+            metrics.sign_ins.clone(),
+            config.event_signer.as_ref().map(|s| s.seed()).as_ref(),
+        );
         let quota = crate::token_quota::TokenQuota::new(config.limits.max_tokens_per_user);
         let leak_reports =
             crate::leaks::LeakReports::new(config.limits.leak_reports_per_minute, clock.clone());

@@ -70,6 +70,12 @@ impl Created {
         self
     }
 
+    /// Made at `at`.
+    pub fn at(mut self, at: Timestamp) -> Self {
+        self.at = at;
+        self
+    }
+
     /// Expires at exactly `expires_at`.
     pub fn expires_at(mut self, expires_at: Timestamp) -> Self {
         let data = self.data();

@@ -44,7 +44,7 @@ where
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body_too_large",
-                    format!("the body is over {} KiB", BODY_LIMIT / 1024),
+                    "the body is larger than this route takes",
                 )
             } else {
                 ApiError::malformed_json("the body could not be read")

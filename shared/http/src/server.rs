@@ -7,6 +7,8 @@
 //!   timer), so an idle keep-alive connection also ends then;
 //! - a request body that sends nothing for `idle_timeout` (60 s) fails
 //!   (tower-http's body timeout) and its connection closes;
+//! - a connection reads at most [`READ_BUFFER_MAX`] (16 KiB, its head
+//!   included) ahead of its handler;
 //! - at most `max_connections` are open at once (and fewer if the process
 //!   may not open that many files): at the cap the oldest connection that is
 //!   not serving a request is closed to make room, and when every one is
@@ -61,6 +63,12 @@ impl Default for ServerLimits {
         }
     }
 }
+
+/// The most a connection reads ahead of its handler: hyper reads a body
+/// into its buffer and one chunk beyond before anyone asks (400 KiB by
+/// default, so 4,096 connections posting bodies nobody reads held 3 GiB).
+/// Request heads must fit in it too.
+pub const READ_BUFFER_MAX: usize = 16 * 1024;
 
 /// File descriptors kept out of the connection budget (the stores, NATS,
 /// logs, the listener): a quarter of the limit, between 32 and 256.
@@ -336,7 +344,8 @@ fn spawn_connection(
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout);
+            .header_read_timeout(header_read_timeout)
+            .max_buf_size(READ_BUFFER_MAX);
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(conn);
         let mut shutting_down = *draining.borrow();

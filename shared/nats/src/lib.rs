@@ -3,10 +3,12 @@
 
 mod backoff;
 pub mod edge;
+mod redact;
 
 use std::time::Duration;
 
 pub use backoff::Backoff;
+pub use redact::{cannot_connect, redact_url};
 
 use async_nats::jetstream::{self, stream};
 
@@ -176,22 +178,45 @@ pub async fn connect_with(
             ))
         })?;
     // The client connects to the URL's host but does not send the user and
-    // password it carries; they are taken from the first URL here.
+    // password it carries; they are taken from the first URL here (a user
+    // alone is a token), and the addresses go to the client without them,
+    // so that none of its log lines can show them.
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(s)
             .decode_utf8_lossy()
             .into_owned()
     };
-    let user = addrs.first().and_then(|a| a.username()).map(decode);
-    if let Some(addr) = addrs.first()
-        && let (Some(user), Some(password)) = (&user, addr.password())
-    {
-        options = options.user_and_password(user.clone(), decode(password));
+    // The user names the inbox prefix; a token (a user without a password)
+    // is a secret and never does.
+    let mut user = None;
+    match addrs.first().map(|a| (a.username(), a.password())) {
+        Some((Some(name), Some(password))) => {
+            let name = decode(name);
+            options = options.user_and_password(name.clone(), decode(password));
+            user = Some(name);
+        }
+        Some((Some(token), None)) => options = options.token(decode(token)),
+        _ => {}
     }
     options = options.custom_inbox_prefix(inbox_prefix(
         credentials.inbox_prefix.as_deref(),
         user.as_deref(),
     ));
+    let addrs = addrs
+        .into_iter()
+        .map(|addr| {
+            let mut url = addr.into_inner();
+            let _ = url.set_password(None);
+            let _ = url.set_username("");
+            async_nats::ServerAddr::from_url(url)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            ConnectError::Connect(async_nats::ConnectError::with_source(
+                async_nats::ConnectErrorKind::ServerParse,
+                e,
+            ))
+        })?;
     if let Some(path) = &credentials.creds_file {
         options =
             options

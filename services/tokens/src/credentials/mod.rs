@@ -1,40 +1,23 @@
 //! Checking a user name and password at sign-in, and what guards it: the
-//! throttle on failed attempts (per user name and per client address) and
-//! the bounded pool that hashes passwords; and what a sign-in leaves behind
-//! (log lines and metrics, never the password).
+//! throttle on failed attempts (per client address, per user name and
+//! address, per device; slowing per user name), the device cookies that
+//! tell a client that signed in before, and the bounded pool that hashes
+//! passwords; and what a sign-in leaves behind (log lines and metrics,
+//! never the password).
 
+pub mod device;
 pub mod hashing;
 pub mod throttle;
 
-use std::net::{IpAddr, SocketAddr};
-
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
 use enspace_http::error::echoable;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+pub use device::DeviceCookies;
 pub use hashing::{HashError, PasswordHashing};
-pub use throttle::{SignInThrottle, Standing, Throttled};
-
-/// The client's address as the connection saw it, when the server records
-/// it (`ConnectInfo`); `None` where it does not.
-pub struct ClientIp(pub Option<IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ci| ci.0.ip()),
-        ))
-    }
-}
+pub use throttle::{Admission, Attempt, SignInThrottle, Standing, Throttled};
 
 /// A user name as a log line may show it: quoted and escaped, and not at
 /// all when it is long or looks like a secret (someone typed a token or a
@@ -52,10 +35,12 @@ struct Outcome {
     outcome: &'static str,
 }
 
-/// `enspace_sign_ins{outcome="ok"|"failed"|"throttled"|"busy"}`.
+/// `enspace_sign_ins{outcome="ok"|"failed"|"throttled"|"busy"}` and
+/// `enspace_sign_ins_slowed`.
 #[derive(Clone)]
 pub struct SignInMetrics {
     outcomes: Family<Outcome, Counter>,
+    pub slowed: Counter,
 }
 
 impl SignInMetrics {
@@ -66,7 +51,13 @@ impl SignInMetrics {
             "Sign-in attempts by outcome: ok, failed (wrong user name or password), throttled (too many failures), busy (no password hashing slot in time)",
             outcomes.clone(),
         );
-        SignInMetrics { outcomes }
+        let slowed = Counter::default();
+        registry.register(
+            "enspace_sign_ins_slowed",
+            "Sign-in attempts held back because their user name had many recent failures from clients without its device cookie",
+            slowed.clone(),
+        );
+        SignInMetrics { outcomes, slowed }
     }
 
     pub fn count(&self, outcome: &'static str) {
@@ -77,14 +68,22 @@ impl SignInMetrics {
 /// Everything a sign-in goes through, shared by every request.
 pub struct SignInGuard {
     pub throttle: SignInThrottle,
+    pub devices: DeviceCookies,
     pub hashing: PasswordHashing,
     pub metrics: SignInMetrics,
 }
 
 impl SignInGuard {
-    pub fn new(limits: &crate::limits::Limits, metrics: SignInMetrics) -> Self {
+    /// `device_secret` keys the device cookies (the event signing key's
+    /// seed; random when there is none).
+    pub fn new(
+        limits: &crate::limits::Limits,
+        metrics: SignInMetrics,
+        device_secret: Option<&[u8; 32]>,
+    ) -> Self {
         SignInGuard {
             throttle: SignInThrottle::new(limits),
+            devices: DeviceCookies::new(device_secret),
             hashing: PasswordHashing::new(
                 limits.password_hashes_at_once,
                 limits.password_hash_wait,

@@ -18,10 +18,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use p256::ecdsa::signature::Verifier;
+use p256::ecdsa::signature::DigestVerifier;
 use p256::ecdsa::{DerSignature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 /// The least time between two readings of the key file prompted by an
 /// unknown key identifier.
@@ -214,6 +215,16 @@ impl GithubKeys {
         signature: Option<&str>,
         body: &[u8],
     ) -> Result<(), SignatureError> {
+        self.claim(key_id, signature)?.verify(body)
+    }
+
+    /// What can be checked before the body is read: both headers are there,
+    /// the key is one GitHub publishes, and the signature is well-formed.
+    pub fn claim(
+        &self,
+        key_id: Option<&str>,
+        signature: Option<&str>,
+    ) -> Result<Claim, SignatureError> {
         let key_id = key_id
             .map(str::trim)
             .filter(|k| !k.is_empty())
@@ -232,13 +243,42 @@ impl GithubKeys {
         if !set.keys.contains_key(key_id) {
             set = self.reload_if_due();
         }
-        let key = set.keys.get(key_id).ok_or(SignatureError::UnknownKey)?;
+        let key = *set.keys.get(key_id).ok_or(SignatureError::UnknownKey)?;
         let der = base64::engine::general_purpose::STANDARD
             .decode(signature)
             .map_err(|_| SignatureError::MalformedSignature)?;
         let signature = DerSignature::try_from(der.as_slice())
             .map_err(|_| SignatureError::MalformedSignature)?;
-        key.verify(body, &signature)
+        Ok(Claim { key, signature })
+    }
+}
+
+/// A report's key and signature, checked as far as they can be without its
+/// body.
+pub struct Claim {
+    key: VerifyingKey,
+    signature: DerSignature,
+}
+
+impl Claim {
+    /// Checks the signature against the raw body.
+    pub fn verify(&self, body: &[u8]) -> Result<(), SignatureError> {
+        self.verify_parts([body])
+    }
+
+    /// Checks the signature against the raw body, in the parts it came in.
+    pub fn verify_parts<'a>(
+        &self,
+        parts: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), SignatureError> {
+        let mut digest = Sha256::new();
+        for part in parts {
+            digest.update(part);
+        }
+        let signature = p256::ecdsa::Signature::try_from(self.signature.clone())
+            .map_err(|_| SignatureError::MalformedSignature)?;
+        self.key
+            .verify_digest(digest, &signature)
             .map_err(|_| SignatureError::BadSignature)
     }
 }

@@ -7,9 +7,6 @@ use enspace_core::{SecretHash, TokenView};
 use crate::commands::{Command, CommandError};
 use crate::store::writer::Writer;
 
-/// Longest leak URL recorded.
-pub const MAX_LEAK_URL_LEN: usize = 2048;
-
 /// What a report found.
 #[derive(Debug)]
 pub enum Finding {
@@ -18,18 +15,6 @@ pub enum Finding {
     /// Not a well-formed ENSPACE token, no such token, or one already
     /// revoked or expired: nothing changed.
     NotActive,
-}
-
-/// Whether `url` may be recorded as where a token leaked: `http` or
-/// `https`, at most 2048 characters, no whitespace or control characters.
-pub fn usable_leak_url(url: &str) -> bool {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return false;
-    };
-    (scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http"))
-        && !rest.is_empty()
-        && url.len() <= MAX_LEAK_URL_LEN
-        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Revokes the token whose secret is `reported`, if it is active. A string
@@ -55,28 +40,5 @@ pub async fn revoke_leaked(
         }
         Err(CommandError::TokenNotFound | CommandError::TokenInactive(_)) => Ok(Finding::NotActive),
         Err(e) => Err(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_http_urls_of_a_sane_length_are_recorded() {
-        assert!(usable_leak_url(
-            "https://github.com/acme/app/blob/main/.env"
-        ));
-        assert!(usable_leak_url("HTTP://example.com/paste/1"));
-        assert!(!usable_leak_url("javascript:alert(1)"));
-        assert!(!usable_leak_url("ftp://example.com/x"));
-        assert!(!usable_leak_url("https://"));
-        assert!(!usable_leak_url("https://example.com/a b"));
-        assert!(!usable_leak_url("https://example.com/\u{7}"));
-        let long = format!("https://example.com/{}", "a".repeat(MAX_LEAK_URL_LEN));
-        assert!(!usable_leak_url(&long));
-        let edge = format!("https://e.com/{}", "a".repeat(MAX_LEAK_URL_LEN - 14));
-        assert_eq!(edge.len(), MAX_LEAK_URL_LEN);
-        assert!(usable_leak_url(&edge));
     }
 }

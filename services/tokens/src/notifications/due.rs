@@ -26,7 +26,27 @@ pub struct DueIndex {
 pub struct DueEntry {
     pub user_id: String,
     pub description: String,
+    /// When the token stops: its expiry, or a rotation's end of overlap.
     pub expires_at: Timestamp,
+    /// The successor, when `expires_at` is the end of a rotation's overlap:
+    /// the stages then tell of the old token stopping, not of an expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<Ulid>,
+    /// The event that set `expires_at` (the creation or the rotation): no
+    /// stage due before it is told, and none is dated before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Timestamp>,
+}
+
+impl DueEntry {
+    /// When `stage` falls due for this entry, if it is told at all: a stage
+    /// due at or before the event that set the entry is not (a rotation
+    /// with an hour's overlap tells no "expires in 7 days" or "in 1 day",
+    /// and one without overlap tells nothing: the owner just did it).
+    pub fn due_at(&self, stage: Stage) -> Option<Timestamp> {
+        let at = stage.due_at(self.expires_at)?;
+        (self.since.is_none_or(|since| at > since)).then_some(at)
+    }
 }
 
 /// One entry of the index, read back.

@@ -203,13 +203,21 @@ impl Notifications {
     }
 }
 
-/// The short human sentence for an expiry stage.
-pub fn expiry_detail(stage: Stage, description: &str, expires_at: Timestamp) -> String {
-    let at = expires_at.strftime("%Y-%m-%d %H:%M UTC");
-    match stage {
-        Stage::SevenDays => format!("“{description}” expires in 7 days, at {at}"),
-        Stage::OneDay => format!("“{description}” expires in 1 day, at {at}"),
-        _ => format!("“{description}” expired at {at}"),
+/// The short human sentence for an expiry stage: the token's expiry, or,
+/// after a rotation, the old token's end of overlap, said as what it is.
+pub fn expiry_detail(stage: Stage, entry: &due::DueEntry) -> String {
+    let description = &entry.description;
+    let at = entry.expires_at.strftime("%Y-%m-%d %H:%M UTC");
+    match (entry.replaced_by, stage) {
+        (Some(successor), Stage::Expired) => format!(
+            "the old token of “{description}” stopped at {at}; it was replaced by {successor}"
+        ),
+        (Some(successor), _) => format!(
+            "the old token of “{description}” stops at {at}; it was replaced by {successor}"
+        ),
+        (None, Stage::SevenDays) => format!("“{description}” expires in 7 days, at {at}"),
+        (None, Stage::OneDay) => format!("“{description}” expires in 1 day, at {at}"),
+        (None, _) => format!("“{description}” expired at {at}"),
     }
 }
 

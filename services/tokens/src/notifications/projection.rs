@@ -48,6 +48,17 @@ fn revoked_notification(
         RevokeReason::Leaked => (
             Stage::Leaked,
             match url {
+                // Recorded URLs follow the leak URL rules; one recorded
+                // before they refused characters that hide or reorder text
+                // is left out rather than shown.
+                Some(url) if url.chars().any(crate::text::hides_or_reorders) => format!(
+                    "“{description}” was reported as leaked and revoked (the URL reported with it \
+                     is not shown: it holds characters that could disguise it)"
+                ),
+                Some(url) if crate::leaks::escapes_a_disguise(url) => format!(
+                    "“{description}” was reported as leaked at {url} and revoked (characters in \
+                     the URL that could disguise it are shown percent-encoded)"
+                ),
                 Some(url) => format!("“{description}” was reported as leaked at {url} and revoked"),
                 None => format!("“{description}” was reported as leaked and revoked"),
             },
@@ -214,6 +225,8 @@ impl NotificationProjection {
                                 user_id: created.user_id.clone(),
                                 description: created.description.clone(),
                                 expires_at,
+                                replaced_by: None,
+                                since: Some(envelope.at),
                             }),
                         );
                     }
@@ -258,6 +271,8 @@ impl NotificationProjection {
                             user_id: rotated.user_id.clone(),
                             description: view.description,
                             expires_at,
+                            replaced_by: Some(rotated.replaced_by),
+                            since: Some(envelope.at),
                         }),
                     );
                 }
@@ -302,7 +317,7 @@ impl NotificationProjection {
                         let (Some(entry), Some(value)) = (entry, values.get(token_id)) else {
                             continue;
                         };
-                        let Some(due_at) = stage.due_at(entry.expires_at) else {
+                        let Some(due_at) = entry.due_at(stage) else {
                             continue;
                         };
                         let ms = key_ms(due_at);

@@ -54,19 +54,17 @@ impl Notifications {
             }
             for due in &batch {
                 let told = !overtaken(due, now) && {
+                    // When it fell due, never before the event that set it.
                     let at = Timestamp::from_millisecond(due.due_ms as i64)
-                        .unwrap_or(due.entry.expires_at);
+                        .unwrap_or(due.entry.expires_at)
+                        .max(due.entry.since.unwrap_or(Timestamp::MIN));
                     let notification = Notification {
                         id: notification_id(due.token_id, &[due.stage.byte()], at),
                         kind: due.stage.kind(),
                         user_id: due.entry.user_id.clone(),
                         token_id: due.token_id,
                         at,
-                        detail: expiry_detail(
-                            due.stage,
-                            &due.entry.description,
-                            due.entry.expires_at,
-                        ),
+                        detail: expiry_detail(due.stage, &due.entry),
                         read: false,
                     };
                     self.store

@@ -44,6 +44,11 @@ fn ts(s: &str) -> Timestamp {
     s.parse().expect("timestamp")
 }
 
+/// A token expiring at `expires` is made a month before.
+fn month_before(expires: Timestamp) -> Timestamp {
+    expires - SignedDuration::from_hours(30 * 24)
+}
+
 fn hash(n: u8) -> SecretHash {
     SecretHash([n; 32])
 }
@@ -68,7 +73,10 @@ fn revoked_because(
 fn each_expiry_stage_is_told_once_when_it_falls_due() {
     let f = fixture();
     let expires = ts("2026-03-01T12:00:00Z");
-    let token = created(1, &hash(1)).expires_at(expires).build();
+    let token = created(1, &hash(1))
+        .expires_at(expires)
+        .at(month_before(expires))
+        .build();
     f.fold(std::slice::from_ref(&token));
     assert_eq!(f.notifications.due.len(), 3);
     let n = &f.notifications;
@@ -100,7 +108,10 @@ fn a_sweep_with_nothing_due_writes_nothing() {
     let f = fixture();
     let far = ts("2030-01-01T00:00:00Z");
     for i in 1..=50u8 {
-        f.fold(&[created(u64::from(i), &hash(i)).expires_at(far).build()]);
+        f.fold(&[created(u64::from(i), &hash(i))
+            .expires_at(far)
+            .at(month_before(far))
+            .build()]);
     }
     f.db.flush().expect("flush");
     let before = f.db.checksum().expect("checksum");
@@ -116,7 +127,10 @@ fn a_sweep_with_nothing_due_writes_nothing() {
 fn a_late_sweep_tells_only_the_newest_stage() {
     let f = fixture();
     let expires = ts("2026-03-01T12:00:00Z");
-    f.fold(&[created(1, &hash(1)).expires_at(expires).build()]);
+    f.fold(&[created(1, &hash(1))
+        .expires_at(expires)
+        .at(month_before(expires))
+        .build()]);
     let swept = f
         .notifications
         .sweep(expires + SignedDuration::from_hours(1), false)
@@ -130,7 +144,10 @@ fn a_late_sweep_tells_only_the_newest_stage() {
 fn a_revoked_token_is_not_told_of_its_expiry() {
     let f = fixture();
     let expires = ts("2026-03-01T12:00:00Z");
-    let token = created(1, &hash(1)).expires_at(expires).build();
+    let token = created(1, &hash(1))
+        .expires_at(expires)
+        .at(month_before(expires))
+        .build();
     f.fold(&[token.clone(), revoked(2, token.token_id, &hash(1))]);
     assert!(f.notifications.due.is_empty());
     assert_eq!(
@@ -179,7 +196,10 @@ fn a_leak_and_an_administrators_revocation_are_told_but_not_the_owners_or_a_rota
 fn folding_the_log_again_makes_no_notification_twice() {
     let f = fixture();
     let expires = ts("2026-03-01T12:00:00Z");
-    let token = created(1, &hash(1)).expires_at(expires).build();
+    let token = created(1, &hash(1))
+        .expires_at(expires)
+        .at(month_before(expires))
+        .build();
     let other = created(2, &hash(2)).build();
     let leak = revoked_because(3, &other, &hash(2), RevokeReason::Leaked);
     let events = [token, other, leak];
@@ -202,7 +222,10 @@ fn folding_the_log_again_makes_no_notification_twice() {
 fn a_notification_is_queued_for_delivery_only_when_asked() {
     let f = fixture();
     let expires = ts("2026-03-01T12:00:00Z");
-    f.fold(&[created(1, &hash(1)).expires_at(expires).build()]);
+    f.fold(&[created(1, &hash(1))
+        .expires_at(expires)
+        .at(month_before(expires))
+        .build()]);
     f.notifications
         .sweep(expires - SignedDuration::from_hours(24), true)
         .expect("sweep");
@@ -229,11 +252,18 @@ fn notification_ids_are_the_same_for_the_same_token_and_stage_and_sort_by_time()
     );
 }
 
-fn rotated(seq: u64, of: &EventEnvelope, h: &SecretHash, expires_at: Timestamp) -> EventEnvelope {
+/// A rotation at `at` whose old token stops at `expires_at`.
+fn rotated(
+    seq: u64,
+    of: &EventEnvelope,
+    h: &SecretHash,
+    at: Timestamp,
+    expires_at: Timestamp,
+) -> EventEnvelope {
     EventEnvelope {
         seq,
         id: ulid::Ulid::new(),
-        at: expires_at,
+        at,
         actor: "alice".into(),
         token_id: of.token_id,
         event: TokenEvent::TokenRotated(enspace_core::events::TokenRotated {
@@ -249,10 +279,14 @@ fn rotated(seq: u64, of: &EventEnvelope, h: &SecretHash, expires_at: Timestamp) 
 fn a_rotation_moves_the_expiry_stages_to_the_earlier_end_and_never_later() {
     let f = fixture();
     let expires = ts("2026-03-01T12:00:00Z");
-    let token = created(1, &hash(1)).expires_at(expires).build();
+    let token = created(1, &hash(1))
+        .expires_at(expires)
+        .at(month_before(expires))
+        .build();
     f.fold(std::slice::from_ref(&token));
     let sooner = ts("2026-02-10T12:00:00Z");
-    f.fold(&[rotated(2, &token, &hash(1), sooner)]);
+    let rotated_at = sooner - SignedDuration::from_hours(10 * 24);
+    f.fold(&[rotated(2, &token, &hash(1), rotated_at, sooner)]);
     let due: Vec<u64> = f
         .notifications
         .due
@@ -277,5 +311,80 @@ fn a_rotation_moves_the_expiry_stages_to_the_earlier_end_and_never_later() {
         "the 1-day stage overtaken"
     );
     assert!(n.due.is_empty());
-    assert!(f.kinds()[1].1.contains("2026-02-10"), "{:?}", f.kinds());
+    let told = f.kinds();
+    assert_eq!(told[0].0, Kind::ExpiringSoon);
+    assert_eq!(told[1].0, Kind::Expired);
+    assert!(
+        told.iter()
+            .all(|(_, d)| d.contains("old token") && d.contains("2026-02-10")),
+        "{told:?}"
+    );
+}
+
+#[test]
+fn a_rotation_with_an_hours_overlap_tells_no_expiry_and_nothing_dated_before_it() {
+    let f = fixture();
+    let expires = ts("2026-03-01T12:00:00Z");
+    let token = created(1, &hash(1))
+        .expires_at(expires)
+        .at(month_before(expires))
+        .build();
+    f.fold(std::slice::from_ref(&token));
+    let rotated_at = ts("2026-02-10T12:00:00Z");
+    let stops = rotated_at + SignedDuration::from_hours(1);
+    let rotation = rotated(2, &token, &hash(1), rotated_at, stops);
+    f.fold(std::slice::from_ref(&rotation));
+    assert_eq!(
+        f.notifications
+            .due
+            .of_token(token.token_id)
+            .expect("due")
+            .len(),
+        1
+    );
+    let n = &f.notifications;
+    assert_eq!(n.sweep(rotated_at, false).expect("sweep").told, 0);
+    assert_eq!(
+        n.sweep(stops - SignedDuration::from_millis(1), false)
+            .expect("sweep")
+            .told,
+        0
+    );
+    assert_eq!(n.sweep(stops, false).expect("sweep").told, 1);
+    let list = n.store.list("alice", 100).expect("list");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].kind, Kind::Expired);
+    assert_eq!(list[0].at, stops);
+    let TokenEvent::TokenRotated(r) = &rotation.event else {
+        unreachable!()
+    };
+    assert!(
+        list[0].detail.contains("old token")
+            && list[0].detail.contains(&r.replaced_by.to_string())
+            && !list[0].detail.contains("expires in"),
+        "{}",
+        list[0].detail
+    );
+}
+
+#[test]
+fn a_rotation_without_overlap_tells_nothing() {
+    let f = fixture();
+    let expires = ts("2026-03-01T12:00:00Z");
+    let token = created(1, &hash(1))
+        .expires_at(expires)
+        .at(month_before(expires))
+        .build();
+    f.fold(std::slice::from_ref(&token));
+    let rotated_at = ts("2026-02-10T12:00:00Z");
+    f.fold(&[rotated(2, &token, &hash(1), rotated_at, rotated_at)]);
+    assert!(
+        f.notifications
+            .due
+            .of_token(token.token_id)
+            .expect("due")
+            .is_empty()
+    );
+    let n = &f.notifications;
+    assert_eq!(n.sweep(expires, false).expect("sweep").told, 0);
 }

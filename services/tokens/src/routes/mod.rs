@@ -18,3 +18,9 @@ pub mod session;
 pub mod tokens;
 pub mod ui;
 pub mod workspaces;
+
+/// Largest body of the routes anyone may post to without a session
+/// (`POST /v1/session`, `POST /v1/tokens/report-leak`): a user name and a
+/// password of at most 1024 bytes each, or a token and a URL of at most
+/// 2048 characters, even with every character escaped.
+pub const UNAUTHENTICATED_BODY_LIMIT: usize = 16 * 1024;

@@ -6,10 +6,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use enspace_core::PatSecret;
-use enspace_http::{ApiError, ApiJson};
+use enspace_http::{ApiError, ApiJson, ClientAddr};
 use serde::Deserialize;
 
-use crate::credentials::ClientIp;
 use crate::leaks::{Finding, Outcome, REPORTS_IN_FLIGHT, Via, revoke_leaked, usable_leak_url};
 use crate::state::AppState;
 
@@ -19,7 +18,9 @@ pub struct LeakReport {
     /// The token found, `ens_pat_…`.
     #[schema(example = "ens_pat_…")]
     token: String,
-    /// Where it was found: http or https, at most 2048 characters.
+    /// Where it was found: http or https, at most 2048 characters, without
+    /// whitespace, control, format (bidirectional, zero-width) or line and
+    /// paragraph separator characters.
     #[serde(default)]
     #[schema(max_length = 2048, example = "https://paste.example.com/abc")]
     url: Option<String>,
@@ -42,7 +43,7 @@ pub struct LeakReport {
 )]
 pub async fn report_leak(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    ClientAddr(ip): ClientAddr,
     body: Result<ApiJson<LeakReport>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
     if let Some(limit) = &state.leak_reports.limit {
@@ -63,7 +64,8 @@ pub async fn report_leak(
         return Err(ApiError::invalid(
             "invalid_url",
             "url",
-            "`url` must be an http or https URL of at most 2048 characters",
+            "`url` must be an http or https URL of at most 2048 characters, without whitespace, \
+             control, format or line and paragraph separator characters (such as U+202E)",
         ));
     }
     // Not one of our tokens by its shape: nothing to look up.

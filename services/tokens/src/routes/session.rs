@@ -5,12 +5,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use enspace_core::SessionSecret;
-use enspace_http::{ApiError, ApiJson};
+use enspace_http::{ApiError, ApiJson, ClientAddr};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Caller, SESSION_COOKIE, came_over_tls};
-use crate::credentials::{ClientIp, HashError, loggable_user_name};
+use crate::credentials::{Attempt, DeviceCookies, HashError, Throttled, loggable_user_name};
 use crate::directory::User;
 use crate::state::AppState;
 use crate::store::sessions::SessionRecord;
@@ -52,18 +52,32 @@ fn invalid_credentials() -> ApiError {
     )
 }
 
-/// Sign in; answers the session and sets the `enspace_session` cookie.
+fn throttled(throttled: Throttled) -> ApiError {
+    ApiError::too_many(
+        "too_many_attempts",
+        throttled.retry_after_secs,
+        "too many failed sign-ins; try again after the time in Retry-After",
+    )
+}
+
+/// Sign in; answers the session and sets the `enspace_session` cookie, and
+/// the `enspace_device` cookie that marks this client as one that signed in
+/// as this user.
 ///
-/// After 10 failed attempts for one user name, or 30 from one client
+/// A client with that device cookie is judged on its own failures only (10
+/// within 5 minutes lock the cookie). Any other client: after 30 failed
+/// attempts from one client address, or 10 for one user name from one
 /// address, within 5 minutes, attempts answer `429` until the oldest failure
-/// is 5 minutes old. Passwords are checked a few at a time; a sign-in that
-/// gets no free slot (within 2 seconds, or at once after recent unsuccessful
-/// attempts by its user name or address) answers `503`.
+/// is 5 minutes old; after 10 for one user name from anywhere, each attempt
+/// is held back, 1 s and doubling up to 16 s, but not refused. Passwords are
+/// checked a few at a time; a sign-in that gets no free slot (within 2
+/// seconds, or at once after recent unsuccessful attempts by its user name
+/// or address) answers `503`.
 #[utoipa::path(post, path = "/v1/session", tag = "session",
     request_body = SignIn,
     responses(
         (status = 200, description = "Signed in", body = SessionCreated,
-            headers(("Set-Cookie" = String, description = "`enspace_session=…; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200`, and `; Secure` over TLS"))),
+            headers(("Set-Cookie" = String, description = "`enspace_session=…; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200` and `enspace_device=…; HttpOnly; SameSite=Strict; Path=/v1/session; Max-Age=31536000`, each with `; Secure` over TLS"))),
         (status = 400, response = inline(enspace_http::responses::BadRequest)),
         (status = 401, response = inline(enspace_http::responses::Unauthorized)),
         (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
@@ -75,7 +89,7 @@ fn invalid_credentials() -> ApiError {
 )]
 pub async fn create_session(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    ClientAddr(ip): ClientAddr,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response, ApiError> {
@@ -89,37 +103,48 @@ pub async fn create_session(
     let guard = &state.sign_in;
     let shown = loggable_user_name(&body.username);
     let from = ip.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
-    let standing = match guard.throttle.check(&body.username, ip, state.clock.now()) {
-        Ok(standing) => standing,
-        Err(throttled) => {
-            guard.metrics.count("throttled");
-            let by = match (throttled.by_user, throttled.by_ip) {
-                (true, true) => "user name and address",
-                (true, false) => "user name",
-                _ => "address",
-            };
-            tracing::warn!(
-                user.name = %shown,
-                client.ip = %from,
-                throttled.by = by,
-                retry_after_secs = throttled.retry_after_secs,
-                "throttled sign-in for {shown} from {from}: too many failed attempts for this {by}"
-            );
-            return Err(ApiError::too_many(
-                "too_many_attempts",
-                throttled.retry_after_secs,
-                "too many failed sign-ins; try again after the time in Retry-After",
-            ));
-        }
-    };
     let username = body.username.clone();
+    let attempt = Attempt {
+        user: &username,
+        ip,
+        device: guard.devices.presented(&headers, &username),
+    };
+    let refuse = |throttled: Throttled| {
+        guard.metrics.count("throttled");
+        let by = throttled.by.as_str();
+        tracing::warn!(
+            user.name = %shown,
+            client.ip = %from,
+            throttled.by = by,
+            retry_after_secs = throttled.retry_after_secs,
+            "throttled sign-in for {shown} from {from}: too many failed attempts for this {by}"
+        );
+        self::throttled(throttled)
+    };
+    let mut admitted = guard
+        .throttle
+        .check(&attempt, state.clock.now())
+        .map_err(refuse)?;
+    if !admitted.delay.is_zero() {
+        guard.metrics.slowed.inc();
+        tracing::warn!(user.name = %shown, client.ip = %from, delay_ms = admitted.delay.as_millis() as u64,
+            "slowed sign-in for {shown} from {from} by {:?}: many recent failures for this user name from clients it has not signed in from",
+            admitted.delay);
+        tokio::time::sleep(admitted.delay).await;
+        // Whatever failed meanwhile counts: the limits are checked again.
+        admitted = guard
+            .throttle
+            .check(&attempt, state.clock.now())
+            .map_err(refuse)?;
+    }
     let user = match guard
         .hashing
         .authenticate(
             state.directory.clone(),
             body.username,
             body.password,
-            standing,
+            admitted.standing,
+            admitted.known_device,
         )
         .await
     {
@@ -127,13 +152,16 @@ pub async fn create_session(
         Ok(None) => {
             guard
                 .throttle
-                .record_failure(&username, ip, state.clock.now());
+                .record_failure(&attempt, &admitted, state.clock.now());
             guard.metrics.count("failed");
-            tracing::warn!(user.name = %shown, client.ip = %from, "failed sign-in for {shown} from {from}");
+            tracing::warn!(user.name = %shown, client.ip = %from, device.known = admitted.known_device,
+                "failed sign-in for {shown} from {from}");
             return Err(invalid_credentials());
         }
         Err(HashError::Busy) => {
-            guard.throttle.record_busy(&username, ip, state.clock.now());
+            guard
+                .throttle
+                .record_busy(&attempt, &admitted, state.clock.now());
             guard.metrics.count("busy");
             tracing::warn!(user.name = %shown, client.ip = %from,
                 "sign-in for {shown} from {from} refused: every password hashing slot is busy");
@@ -186,16 +214,18 @@ pub async fn create_session(
         state.config.session_ttl.as_secs(),
         tls,
     );
+    let user_id = user.id.clone();
     let mut response = Json(SessionCreated {
         session: secret.expose().to_owned(),
         user,
         expires_at,
     })
     .into_response();
+    let device = DeviceCookies::set_cookie(&guard.devices.issue(&user_id), tls);
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(cookie) = cookie {
-        headers.insert(header::SET_COOKIE, cookie);
+    for cookie in [cookie, device].into_iter().flatten() {
+        headers.append(header::SET_COOKIE, cookie);
     }
     Ok(response)
 }

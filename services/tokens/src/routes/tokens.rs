@@ -106,21 +106,6 @@ pub struct TokenCreatedResponse {
     secret: String,
 }
 
-/// Characters a description may not hold: control characters (Cc), and the
-/// invisible ones that change how the text around them reads: format (Cf:
-/// bidirectional overrides, zero-width spaces, the byte-order mark) and line
-/// and paragraph separators (Zl, Zp).
-fn is_forbidden_in_description(c: char) -> bool {
-    use unicode_general_category::{GeneralCategory, get_general_category};
-    c.is_control()
-        || matches!(
-            get_general_category(c),
-            GeneralCategory::Format
-                | GeneralCategory::LineSeparator
-                | GeneralCategory::ParagraphSeparator
-        )
-}
-
 /// The API's rules for a new token; the first broken rule is the answer.
 fn validate(
     caller: &Caller,
@@ -135,7 +120,7 @@ fn validate(
             "`description` must be 1 to 100 characters",
         ));
     }
-    if description.chars().any(is_forbidden_in_description) {
+    if description.chars().any(crate::text::hides_or_reorders) {
         return Err(ApiError::invalid(
             "invalid_description",
             "description",
