@@ -19,6 +19,9 @@ use crate::support::{EnspaceProcess, NatsServer, ServeApp, eventually};
 
 const RECORDS: &str = "/api/v1/workspaces/acme/records";
 const KIB: usize = 1024;
+/// Well over what a record keeps, within what an HTTP listener reads of a
+/// request head (16 KiB; more is `431`).
+const LONG: usize = 12 * KIB;
 
 fn long_user_agent() -> String {
     format!("flood/1.0 {}", "u".repeat(2 * KIB))
@@ -117,8 +120,12 @@ async fn a_revoked_tokens_huge_path_workspace_and_user_agent_are_stored_bounded_
     )
     .await;
 
-    let long_path = format!("{RECORDS}/{}", "r".repeat(60 * KIB));
-    let long_workspace = format!("/api/v1/workspaces/{}/records", "w".repeat(60_000));
+    // A request head over 16 KiB is refused before any route: no record.
+    let too_long = format!("{RECORDS}/{}", "x".repeat(60 * KIB));
+    assert_eq!(call(&app, &too_long, &secret, "test").await, 431);
+
+    let long_path = format!("{RECORDS}/{}", "r".repeat(LONG));
+    let long_workspace = format!("/api/v1/workspaces/{}/records", "w".repeat(LONG));
     for path in [&long_path, &long_workspace] {
         assert_eq!(call(&app, path, &secret, &long_user_agent()).await, 401);
     }
@@ -170,7 +177,7 @@ async fn calls_over_the_rate_limit_are_logged_bounded_the_same_way() {
     app.clock.advance(SignedDuration::from_secs(10));
 
     let long_paths: Vec<String> = (0..4)
-        .map(|n| format!("{RECORDS}/{n}{}", "r".repeat(60 * KIB)))
+        .map(|n| format!("{RECORDS}/{n}{}", "r".repeat(LONG)))
         .collect();
     let agent = long_user_agent();
     let statuses: Vec<u16> =
@@ -182,7 +189,7 @@ async fn calls_over_the_rate_limit_are_logged_bounded_the_same_way() {
         [404, 404, 429, 429],
         "two in the burst, two over it"
     );
-    let long_workspace = format!("/api/v1/workspaces/{}/records", "w".repeat(60_000));
+    let long_workspace = format!("/api/v1/workspaces/{}/records", "w".repeat(LONG));
     assert_eq!(
         call(&app, &long_workspace, &secret, &long_user_agent()).await,
         429
