@@ -111,7 +111,10 @@ async fn control_plane(
     let webhook = webhook(args)?;
     let retention = jiff::SignedDuration::try_from(args.request_retention)
         .context("--request-retention (ENSPACE_REQUEST_RETENTION) is too long")?;
+    let session_ttl = jiff::SignedDuration::try_from(args.limits.session_ttl)
+        .context("--session-ttl (ENSPACE_SESSION_TTL) is too long")?;
     let config = Config {
+        session_ttl,
         internal_key: args.internal_key.clone(),
         request_retention: retention,
         event_signer: Some(signer.clone()),

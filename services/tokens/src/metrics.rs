@@ -19,6 +19,7 @@ pub struct Metrics {
     pub sign_ins: crate::credentials::SignInMetrics,
     pub leak_reports: crate::leaks::LeakMetrics,
     pub notifications: NotificationMetrics,
+    pub cluster: crate::cluster::ClusterMetrics,
 }
 
 /// What the notification sweep and delivery did.
@@ -76,6 +77,7 @@ impl Metrics {
         let sign_ins = crate::credentials::SignInMetrics::register(&mut registry);
         let leak_reports = crate::leaks::LeakMetrics::register(&mut registry);
         let notifications = NotificationMetrics::register(&mut registry);
+        let cluster = crate::cluster::ClusterMetrics::register(&mut registry);
         let tokens_created = Counter::default();
         let tokens_revoked = Counter::default();
         let tokens_rotated = Counter::default();
@@ -110,6 +112,7 @@ impl Metrics {
             sign_ins,
             leak_reports,
             notifications,
+            cluster,
         }
     }
 }

@@ -6,33 +6,43 @@
 //! catch up in time answers `503` with `Retry-After` rather than an old
 //! state: a token revoked elsewhere is never shown, or introspected, as
 //! active here.
+//!
+//! The barrier runs only once the caller is authenticated (by session, see
+//! [`crate::auth::Caller`], or by the internal key for introspection): an
+//! unauthenticated request costs no JetStream call and no wait.
 
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use enspace_http::ApiError;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::watch;
 
-use crate::state::AppState;
+use crate::state::{AppState, ClusterHandle};
 
 /// How long a read waits for this process to catch up.
 const CATCH_UP: Duration = Duration::from_secs(2);
 
-/// The routes whose answers come from token state.
-fn reads_token_state(path: &str) -> bool {
-    [
-        "/v1/tokens",
-        "/v1/audit",
-        "/v1/introspect",
-        "/v1/workspaces",
-    ]
-    .iter()
-    .any(|prefix| path.starts_with(prefix))
+/// Whether a request answers with token state: the routes, and the methods
+/// that answer with it.
+pub fn reads_token_state(method: &Method, path: &str) -> bool {
+    let answers_with_state = method == Method::GET
+        || method == Method::HEAD
+        || method == Method::POST
+        || method == Method::DELETE;
+    answers_with_state
+        && [
+            "/v1/tokens",
+            "/v1/audit",
+            "/v1/introspect",
+            "/v1/workspaces",
+        ]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
 }
 
-fn behind(why: impl std::fmt::Display) -> Response {
+fn behind(why: impl std::fmt::Display) -> ApiError {
     tracing::warn!(error = %why, "cannot catch up with the token events stream before answering");
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -40,31 +50,48 @@ fn behind(why: impl std::fmt::Display) -> Response {
         "this process cannot confirm it holds the latest token state; try again after the time in Retry-After",
     )
     .retry_after(1)
-    .into_response()
 }
 
-/// The middleware: a no-op outside a cluster and on the writer.
-pub async fn catch_up_first(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(cluster) = state.cluster.get() else {
-        return next.run(request).await;
-    };
-    let method = request.method();
-    let answers_with_state = method == Method::GET
-        || method == Method::HEAD
-        || method == Method::POST
-        || method == Method::DELETE;
-    if cluster.role.is_writer() || !answers_with_state || !reads_token_state(request.uri().path()) {
-        return next.run(request).await;
+/// Marks a request that has passed the barrier, so it is not asked twice.
+#[derive(Clone, Copy)]
+struct CaughtUp;
+
+/// For an authenticated request: catches up first if it reads token state
+/// (once per request). A no-op outside a cluster and on the writer.
+pub async fn before_answering(state: &AppState, parts: &mut Parts) -> Result<(), ApiError> {
+    if parts.extensions.get::<CaughtUp>().is_some()
+        || !reads_token_state(&parts.method, parts.uri.path())
+    {
+        return Ok(());
     }
+    catch_up(
+        state.cluster.get(),
+        state.writer.head(),
+        &state.metrics.cluster.read_barriers,
+    )
+    .await?;
+    parts.extensions.insert(CaughtUp);
+    Ok(())
+}
+
+/// Waits until `head` (this process's log) holds everything the token
+/// events stream holds now. A no-op outside a cluster and on the writer.
+pub async fn catch_up(
+    cluster: Option<&ClusterHandle>,
+    mut head: watch::Receiver<u64>,
+    asked: &Counter,
+) -> Result<(), ApiError> {
+    let Some(cluster) = cluster else {
+        return Ok(());
+    };
+    if cluster.role.is_writer() {
+        return Ok(());
+    }
+    asked.inc();
     let reached = tokio::time::timeout(CATCH_UP, async {
         let last = crate::restore::stream_last(&cluster.js)
             .await
             .map_err(|e| e.to_string())?;
-        let mut head = state.writer.head();
         head.wait_for(|h| *h >= last)
             .await
             .map(drop)
@@ -72,8 +99,8 @@ pub async fn catch_up_first(
     })
     .await;
     match reached {
-        Ok(Ok(())) => next.run(request).await,
-        Ok(Err(e)) => behind(e),
-        Err(_) => behind("timed out"),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(behind(e)),
+        Err(_) => Err(behind("timed out")),
     }
 }

@@ -9,28 +9,25 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use enspace_core::events::StoredEvent;
-use enspace_core::{EventEnvelope, EventSigner, TokenView};
-use futures::future::BoxFuture;
+use enspace_core::{EventEnvelope, EventSigner};
 use tokio::runtime::Handle;
-use tokio::sync::watch;
 
 use super::Role;
-use crate::commands::{Command, CommandError};
+use crate::commands::CommandError;
 use crate::outbox::event_headers;
 use crate::store::event_log::LogEntry;
 use crate::store::writer::{Commit, Stored};
 
-/// How long the writer waits for the stream to acknowledge a group.
-const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the writer waits for the stream to take a group, and then for
+/// each acknowledgement: how long after a command was decided its events
+/// may still be stored.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct StreamCommit {
     pub role: Role,
     pub js: jetstream::Context,
-    pub client: async_nats::Client,
     pub signer: Arc<EventSigner>,
     pub runtime: Handle,
-    /// The local log's head, to answer forwarded commands once it holds them.
-    pub head: watch::Receiver<u64>,
 }
 
 impl Commit for StreamCommit {
@@ -129,18 +126,5 @@ impl Commit for StreamCommit {
             signatures,
             error,
         }
-    }
-
-    fn forward(
-        &self,
-        command: Command,
-    ) -> BoxFuture<'static, Result<Option<TokenView>, CommandError>> {
-        Box::pin(super::forward::send(
-            self.client.clone(),
-            self.role.clone(),
-            self.signer.clone(),
-            self.head.clone(),
-            command,
-        ))
     }
 }

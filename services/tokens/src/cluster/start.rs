@@ -8,10 +8,11 @@ use async_nats::jetstream;
 use enspace_core::{EventKey, EventSigner};
 
 use super::commit::StreamCommit;
+use super::deliver::{self, Delivery};
+use super::forward::{self, Asker};
 use super::sessions::SessionMirror;
 use super::{
-    ClusterConfig, LEASE_BUCKET, MEMBERS_BUCKET, Role, SESSIONS_BUCKET, follow, forward, lease,
-    members,
+    ClusterConfig, LEASE_BUCKET, MEMBERS_BUCKET, Role, SESSIONS_BUCKET, follow, lease, members,
 };
 use crate::outbox::Outbox;
 use crate::state::{AppState, ClusterHandle};
@@ -77,15 +78,35 @@ pub async fn join(
     ));
     let role = Role::default();
     let writer = state.writer.clone();
-    writer.join_cluster(Arc::new(StreamCommit {
-        role: role.clone(),
-        js: js.clone(),
-        client: client.clone(),
-        signer: signer.clone(),
-        runtime: tokio::runtime::Handle::current(),
-        head: writer.head(),
-    }));
-    let sessions = SessionMirror::new(sessions_kv);
+    let metrics = &state.metrics.cluster;
+    writer.join_cluster(
+        Arc::new(StreamCommit {
+            role: role.clone(),
+            js: js.clone(),
+            signer: signer.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        }),
+        Arc::new(Delivery {
+            node_id: config.node_id.clone(),
+            role: role.clone(),
+            asker: Asker {
+                client: client.clone(),
+                key: signer.public().clone(),
+                ignored: metrics.forward_replies_ignored.clone(),
+            },
+            signer: signer.clone(),
+            js: js.clone(),
+            projections: state.store.projections.clone(),
+            budget: deliver::budget(config.lease_ttl),
+        }),
+    );
+    let sessions = SessionMirror::new(
+        sessions_kv,
+        signer.clone(),
+        state.config.session_ttl,
+        state.clock.clone(),
+        metrics.session_records_refused.clone(),
+    );
     state.notifications.join_cluster(role.clone());
     let _ = state.cluster.set(ClusterHandle {
         role: role.clone(),
@@ -106,7 +127,7 @@ pub async fn join(
         client.clone(),
         config.node_id.clone(),
         writer.clone(),
-        signer.public().clone(),
+        signer.clone(),
     ));
     tokio::spawn(lease::watch_holder(lease_kv.clone(), role.clone()));
     tokio::spawn(lease::hold(lease_kv, role.clone(), config.clone()));
