@@ -18,44 +18,11 @@ use enspace_tokens::store::writer::Commit;
 use serde_json::Value;
 
 use crate::support::app::ApiClient;
-use crate::support::cluster::{Member, NatsCluster, audit_export, writer};
+use crate::support::cluster::{
+    MANY_TOKENS, Member, NatsCluster, audit_export, by_id, converge, other, pair, writer,
+};
 use crate::support::distributed::{RECORDS, api_node, body, wait_ready, wait_status};
 use crate::support::{EnspaceProcess, NatsServer, eventually};
-
-const MANY_TOKENS: [&str; 2] = ["--max-tokens-per-user", "100000"];
-
-/// Two members on `url` sharing a key in `dir`; the first is started (and
-/// has made the key) before the second.
-async fn pair(dir: &Path, url: &str, extra: &[&str]) -> (Member, Member) {
-    let key = dir.join("event-signing.key");
-    let (a_data, b_data) = (dir.join("a"), dir.join("b"));
-    let mut args = MANY_TOKENS.to_vec();
-    args.extend_from_slice(extra);
-    let a = Member::start(&a_data, &key, url, "cp-a", &args);
-    writer(&[&a]).await;
-    let b = Member::start(&b_data, &key, url, "cp-b", &args);
-    eventually(Duration::from_secs(20), "cp-b following", || async {
-        (b.head().await.is_some()).then_some(())
-    })
-    .await;
-    (a, b)
-}
-
-fn by_id<'a>(members: [&'a Member; 2], id: &str) -> &'a Member {
-    if members[0].node_id == id {
-        members[0]
-    } else {
-        members[1]
-    }
-}
-
-fn other<'a>(members: [&'a Member; 2], id: &str) -> &'a Member {
-    if members[0].node_id == id {
-        members[1]
-    } else {
-        members[0]
-    }
-}
 
 /// Two API nodes on `url`, ready, with their clients.
 async fn two_api_nodes(url: &str) -> (Vec<EnspaceProcess>, Vec<ApiClient>) {
@@ -231,19 +198,6 @@ async fn create_through(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Waits until both members report the same head.
-async fn converge(a: &Member, b: &Member) -> u64 {
-    eventually(
-        Duration::from_secs(30),
-        "both members at the same head",
-        || async {
-            let (x, y) = (a.head().await?, b.head().await?);
-            (x == y && x > 0).then_some(x)
-        },
-    )
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -23,15 +23,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, kv};
 use enspace_core::{EventSigner, TokenView};
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 use ulid::Ulid;
 
-use super::Role;
 use super::commit::ACK_TIMEOUT;
 use super::forward::{self, Asker, Heard, Inbox};
+use super::{Role, lease};
 use crate::commands::{Command, CommandError};
 use crate::store::Projections;
 use crate::store::writer::{Deliver, Writer};
@@ -45,6 +45,8 @@ const TRY: Duration = Duration::from_secs(1);
 /// How often a command waiting for a writer looks again, besides whenever
 /// the lease changes hands.
 const LOOK_AGAIN: Duration = Duration::from_millis(250);
+/// How long reading the lease's holder from its bucket may take.
+const READ_LEASE: Duration = Duration::from_millis(300);
 /// How long the forwarding process waits for its own log to hold the
 /// result before answering anyway (its next read waits at the barrier).
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,6 +70,9 @@ pub fn budget(lease_ttl: Duration) -> Duration {
 pub struct Delivery {
     pub node_id: String,
     pub role: Role,
+    /// The lease bucket, read when the holder this process knows of does
+    /// not write (its watch may lag after a NATS server is lost).
+    pub lease: kv::Store,
     pub asker: Asker,
     pub signer: Arc<EventSigner>,
     pub js: jetstream::Context,
@@ -127,6 +132,12 @@ async fn deliver(d: &Delivery, writer: &Writer, command: Command) -> Answer {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
+        }
+        if !d.role.is_writer()
+            && let Ok(Ok(now)) = tokio::time::timeout(READ_LEASE, lease::holder_now(&d.lease)).await
+        {
+            // Wakes the wait below at once if the lease changed hands.
+            d.role.set_holder(now);
         }
         // Until the lease changes hands, this process's part changes, or a
         // while has passed.
@@ -214,9 +225,9 @@ async fn settle(
     command: &Command,
     valid_until: Timestamp,
 ) -> Answer {
-    let after = valid_until
-        .duration_since(Timestamp::now())
-        .unsigned_abs()
+    let left = valid_until.duration_since(Timestamp::now());
+    let after = Duration::try_from(left)
+        .unwrap_or(Duration::ZERO)
         .saturating_add(IN_FLIGHT);
     tokio::time::sleep(after).await;
     let caught_up = tokio::time::timeout(CATCH_UP_TIMEOUT, async {

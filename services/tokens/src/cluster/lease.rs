@@ -31,8 +31,13 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// How long a new writer waits for its follower to reach the stream's end
 /// before reconciling the stream with its log anyway.
 const CATCH_UP: Duration = Duration::from_secs(3);
-/// How long one question to the stream may take while preparing.
-const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one question to the stream may take while preparing: short,
+/// as one asked while NATS elects the stream's leader is never answered,
+/// and the writes waiting for this process should not wait out its timeout
+/// once there is a leader.
+const ASK_TIMEOUT: Duration = Duration::from_millis(300);
+/// The pause before preparing again after a failure.
+const PREPARE_AGAIN: Duration = Duration::from_millis(50);
 /// How long comparing the stream with the log (and refilling it) may take.
 const REFILL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -182,6 +187,26 @@ pub async fn keep_buckets(
     }
 }
 
+/// The holder a lease entry names (its term is the revision it was taken
+/// at).
+pub fn holder_of(entry: &kv::Entry) -> Option<LeaseHolder> {
+    match entry.operation {
+        kv::Operation::Put => serde_json::from_slice::<LeaseHolder>(&entry.value)
+            .ok()
+            .map(|h| LeaseHolder {
+                term: if h.term == 0 { entry.revision } else { h.term },
+                node_id: h.node_id,
+            }),
+        kv::Operation::Delete | kv::Operation::Purge => None,
+    }
+}
+
+/// Who holds the lease now, as the bucket says (not the watch, which may
+/// lag after a NATS server is lost).
+pub async fn holder_now(kv: &kv::Store) -> Result<Option<LeaseHolder>, async_nats::Error> {
+    Ok(kv.entry(LEASE_KEY).await?.as_ref().and_then(holder_of))
+}
+
 /// Follows who holds the lease, for forwarding, forever.
 pub async fn watch_holder(kv: kv::Store, role: Role) {
     let mut backoff =
@@ -192,16 +217,7 @@ pub async fn watch_holder(kv: kv::Store, role: Role) {
                 backoff.reset();
                 while let Some(entry) = entries.next().await {
                     let Ok(entry) = entry else { break };
-                    let holder = match entry.operation {
-                        kv::Operation::Put => serde_json::from_slice::<LeaseHolder>(&entry.value)
-                            .ok()
-                            .map(|h| LeaseHolder {
-                                term: if h.term == 0 { entry.revision } else { h.term },
-                                node_id: h.node_id,
-                            }),
-                        kv::Operation::Delete | kv::Operation::Purge => None,
-                    };
-                    role.set_holder(holder);
+                    role.set_holder(holder_of(&entry));
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot watch the writer lease"),
@@ -221,11 +237,18 @@ pub async fn lead(
     node_id: String,
 ) {
     let mut part = role.watch();
+    // Failures in a row: the first is a warning, the rest (every
+    // PREPARE_AGAIN while NATS elects a leader) only debug.
+    let mut failed = 0u32;
     loop {
         let now = *part.borrow_and_update();
         if let Part::Preparing(term) = now {
             match prepare(&js, &writer, &outbox, &members, &node_id).await {
                 Ok(()) => {
+                    if failed > 0 {
+                        tracing::info!(term, failed, "took up writing after {failed} tries");
+                    }
+                    failed = 0;
                     role.promote(term);
                 }
                 Err(Prepare::Behind { other, their_head }) => {
@@ -238,8 +261,13 @@ pub async fn lead(
                     role.set(Part::Follower);
                 }
                 Err(Prepare::Failed(e)) => {
-                    tracing::warn!(error = %e, term, "cannot take up writing yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if failed == 0 {
+                        tracing::warn!(error = %e, term, "cannot take up writing yet; retrying");
+                    } else {
+                        tracing::debug!(error = %e, term, "cannot take up writing yet; retrying");
+                    }
+                    failed = failed.saturating_add(1);
+                    tokio::time::sleep(PREPARE_AGAIN).await;
                     continue;
                 }
             }

@@ -34,6 +34,8 @@ use crate::store::sessions::SessionRecord;
 /// How far another process's clock may be ahead of this one's when it
 /// says when a session ends.
 const CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(30);
+/// The longest a lookup of a session in the bucket may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 /// Refused revisions remembered, so that one bad entry is counted and
 /// logged once, however often it is looked up.
 const REMEMBERED: usize = 256;
@@ -147,12 +149,17 @@ impl SessionMirror {
         Ok(())
     }
 
-    /// The session as the bucket holds it, if its record is good.
+    /// The session as the bucket holds it, if its record is good. Asked
+    /// for a session this process has not copied (yet): at most
+    /// [`LOOKUP_TIMEOUT`], as it may be anyone's guess.
     pub async fn lookup(
         &self,
         hash: &SecretHash,
     ) -> Result<Option<SessionRecord>, async_nats::Error> {
-        match self.kv.entry(key(hash)).await? {
+        let entry = tokio::time::timeout(LOOKUP_TIMEOUT, self.kv.entry(key(hash)))
+            .await
+            .map_err(|_| "the sessions bucket did not answer in time")??;
+        match entry {
             Some(entry) if entry.operation == kv::Operation::Put => Ok(self.open(hash, &entry)),
             _ => Ok(None),
         }

@@ -89,6 +89,7 @@ pub async fn join(
         Arc::new(Delivery {
             node_id: config.node_id.clone(),
             role: role.clone(),
+            lease: lease_kv.clone(),
             asker: Asker {
                 client: client.clone(),
                 key: signer.public().clone(),
