@@ -7,7 +7,8 @@
 //! - SIGKILL of the NATS server leading the token events stream: beside
 //!   it, when JetStream itself had elected new leaders for the stream and
 //!   the lease bucket (each answers `STREAM.INFO` again, from a live
-//!   server): what the processes add to JetStream's own election.
+//!   server) and had a meta leader (it answers `STREAM.NAMES`): what the
+//!   processes add to JetStream's own election.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -208,6 +209,17 @@ async fn leader_of(js: &async_nats::jetstream::Context, stream: &str) -> Option<
     info.cluster?.leader
 }
 
+/// Whether JetStream's meta leader (which alone answers `STREAM.NAMES` in
+/// a cluster) answers within half a second.
+async fn meta_leader_answers(js: &async_nats::jetstream::Context) -> bool {
+    use futures::StreamExt;
+    let mut names = js.stream_names();
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), names.next()).await,
+        Ok(Some(Ok(_)))
+    )
+}
+
 /// SIGKILLs of the NATS server leading the token events stream, under
 /// three clients' load through both processes: when JetStream had leaders
 /// again, and when the clients saw the first acknowledged write.
@@ -242,7 +254,7 @@ pub async fn nats_server_loss(
         let clients = Clients::start(client, &[a.base(), b.base()], &session, 3).await?;
         nats.kill(victim);
         let killed = Instant::now();
-        let elected = async {
+        let streams_led = async {
             for stream in &streams {
                 loop {
                     match leader_of(&js, stream).await {
@@ -256,17 +268,30 @@ pub async fn nats_server_loss(
             }
             Ok(killed.elapsed())
         };
-        let (elected, first) = tokio::join!(
-            elected,
+        let meta_led = async {
+            while !meta_leader_answers(&js).await {
+                if killed.elapsed() > Duration::from_secs(60) {
+                    bail!("JetStream had no meta leader within 60 s");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(killed.elapsed())
+        };
+        let (streams_led, meta_led, first) = tokio::join!(
+            streams_led,
+            meta_led,
             clients.first_ack_after(killed, Duration::from_secs(60))
         );
-        let (elected, seen) = (elected?, first? - killed);
+        let (streams_led, meta_led, seen) = (streams_led?, meta_led?, first? - killed);
+        let elected = streams_led.max(meta_led);
         let failed = clients.stop(killed).await;
         println!(
-            "  run {}: killed {leader} (lease bucket led by {}): JetStream's leaders back after {:.0} ms, first acknowledged write after {:.0} ms ({:+.0} ms), {failed} requests not acknowledged",
+            "  run {}: killed {leader} (lease bucket led by {}): JetStream's leaders back after {:.0} ms (streams {:.0} ms, meta {:.0} ms), first acknowledged write after {:.0} ms ({:+.0} ms), {failed} requests not acknowledged",
             run + 1,
             lease_leader.as_deref().unwrap_or("?"),
             ms(elected),
+            ms(streams_led),
+            ms(meta_led),
             ms(seen),
             ms(seen) - ms(elected),
         );

@@ -13,28 +13,30 @@
 //! answered by someone else first) is simply tried again, possibly with
 //! another writer.
 //!
-//! The answer says the command happened exactly when it did: if no writer
-//! gave a final answer within the command's time but one may have carried
-//! it out, this process waits until no writer can still store it (its time,
-//! and then the time a decided group may take to reach the stream), catches
-//! up with the stream and looks for what it made. Found: the command
-//! happened, and is answered as such; not found: it did not and never will.
+//! The answer to a command that makes a token (a creation, a rotation) says
+//! it happened exactly when it did: if no writer gave a final answer within
+//! the command's time but one may have carried it out, this process waits
+//! until no writer can still store it (its time, and then the time a
+//! decided group may take to reach the stream), catches up with the stream
+//! and looks for the token. Found: the command happened, and is answered as
+//! such; not found: it did not and never will. (A revocation or a policy
+//! whose answer was lost is answered `503`: trying it again does no harm.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
-use enspace_core::{EventSigner, TokenView};
+use enspace_core::{EventKey, EventSigner, TokenView};
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 use ulid::Ulid;
 
 use super::commit::ACK_TIMEOUT;
 use super::forward::{self, Asker, Heard, Inbox};
-use super::{Role, lease};
+use super::{Role, catch_up, lease};
 use crate::commands::{Command, CommandError};
-use crate::store::Projections;
 use crate::store::writer::{Deliver, Writer};
+use crate::store::{EventLog, Projections};
 
 /// The longest a command waits for a writer.
 pub const MOST_BUDGET: Duration = Duration::from_secs(5);
@@ -50,9 +52,15 @@ const READ_LEASE: Duration = Duration::from_millis(300);
 /// How long the forwarding process waits for its own log to hold the
 /// result before answering anyway (its next read waits at the barrier).
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long it leaves that to the follower before getting the events
+/// itself (the follower may be on a NATS server that died).
+const FOLLOWER_FIRST: Duration = Duration::from_millis(100);
 /// After a command's time: how long a writer that decided it just in time
 /// may still take to store it.
 const IN_FLIGHT: Duration = ACK_TIMEOUT.saturating_add(Duration::from_millis(500));
+/// How long, after that, the stream is asked what happened (it may be
+/// electing a leader: JetStream takes up to about 10 s).
+const MOST_ASKING: Duration = Duration::from_secs(15);
 
 type Answer = Result<Option<TokenView>, CommandError>;
 
@@ -75,7 +83,11 @@ pub struct Delivery {
     pub lease: kv::Store,
     pub asker: Asker,
     pub signer: Arc<EventSigner>,
+    /// With a short request timeout.
     pub js: jetstream::Context,
+    pub log: EventLog,
+    /// The key the stream's events are checked with.
+    pub trust: EventKey,
     pub projections: Projections,
     pub budget: Duration,
 }
@@ -150,6 +162,13 @@ async fn deliver(d: &Delivery, writer: &Writer, command: Command) -> Answer {
     if !this.maybe_done {
         return Err(unavailable("no process could record it in time"));
     }
+    if command.makes().is_none() {
+        // A revocation or a policy: recorded or not, trying it again does
+        // no harm, and what it did is not told by a secret hash.
+        return Err(unavailable(
+            "no writer answered in time; it may have been recorded, and may be tried again",
+        ));
+    }
     settle(d, writer, &command, this.valid_until).await
 }
 
@@ -195,10 +214,7 @@ async fn try_once(
         .await
     {
         Heard::Answer(Ok(answer)) => {
-            let mut head = writer.head();
-            let reached =
-                tokio::time::timeout(CATCH_UP_TIMEOUT, head.wait_for(|h| *h >= answer.head)).await;
-            if !matches!(reached, Ok(Ok(_))) {
+            if !holds(d, writer, answer.head).await {
                 tracing::warn!(
                     writer_head = answer.head,
                     "answering a forwarded command before this process's log holds it"
@@ -216,6 +232,27 @@ async fn try_once(
     }
 }
 
+/// Waits until this process's log holds `target`: the follower's doing,
+/// or after a moment this process's own.
+async fn holds(d: &Delivery, writer: &Writer, target: u64) -> bool {
+    let mut head = writer.head();
+    let reached = tokio::time::timeout(CATCH_UP_TIMEOUT, async {
+        let followed = matches!(
+            tokio::time::timeout(FOLLOWER_FIRST, head.wait_for(|h| *h >= target)).await,
+            Ok(Ok(_))
+        );
+        if followed {
+            return true;
+        }
+        if let Err(e) = catch_up::fetch_until(&d.js, &d.log, writer, &d.trust, target).await {
+            tracing::debug!(error = %e, "cannot fetch the events the log lacks");
+        }
+        head.wait_for(|h| *h >= target).await.is_ok()
+    })
+    .await;
+    reached.unwrap_or(false)
+}
+
 /// No final answer came within the command's time, but a writer may have
 /// carried it out: once no writer can still store it, what the stream holds
 /// says whether it happened.
@@ -230,21 +267,26 @@ async fn settle(
         .unwrap_or(Duration::ZERO)
         .saturating_add(IN_FLIGHT);
     tokio::time::sleep(after).await;
-    let caught_up = tokio::time::timeout(CATCH_UP_TIMEOUT, async {
-        let last = crate::restore::stream_last(&d.js).await.ok()?;
-        let mut head = writer.head();
-        head.wait_for(|h| *h >= last).await.ok().map(drop)
-    })
-    .await;
-    let unknown =
-        || unavailable("no writer answered in time; whether it was recorded cannot be told yet");
-    if !matches!(caught_up, Ok(Some(()))) {
-        return Err(unknown());
+    // The stream may still be electing a leader: ask until it answers.
+    let asked_until = Instant::now() + MOST_ASKING;
+    loop {
+        if let Ok(last) = crate::restore::stream_last(&d.js).await
+            && holds(d, writer, last).await
+        {
+            break;
+        }
+        if Instant::now() >= asked_until {
+            tracing::warn!(
+                "a write whose answer was lost is answered 503, and the token events stream cannot tell whether it was recorded"
+            );
+            return Err(unavailable(
+                "no writer answered in time; whether it was recorded cannot be told yet",
+            ));
+        }
+        tokio::time::sleep(LOOK_AGAIN).await;
     }
     let Some(hash) = command.makes() else {
-        // Not a command that makes a token: it was recorded or not, and
-        // trying it again does no harm (a revocation, a policy).
-        return Err(unknown());
+        return Err(unavailable("no process could record it in time"));
     };
     match d.projections.token_by_hash(hash) {
         Ok(Some(view)) if command.made(&view) => {

@@ -82,15 +82,20 @@ struct Opened {
     valid_until: Timestamp,
 }
 
+/// Why a forwarded command was refused, and its id if it is known (its
+/// signature verified): then the refusal is answered under it.
+type Refusal = (Option<Ulid>, CommandError);
+
 /// The command inside `payload`, if its signature verifies with `key`, it
 /// was not sent from the future and its time has not passed.
-fn open(payload: &[u8], key: &EventKey) -> Result<Opened, CommandError> {
+fn open(payload: &[u8], key: &EventKey) -> Result<Opened, Refusal> {
     let refused = |why: &str| unavailable(format_args!("forwarded command refused: {why}"));
-    let f: Forwarded = rmp_serde::from_slice(payload).map_err(|_| refused("unreadable"))?;
+    let f: Forwarded = rmp_serde::from_slice(payload).map_err(|_| (None, refused("unreadable")))?;
     let signed = signed_bytes(f.id, &f.command, f.at_ms, f.valid_until_ms);
     if !key.verify_command(&signed, &f.signature) {
-        return Err(refused("not signed by the event key"));
+        return Err((None, refused("not signed by the event key")));
     }
+    let refused = |why: &str| (Some(f.id), refused(why));
     let now = Timestamp::now().as_millisecond();
     if f.at_ms - now > MAX_SKEW_MS
         || f.valid_until_ms < f.at_ms
@@ -241,7 +246,7 @@ pub fn is_final(reply: &Reply) -> bool {
 
 /// Decides one forwarded request here, at most once per id (only while
 /// this process is the writer; otherwise the answer says so). `None`: the
-/// request could not be opened, and has no id to answer under.
+/// request's signature did not verify, and it has no id to answer under.
 async fn answer(
     payload: &[u8],
     writer: &Writer,
@@ -250,9 +255,13 @@ async fn answer(
 ) -> (Option<Ulid>, Reply) {
     let opened = match open(payload, key) {
         Ok(opened) => opened,
-        Err(e) => {
-            tracing::warn!(error = %e, "refused a forwarded command");
-            return (None, Err(e));
+        Err((id, e)) => {
+            if id.is_some() {
+                tracing::debug!(error = %e, "refused a forwarded command");
+            } else {
+                tracing::warn!(error = %e, "refused a forwarded command");
+            }
+            return (id, Err(e));
         }
     };
     let work = async {

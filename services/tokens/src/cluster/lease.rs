@@ -20,8 +20,11 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 
-use super::{ClusterConfig, LeaseHolder, Part, Role, members};
+use enspace_core::EventKey;
+
+use super::{ClusterConfig, LeaseHolder, Part, Role, catch_up, members};
 use crate::outbox::Outbox;
+use crate::store::EventLog;
 use crate::store::writer::Writer;
 
 /// The lease's key in its bucket.
@@ -40,6 +43,9 @@ const ASK_TIMEOUT: Duration = Duration::from_millis(300);
 const PREPARE_AGAIN: Duration = Duration::from_millis(50);
 /// How long comparing the stream with the log (and refilling it) may take.
 const REFILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long any one JetStream request may take while preparing (the
+/// client's default is 5 s, all of it lost for one sent during an election).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Opens (creating or updating) a KV bucket of this cluster. Never lowers
 /// the replicas another process gave it.
@@ -228,14 +234,22 @@ pub async fn watch_holder(kv: kv::Store, role: Role) {
 
 /// Makes a process that won the lease the writer, once its log holds
 /// everything the stream does and the stream everything its log does.
-pub async fn lead(
-    role: Role,
-    js: jetstream::Context,
-    writer: Writer,
-    outbox: Outbox,
-    members: kv::Store,
-    node_id: String,
-) {
+/// What a process that won the lease needs to take up writing.
+pub struct Leading {
+    pub js: jetstream::Context,
+    pub log: EventLog,
+    pub writer: Writer,
+    /// The key the stream's events are checked with.
+    pub key: EventKey,
+    pub outbox: Outbox,
+    pub members: kv::Store,
+    pub node_id: String,
+}
+
+pub async fn lead(role: Role, leading: Leading) {
+    let mut js = leading.js.clone();
+    js.set_timeout(REQUEST_TIMEOUT);
+    let leading = Leading { js, ..leading };
     let mut part = role.watch();
     // Failures in a row: the first is a warning, the rest (every
     // PREPARE_AGAIN while NATS elects a leader) only debug.
@@ -243,7 +257,7 @@ pub async fn lead(
     loop {
         let now = *part.borrow_and_update();
         if let Part::Preparing(term) = now {
-            match prepare(&js, &writer, &outbox, &members, &node_id).await {
+            match prepare(&leading).await {
                 Ok(()) => {
                     if failed > 0 {
                         tracing::info!(term, failed, "took up writing after {failed} tries");
@@ -289,13 +303,16 @@ impl From<String> for Prepare {
     }
 }
 
-async fn prepare(
-    js: &jetstream::Context,
-    writer: &Writer,
-    outbox: &Outbox,
-    members: &kv::Store,
-    node_id: &str,
-) -> Result<(), Prepare> {
+async fn prepare(leading: &Leading) -> Result<(), Prepare> {
+    let Leading {
+        js,
+        log,
+        writer,
+        key,
+        outbox,
+        members,
+        node_id,
+    } = leading;
     let deadline = Instant::now() + CATCH_UP;
     let head = writer.head();
     // While NATS elects a stream's leader, its requests wait out their
@@ -309,7 +326,12 @@ async fn prepare(
         if *head.borrow() >= last || Instant::now() >= deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // The follower may still be on a NATS server that died: get what
+        // the log lacks directly.
+        if let Err(e) = catch_up::fetch_until(js, log, writer, key, last).await {
+            tracing::debug!(error = %e, "cannot fetch the events the log lacks yet");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     let last = tokio::time::timeout(ASK_TIMEOUT, crate::restore::stream_last(js))
         .await

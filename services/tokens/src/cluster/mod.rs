@@ -30,6 +30,7 @@
 //! nodes and followers check every event against it, whoever wrote it.
 
 pub mod barrier;
+pub mod catch_up;
 pub mod commit;
 pub mod deliver;
 pub mod follow;

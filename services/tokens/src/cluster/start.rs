@@ -78,6 +78,10 @@ pub async fn join(
     ));
     let role = Role::default();
     let writer = state.writer.clone();
+    // For the JetStream requests a waiting write makes: one sent while NATS
+    // elects a leader is never answered, and should not cost 5 s.
+    let mut quick_js = js.clone();
+    quick_js.set_timeout(Duration::from_secs(1));
     let metrics = &state.metrics.cluster;
     writer.join_cluster(
         Arc::new(StreamCommit {
@@ -96,7 +100,9 @@ pub async fn join(
                 ignored: metrics.forward_replies_ignored.clone(),
             },
             signer: signer.clone(),
-            js: js.clone(),
+            js: quick_js,
+            log: state.store.log.clone(),
+            trust: trust.clone(),
             projections: state.store.projections.clone(),
             budget: deliver::budget(config.lease_ttl),
         }),
@@ -134,11 +140,15 @@ pub async fn join(
     tokio::spawn(lease::hold(lease_kv, role.clone(), config.clone()));
     tokio::spawn(lease::lead(
         role.clone(),
-        js.clone(),
-        writer.clone(),
-        outbox.in_cluster(),
-        members_kv.clone(),
-        config.node_id.clone(),
+        lease::Leading {
+            js: js.clone(),
+            log: log.clone(),
+            writer: writer.clone(),
+            key: trust.clone(),
+            outbox: outbox.in_cluster(),
+            members: members_kv.clone(),
+            node_id: config.node_id.clone(),
+        },
     ));
     tokio::spawn(members::report(
         members_kv,
