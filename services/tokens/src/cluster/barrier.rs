@@ -23,6 +23,9 @@ use crate::state::{AppState, ClusterHandle};
 
 /// How long a read waits for this process to catch up.
 const CATCH_UP: Duration = Duration::from_secs(2);
+/// How long one question to the stream may take: one asked while NATS
+/// elects the stream's leader is never answered, so it is asked again.
+const ASK: Duration = Duration::from_millis(300);
 
 /// Whether a request answers with token state: the routes, and the methods
 /// that answer with it.
@@ -89,13 +92,26 @@ pub async fn catch_up(
     }
     asked.inc();
     let reached = tokio::time::timeout(CATCH_UP, async {
-        let last = crate::restore::stream_last(&cluster.js)
-            .await
-            .map_err(|e| e.to_string())?;
-        head.wait_for(|h| *h >= last)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+        loop {
+            match tokio::time::timeout(ASK, crate::restore::stream_last(&cluster.js)).await {
+                Ok(Ok(last)) => {
+                    return head
+                        .wait_for(|h| *h >= last)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string());
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "cannot ask the token events stream how far it is");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(_) => {}
+            }
+            // Became the writer meanwhile: its log holds every change.
+            if cluster.role.is_writer() {
+                return Ok(());
+            }
+        }
     })
     .await;
     match reached {
