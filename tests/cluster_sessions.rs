@@ -91,6 +91,18 @@ async fn a_session_record_not_signed_by_the_control_plane_or_claiming_a_longer_l
             .await
             .expect("put");
     }
+    // Looked up by a process that has not copied it yet, or copied: never
+    // taken.
+    for member in [&a, &b] {
+        for (secret, _) in &forged {
+            assert_eq!(
+                me_status(member, secret.expose()).await,
+                401,
+                "{} let a forged record sign someone in",
+                member.node_id
+            );
+        }
+    }
     for member in [&a, &b] {
         // Every process sees each record come by, and refuses it once.
         eventually(
