@@ -260,7 +260,7 @@ async fn after_each_of_ten_writer_kills_a_waiting_write_goes_to_the_new_writer_i
     let key = dir.path().join("event-signing.key");
     let lease = Duration::from_secs(2);
     let (a, b) = pair(dir.path(), &nats.url(), &[]).await;
-    let mut members = vec![a, b];
+    let mut members = [a, b];
     let mut failovers = Vec::new();
     for kill in 0..10 {
         let leader = writer(&[&members[0], &members[1]]).await;

@@ -108,7 +108,7 @@ impl NatsCluster {
             args: Vec::new(),
             _stores: Vec::new(),
         };
-        for i in 0..n {
+        for (i, route) in routes.iter().enumerate() {
             let store = tempfile::tempdir()?;
             cluster.args.push(vec![
                 "-a".into(),
@@ -123,7 +123,7 @@ impl NatsCluster {
                 "--cluster_name".into(),
                 "bench".into(),
                 "--cluster".into(),
-                format!("nats://127.0.0.1:{}", routes[i]),
+                format!("nats://127.0.0.1:{route}"),
                 "--routes".into(),
                 route_list.clone(),
             ]);

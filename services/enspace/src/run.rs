@@ -113,8 +113,7 @@ async fn control_plane(
         .context("--request-retention (ENSPACE_REQUEST_RETENTION) is too long")?;
     let session_ttl = jiff::SignedDuration::try_from(args.limits.session_ttl)
         .context("--session-ttl (ENSPACE_SESSION_TTL) is too long")?;
-    let config = Config {
-        session_ttl,
+    let mut config = Config {
         internal_key: args.internal_key.clone(),
         request_retention: retention,
         event_signer: Some(signer.clone()),
@@ -135,6 +134,7 @@ async fn control_plane(
         deliver_notifications: webhook.is_some() || args.nats_url.is_some(),
         ..Config::default()
     };
+    config.session_ttl = session_ttl;
     let indexer_metrics = IndexerMetrics::register(&mut registry);
     let state = AppState::new(
         store.clone(),

@@ -111,7 +111,7 @@ struct Delivering {
 }
 
 enum Tried {
-    Done(Answer),
+    Done(Box<Answer>),
     /// Not carried out by this try (no writer, or not this one).
     NotDone,
     /// Perhaps carried out; no final answer.
@@ -137,7 +137,7 @@ async fn deliver(d: &Delivery, writer: &Writer, command: Command) -> Answer {
         part.borrow_and_update();
         holder.borrow_and_update();
         match try_once(d, writer, &command, &mut this).await {
-            Tried::Done(answer) => return answer,
+            Tried::Done(answer) => return *answer,
             Tried::NotDone => {}
             Tried::Unknown => this.maybe_done = true,
         }
@@ -186,7 +186,7 @@ async fn try_once(
         {
             Err(CommandError::NotWriter) => Tried::NotDone,
             Err(CommandError::Unavailable(_) | CommandError::Store(_)) => Tried::Unknown,
-            answer => Tried::Done(answer),
+            answer => Tried::Done(Box::new(answer)),
         };
     }
     let Some(holder) = d.role.holder().filter(|h| h.node_id != d.node_id) else {
@@ -198,7 +198,7 @@ async fn try_once(
         Some(sealed) => sealed,
         None => match forward::seal_as(this.id, command, this.valid_until, &d.signer) {
             Ok(sealed) => this.sealed.insert(sealed),
-            Err(e) => return Tried::Done(Err(e)),
+            Err(e) => return Tried::Done(Box::new(Err(e))),
         },
     };
     let inbox = match &mut this.inbox {
@@ -208,27 +208,31 @@ async fn try_once(
             Err(_) => return Tried::NotDone,
         },
     };
-    match d
+    let heard = d
         .asker
         .ask(inbox, &holder.node_id, this.id, sealed, TRY)
-        .await
-    {
-        Heard::Answer(Ok(answer)) => {
+        .await;
+    let reply = match heard {
+        Heard::Answer(reply) => *reply,
+        Heard::NoResponders => return Tried::NotDone,
+        Heard::Nothing => return Tried::Unknown,
+    };
+    match reply {
+        Ok(answer) => {
             if !holds(d, writer, answer.head).await {
                 tracing::warn!(
                     writer_head = answer.head,
                     "answering a forwarded command before this process's log holds it"
                 );
             }
-            Tried::Done(Ok(answer.view))
+            Tried::Done(Box::new(Ok(answer.view)))
         }
-        Heard::Answer(Err(CommandError::NotWriter)) | Heard::NoResponders => Tried::NotDone,
-        Heard::Answer(Err(e @ (CommandError::Unavailable(_) | CommandError::Store(_)))) => {
+        Err(CommandError::NotWriter) => Tried::NotDone,
+        Err(e @ (CommandError::Unavailable(_) | CommandError::Store(_))) => {
             tracing::debug!(error = %e, writer = holder.node_id, "a forwarded command was not recorded yet");
             Tried::Unknown
         }
-        Heard::Answer(Err(e)) => Tried::Done(Err(e)),
-        Heard::Nothing => Tried::Unknown,
+        Err(e) => Tried::Done(Box::new(Err(e))),
     }
 }
 

@@ -151,7 +151,7 @@ pub fn seal(command: &Command, signer: &EventSigner) -> Result<Vec<u8>, CommandE
 /// What one question to the writer heard.
 pub enum Heard {
     /// The writer's signed answer.
-    Answer(Reply),
+    Answer(Box<Reply>),
     /// Nobody listens on the writer's subject: nobody received it.
     NoResponders,
     /// No answer in time: it may or may not have been carried out.
@@ -218,7 +218,7 @@ impl Asker {
                     .then(|| rmp_serde::from_slice::<Reply>(&message.payload).ok())
                     .flatten();
                 match reply {
-                    Some(reply) => return Heard::Answer(reply),
+                    Some(reply) => return Heard::Answer(Box::new(reply)),
                     None => {
                         self.ignored.inc();
                         tracing::warn!(
