@@ -3,7 +3,6 @@
 //! none loses an acknowledged write or forks the chain.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,45 +17,12 @@ use enspace_tokens::store::writer::Commit;
 use serde_json::Value;
 
 use crate::support::app::ApiClient;
-use crate::support::cluster::{Member, NatsCluster, audit_export, writer};
+use crate::support::cluster::{
+    MANY_TOKENS, Member, NatsCluster, audit_export, by_id, converge, other, pair, writer,
+};
 use crate::support::distributed::{RECORDS, api_node, body, wait_ready, wait_status};
 use crate::support::nats::EDGE_FLAGS;
 use crate::support::{EnspaceProcess, NatsServer, eventually};
-
-const MANY_TOKENS: [&str; 2] = ["--max-tokens-per-user", "100000"];
-
-/// Two members on `url` sharing a key in `dir`; the first is started (and
-/// has made the key) before the second.
-async fn pair(dir: &Path, url: &str, extra: &[&str]) -> (Member, Member) {
-    let key = dir.join("event-signing.key");
-    let (a_data, b_data) = (dir.join("a"), dir.join("b"));
-    let mut args = MANY_TOKENS.to_vec();
-    args.extend_from_slice(extra);
-    let a = Member::start(&a_data, &key, url, "cp-a", &args);
-    writer(&[&a]).await;
-    let b = Member::start(&b_data, &key, url, "cp-b", &args);
-    eventually(Duration::from_secs(20), "cp-b following", || async {
-        (b.head().await.is_some()).then_some(())
-    })
-    .await;
-    (a, b)
-}
-
-fn by_id<'a>(members: [&'a Member; 2], id: &str) -> &'a Member {
-    if members[0].node_id == id {
-        members[0]
-    } else {
-        members[1]
-    }
-}
-
-fn other<'a>(members: [&'a Member; 2], id: &str) -> &'a Member {
-    if members[0].node_id == id {
-        members[1]
-    } else {
-        members[0]
-    }
-}
 
 /// Two API nodes on `url`, ready, with their clients.
 async fn two_api_nodes(url: &str) -> (Vec<EnspaceProcess>, Vec<ApiClient>) {
@@ -234,19 +200,6 @@ async fn create_through(
     }
 }
 
-/// Waits until both members report the same head.
-async fn converge(a: &Member, b: &Member) -> u64 {
-    eventually(
-        Duration::from_secs(30),
-        "both members at the same head",
-        || async {
-            let (x, y) = (a.head().await?, b.head().await?);
-            (x == y && x > 0).then_some(x)
-        },
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_writer_under_load_loses_no_acknowledged_change_and_writes_resume_within_3s() {
     let nats = NatsCluster::start(3).await;
@@ -396,14 +349,13 @@ async fn a_writer_paused_past_its_lease_cannot_append_and_the_chain_does_not_for
 async fn the_stream_refuses_an_append_after_a_stale_head_and_the_writer_stops_writing() {
     let nats = NatsServer::start();
     let client = async_nats::connect(nats.url()).await.expect("connect");
-    let js = async_nats::jetstream::new(client.clone());
+    let js = async_nats::jetstream::new(client);
     enspace_nats::ensure_stream(&js, enspace_nats::token_events_config())
         .await
         .expect("stream");
     let signer = Arc::new(EventSigner::generate());
     let role = Role::default();
     role.set(Part::Writer(7));
-    let (_head_tx, head) = tokio::sync::watch::channel(0);
     let data = tempfile::tempdir().expect("temp dir");
     let store = enspace_tokens::store::Store::open(data.path()).expect("store");
     let repairer = enspace_tokens::event_stream::repair::Repairer::new(
@@ -414,10 +366,8 @@ async fn the_stream_refuses_an_append_after_a_stale_head_and_the_writer_stops_wr
     let commit = StreamCommit::new(
         role.clone(),
         js.clone(),
-        client,
         signer.clone(),
         tokio::runtime::Handle::current(),
-        head,
         &store,
         repairer,
     );
@@ -670,7 +620,8 @@ async fn a_forged_or_garbled_forwarded_command_is_answered_with_an_error_and_cha
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_whose_writer_vanished_answers_503_with_retry_after_not_a_hang() {
+async fn a_follower_whose_writer_vanished_answers_503_not_a_hang_and_the_writer_never_carries_it_out_later()
+ {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let (a, b) = pair(dir.path(), &nats.url(), &["--lease-ttl", "30s"]).await;
@@ -685,12 +636,14 @@ async fn a_follower_whose_writer_vanished_answers_503_with_retry_after_not_a_han
         .post(follower.api.url("/v1/tokens"))
         .bearer_auth(&session)
         .json(&body("nobody writes"))
-        .timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
         .send()
         .await
         .expect("an answer, not a hang");
+    // The command's time (at most 5 s), then the time a writer that decided
+    // it just then would take to store it (2.5 s): generous on a busy machine.
     assert!(
-        asked.elapsed() < Duration::from_secs(5),
+        asked.elapsed() < Duration::from_secs(15),
         "answered after {:?}",
         asked.elapsed()
     );
@@ -701,7 +654,30 @@ async fn a_follower_whose_writer_vanished_answers_503_with_retry_after_not_a_han
     assert_eq!(problem["code"], "writer_unavailable");
     // Reads still work on the follower.
     assert_eq!(follower.api.get(&session, "/v1/tokens").await.status(), 200);
+    // Resumed within its lease, the writer finds the forwarded copies it
+    // was sent while paused: their time has passed, so it refuses them.
     gone.resume();
+    let (token, _) = create_through(follower, &session, "after resume", [&a, &b]).await;
+    converge(&a, &b).await;
+    let list: Value = follower
+        .api
+        .get(&session, "/v1/tokens")
+        .await
+        .json()
+        .await
+        .expect("list");
+    let descriptions: Vec<&str> = list["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .filter_map(|t| t["description"].as_str())
+        .collect();
+    assert_eq!(
+        descriptions,
+        ["after resume"],
+        "the creation answered 503 was never carried out"
+    );
+    assert_eq!(list["tokens"][0]["id"], token["id"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -249,3 +249,58 @@ pub fn audit_export(data: &Path) -> String {
     assert_eq!(code, 0, "audit export of {}", data.display());
     out
 }
+
+/// Enough tokens for any load a test puts on a cluster.
+pub const MANY_TOKENS: [&str; 2] = ["--max-tokens-per-user", "100000"];
+
+/// Two members on `url` sharing a key in `dir`; the first is started (and
+/// has made the key) before the second. Each may hold [`MANY_TOKENS`]
+/// unless `extra` says otherwise.
+pub async fn pair(dir: &Path, url: &str, extra: &[&str]) -> (Member, Member) {
+    let key = dir.join("event-signing.key");
+    let (a_data, b_data) = (dir.join("a"), dir.join("b"));
+    let mut args = Vec::new();
+    if !extra.contains(&MANY_TOKENS[0]) {
+        args.extend_from_slice(&MANY_TOKENS);
+    }
+    args.extend_from_slice(extra);
+    let a = Member::start(&a_data, &key, url, "cp-a", &args);
+    writer(&[&a]).await;
+    let b = Member::start(&b_data, &key, url, "cp-b", &args);
+    eventually(Duration::from_secs(20), "cp-b following", || async {
+        (b.head().await.is_some()).then_some(())
+    })
+    .await;
+    (a, b)
+}
+
+/// The member named `id`.
+pub fn by_id<'a>(members: [&'a Member; 2], id: &str) -> &'a Member {
+    if members[0].node_id == id {
+        members[0]
+    } else {
+        members[1]
+    }
+}
+
+/// The member not named `id`.
+pub fn other<'a>(members: [&'a Member; 2], id: &str) -> &'a Member {
+    if members[0].node_id == id {
+        members[1]
+    } else {
+        members[0]
+    }
+}
+
+/// Waits until both members report the same head.
+pub async fn converge(a: &Member, b: &Member) -> u64 {
+    eventually(
+        Duration::from_secs(30),
+        "both members at the same head",
+        || async {
+            let (x, y) = (a.head().await?, b.head().await?);
+            (x == y && x > 0).then_some(x)
+        },
+    )
+    .await
+}

@@ -7,9 +7,11 @@
 //!   run: saturation, and p99 at a fixed rate (open loop);
 //! - follower lag: a creation's `201` from the writer until the follower
 //!   serves the token;
-//! - failover: SIGKILL of the writer until the next acknowledged write
-//!   through the survivor, over many kills (the killed process restarts and
-//!   catches up between kills).
+//! - failover as clients see it ([`failover`]): SIGKILL of the writer under
+//!   three clients' load until the first acknowledged write, over many kills
+//!   (the killed process restarts and catches up between kills), beside
+//!   when the lease moved; and SIGKILL of the NATS server leading the token
+//!   events stream, beside JetStream's own election.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,6 +21,8 @@ use reqwest::header::{AUTHORIZATION, HeaderValue};
 
 use crate::create::{Load, load, paced};
 use crate::support::{Nats, Process, percentile, sign_in};
+
+mod failover;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -40,6 +44,10 @@ pub struct Args {
     /// Writers killed in the failover run.
     #[arg(long, default_value_t = 10)]
     kills: usize,
+    /// NATS servers killed (the one leading the token events stream) in the
+    /// NATS server loss run.
+    #[arg(long, default_value_t = 3)]
+    nats_kills: usize,
     /// Creations timed from writer to follower.
     #[arg(long, default_value_t = 300)]
     lag_samples: usize,
@@ -48,7 +56,6 @@ pub struct Args {
 const TARGET_R3_PER_SEC: f64 = 2000.0;
 const TARGET_R3_P99: Duration = Duration::from_millis(25);
 const TARGET_LAG_P99: Duration = Duration::from_millis(50);
-const TARGET_FAILOVER_P99: Duration = Duration::from_secs(3);
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -69,8 +76,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// A 3-server NATS cluster on loopback, killed on drop.
 struct NatsCluster {
-    children: Vec<std::process::Child>,
+    children: Vec<Option<std::process::Child>>,
     ports: Vec<u16>,
+    /// Each server's arguments, to start it again.
+    args: Vec<Vec<String>>,
     _stores: Vec<tempfile::TempDir>,
 }
 
@@ -93,29 +102,58 @@ impl NatsCluster {
             .map(|p| format!("nats://127.0.0.1:{p}"))
             .collect::<Vec<_>>()
             .join(",");
-        let mut children = Vec::new();
-        let mut stores = Vec::new();
-        for i in 0..n {
-            let store = tempfile::tempdir()?;
-            children.push(
-                std::process::Command::new("nats-server")
-                    .args(["-a", "127.0.0.1", "-p", &ports[i].to_string(), "-js", "-sd"])
-                    .arg(store.path())
-                    .args(["--server_name", &format!("n{i}"), "--cluster_name", "bench"])
-                    .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
-                    .args(["--routes", &route_list])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .spawn()
-                    .context("start nats-server")?,
-            );
-            stores.push(store);
-        }
-        Ok(NatsCluster {
-            children,
+        let mut cluster = NatsCluster {
+            children: Vec::new(),
             ports,
-            _stores: stores,
-        })
+            args: Vec::new(),
+            _stores: Vec::new(),
+        };
+        for (i, route) in routes.iter().enumerate() {
+            let store = tempfile::tempdir()?;
+            cluster.args.push(vec![
+                "-a".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                cluster.ports[i].to_string(),
+                "-js".into(),
+                "-sd".into(),
+                store.path().display().to_string(),
+                "--server_name".into(),
+                format!("n{i}"),
+                "--cluster_name".into(),
+                "bench".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{route}"),
+                "--routes".into(),
+                route_list.clone(),
+            ]);
+            cluster._stores.push(store);
+            cluster.children.push(None);
+            cluster.restart(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts server `i` (again, with its store).
+    fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill(i);
+        self.children[i] = Some(
+            std::process::Command::new("nats-server")
+                .args(&self.args[i])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .context("start nats-server")?,
+        );
+        Ok(())
+    }
+
+    /// SIGKILLs server `i`.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Waits until a stream with a replica on every server can be made.
@@ -153,9 +191,8 @@ impl NatsCluster {
 
 impl Drop for NatsCluster {
     fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
+        for i in 0..self.children.len() {
+            self.kill(i);
         }
     }
 }
@@ -436,48 +473,8 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         }
     );
 
-    println!(
-        "== failover (R3, --lease-ttl 2s): SIGKILL of the writer until the next acknowledged write"
-    );
-    let mut takeovers = Vec::with_capacity(args.kills);
-    for _ in 0..args.kills {
-        let writer = wait_writer(&client, &[a.base(), b.base()]).await?;
-        let (victim, survivor) = if writer == "cp-a" {
-            (&mut a, &mut b)
-        } else {
-            (&mut b, &mut a)
-        };
-        let session = sign_in(&client, &survivor.base()).await?;
-        let create = create_request(&client, &survivor.base(), &session)?;
-        victim.kill();
-        let killed = Instant::now();
-        loop {
-            if let Ok(res) = create(0).send().await
-                && res.status() == 201
-            {
-                takeovers.push(killed.elapsed());
-                break;
-            }
-            if killed.elapsed() > Duration::from_secs(30) {
-                bail!("no write within 30 s of a kill");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        victim.restart()?;
-    }
-    takeovers.sort_unstable();
-    println!(
-        "  {} kills: p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms   (floor: the lease's 2 s time to live, less the up to 0.5 s since its last renewal)   target p99 < {} s: {}",
-        takeovers.len(),
-        ms(percentile(&takeovers, 0.50)),
-        ms(percentile(&takeovers, 0.99)),
-        ms(takeovers.last().copied().unwrap_or_default()),
-        TARGET_FAILOVER_P99.as_secs(),
-        if percentile(&takeovers, 0.99) < TARGET_FAILOVER_P99 {
-            "met"
-        } else {
-            "NOT met"
-        }
-    );
+    failover::writer_kills(&client, &nats3.url(), &mut a, &mut b, args.kills).await?;
+    let mut nats3 = nats3;
+    failover::nats_server_loss(&client, &mut nats3, &a, &b, args.nats_kills).await?;
     Ok(())
 }

@@ -288,12 +288,24 @@ impl Process {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        // ENSPACE_BENCH_LOGS=DIR keeps each process's log (at info, or as
+        // RUST_LOG says) in DIR/enspace-<port>.log, to see what happened.
+        let (level, stderr) = match std::env::var_os("ENSPACE_BENCH_LOGS") {
+            Some(dir) => {
+                let path = std::path::Path::new(&dir).join(format!("enspace-{port}.log"));
+                let file = std::fs::File::create(&path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+                (level, std::process::Stdio::from(file))
+            }
+            None => ("warn".into(), std::process::Stdio::null()),
+        };
         let child = std::process::Command::new(binary)
             .args(args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .with_context(|| {
                 format!("cannot start {binary}; build it with cargo build --release --bin enspace")

@@ -411,6 +411,10 @@ pub struct ServiceLimits {
     /// Sessions one user may hold; signing in once more ends the oldest.
     #[arg(long, env = "ENSPACE_MAX_SESSIONS_PER_USER", default_value_t = enspace_tokens::limits::Limits::default().max_sessions_per_user)]
     pub max_sessions_per_user: usize,
+    /// How long a session lasts after sign-in (at least 1s). Every process
+    /// of a cluster needs the same.
+    #[arg(long, env = "ENSPACE_SESSION_TTL", default_value = "12h", value_parser = parse_session_ttl)]
+    pub session_ttl: Duration,
     /// Mark the session cookie `Secure` always (a TLS proxy is in front);
     /// without it, only when the proxy says the request came over TLS.
     #[arg(long, env = "ENSPACE_SECURE_COOKIES")]
@@ -436,6 +440,7 @@ impl Default for ServiceLimits {
             http: HttpLimits::default(),
             max_tokens_per_user: limits.max_tokens_per_user,
             max_sessions_per_user: limits.max_sessions_per_user,
+            session_ttl: Duration::from_secs(12 * 3600),
             secure_cookies: false,
             leak_report_limit: PerMinute(limits.leak_reports_per_minute),
             token_rate_limit: TokenRateLimit(None),
@@ -548,6 +553,15 @@ pub fn parse_bytes(s: &str) -> Result<MaxBytes, String> {
 }
 
 /// `90d`, `12h`, `15m`, `30s` or `500ms`.
+/// `--session-ttl`: a duration of at least a second.
+fn parse_session_ttl(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err("a session must last at least 1s".into());
+    }
+    Ok(d)
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim())
         .map_err(|e| format!("`{s}` is not a duration such as 90d, 12h, 30s or 500ms: {e}"))?;

@@ -112,7 +112,9 @@ async fn control_plane(
     let webhook = webhook(args)?;
     let retention = jiff::SignedDuration::try_from(args.request_retention)
         .context("--request-retention (ENSPACE_REQUEST_RETENTION) is too long")?;
-    let config = Config {
+    let session_ttl = jiff::SignedDuration::try_from(args.limits.session_ttl)
+        .context("--session-ttl (ENSPACE_SESSION_TTL) is too long")?;
+    let mut config = Config {
         internal_key: args.internal_key.clone(),
         request_retention: retention,
         event_signer: Some(signer.clone()),
@@ -133,6 +135,7 @@ async fn control_plane(
         deliver_notifications: webhook.is_some() || args.nats_url.is_some(),
         ..Config::default()
     };
+    config.session_ttl = session_ttl;
     let indexer_metrics = IndexerMetrics::register(&mut registry);
     let state = AppState::new(
         store.clone(),

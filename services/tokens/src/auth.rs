@@ -2,6 +2,8 @@
 //! given as `Authorization: Bearer ens_sess_…` or as the `enspace_session`
 //! cookie. A personal access token is refused here: a token can never
 //! manage tokens. Cookie-authenticated changes must come from our own origin.
+//! In a cluster, a caller once known waits at the read barrier
+//! ([`crate::cluster::barrier`]) before a route that reads token state.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -189,6 +191,9 @@ impl FromRequestParts<AppState> for Caller {
             .user(&record.user_id)
             .cloned()
             .ok_or_else(ApiError::unauthenticated)?;
+        // Only now that the caller is known: reading token state on a
+        // follower first catches up with the stream.
+        crate::cluster::barrier::before_answering(state, parts).await?;
         Ok(Caller {
             user,
             session: hash,

@@ -99,6 +99,28 @@ impl Command {
         }
     }
 
+    /// The secret hash of the token this command makes, if it makes one
+    /// (the secret is made where the request arrived, and only its hash
+    /// travels): a token holding it means the command was carried out,
+    /// whichever writer did it.
+    pub fn makes(&self) -> Option<&SecretHash> {
+        match self {
+            Command::CreateToken(c) => Some(&c.secret_hash),
+            Command::RotateToken(r) => Some(&r.secret_hash),
+            _ => None,
+        }
+    }
+
+    /// Whether `view`, the token holding [`Command::makes`]'s hash, is the
+    /// one this command made.
+    pub fn made(&self, view: &TokenView) -> bool {
+        match self {
+            Command::CreateToken(c) => view.user_id == c.actor && view.replaces.is_none(),
+            Command::RotateToken(r) => view.user_id == r.actor && view.replaces == Some(r.token_id),
+            _ => false,
+        }
+    }
+
     /// The workspaces whose policy the decision needs.
     pub fn workspaces<'a>(&'a self, current: Option<&'a TokenView>) -> &'a [String] {
         match self {

@@ -86,10 +86,6 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 /// `GET /v1/openapi.json` serves `doc`, which should describe them all.
 pub fn app(state: AppState, extra: Router, doc: &utoipa::openapi::OpenApi) -> Router {
     let (api, _) = api_router().split_for_parts();
-    let api = api.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        cluster::barrier::catch_up_first,
-    ));
     let routes = api
         .merge(ui::routes())
         .with_state(state.clone())

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub leak_reports: crate::leaks::LeakMetrics,
     pub notifications: NotificationMetrics,
     pub stream: crate::event_stream::repair::StreamMetrics,
+    pub cluster: crate::cluster::ClusterMetrics,
 }
 
 /// What the notification sweep and delivery did.
@@ -78,6 +79,7 @@ impl Metrics {
         let leak_reports = crate::leaks::LeakMetrics::register(&mut registry);
         let notifications = NotificationMetrics::register(&mut registry);
         let stream = crate::event_stream::repair::StreamMetrics::register(&mut registry);
+        let cluster = crate::cluster::ClusterMetrics::register(&mut registry);
         let tokens_created = Counter::default();
         let tokens_revoked = Counter::default();
         let tokens_rotated = Counter::default();
@@ -113,6 +115,7 @@ impl Metrics {
             leak_reports,
             notifications,
             stream,
+            cluster,
         }
     }
 }

@@ -10,6 +10,11 @@
 //!   verifying the signature of event `n` after checking the hash chain up
 //!   to it vouches for every event before it as well.
 //! - a heartbeat: `ENSPACE-HEARTBEAT-V1\0` ‖ its MessagePack payload.
+//! - between control-plane processes: a forwarded command
+//!   (`ENSPACE-COMMAND-V1\0`), the writer's answer to one
+//!   (`ENSPACE-ANSWER-V1\0`) and a session record
+//!   (`ENSPACE-SESSION-V1\0`), each followed by its bytes: a signature
+//!   made for one of them never verifies as another.
 //!
 //! The key id is the first 8 bytes of the SHA-256 of the public key, in hex.
 
@@ -23,6 +28,10 @@ const EVENT_DOMAIN: &[u8] = b"ENSPACE-EVENT-V1\0";
 const HEARTBEAT_DOMAIN: &[u8] = b"ENSPACE-HEARTBEAT-V1\0";
 /// Commands one control-plane process forwards to the writer.
 const COMMAND_DOMAIN: &[u8] = b"ENSPACE-COMMAND-V1\0";
+/// The writer's answers to forwarded commands.
+const ANSWER_DOMAIN: &[u8] = b"ENSPACE-ANSWER-V1\0";
+/// Session records shared between control-plane processes.
+const SESSION_DOMAIN: &[u8] = b"ENSPACE-SESSION-V1\0";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 pub const SIGNATURE_LEN: usize = 64;
@@ -106,7 +115,21 @@ impl EventSigner {
 
     /// Signs a command forwarded to the writer (its MessagePack bytes).
     pub fn sign_command(&self, payload: &[u8]) -> [u8; SIGNATURE_LEN] {
-        let mut message = COMMAND_DOMAIN.to_vec();
+        self.sign_in(COMMAND_DOMAIN, payload)
+    }
+
+    /// Signs the writer's answer to a forwarded command.
+    pub fn sign_answer(&self, payload: &[u8]) -> [u8; SIGNATURE_LEN] {
+        self.sign_in(ANSWER_DOMAIN, payload)
+    }
+
+    /// Signs a session record shared with the other control-plane processes.
+    pub fn sign_session(&self, payload: &[u8]) -> [u8; SIGNATURE_LEN] {
+        self.sign_in(SESSION_DOMAIN, payload)
+    }
+
+    fn sign_in(&self, domain: &[u8], payload: &[u8]) -> [u8; SIGNATURE_LEN] {
+        let mut message = domain.to_vec();
         message.extend_from_slice(payload);
         self.key.sign(&message).to_bytes()
     }
@@ -177,10 +200,22 @@ impl EventKey {
     }
 
     pub fn verify_command(&self, payload: &[u8], signature: &[u8]) -> bool {
+        self.verify_in(COMMAND_DOMAIN, payload, signature)
+    }
+
+    pub fn verify_answer(&self, payload: &[u8], signature: &[u8]) -> bool {
+        self.verify_in(ANSWER_DOMAIN, payload, signature)
+    }
+
+    pub fn verify_session(&self, payload: &[u8], signature: &[u8]) -> bool {
+        self.verify_in(SESSION_DOMAIN, payload, signature)
+    }
+
+    fn verify_in(&self, domain: &[u8], payload: &[u8], signature: &[u8]) -> bool {
         let Ok(signature) = Signature::from_slice(signature) else {
             return false;
         };
-        let mut message = COMMAND_DOMAIN.to_vec();
+        let mut message = domain.to_vec();
         message.extend_from_slice(payload);
         self.key.verify(&message, &signature).is_ok()
     }
@@ -350,6 +385,34 @@ mod tests {
         assert!(!signer.public().verify_event(&[8u8; 32], &sig));
         assert!(!EventSigner::generate().public().verify_event(&hash, &sig));
         assert!(!signer.public().verify_event(&hash, &sig[..63]));
+    }
+
+    #[test]
+    fn a_signature_made_for_one_domain_never_verifies_in_another() {
+        let signer = EventSigner::generate();
+        let key = signer.public();
+        let bytes = b"the same bytes";
+        let command = signer.sign_command(bytes);
+        let answer = signer.sign_answer(bytes);
+        let session = signer.sign_session(bytes);
+        assert!(key.verify_command(bytes, &command));
+        assert!(key.verify_answer(bytes, &answer));
+        assert!(key.verify_session(bytes, &session));
+        for (sig, as_command, as_answer, as_session) in [
+            (&command, true, false, false),
+            (&answer, false, true, false),
+            (&session, false, false, true),
+        ] {
+            assert_eq!(key.verify_command(bytes, sig), as_command);
+            assert_eq!(key.verify_answer(bytes, sig), as_answer);
+            assert_eq!(key.verify_session(bytes, sig), as_session);
+        }
+        assert!(!key.verify_session(b"other bytes", &session));
+        assert!(
+            !EventSigner::generate()
+                .public()
+                .verify_session(bytes, &session)
+        );
     }
 
     #[test]

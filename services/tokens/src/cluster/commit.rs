@@ -13,13 +13,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use enspace_core::events::StoredEvent;
-use enspace_core::{EventEnvelope, EventSigner, TokenView};
-use futures::future::BoxFuture;
+use enspace_core::{EventEnvelope, EventSigner};
 use tokio::runtime::Handle;
-use tokio::sync::watch;
 
 use super::Role;
-use crate::commands::{Command, CommandError};
+use crate::commands::CommandError;
 use crate::event_stream::Tip;
 use crate::event_stream::repair::Repairer;
 use crate::event_stream::tail::walk;
@@ -28,19 +26,18 @@ use crate::store::event_log::LogEntry;
 use crate::store::writer::{Commit, Stored};
 use crate::store::{EventLog, OutboxState, Store, StreamPosition};
 
-/// How long the writer waits for the stream to acknowledge a group.
-const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the writer waits for the stream to take a group (all its
+/// attempts past foreign messages included): how long after a command was
+/// decided its events may still be stored.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Appends of one group after foreign messages before giving up.
 const ATTEMPTS: usize = 4;
 
 pub struct StreamCommit {
     pub role: Role,
     pub js: jetstream::Context,
-    pub client: async_nats::Client,
     pub signer: Arc<EventSigner>,
     pub runtime: Handle,
-    /// The local log's head, to answer forwarded commands once it holds them.
-    pub head: watch::Receiver<u64>,
     log: EventLog,
     /// Where the log's last event is in the stream (kept by the writer
     /// thread).
@@ -60,24 +57,19 @@ enum Attempt {
 }
 
 impl StreamCommit {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         role: Role,
         js: jetstream::Context,
-        client: async_nats::Client,
         signer: Arc<EventSigner>,
         runtime: Handle,
-        head: watch::Receiver<u64>,
         store: &Store,
         repairer: Repairer,
     ) -> Self {
         StreamCommit {
             role,
             js,
-            client,
             signer,
             runtime,
-            head,
             log: store.log.clone(),
             position: store.outbox_state.clone(),
             repairer,
@@ -224,10 +216,13 @@ impl StreamCommit {
             stored.error = Some(CommandError::NotWriter);
             return stored;
         };
+        // Every attempt within one ACK_TIMEOUT: past it, nothing of this
+        // group is stored any more (forwarding processes count on it).
+        let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
         for _ in 0..ATTEMPTS {
             let done = stored.count;
-            let attempt = tokio::time::timeout(
-                ACK_TIMEOUT,
+            let attempt = tokio::time::timeout_at(
+                deadline,
                 self.attempt(
                     &events[done..],
                     &envelopes[done..],
@@ -316,18 +311,5 @@ impl Commit for StreamCommit {
             self.role.fenced();
         }
         stored
-    }
-
-    fn forward(
-        &self,
-        command: Command,
-    ) -> BoxFuture<'static, Result<Option<TokenView>, CommandError>> {
-        Box::pin(super::forward::send(
-            self.client.clone(),
-            self.role.clone(),
-            self.signer.clone(),
-            self.head.clone(),
-            command,
-        ))
     }
 }

@@ -21,9 +21,12 @@ use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::{ClusterConfig, LeaseHolder, Part, Role, members};
+use enspace_core::EventKey;
+
+use super::{ClusterConfig, LeaseHolder, Part, Role, catch_up, members};
 use crate::event_stream::Followed;
 use crate::outbox::Outbox;
+use crate::store::EventLog;
 use crate::store::writer::Writer;
 
 /// The lease's key in its bucket.
@@ -33,10 +36,18 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// How long a new writer waits for its follower to read to the stream's end
 /// before checking the stream against its log anyway.
 const CATCH_UP: Duration = Duration::from_secs(3);
-/// How long one question to the stream may take while preparing.
-const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one question to the stream may take while preparing: short,
+/// as one asked while NATS elects the stream's leader is never answered,
+/// and the writes waiting for this process should not wait out its timeout
+/// once there is a leader.
+const ASK_TIMEOUT: Duration = Duration::from_millis(300);
+/// The pause before preparing again after a failure.
+const PREPARE_AGAIN: Duration = Duration::from_millis(50);
 /// How long comparing the stream with the log (and refilling it) may take.
 const REFILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long any one JetStream request may take while preparing (the
+/// client's default is 5 s, all of it lost for one sent during an election).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Opens (creating or updating) a KV bucket of this cluster. Never lowers
 /// the replicas another process gave it.
@@ -184,6 +195,26 @@ pub async fn keep_buckets(
     }
 }
 
+/// The holder a lease entry names (its term is the revision it was taken
+/// at).
+pub fn holder_of(entry: &kv::Entry) -> Option<LeaseHolder> {
+    match entry.operation {
+        kv::Operation::Put => serde_json::from_slice::<LeaseHolder>(&entry.value)
+            .ok()
+            .map(|h| LeaseHolder {
+                term: if h.term == 0 { entry.revision } else { h.term },
+                node_id: h.node_id,
+            }),
+        kv::Operation::Delete | kv::Operation::Purge => None,
+    }
+}
+
+/// Who holds the lease now, as the bucket says (not the watch, which may
+/// lag after a NATS server is lost).
+pub async fn holder_now(kv: &kv::Store) -> Result<Option<LeaseHolder>, async_nats::Error> {
+    Ok(kv.entry(LEASE_KEY).await?.as_ref().and_then(holder_of))
+}
+
 /// Follows who holds the lease, for forwarding, forever.
 pub async fn watch_holder(kv: kv::Store, role: Role) {
     let mut backoff =
@@ -194,16 +225,7 @@ pub async fn watch_holder(kv: kv::Store, role: Role) {
                 backoff.reset();
                 while let Some(entry) = entries.next().await {
                     let Ok(entry) = entry else { break };
-                    let holder = match entry.operation {
-                        kv::Operation::Put => serde_json::from_slice::<LeaseHolder>(&entry.value)
-                            .ok()
-                            .map(|h| LeaseHolder {
-                                term: if h.term == 0 { entry.revision } else { h.term },
-                                node_id: h.node_id,
-                            }),
-                        kv::Operation::Delete | kv::Operation::Purge => None,
-                    };
-                    role.set_holder(holder);
+                    role.set_holder(holder_of(&entry));
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot watch the writer lease"),
@@ -214,21 +236,37 @@ pub async fn watch_holder(kv: kv::Store, role: Role) {
 
 /// Makes a process that won the lease the writer, once its log holds
 /// everything the stream does and the stream everything its log does.
-pub async fn lead(
-    role: Role,
-    js: jetstream::Context,
-    followed: watch::Receiver<Followed>,
-    writer: Writer,
-    outbox: Outbox,
-    members: kv::Store,
-    node_id: String,
-) {
+/// What a process that won the lease needs to take up writing.
+pub struct Leading {
+    pub js: jetstream::Context,
+    /// How far this process's follower has read the stream.
+    pub followed: watch::Receiver<Followed>,
+    pub log: EventLog,
+    pub writer: Writer,
+    /// The key the stream's events are checked with.
+    pub key: EventKey,
+    pub outbox: Outbox,
+    pub members: kv::Store,
+    pub node_id: String,
+}
+
+pub async fn lead(role: Role, leading: Leading) {
+    let mut js = leading.js.clone();
+    js.set_timeout(REQUEST_TIMEOUT);
+    let leading = Leading { js, ..leading };
     let mut part = role.watch();
+    // Failures in a row: the first is a warning, the rest (every
+    // PREPARE_AGAIN while NATS elects a leader) only debug.
+    let mut failed = 0u32;
     loop {
         let now = *part.borrow_and_update();
         if let Part::Preparing(term) = now {
-            match prepare(&js, &followed, &writer, &outbox, &members, &node_id).await {
+            match prepare(&leading).await {
                 Ok(()) => {
+                    if failed > 0 {
+                        tracing::info!(term, failed, "took up writing after {failed} tries");
+                    }
+                    failed = 0;
                     role.promote(term);
                 }
                 Err(Prepare::Behind { other, their_head }) => {
@@ -241,8 +279,13 @@ pub async fn lead(
                     role.set(Part::Follower);
                 }
                 Err(Prepare::Failed(e)) => {
-                    tracing::warn!(error = %e, term, "cannot take up writing yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if failed == 0 {
+                        tracing::warn!(error = %e, term, "cannot take up writing yet; retrying");
+                    } else {
+                        tracing::debug!(error = %e, term, "cannot take up writing yet; retrying");
+                    }
+                    failed = failed.saturating_add(1);
+                    tokio::time::sleep(PREPARE_AGAIN).await;
                     continue;
                 }
             }
@@ -264,14 +307,17 @@ impl From<String> for Prepare {
     }
 }
 
-async fn prepare(
-    js: &jetstream::Context,
-    followed: &watch::Receiver<Followed>,
-    writer: &Writer,
-    outbox: &Outbox,
-    members: &kv::Store,
-    node_id: &str,
-) -> Result<(), Prepare> {
+async fn prepare(leading: &Leading) -> Result<(), Prepare> {
+    let Leading {
+        js,
+        followed,
+        log,
+        writer,
+        key,
+        outbox,
+        members,
+        node_id,
+    } = leading;
     let deadline = Instant::now() + CATCH_UP;
     // While NATS elects a stream's leader, its requests wait out their
     // timeout: ask again sooner than that.
@@ -284,7 +330,16 @@ async fn prepare(
         if followed.borrow().reached(tip) || Instant::now() >= deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // The follower may still be on a NATS server that died: get what
+        // the log lacks directly.
+        match catch_up::fetch_until(js, log, writer, key, None).await {
+            Ok(fetched) if fetched.to_end => break,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot fetch the events the log lacks yet");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
     }
     let in_place = tokio::time::timeout(REFILL_TIMEOUT, outbox.check(js))
         .await

@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{LeaseHolder, Role, lease};
+use super::{Role, lease};
 
 /// How often each process reports.
 pub const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -83,17 +83,7 @@ pub async fn view(
     lease_kv: &kv::Store,
     members_kv: &kv::Store,
 ) -> Result<ClusterView, async_nats::Error> {
-    let holder = match lease_kv.entry(lease::LEASE_KEY).await? {
-        Some(entry) if entry.operation == kv::Operation::Put => {
-            serde_json::from_slice::<LeaseHolder>(&entry.value)
-                .ok()
-                .map(|h| LeaseHolder {
-                    term: if h.term == 0 { entry.revision } else { h.term },
-                    node_id: h.node_id,
-                })
-        }
-        _ => None,
-    };
+    let holder = lease::holder_now(lease_kv).await?;
     let mut keys: Vec<String> = match members_kv.keys().await {
         Ok(keys) => keys.try_collect().await?,
         Err(e) => return Err(e.into()),

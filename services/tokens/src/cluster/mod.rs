@@ -16,8 +16,13 @@
 //! - [`forward`]: a command reaching another process is sent to the writer
 //!   over NATS request/reply and answered once this process holds the
 //!   result, so the caller reads its write on the next call wherever it lands.
-//! - [`barrier`]: a read on a process that is not the writer first catches
-//!   up with the stream, so it sees every change acknowledged anywhere.
+//! - [`deliver`]: a command goes to whichever process writes, its own
+//!   included, as soon as there is one; each carries an id the writer
+//!   carries out at most once ([`once`]), and is answered `201` exactly when
+//!   it happened.
+//! - [`barrier`]: an authenticated read on a process that is not the writer
+//!   first catches up with the stream, so it sees every change acknowledged
+//!   anywhere.
 //! - [`members`]: each process's head, for `GET /v1/cluster`.
 //! - [`sessions`]: sessions copied between processes through a KV bucket.
 //!
@@ -25,11 +30,14 @@
 //! nodes and followers check every event against it, whoever wrote it.
 
 pub mod barrier;
+pub mod catch_up;
 pub mod commit;
+pub mod deliver;
 pub mod follow;
 pub mod forward;
 pub mod lease;
 pub mod members;
+pub mod once;
 pub mod sessions;
 pub mod start;
 
@@ -46,6 +54,40 @@ pub const MEMBERS_BUCKET: &str = "ENSPACE_CONTROL_MEMBERS";
 pub const SESSIONS_BUCKET: &str = "ENSPACE_SESSIONS";
 /// Commands forwarded to the writer: `enspace.control.commands.<node id>`.
 pub const COMMANDS_SUBJECT_PREFIX: &str = "enspace.control.commands.";
+
+/// What the cluster's processes count.
+#[derive(Clone, Default)]
+pub struct ClusterMetrics {
+    /// Session records in the sessions bucket that were not taken.
+    pub session_records_refused: prometheus_client::metrics::counter::Counter,
+    /// Reads that first asked the token events stream how far it is.
+    pub read_barriers: prometheus_client::metrics::counter::Counter,
+    /// Replies to a forwarded command that were not the writer's signed
+    /// answer to it.
+    pub forward_replies_ignored: prometheus_client::metrics::counter::Counter,
+}
+
+impl ClusterMetrics {
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let m = ClusterMetrics::default();
+        registry.register(
+            "enspace_session_records_refused",
+            "Session records in ENSPACE_SESSIONS ignored: unreadable, not signed by the event key, or lasting longer than a session",
+            m.session_records_refused.clone(),
+        );
+        registry.register(
+            "enspace_read_barriers",
+            "Authenticated reads on a process that was not the writer that first asked the token events stream for its last event",
+            m.read_barriers.clone(),
+        );
+        registry.register(
+            "enspace_forward_replies_ignored",
+            "Replies to a forwarded command that were not the writer's signed answer to it",
+            m.forward_replies_ignored.clone(),
+        );
+        m
+    }
+}
 
 /// How a process takes part in the cluster.
 #[derive(Debug, Clone)]
@@ -114,7 +156,7 @@ pub struct LeaseHolder {
 #[derive(Clone)]
 pub struct Role {
     part: watch::Sender<Part>,
-    holder: Arc<Mutex<Option<LeaseHolder>>>,
+    holder: watch::Sender<Option<LeaseHolder>>,
     /// When the lease was last renewed (sent), and how long after that this
     /// process may still act as the writer; `None`: no lease is kept (tests).
     renewed: Arc<Mutex<Option<(Instant, Duration)>>>,
@@ -124,7 +166,7 @@ impl Default for Role {
     fn default() -> Self {
         Role {
             part: watch::Sender::new(Part::Follower),
-            holder: Arc::default(),
+            holder: watch::Sender::new(None),
             renewed: Arc::default(),
         }
     }
@@ -207,12 +249,20 @@ impl Role {
     }
 
     pub fn holder(&self) -> Option<LeaseHolder> {
-        self.holder.lock().ok().and_then(|h| h.clone())
+        self.holder.borrow().clone()
+    }
+
+    /// Follows who holds the lease: a forwarded write waiting for a writer
+    /// goes ahead as soon as one takes it.
+    pub fn watch_holder(&self) -> watch::Receiver<Option<LeaseHolder>> {
+        self.holder.subscribe()
     }
 
     pub fn set_holder(&self, holder: Option<LeaseHolder>) {
-        if let Ok(mut h) = self.holder.lock() {
-            *h = holder;
-        }
+        self.holder.send_if_modified(|now| {
+            let changed = *now != holder;
+            *now = holder;
+            changed
+        });
     }
 }

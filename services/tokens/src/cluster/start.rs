@@ -8,10 +8,12 @@ use async_nats::jetstream;
 use enspace_core::{EventKey, EventSigner};
 
 use super::commit::StreamCommit;
+use super::deliver::{self, Delivery};
+use super::forward::{self, Asker};
 use super::sessions::SessionMirror;
 use super::{
-    ClusterConfig, LEASE_BUCKET, MEMBERS_BUCKET, Part, Role, SESSIONS_BUCKET, follow, forward,
-    lease, members,
+    ClusterConfig, LEASE_BUCKET, MEMBERS_BUCKET, Part, Role, SESSIONS_BUCKET, follow, lease,
+    members,
 };
 use crate::event_stream::Followed;
 use crate::event_stream::repair::Repairer;
@@ -80,18 +82,45 @@ pub async fn join(
     ));
     let role = Role::default();
     let writer = state.writer.clone();
-    writer.join_cluster(Arc::new(StreamCommit::new(
-        role.clone(),
-        js.clone(),
-        client.clone(),
-        signer.clone(),
-        tokio::runtime::Handle::current(),
-        writer.head(),
-        &state.store,
-        repairer.clone(),
-    )));
+    // For the JetStream requests a waiting write makes: one sent while NATS
+    // elects a leader is never answered, and should not cost 5 s.
+    let mut quick_js = js.clone();
+    quick_js.set_timeout(Duration::from_secs(1));
+    let metrics = &state.metrics.cluster;
+    writer.join_cluster(
+        Arc::new(StreamCommit::new(
+            role.clone(),
+            js.clone(),
+            signer.clone(),
+            tokio::runtime::Handle::current(),
+            &state.store,
+            repairer.clone(),
+        )),
+        Arc::new(Delivery {
+            node_id: config.node_id.clone(),
+            role: role.clone(),
+            lease: lease_kv.clone(),
+            asker: Asker {
+                client: client.clone(),
+                key: signer.public().clone(),
+                ignored: metrics.forward_replies_ignored.clone(),
+            },
+            signer: signer.clone(),
+            js: quick_js,
+            log: state.store.log.clone(),
+            trust: trust.clone(),
+            projections: state.store.projections.clone(),
+            budget: deliver::budget(config.lease_ttl),
+        }),
+    );
     let (followed_tx, followed) = tokio::sync::watch::channel(Followed::default());
-    let sessions = SessionMirror::new(sessions_kv);
+    let sessions = SessionMirror::new(
+        sessions_kv,
+        signer.clone(),
+        state.config.session_ttl,
+        state.clock.clone(),
+        metrics.session_records_refused.clone(),
+    );
     state.notifications.join_cluster(role.clone());
     let _ = state.cluster.set(ClusterHandle {
         role: role.clone(),
@@ -117,18 +146,22 @@ pub async fn join(
         client.clone(),
         config.node_id.clone(),
         writer.clone(),
-        signer.public().clone(),
+        signer.clone(),
     ));
     tokio::spawn(lease::watch_holder(lease_kv.clone(), role.clone()));
     tokio::spawn(lease::hold(lease_kv, role.clone(), config.clone()));
     tokio::spawn(lease::lead(
         role.clone(),
-        js.clone(),
-        followed,
-        writer.clone(),
-        outbox.in_cluster(),
-        members_kv.clone(),
-        config.node_id.clone(),
+        lease::Leading {
+            js: js.clone(),
+            followed,
+            log: log.clone(),
+            writer: writer.clone(),
+            key: trust.clone(),
+            outbox: outbox.in_cluster(),
+            members: members_kv.clone(),
+            node_id: config.node_id.clone(),
+        },
     ));
     tokio::spawn(members::report(
         members_kv,

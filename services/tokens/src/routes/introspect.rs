@@ -88,6 +88,8 @@ pub async fn introspect_token(
     Form(form): Form<IntrospectForm>,
 ) -> Result<Json<Introspection>, ApiError> {
     internal_caller(&state, &headers)?;
+    crate::cluster::barrier::catch_up(state.cluster.get(), &state.metrics.cluster.read_barriers)
+        .await?;
     let token = form
         .token
         .ok_or_else(|| ApiError::invalid("missing_field", "token", "`token` is required"))?;

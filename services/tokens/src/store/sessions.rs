@@ -73,7 +73,11 @@ impl Sessions {
     ) -> Result<Vec<SecretHash>, StoreError> {
         let bytes = rmp_serde::to_vec_named(record)
             .map_err(|e| StoreError::Corrupt(format!("encode session: {e}")))?;
-        self.tree.insert(hash.as_bytes(), bytes)?;
+        // Held already (copied again, perhaps ending sooner): one entry in
+        // the user's list, not two.
+        if let Some(old) = self.tree.insert(hash.as_bytes(), bytes)? {
+            self.by_user.remove(user_key(hash, &decode(&old)?))?;
+        }
         self.by_user.insert(user_key(hash, record), &[][..])?;
         let keys: Vec<sled::IVec> = self
             .by_user
@@ -223,6 +227,25 @@ mod tests {
         );
         assert!(sessions.get(&bob, now).expect("get").is_some());
         assert_eq!(sessions.count_of("alice"), 2);
+    }
+
+    #[test]
+    fn a_session_recorded_again_with_another_end_is_listed_once() {
+        let (_dir, sessions) = open();
+        let hash = SecretHash([4; 32]);
+        sessions
+            .insert(&hash, &record("alice", "2026-01-01T12:00:00Z"), 10)
+            .expect("insert");
+        sessions
+            .insert(&hash, &record("alice", "2026-01-01T11:00:00Z"), 10)
+            .expect("insert again");
+        assert_eq!(sessions.count_of("alice"), 1);
+        assert_eq!(
+            sessions.sweep(at("2026-01-01T11:30:00Z")).expect("sweep"),
+            1,
+            "it ends at the second end"
+        );
+        assert_eq!(sessions.count_of("alice"), 0);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::sync::{Arc, OnceLock};
 
 use enspace_core::events::StoredEvent;
 use enspace_core::{Clock, EventEnvelope, TokenEvent, TokenView, WorkspacePolicy};
+use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot, watch};
 use ulid::Ulid;
 
@@ -45,8 +46,12 @@ pub struct Replicated {
     pub at: u64,
 }
 
+/// A command, the time after which it must not be decided (a forwarded
+/// one's), and where its answer goes.
+type Asked = (Command, Option<Timestamp>, Reply);
+
 enum Message {
-    Command(Command, Reply),
+    Command(Asked),
     Replicate(Vec<Replicated>, oneshot::Sender<Result<u64, StoreError>>),
 }
 
@@ -69,12 +74,23 @@ pub trait Commit: Send + Sync {
     /// Stores the group's events in the token events stream, in order,
     /// each only right after the one before it. Called on the writer thread.
     fn store(&self, events: &[&StoredEvent], envelopes: &[EventEnvelope]) -> Stored;
-    /// Has the writer process decide `command`; resolves once this process
+}
+
+/// How a cluster's process has a command decided (see
+/// [`crate::cluster::deliver`]).
+pub trait Deliver: Send + Sync {
+    /// Has whichever process writes (this one included) decide `command`,
+    /// through `writer` when it is this one; resolves once this process
     /// holds the result.
-    fn forward(&self, command: Command) -> futures::future::BoxFuture<'static, Answer>;
+    fn deliver(
+        &self,
+        command: Command,
+        writer: Writer,
+    ) -> futures::future::BoxFuture<'static, Answer>;
 }
 
 type CommitCell = Arc<OnceLock<Arc<dyn Commit>>>;
+type DeliverCell = Arc<OnceLock<Arc<dyn Deliver>>>;
 
 /// The key id and signatures of events the stream holds already, and the
 /// stream sequence of the last of them.
@@ -92,6 +108,7 @@ pub struct Writer {
     head: watch::Receiver<u64>,
     hooks: Hooks,
     commit: CommitCell,
+    deliver: DeliverCell,
 }
 
 impl Writer {
@@ -127,14 +144,16 @@ impl Writer {
             head,
             hooks,
             commit,
+            deliver: DeliverCell::default(),
         })
     }
 
     /// Makes this writer one of a cluster's: commands are decided only
-    /// while `commit` says this process is the writer, and forwarded to the
-    /// writer otherwise. Set once, before serving.
-    pub fn join_cluster(&self, commit: Arc<dyn Commit>) {
+    /// while `commit` says this process is the writer, and `deliver` takes
+    /// them to whichever process writes. Set once, before serving.
+    pub fn join_cluster(&self, commit: Arc<dyn Commit>, deliver: Arc<dyn Deliver>) {
         let _ = self.commit.set(commit);
+        let _ = self.deliver.set(deliver);
     }
 
     /// Decides and durably records a command about a token; answers the
@@ -147,27 +166,26 @@ impl Writer {
     }
 
     /// Decides and durably records any command; answers the state of the
-    /// token it is about, if it is about one.
+    /// token it is about, if it is about one. In a cluster, whichever
+    /// process writes decides it.
     pub async fn record(&self, command: Command) -> Answer {
-        if let Some(commit) = self.commit.get()
-            && !commit.is_writer()
-        {
-            return commit.forward(command).await;
-        }
-        match self.execute_here(command.clone()).await {
-            Err(CommandError::NotWriter) => match self.commit.get() {
-                Some(commit) => commit.forward(command).await,
-                None => Err(CommandError::NotWriter),
-            },
-            answer => answer,
+        match self.deliver.get() {
+            Some(deliver) => deliver.deliver(command, self.clone()).await,
+            None => self.execute_here(command).await,
         }
     }
 
     /// Decides `command` on this process, which must be the writer.
     pub async fn execute_here(&self, command: Command) -> Answer {
+        self.execute_until(command, None).await
+    }
+
+    /// Decides `command` on this process, which must be the writer, unless
+    /// `deadline` has passed by the time it would be decided.
+    pub async fn execute_until(&self, command: Command, deadline: Option<Timestamp>) -> Answer {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Message::Command(command, reply))
+            .send(Message::Command((command, deadline, reply)))
             .await
             .map_err(|_| CommandError::Store("the writer has stopped".into()))?;
         answer
@@ -230,11 +248,11 @@ impl WriterState {
                 Message::Replicate(events, reply) => {
                     let _ = reply.send(self.replicate(events));
                 }
-                Message::Command(command, reply) => {
-                    let mut group = vec![(command, reply)];
+                Message::Command(asked) => {
+                    let mut group = vec![asked];
                     while group.len() < MAX_GROUP {
                         match rx.try_recv() {
-                            Ok(Message::Command(command, reply)) => group.push((command, reply)),
+                            Ok(Message::Command(asked)) => group.push(asked),
                             Ok(other) => {
                                 next = Some(other);
                                 break;
@@ -251,12 +269,12 @@ impl WriterState {
         }
     }
 
-    fn commit(&mut self, group: Vec<(Command, Reply)>) {
+    fn commit(&mut self, group: Vec<Asked>) {
         let commit = self.commit.get().cloned();
         if let Some(commit) = &commit
             && !commit.is_writer()
         {
-            for (_, reply) in group {
+            for (_, _, reply) in group {
                 let _ = reply.send(Err(CommandError::NotWriter));
             }
             return;
@@ -269,7 +287,30 @@ impl WriterState {
         let mut answers: Vec<(Reply, Answer, usize)> = Vec::new();
         let mut policies: HashMap<String, WorkspacePolicy> = HashMap::new();
 
-        for (mut command, reply) in group {
+        for (mut command, deadline, reply) in group {
+            if deadline.is_some_and(|deadline| Timestamp::now() > deadline) {
+                let late =
+                    CommandError::Unavailable("its time passed before it was decided".into());
+                answers.push((reply, Err(late), appended.len()));
+                continue;
+            }
+            // Carried out already (a copy of a command whose answer was
+            // lost): the first answer again, nothing recorded twice.
+            match self.made_already(&command, &overlay) {
+                Ok(None) => {}
+                Ok(Some(answer)) => {
+                    answers.push((reply, answer, appended.len()));
+                    continue;
+                }
+                Err(e) => {
+                    answers.push((
+                        reply,
+                        Err(CommandError::Store(e.to_string())),
+                        appended.len(),
+                    ));
+                    continue;
+                }
+            }
             // The writer names new tokens, so ids sort in creation order.
             match &mut command {
                 Command::CreateToken(create) => create.token_id = self.new_id(),
@@ -422,6 +463,34 @@ impl WriterState {
                 }
             }
         }
+    }
+
+    /// The token `command` makes, if it was made already: a token holding
+    /// its secret hash (in this group's changes, or in the projections).
+    fn made_already(
+        &self,
+        command: &Command,
+        overlay: &HashMap<Ulid, Option<TokenView>>,
+    ) -> Result<Option<Answer>, StoreError> {
+        let Some(hash) = command.makes() else {
+            return Ok(None);
+        };
+        let in_group = overlay
+            .values()
+            .flatten()
+            .find(|view| view.secret_hash == *hash)
+            .cloned();
+        let found = match in_group {
+            Some(view) => Some(view),
+            None => self.store.projections.token_by_hash(hash)?,
+        };
+        Ok(found.map(|view| {
+            if command.made(&view) {
+                Ok(Some(view))
+            } else {
+                Err(CommandError::DuplicateToken)
+            }
+        }))
     }
 
     /// A token's state with this group's changes so far.
