@@ -3,22 +3,29 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use enspace_core::ManualClock;
-use enspace_tokens::directory::Directory;
-use enspace_tokens::metrics::Metrics;
-use enspace_tokens::request_log::RequestIndex;
-use enspace_tokens::store::Store;
+use enspace_tokens::control_plane::{ControlPlane, ControlPlaneConfig};
 use enspace_tokens::{AppState, Config};
-use prometheus_client::registry::Registry;
 use serde_json::Value;
 
+/// How long a stop may take: the product's own shutdown, in-flight
+/// requests drained.
+const STOP_WITHIN: Duration = Duration::from_secs(20);
+
+/// The control plane as `enspace serve` assembles it (its sweeps, its
+/// request-log indexer, reconciliation with the directory) behind the
+/// product's HTTP server, every response checked against the OpenAPI
+/// document.
 pub struct TestApp {
     pub api: ApiClient,
     pub clock: ManualClock,
     pub state: AppState,
     pub data: tempfile::TempDir,
-    server: tokio::task::JoinHandle<()>,
+    control: ControlPlane,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl TestApp {
@@ -48,36 +55,36 @@ impl TestApp {
         Self::start(data, clock, config).await
     }
 
-    async fn start(data: tempfile::TempDir, clock: ManualClock, config: Config) -> Self {
-        let store = Store::open(data.path()).expect("open store");
-        let requests = RequestIndex::open_in(data.path()).expect("open request index");
-        let state = AppState::new(
-            store,
-            requests,
-            Directory::demo(),
-            Arc::new(clock.clone()),
-            Metrics::new(Registry::default()),
-            config,
-        )
-        .expect("state");
+    async fn start(data: tempfile::TempDir, clock: ManualClock, web: Config) -> Self {
+        let config = ControlPlaneConfig {
+            web,
+            ..ControlPlaneConfig::new(data.path(), Arc::new(clock.clone()))
+        };
+        let control = ControlPlane::start(config)
+            .await
+            .expect("start the control plane");
+        let state = control.state.clone();
         let app = super::conformance::layer(enspace_tokens::router(state.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let server = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .expect("serve");
-        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(enspace_http::server::serve(
+            listener,
+            app,
+            enspace_http::server::ServerLimits::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         TestApp {
             api: ApiClient::new(addr),
             clock,
             state,
             data,
+            control,
+            stop,
             server,
         }
     }
@@ -89,25 +96,41 @@ impl TestApp {
         Self::spawn_with(data, clock).await
     }
 
-    /// Stops the server and hands back its data dir, flushed and closed: once
-    /// this returns, the sled database can be opened again (by this process
-    /// or by `enspace audit`).
+    /// Stops the service as the product stops (the HTTP server drains, then
+    /// the control plane shuts down) and hands back its data dir: once this
+    /// returns, the sled database can be opened again (by this process or
+    /// by `enspace audit`).
     pub async fn stop(self) -> (tempfile::TempDir, ManualClock) {
         let TestApp {
             api,
             clock,
             state,
             data,
+            control,
+            stop,
             server,
-            ..
         } = self;
-        server.abort();
-        let _ = server.await;
-        state.store.db.flush().expect("flush");
-        // Open connections (and through them the router's state, the writer
-        // and the database) go away once the client is gone.
+        assert_eq!(
+            control.ended_tasks(),
+            Vec::<&str>::new(),
+            "no background task ends before a stop"
+        );
         drop(api);
+        let _ = stop.send(());
+        let served = tokio::time::timeout(STOP_WITHIN, server)
+            .await
+            .expect("the server stops within 20 s");
+        assert!(
+            matches!(served, Ok(Ok(()))),
+            "the server stops cleanly: {served:?}"
+        );
         drop(state);
+        tokio::time::timeout(STOP_WITHIN, control.shutdown())
+            .await
+            .expect("the control plane shuts down within 20 s")
+            .expect("the control plane shuts down cleanly");
+        // The writer's thread lets go of the database once its last handle
+        // is gone.
         drop(super::open_db(data.path()).await);
         drop(super::open_requests_db(data.path()).await);
         (data, clock)

@@ -16,14 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use enspace_tokens::request_log::RequestIndex;
-use enspace_tokens::store::Store;
+use anyhow::bail;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 
-use enspace_tokens::outbox::Outbox;
-
-use crate::support::{Nats, percentile, sign_in, start_service_state};
+use crate::support::{Nats, percentile, sign_in, start_service};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -102,35 +98,14 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
 /// Returns the saturation and the paced creations.
 async fn measure(args: &Args, nats: Option<&Nats>) -> anyhow::Result<(Load, Load)> {
     let data = tempfile::tempdir()?;
-    let store = Store::open(data.path()).context("open the store")?;
-    let requests = RequestIndex::open_in(data.path()).context("open the request index")?;
-    let (addr, state) = start_service_state(store.clone(), requests).await?;
     if let Some(nats) = nats {
-        let client = enspace_nats::connect(&nats.url(), "bench-outbox").await?;
-        let js = async_nats::jetstream::new(client.clone());
+        let client = enspace_nats::connect(&nats.url(), "bench-reset").await?;
         // A fresh stream per run.
-        let _ = js.delete_stream(enspace_nats::TOKEN_EVENTS_STREAM).await;
-        let signer = std::sync::Arc::new(enspace_core::EventSigner::generate());
-        let repairer = enspace_tokens::event_stream::repair::Repairer::new(
-            store.outbox_state.clone(),
-            enspace_tokens::event_stream::repair::DEFAULT_INTERVAL,
-            state.metrics.stream.clone(),
-        );
-        let outbox = Outbox::new(
-            store.log.clone(),
-            store.outbox_state.clone(),
-            signer.clone(),
-            repairer,
-        )?;
-        tokio::spawn(outbox.run(js, state.writer.head()));
-        tokio::spawn(enspace_tokens::heartbeat::heartbeat(
-            client,
-            store.log.clone(),
-            signer,
-            "bench".into(),
-            || Some(1),
-        ));
+        let _ = async_nats::jetstream::new(client)
+            .delete_stream(enspace_nats::TOKEN_EVENTS_STREAM)
+            .await;
     }
+    let (addr, _) = start_service(data.path(), nats.map(Nats::control_plane)).await?;
     let base = format!("http://{addr}");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)

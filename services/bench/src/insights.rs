@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use enspace_tokens::request_log::RequestIndex;
 use enspace_tokens::request_log::index::DAY_MS;
-use enspace_tokens::store::Store;
 use rand::{Rng, SeedableRng};
 use reqwest::header::AUTHORIZATION;
 use ulid::Ulid;
@@ -97,9 +96,9 @@ impl Latencies {
 
 async fn measure(args: Args) -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
-    let store = Store::open(data.path()).context("open the store")?;
-    let index = RequestIndex::open_in(data.path()).context("open the request index")?;
-    let base = format!("http://{}", start_service(store, index.clone()).await?);
+    let (addr, state) = start_service(data.path(), None).await?;
+    let index = state.requests.clone();
+    let base = format!("http://{addr}");
     let client = reqwest::Client::new();
     let auth = format!("Bearer {}", sign_in(&client, &base).await?);
     let token = create_token(&client, &base, &auth, 0).await?;

@@ -13,24 +13,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use enspace_api_node::Freshness;
 use enspace_api_node::TokenReplica;
 use enspace_api_node::feed::Feed;
 use enspace_api_node::metrics::NodeMetrics;
-use enspace_core::EventSigner;
-use enspace_core::{Expiration, PatSecret, Scope, SystemClock};
+use enspace_core::{Expiration, PatSecret, Scope};
+use enspace_tokens::AppState;
 use enspace_tokens::commands::{Command, CreateToken};
-use enspace_tokens::directory::Directory;
-use enspace_tokens::metrics::Metrics;
-use enspace_tokens::outbox::Outbox;
-use enspace_tokens::request_log::RequestIndex;
-use enspace_tokens::store::Store;
-use enspace_tokens::{AppState, Config};
 use futures::StreamExt;
 use prometheus_client::registry::Registry;
 use ulid::Ulid;
 
-use crate::support::{Nats, Setup, percentile};
+use crate::support::{Nats, Setup, percentile, start_service};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -93,31 +88,14 @@ async fn measure_on(setup: Setup, args: &Args) -> anyhow::Result<(Duration, Dura
     println!("{}:", setup.name());
     let nats = Nats::start_as(setup)?;
     let data = tempfile::tempdir()?;
-    let store = Store::open(data.path())?;
-    let state = AppState::new(
-        store.clone(),
-        RequestIndex::open_in(data.path())?,
-        Directory::demo(),
-        Arc::new(SystemClock),
-        Metrics::new(Registry::default()),
-        Config::default(),
-    )?;
-    let client = enspace_nats::connect(&nats.tokens_url(), "bench-tokens").await?;
-    let js = async_nats::jetstream::new(client.clone());
-    let signer = Arc::new(EventSigner::generate());
-    let repairer = enspace_tokens::event_stream::repair::Repairer::new(
-        store.outbox_state.clone(),
-        enspace_tokens::event_stream::repair::DEFAULT_INTERVAL,
-        state.metrics.stream.clone(),
-    );
-    let outbox = Outbox::new(
-        store.log.clone(),
-        store.outbox_state.clone(),
-        signer.clone(),
-        repairer,
-    )?;
-    tokio::spawn(outbox.run(js.clone(), state.writer.head()));
-    nats.keep_node_streams().await?;
+    // The control plane as the product assembles it: outbox, heartbeat,
+    // and the nodes' streams (in their own account with two zones).
+    let (_, state) = start_service(data.path(), Some(nats.control_plane())).await?;
+    let signer = state
+        .config
+        .event_signer
+        .clone()
+        .context("a control plane with NATS signs its events")?;
 
     let node_client = enspace_nats::connect(&nats.node_url(), "bench-node").await?;
     let replica = Arc::new(TokenReplica::new());
@@ -146,6 +124,7 @@ async fn measure_on(setup: Setup, args: &Args) -> anyhow::Result<(Duration, Dura
     let listener = enspace_nats::connect(&nats.tokens_url(), "bench-ping").await?;
     let mut sub = listener.subscribe("enspace.control.bench-ping").await?;
     listener.flush().await?;
+    let client = enspace_nats::connect(&nats.tokens_url(), "bench-tokens").await?;
     let mut rtts = Vec::with_capacity(args.samples);
     for _ in 0..args.samples {
         let start = Instant::now();

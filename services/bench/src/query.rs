@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use enspace_tokens::request_log::RequestIndex;
 use enspace_tokens::request_log::index::{DAY_MS, Upper};
-use enspace_tokens::store::Store;
 use rand::{Rng, SeedableRng};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use ulid::Ulid;
@@ -89,10 +88,10 @@ fn sorted(mut v: Vec<Duration>) -> Latencies {
 
 async fn measure(args: Args) -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
-    let store = Store::open(data.path()).context("open the store")?;
-    let index = RequestIndex::open_in(data.path()).context("open the request index")?;
+    let (addr, state) = start_service(data.path(), None).await?;
+    let index = state.requests.clone();
     let tree = index.tree().clone();
-    let base = format!("http://{}", start_service(store, index.clone()).await?);
+    let base = format!("http://{addr}");
     let client = reqwest::Client::new();
     let session = sign_in(&client, &base).await?;
     let auth = format!("Bearer {session}");

@@ -228,6 +228,19 @@ impl Nats {
 
     /// What the control plane keeps for the nodes, made now and kept in
     /// place from then on (for benchmarks that run no control plane).
+    /// How a control plane in the benchmark's process connects to this
+    /// server (and makes the nodes' streams in their account, if zoned).
+    pub fn control_plane(&self) -> enspace_tokens::control_plane::NatsConfig {
+        enspace_tokens::control_plane::NatsConfig {
+            url: self.tokens_url(),
+            credentials: enspace_nats::Credentials::default(),
+            edge_api: self.edge_api().map(str::to_owned),
+            request_max_bytes: None,
+            stream_replicas: 1,
+            stream_repair_interval: enspace_tokens::event_stream::repair::DEFAULT_INTERVAL,
+        }
+    }
+
     pub async fn keep_node_streams(&self) -> anyhow::Result<()> {
         let client = enspace_nats::connect(&self.tokens_url(), "bench-control").await?;
         let streams = enspace_tokens::edge::EdgeStreams::new(
@@ -360,26 +373,18 @@ pub fn event_key_of(data: &std::path::Path) -> anyhow::Result<String> {
     }
 }
 
-/// The token service (demo directory, system clock) on a free loopback port.
+/// The control plane (demo directory, system clock) on a free loopback
+/// port, assembled as `enspace serve` assembles it, over the data directory
+/// `data`; with `nats`, its outbox signs and publishes every event there.
+/// The returned state reaches the store and the request index it opened.
 pub async fn start_service(
-    store: enspace_tokens::store::Store,
-    requests: enspace_tokens::request_log::RequestIndex,
-) -> anyhow::Result<std::net::SocketAddr> {
-    Ok(start_service_state(store, requests).await?.0)
-}
-
-/// [`start_service`], also returning the service's state.
-pub async fn start_service_state(
-    store: enspace_tokens::store::Store,
-    requests: enspace_tokens::request_log::RequestIndex,
+    data: &std::path::Path,
+    nats: Option<enspace_tokens::control_plane::NatsConfig>,
 ) -> anyhow::Result<(std::net::SocketAddr, enspace_tokens::AppState)> {
-    let state = enspace_tokens::AppState::new(
-        store,
-        requests,
-        enspace_tokens::directory::Directory::demo(),
-        std::sync::Arc::new(enspace_core::SystemClock),
-        enspace_tokens::metrics::Metrics::new(prometheus_client::registry::Registry::default()),
-        enspace_tokens::Config {
+    use enspace_tokens::control_plane::{ControlPlane, ControlPlaneConfig};
+    let config = ControlPlaneConfig {
+        nats,
+        web: enspace_tokens::Config {
             // The benchmarks create thousands of tokens as one user.
             limits: enspace_tokens::limits::Limits {
                 max_tokens_per_user: usize::MAX,
@@ -387,14 +392,21 @@ pub async fn start_service_state(
             },
             ..Default::default()
         },
-    )?;
+        ..ControlPlaneConfig::new(data, std::sync::Arc::new(enspace_core::SystemClock))
+    };
+    let control = ControlPlane::start(config).await?;
+    let state = control.state.clone();
     let app = enspace_tokens::router(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        let _ = axum::serve(
+        // Keeps the control plane's tasks running for as long as it serves.
+        let _control = control;
+        let _ = enspace_http::server::serve(
             listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            app,
+            enspace_http::server::ServerLimits::default(),
+            std::future::pending(),
         )
         .await;
     });

@@ -14,15 +14,10 @@ use enspace_api_node::publisher::{Publisher, PublisherConfig};
 use enspace_api_node::record_queue::RecordQueue;
 use enspace_api_node::{NodeOptions, NodeState};
 use enspace_core::Clock;
-use enspace_core::{EventKey, EventSigner};
+use enspace_core::EventKey;
+use enspace_tokens::Config;
+use enspace_tokens::control_plane::{ControlPlane, ControlPlaneConfig, NatsConfig, NotifyConfig};
 use enspace_tokens::directory::Directory;
-use enspace_tokens::event_stream::repair::Repairer;
-use enspace_tokens::metrics::Metrics;
-use enspace_tokens::outbox::Outbox;
-use enspace_tokens::request_log::{Indexer, IndexerMetrics, RequestIndex};
-use enspace_tokens::signing_key;
-use enspace_tokens::store::Store;
-use enspace_tokens::{AppState, Config};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -32,92 +27,31 @@ use crate::cli::{NodeArgs, ServiceArgs};
 /// How long a graceful shutdown waits for buffered request records.
 const RECORD_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
-/// The control plane's state over its store, the JetStream context when
-/// NATS is configured (with the outbox publishing to it, the heartbeat, and
-/// the request-log indexer consuming from it), and the request-log indexer.
-/// Before anything serves, the log is checked against what was committed
-/// and, with NATS, against the token events stream (restored from it when
-/// the data directory is empty).
-async fn control_plane(
+/// The control plane's configuration from the flags of `serve` and
+/// `tokens`.
+fn control_plane_config(
     args: &ServiceArgs,
     clock: Arc<dyn Clock>,
-    mut registry: Registry,
-) -> anyhow::Result<ControlPlane> {
-    let cluster = cluster_config(args)?;
+    registry: Registry,
+) -> anyhow::Result<ControlPlaneConfig> {
     let directory = match &args.directory {
         Some(path) => Directory::load(path)?,
         None => Directory::demo(),
     };
-    std::fs::create_dir_all(&args.data).with_context(|| {
-        format!(
-            "cannot create the data directory {} (ENSPACE_DATA)",
-            args.data.display()
-        )
-    })?;
-    let store = Store::open(&args.data).with_context(|| {
-        format!(
-            "cannot open the store in {} (ENSPACE_DATA)",
-            args.data.display()
-        )
-    })?;
-    let requests = RequestIndex::open_in(&args.data).with_context(|| {
-        format!(
-            "cannot open the request index in {} (ENSPACE_DATA)",
-            args.data.display()
-        )
-    })?;
-    let key_path = signing_key::path(&args.data, args.event_signing_key.as_deref());
-    let (signer, made) = signing_key::load_or_create(&key_path)?;
-    if made {
-        tracing::info!(
-            key.id = signer.public().key_id(),
-            "made the event signing key {} at {}",
-            signer.public().key_id(),
-            key_path.display()
-        );
-    }
-    let signer = Arc::new(signer);
-    let trust = match &args.event_key {
-        Some(text) => EventKey::from_base64(text)
-            .map_err(|e| anyhow::anyhow!("--event-key (ENSPACE_EVENT_KEY): {e}"))?,
-        None => signer.public().clone(),
-    };
-    let nats = match &args.nats_url {
-        None => None,
-        Some(url) => {
-            let client = enspace_nats::connect_with(
-                url,
-                &format!("enspace-tokens-{}", args.node_id),
-                &args.nats_auth.credentials(),
-                |_| {},
-            )
-            .await
-            .with_context(|| enspace_nats::cannot_connect(url))?;
-            let js = async_nats::jetstream::new(client.clone());
-            let restored = match &cluster {
-                // A process of a cluster may be behind the stream: it
-                // fills in what the stream holds, checking every event.
-                Some(_) => enspace_tokens::restore::restore(&js, &store, &trust).await?,
-                None => enspace_tokens::restore::check_at_start(&js, &store, &trust).await?,
-            };
-            if restored > 0 {
-                tracing::info!(
-                    events = restored,
-                    "restored {restored} events from the token events stream"
-                );
-            }
-            Some((client, js))
-        }
-    };
-    let webhook = webhook(args)?;
+    let trust = args
+        .event_key
+        .as_deref()
+        .map(EventKey::from_base64)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--event-key (ENSPACE_EVENT_KEY): {e}"))?;
     let retention = jiff::SignedDuration::try_from(args.request_retention)
         .context("--request-retention (ENSPACE_REQUEST_RETENTION) is too long")?;
     let session_ttl = jiff::SignedDuration::try_from(args.limits.session_ttl)
         .context("--session-ttl (ENSPACE_SESSION_TTL) is too long")?;
-    let mut config = Config {
+    let web = Config {
         internal_key: args.internal_key.clone(),
         request_retention: retention,
-        event_signer: Some(signer.clone()),
+        session_ttl,
         limits: enspace_tokens::limits::Limits {
             max_tokens_per_user: args.limits.max_tokens_per_user,
             max_sessions_per_user: args.limits.max_sessions_per_user,
@@ -132,164 +66,32 @@ async fn control_plane(
             .transpose()
             .context("--github-keys (ENSPACE_GITHUB_KEYS)")?
             .map(Arc::new),
-        deliver_notifications: webhook.is_some() || args.nats_url.is_some(),
         ..Config::default()
     };
-    config.session_ttl = session_ttl;
-    let indexer_metrics = IndexerMetrics::register(&mut registry);
-    let state = AppState::new(
-        store.clone(),
-        requests,
-        directory,
+    Ok(ControlPlaneConfig {
+        data: args.data.clone(),
+        node_id: args.node_id.clone(),
         clock,
-        Metrics::new(registry),
-        config,
-    )?;
-    if cluster.is_none() {
-        enspace_tokens::membership::reconcile(&state)
-            .await
-            .context("cannot compare the tokens with the directory")?;
-    }
-    let indexer = Indexer::new(
-        state.requests.clone(),
-        state.clock.clone(),
-        retention,
-        indexer_metrics,
-    )
-    .telling_new_client_ips(state.requests.client_ips()?, new_ip_hook(&state, retention));
-    tokio::spawn(indexer.clone().sweep_forever());
-    tokio::spawn(enspace_tokens::routes::session::sweep_sessions_forever(
-        state.clone(),
-        enspace_tokens::routes::session::sweep_interval(state.config.session_ttl),
-    ));
-    let js = match nats {
-        None => None,
-        Some((client, js)) => {
-            let replicas = usize::from(args.cluster.stream_replicas);
-            let repairer = Repairer::new(
-                store.outbox_state.clone(),
-                args.stream_repair_interval,
-                state.metrics.stream.clone(),
-            );
-            let outbox = Outbox::new(
-                store.log.clone(),
-                store.outbox_state.clone(),
-                signer.clone(),
-                repairer,
-            )?
-            .with_replicas(replicas);
-            let mut source = enspace_tokens::request_log::jetstream::Source {
-                replicas,
-                max_bytes: args.request_max_bytes.0,
-                edge_api: args.nats_edge_api.clone(),
-                ..Default::default()
-            };
-            match &cluster {
-                None => {
-                    tokio::spawn(outbox.run(js.clone(), state.writer.head()));
-                    // One more than at the last start: nodes order heartbeats by it.
-                    let term = store.outbox_state.next_term()?;
-                    tokio::spawn(enspace_tokens::heartbeat::heartbeat(
-                        client.clone(),
-                        store.log.clone(),
-                        signer.clone(),
-                        args.node_id.clone(),
-                        move || Some(term),
-                    ));
-                }
-                Some(config) => {
-                    source.durable =
-                        format!("{}-{}", enspace_nats::REQUEST_INDEXER, config.node_id);
-                    enspace_tokens::cluster::start::join(
-                        &state, config, &client, &js, &signer, &trust, outbox,
-                    )
-                    .await?;
-                }
-            }
-            keep_node_streams(&state, &client, args, replicas);
-            tokio::spawn(enspace_tokens::request_log::jetstream::consume_jetstream(
-                indexer.clone(),
-                js.clone(),
-                source,
-            ));
-            let _ = state.nats.set(client);
-            Some(js)
-        }
-    };
-    tokio::spawn(enspace_tokens::notifications::sweep::sweep_forever(
-        state.clone(),
-        args.notifications.notification_sweep_interval,
-    ));
-    if state.config.deliver_notifications {
-        // Only now that NATS, when configured, is there to publish to.
-        tokio::spawn(enspace_tokens::notifications::delivery::deliver_forever(
-            state.clone(),
-            enspace_tokens::notifications::Delivery {
-                webhook,
-                retry_min: args.notifications.webhook_retry_min,
-            },
-        ));
-    }
-    Ok(ControlPlane {
-        state,
-        js,
-        indexer,
-        signer,
-    })
-}
-
-/// Makes the streams API nodes use (in their own account with
-/// `--nats-edge-api`) and keeps them in place: every process at start (in
-/// the background: serving does not wait for it), the writer of a cluster
-/// from then on.
-fn keep_node_streams(
-    state: &AppState,
-    client: &async_nats::Client,
-    args: &ServiceArgs,
-    replicas: usize,
-) {
-    let streams = enspace_tokens::edge::EdgeStreams::new(
-        client,
-        args.nats_edge_api.as_deref(),
-        args.request_retention,
-        args.request_max_bytes.0,
-        replicas,
-    );
-    let active: Box<dyn Fn() -> bool + Send> = match state.cluster.get() {
-        Some(cluster) => {
-            let role = cluster.role.clone();
-            Box::new(move || role.is_writer())
-        }
-        None => Box::new(|| true),
-    };
-    tokio::spawn(async move {
-        if let Err(e) = streams.ensure().await {
-            tracing::warn!(error = %e, "cannot make the API nodes' streams yet; retrying");
-        }
-        streams.keep(active).await;
-    });
-}
-
-/// Tells each token's owner of a client IP the token had not used in the
-/// retention window.
-fn new_ip_hook(
-    state: &AppState,
-    retention: jiff::SignedDuration,
-) -> enspace_tokens::request_log::NewIpHook {
-    let (notifications, tokens, made) = (
-        state.notifications.clone(),
-        state.store.projections.clone(),
-        state.metrics.notifications.made.clone(),
-    );
-    let days = retention.as_hours() / 24;
-    Arc::new(
-        move |new| match notifications.tell_new_client_ips(&new, &tokens, days) {
-            Ok(n) => {
-                made.inc_by(n as u64);
-            }
-            Err(e) => tracing::error!(error = %e, "telling new client IPs failed"),
+        directory,
+        signing_key: args.event_signing_key.clone(),
+        trust,
+        nats: args.nats_url.as_ref().map(|url| NatsConfig {
+            url: url.clone(),
+            credentials: args.nats_auth.credentials(),
+            edge_api: args.nats_edge_api.clone(),
+            request_max_bytes: args.request_max_bytes.0,
+            stream_replicas: usize::from(args.cluster.stream_replicas),
+            stream_repair_interval: args.stream_repair_interval,
+        }),
+        cluster: cluster_config(args)?,
+        web,
+        notify: NotifyConfig {
+            sweep_interval: args.notifications.notification_sweep_interval,
+            webhook: webhook(args)?,
+            retry_min: args.notifications.webhook_retry_min,
         },
-    )
+        registry,
+    })
 }
 
 /// The notification webhook, when `--webhook-url` is given (with its
@@ -336,13 +138,6 @@ fn cluster_config(
         .validate()
         .map_err(|e| anyhow::anyhow!("--node-id / --lease-ttl: {e}"))?;
     Ok(Some(config))
-}
-
-struct ControlPlane {
-    state: AppState,
-    js: Option<async_nats::jetstream::Context>,
-    indexer: Indexer,
-    signer: Arc<EventSigner>,
 }
 
 /// Follows the token events stream into `node`'s replica, checking every
@@ -487,13 +282,9 @@ pub async fn serve_with(
         freshness,
         node_options(args.limits.token_rate_limit),
     );
-    let ControlPlane {
-        state,
-        js,
-        indexer,
-        signer,
-    } = control_plane(&args, clock, registry).await?;
-    match js {
+    let config = control_plane_config(&args, clock, registry)?;
+    let mut control = ControlPlane::start(config).await?;
+    match control.js.clone() {
         Some(js) => {
             let url = args.nats_url.as_deref().unwrap_or_default();
             start_publisher(
@@ -507,36 +298,28 @@ pub async fn serve_with(
                 js,
                 &node,
                 node_metrics.clone(),
-                Some(signer.public().clone()),
+                Some(control.signer.public().clone()),
                 Arc::new(Notify::new()),
             );
         }
         None => {
-            enspace_api_node::feed::attach(&state, node.replica().clone())?;
-            tokio::spawn(enspace_tokens::request_log::embedded::index_drops(
+            enspace_api_node::feed::attach(&control.state, node.replica().clone())?;
+            control.index_in_process(
                 records.clone(),
-                indexer.clone(),
                 args.node_id.clone(),
-            ));
-            tokio::spawn(enspace_tokens::request_log::embedded::index_records(
-                records.clone(),
-                indexer,
                 node_metrics.records_published.clone(),
-            ));
+            );
         }
     }
-    let store = state.store.clone();
     keep_up(&node);
     let router = enspace_tokens::app(
-        state,
+        control.state.clone(),
         enspace_api_node::api_routes(node),
         &crate::openapi_document(),
     );
     serve_router(listener, wrap(router), &args.limits.http, shutdown).await?;
     flush_records(&records).await;
-    store.db.flush_async().await?;
-    store.close_cleanly()?;
-    Ok(())
+    control.shutdown().await
 }
 
 /// The control plane alone; needs NATS.
@@ -551,20 +334,16 @@ pub async fn tokens(
             "`enspace tokens` needs NATS: pass --nats-url or set NATS_URL (or run `enspace serve`)"
         );
     }
-    let state = control_plane(&args, clock, Registry::default())
-        .await?
-        .state;
-    let store = state.store.clone();
+    let config = control_plane_config(&args, clock, Registry::default())?;
+    let control = ControlPlane::start(config).await?;
     serve_router(
         listener,
-        enspace_tokens::router(state),
+        enspace_tokens::router(control.state.clone()),
         &args.limits.http,
         shutdown,
     )
     .await?;
-    store.db.flush_async().await?;
-    store.close_cleanly()?;
-    Ok(())
+    control.shutdown().await
 }
 
 /// One API node; needs NATS.

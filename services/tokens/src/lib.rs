@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod commands;
+pub mod control_plane;
 pub mod credentials;
 pub mod directory;
 pub mod edge;
@@ -30,6 +31,7 @@ use axum::Router;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use control_plane::{ControlPlane, ControlPlaneConfig};
 pub use state::{AppState, Config};
 
 use routes::{

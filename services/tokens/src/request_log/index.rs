@@ -644,6 +644,12 @@ impl RequestIndex {
     }
 
     /// Records in the whole index.
+    /// Writes everything indexed so far to disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
     pub fn len(&self) -> Result<usize, StoreError> {
         let mut n = 0;
         for item in self.tree.iter() {

@@ -1,0 +1,320 @@
+//! Starts the control plane: opens the store and the request index, checks
+//! the log against what was committed (and against the token events stream,
+//! restoring from it when the data directory is empty), builds the state the
+//! routes serve, and starts every background task.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_nats::jetstream;
+use enspace_core::{EventKey, EventSigner, RecordSource};
+use prometheus_client::metrics::counter::Counter;
+
+use super::config::{ControlPlaneConfig, NatsConfig};
+use super::tasks::Tasks;
+use crate::event_stream::repair::Repairer;
+use crate::metrics::Metrics;
+use crate::notifications::Delivery;
+use crate::outbox::Outbox;
+use crate::request_log::{Indexer, IndexerMetrics, NewIpHook, RequestIndex};
+use crate::store::Store;
+use crate::{AppState, signing_key};
+
+/// A started control plane: the state its routes serve, and what an
+/// API node in the same process needs of it.
+pub struct ControlPlane {
+    pub state: AppState,
+    /// The JetStream context, with NATS.
+    pub js: Option<jetstream::Context>,
+    pub indexer: Indexer,
+    pub signer: Arc<EventSigner>,
+    tasks: Tasks,
+}
+
+impl ControlPlane {
+    pub async fn start(config: ControlPlaneConfig) -> anyhow::Result<ControlPlane> {
+        let ControlPlaneConfig {
+            data,
+            node_id,
+            clock,
+            directory,
+            signing_key: key_file,
+            trust,
+            nats,
+            cluster,
+            web: mut config,
+            notify,
+            mut registry,
+        } = config;
+        if cluster.is_some() && nats.is_none() {
+            anyhow::bail!(
+                "--cluster (ENSPACE_CLUSTER) needs NATS: pass --nats-url or set NATS_URL"
+            );
+        }
+        std::fs::create_dir_all(&data).with_context(|| {
+            format!(
+                "cannot create the data directory {} (ENSPACE_DATA)",
+                data.display()
+            )
+        })?;
+        let store = Store::open(&data).with_context(|| {
+            format!("cannot open the store in {} (ENSPACE_DATA)", data.display())
+        })?;
+        let requests = RequestIndex::open_in(&data).with_context(|| {
+            format!(
+                "cannot open the request index in {} (ENSPACE_DATA)",
+                data.display()
+            )
+        })?;
+        let key_path = signing_key::path(&data, key_file.as_deref());
+        let (signer, made) = signing_key::load_or_create(&key_path)?;
+        if made {
+            tracing::info!(
+                key.id = signer.public().key_id(),
+                "made the event signing key {} at {}",
+                signer.public().key_id(),
+                key_path.display()
+            );
+        }
+        let signer = Arc::new(signer);
+        let trust = trust.unwrap_or_else(|| signer.public().clone());
+        let connected = match &nats {
+            None => None,
+            Some(nats) => Some(connect(nats, &node_id, &store, &trust, cluster.is_some()).await?),
+        };
+        config.event_signer = Some(signer.clone());
+        config.deliver_notifications = notify.webhook.is_some() || nats.is_some();
+        let retention = config.request_retention;
+        let indexer_metrics = IndexerMetrics::register(&mut registry);
+        let state = AppState::new(
+            store.clone(),
+            requests,
+            directory,
+            clock,
+            Metrics::new(registry),
+            config,
+        )?;
+        if cluster.is_none() {
+            crate::membership::reconcile(&state)
+                .await
+                .context("cannot compare the tokens with the directory")?;
+        }
+        let indexer = Indexer::new(
+            state.requests.clone(),
+            state.clock.clone(),
+            retention,
+            indexer_metrics,
+        )
+        .telling_new_client_ips(state.requests.client_ips()?, new_ip_hook(&state, retention));
+        let mut tasks = Tasks::default();
+        tasks.spawn("request-retention-sweep", indexer.clone().sweep_forever());
+        tasks.spawn(
+            "session-sweep",
+            crate::routes::session::sweep_sessions_forever(
+                state.clone(),
+                crate::routes::session::sweep_interval(state.config.session_ttl),
+            ),
+        );
+        let js = match (connected, &nats) {
+            (Some((client, js)), Some(nats)) => {
+                let repairer = Repairer::new(
+                    store.outbox_state.clone(),
+                    nats.stream_repair_interval,
+                    state.metrics.stream.clone(),
+                );
+                let outbox = Outbox::new(
+                    store.log.clone(),
+                    store.outbox_state.clone(),
+                    signer.clone(),
+                    repairer,
+                )?
+                .with_replicas(nats.stream_replicas);
+                let mut source = crate::request_log::jetstream::Source {
+                    replicas: nats.stream_replicas,
+                    max_bytes: nats.request_max_bytes,
+                    edge_api: nats.edge_api.clone(),
+                    ..Default::default()
+                };
+                match &cluster {
+                    None => {
+                        tasks.spawn("outbox", outbox.run(js.clone(), state.writer.head()));
+                        // One more than at the last start: nodes order heartbeats by it.
+                        let term = store.outbox_state.next_term()?;
+                        tasks.spawn(
+                            "heartbeat",
+                            crate::heartbeat::heartbeat(
+                                client.clone(),
+                                store.log.clone(),
+                                signer.clone(),
+                                node_id.clone(),
+                                move || Some(term),
+                            ),
+                        );
+                    }
+                    Some(config) => {
+                        source.durable =
+                            format!("{}-{}", enspace_nats::REQUEST_INDEXER, config.node_id);
+                        crate::cluster::start::join(
+                            &state, config, &client, &js, &signer, &trust, outbox,
+                        )
+                        .await?;
+                    }
+                }
+                tasks.spawn("node-streams", keep_node_streams(&state, &client, nats));
+                tasks.spawn(
+                    "request-intake",
+                    crate::request_log::jetstream::consume_jetstream(
+                        indexer.clone(),
+                        js.clone(),
+                        source,
+                    ),
+                );
+                let _ = state.nats.set(client);
+                Some(js)
+            }
+            _ => None,
+        };
+        tasks.spawn(
+            "notification-sweep",
+            crate::notifications::sweep::sweep_forever(state.clone(), notify.sweep_interval),
+        );
+        if state.config.deliver_notifications {
+            // Only now that NATS, when configured, is there to publish to.
+            tasks.spawn(
+                "notification-delivery",
+                crate::notifications::delivery::deliver_forever(
+                    state.clone(),
+                    Delivery {
+                        webhook: notify.webhook,
+                        retry_min: notify.retry_min,
+                    },
+                ),
+            );
+        }
+        Ok(ControlPlane {
+            state,
+            js,
+            indexer,
+            signer,
+            tasks,
+        })
+    }
+
+    /// Indexes the request records of an API node in this process (`enspace
+    /// serve` without NATS): the records `queue` holds, and its drop counts
+    /// as `node`'s; `delivered` counts what was indexed.
+    pub fn index_in_process<Q: RecordSource>(
+        &mut self,
+        queue: Arc<Q>,
+        node: String,
+        delivered: Counter,
+    ) {
+        self.tasks.spawn(
+            "request-drops",
+            crate::request_log::embedded::index_drops(queue.clone(), self.indexer.clone(), node),
+        );
+        self.tasks.spawn(
+            "request-intake",
+            crate::request_log::embedded::index_records(queue, self.indexer.clone(), delivered),
+        );
+    }
+
+    /// The names of background tasks that have ended (none should have).
+    pub fn ended_tasks(&self) -> Vec<&'static str> {
+        self.tasks.ended()
+    }
+
+    /// Once nothing serves any more: ends every background task, then
+    /// flushes the store and the request index and marks the stop clean.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let ControlPlane { state, tasks, .. } = self;
+        tasks.stop().await;
+        state.store.db.flush_async().await?;
+        state.requests.flush().await?;
+        state.store.close_cleanly()?;
+        Ok(())
+    }
+}
+
+/// Connects to NATS, then checks the log against the token events stream
+/// (a process of a cluster fills in what the stream holds, checking every
+/// event).
+async fn connect(
+    nats: &NatsConfig,
+    node_id: &str,
+    store: &Store,
+    trust: &EventKey,
+    in_cluster: bool,
+) -> anyhow::Result<(async_nats::Client, jetstream::Context)> {
+    let client = enspace_nats::connect_with(
+        &nats.url,
+        &format!("enspace-tokens-{node_id}"),
+        &nats.credentials,
+        |_| {},
+    )
+    .await
+    .with_context(|| enspace_nats::cannot_connect(&nats.url))?;
+    let js = jetstream::new(client.clone());
+    let restored = if in_cluster {
+        crate::restore::restore(&js, store, trust).await?
+    } else {
+        crate::restore::check_at_start(&js, store, trust).await?
+    };
+    if restored > 0 {
+        tracing::info!(
+            events = restored,
+            "restored {restored} events from the token events stream"
+        );
+    }
+    Ok((client, js))
+}
+
+/// Makes the streams API nodes use (in their own account with
+/// `--nats-edge-api`) and keeps them in place: every process at start (in
+/// the background: serving does not wait for it), the writer of a cluster
+/// from then on.
+fn keep_node_streams(
+    state: &AppState,
+    client: &async_nats::Client,
+    nats: &NatsConfig,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let streams = crate::edge::EdgeStreams::new(
+        client,
+        nats.edge_api.as_deref(),
+        state.config.request_retention.unsigned_abs(),
+        nats.request_max_bytes,
+        nats.stream_replicas,
+    );
+    let active: Box<dyn Fn() -> bool + Send> = match state.cluster.get() {
+        Some(cluster) => {
+            let role = cluster.role.clone();
+            Box::new(move || role.is_writer())
+        }
+        None => Box::new(|| true),
+    };
+    async move {
+        if let Err(e) = streams.ensure().await {
+            tracing::warn!(error = %e, "cannot make the API nodes' streams yet; retrying");
+        }
+        streams.keep(active).await;
+    }
+}
+
+/// Tells each token's owner of a client IP the token had not used in the
+/// retention window.
+fn new_ip_hook(state: &AppState, retention: jiff::SignedDuration) -> NewIpHook {
+    let (notifications, tokens, made) = (
+        state.notifications.clone(),
+        state.store.projections.clone(),
+        state.metrics.notifications.made.clone(),
+    );
+    let days = retention.as_hours() / 24;
+    Arc::new(
+        move |new| match notifications.tell_new_client_ips(&new, &tokens, days) {
+            Ok(n) => {
+                made.inc_by(n as u64);
+            }
+            Err(e) => tracing::error!(error = %e, "telling new client IPs failed"),
+        },
+    )
+}
