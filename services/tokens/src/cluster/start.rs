@@ -150,9 +150,9 @@ pub async fn join(
     ));
     tokio::spawn(lease::watch_holder(lease_kv.clone(), role.clone()));
     tokio::spawn(lease::hold(lease_kv, role.clone(), config.clone()));
-    tokio::spawn(lease::lead(
+    tokio::spawn(super::lead::lead(
         role.clone(),
-        lease::Leading {
+        super::lead::Leading {
             js: js.clone(),
             followed,
             log: log.clone(),

@@ -12,10 +12,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
-use super::store::encode;
+use super::store::{Pending, encode};
 use super::webhook::{Webhook, payload};
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -26,17 +25,6 @@ pub const SUBJECT_PREFIX: &str = "enspace.notifications.";
 pub const RETRY_MAX: Duration = Duration::from_secs(600);
 /// How often the queue is looked at when nothing wakes it.
 const IDLE_POLL: Duration = Duration::from_secs(1);
-
-/// A queued notification's delivery so far.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Pending {
-    /// Failed webhook attempts.
-    pub attempts: u32,
-    /// Not before this (unix milliseconds, the machine's clock).
-    pub next_ms: u64,
-    /// Whether it was published on NATS.
-    pub published: bool,
-}
 
 /// Where notifications go, besides the store.
 #[derive(Debug, Clone)]

@@ -9,13 +9,24 @@
 //! listing, its once-mark and its place in the delivery queue in one sled
 //! transaction, or nothing when the once-mark is there already.
 
+use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use ulid::Ulid;
 
 use super::Notification;
-use super::delivery::Pending;
 use crate::store::StoreError;
+
+/// A queued notification's delivery so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Failed webhook attempts.
+    pub attempts: u32,
+    /// Not before this (unix milliseconds, the machine's clock).
+    pub next_ms: u64,
+    /// Whether it was published on NATS.
+    pub published: bool,
+}
 
 /// Notifications listed at most, the newest.
 pub const LIST_LIMIT: usize = 100;

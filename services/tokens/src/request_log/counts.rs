@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::layout::{HOUR_KEY, HourKey};
 use crate::store_error::StoreError;
 
 /// Requests per category; `success` is 1xx–3xx.
@@ -80,9 +81,6 @@ impl Counts {
 }
 
 const COUNTS: usize = 32;
-/// The key of an hour's counts (see `index.rs`).
-pub(super) const HOUR_KEY: usize = 25;
-pub(super) type HourKey = [u8; HOUR_KEY];
 const ENTRY: usize = HOUR_KEY + COUNTS;
 
 /// Journal entries are folded once this many have accumulated...

@@ -7,7 +7,7 @@
 use enspace_core::record::DroppedRecords;
 use ulid::Ulid;
 
-use super::index::{HOUR_MS, key_ms};
+use super::layout::{HOUR_MS, key_ms};
 use crate::store::StoreError;
 
 pub const TREE: &str = "request_drops";

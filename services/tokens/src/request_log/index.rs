@@ -39,8 +39,9 @@ use jiff::Timestamp;
 use ulid::Ulid;
 
 pub use super::counts::Counts;
-use super::counts::{self, HourKey, JOURNAL_TOKEN, Pending, journal_key};
+use super::counts::{self, JOURNAL_TOKEN, Pending, journal_key};
 use super::insights::{self, BUILT_KEY, DAY, Deltas, HOUR, HourInsight, Summary, bucket_key};
+use super::layout::HourKey;
 pub use super::layout::{DAY_MS, HOUR_MS, Position, key_ms};
 use super::layout::{
     RECORD_KEY, RecordKey, be_u64, be_ulid, decode_record, encode_record, hour_key, record_key,

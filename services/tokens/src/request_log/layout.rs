@@ -7,8 +7,11 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
-use super::counts::{HOUR_KEY, HourKey};
 use crate::store_error::StoreError;
+
+/// The key of an hour's counts (see `index.rs`).
+pub(super) const HOUR_KEY: usize = 25;
+pub(super) type HourKey = [u8; HOUR_KEY];
 
 pub const HOUR_MS: u64 = 3_600_000;
 pub const DAY_MS: u64 = 24 * HOUR_MS;
