@@ -21,6 +21,7 @@ mod heartbeats;
 mod insights;
 mod introspection;
 mod isolation;
+mod layout;
 mod leaks;
 mod notifications;
 mod ops;
