@@ -146,11 +146,10 @@ impl FromRequestParts<AppState> for Caller {
         let secret = SessionSecret::parse(presented).ok_or_else(ApiError::unauthenticated)?;
         let hash = secret.hash();
         let now = state.clock.now();
-        let mut record = state
-            .store
-            .sessions
-            .get(&hash, now)
-            .map_err(ApiError::unavailable)?;
+        let sessions = state.store.sessions.clone();
+        let mut record =
+            enspace_http::blocking(move || sessions.get(&hash, now).map_err(ApiError::unavailable))
+                .await?;
         if record.is_none()
             && let Some(cluster) = state.cluster.get()
         {
@@ -162,11 +161,13 @@ impl FromRequestParts<AppState> for Caller {
                 .map_err(ApiError::unavailable)?
                 .filter(|r| r.expires_at > now);
             if let Some(found) = &record {
-                state
-                    .store
-                    .sessions
-                    .insert(&hash, found, usize::MAX)
-                    .map_err(ApiError::unavailable)?;
+                let (sessions, found) = (state.store.sessions.clone(), found.clone());
+                enspace_http::blocking(move || {
+                    sessions
+                        .insert(&hash, &found, usize::MAX)
+                        .map_err(ApiError::unavailable)
+                })
+                .await?;
                 // A sign-out copied here between the lookup and the insert
                 // would be undone by it: look again, now that it is held.
                 if cluster
@@ -176,11 +177,11 @@ impl FromRequestParts<AppState> for Caller {
                     .map_err(ApiError::unavailable)?
                     .is_none()
                 {
-                    state
-                        .store
-                        .sessions
-                        .remove(&hash)
-                        .map_err(ApiError::unavailable)?;
+                    let sessions = state.store.sessions.clone();
+                    enspace_http::blocking(move || {
+                        sessions.remove(&hash).map_err(ApiError::unavailable)
+                    })
+                    .await?;
                     record = None;
                 }
             }

@@ -1,6 +1,7 @@
 //! HTTP pieces every ENSPACE service shares: RFC 9457 problem details, the
 //! JSON body extractor, request metrics and the layers every router wears.
 
+pub mod blocking;
 pub mod body;
 pub mod client_addr;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod metrics;
 pub mod responses;
 pub mod server;
 
+pub use blocking::blocking;
 pub use client_addr::{ClientAddr, TrustedProxies};
 pub use error::{ApiError, PROBLEM_JSON, ProblemDetails};
 pub use json::{ApiJson, BODY_LIMIT};

@@ -65,8 +65,17 @@ fn queued(tree: &sled::Tree) -> Result<Vec<(Ulid, Pending)>, StoreError> {
                 .as_ref()
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("notification outbox key".into()))?;
-            let pending = rmp_serde::from_slice(&value).unwrap_or_default();
-            Ok((Ulid::from_bytes(id), pending))
+            let id = Ulid::from_bytes(id);
+            // A delivery state that does not decode is read as "nothing
+            // delivered yet": the notification goes out (again), as a
+            // receiver gets each one at least once, and the state is
+            // written anew after the attempt.
+            let pending = rmp_serde::from_slice(&value).unwrap_or_else(|e| {
+                tracing::warn!(notification.id = %id, error = %e,
+                    "unreadable delivery state of notification {id}; delivering it from the start");
+                Pending::default()
+            });
+            Ok((id, pending))
         })
         .collect()
 }

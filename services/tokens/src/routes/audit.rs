@@ -52,8 +52,13 @@ pub async fn list_events(
         })?,
     };
     let limit = super::paging::limit(page.limit.as_deref(), 100, 1000)?;
-    let entries = state.store.log.read_after(after, limit)?;
-    let (head, _) = state.store.log.head()?;
+    let log = state.store.log.clone();
+    let (entries, head) = enspace_http::blocking(move || {
+        let entries = log.read_after(after, limit)?;
+        let (head, _) = log.head()?;
+        Ok::<_, crate::store_error::StoreError>((entries, head))
+    })
+    .await?;
     let last = entries.last().map(|e| e.envelope.seq);
     let next_after = last.filter(|&seq| seq < head);
     Ok(Json(AuditPage {

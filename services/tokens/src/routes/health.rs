@@ -25,14 +25,19 @@ pub async fn healthz() -> Json<serde_json::Value> {
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let head = state.store.log.head().map(|(seq, _)| seq);
-    let projected = state.store.projections.last_seq();
+    let (log, projections) = (state.store.log.clone(), state.store.projections.clone());
+    // The log's head, when the projections hold all of it.
+    let caught_up = enspace_http::blocking(move || {
+        let head = log.head()?.0;
+        Ok::<_, crate::store::StoreError>((projections.last_seq()? >= head).then_some(head))
+    })
+    .await;
     let nats_ok = state
         .nats
         .get()
         .is_none_or(|client| client.connection_state() == async_nats::connection::State::Connected);
-    match (head, projected) {
-        (Ok(head), Ok(projected)) if projected >= head && nats_ok => {
+    match caught_up {
+        Ok(Some(head)) if nats_ok => {
             Json(json!({"status": "ready", "event_log_seq": head})).into_response()
         }
         _ => (

@@ -270,9 +270,7 @@ pub async fn token_insights(
     let (id, cutoff_ms) = (token.id, key_ms(from));
     // sled reads: off the async runtime, as every blocking read.
     let index = state.requests.clone();
-    let summary = tokio::task::spawn_blocking(move || index.insights(id, cutoff_ms))
-        .await
-        .map_err(ApiError::internal)??;
+    let summary = enspace_http::blocking(move || index.insights(id, cutoff_ms)).await?;
     Ok(Json(answer(
         &token.scopes,
         &token.workspaces,

@@ -96,7 +96,8 @@ pub async fn introspect_token(
     let Ok(secret) = token.parse::<PatSecret>() else {
         return Ok(Json(Introspection::default()));
     };
-    let view = state.store.projections.token_by_hash(&secret.hash())?;
+    let (projections, hash) = (state.store.projections.clone(), secret.hash());
+    let view = enspace_http::blocking(move || projections.token_by_hash(&hash)).await?;
     let Some(view) = view.filter(|v| v.status(state.clock.now()) == TokenStatus::Active) else {
         return Ok(Json(Introspection::default()));
     };

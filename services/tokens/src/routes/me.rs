@@ -43,13 +43,18 @@ pub async fn list_workspaces(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Workspaces>, ApiError> {
-    let mut workspaces = Vec::with_capacity(caller.user.workspaces.len());
-    for ws in caller.user.workspaces {
-        workspaces.push(MyWorkspace {
-            policy: state.store.projections.policy(&ws.id)?,
-            id: ws.id,
-            name: ws.name,
-        });
-    }
+    let projections = state.store.projections.clone();
+    let workspaces = enspace_http::blocking(move || {
+        let mut workspaces = Vec::with_capacity(caller.user.workspaces.len());
+        for ws in caller.user.workspaces {
+            workspaces.push(MyWorkspace {
+                policy: projections.policy(&ws.id)?,
+                id: ws.id,
+                name: ws.name,
+            });
+        }
+        Ok::<_, crate::store_error::StoreError>(workspaces)
+    })
+    .await?;
     Ok(Json(Workspaces { workspaces }))
 }

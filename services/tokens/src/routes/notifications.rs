@@ -75,9 +75,7 @@ pub async fn list_notifications(
 ) -> Result<Json<NotificationList>, ApiError> {
     let store = state.notifications.store.clone();
     let user = caller.user.id;
-    let list = tokio::task::spawn_blocking(move || store.list(&user, LIST_LIMIT))
-        .await
-        .map_err(ApiError::internal)??;
+    let list = enspace_http::blocking(move || store.list(&user, LIST_LIMIT)).await?;
     Ok(Json(NotificationList {
         notifications: list.into_iter().map(NotificationJson::from).collect(),
     }))
@@ -106,9 +104,7 @@ pub async fn read_notification(
     let id = Ulid::from_string(&id).map_err(|_| notification_not_found())?;
     let store = state.notifications.store.clone();
     let user = caller.user.id;
-    let marked = tokio::task::spawn_blocking(move || store.mark_read(&user, id))
-        .await
-        .map_err(ApiError::internal)??;
+    let marked = enspace_http::blocking(move || store.mark_read(&user, id)).await?;
     if marked {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -33,10 +33,9 @@ impl FromRequestParts<AppState> for OwnToken {
             .find(|(name, _)| *name == "id")
             .and_then(|(_, value)| Ulid::from_string(value).ok())
             .ok_or_else(token_not_found)?;
-        let token = state
-            .store
-            .projections
-            .token(id)?
+        let projections = state.store.projections.clone();
+        let token = enspace_http::blocking(move || projections.token(id))
+            .await?
             .filter(|t| t.user_id == caller.user.id)
             .ok_or_else(token_not_found)?;
         Ok(OwnToken { caller, token })

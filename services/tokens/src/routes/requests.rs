@@ -181,9 +181,8 @@ pub async fn list_requests(
     // A range scan of sled: off the async runtime, as every blocking read.
     let index = state.requests.clone();
     let (requests, next) =
-        tokio::task::spawn_blocking(move || index.query(token, from_ms.max(cutoff), upper, limit))
-            .await
-            .map_err(ApiError::internal)??;
+        enspace_http::blocking(move || index.query(token, from_ms.max(cutoff), upper, limit))
+            .await?;
     let next_cursor = next.map(|position| {
         Cursor {
             from_ms: window_from,
@@ -247,14 +246,13 @@ pub async fn request_stats(
     }
     let token = token.id;
     let index = state.requests.clone();
-    let (buckets, dropped) = tokio::task::spawn_blocking(move || {
+    let (buckets, dropped) = enspace_http::blocking(move || {
         Ok::<_, crate::store::StoreError>((
             index.stats(token, from_ms, to_ms, bucket_ms)?,
             index.drops.dropped(token, from_ms, to_ms)?,
         ))
     })
-    .await
-    .map_err(ApiError::internal)??;
+    .await?;
     let buckets = buckets
         .into_iter()
         .filter_map(|b| {

@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use enspace_core::token::RevokeReason;
 use enspace_core::{AuditEvent, Expiration, PatSecret, Scope, TokenStatus, TokenView};
-use enspace_http::{ApiError, ApiJson};
+use enspace_http::{ApiError, ApiJson, blocking};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
@@ -16,6 +16,7 @@ use crate::auth::Caller;
 use crate::commands::{Command, CommandError, CreateToken, RotateToken};
 use crate::routes::own_token::{OwnToken, token_not_found};
 use crate::state::AppState;
+use crate::store_error::StoreError;
 use crate::token_quota::QuotaError;
 
 pub const DESCRIPTION_MAX_CHARS: usize = 100;
@@ -75,9 +76,16 @@ impl TokenJson {
     }
 }
 
-fn token_json(state: &AppState, view: TokenView) -> TokenJson {
-    let last_used = state.requests.last_used(view.id).unwrap_or(None);
-    TokenJson::new(view, state.clock.now(), last_used)
+/// A token as the API shows it, with its last use (a sled read: call it
+/// inside [`blocking`]).
+fn token_json(state: &AppState, view: TokenView) -> Result<TokenJson, StoreError> {
+    let last_used = state.requests.last_used(view.id)?;
+    Ok(TokenJson::new(view, state.clock.now(), last_used))
+}
+
+/// `views` as the API shows them (inside [`blocking`]).
+fn tokens_json(state: &AppState, views: Vec<TokenView>) -> Result<Vec<TokenJson>, StoreError> {
+    views.into_iter().map(|v| token_json(state, v)).collect()
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -243,10 +251,16 @@ pub async fn create_token(
     ApiJson(req): ApiJson<CreateTokenRequest>,
 ) -> Result<Response, ApiError> {
     let (description, expiration, scopes, workspaces) = validate(&caller, req)?;
-    let reservation = state
-        .quota
-        .reserve(&caller.user.id, &state.store.projections, state.clock.now())
-        .map_err(|e| quota_error(&state, e))?;
+    let reservation = {
+        let (state, user) = (state.clone(), caller.user.id.clone());
+        blocking(move || {
+            state
+                .quota
+                .reserve(&user, &state.store.projections, state.clock.now())
+                .map_err(|e| quota_error(&state, e))
+        })
+        .await?
+    };
     let secret = PatSecret::generate();
     let view = state
         .writer
@@ -304,11 +318,16 @@ pub async fn list_tokens(
     caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<TokenList>, ApiError> {
+    let user = caller.user.id;
     if q.limit.is_none() && q.cursor.is_none() {
-        let views = state.store.projections.tokens_of_user(&caller.user.id)?;
+        let tokens = blocking(move || {
+            let views = state.store.projections.tokens_of_user(&user)?;
+            tokens_json(&state, views)
+        })
+        .await?;
         // The whole list, shaped as it always was (no `next_cursor`).
         return Ok(Json(TokenList {
-            tokens: views.into_iter().map(|v| token_json(&state, v)).collect(),
+            tokens,
             next_cursor: None,
         }));
     }
@@ -327,13 +346,16 @@ pub async fn list_tokens(
             })
         })
         .transpose()?;
-    let (views, next) =
-        state
+    let (tokens, next) = blocking(move || {
+        let (views, next) = state
             .store
             .projections
-            .tokens_of_user_page(&caller.user.id, before, limit)?;
+            .tokens_of_user_page(&user, before, limit)?;
+        Ok::<_, StoreError>((tokens_json(&state, views)?, next))
+    })
+    .await?;
     Ok(Json(TokenList {
-        tokens: views.into_iter().map(|v| token_json(&state, v)).collect(),
+        tokens,
         next_cursor: Some(next.map(|id| id.to_string())),
     }))
 }
@@ -350,7 +372,7 @@ pub async fn get_token(
     State(state): State<AppState>,
     OwnToken { token, .. }: OwnToken,
 ) -> Result<Json<TokenJson>, ApiError> {
-    Ok(Json(token_json(&state, token)))
+    Ok(Json(blocking(move || token_json(&state, token)).await?))
 }
 
 /// Revoke a token, at once on every API node. Revoking it again changes nothing.
@@ -492,15 +514,17 @@ pub async fn rotate_token(
             format!("you no longer belong to the workspace `{ws}`; create a new token instead"),
         ));
     }
-    let reservation = state
-        .quota
-        .reserve_successor(
-            &caller.user.id,
-            &state.store.projections,
-            state.clock.now(),
-            overlap == Overlap::None,
-        )
-        .map_err(|e| quota_error(&state, e))?;
+    let reservation = {
+        let (state, user) = (state.clone(), caller.user.id.clone());
+        let alone = overlap == Overlap::None;
+        blocking(move || {
+            state
+                .quota
+                .reserve_successor(&user, &state.store.projections, state.clock.now(), alone)
+                .map_err(|e| quota_error(&state, e))
+        })
+        .await?
+    };
     let secret = PatSecret::generate();
     let view = state
         .writer
@@ -579,12 +603,16 @@ pub async fn token_events(
     OwnToken { token, .. }: OwnToken,
 ) -> Result<Json<EventList>, ApiError> {
     let id = token.id;
-    let seqs = state.store.projections.event_seqs_of(id)?;
-    let mut events = Vec::with_capacity(seqs.len());
-    for seq in seqs {
-        if let Some(entry) = state.store.log.get(seq)? {
-            events.push(entry.audit());
+    let events = blocking(move || {
+        let seqs = state.store.projections.event_seqs_of(id)?;
+        let mut events = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if let Some(entry) = state.store.log.get(seq)? {
+                events.push(entry.audit());
+            }
         }
-    }
+        Ok::<_, StoreError>(events)
+    })
+    .await?;
     Ok(Json(EventList { events }))
 }

@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::commands::{Command, CommandError};
 use crate::routes::tokens::command_error;
 use crate::state::AppState;
+use crate::store_error::StoreError;
 
 fn not_admin() -> ApiError {
     ApiError::forbidden(
@@ -84,15 +85,20 @@ pub async fn list_workspace_tokens(
     Path(workspace): Path<String>,
 ) -> Result<Json<WorkspaceTokens>, ApiError> {
     admin(&caller, &workspace)?;
-    let policy = state.store.projections.policy(&workspace)?;
     let now = state.clock.now();
-    let tokens = state
-        .store
-        .projections
-        .tokens_in_workspace(&workspace)?
-        .into_iter()
-        .map(|view| workspace_token(&state, &policy, view, now))
-        .collect();
+    let ws = workspace.clone();
+    let (policy, tokens) = enspace_http::blocking(move || {
+        let policy = state.store.projections.policy(&ws)?;
+        let tokens = state
+            .store
+            .projections
+            .tokens_in_workspace(&ws)?
+            .into_iter()
+            .map(|view| workspace_token(&state, &policy, view, now))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok::<_, StoreError>((policy, tokens))
+    })
+    .await?;
     Ok(Json(WorkspaceTokens {
         workspace,
         policy,
@@ -105,13 +111,13 @@ fn workspace_token(
     policy: &WorkspacePolicy,
     view: TokenView,
     now: Timestamp,
-) -> WorkspaceToken {
-    WorkspaceToken {
+) -> Result<WorkspaceToken, StoreError> {
+    Ok(WorkspaceToken {
         id: view.id,
         owner_name: state.directory.user(&view.user_id).map(|u| u.name.clone()),
         compliant: policy.complies(&view),
         status: view.status(now),
-        last_used_at: state.requests.last_used(view.id).unwrap_or(None),
+        last_used_at: state.requests.last_used(view.id)?,
         owner: view.user_id,
         description: view.description,
         expiration: view.expiration,
@@ -121,7 +127,7 @@ fn workspace_token(
         expires_at: view.expires_at,
         revoked_at: view.revoked_at,
         revoked_reason: view.revoked_reason,
-    }
+    })
 }
 
 /// Revoke a token that can reach the workspace (admins only), at once on
@@ -184,7 +190,10 @@ pub async fn get_policy(
             "only members and admins of this workspace may read its policy",
         ));
     }
-    Ok(Json(state.store.projections.policy(&workspace)?))
+    let projections = state.store.projections.clone();
+    Ok(Json(
+        enspace_http::blocking(move || projections.policy(&workspace)).await?,
+    ))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
