@@ -54,3 +54,40 @@ fn no_source_file_holds_more_than_600_lines_of_code_before_its_tests() {
         "files over {MAX_LINES} lines of code: {over:?}"
     );
 }
+
+/// `AppState` is what the HTTP side serves from: only the routes, the
+/// caller extractor, the state itself and the assembly that builds it name
+/// it; every other part of the control plane takes the handles it needs.
+#[test]
+fn only_the_http_side_and_the_assembly_name_the_app_state() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tokens/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    assert!(
+        files.len() > 50,
+        "the control plane's sources are where they should be"
+    );
+    let allowed = |path: &Path| {
+        let rel = path.strip_prefix(&src).expect("under src");
+        let first = rel
+            .components()
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned());
+        matches!(
+            first.as_deref(),
+            Some("routes" | "control_plane" | "auth.rs" | "state.rs" | "lib.rs")
+        )
+    };
+    let mut naming: Vec<String> = files
+        .iter()
+        .filter(|f| !allowed(f))
+        .filter(|f| {
+            std::fs::read_to_string(f)
+                .expect("read a source file")
+                .contains("AppState")
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    naming.sort();
+    assert!(naming.is_empty(), "subsystems naming AppState: {naming:?}");
+}

@@ -165,8 +165,9 @@ async fn ended_sessions_are_swept_from_the_store() {
     let fresh = app.login("audra").await;
     assert_eq!(app.state.store.sessions.len(), 3);
     app.clock.advance(SignedDuration::from_hours(6));
-    let sweeper = tokio::spawn(enspace_tokens::routes::session::sweep_sessions_forever(
-        app.state.clone(),
+    let sweeper = tokio::spawn(enspace_tokens::store::sessions::sweep_forever(
+        app.state.store.sessions.clone(),
+        app.state.clock.clone(),
         Duration::from_millis(20),
     ));
     eventually(

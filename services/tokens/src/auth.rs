@@ -194,7 +194,12 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(ApiError::unauthenticated)?;
         // Only now that the caller is known: reading token state on a
         // follower first catches up with the stream.
-        crate::cluster::barrier::before_answering(state, parts).await?;
+        crate::cluster::barrier::before_answering(
+            state.cluster.get(),
+            &state.metrics.cluster.read_barriers,
+            parts,
+        )
+        .await?;
         Ok(Caller {
             user,
             session: hash,

@@ -36,7 +36,7 @@ pub use state::{AppState, Config};
 
 use routes::{
     audit, event_key, health, insights, introspect, me, notifications as notes, report_leak,
-    requests, secret_scanning, session, tokens, ui, workspaces,
+    requests, rotate, secret_scanning, session, tokens, ui, workspaces,
 };
 
 /// The token service's documented routes. Built with utoipa-axum's
@@ -65,7 +65,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             tokens::patch_token
         ))
         .routes(routes!(tokens::token_events))
-        .routes(routes!(tokens::rotate_token))
+        .routes(routes!(rotate::rotate_token))
         .routes(routes!(workspaces::list_workspace_tokens))
         .routes(routes!(workspaces::revoke_workspace_token))
         .routes(routes!(workspaces::get_policy, workspaces::put_policy))

@@ -14,8 +14,10 @@ use futures::future::join_all;
 use ulid::Ulid;
 
 use crate::commands::{Command, CommandError, SYSTEM_ACTOR};
-use crate::state::AppState;
+use crate::directory::Directory;
 use crate::store::StoreError;
+use crate::store::projections::Projections;
+use crate::store::writer::Writer;
 
 /// Revocations handed to the writer at once (it commits them together).
 const CHUNK: usize = 512;
@@ -38,13 +40,22 @@ struct Stale {
     why: String,
 }
 
+/// What reconciling the tokens with the directory reads and writes.
+#[derive(Clone)]
+pub struct Membership {
+    pub projections: Projections,
+    pub directory: std::sync::Arc<Directory>,
+    pub writer: Writer,
+    pub clock: std::sync::Arc<dyn enspace_core::Clock>,
+}
+
 /// Compares every active token with the directory and revokes those whose
 /// owner is gone or no longer belongs to one of their workspaces. Returns
 /// how many were revoked. Run once the store is open and the writer started.
-pub async fn reconcile(state: &AppState) -> Result<usize, ReconcileError> {
+pub async fn reconcile(state: &Membership) -> Result<usize, ReconcileError> {
     let now = state.clock.now();
     let mut stale = Vec::new();
-    for view in state.store.projections.all_tokens() {
+    for view in state.projections.all_tokens() {
         let view = view?;
         if view.status(now) != TokenStatus::Active {
             continue;

@@ -49,17 +49,7 @@ pub struct AppParts {
     pub notifications: crate::notifications::Notifications,
 }
 
-/// What handlers need of the cluster.
-#[derive(Clone)]
-pub struct ClusterHandle {
-    pub role: crate::cluster::Role,
-    pub js: async_nats::jetstream::Context,
-    pub lease: async_nats::jetstream::kv::Store,
-    pub members: async_nats::jetstream::kv::Store,
-    pub sessions: crate::cluster::sessions::SessionMirror,
-    /// How far this process has read the token events stream.
-    pub followed: tokio::sync::watch::Receiver<crate::event_stream::Followed>,
-}
+pub use crate::cluster::handle::ClusterHandle;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -100,6 +90,16 @@ impl Default for Config {
 }
 
 impl AppState {
+    /// What reconciling the tokens with the directory needs.
+    pub fn membership(&self) -> crate::membership::Membership {
+        crate::membership::Membership {
+            projections: self.store.projections.clone(),
+            directory: self.directory.clone(),
+            writer: self.writer.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
     /// Opens nothing: takes an opened store and request index, and starts
     /// the store's writer.
     pub fn new(

@@ -20,7 +20,7 @@ use axum::http::{Method, StatusCode};
 use enspace_http::ApiError;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::state::{AppState, ClusterHandle};
+use super::handle::ClusterHandle;
 
 /// How long a read waits for this process to catch up.
 const CATCH_UP: Duration = Duration::from_secs(2);
@@ -62,13 +62,17 @@ struct CaughtUp;
 
 /// For an authenticated request: catches up first if it reads token state
 /// (once per request). A no-op outside a cluster and on the writer.
-pub async fn before_answering(state: &AppState, parts: &mut Parts) -> Result<(), ApiError> {
+pub async fn before_answering(
+    cluster: Option<&ClusterHandle>,
+    asked: &Counter,
+    parts: &mut Parts,
+) -> Result<(), ApiError> {
     if parts.extensions.get::<CaughtUp>().is_some()
         || !reads_token_state(&parts.method, parts.uri.path())
     {
         return Ok(());
     }
-    catch_up(state.cluster.get(), &state.metrics.cluster.read_barriers).await?;
+    catch_up(cluster, asked).await?;
     parts.extensions.insert(CaughtUp);
     Ok(())
 }

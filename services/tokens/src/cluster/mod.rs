@@ -35,6 +35,7 @@ pub mod commit;
 pub mod deliver;
 pub mod follow;
 pub mod forward;
+pub mod handle;
 pub mod lead;
 pub mod lease;
 pub mod members;

@@ -10,6 +10,7 @@ use enspace_core::{EventKey, EventSigner};
 use super::commit::StreamCommit;
 use super::deliver::{self, Delivery};
 use super::forward::{self, Asker};
+use super::handle::ClusterHandle;
 use super::sessions::SessionMirror;
 use super::{
     ClusterConfig, LEASE_BUCKET, MEMBERS_BUCKET, Part, Role, SESSIONS_BUCKET, follow, lease,
@@ -17,8 +18,31 @@ use super::{
 };
 use crate::event_stream::Followed;
 use crate::event_stream::repair::Repairer;
+use crate::membership::Membership;
+use crate::notifications::Notifications;
 use crate::outbox::Outbox;
-use crate::state::{AppState, ClusterHandle};
+use crate::store::Store;
+use crate::store::writer::Writer;
+
+/// This process's side of what joining touches.
+pub struct Local {
+    pub store: Store,
+    pub writer: Writer,
+    pub clock: Arc<dyn enspace_core::Clock>,
+    pub session_ttl: jiff::SignedDuration,
+    pub metrics: super::ClusterMetrics,
+    pub notifications: Notifications,
+    pub membership: Membership,
+}
+
+/// A task of the cluster's, not started yet.
+pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// What joining gives: the handle handlers use, and the tasks to start.
+pub struct Joined {
+    pub handle: ClusterHandle,
+    pub tasks: Vec<(&'static str, Task)>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -36,19 +60,22 @@ fn nats(e: impl std::fmt::Display) -> JoinError {
     JoinError::Nats(e.to_string())
 }
 
-/// Makes `state`'s process one of the cluster's. Call once, before serving.
+/// Makes this process one of the cluster's: opens the buckets, makes the
+/// writer commit through the stream, and returns the tasks that follow the
+/// stream, hold the lease, answer forwarded commands and report. Call once,
+/// before serving.
 pub async fn join(
-    state: &AppState,
+    state: Local,
     config: &ClusterConfig,
     client: &async_nats::Client,
     js: &jetstream::Context,
     signer: &Arc<EventSigner>,
     trust: &EventKey,
     outbox: Outbox,
-) -> Result<(), JoinError> {
+) -> Result<Joined, JoinError> {
     let repairer = outbox.repairer().clone();
     let replicas = config.replicas;
-    let session_ttl = state.config.session_ttl.unsigned_abs();
+    let session_ttl = state.session_ttl.unsigned_abs();
     if let Some(theirs) = lease::other_lease_ttl(js, config.lease_ttl).await {
         return Err(JoinError::LeaseTtl {
             ours: config.lease_ttl,
@@ -71,22 +98,13 @@ pub async fn join(
     .await
     .map_err(nats)?;
 
-    tokio::spawn(lease::keep_buckets(
-        js.clone(),
-        vec![
-            (LEASE_BUCKET, config.lease_ttl),
-            (MEMBERS_BUCKET, members::FORGET_AFTER),
-            (SESSIONS_BUCKET, session_ttl),
-        ],
-        replicas,
-    ));
     let role = Role::default();
     let writer = state.writer.clone();
     // For the JetStream requests a waiting write makes: one sent while NATS
     // elects a leader is never answered, and should not cost 5 s.
     let mut quick_js = js.clone();
     quick_js.set_timeout(Duration::from_secs(1));
-    let metrics = &state.metrics.cluster;
+    let metrics = &state.metrics;
     writer.join_cluster(
         Arc::new(StreamCommit::new(
             role.clone(),
@@ -117,72 +135,115 @@ pub async fn join(
     let sessions = SessionMirror::new(
         sessions_kv,
         signer.clone(),
-        state.config.session_ttl,
+        state.session_ttl,
         state.clock.clone(),
         metrics.session_records_refused.clone(),
     );
     state.notifications.join_cluster(role.clone());
-    let _ = state.cluster.set(ClusterHandle {
+    let handle = ClusterHandle {
         role: role.clone(),
         js: js.clone(),
         lease: lease_kv.clone(),
         members: members_kv.clone(),
         sessions: sessions.clone(),
         followed: followed.clone(),
-    });
+    };
+    let mut tasks: Vec<(&'static str, Task)> = Vec::new();
+    tasks.push((
+        "cluster-buckets",
+        Box::pin(lease::keep_buckets(
+            js.clone(),
+            vec![
+                (LEASE_BUCKET, config.lease_ttl),
+                (MEMBERS_BUCKET, members::FORGET_AFTER),
+                (SESSIONS_BUCKET, session_ttl),
+            ],
+            replicas,
+        )),
+    ));
 
     let log = state.store.log.clone();
-    tokio::spawn(follow::follow(follow::Follower {
-        js: js.clone(),
-        log: log.clone(),
-        position: state.store.outbox_state.clone(),
-        writer: writer.clone(),
-        key: trust.clone(),
-        repairer: repairer.clone(),
-        followed: followed_tx,
-    }));
-    tokio::spawn(repair_while_writer(js.clone(), role.clone(), repairer));
-    tokio::spawn(forward::serve(
-        client.clone(),
-        config.node_id.clone(),
-        writer.clone(),
-        signer.clone(),
-    ));
-    tokio::spawn(lease::watch_holder(lease_kv.clone(), role.clone()));
-    tokio::spawn(lease::hold(lease_kv, role.clone(), config.clone()));
-    tokio::spawn(super::lead::lead(
-        role.clone(),
-        super::lead::Leading {
+    tasks.push((
+        "cluster-follow",
+        Box::pin(follow::follow(follow::Follower {
             js: js.clone(),
-            followed,
             log: log.clone(),
+            position: state.store.outbox_state.clone(),
             writer: writer.clone(),
             key: trust.clone(),
-            outbox: outbox.in_cluster(),
-            members: members_kv.clone(),
-            node_id: config.node_id.clone(),
-        },
+            repairer: repairer.clone(),
+            followed: followed_tx,
+        })),
     ));
-    tokio::spawn(members::report(
-        members_kv,
-        role.clone(),
-        config.node_id.clone(),
-        writer.head(),
+    tasks.push((
+        "cluster-repair",
+        Box::pin(repair_while_writer(js.clone(), role.clone(), repairer)),
     ));
-    tokio::spawn(sessions.copy_forever(state.store.sessions.clone()));
+    tasks.push((
+        "cluster-forward",
+        Box::pin(forward::serve(
+            client.clone(),
+            config.node_id.clone(),
+            writer.clone(),
+            signer.clone(),
+        )),
+    ));
+    tasks.push((
+        "cluster-lease-watch",
+        Box::pin(lease::watch_holder(lease_kv.clone(), role.clone())),
+    ));
+    tasks.push((
+        "cluster-lease-hold",
+        Box::pin(lease::hold(lease_kv, role.clone(), config.clone())),
+    ));
+    tasks.push((
+        "cluster-lead",
+        Box::pin(super::lead::lead(
+            role.clone(),
+            super::lead::Leading {
+                js: js.clone(),
+                followed,
+                log: log.clone(),
+                writer: writer.clone(),
+                key: trust.clone(),
+                outbox: outbox.in_cluster(),
+                members: members_kv.clone(),
+                node_id: config.node_id.clone(),
+            },
+        )),
+    ));
+    tasks.push((
+        "cluster-members",
+        Box::pin(members::report(
+            members_kv,
+            role.clone(),
+            config.node_id.clone(),
+            writer.head(),
+        )),
+    ));
+    tasks.push((
+        "cluster-session-mirror",
+        Box::pin(sessions.copy_forever(state.store.sessions.clone())),
+    ));
     let speaker = role.clone();
-    tokio::spawn(crate::heartbeat::heartbeat(
-        client.clone(),
-        log,
-        signer.clone(),
-        config.node_id.clone(),
-        move || match speaker.part() {
-            Part::Writer(term) if speaker.is_writer() => Some(term),
-            _ => None,
-        },
+    tasks.push((
+        "cluster-heartbeat",
+        Box::pin(crate::heartbeat::heartbeat(
+            client.clone(),
+            log,
+            signer.clone(),
+            config.node_id.clone(),
+            move || match speaker.part() {
+                Part::Writer(term) if speaker.is_writer() => Some(term),
+                _ => None,
+            },
+        )),
     ));
-    tokio::spawn(reconcile_membership(state.clone()));
-    Ok(())
+    tasks.push((
+        "membership-reconcile",
+        Box::pin(reconcile_membership(state.membership)),
+    ));
+    Ok(Joined { handle, tasks })
 }
 
 /// Deletes the foreign messages noted in the token events stream, at most
@@ -202,7 +263,7 @@ async fn repair_while_writer(js: jetstream::Context, role: Role, repairer: Repai
 
 /// Revokes the tokens of users who left the directory or a workspace, once
 /// a writer can record it.
-async fn reconcile_membership(state: AppState) {
+async fn reconcile_membership(state: crate::membership::Membership) {
     let mut backoff =
         enspace_nats::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {

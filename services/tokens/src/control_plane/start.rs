@@ -95,7 +95,7 @@ impl ControlPlane {
             config,
         )?;
         if cluster.is_none() {
-            crate::membership::reconcile(&state)
+            crate::membership::reconcile(&state.membership())
                 .await
                 .context("cannot compare the tokens with the directory")?;
         }
@@ -110,8 +110,9 @@ impl ControlPlane {
         tasks.spawn("request-retention-sweep", indexer.clone().sweep_forever());
         tasks.spawn(
             "session-sweep",
-            crate::routes::session::sweep_sessions_forever(
-                state.clone(),
+            crate::store::sessions::sweep_forever(
+                state.store.sessions.clone(),
+                state.clock.clone(),
                 crate::routes::session::sweep_interval(state.config.session_ttl),
             ),
         );
@@ -154,10 +155,23 @@ impl ControlPlane {
                     Some(config) => {
                         source.durable =
                             format!("{}-{}", enspace_nats::REQUEST_INDEXER, config.node_id);
-                        crate::cluster::start::join(
-                            &state, config, &client, &js, &signer, &trust, outbox,
+                        let local = crate::cluster::start::Local {
+                            store: store.clone(),
+                            writer: state.writer.clone(),
+                            clock: state.clock.clone(),
+                            session_ttl: state.config.session_ttl,
+                            metrics: state.metrics.cluster.clone(),
+                            notifications: state.notifications.clone(),
+                            membership: state.membership(),
+                        };
+                        let joined = crate::cluster::start::join(
+                            local, config, &client, &js, &signer, &trust, outbox,
                         )
                         .await?;
+                        let _ = state.cluster.set(joined.handle);
+                        for (name, task) in joined.tasks {
+                            tasks.spawn(name, task);
+                        }
                     }
                 }
                 tasks.spawn("node-streams", keep_node_streams(&state, &client, nats));
@@ -176,14 +190,23 @@ impl ControlPlane {
         };
         tasks.spawn(
             "notification-sweep",
-            crate::notifications::sweep::sweep_forever(state.clone(), notify.sweep_interval),
+            crate::notifications::sweep::sweep_forever(
+                state.notifications.clone(),
+                state.clock.clone(),
+                state.metrics.notifications.clone(),
+                notify.sweep_interval,
+            ),
         );
         if state.config.deliver_notifications {
             // Only now that NATS, when configured, is there to publish to.
             tasks.spawn(
                 "notification-delivery",
                 crate::notifications::delivery::deliver_forever(
-                    state.clone(),
+                    crate::notifications::delivery::Sinks {
+                        notifications: state.notifications.clone(),
+                        nats: state.nats.get().cloned(),
+                        metrics: state.metrics.notifications.clone(),
+                    },
                     Delivery {
                         webhook: notify.webhook,
                         retry_min: notify.retry_min,

@@ -14,9 +14,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ulid::Ulid;
 
+use super::Notifications;
 use super::store::{Pending, encode};
 use super::webhook::{Webhook, payload};
-use crate::state::AppState;
+use crate::metrics::NotificationMetrics;
 use crate::store::StoreError;
 
 /// The NATS subject prefix: `enspace.notifications.<user id>`.
@@ -80,11 +81,20 @@ fn queued(tree: &sled::Tree) -> Result<Vec<(Ulid, Pending)>, StoreError> {
         .collect()
 }
 
+/// What delivery reads and reports to.
+pub struct Sinks {
+    pub notifications: Notifications,
+    /// Where notifications are published, with NATS.
+    pub nats: Option<async_nats::Client>,
+    pub metrics: NotificationMetrics,
+}
+
 /// Delivers queued notifications, forever.
-pub async fn deliver_forever(state: AppState, delivery: Delivery) {
+pub async fn deliver_forever(sinks: Sinks, delivery: Delivery) {
+    let state = &sinks;
     loop {
         let wait = if state.notifications.delivers_now() {
-            match deliver_due(&state, &delivery).await {
+            match deliver_due(state, &delivery).await {
                 Ok(wait) => wait,
                 Err(e) => {
                     tracing::error!(error = %e, "notification delivery failed");
@@ -102,7 +112,7 @@ pub async fn deliver_forever(state: AppState, delivery: Delivery) {
 }
 
 /// One pass over the queue; answers how long until the next attempt is due.
-async fn deliver_due(state: &AppState, delivery: &Delivery) -> Result<Duration, StoreError> {
+async fn deliver_due(state: &Sinks, delivery: &Delivery) -> Result<Duration, StoreError> {
     let tree = state.notifications.store.outbox.clone();
     let mut next = IDLE_POLL;
     for (id, mut pending) in queued(&tree)? {
@@ -118,13 +128,13 @@ async fn deliver_due(state: &AppState, delivery: &Delivery) -> Result<Duration, 
         let body = serde_json::to_vec(&payload(&notification))
             .map_err(|e| StoreError::Corrupt(format!("notification payload: {e}")))?;
         if !pending.published
-            && let Some(client) = state.nats.get()
+            && let Some(client) = &state.nats
         {
             match subject_for(&notification.user_id) {
                 Some(subject) => match client.publish(subject, body.clone().into()).await {
                     Ok(()) => {
                         pending.published = true;
-                        state.metrics.notifications.published.inc();
+                        state.metrics.published.inc();
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, notification.id = %id, "cannot publish notification {id}");
@@ -139,7 +149,7 @@ async fn deliver_due(state: &AppState, delivery: &Delivery) -> Result<Duration, 
                 let timestamp = (wall_ms() / 1000) as i64;
                 match webhook.post(&id.to_string(), timestamp, body).await {
                     Ok(()) => {
-                        state.metrics.notifications.webhook_delivered.inc();
+                        state.metrics.webhook_delivered.inc();
                         true
                     }
                     Err(e) => {
@@ -147,7 +157,7 @@ async fn deliver_due(state: &AppState, delivery: &Delivery) -> Result<Duration, 
                         let wait = backoff(delivery.retry_min, pending.attempts);
                         pending.next_ms = wall_ms().saturating_add(wait.as_millis() as u64);
                         next = next.min(wait);
-                        state.metrics.notifications.webhook_failed.inc();
+                        state.metrics.webhook_failed.inc();
                         tracing::warn!(
                             notification.id = %id,
                             webhook.host = webhook.host(),
@@ -161,7 +171,7 @@ async fn deliver_due(state: &AppState, delivery: &Delivery) -> Result<Duration, 
                 }
             }
         };
-        let nats_done = pending.published || state.nats.get().is_none();
+        let nats_done = pending.published || state.nats.is_none();
         if delivered && nats_done {
             tree.remove(id.to_bytes())?;
         } else {

@@ -14,7 +14,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::due::{Due, due_key, key_ms, token_key};
 use super::{Notification, Notifications, Stage, expiry_detail, notification_id};
-use crate::state::AppState;
+use crate::metrics::NotificationMetrics;
 use crate::store::StoreError;
 
 /// Entries read and handled per step, under the fold's lock.
@@ -103,22 +103,27 @@ impl Notifications {
     }
 }
 
-/// Sweeps every `period`, by the service's clock, forever.
-pub async fn sweep_forever(state: AppState, period: Duration) {
+/// Sweeps every `period`, by `clock`, forever.
+pub async fn sweep_forever(
+    notifications: Notifications,
+    clock: std::sync::Arc<dyn enspace_core::Clock>,
+    metrics: NotificationMetrics,
+    period: Duration,
+) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = state.clock.now();
-        let notifications = state.notifications.clone();
+        let now = clock.now();
         let deliver = notifications.delivers_now();
-        let result = tokio::task::spawn_blocking(move || notifications.sweep(now, deliver)).await;
-        state.metrics.notifications.sweeps.inc();
+        let sweeping = notifications.clone();
+        let result = tokio::task::spawn_blocking(move || sweeping.sweep(now, deliver)).await;
+        metrics.sweeps.inc();
         match result {
             Ok(Ok(swept)) => {
                 if swept.told > 0 {
-                    state.metrics.notifications.made.inc_by(swept.told as u64);
-                    state.notifications.wake_delivery();
+                    metrics.made.inc_by(swept.told as u64);
+                    notifications.wake_delivery();
                     tracing::info!(told = swept.told, "told {} notifications", swept.told);
                 }
             }

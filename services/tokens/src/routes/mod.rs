@@ -13,6 +13,7 @@ pub mod own_token;
 pub mod paging;
 pub mod report_leak;
 pub mod requests;
+pub mod rotate;
 pub mod secret_scanning;
 pub mod session;
 pub mod tokens;

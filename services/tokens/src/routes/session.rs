@@ -275,22 +275,3 @@ pub fn sweep_interval(session_ttl: jiff::SignedDuration) -> std::time::Duration 
         std::time::Duration::from_secs(600),
     )
 }
-
-/// Removes ended sessions every `interval`, forever (an ended session is
-/// refused when presented anyway; the sweep keeps the store from holding
-/// every session ever made).
-pub async fn sweep_sessions_forever(state: AppState, interval: std::time::Duration) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let sessions = state.store.sessions.clone();
-        let now = state.clock.now();
-        match tokio::task::spawn_blocking(move || sessions.sweep(now)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(sessions = n, "swept {n} ended sessions"),
-            Ok(Err(e)) => tracing::error!(error = %e, "sweeping ended sessions failed"),
-            Err(e) => tracing::error!(error = %e, "the session sweep task failed"),
-        }
-    }
-}

@@ -168,6 +168,29 @@ fn session_hash(bytes: &[u8]) -> Result<SecretHash, StoreError> {
     Ok(SecretHash(array))
 }
 
+/// Removes ended sessions every `interval`, forever (an ended session is
+/// refused when presented anyway; the sweep keeps the store from holding
+/// every session ever made).
+pub async fn sweep_forever(
+    sessions: Sessions,
+    clock: std::sync::Arc<dyn enspace_core::Clock>,
+    interval: std::time::Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = clock.now();
+        let sweeping = sessions.clone();
+        match tokio::task::spawn_blocking(move || sweeping.sweep(now)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(sessions = n, "swept {n} ended sessions"),
+            Ok(Err(e)) => tracing::error!(error = %e, "sweeping ended sessions failed"),
+            Err(e) => tracing::error!(error = %e, "the session sweep task failed"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

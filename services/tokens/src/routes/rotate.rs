@@ -1,0 +1,153 @@
+//! `POST /v1/tokens/{id}/rotate`: a successor for a token, with the same
+//! scopes and workspaces, the old one working beside it for the overlap
+//! asked for.
+
+use axum::extract::State;
+use axum::response::Response;
+use enspace_core::{Expiration, PatSecret};
+use enspace_http::{ApiError, ApiJson, blocking};
+use serde::Deserialize;
+use ulid::Ulid;
+
+use super::tokens::{TokenCreatedResponse, command_error, created, quota_error};
+use crate::commands::{Command, RotateToken};
+use crate::routes::own_token::OwnToken;
+use crate::state::AppState;
+
+/// How long a rotated token keeps working beside its successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+pub enum Overlap {
+    #[serde(rename = "0")]
+    None,
+    #[serde(rename = "1h")]
+    Hour,
+    #[serde(rename = "1d")]
+    Day,
+    #[serde(rename = "7d")]
+    Week,
+    #[serde(rename = "30d")]
+    Month,
+}
+
+impl Overlap {
+    const ALL: [(Overlap, &'static str); 5] = [
+        (Overlap::None, "0"),
+        (Overlap::Hour, "1h"),
+        (Overlap::Day, "1d"),
+        (Overlap::Week, "7d"),
+        (Overlap::Month, "30d"),
+    ];
+
+    fn parse(s: &str) -> Option<Overlap> {
+        Self::ALL
+            .into_iter()
+            .find(|(_, name)| *name == s)
+            .map(|(o, _)| o)
+    }
+
+    fn duration(self) -> jiff::SignedDuration {
+        jiff::SignedDuration::from_hours(match self {
+            Overlap::None => 0,
+            Overlap::Hour => 1,
+            Overlap::Day => 24,
+            Overlap::Week => 7 * 24,
+            Overlap::Month => 30 * 24,
+        })
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateTokenRequest {
+    /// How long the old token keeps working: `0` (it stops at once), `1h`,
+    /// `1d`, `7d` or `30d`.
+    #[schema(value_type = Overlap, example = "1h")]
+    overlap: String,
+    /// The new token's expiration; the old token's preset when absent.
+    #[schema(value_type = Option<Expiration>, example = "3m")]
+    #[serde(default)]
+    expiration: Option<String>,
+}
+
+/// Rotate a token: a new token with the same description, scopes and
+/// workspaces (and a new secret, shown once) replaces it; the old one keeps
+/// working for the overlap, then stops on every API node. A revoked,
+/// expired or already rotated token answers `422` `token_inactive`. With an
+/// overlap the successor counts against the cap on active tokens (`422`
+/// `token_limit_reached`); without one it takes the old token's place.
+#[utoipa::path(post, path = "/v1/tokens/{id}/rotate", tag = "tokens", security(("session" = []), ("session_cookie" = [])),
+    params(("id" = String, Path, description = "The token id (a ULID)")),
+    request_body = RotateTokenRequest,
+    responses(
+        (status = 201, description = "The successor, with `replaces`; `Location` names it", body = TokenCreatedResponse,
+            headers(("Location" = String, description = "/v1/tokens/{id}"))),
+        (status = 400, response = inline(enspace_http::responses::BadRequest)),
+        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
+        (status = 403, response = inline(enspace_http::responses::Forbidden)),
+        (status = 404, response = inline(enspace_http::responses::NotFound)),
+        (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
+        (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
+        (status = 422, response = inline(enspace_http::responses::Unprocessable)),
+        (status = 503, response = inline(enspace_http::responses::Unavailable))
+    )
+)]
+pub async fn rotate_token(
+    State(state): State<AppState>,
+    OwnToken { caller, token: old }: OwnToken,
+    ApiJson(req): ApiJson<RotateTokenRequest>,
+) -> Result<Response, ApiError> {
+    let overlap = Overlap::parse(&req.overlap).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_overlap",
+            "overlap",
+            "`overlap` must be one of 0, 1h, 1d, 7d, 30d",
+        )
+    })?;
+    let expiration = req
+        .expiration
+        .as_deref()
+        .map(|e| {
+            Expiration::parse(e).ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_expiration",
+                    "expiration",
+                    "`expiration` must be one of 1m, 2m, 3m, 6m, 1y, 2y, never",
+                )
+            })
+        })
+        .transpose()?;
+    if let Some(ws) = old.workspaces.iter().find(|ws| !caller.user.belongs_to(ws)) {
+        return Err(ApiError::invalid(
+            "workspace_not_allowed",
+            "workspaces",
+            format!("you no longer belong to the workspace `{ws}`; create a new token instead"),
+        ));
+    }
+    let reservation = {
+        let (state, user) = (state.clone(), caller.user.id.clone());
+        let alone = overlap == Overlap::None;
+        blocking(move || {
+            state
+                .quota
+                .reserve_successor(&user, &state.store.projections, state.clock.now(), alone)
+                .map_err(|e| quota_error(&state, e))
+        })
+        .await?
+    };
+    let secret = PatSecret::generate();
+    let view = state
+        .writer
+        .execute(Command::RotateToken(RotateToken {
+            token_id: old.id,
+            successor: Ulid::nil(), // named by the writer
+            actor: caller.user.id.clone(),
+            overlap: overlap.duration(),
+            expiration,
+            secret_hash: secret.hash(),
+        }))
+        .await
+        .map_err(command_error)?;
+    reservation.commit();
+    tracing::info!(token.id = %view.id, replaces = %old.id, user.id = %view.user_id, "rotated token {}", old.id);
+    Ok(created(&state, view, &secret))
+}
