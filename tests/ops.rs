@@ -196,3 +196,54 @@ async fn the_ops_routes_need_no_session_and_answer_no_5xx_to_odd_requests() {
         assert!(!res.status().is_server_error(), "{path}: {}", res.status());
     }
 }
+
+/// The control plane is not ready while it cannot reach NATS, and ready
+/// again once NATS is back: a load balancer stops sending it writes it
+/// could not publish.
+#[tokio::test]
+async fn the_control_planes_readyz_is_503_while_nats_is_down_and_200_once_it_is_back() {
+    use std::time::Duration;
+
+    use crate::support::{EnspaceProcess, NatsServer, eventually};
+
+    let mut nats = NatsServer::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    let tokens = EnspaceProcess::start(
+        &[
+            "tokens",
+            "--data",
+            data.path().to_str().expect("utf-8 path"),
+            "--nats-url",
+            &nats.url(),
+        ],
+        &[],
+    );
+    let client = reqwest::Client::new();
+    let readyz = || async {
+        let res = client
+            .get(tokens.url("/readyz"))
+            .send()
+            .await
+            .expect("GET /readyz");
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.expect("a JSON body");
+        // "ready", or the problem's code.
+        let said = body["status"].as_str().or(body["code"].as_str());
+        (status, said.expect("a status or a problem code").to_owned())
+    };
+    let wait_for = |want: (u16, &'static str), what: &'static str| {
+        let readyz = &readyz;
+        async move {
+            eventually(Duration::from_secs(30), what, || async {
+                let got = readyz().await;
+                (got.0 == want.0 && got.1 == want.1).then_some(())
+            })
+            .await
+        }
+    };
+    wait_for((200, "ready"), "ready with NATS up").await;
+    nats.stop();
+    wait_for((503, "not_ready"), "not ready with NATS down").await;
+    nats.restart();
+    wait_for((200, "ready"), "ready again once NATS is back").await;
+}

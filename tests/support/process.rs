@@ -12,6 +12,9 @@ pub struct EnspaceProcess {
     pub stderr: Arc<Mutex<String>>,
 }
 
+/// How long a graceful stop may take (the contract's 15 s, and some room).
+const STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_enspace")
 }
@@ -74,12 +77,34 @@ impl EnspaceProcess {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then wait for a graceful exit.
+    /// SIGTERM, then waits up to 20 s for the process to exit, and asserts
+    /// that it shut down cleanly (exit status 0). A process still running
+    /// after that is killed, and the test fails.
     pub fn terminate(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let _ = self.child.wait();
+        let deadline = std::time::Instant::now() + STOP_WITHIN;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                _ => {
+                    self.kill();
+                    panic!(
+                        "enspace did not stop within {STOP_WITHIN:?} of SIGTERM: {}",
+                        self.logs()
+                    );
+                }
+            }
+        };
+        assert!(
+            status.success(),
+            "enspace stopped with {status} after SIGTERM: {}",
+            self.logs()
+        );
     }
 
     pub fn logs(&self) -> String {

@@ -98,7 +98,13 @@ impl ServeApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+        let stopped = tokio::time::timeout(Duration::from_secs(20), &mut self.task)
+            .await
+            .expect("enspace serve stops within 20 s");
+        assert!(
+            matches!(stopped, Ok(Ok(()))),
+            "enspace serve stops cleanly: {stopped:?}"
+        );
         self.data
     }
 }

@@ -172,20 +172,22 @@ async fn readyz(State(node): State<NodeState>) -> Response {
     if node.freshness.usable() {
         Json(json!({"status": "ready", "tokens": tokens})).into_response()
     } else {
-        let status = if node.freshness.caught_up() {
-            "token_state_stale"
+        // A problem, as every error answer: its code says which.
+        let (code, detail) = if node.freshness.caught_up() {
+            (
+                "token_state_stale",
+                format!(
+                    "not ready: token state last confirmed {:.1} s ago ({tokens} tokens held)",
+                    node.freshness.staleness_seconds()
+                ),
+            )
         } else {
-            "catching_up"
+            (
+                "catching_up",
+                format!("not ready: catching up with the token events ({tokens} tokens so far)"),
+            )
         };
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "status": status,
-                "tokens": tokens,
-                "staleness_seconds": node.freshness.staleness_seconds(),
-            })),
-        )
-            .into_response()
+        enspace_http::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, detail).into_response()
     }
 }
 

@@ -663,11 +663,30 @@ mod tests {
         );
     }
 
+    /// Which variant `command` is: a `match` with no wildcard, so a new
+    /// variant does not compile until the lists of examples name it.
+    fn variant(command: &Command) -> usize {
+        match command {
+            Command::CreateToken(_) => 0,
+            Command::RevokeToken { .. } => 1,
+            Command::RotateToken(_) => 2,
+            Command::RevokeLeaked { .. } => 3,
+            Command::AdminRevoke { .. } => 4,
+            Command::SetPolicy { .. } => 5,
+        }
+    }
+    const VARIANTS: usize = 6;
+
     #[test]
     fn every_command_survives_the_forwarding_encoding() {
         let cmd = create("alice");
         let commands = [
             cmd.clone(),
+            Command::RevokeToken {
+                token_id: id_of(&cmd),
+                actor: "alice".into(),
+                reason: RevokeReason::User,
+            },
             rotate(&cmd, "alice", SignedDuration::from_hours(24 * 30)),
             leaked(Some("https://gist.example/1")),
             Command::AdminRevoke {
@@ -684,6 +703,14 @@ mod tests {
                 },
             },
         ];
+        let mut seen: Vec<usize> = commands.iter().map(variant).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(
+            seen,
+            (0..VARIANTS).collect::<Vec<_>>(),
+            "one example of every command"
+        );
         for command in commands {
             let bytes = rmp_serde::to_vec_named(&command).expect("encode");
             let back: Command = rmp_serde::from_slice(&bytes).expect("decode");

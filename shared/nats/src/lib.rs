@@ -272,7 +272,9 @@ pub async fn ensure_stream(
         && let Ok(info) = existing.info().await
     {
         config.num_replicas = config.num_replicas.max(info.config.num_replicas);
-        if info.config.max_bytes != config.max_bytes {
+        // 0 and -1 both say "no bound" (a config's default, the server's).
+        let bound = |n: i64| if n <= 0 { -1 } else { n };
+        if bound(info.config.max_bytes) != bound(config.max_bytes) {
             tracing::warn!(stream = %name, from = info.config.max_bytes, to = config.max_bytes,
                 "changing the max_bytes of stream {name} from {} to {} (-1: no bound); \
                  give every process that creates it the same setting",

@@ -26,26 +26,34 @@ pub async fn healthz() -> Json<serde_json::Value> {
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let (log, projections) = (state.store.log.clone(), state.store.projections.clone());
-    // The log's head, when the projections hold all of it.
-    let caught_up = enspace_http::blocking(move || {
+    // The log's head, and whether the projections hold all of it.
+    let read = enspace_http::blocking(move || {
         let head = log.head()?.0;
-        Ok::<_, crate::store::StoreError>((projections.last_seq()? >= head).then_some(head))
+        Ok::<_, crate::store::StoreError>((head, projections.last_seq()? >= head))
     })
     .await;
     let nats_ok = state
         .nats
         .get()
         .is_none_or(|client| client.connection_state() == async_nats::connection::State::Connected);
-    match caught_up {
-        Ok(Some(head)) if nats_ok => {
-            Json(json!({"status": "ready", "event_log_seq": head})).into_response()
+    let why = match read {
+        Ok((head, true)) if nats_ok => {
+            return Json(json!({"status": "ready", "event_log_seq": head})).into_response();
         }
-        _ => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready"})),
-        )
-            .into_response(),
-    }
+        Ok((_, true)) => "NATS is not connected",
+        Ok((_, false)) => "the projections are catching up with the event log",
+        Err(_) => "the store cannot be read",
+    };
+    not_ready(why).into_response()
+}
+
+/// `503` with code `not_ready` and what is missing.
+fn not_ready(why: &str) -> enspace_http::ApiError {
+    enspace_http::ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+        format!("not ready: {why}"),
+    )
 }
 
 /// Prometheus metrics.
