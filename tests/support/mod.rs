@@ -71,7 +71,7 @@ pub async fn open_db(dir: &std::path::Path) -> sled::Db {
 pub async fn open_requests_db(dir: &std::path::Path) -> sled::Db {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match enspace_tokens::store::requests_sled_config(dir).open() {
+        match enspace_usage::db::requests_sled_config(dir).open() {
             Ok(db) => return db,
             Err(e) => {
                 assert!(

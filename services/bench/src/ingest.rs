@@ -18,7 +18,7 @@ use async_nats::jetstream::{self, consumer};
 use enspace_api_node::publisher::{Publisher, PublisherConfig};
 use enspace_api_node::record_queue::RecordQueue;
 use enspace_core::{RequestRecord, SystemClock};
-use enspace_tokens::request_log::{Indexer, IndexerMetrics, RequestIndex};
+use enspace_usage::{Indexer, IndexerMetrics, RequestIndex};
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use rand::{Rng, SeedableRng};
@@ -116,7 +116,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     // Ceiling 1: sled, batches of 1,000, a flush per batch.
     let sled_dir = tempfile::tempdir()?;
     let sled_rate = {
-        let db = enspace_tokens::store::requests_sled_config(sled_dir.path()).open()?;
+        let db = enspace_usage::db::requests_sled_config(sled_dir.path()).open()?;
         let tree = db.open_tree("raw")?;
         let start = Instant::now();
         for chunk in records.chunks(1000) {
@@ -138,7 +138,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     // The index's own write path, without JetStream, for reference.
     let direct_dir = tempfile::tempdir()?;
     let direct_rate = {
-        let db = enspace_tokens::store::requests_sled_config(direct_dir.path()).open()?;
+        let db = enspace_usage::db::requests_sled_config(direct_dir.path()).open()?;
         let index = RequestIndex::open(&db, db.open_tree("token_last_used")?)?;
         let start = Instant::now();
         for chunk in records.chunks(1000) {
@@ -173,7 +173,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
 
     // The indexer: the real consumer into a real index.
     let index_dir = tempfile::tempdir()?;
-    let db = enspace_tokens::store::requests_sled_config(index_dir.path()).open()?;
+    let db = enspace_usage::db::requests_sled_config(index_dir.path()).open()?;
     let index = RequestIndex::open(&db, db.open_tree("token_last_used")?)?;
     let metrics = IndexerMetrics::default();
     let indexer = Indexer::new(
@@ -183,7 +183,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
         metrics.clone(),
     );
     let start = Instant::now();
-    let task = tokio::spawn(enspace_tokens::request_log::jetstream::consume_jetstream(
+    let task = tokio::spawn(enspace_usage::jetstream::consume_jetstream(
         indexer,
         js,
         Default::default(),

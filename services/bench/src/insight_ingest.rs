@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use enspace_core::{RequestRecord, SystemClock};
-use enspace_tokens::request_log::jetstream::Source;
-use enspace_tokens::request_log::{Indexer, IndexerMetrics, RequestIndex};
+use enspace_usage::jetstream::Source;
+use enspace_usage::{Indexer, IndexerMetrics, RequestIndex};
 
 use crate::ingest::{publish_all, records};
 use crate::support::Nats;
@@ -56,7 +56,7 @@ fn rate(n: usize, took: Duration) -> f64 {
 }
 
 fn open(dir: &std::path::Path, insights: bool) -> anyhow::Result<RequestIndex> {
-    let db = enspace_tokens::store::requests_sled_config(dir).open()?;
+    let db = enspace_usage::db::requests_sled_config(dir).open()?;
     let index = RequestIndex::open(&db, db.open_tree("token_last_used")?)?;
     Ok(if insights {
         index
@@ -92,7 +92,7 @@ async fn indexer(
         metrics.clone(),
     );
     let start = Instant::now();
-    let task = tokio::spawn(enspace_tokens::request_log::jetstream::consume_jetstream(
+    let task = tokio::spawn(enspace_usage::jetstream::consume_jetstream(
         indexer,
         js.clone(),
         Source {

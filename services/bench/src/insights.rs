@@ -17,8 +17,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use enspace_tokens::request_log::RequestIndex;
-use enspace_tokens::request_log::index::DAY_MS;
+use enspace_usage::RequestIndex;
+use enspace_usage::index::DAY_MS;
 use rand::{Rng, SeedableRng};
 use reqwest::header::AUTHORIZATION;
 use ulid::Ulid;

@@ -19,8 +19,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use enspace_tokens::request_log::RequestIndex;
-use enspace_tokens::request_log::index::{DAY_MS, Upper};
+use enspace_usage::RequestIndex;
+use enspace_usage::index::{DAY_MS, Upper};
 use rand::{Rng, SeedableRng};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use ulid::Ulid;

@@ -17,7 +17,6 @@ pub mod metrics;
 pub mod notifications;
 pub mod openapi;
 pub mod outbox;
-pub mod request_log;
 pub mod restore;
 pub mod routes;
 pub mod signing_key;

@@ -7,9 +7,9 @@ use jiff::SignedDuration;
 
 use crate::directory::Directory;
 use crate::metrics::Metrics;
-use crate::request_log::RequestIndex;
 use crate::store::Store;
 use crate::store::writer::Writer;
+use enspace_usage::RequestIndex;
 
 /// Cloned for every request, so it is one `Arc`: one reference count to
 /// touch rather than one per field.

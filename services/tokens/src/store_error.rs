@@ -11,6 +11,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error(transparent)]
     Head(#[from] HeadError),
+    #[error(transparent)]
+    Index(#[from] enspace_usage::IndexError),
     /// The log lost events that were committed: refuse to serve from it.
     #[error(
         "the event log ends at seq {found}, but {by} says seq {committed} was committed: \

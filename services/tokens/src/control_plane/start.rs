@@ -16,9 +16,9 @@ use crate::event_stream::repair::Repairer;
 use crate::metrics::Metrics;
 use crate::notifications::Delivery;
 use crate::outbox::Outbox;
-use crate::request_log::{Indexer, IndexerMetrics, NewIpHook, RequestIndex};
 use crate::store::Store;
 use crate::{AppState, signing_key};
+use enspace_usage::{Indexer, IndexerMetrics, NewIpHook, RequestIndex};
 
 /// A started control plane: the state its routes serve, and what an
 /// API node in the same process needs of it.
@@ -130,7 +130,7 @@ impl ControlPlane {
                     repairer,
                 )?
                 .with_replicas(nats.stream_replicas);
-                let mut source = crate::request_log::jetstream::Source {
+                let mut source = enspace_usage::jetstream::Source {
                     replicas: nats.stream_replicas,
                     max_bytes: nats.request_max_bytes,
                     edge_api: nats.edge_api.clone(),
@@ -177,7 +177,7 @@ impl ControlPlane {
                 tasks.spawn("node-streams", keep_node_streams(&state, &client, nats));
                 tasks.spawn(
                     "request-intake",
-                    crate::request_log::jetstream::consume_jetstream(
+                    enspace_usage::jetstream::consume_jetstream(
                         indexer.clone(),
                         js.clone(),
                         source,
@@ -234,11 +234,11 @@ impl ControlPlane {
     ) {
         self.tasks.spawn(
             "request-drops",
-            crate::request_log::embedded::index_drops(queue.clone(), self.indexer.clone(), node),
+            enspace_usage::embedded::index_drops(queue.clone(), self.indexer.clone(), node),
         );
         self.tasks.spawn(
             "request-intake",
-            crate::request_log::embedded::index_records(queue, self.indexer.clone(), delivered),
+            enspace_usage::embedded::index_records(queue, self.indexer.clone(), delivered),
         );
     }
 

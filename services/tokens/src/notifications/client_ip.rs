@@ -5,8 +5,8 @@
 use jiff::Timestamp;
 
 use super::{Kind, Notification, Notifications, notification_id};
-use crate::request_log::client_ips::NewClientIp;
 use crate::store::{Projections, StoreError};
+use enspace_usage::client_ips::NewClientIp;
 
 impl Notifications {
     /// Makes a notification of each new client IP of a known token;

@@ -14,11 +14,11 @@ use enspace_http::ApiError;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::request_log::index::key_ms;
-use crate::request_log::insights::{Summary, Tally};
-use crate::request_log::retention_cutoff;
 use crate::routes::own_token::OwnToken;
 use crate::state::AppState;
+use enspace_usage::index::key_ms;
+use enspace_usage::insights::{Summary, Tally};
+use enspace_usage::retention_cutoff;
 
 /// Client IPs listed, at most (the most recently seen).
 pub const MAX_CLIENT_IPS: usize = 100;
@@ -213,7 +213,7 @@ fn answer(
         },
     };
     let client_ips_seen = ips.len() as u64;
-    let mut ips: Vec<(String, crate::request_log::insights::Seen)> = ips.into_iter().collect();
+    let mut ips: Vec<(String, enspace_usage::insights::Seen)> = ips.into_iter().collect();
     ips.sort_by(|a, b| b.1.last_ms.cmp(&a.1.last_ms).then_with(|| a.0.cmp(&b.0)));
     ips.truncate(MAX_CLIENT_IPS);
     let client_ips = ips
@@ -283,7 +283,7 @@ pub async fn token_insights(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request_log::insights::Seen;
+    use enspace_usage::insights::Seen;
 
     fn tally(allowed: u64, denied: u64) -> Tally {
         Tally {

@@ -12,11 +12,11 @@ use enspace_http::ApiError;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::request_log::cursor::Cursor;
-use crate::request_log::index::{DAY_MS, HOUR_MS, Upper, key_ms};
-use crate::request_log::retention_cutoff;
 use crate::routes::own_token::OwnToken;
 use crate::state::AppState;
+use enspace_usage::cursor::Cursor;
+use enspace_usage::index::{DAY_MS, HOUR_MS, Upper, key_ms};
+use enspace_usage::retention_cutoff;
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 1000;

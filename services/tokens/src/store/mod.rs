@@ -18,41 +18,9 @@ pub use outbox_state::{OutboxState, StreamPosition};
 pub use projections::Projections;
 pub use sessions::Sessions;
 
-/// The request log's own sled database, a directory inside the data
-/// directory. Apart from the event store so that neither's flushes wait on
-/// the other's writes, and so that each has the segment size its writes want.
-pub const REQUESTS_DIR: &str = "requests";
-
-/// sled's log segment size for a new request-log database: 16 MiB, where
-/// sled's default is 512 KiB. sled reclaims the space of rewritten pages a
-/// whole segment at a time, and the request index rewrites pages all over
-/// the tree (each batch lands on the pages of a thousand tokens); with
-/// 10,000 active tokens the index took 4.2x its records' MessagePack size on
-/// disk with 512 KiB segments and 1.2x with 16 MiB (sled's largest).
-pub const REQUESTS_SEGMENT_SIZE: usize = 16 << 20;
-
 /// How to open the event store in a data directory (sled's defaults).
 pub fn sled_config(dir: &Path) -> sled::Config {
-    config_keeping_segments(dir, sled::Config::new().segment_size)
-}
-
-/// How to open the request-log database in a data directory.
-pub fn requests_sled_config(data_dir: &Path) -> sled::Config {
-    config_keeping_segments(&data_dir.join(REQUESTS_DIR), REQUESTS_SEGMENT_SIZE)
-}
-
-/// A new database gets `segment_size`; an existing one keeps the size it
-/// was created with (sled refuses to open a database with another).
-fn config_keeping_segments(dir: &Path, segment_size: usize) -> sled::Config {
-    // The file is text lines followed by a binary checksum.
-    let existing = std::fs::read(dir.join("conf")).ok().and_then(|conf| {
-        String::from_utf8_lossy(&conf)
-            .lines()
-            .find_map(|l| l.strip_prefix("segment_size:")?.trim().parse().ok())
-    });
-    sled::Config::new()
-        .path(dir)
-        .segment_size(existing.unwrap_or(segment_size))
+    enspace_sled::config_keeping_segments(dir, sled::Config::new().segment_size)
 }
 
 /// Checks the log against what was committed: the head file and the outbox
@@ -173,6 +141,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use enspace_usage::db::{REQUESTS_DIR, REQUESTS_SEGMENT_SIZE, requests_sled_config};
 
     fn segment_size_on_disk(dir: &Path) -> Option<usize> {
         let conf = std::fs::read(dir.join("conf")).ok()?;

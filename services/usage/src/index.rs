@@ -47,7 +47,7 @@ use super::layout::{
     RECORD_KEY, RecordKey, be_u64, be_ulid, decode_record, encode_record, hour_key, record_key,
     stored_call, stored_status, time_key,
 };
-use crate::store_error::StoreError;
+use crate::IndexError;
 
 pub const TREE: &str = "request_log";
 /// Keys removed per sled batch by the sweep.
@@ -94,14 +94,14 @@ pub struct RequestIndex {
 
 impl RequestIndex {
     /// Opens the index in its own database inside the data directory
-    /// ([`crate::store::requests_sled_config`]), apart from the event store.
-    pub fn open_in(data_dir: &std::path::Path) -> Result<Self, StoreError> {
-        let db = crate::store::requests_sled_config(data_dir).open()?;
+    /// ([`crate::db::requests_sled_config`]), apart from the event store.
+    pub fn open_in(data_dir: &std::path::Path) -> Result<Self, IndexError> {
+        let db = crate::db::requests_sled_config(data_dir).open()?;
         let last_used = db.open_tree("token_last_used")?;
         Self::open(&db, last_used)
     }
 
-    pub fn open(db: &sled::Db, last_used: sled::Tree) -> Result<Self, StoreError> {
+    pub fn open(db: &sled::Db, last_used: sled::Tree) -> Result<Self, IndexError> {
         let tree = db.open_tree(TREE)?;
         let insight_tree = db.open_tree(insights::TREE)?;
         let mut pending = Pending::default();
@@ -113,7 +113,7 @@ impl RequestIndex {
                 25 if key[24] == 0x01 => {
                     pending.add_insights(seq, insights::decode_entry(&value)?);
                 }
-                _ => return Err(StoreError::Corrupt("request index journal key".into())),
+                _ => return Err(IndexError::Corrupt("request index journal key".into())),
             }
         }
         if !insight_tree.contains_key(BUILT_KEY)? {
@@ -138,7 +138,7 @@ impl RequestIndex {
     }
 
     /// Each token's client IPs, in this index's database.
-    pub fn client_ips(&self) -> Result<super::client_ips::ClientIps, StoreError> {
+    pub fn client_ips(&self) -> Result<super::client_ips::ClientIps, IndexError> {
         super::client_ips::ClientIps::open(&self.db)
     }
 
@@ -166,7 +166,7 @@ impl RequestIndex {
 
     /// Adds the journaled counts to the hourly count keys and removes the
     /// journal, in one atomic batch. Callers hold the writer lock.
-    fn fold(&self) -> Result<(), StoreError> {
+    fn fold(&self) -> Result<(), IndexError> {
         let mut pending = self.pending();
         if pending.entries.is_empty() && pending.insight_entries.is_empty() {
             return Ok(());
@@ -201,7 +201,7 @@ impl RequestIndex {
         &self,
         pending: &Pending,
         insight_tree: &sled::Tree,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), IndexError> {
         use sled::Transactional;
         use sled::transaction::{ConflictableTransactionError, TransactionError};
         let abort = ConflictableTransactionError::Abort;
@@ -245,11 +245,11 @@ impl RequestIndex {
         });
         done.map_err(|e| match e {
             TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => StoreError::Sled(e),
+            TransactionError::Storage(e) => IndexError::Sled(e),
         })
     }
 
-    fn stored_last_used(&self, token: Ulid) -> Result<Option<u64>, StoreError> {
+    fn stored_last_used(&self, token: Ulid) -> Result<Option<u64>, IndexError> {
         self.last_used
             .get(token.to_bytes())?
             .map(|bytes| be_u64(&bytes))
@@ -263,7 +263,7 @@ impl RequestIndex {
         &self,
         records: &[RequestRecord],
         cutoff: Timestamp,
-    ) -> Result<Ingested, StoreError> {
+    ) -> Result<Ingested, IndexError> {
         let mut known_last_used = self.lock();
         let cutoff_ms = key_ms(cutoff);
         let mut outcome = Ingested::default();
@@ -351,7 +351,7 @@ impl RequestIndex {
     pub fn record_drops(
         &self,
         drops: &[enspace_core::record::DroppedRecords],
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), IndexError> {
         self.drops.record(drops)?;
         self.db.flush()?;
         Ok(())
@@ -359,7 +359,7 @@ impl RequestIndex {
 
     /// Records in the whole index.
     /// Writes everything indexed so far to disk.
-    pub async fn flush(&self) -> Result<(), StoreError> {
+    pub async fn flush(&self) -> Result<(), IndexError> {
         self.db.flush_async().await?;
         Ok(())
     }
@@ -368,11 +368,11 @@ impl RequestIndex {
 /// Builds the insight counters from the records already indexed (an index
 /// from before they existed), then marks the tree built. Runs once, at open,
 /// before anything is ingested; a crash half-way starts it again.
-fn build_insights(tree: &sled::Tree, hours: &sled::Tree) -> Result<(), StoreError> {
+fn build_insights(tree: &sled::Tree, hours: &sled::Tree) -> Result<(), IndexError> {
     hours.clear()?;
     let mut built: HashMap<insights::BucketKey, HourInsight> = HashMap::new();
     let mut records = 0u64;
-    let write = |built: &mut HashMap<insights::BucketKey, HourInsight>| -> Result<(), StoreError> {
+    let write = |built: &mut HashMap<insights::BucketKey, HourInsight>| -> Result<(), IndexError> {
         let mut batch = sled::Batch::default();
         for (key, hour) in built.drain() {
             let value = match hours.get(key)? {

@@ -16,8 +16,10 @@
 pub mod client_ips;
 mod counts;
 pub mod cursor;
+pub mod db;
 pub mod drops;
 pub mod embedded;
+mod error;
 pub mod index;
 pub mod insights;
 pub mod jetstream;
@@ -32,9 +34,8 @@ use jiff::{SignedDuration, Timestamp};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
+pub use error::IndexError;
 pub use index::{Ingested, RequestIndex};
-
-use crate::store_error::StoreError;
 
 /// Most records written in one batch (one sled flush).
 pub const MAX_BATCH: usize = 5000;
@@ -135,12 +136,12 @@ impl Indexer {
     pub async fn ingest(
         &self,
         records: Vec<RequestRecord>,
-    ) -> (Vec<RequestRecord>, Result<Ingested, StoreError>) {
+    ) -> (Vec<RequestRecord>, Result<Ingested, IndexError>) {
         match self.spawn_ingest(records).await {
             Ok(done) => done,
             Err(e) => (
                 Vec::new(),
-                Err(StoreError::Corrupt(format!(
+                Err(IndexError::Corrupt(format!(
                     "index writer task failed: {e}"
                 ))),
             ),
@@ -152,7 +153,7 @@ impl Indexer {
     pub fn spawn_ingest(
         &self,
         records: Vec<RequestRecord>,
-    ) -> tokio::task::JoinHandle<(Vec<RequestRecord>, Result<Ingested, StoreError>)> {
+    ) -> tokio::task::JoinHandle<(Vec<RequestRecord>, Result<Ingested, IndexError>)> {
         let index = self.index.clone();
         let metrics = self.metrics.clone();
         let cutoff = self.cutoff();
@@ -184,7 +185,7 @@ impl Indexer {
 
     /// Records API nodes' counts of the records they dropped (off the async
     /// threads), flushed before it returns; logs each.
-    pub async fn record_drops(&self, drops: Vec<DroppedRecords>) -> Result<(), StoreError> {
+    pub async fn record_drops(&self, drops: Vec<DroppedRecords>) -> Result<(), IndexError> {
         let index = self.index.clone();
         let written = tokio::task::spawn_blocking(move || {
             let result = index.record_drops(&drops);
@@ -201,7 +202,7 @@ impl Indexer {
                 Ok(())
             }
             Ok((_, Err(e))) => Err(e),
-            Err(e) => Err(StoreError::Corrupt(format!(
+            Err(e) => Err(IndexError::Corrupt(format!(
                 "drop count writer task failed: {e}"
             ))),
         }

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::{Indexer, Ingested, MAX_BATCH, MIN_WRITE_INTERVAL};
-use crate::store_error::StoreError;
+use crate::IndexError;
 
 /// Messages asked for per pull request.
 pub const PULL_BATCH: usize = 1000;
@@ -87,7 +87,7 @@ pub async fn consume_jetstream(indexer: Indexer, js: jetstream::Context, source:
     }
 }
 
-type Write = JoinHandle<(Vec<RequestRecord>, Result<Ingested, StoreError>)>;
+type Write = JoinHandle<(Vec<RequestRecord>, Result<Ingested, IndexError>)>;
 
 /// A batch being written: its messages wait for the flush to be acked.
 struct InFlight {
@@ -227,7 +227,7 @@ async fn finish(writing: Option<InFlight>) -> Result<(), async_nats::Error> {
 /// Acks a written batch; naks one the index could not take.
 async fn settle(
     messages: Vec<jetstream::Message>,
-    result: Result<Result<Ingested, StoreError>, tokio::task::JoinError>,
+    result: Result<Result<Ingested, IndexError>, tokio::task::JoinError>,
 ) -> Result<(), async_nats::Error> {
     match result {
         Ok(Ok(_)) => {

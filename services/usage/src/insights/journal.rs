@@ -22,7 +22,7 @@ pub fn encode_entry(deltas: &Deltas) -> Vec<u8> {
     out
 }
 
-pub fn decode_entry(bytes: &[u8]) -> Result<Deltas, StoreError> {
+pub fn decode_entry(bytes: &[u8]) -> Result<Deltas, IndexError> {
     let mut deltas = Deltas::new();
     let mut r = Reader(bytes);
     while !r.0.is_empty() {
@@ -46,7 +46,7 @@ pub fn days_of(deltas: &Deltas) -> HashMap<BucketKey, HourInsight> {
     let mut days: HashMap<BucketKey, HourInsight> = HashMap::new();
     for (token, hours) in deltas {
         for (hour_ms, insight) in hours {
-            let day = hour_ms - hour_ms % crate::request_log::layout::DAY_MS;
+            let day = hour_ms - hour_ms % crate::layout::DAY_MS;
             days.entry(bucket_key(*token, DAY, day))
                 .or_default()
                 .merge(insight);

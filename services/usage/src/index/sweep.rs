@@ -7,7 +7,7 @@ impl RequestIndex {
     /// Deletes every record with `at` before `cutoff`, and the counts of
     /// hours that ended by then, remembering each token's last use first;
     /// returns how many records went. One seek per token, then its oldest keys.
-    pub fn sweep(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+    pub fn sweep(&self, cutoff: Timestamp) -> Result<u64, IndexError> {
         let mut known_last_used = self.lock();
         // The hours about to go must not come back from the journal.
         self.fold()?;
@@ -64,7 +64,7 @@ impl RequestIndex {
     /// Deletes the insights of hours and days that ended by `cutoff_ms`: one
     /// seek per token, then its oldest keys. Callers hold the writer lock,
     /// after a fold.
-    fn sweep_insights(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
+    fn sweep_insights(&self, cutoff_ms: u64) -> Result<usize, IndexError> {
         let Some(hours) = &self.insights else {
             return Ok(0);
         };

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
-use crate::store_error::StoreError;
+use crate::IndexError;
 
 /// The key of an hour's counts (see `index.rs`).
 pub(super) const HOUR_KEY: usize = 25;
@@ -49,17 +49,17 @@ pub(super) fn time_key(token: Ulid, at_ms: u64) -> [u8; 24] {
     key
 }
 
-pub(super) fn be_u64(bytes: &[u8]) -> Result<u64, StoreError> {
+pub(super) fn be_u64(bytes: &[u8]) -> Result<u64, IndexError> {
     let array: [u8; 8] = bytes
         .try_into()
-        .map_err(|_| StoreError::Corrupt("request index key".into()))?;
+        .map_err(|_| IndexError::Corrupt("request index key".into()))?;
     Ok(u64::from_be_bytes(array))
 }
 
-pub(super) fn be_ulid(bytes: &[u8]) -> Result<Ulid, StoreError> {
+pub(super) fn be_ulid(bytes: &[u8]) -> Result<Ulid, IndexError> {
     let array: [u8; 16] = bytes
         .try_into()
-        .map_err(|_| StoreError::Corrupt("request index key".into()))?;
+        .map_err(|_| IndexError::Corrupt("request index key".into()))?;
     Ok(Ulid::from_bytes(array))
 }
 
@@ -99,16 +99,16 @@ struct StoredRecord {
 const STORED_V1: u8 = 1;
 const STORED_V2: u8 = 2;
 
-fn known_version(version: u8) -> Result<(), StoreError> {
+fn known_version(version: u8) -> Result<(), IndexError> {
     match version {
         STORED_V1 | STORED_V2 => Ok(()),
-        other => Err(StoreError::Corrupt(format!(
+        other => Err(IndexError::Corrupt(format!(
             "request record layout version {other}"
         ))),
     }
 }
 
-pub(super) fn encode_record(r: &RequestRecord) -> Result<Vec<u8>, StoreError> {
+pub(super) fn encode_record(r: &RequestRecord) -> Result<Vec<u8>, IndexError> {
     rmp_serde::to_vec(&StoredRecord {
         version: if r.path_truncated {
             STORED_V2
@@ -126,15 +126,15 @@ pub(super) fn encode_record(r: &RequestRecord) -> Result<Vec<u8>, StoreError> {
         user_agent: r.user_agent.clone(),
         path_truncated: r.path_truncated,
     })
-    .map_err(|e| StoreError::Corrupt(format!("encode request record: {e}")))
+    .map_err(|e| IndexError::Corrupt(format!("encode request record: {e}")))
 }
 
-pub(super) fn decode_record(key: &[u8], value: &[u8]) -> Result<RequestRecord, StoreError> {
+pub(super) fn decode_record(key: &[u8], value: &[u8]) -> Result<RequestRecord, IndexError> {
     if key.len() != RECORD_KEY {
-        return Err(StoreError::Corrupt("request index key".into()));
+        return Err(IndexError::Corrupt("request index key".into()));
     }
     let stored: StoredRecord = rmp_serde::from_slice(value)
-        .map_err(|e| StoreError::Corrupt(format!("request record: {e}")))?;
+        .map_err(|e| IndexError::Corrupt(format!("request record: {e}")))?;
     known_version(stored.version)?;
     let at_ms = be_u64(&key[16..24])?;
     Ok(RequestRecord {
@@ -142,7 +142,7 @@ pub(super) fn decode_record(key: &[u8], value: &[u8]) -> Result<RequestRecord, S
         token_id: be_ulid(&key[0..16])?,
         user_id: stored.user_id,
         at: Timestamp::from_millisecond(at_ms as i64)
-            .map_err(|_| StoreError::Corrupt("request time".into()))?,
+            .map_err(|_| IndexError::Corrupt("request time".into()))?,
         node: stored.node,
         method: stored.method,
         path: stored.path,
@@ -156,7 +156,7 @@ pub(super) fn decode_record(key: &[u8], value: &[u8]) -> Result<RequestRecord, S
 }
 
 /// The status of a stored record, without decoding its strings.
-pub(super) fn stored_status(value: &[u8]) -> Result<u16, StoreError> {
+pub(super) fn stored_status(value: &[u8]) -> Result<u16, IndexError> {
     struct StatusOnly;
     impl<'de> serde::de::Visitor<'de> for StatusOnly {
         type Value = (u8, u16);
@@ -184,7 +184,7 @@ pub(super) fn stored_status(value: &[u8]) -> Result<u16, StoreError> {
     }
     let mut de = rmp_serde::Deserializer::from_read_ref(value);
     let (version, status) = serde::Deserializer::deserialize_seq(&mut de, StatusOnly)
-        .map_err(|e| StoreError::Corrupt(format!("request record: {e}")))?;
+        .map_err(|e| IndexError::Corrupt(format!("request record: {e}")))?;
     known_version(version)?;
     Ok(status)
 }
@@ -210,9 +210,9 @@ pub(super) struct StoredCall<'a> {
     _path_truncated: bool,
 }
 
-pub(super) fn stored_call(value: &[u8]) -> Result<StoredCall<'_>, StoreError> {
+pub(super) fn stored_call(value: &[u8]) -> Result<StoredCall<'_>, IndexError> {
     let call: StoredCall<'_> = rmp_serde::from_slice(value)
-        .map_err(|e| StoreError::Corrupt(format!("request record: {e}")))?;
+        .map_err(|e| IndexError::Corrupt(format!("request record: {e}")))?;
     known_version(call.version)?;
     Ok(call)
 }

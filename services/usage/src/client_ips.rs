@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use enspace_core::RequestRecord;
 use ulid::Ulid;
 
-use crate::store_error::StoreError;
+use crate::IndexError;
 
 pub const TREE: &str = "request_client_ips";
 /// How far a pair's last call moves before it is written again.
@@ -50,7 +50,7 @@ fn key(token: Ulid, ip: &str) -> Vec<u8> {
 }
 
 impl ClientIps {
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    pub fn open(db: &sled::Db) -> Result<Self, IndexError> {
         Ok(ClientIps {
             tree: db.open_tree(TREE)?,
         })
@@ -64,7 +64,7 @@ impl ClientIps {
         records: &[RequestRecord],
         cutoff_ms: u64,
         retention_ms: u64,
-    ) -> Result<Vec<NewClientIp>, StoreError> {
+    ) -> Result<Vec<NewClientIp>, IndexError> {
         // (first, last) call of each pair in the batch.
         let mut pairs: HashMap<Pair<'_>, (u64, u64)> = HashMap::new();
         for r in records {
@@ -90,7 +90,7 @@ impl ClientIps {
             let stored = match self.tree.get(&k)? {
                 Some(v) => {
                     Some(u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-                        StoreError::Corrupt("client ip last call".into())
+                        IndexError::Corrupt("client ip last call".into())
                     })?))
                 }
                 None => None,

@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, HashMap};
 use enspace_core::{RequestRecord, Scope};
 use ulid::Ulid;
 
-use crate::store_error::StoreError;
+use crate::IndexError;
 
 mod journal;
 pub use journal::{Deltas, add_deltas, days_of, decode_entry, encode_entry};
@@ -167,7 +167,7 @@ impl Tally {
         }
     }
 
-    fn read(r: &mut Reader<'_>) -> Result<Tally, StoreError> {
+    fn read(r: &mut Reader<'_>) -> Result<Tally, IndexError> {
         Ok(Tally {
             allowed: r.varint()?,
             denied: r.varint()?,
@@ -345,7 +345,7 @@ impl HourInsight {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<HourInsight, StoreError> {
+    pub fn decode(bytes: &[u8]) -> Result<HourInsight, IndexError> {
         let mut hour = HourInsight::default();
         visit(bytes, &mut hour)?;
         Ok(hour)
@@ -385,7 +385,7 @@ impl Visitor for HourInsight {
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], IndexError> {
         if self.0.len() < n {
             return Err(corrupt());
         }
@@ -393,10 +393,10 @@ impl<'a> Reader<'a> {
         self.0 = tail;
         Ok(head)
     }
-    fn u8(&mut self) -> Result<u8, StoreError> {
+    fn u8(&mut self) -> Result<u8, IndexError> {
         Ok(self.take(1)?[0])
     }
-    fn varint(&mut self) -> Result<u64, StoreError> {
+    fn varint(&mut self) -> Result<u64, IndexError> {
         let mut n = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
@@ -410,7 +410,7 @@ impl<'a> Reader<'a> {
         }
         Err(corrupt())
     }
-    fn str(&mut self) -> Result<&'a str, StoreError> {
+    fn str(&mut self) -> Result<&'a str, IndexError> {
         let n = usize::from(self.u8()?);
         std::str::from_utf8(self.take(n)?).map_err(|_| corrupt())
     }
@@ -425,15 +425,15 @@ fn varint(out: &mut Vec<u8>, mut n: u64) {
     out.push(n as u8);
 }
 
-fn corrupt() -> StoreError {
-    StoreError::Corrupt("request insights".into())
+fn corrupt() -> IndexError {
+    IndexError::Corrupt("request insights".into())
 }
 
-fn visit(bytes: &[u8], to: &mut impl Visitor) -> Result<(), StoreError> {
+fn visit(bytes: &[u8], to: &mut impl Visitor) -> Result<(), IndexError> {
     let mut r = Reader(bytes);
     let version = r.u8()?;
     if version != VERSION {
-        return Err(StoreError::Corrupt(format!(
+        return Err(IndexError::Corrupt(format!(
             "request insights layout version {version}"
         )));
     }
@@ -500,7 +500,7 @@ impl Summary {
     }
 
     /// Adds a stored token-hour.
-    pub fn add_encoded(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+    pub fn add_encoded(&mut self, bytes: &[u8]) -> Result<(), IndexError> {
         visit(bytes, self)
     }
 

@@ -6,7 +6,7 @@ use super::*;
 impl RequestIndex {
     /// When `token` was last used: its newest record, or what was
     /// remembered of records already swept.
-    pub fn last_used(&self, token: Ulid) -> Result<Option<Timestamp>, StoreError> {
+    pub fn last_used(&self, token: Ulid) -> Result<Option<Timestamp>, IndexError> {
         let mut newest = self.stored_last_used(token)?;
         let lo = time_key(token, 0);
         let hi = time_key(token, u64::MAX);
@@ -30,7 +30,7 @@ impl RequestIndex {
         from_ms: u64,
         upper: Upper,
         limit: usize,
-    ) -> Result<(Vec<RequestRecord>, Option<Position>), StoreError> {
+    ) -> Result<(Vec<RequestRecord>, Option<Position>), IndexError> {
         let lo = record_key(token, from_ms, Ulid::nil());
         let hi = match upper {
             Upper::Before(p) => record_key(token, p.at_ms, p.id),
@@ -72,7 +72,7 @@ impl RequestIndex {
         from_ms: u64,
         to_ms: u64,
         bucket_ms: u64,
-    ) -> Result<Vec<Bucket>, StoreError> {
+    ) -> Result<Vec<Bucket>, IndexError> {
         if from_ms >= to_ms || bucket_ms == 0 || !bucket_ms.is_multiple_of(HOUR_MS) {
             return Ok(Vec::new());
         }
@@ -106,7 +106,7 @@ impl RequestIndex {
         Ok(out)
     }
 
-    fn count_records(&self, token: Ulid, from_ms: u64, to_ms: u64) -> Result<Counts, StoreError> {
+    fn count_records(&self, token: Ulid, from_ms: u64, to_ms: u64) -> Result<Counts, IndexError> {
         let mut counts = Counts::default();
         for item in self
             .tree
@@ -126,7 +126,7 @@ impl RequestIndex {
     /// journaled and not yet folded of any hour after the cutoff's, and the
     /// records of the cutoff's own hour from the cutoff on, counted one by
     /// one. Empty when the index keeps no insights.
-    pub fn insights(&self, token: Ulid, cutoff_ms: u64) -> Result<Summary, StoreError> {
+    pub fn insights(&self, token: Ulid, cutoff_ms: u64) -> Result<Summary, IndexError> {
         let mut summary = Summary::default();
         let Some(hours) = &self.insights else {
             return Ok(summary);
@@ -179,7 +179,7 @@ impl RequestIndex {
     }
 
     /// Records in the index for `token` (all of them; for tests and tools).
-    pub fn count(&self, token: Ulid) -> Result<usize, StoreError> {
+    pub fn count(&self, token: Ulid) -> Result<usize, IndexError> {
         let mut n = 0;
         for item in self.tree.scan_prefix(token.to_bytes()) {
             let (key, _) = item?;
@@ -188,7 +188,7 @@ impl RequestIndex {
         Ok(n)
     }
 
-    pub fn len(&self) -> Result<usize, StoreError> {
+    pub fn len(&self) -> Result<usize, IndexError> {
         let mut n = 0;
         for item in self.tree.iter() {
             let (key, _) = item?;
@@ -197,7 +197,7 @@ impl RequestIndex {
         Ok(n)
     }
 
-    pub fn is_empty(&self) -> Result<bool, StoreError> {
+    pub fn is_empty(&self) -> Result<bool, IndexError> {
         for item in self.tree.iter() {
             let (key, _) = item?;
             if key.len() == RECORD_KEY {

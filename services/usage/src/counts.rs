@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::layout::{HOUR_KEY, HourKey};
-use crate::store_error::StoreError;
+use crate::IndexError;
 
 /// Requests per category; `success` is 1xx–3xx.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,16 +60,16 @@ impl Counts {
         out
     }
 
-    pub(super) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        let n = |i: usize| -> Result<u64, StoreError> {
+    pub(super) fn decode(bytes: &[u8]) -> Result<Self, IndexError> {
+        let n = |i: usize| -> Result<u64, IndexError> {
             let part: [u8; 8] = bytes
                 .get(i * 8..i * 8 + 8)
                 .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| StoreError::Corrupt("request counts".into()))?;
+                .ok_or_else(|| IndexError::Corrupt("request counts".into()))?;
             Ok(u64::from_be_bytes(part))
         };
         if bytes.len() != COUNTS {
-            return Err(StoreError::Corrupt("request counts".into()));
+            return Err(IndexError::Corrupt("request counts".into()));
         }
         Ok(Counts {
             total: n(0)?,
@@ -107,9 +107,9 @@ pub(super) fn encode_entry(deltas: &HashMap<HourKey, Counts>) -> Vec<u8> {
     out
 }
 
-pub(super) fn decode_entry(bytes: &[u8]) -> Result<Vec<(HourKey, Counts)>, StoreError> {
+pub(super) fn decode_entry(bytes: &[u8]) -> Result<Vec<(HourKey, Counts)>, IndexError> {
     if !bytes.len().is_multiple_of(ENTRY) {
-        return Err(StoreError::Corrupt("request counts journal".into()));
+        return Err(IndexError::Corrupt("request counts journal".into()));
     }
     bytes
         .chunks_exact(ENTRY)
@@ -117,7 +117,7 @@ pub(super) fn decode_entry(bytes: &[u8]) -> Result<Vec<(HourKey, Counts)>, Store
             let (key, counts) = chunk.split_at(HOUR_KEY);
             let key: HourKey = key
                 .try_into()
-                .map_err(|_| StoreError::Corrupt("request counts journal".into()))?;
+                .map_err(|_| IndexError::Corrupt("request counts journal".into()))?;
             Ok((key, Counts::decode(counts)?))
         })
         .collect()

@@ -8,7 +8,7 @@ use enspace_core::record::DroppedRecords;
 use ulid::Ulid;
 
 use super::layout::{HOUR_MS, key_ms};
-use crate::store::StoreError;
+use crate::IndexError;
 
 pub const TREE: &str = "request_drops";
 const KEY: usize = 40;
@@ -28,10 +28,10 @@ fn bound(token: Ulid, hour_ms: u64) -> [u8; 24] {
     key
 }
 
-fn be_u64(bytes: &[u8]) -> Result<u64, StoreError> {
+fn be_u64(bytes: &[u8]) -> Result<u64, IndexError> {
     let array: [u8; 8] = bytes
         .try_into()
-        .map_err(|_| StoreError::Corrupt("request drop count".into()))?;
+        .map_err(|_| IndexError::Corrupt("request drop count".into()))?;
     Ok(u64::from_be_bytes(array))
 }
 
@@ -41,14 +41,14 @@ pub struct DropCounts {
 }
 
 impl DropCounts {
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    pub fn open(db: &sled::Db) -> Result<Self, IndexError> {
         Ok(DropCounts {
             tree: db.open_tree(TREE)?,
         })
     }
 
     /// Records drop counts (not flushed: the caller flushes the database).
-    pub fn record(&self, drops: &[DroppedRecords]) -> Result<(), StoreError> {
+    pub fn record(&self, drops: &[DroppedRecords]) -> Result<(), IndexError> {
         let mut batch = sled::Batch::default();
         for d in drops {
             let hour = key_ms(d.hour);
@@ -60,7 +60,7 @@ impl DropCounts {
     }
 
     /// Records of `token` dropped in the hours that `[from_ms, to_ms)` touches.
-    pub fn dropped(&self, token: Ulid, from_ms: u64, to_ms: u64) -> Result<u64, StoreError> {
+    pub fn dropped(&self, token: Ulid, from_ms: u64, to_ms: u64) -> Result<u64, IndexError> {
         if from_ms >= to_ms {
             return Ok(0);
         }
@@ -77,7 +77,7 @@ impl DropCounts {
     }
 
     /// Deletes the counts of hours that ended by `cutoff_ms`; how many.
-    pub fn sweep(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
+    pub fn sweep(&self, cutoff_ms: u64) -> Result<usize, IndexError> {
         let mut batch = sled::Batch::default();
         let mut n = 0;
         for item in self.tree.iter() {
