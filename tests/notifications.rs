@@ -211,8 +211,8 @@ fn write_directory(path: &std::path::Path, alice_workspaces: &[&str]) {
     let users: Vec<Value> = [("alice", alice_workspaces), ("bob", &["acme"][..])]
         .iter()
         .map(|(id, workspaces)| {
-            let hash =
-                enspace_tokens::directory::hash_password(&format!("{id}-password")).expect("hash");
+            let hash = enspace_accounts::directory::hash_password(&format!("{id}-password"))
+                .expect("hash");
             json!({"id": id, "name": id, "role": "user", "workspaces": workspaces,
                    "password_hash": hash})
         })

@@ -15,8 +15,8 @@ fn write_directory(path: &Path, users: &[(&str, &[&str])]) {
     let users: Vec<Value> = users
         .iter()
         .map(|(id, workspaces)| {
-            let hash =
-                enspace_tokens::directory::hash_password(&format!("{id}-password")).expect("hash");
+            let hash = enspace_accounts::directory::hash_password(&format!("{id}-password"))
+                .expect("hash");
             json!({"id": id, "name": id, "role": "user", "workspaces": workspaces,
                    "password_hash": hash})
         })
@@ -143,9 +143,9 @@ fn a_directory_may_not_name_a_user_system() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("directory.json");
     write_directory(&path, &[("system", &["acme"])]);
-    let err = enspace_tokens::directory::Directory::load(&path).expect_err("refused");
+    let err = enspace_accounts::directory::Directory::load(&path).expect_err("refused");
     assert!(matches!(
         err,
-        enspace_tokens::directory::DirectoryError::Invalid { .. }
+        enspace_accounts::directory::DirectoryError::Invalid { .. }
     ));
 }

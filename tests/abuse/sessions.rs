@@ -136,7 +136,7 @@ async fn the_cookie_is_secure_over_tls_and_with_secure_cookies_and_not_otherwise
 #[tokio::test]
 async fn signing_in_past_the_session_cap_ends_the_oldest_sessions() {
     let app = TestApp::spawn().await;
-    let cap = enspace_tokens::limits::Limits::default().max_sessions_per_user;
+    let cap = enspace_accounts::limits::Limits::default().max_sessions_per_user;
     let mut sessions = Vec::new();
     for _ in 0..cap + 2 {
         sessions.push(app.login("alice").await);

@@ -386,7 +386,7 @@ pub async fn start_service(
         nats,
         web: enspace_tokens::Config {
             // The benchmarks create thousands of tokens as one user.
-            limits: enspace_tokens::limits::Limits {
+            limits: enspace_accounts::limits::Limits {
                 max_tokens_per_user: usize::MAX,
                 ..Default::default()
             },

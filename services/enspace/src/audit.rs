@@ -155,7 +155,7 @@ pub fn hash_password_from_stdin() -> anyhow::Result<ExitCode> {
     let mut password = String::new();
     std::io::stdin().read_to_string(&mut password)?;
     let password = password.trim_end_matches(['\r', '\n']);
-    let hash = enspace_tokens::directory::hash_password(password)
+    let hash = enspace_accounts::directory::hash_password(password)
         .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
     println!("{hash}");
     Ok(ExitCode::SUCCESS)

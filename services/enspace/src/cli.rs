@@ -406,10 +406,10 @@ pub struct ServiceLimits {
     #[command(flatten)]
     pub http: HttpLimits,
     /// Active tokens one user may hold; one more is refused (422).
-    #[arg(long, env = "ENSPACE_MAX_TOKENS_PER_USER", default_value_t = enspace_tokens::limits::Limits::default().max_tokens_per_user)]
+    #[arg(long, env = "ENSPACE_MAX_TOKENS_PER_USER", default_value_t = enspace_accounts::limits::Limits::default().max_tokens_per_user)]
     pub max_tokens_per_user: usize,
     /// Sessions one user may hold; signing in once more ends the oldest.
-    #[arg(long, env = "ENSPACE_MAX_SESSIONS_PER_USER", default_value_t = enspace_tokens::limits::Limits::default().max_sessions_per_user)]
+    #[arg(long, env = "ENSPACE_MAX_SESSIONS_PER_USER", default_value_t = enspace_accounts::limits::Limits::default().max_sessions_per_user)]
     pub max_sessions_per_user: usize,
     /// How long a session lasts after sign-in (at least 1s). Every process
     /// of a cluster needs the same.
@@ -435,7 +435,7 @@ pub struct ServiceLimits {
 
 impl Default for ServiceLimits {
     fn default() -> Self {
-        let limits = enspace_tokens::limits::Limits::default();
+        let limits = enspace_accounts::limits::Limits::default();
         ServiceLimits {
             http: HttpLimits::default(),
             max_tokens_per_user: limits.max_tokens_per_user,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Router;
+use enspace_accounts::directory::Directory;
 use enspace_api_node::Freshness;
 use enspace_api_node::feed::Feed;
 use enspace_api_node::metrics::NodeMetrics;
@@ -17,7 +18,6 @@ use enspace_core::Clock;
 use enspace_core::EventKey;
 use enspace_tokens::Config;
 use enspace_tokens::control_plane::{ControlPlane, ControlPlaneConfig, NatsConfig, NotifyConfig};
-use enspace_tokens::directory::Directory;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -52,7 +52,7 @@ fn control_plane_config(
         internal_key: args.internal_key.clone(),
         request_retention: retention,
         session_ttl,
-        limits: enspace_tokens::limits::Limits {
+        limits: enspace_accounts::limits::Limits {
             max_tokens_per_user: args.limits.max_tokens_per_user,
             max_sessions_per_user: args.limits.max_sessions_per_user,
             leak_reports_per_minute: args.limits.leak_report_limit.0,

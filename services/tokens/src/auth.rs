@@ -12,8 +12,8 @@ use enspace_core::secret::{PAT_PREFIX, SESSION_PREFIX};
 use enspace_core::{SecretHash, SessionSecret};
 use enspace_http::ApiError;
 
-use crate::directory::{Role, User};
 use crate::state::AppState;
+use enspace_accounts::directory::{Role, User};
 
 pub const SESSION_COOKIE: &str = "enspace_session";
 

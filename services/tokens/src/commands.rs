@@ -38,10 +38,7 @@ pub enum Command {
     },
 }
 
-/// The actor of changes the service makes by itself (e.g. revocations after
-/// a membership change or a leak report), never a user's id: the directory
-/// refuses it.
-pub const SYSTEM_ACTOR: &str = "system";
+pub use enspace_accounts::directory::SYSTEM_ACTOR;
 
 /// A validated creation request: every field already obeys the API's rules.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

@@ -14,10 +14,10 @@ use futures::future::join_all;
 use ulid::Ulid;
 
 use crate::commands::{Command, CommandError, SYSTEM_ACTOR};
-use crate::directory::Directory;
 use crate::store::StoreError;
 use crate::store::projections::Projections;
 use crate::store::writer::Writer;
+use enspace_accounts::directory::Directory;
 
 /// Revocations handed to the writer at once (it commits them together).
 const CHUNK: usize = 512;

@@ -16,7 +16,7 @@ pub struct Metrics {
     pub tokens_revoked: Counter,
     pub tokens_rotated: Counter,
     pub event_log_length: Gauge,
-    pub sign_ins: crate::credentials::SignInMetrics,
+    pub sign_ins: enspace_accounts::credentials::SignInMetrics,
     pub leak_reports: crate::leaks::LeakMetrics,
     pub notifications: NotificationMetrics,
     pub stream: crate::event_stream::repair::StreamMetrics,
@@ -75,7 +75,7 @@ impl Metrics {
     /// hold another service's (as in `enspace serve`).
     pub fn new(mut registry: Registry) -> Self {
         let http = HttpMetrics::register(&mut registry);
-        let sign_ins = crate::credentials::SignInMetrics::register(&mut registry);
+        let sign_ins = enspace_accounts::credentials::SignInMetrics::register(&mut registry);
         let leak_reports = crate::leaks::LeakMetrics::register(&mut registry);
         let notifications = NotificationMetrics::register(&mut registry);
         let stream = crate::event_stream::repair::StreamMetrics::register(&mut registry);

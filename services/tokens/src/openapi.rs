@@ -40,7 +40,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         enspace_core::events::EventEnvelopeWire,
         enspace_core::RequestRecord,
         enspace_http::ProblemDetails,
-        crate::directory::DirectoryFile,
+        enspace_accounts::directory::DirectoryFile,
     ))
 )]
 struct ApiDoc;

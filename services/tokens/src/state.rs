@@ -5,10 +5,10 @@ use std::sync::Arc;
 use enspace_core::{Clock, CommittedEvents, EventEnvelope, EventSigner};
 use jiff::SignedDuration;
 
-use crate::directory::Directory;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::writer::Writer;
+use enspace_accounts::directory::Directory;
 use enspace_usage::RequestIndex;
 
 /// Cloned for every request, so it is one `Arc`: one reference count to
@@ -36,7 +36,7 @@ pub struct AppParts {
     /// The NATS connection, when the service publishes to JetStream.
     pub nats: std::sync::OnceLock<async_nats::Client>,
     /// The throttle and hashing pool every sign-in goes through.
-    pub sign_in: crate::credentials::SignInGuard,
+    pub sign_in: enspace_accounts::credentials::SignInGuard,
     /// Active tokens per user, kept under `limits.max_tokens_per_user`.
     pub quota: crate::token_quota::TokenQuota,
     /// This process's place in a cluster of control-plane processes, when
@@ -62,7 +62,7 @@ pub struct Config {
     /// `GET /v1/event-key`); none where nothing is published.
     pub event_signer: Option<Arc<EventSigner>>,
     /// Limits on sign-ins, sessions and tokens.
-    pub limits: crate::limits::Limits,
+    pub limits: enspace_accounts::limits::Limits,
     /// Mark the session cookie `Secure` on every response (a TLS proxy is in
     /// front); without it, only when the proxy says the request was TLS.
     pub secure_cookies: bool,
@@ -81,7 +81,7 @@ impl Default for Config {
             internal_key: None,
             request_retention: SignedDuration::from_hours(90 * 24),
             event_signer: None,
-            limits: crate::limits::Limits::default(),
+            limits: enspace_accounts::limits::Limits::default(),
             secure_cookies: false,
             github_keys: None,
             deliver_notifications: false,
@@ -111,7 +111,7 @@ impl AppState {
         config: Config,
     ) -> Result<Self, crate::store::StoreError> {
         let writer = Writer::start(store.clone(), clock.clone(), metrics.clone())?;
-        let sign_in = crate::credentials::SignInGuard::new(
+        let sign_in = enspace_accounts::credentials::SignInGuard::new(
             &config.limits,
             metrics.sign_ins.clone(),
             config.event_signer.as_ref().map(|s| s.seed()).as_ref(),

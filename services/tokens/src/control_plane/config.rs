@@ -9,9 +9,9 @@ use enspace_core::{Clock, EventKey};
 use prometheus_client::registry::Registry;
 
 use crate::cluster::ClusterConfig;
-use crate::directory::Directory;
 use crate::notifications::webhook::Webhook;
 use crate::state::Config;
+use enspace_accounts::directory::Directory;
 
 pub struct ControlPlaneConfig {
     /// The data directory (`--data`); made when missing.

@@ -16,7 +16,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
-use crate::credentials::throttle::ip_key;
+use enspace_accounts::credentials::throttle::ip_key;
 
 /// After this many reports, addresses whose allowance is whole again go.
 const PRUNE_EVERY: usize = 1024;

@@ -7,8 +7,8 @@ use enspace_http::ApiError;
 use serde::Serialize;
 
 use crate::auth::Caller;
-use crate::directory::User;
 use crate::state::AppState;
+use enspace_accounts::directory::User;
 
 /// The signed-in user.
 #[utoipa::path(get, path = "/v1/me", tag = "session", security(("session" = []), ("session_cookie" = [])),

@@ -10,10 +10,12 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Caller, SESSION_COOKIE, came_over_tls};
-use crate::credentials::{Attempt, DeviceCookies, HashError, Throttled, loggable_user_name};
-use crate::directory::User;
 use crate::state::AppState;
 use crate::store::sessions::SessionRecord;
+use enspace_accounts::credentials::{
+    Attempt, DeviceCookies, HashError, Throttled, loggable_user_name,
+};
+use enspace_accounts::directory::User;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

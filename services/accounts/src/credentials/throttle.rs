@@ -173,7 +173,7 @@ pub struct SignInThrottle {
 
 /// The key an address counts under: IPv4 as is (also when mapped into
 /// IPv6), IPv6 by its /64.
-pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
+pub fn ip_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

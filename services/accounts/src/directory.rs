@@ -9,6 +9,11 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use serde::{Deserialize, Serialize};
 
+/// The actor of changes the service makes by itself (e.g. revocations after
+/// a membership change or a leak report), never a user's id: the directory
+/// refuses it.
+pub const SYSTEM_ACTOR: &str = "system";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -175,7 +180,7 @@ impl Directory {
             if u.id.is_empty() || u.id.contains('\0') {
                 return Err(invalid(format!("user id `{}` is empty or has a NUL", u.id)));
             }
-            if u.id == crate::commands::SYSTEM_ACTOR {
+            if u.id == SYSTEM_ACTOR {
                 return Err(invalid(format!(
                     "user id `{}` is reserved for changes the service makes itself",
                     u.id
