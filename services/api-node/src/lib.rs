@@ -5,19 +5,17 @@
 pub mod auth;
 pub mod beats;
 pub mod chain;
+pub mod example;
 pub mod feed;
 pub mod freshness;
 pub mod metrics;
-pub mod publisher;
 pub mod rate_limit;
-pub mod record_queue;
-pub mod records;
 pub mod refused;
 pub mod replica;
+pub mod request_records;
 pub mod scopes;
 mod table;
 pub mod verify;
-mod window;
 
 use std::sync::Arc;
 
@@ -31,6 +29,8 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+
+use example::records;
 
 pub use auth::{Auth, AuthParts, require_token};
 pub use enspace_core::RecordSink;

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
-use enspace_api_node::publisher::{Publisher, PublisherConfig};
-use enspace_api_node::record_queue::RecordQueue;
+use enspace_api_node::request_records::publisher::{Publisher, PublisherConfig};
+use enspace_api_node::request_records::queue::RecordQueue;
 use enspace_core::{RequestRecord, SystemClock};
 use enspace_usage::{Indexer, IndexerMetrics, RequestIndex};
 use futures::StreamExt;

@@ -12,7 +12,8 @@ use axum::Router;
 use axum::routing::get;
 use std::num::NonZeroU32;
 
-use enspace_api_node::{NodeOptions, NodeState, records};
+use enspace_api_node::example::records;
+use enspace_api_node::{NodeOptions, NodeState};
 use enspace_core::SystemClock;
 use prometheus_client::registry::Registry;
 use rand::SeedableRng;

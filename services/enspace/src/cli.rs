@@ -429,7 +429,7 @@ pub struct ServiceLimits {
     pub token_rate_limit: TokenRateLimit,
     /// Request records the API node that `serve` mounts holds while they
     /// wait to be indexed; when full, the heaviest token's go first.
-    #[arg(long, env = "ENSPACE_RECORD_QUEUE_CAPACITY", default_value_t = enspace_api_node::record_queue::DEFAULT_CAPACITY)]
+    #[arg(long, env = "ENSPACE_RECORD_QUEUE_CAPACITY", default_value_t = enspace_api_node::request_records::queue::DEFAULT_CAPACITY)]
     pub record_queue_capacity: usize,
 }
 
@@ -444,7 +444,7 @@ impl Default for ServiceLimits {
             secure_cookies: false,
             leak_report_limit: PerMinute(limits.leak_reports_per_minute),
             token_rate_limit: TokenRateLimit(None),
-            record_queue_capacity: enspace_api_node::record_queue::DEFAULT_CAPACITY,
+            record_queue_capacity: enspace_api_node::request_records::queue::DEFAULT_CAPACITY,
         }
     }
 }
@@ -461,7 +461,7 @@ pub struct NodeLimits {
     pub token_rate_limit: TokenRateLimit,
     /// Request records held while they wait for JetStream (e.g. while NATS
     /// is away); when full, the heaviest token's go first.
-    #[arg(long, env = "ENSPACE_RECORD_QUEUE_CAPACITY", default_value_t = enspace_api_node::record_queue::DEFAULT_CAPACITY)]
+    #[arg(long, env = "ENSPACE_RECORD_QUEUE_CAPACITY", default_value_t = enspace_api_node::request_records::queue::DEFAULT_CAPACITY)]
     pub record_queue_capacity: usize,
 }
 
@@ -470,7 +470,7 @@ impl Default for NodeLimits {
         NodeLimits {
             http: HttpLimits::default(),
             token_rate_limit: TokenRateLimit(None),
-            record_queue_capacity: enspace_api_node::record_queue::DEFAULT_CAPACITY,
+            record_queue_capacity: enspace_api_node::request_records::queue::DEFAULT_CAPACITY,
         }
     }
 }

@@ -274,7 +274,7 @@ async fn settle(
     // The stream may still be electing a leader: ask until it answers.
     let asked_until = Instant::now() + MOST_ASKING;
     loop {
-        if let Ok(last) = crate::restore::stream_last(&d.js).await
+        if let Ok(last) = crate::log_recovery::stream_last(&d.js).await
             && holds(d, writer, last).await
         {
             break;

@@ -7,7 +7,7 @@ pub struct ClusterHandle {
     pub js: async_nats::jetstream::Context,
     pub lease: async_nats::jetstream::kv::Store,
     pub members: async_nats::jetstream::kv::Store,
-    pub sessions: super::sessions::SessionMirror,
+    pub sessions: super::session_mirror::SessionMirror,
     /// How far this process has read the token events stream.
     pub followed: tokio::sync::watch::Receiver<crate::event_stream::Followed>,
 }

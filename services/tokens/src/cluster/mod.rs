@@ -40,7 +40,7 @@ pub mod lead;
 pub mod lease;
 pub mod members;
 pub mod once;
-pub mod sessions;
+pub mod session_mirror;
 pub mod start;
 
 use std::sync::{Arc, Mutex};

@@ -11,7 +11,7 @@ use super::commit::StreamCommit;
 use super::deliver::{self, Delivery};
 use super::forward::{self, Asker};
 use super::handle::ClusterHandle;
-use super::sessions::SessionMirror;
+use super::session_mirror::SessionMirror;
 use super::{
     ClusterConfig, LEASE_BUCKET, MEMBERS_BUCKET, Part, Role, SESSIONS_BUCKET, follow, lease,
     members,

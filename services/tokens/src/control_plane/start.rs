@@ -279,9 +279,9 @@ async fn connect(
     .with_context(|| enspace_nats::cannot_connect(&nats.url))?;
     let js = jetstream::new(client.clone());
     let restored = if in_cluster {
-        crate::restore::restore(&js, store, trust).await?
+        crate::log_recovery::restore(&js, store, trust).await?
     } else {
-        crate::restore::check_at_start(&js, store, trust).await?
+        crate::log_recovery::check_at_start(&js, store, trust).await?
     };
     if restored > 0 {
         tracing::info!(

@@ -28,8 +28,8 @@ use futures::{FutureExt, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 
-use crate::record_queue::RecordQueue;
-use crate::window::Window;
+use crate::request_records::ack_window::Window;
+use crate::request_records::queue::RecordQueue;
 
 /// How long the publisher lets records gather after the first arrives,
 /// unless [`LINGER_BATCH`] are already waiting. Records are never waited

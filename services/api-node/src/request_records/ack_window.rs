@@ -77,7 +77,7 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record_queue::tests::record;
+    use crate::request_records::queue::tests::record;
 
     #[test]
     fn acks_in_any_order_settle_each_record_once() {
