@@ -32,7 +32,7 @@ pub use state::{AppState, Config};
 
 use routes::{
     audit, event_key, health, insights, introspect, me, notifications as notes, report_leak,
-    requests, rotate, secret_scanning, session, tokens, ui, workspaces,
+    requests, rotate, secret_scanning, session, tokens, workspaces,
 };
 
 /// The token service's documented routes. Built with utoipa-axum's
@@ -85,7 +85,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 pub fn app(state: AppState, extra: Router, doc: &utoipa::openapi::OpenApi) -> Router {
     let (api, _) = api_router().split_for_parts();
     let routes = api
-        .merge(ui::routes())
+        .merge(enspace_ui::routes())
         .with_state(state.clone())
         .route(
             "/v1/openapi.json",

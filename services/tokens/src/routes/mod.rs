@@ -17,7 +17,6 @@ pub mod rotate;
 pub mod secret_scanning;
 pub mod session;
 pub mod tokens;
-pub mod ui;
 pub mod workspaces;
 
 /// Largest body of the routes anyone may post to without a session

@@ -33,32 +33,32 @@ const ASSETS: &[Asset] = &[
     Asset {
         name: "app.css",
         content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../ui/app.css"),
+        body: include_bytes!("../assets/app.css"),
     },
-    script("app.js", include_bytes!("../../ui/app.js")),
-    script("api.js", include_bytes!("../../ui/api.js")),
-    script("chart.js", include_bytes!("../../ui/chart.js")),
-    script("dialogs.js", include_bytes!("../../ui/dialogs.js")),
-    script("dom.js", include_bytes!("../../ui/dom.js")),
-    script("logs.js", include_bytes!("../../ui/logs.js")),
+    script("app.js", include_bytes!("../assets/app.js")),
+    script("api.js", include_bytes!("../assets/api.js")),
+    script("chart.js", include_bytes!("../assets/chart.js")),
+    script("dialogs.js", include_bytes!("../assets/dialogs.js")),
+    script("dom.js", include_bytes!("../assets/dom.js")),
+    script("logs.js", include_bytes!("../assets/logs.js")),
     script(
         "notifications.js",
-        include_bytes!("../../ui/notifications.js"),
+        include_bytes!("../assets/notifications.js"),
     ),
-    script("rotate.js", include_bytes!("../../ui/rotate.js")),
-    script("router.js", include_bytes!("../../ui/router.js")),
-    script("state.js", include_bytes!("../../ui/state.js")),
-    script("tokens.js", include_bytes!("../../ui/tokens.js")),
-    script("insights.js", include_bytes!("../../ui/insights.js")),
-    script("policy.js", include_bytes!("../../ui/policy.js")),
+    script("rotate.js", include_bytes!("../assets/rotate.js")),
+    script("router.js", include_bytes!("../assets/router.js")),
+    script("state.js", include_bytes!("../assets/state.js")),
+    script("tokens.js", include_bytes!("../assets/tokens.js")),
+    script("insights.js", include_bytes!("../assets/insights.js")),
+    script("policy.js", include_bytes!("../assets/policy.js")),
     script(
         "workspace_tokens.js",
-        include_bytes!("../../ui/workspace_tokens.js"),
+        include_bytes!("../assets/workspace_tokens.js"),
     ),
     Asset {
         name: "favicon.svg",
         content_type: "image/svg+xml",
-        body: include_bytes!("../../ui/favicon.svg"),
+        body: include_bytes!("../assets/favicon.svg"),
     },
 ];
 
@@ -71,7 +71,7 @@ const fn script(name: &'static str, body: &'static [u8]) -> Asset {
     }
 }
 
-const INDEX_TEMPLATE: &str = include_str!("../../ui/index.html");
+const INDEX_TEMPLATE: &str = include_str!("../assets/index.html");
 
 /// FNV-1a over every asset and the page, folded at compile time.
 const fn build_hash() -> u64 {
