@@ -1,6 +1,6 @@
 //! `new_client_ip`: told when the request-log indexer sees a token used
 //! from a client IP it had not used in the retention window
-//! (`request_log::client_ips`), once per token, IP and first call.
+//! (`enspace_usage::client_ips`), once per token, IP and first call.
 
 use jiff::Timestamp;
 

@@ -2,7 +2,7 @@
 //! window used and were refused, per scope and workspace, the client IPs
 //! they came from, and the narrowest scopes and workspaces that would have
 //! allowed every allowed call. Read from the indexer's insight counters
-//! (`request_log::insights`), never from a scan of the window's records.
+//! (`enspace_usage::insights`), never from a scan of the window's records.
 //! Only the token's owner may read them.
 
 use std::collections::BTreeSet;
