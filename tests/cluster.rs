@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use enspace_core::events::StoredEvent;
 use enspace_core::fixtures;
 use enspace_core::{EventSigner, SecretHash};
+use enspace_store::commands::{Command, CommandError, CreateToken};
+use enspace_store::writer::Commit;
 use enspace_tokens::cluster::commit::StreamCommit;
 use enspace_tokens::cluster::{Part, Role};
-use enspace_tokens::commands::{Command, CommandError, CreateToken};
-use enspace_tokens::store::writer::Commit;
 use serde_json::Value;
 
 use crate::support::app::ApiClient;
@@ -357,7 +357,7 @@ async fn the_stream_refuses_an_append_after_a_stale_head_and_the_writer_stops_wr
     let role = Role::default();
     role.set(Part::Writer(7));
     let data = tempfile::tempdir().expect("temp dir");
-    let store = enspace_tokens::store::Store::open(data.path()).expect("store");
+    let store = enspace_store::Store::open(data.path()).expect("store");
     let repairer = enspace_tokens::event_stream::repair::Repairer::new(
         store.outbox_state.clone(),
         Duration::from_secs(10),

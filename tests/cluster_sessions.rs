@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use enspace_core::{EventSigner, SessionSecret};
-use enspace_tokens::store::sessions::SessionRecord;
+use enspace_store::sessions::SessionRecord;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::support::cluster::{Member, pair};

@@ -85,7 +85,7 @@ async fn a_forwarded_write_whose_reply_is_garbled_or_taken_by_a_stream_is_answer
     client.flush().await.expect("flush");
     let forger = client.clone();
     let answering = tokio::spawn(async move {
-        let done: Result<Value, enspace_tokens::commands::CommandError> =
+        let done: Result<Value, enspace_store::commands::CommandError> =
             Ok(serde_json::json!({"view": null, "head": 0}));
         let done = rmp_serde::to_vec_named(&done).expect("encode");
         while let Some(request) = requests.next().await {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use enspace_core::SecretHash;
-use enspace_tokens::store::projections::PROJECTION_TREES;
+use enspace_store::projections::PROJECTION_TREES;
 use serde_json::{Value, json};
 
 use crate::support::app::ApiClient;

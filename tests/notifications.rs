@@ -526,7 +526,7 @@ async fn a_leaked_token_is_told_as_leaked_with_the_url() {
     let hash = enspace_core::SecretHash::of(&secret);
     app.state
         .writer
-        .execute(enspace_tokens::commands::Command::RevokeLeaked {
+        .execute(enspace_store::commands::Command::RevokeLeaked {
             secret_hash: hash,
             url: Some("https://github.com/acme/app/blob/main/.env".into()),
         })

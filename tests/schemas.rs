@@ -173,7 +173,7 @@ async fn events_stored_in_sled_validate_against_their_schemas() {
         .expect("events");
     let (data, _clock) = app.stop().await;
 
-    let db = enspace_tokens::store::sled_config(data.path())
+    let db = enspace_store::sled_config(data.path())
         .open()
         .expect("open sled");
     let events = db.open_tree("events").expect("events tree");

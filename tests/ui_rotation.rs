@@ -9,7 +9,7 @@ use std::time::Duration;
 use enspace_core::Clock;
 use enspace_core::secret::SecretHash;
 use enspace_core::token::RevokeReason;
-use enspace_tokens::commands::{Command, SYSTEM_ACTOR};
+use enspace_store::commands::{Command, SYSTEM_ACTOR};
 use fantoccini::key::Key;
 use jiff::SignedDuration;
 use serde_json::{Value, json};

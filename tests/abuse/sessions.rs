@@ -165,7 +165,7 @@ async fn ended_sessions_are_swept_from_the_store() {
     let fresh = app.login("audra").await;
     assert_eq!(app.state.store.sessions.len(), 3);
     app.clock.advance(SignedDuration::from_hours(6));
-    let sweeper = tokio::spawn(enspace_tokens::store::sessions::sweep_forever(
+    let sweeper = tokio::spawn(enspace_store::sessions::sweep_forever(
         app.state.store.sessions.clone(),
         app.state.clock.clone(),
         Duration::from_millis(20),

@@ -52,7 +52,7 @@ pub fn create_body(description: &str) -> serde_json::Value {
 pub async fn open_db(dir: &std::path::Path) -> sled::Db {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match enspace_tokens::store::sled_config(dir).open() {
+        match enspace_store::sled_config(dir).open() {
             Ok(db) => return db,
             Err(e) => {
                 assert!(

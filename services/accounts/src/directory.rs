@@ -9,10 +9,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use serde::{Deserialize, Serialize};
 
-/// The actor of changes the service makes by itself (e.g. revocations after
-/// a membership change or a leak report), never a user's id: the directory
-/// refuses it.
-pub const SYSTEM_ACTOR: &str = "system";
+pub use enspace_core::SYSTEM_ACTOR;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

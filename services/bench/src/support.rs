@@ -458,7 +458,7 @@ impl SignedLog {
         let stored = enspace_core::StoredEvent::new(self.prev, &envelope);
         self.prev = stored.hash;
         let subject = enspace_nats::token_event_subject(&envelope.token_id.to_string());
-        let entry = enspace_tokens::store::event_log::LogEntry { envelope, stored };
+        let entry = enspace_store::event_log::LogEntry { envelope, stored };
         let signature = self.signer.sign_event(&entry.stored.hash);
         let headers = enspace_tokens::outbox::event_headers(&entry, &self.signer, &signature);
         (subject, headers, entry.stored.payload)

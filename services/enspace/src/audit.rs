@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use enspace_core::events::verify_chain;
-use enspace_tokens::store::{EventLog, HeadFile};
+use enspace_store::{EventLog, HeadFile};
 
 /// Why the event log cannot be read at all.
 #[derive(Debug)]
@@ -52,7 +52,7 @@ fn open_log(data: &Path) -> Result<EventLog, OpenError> {
     if locked_elsewhere(data) {
         return Err(OpenError::InUse(dir));
     }
-    let db = enspace_tokens::store::sled_config(data)
+    let db = enspace_store::sled_config(data)
         .open()
         .map_err(|e| match e {
             sled::Error::Corruption { .. } => OpenError::Corrupt {

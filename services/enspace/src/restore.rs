@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use enspace_core::EventKey;
+use enspace_store::Store;
 use enspace_tokens::signing_key;
-use enspace_tokens::store::Store;
 
 use crate::cli::RestoreArgs;
 

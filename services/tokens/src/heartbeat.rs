@@ -10,7 +10,7 @@ use std::time::Duration;
 use enspace_core::EventSigner;
 use enspace_core::signing::Heartbeat;
 
-use crate::store::EventLog;
+use enspace_store::EventLog;
 
 /// How often a heartbeat is sent.
 pub const EVERY: Duration = Duration::from_secs(1);

@@ -3,7 +3,6 @@
 
 pub mod auth;
 pub mod cluster;
-pub mod commands;
 pub mod control_plane;
 pub mod edge;
 pub mod event_stream;
@@ -18,8 +17,6 @@ pub mod outbox;
 pub mod routes;
 pub mod signing_key;
 pub mod state;
-pub mod store;
-pub mod store_error;
 pub mod text;
 pub mod token_quota;
 

@@ -13,8 +13,8 @@ use enspace_core::events::StoredEvent;
 
 use crate::event_stream::classify::{Chain, Kind, classify};
 use crate::event_stream::scan::{ScanError, scan};
-use crate::store::event_log::encode_seq;
-use crate::store::{Head, Store, StoreError, StreamPosition};
+use enspace_store::event_log::encode_seq;
+use enspace_store::{Head, Store, StoreError, StreamPosition};
 
 const BATCH: usize = 1000;
 

@@ -13,11 +13,11 @@ use enspace_core::token::RevokeReason;
 use futures::future::join_all;
 use ulid::Ulid;
 
-use crate::commands::{Command, CommandError, SYSTEM_ACTOR};
-use crate::store::StoreError;
-use crate::store::projections::Projections;
-use crate::store::writer::Writer;
 use enspace_accounts::directory::Directory;
+use enspace_store::StoreError;
+use enspace_store::commands::{Command, CommandError, SYSTEM_ACTOR};
+use enspace_store::projections::Projections;
+use enspace_store::writer::Writer;
 
 /// Revocations handed to the writer at once (it commits them together).
 const CHUNK: usize = 512;

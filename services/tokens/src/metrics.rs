@@ -5,17 +5,14 @@ use std::sync::Arc;
 
 use enspace_http::HttpMetrics;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Arc<Registry>,
     pub http: HttpMetrics,
-    pub tokens_created: Counter,
-    pub tokens_revoked: Counter,
-    pub tokens_rotated: Counter,
-    pub event_log_length: Gauge,
+    /// Tokens created, revoked, rotated; the event log's length.
+    pub events: enspace_store::EventCounters,
     pub sign_ins: enspace_accounts::credentials::SignInMetrics,
     pub leak_reports: crate::leaks::LeakMetrics,
     pub notifications: NotificationMetrics,
@@ -80,37 +77,11 @@ impl Metrics {
         let notifications = NotificationMetrics::register(&mut registry);
         let stream = crate::event_stream::repair::StreamMetrics::register(&mut registry);
         let cluster = crate::cluster::ClusterMetrics::register(&mut registry);
-        let tokens_created = Counter::default();
-        let tokens_revoked = Counter::default();
-        let tokens_rotated = Counter::default();
-        let event_log_length = Gauge::default();
-        registry.register(
-            "enspace_tokens_created",
-            "Personal access tokens created",
-            tokens_created.clone(),
-        );
-        registry.register(
-            "enspace_tokens_revoked",
-            "Personal access tokens revoked",
-            tokens_revoked.clone(),
-        );
-        registry.register(
-            "enspace_tokens_rotated",
-            "Personal access tokens replaced by a rotation",
-            tokens_rotated.clone(),
-        );
-        registry.register(
-            "enspace_event_log_length",
-            "Events in the event log",
-            event_log_length.clone(),
-        );
+        let events = enspace_store::EventCounters::register(&mut registry);
         Metrics {
             registry: Arc::new(registry),
             http,
-            tokens_created,
-            tokens_revoked,
-            tokens_rotated,
-            event_log_length,
+            events,
             sign_ins,
             leak_reports,
             notifications,

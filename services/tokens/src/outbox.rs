@@ -33,8 +33,8 @@ use tokio::sync::watch;
 use crate::event_stream::repair::Repairer;
 use crate::event_stream::tail::{Beyond, WalkError, walk};
 use crate::event_stream::{Tip, identity};
-use crate::store::event_log::LogEntry;
-use crate::store::{EventLog, OutboxState, StoreError, StreamPosition};
+use enspace_store::event_log::LogEntry;
+use enspace_store::{EventLog, OutboxState, StoreError, StreamPosition};
 
 const BATCH: usize = 4096;
 /// How often the stream is checked against the log (and repaired when due).

@@ -6,9 +6,9 @@ use enspace_core::{Clock, CommittedEvents, EventEnvelope, EventSigner};
 use jiff::SignedDuration;
 
 use crate::metrics::Metrics;
-use crate::store::Store;
-use crate::store::writer::Writer;
 use enspace_accounts::directory::Directory;
+use enspace_store::Store;
+use enspace_store::writer::Writer;
 use enspace_usage::RequestIndex;
 
 /// Cloned for every request, so it is one `Arc`: one reference count to
@@ -109,8 +109,8 @@ impl AppState {
         clock: Arc<dyn Clock>,
         metrics: Metrics,
         config: Config,
-    ) -> Result<Self, crate::store::StoreError> {
-        let writer = Writer::start(store.clone(), clock.clone(), metrics.clone())?;
+    ) -> Result<Self, enspace_store::StoreError> {
+        let writer = Writer::start(store.clone(), clock.clone(), metrics.events.clone())?;
         let sign_in = enspace_accounts::credentials::SignInGuard::new(
             &config.limits,
             metrics.sign_ins.clone(),
@@ -171,7 +171,7 @@ impl AppState {
 /// What an API node in the same process folds into its replica: the log as
 /// it stands, then every group the writer commits, before it answers.
 impl CommittedEvents for AppState {
-    type Error = crate::store::StoreError;
+    type Error = enspace_store::StoreError;
 
     fn on_commit(&self, hook: impl Fn(&[EventEnvelope]) + Send + Sync + 'static) {
         self.writer.on_commit(hook);

@@ -15,7 +15,7 @@ use enspace_core::{EventEnvelope, TokenEvent};
 use jiff::Timestamp;
 use ulid::Ulid;
 
-use crate::store::{Projections, StoreError};
+use enspace_store::{Projections, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuotaError {

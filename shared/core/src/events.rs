@@ -13,6 +13,11 @@ use ulid::Ulid;
 
 use crate::token::{Expiration, Scope};
 
+/// The actor of changes the service makes by itself (e.g. revocations after
+/// a membership change or a leak report), never a user's id: the directory
+/// refuses it.
+pub const SYSTEM_ACTOR: &str = "system";
+
 /// Version of the envelope encoding; bump with an upcaster when it changes.
 pub const ENVELOPE_VERSION: u16 = 1;
 pub const GENESIS_HASH: [u8; 32] = [0; 32];

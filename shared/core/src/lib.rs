@@ -17,7 +17,9 @@ pub mod token;
 pub mod workspace;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use events::{AuditEvent, CommittedEvents, EventEnvelope, StoredEvent, TokenEvent};
+pub use events::{
+    AuditEvent, CommittedEvents, EventEnvelope, SYSTEM_ACTOR, StoredEvent, TokenEvent,
+};
 pub use policy::WorkspacePolicy;
 pub use record::{RecordSink, RecordSource, RequestRecord};
 pub use secret::{PatSecret, SecretHash, SecretParseError, SessionSecret};

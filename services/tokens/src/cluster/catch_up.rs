@@ -17,8 +17,8 @@ use enspace_core::events::StoredEvent;
 
 use crate::event_stream::classify::{Chain, Kind, classify};
 use crate::event_stream::scan::{ScanError, scan};
-use crate::store::EventLog;
-use crate::store::writer::{Replicated, Writer};
+use enspace_store::EventLog;
+use enspace_store::writer::{Replicated, Writer};
 
 /// Most events fetched this way at once: more is the follower's job.
 const MOST: usize = 256;
@@ -28,7 +28,7 @@ enum FetchError {
     #[error(transparent)]
     Scan(#[from] ScanError),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] enspace_store::StoreError),
     #[error("the stream's message {0} is an event of another chain, or past a gap")]
     Refused(u64),
 }

@@ -17,14 +17,14 @@ use enspace_core::{EventEnvelope, EventSigner};
 use tokio::runtime::Handle;
 
 use super::Role;
-use crate::commands::CommandError;
 use crate::event_stream::Tip;
 use crate::event_stream::repair::Repairer;
 use crate::event_stream::tail::walk;
 use crate::outbox::{event_headers, fence, in_place};
-use crate::store::event_log::LogEntry;
-use crate::store::writer::{Commit, Stored};
-use crate::store::{EventLog, OutboxState, Store, StreamPosition};
+use enspace_store::commands::CommandError;
+use enspace_store::event_log::LogEntry;
+use enspace_store::writer::{Commit, Stored};
+use enspace_store::{EventLog, OutboxState, Store, StreamPosition};
 
 /// How long the writer waits for the stream to take a group (all its
 /// attempts past foreign messages included): how long after a command was

@@ -34,9 +34,9 @@ use ulid::Ulid;
 use super::commit::ACK_TIMEOUT;
 use super::forward::{self, Asker, Heard, Inbox};
 use super::{Role, catch_up, lease};
-use crate::commands::{Command, CommandError};
-use crate::store::writer::{Deliver, Writer};
-use crate::store::{EventLog, Projections};
+use enspace_store::commands::{Command, CommandError};
+use enspace_store::writer::{Deliver, Writer};
+use enspace_store::{EventLog, Projections};
 
 /// The longest a command waits for a writer.
 pub const MOST_BUDGET: Duration = Duration::from_secs(5);

@@ -24,8 +24,8 @@ use crate::event_stream::classify::{Chain, Kind, classify};
 use crate::event_stream::repair::Repairer;
 use crate::event_stream::{Followed, Tip};
 use crate::outbox::in_place;
-use crate::store::writer::{Replicated, Writer};
-use crate::store::{EventLog, OutboxState};
+use enspace_store::writer::{Replicated, Writer};
+use enspace_store::{EventLog, OutboxState};
 
 /// Most events handed to the writer thread at once.
 const BATCH: usize = 1024;
@@ -37,7 +37,7 @@ enum FollowError {
     #[error("the stream's message {at} is refused: {reason}")]
     Refused { at: u64, reason: &'static str },
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] enspace_store::StoreError),
 }
 
 fn nats(e: impl std::fmt::Display) -> FollowError {

@@ -26,8 +26,8 @@ use ulid::Ulid;
 
 use super::COMMANDS_SUBJECT_PREFIX;
 use super::once::Once;
-use crate::commands::{Command, CommandError};
-use crate::store::writer::Writer;
+use enspace_store::commands::{Command, CommandError};
+use enspace_store::writer::Writer;
 
 /// How far a forwarded command's time may be ahead of the writer's clock.
 const MAX_SKEW_MS: i64 = 30_000;

@@ -14,8 +14,8 @@ use enspace_core::EventKey;
 use super::{Part, Role, catch_up, members};
 use crate::event_stream::Followed;
 use crate::outbox::Outbox;
-use crate::store::EventLog;
-use crate::store::writer::Writer;
+use enspace_store::EventLog;
+use enspace_store::writer::Writer;
 
 /// How long a new writer waits for its follower to read to the stream's end
 /// before checking the stream against its log anyway.

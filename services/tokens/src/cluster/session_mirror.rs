@@ -28,8 +28,8 @@ use jiff::{SignedDuration, Timestamp};
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 
-use crate::store::Sessions;
-use crate::store::sessions::SessionRecord;
+use enspace_store::Sessions;
+use enspace_store::sessions::SessionRecord;
 
 /// How far another process's clock may be ahead of this one's when it
 /// says when a session ends.

@@ -21,8 +21,8 @@ use crate::event_stream::repair::Repairer;
 use crate::membership::Membership;
 use crate::notifications::Notifications;
 use crate::outbox::Outbox;
-use crate::store::Store;
-use crate::store::writer::Writer;
+use enspace_store::Store;
+use enspace_store::writer::Writer;
 
 /// This process's side of what joining touches.
 pub struct Local {

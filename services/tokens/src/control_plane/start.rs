@@ -16,8 +16,8 @@ use crate::event_stream::repair::Repairer;
 use crate::metrics::Metrics;
 use crate::notifications::Delivery;
 use crate::outbox::Outbox;
-use crate::store::Store;
 use crate::{AppState, signing_key};
+use enspace_store::Store;
 use enspace_usage::{Indexer, IndexerMetrics, NewIpHook, RequestIndex};
 
 /// A started control plane: the state its routes serve, and what an
@@ -110,7 +110,7 @@ impl ControlPlane {
         tasks.spawn("request-retention-sweep", indexer.clone().sweep_forever());
         tasks.spawn(
             "session-sweep",
-            crate::store::sessions::sweep_forever(
+            enspace_store::sessions::sweep_forever(
                 state.store.sessions.clone(),
                 state.clock.clone(),
                 crate::routes::session::sweep_interval(state.config.session_ttl),

@@ -9,7 +9,7 @@ use async_nats::HeaderMap;
 use enspace_core::EventKey;
 use enspace_core::events::{EventEnvelope, chain_hash};
 
-use crate::store::{EventLog, StoreError};
+use enspace_store::{EventLog, StoreError};
 
 /// The event a log ends at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +146,10 @@ mod tests {
         }
         // The log holds event 1 only.
         log.tree()
-            .insert(crate::store::event_log::encode_seq(1), events[0].to_bytes())
+            .insert(
+                enspace_store::event_log::encode_seq(1),
+                events[0].to_bytes(),
+            )
             .expect("append");
         let chain = Chain {
             seq: 1,

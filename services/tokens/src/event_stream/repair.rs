@@ -13,7 +13,7 @@ use async_nats::jetstream;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
-use crate::store::OutboxState;
+use enspace_store::OutboxState;
 
 /// Most messages deleted in one repair.
 const MAX_PER_REPAIR: usize = 10_000;

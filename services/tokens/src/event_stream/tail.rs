@@ -12,7 +12,7 @@ use enspace_core::EventKey;
 
 use super::classify::{Chain, Kind, classify};
 use super::scan::{ScanError, scan};
-use crate::store::{EventLog, StoreError, StreamPosition};
+use enspace_store::{EventLog, StoreError, StreamPosition};
 
 /// Why a walk stopped before the stream's end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,8 +4,8 @@
 use enspace_core::secret::check_pat_format;
 use enspace_core::{SecretHash, TokenView};
 
-use crate::commands::{Command, CommandError};
-use crate::store::writer::Writer;
+use enspace_store::commands::{Command, CommandError};
+use enspace_store::writer::Writer;
 
 /// What a report found.
 #[derive(Debug)]

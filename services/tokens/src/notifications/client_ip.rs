@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 
 use super::{Kind, Notification, Notifications, notification_id};
-use crate::store::{Projections, StoreError};
+use enspace_store::{Projections, StoreError};
 use enspace_usage::client_ips::NewClientIp;
 
 impl Notifications {

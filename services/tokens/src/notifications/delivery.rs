@@ -18,7 +18,7 @@ use super::Notifications;
 use super::store::{Pending, encode};
 use super::webhook::{Webhook, payload};
 use crate::metrics::NotificationMetrics;
-use crate::store::StoreError;
+use enspace_store::StoreError;
 
 /// The NATS subject prefix: `enspace.notifications.<user id>`.
 pub const SUBJECT_PREFIX: &str = "enspace.notifications.";

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 use super::Stage;
-use crate::store::StoreError;
+use enspace_store::StoreError;
 
 pub const DUE_KEY_LEN: usize = 8 + 16 + 1;
 

@@ -32,7 +32,7 @@ pub use due::DueIndex;
 pub use projection::NotificationProjection;
 pub use store::NotificationStore;
 
-use crate::store::StoreError;
+use enspace_store::StoreError;
 
 /// What a notification is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

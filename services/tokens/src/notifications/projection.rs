@@ -19,7 +19,7 @@ use ulid::Ulid;
 
 use super::due::{DueEntry, due_key, key_ms, token_key};
 use super::{DueIndex, Kind, Notification, NotificationStore, Stage, notification_id};
-use crate::store::{EventLog, Projections, StoreError};
+use enspace_store::{EventLog, Projections, StoreError};
 
 const LAST_SEQ: &[u8] = b"last_seq";
 const REPLAY_BATCH: usize = 1000;

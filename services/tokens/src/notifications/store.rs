@@ -15,7 +15,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use ulid::Ulid;
 
 use super::Notification;
-use crate::store::StoreError;
+use enspace_store::StoreError;
 
 /// A queued notification's delivery so far.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use super::due::{Due, due_key, key_ms, token_key};
 use super::{Notification, Notifications, Stage, expiry_detail, notification_id};
 use crate::metrics::NotificationMetrics;
-use crate::store::StoreError;
+use enspace_store::StoreError;
 
 /// Entries read and handled per step, under the fold's lock.
 const BATCH: usize = 1000;

@@ -6,7 +6,7 @@ use enspace_core::{EventEnvelope, SecretHash, TokenEvent};
 use jiff::{SignedDuration, Timestamp};
 
 use super::*;
-use crate::store::Projections;
+use enspace_store::Projections;
 
 struct Fixture {
     db: sled::Db,

@@ -56,7 +56,7 @@ pub async fn list_events(
     let (entries, head) = enspace_http::blocking(move || {
         let entries = log.read_after(after, limit)?;
         let (head, _) = log.head()?;
-        Ok::<_, crate::store_error::StoreError>((entries, head))
+        Ok::<_, enspace_store::StoreError>((entries, head))
     })
     .await?;
     let last = entries.last().map(|e| e.envelope.seq);

@@ -29,7 +29,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     // The log's head, and whether the projections hold all of it.
     let read = enspace_http::blocking(move || {
         let head = log.head()?.0;
-        Ok::<_, crate::store::StoreError>((head, projections.last_seq()? >= head))
+        Ok::<_, enspace_store::StoreError>((head, projections.last_seq()? >= head))
     })
     .await;
     let nats_ok = state

@@ -53,7 +53,7 @@ pub async fn list_workspaces(
                 name: ws.name,
             });
         }
-        Ok::<_, crate::store_error::StoreError>(workspaces)
+        Ok::<_, enspace_store::StoreError>(workspaces)
     })
     .await?;
     Ok(Json(Workspaces { workspaces }))

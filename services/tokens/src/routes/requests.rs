@@ -247,7 +247,7 @@ pub async fn request_stats(
     let token = token.id;
     let index = state.requests.clone();
     let (buckets, dropped) = enspace_http::blocking(move || {
-        Ok::<_, crate::store::StoreError>((
+        Ok::<_, enspace_usage::IndexError>((
             index.stats(token, from_ms, to_ms, bucket_ms)?,
             index.drops.dropped(token, from_ms, to_ms)?,
         ))

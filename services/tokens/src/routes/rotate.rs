@@ -10,9 +10,9 @@ use serde::Deserialize;
 use ulid::Ulid;
 
 use super::tokens::{TokenCreatedResponse, command_error, created, quota_error};
-use crate::commands::{Command, RotateToken};
 use crate::routes::own_token::OwnToken;
 use crate::state::AppState;
+use enspace_store::commands::{Command, RotateToken};
 
 /// How long a rotated token keeps working beside its successor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]

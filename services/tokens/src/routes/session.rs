@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{Caller, SESSION_COOKIE, came_over_tls};
 use crate::state::AppState;
-use crate::store::sessions::SessionRecord;
 use enspace_accounts::credentials::{
     Attempt, DeviceCookies, HashError, Throttled, loggable_user_name,
 };
 use enspace_accounts::directory::User;
+use enspace_store::sessions::SessionRecord;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

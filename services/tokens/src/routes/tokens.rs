@@ -13,11 +13,11 @@ use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 use crate::auth::Caller;
-use crate::commands::{Command, CommandError, CreateToken};
 use crate::routes::own_token::{OwnToken, token_not_found};
 use crate::state::AppState;
-use crate::store_error::StoreError;
 use crate::token_quota::QuotaError;
+use enspace_store::StoreError;
+use enspace_store::commands::{Command, CommandError, CreateToken};
 
 pub const DESCRIPTION_MAX_CHARS: usize = 100;
 
@@ -78,13 +78,13 @@ impl TokenJson {
 
 /// A token as the API shows it, with its last use (a sled read: call it
 /// inside [`blocking`]).
-fn token_json(state: &AppState, view: TokenView) -> Result<TokenJson, StoreError> {
+fn token_json(state: &AppState, view: TokenView) -> Result<TokenJson, ApiError> {
     let last_used = state.requests.last_used(view.id)?;
     Ok(TokenJson::new(view, state.clock.now(), last_used))
 }
 
 /// `views` as the API shows them (inside [`blocking`]).
-fn tokens_json(state: &AppState, views: Vec<TokenView>) -> Result<Vec<TokenJson>, StoreError> {
+fn tokens_json(state: &AppState, views: Vec<TokenView>) -> Result<Vec<TokenJson>, ApiError> {
     views.into_iter().map(|v| token_json(state, v)).collect()
 }
 
@@ -351,7 +351,7 @@ pub async fn list_tokens(
             .store
             .projections
             .tokens_of_user_page(&user, before, limit)?;
-        Ok::<_, StoreError>((tokens_json(&state, views)?, next))
+        Ok::<_, ApiError>((tokens_json(&state, views)?, next))
     })
     .await?;
     Ok(Json(TokenList {

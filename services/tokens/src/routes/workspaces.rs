@@ -12,10 +12,9 @@ use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 use crate::auth::Caller;
-use crate::commands::{Command, CommandError};
 use crate::routes::tokens::command_error;
 use crate::state::AppState;
-use crate::store_error::StoreError;
+use enspace_store::commands::{Command, CommandError};
 
 fn not_admin() -> ApiError {
     ApiError::forbidden(
@@ -95,8 +94,8 @@ pub async fn list_workspace_tokens(
             .tokens_in_workspace(&ws)?
             .into_iter()
             .map(|view| workspace_token(&state, &policy, view, now))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok::<_, StoreError>((policy, tokens))
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        Ok::<_, ApiError>((policy, tokens))
     })
     .await?;
     Ok(Json(WorkspaceTokens {
@@ -111,7 +110,7 @@ fn workspace_token(
     policy: &WorkspacePolicy,
     view: TokenView,
     now: Timestamp,
-) -> Result<WorkspaceToken, StoreError> {
+) -> Result<WorkspaceToken, ApiError> {
     Ok(WorkspaceToken {
         id: view.id,
         owner_name: state.directory.user(&view.user_id).map(|u| u.name.clone()),

@@ -1,6 +1,9 @@
-//! Everything the token service keeps in sled: the event log (the truth), the
+//! Everything the control plane keeps in sled: the event log (the truth), the
 //! projections folded from it, sessions, and the single writer.
 
+pub mod commands;
+mod counters;
+mod error;
 pub mod event_log;
 pub mod head;
 pub mod outbox_state;
@@ -11,7 +14,8 @@ pub mod writer;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-pub use crate::store_error::StoreError;
+pub use counters::EventCounters;
+pub use error::StoreError;
 pub use event_log::EventLog;
 pub use head::{Head, HeadError, HeadFile};
 pub use outbox_state::{OutboxState, StreamPosition};

@@ -38,7 +38,7 @@ pub enum Command {
     },
 }
 
-pub use enspace_accounts::directory::SYSTEM_ACTOR;
+pub use enspace_core::SYSTEM_ACTOR;
 
 /// A validated creation request: every field already obeys the API's rules.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

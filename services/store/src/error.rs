@@ -1,7 +1,7 @@
 //! What can go wrong reading or writing the token service's sled databases
 //! (the event store and the request index alike).
 
-use crate::store::head::HeadError;
+use crate::head::HeadError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -11,8 +11,6 @@ pub enum StoreError {
     Corrupt(String),
     #[error(transparent)]
     Head(#[from] HeadError),
-    #[error(transparent)]
-    Index(#[from] enspace_usage::IndexError),
     /// The log lost events that were committed: refuse to serve from it.
     #[error(
         "the event log ends at seq {found}, but {by} says seq {committed} was committed: \

@@ -73,7 +73,7 @@ impl WriterState {
                 .keep_signatures(key_id, signatures)?;
             self.store
                 .outbox_state
-                .set_position(crate::store::StreamPosition {
+                .set_position(crate::StreamPosition {
                     seq: self.seq,
                     at: at.max(self.seq),
                 })?;
@@ -83,7 +83,7 @@ impl WriterState {
             .head
             .lock()
             .map_err(|_| StoreError::Corrupt("the head file's lock is poisoned".into()))?;
-        head.write(crate::store::Head {
+        head.write(crate::Head {
             seq: self.seq,
             hash: self.hash,
         })?;

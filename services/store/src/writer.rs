@@ -25,7 +25,7 @@ use ulid::Ulid;
 use super::event_log::encode_seq;
 use super::{Store, StoreError};
 use crate::commands::{Command, CommandError, Target, decide};
-use crate::metrics::Metrics;
+use crate::counters::EventCounters;
 
 /// Most commands decided and flushed together.
 const MAX_GROUP: usize = 1024;
@@ -77,7 +77,7 @@ pub trait Commit: Send + Sync {
 }
 
 /// How a cluster's process has a command decided (see
-/// [`crate::cluster::deliver`]).
+/// `cluster/deliver.rs` of the control plane).
 pub trait Deliver: Send + Sync {
     /// Has whichever process writes (this one included) decide `command`,
     /// through `writer` when it is this one; resolves once this process
@@ -116,18 +116,18 @@ impl Writer {
     pub fn start(
         store: Store,
         clock: Arc<dyn Clock>,
-        metrics: Metrics,
+        counters: EventCounters,
     ) -> Result<Self, StoreError> {
         let (seq, hash) = store.log.head()?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let (head_tx, head) = watch::channel(seq);
         let hooks = Hooks::default();
         let commit = CommitCell::default();
-        metrics.event_log_length.set(seq as i64);
+        counters.event_log_length.set(seq as i64);
         let state = WriterState {
             store,
             clock,
-            metrics,
+            counters,
             seq,
             hash,
             ulids: ulid::Generator::new(),
@@ -224,7 +224,7 @@ impl Writer {
 struct WriterState {
     store: Store,
     clock: Arc<dyn Clock>,
-    metrics: Metrics,
+    counters: EventCounters,
     seq: u64,
     hash: [u8; 32],
     ulids: ulid::Generator,
@@ -509,13 +509,13 @@ impl WriterState {
     fn committed(&self, appended: &[EventEnvelope]) {
         for envelope in appended {
             match envelope.event {
-                TokenEvent::TokenCreated(_) => self.metrics.tokens_created.inc(),
-                TokenEvent::TokenRevoked(_) => self.metrics.tokens_revoked.inc(),
-                TokenEvent::TokenRotated(_) => self.metrics.tokens_rotated.inc(),
+                TokenEvent::TokenCreated(_) => self.counters.tokens_created.inc(),
+                TokenEvent::TokenRevoked(_) => self.counters.tokens_revoked.inc(),
+                TokenEvent::TokenRotated(_) => self.counters.tokens_rotated.inc(),
                 TokenEvent::WorkspacePolicySet(_) => 0,
             };
         }
-        self.metrics.event_log_length.set(self.seq as i64);
+        self.counters.event_log_length.set(self.seq as i64);
         if let Ok(hooks) = self.hooks.read() {
             for hook in hooks.iter() {
                 hook(appended);
