@@ -54,12 +54,10 @@ async fn events(app: &TestApp, session: &str, id: &str) -> Vec<Value> {
 
 /// `enspace_leak_reports_total{via, outcome}` in the service's `/metrics`.
 async fn leak_count(app: &TestApp, via: &str, outcome: &str) -> u64 {
-    let sample = format!("enspace_leak_reports_total{{via=\"{via}\",outcome=\"{outcome}\"}} ");
-    app.metrics_text()
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix(&sample)?.trim().parse().ok())
-        .unwrap_or(0)
+    app.counter(&format!(
+        "enspace_leak_reports_total{{via=\"{via}\",outcome=\"{outcome}\"}}"
+    ))
+    .await
 }
 
 async fn status_of(app: &TestApp, session: &str, id: &str) -> String {

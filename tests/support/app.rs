@@ -173,16 +173,72 @@ impl ApiClient {
         format!("{}{path}", self.base)
     }
 
-    /// The process's `/metrics`, as text.
+    /// The process's `/metrics`, as text (asserting it answered 200).
     pub async fn metrics_text(&self) -> String {
-        self.client
+        let res = self
+            .client
             .get(self.url("/metrics"))
             .send()
             .await
-            .expect("metrics")
-            .text()
+            .expect("GET /metrics");
+        let status = res.status();
+        let text = res.text().await.expect("metrics text");
+        assert_eq!(status, 200, "GET /metrics: {text}");
+        text
+    }
+
+    /// The sum of the samples in `/metrics` whose series (name and labels)
+    /// starts with `prefix`; 0 when there is none.
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        self.metrics_text()
             .await
-            .expect("metrics text")
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// The value of the one sample in `/metrics` whose series (name and
+    /// labels, as printed) is exactly `series`; 0 when it is absent.
+    pub async fn counter(&self, series: &str) -> u64 {
+        self.metrics_text()
+            .await
+            .lines()
+            .find_map(|line| {
+                let (key, value) = line.split_once(' ')?;
+                (key == series).then(|| value.trim().parse::<f64>().ok())?
+            })
+            .map_or(0, |v| v as u64)
+    }
+
+    /// `GET path` as `session`, asserting a 2xx; the JSON body.
+    pub async fn get_ok(&self, session: &str, path: &str) -> Value {
+        let res = self.get(session, path).await;
+        let status = res.status();
+        let text = res.text().await.expect("body");
+        assert!(status.is_success(), "GET {path} answered {status}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {text}"))
+    }
+
+    /// The array `member` of the JSON body of `GET path` (asserting a 2xx
+    /// and that the member is an array).
+    async fn list(&self, session: &str, path: &str, member: &str) -> Vec<Value> {
+        let body = self.get_ok(session, path).await;
+        body[member]
+            .as_array()
+            .unwrap_or_else(|| panic!("GET {path}: `{member}` is an array in {body}"))
+            .clone()
+    }
+
+    /// `session`'s tokens, as `GET /v1/tokens` lists them.
+    pub async fn tokens(&self, session: &str) -> Vec<Value> {
+        self.list(session, "/v1/tokens", "tokens").await
+    }
+
+    /// `session`'s notifications, as `GET /v1/notifications` lists them.
+    pub async fn notifications(&self, session: &str) -> Vec<Value> {
+        self.list(session, "/v1/notifications", "notifications")
+            .await
     }
 
     /// Signs in a demo user and returns the session secret.
