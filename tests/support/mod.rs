@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod absence;
 pub mod app;
 pub mod browser;
 pub mod cluster;
