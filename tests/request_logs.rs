@@ -799,7 +799,11 @@ async fn published(node: &ApiClient, n: u64) {
         Duration::from_secs(10),
         &format!("{n} records acknowledged"),
         || async {
-            (node.counter("enspace_request_records_published_total").await == n).then_some(())
+            (node
+                .counter("enspace_request_records_published_total")
+                .await
+                == n)
+                .then_some(())
         },
     )
     .await;

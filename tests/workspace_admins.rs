@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, assert_json, assert_problem};
 use crate::support::app::ApiClient;
 use crate::support::distributed::{self, TwoNodes, wait_status};
+use crate::support::{TestApp, assert_json, assert_problem};
 
 fn body(expiration: &str, workspaces: &[&str]) -> Value {
     json!({"description": format!("{expiration} on {workspaces:?}"), "expiration": expiration,

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::support::{EnspaceProcess, node};
 use crate::support::app::ApiClient;
+use crate::support::{EnspaceProcess, node};
 
 /// A directory file of the demo users (their demo passwords) in `workspaces`.
 fn write_directory(path: &Path, users: &[(&str, &[&str])]) {
