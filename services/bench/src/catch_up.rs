@@ -4,13 +4,14 @@
 //! 1,024, as the feed does) beside the same fold with no checks (decode and
 //! apply only), and beside a signature check on every event.
 
+use enspace_core::PatSecret;
 use std::time::Instant;
 
 use enspace_api_node::TokenReplica;
 use enspace_api_node::chain::{self, Chain};
 use rand::SeedableRng;
 
-use crate::support::{SignedLog, created_event, fake_secret};
+use crate::support::{SignedLog, created_event};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,7 +32,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|i| {
             let event = created_event(
                 i as u64 + 1,
-                &fake_secret(&mut rng),
+                &PatSecret::from_rng(&mut rng).expose().to_owned(),
                 &format!("user{}", i % 1000),
             );
             let (_, headers, payload) = log.next(event);
