@@ -96,7 +96,7 @@ async fn publish(nats: &Nats, tokens: usize) -> anyhow::Result<()> {
     for i in 0..tokens {
         let event = created_event(
             i as u64 + 1,
-            &PatSecret::from_rng(&mut rng).expose().to_owned(),
+            PatSecret::from_rng(&mut rng).expose(),
             &format!("user{}", i % 1000),
         );
         let (subject, headers, payload) = log.next(event);
