@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::Method;
 use enspace_core::ManualClock;
 use enspace_tokens::control_plane::{ControlPlane, ControlPlaneConfig};
 use enspace_tokens::{AppState, Config};
@@ -181,6 +182,7 @@ impl ApiClient {
             .send()
             .await
             .expect("GET /metrics");
+        let res = conforming(Method::GET, "/metrics", res).await;
         let status = res.status();
         let text = res.text().await.expect("metrics text");
         assert_eq!(status, 200, "GET /metrics: {text}");
@@ -250,37 +252,44 @@ impl ApiClient {
             .send()
             .await
             .expect("login request");
+        let res = conforming(Method::POST, "/v1/session", res).await;
         assert_eq!(res.status(), 200, "login as {user}");
         let body: Value = res.json().await.expect("login body");
         body["session"].as_str().expect("session").to_owned()
     }
 
     pub async fn get(&self, session: &str, path: &str) -> reqwest::Response {
-        self.client
+        let res = self
+            .client
             .get(self.url(path))
             .bearer_auth(session)
             .send()
             .await
-            .expect("GET")
+            .expect("GET");
+        conforming(Method::GET, path, res).await
     }
 
     pub async fn post_json(&self, session: &str, path: &str, body: &Value) -> reqwest::Response {
-        self.client
+        let res = self
+            .client
             .post(self.url(path))
             .bearer_auth(session)
             .json(body)
             .send()
             .await
-            .expect("POST")
+            .expect("POST");
+        conforming(Method::POST, path, res).await
     }
 
     pub async fn delete(&self, session: &str, path: &str) -> reqwest::Response {
-        self.client
+        let res = self
+            .client
             .delete(self.url(path))
             .bearer_auth(session)
             .send()
             .await
-            .expect("DELETE")
+            .expect("DELETE");
+        conforming(Method::DELETE, path, res).await
     }
 
     /// Creates a token and returns `(token json, secret)`.
@@ -291,4 +300,25 @@ impl ApiClient {
         let secret = body["secret"].as_str().expect("secret").to_owned();
         (body["token"].clone(), secret)
     }
+}
+
+/// `res` (the answer to `method path`) after checking it against the
+/// committed OpenAPI document, rebuilt for the caller to read; a response
+/// that does not conform fails the test here.
+async fn conforming(method: Method, path: &str, res: reqwest::Response) -> reqwest::Response {
+    let (status, version, headers) = (res.status(), res.version(), res.headers().clone());
+    let body = res.bytes().await.expect("response body");
+    let content_type = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let route = path.split('?').next().unwrap_or_default();
+    if let Err(violation) = super::conformance::check(&method, route, status, content_type, &body) {
+        panic!("conformance violation: {violation}");
+    }
+    let mut rebuilt = axum::http::Response::new(body);
+    *rebuilt.status_mut() = status;
+    *rebuilt.version_mut() = version;
+    *rebuilt.headers_mut() = headers;
+    reqwest::Response::from(rebuilt)
 }
