@@ -356,28 +356,7 @@ async fn hostile_input(app: &ServeApp) {
     assert_eq!(res.status(), 200);
 }
 
-macro_rules! on_both_queues {
-    ($($behaviour:ident),* $(,)?) => {$(
-        mod $behaviour {
-            use crate::support::{NatsServer, ServeApp};
-
-            #[tokio::test]
-            async fn embedded() {
-                let app = ServeApp::spawn(None).await;
-                super::$behaviour(&app).await;
-            }
-
-            #[tokio::test]
-            async fn jetstream() {
-                let nats = NatsServer::start();
-                let app = ServeApp::spawn(Some(nats.url())).await;
-                super::$behaviour(&app).await;
-            }
-        }
-    )*};
-}
-
-on_both_queues!(
+crate::support::queues::on_both_queues!(
     a_token_used_only_to_read_one_workspace_is_told_so,
     denied_calls_are_counted_as_denied,
 );

@@ -16,7 +16,9 @@ use sha2::Sha256;
 
 use crate::support::app::ApiClient;
 use crate::support::serve::service_args;
-use crate::support::{EnspaceProcess, NatsServer, ServeApp, TestApp, assert_problem, eventually};
+use crate::support::{
+    EnspaceProcess, NatsServer, ServeApp, TestApp, absence, assert_problem, eventually,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -30,13 +32,6 @@ fn one_month(description: &str) -> Value {
            "scopes": ["read"], "workspaces": ["acme"]})
 }
 
-async fn notifications(api: &ApiClient, session: &str) -> Vec<Value> {
-    let res = api.get(session, "/v1/notifications").await;
-    assert_eq!(res.status(), 200);
-    let body: Value = res.json().await.expect("json");
-    body["notifications"].as_array().expect("array").clone()
-}
-
 fn kinds(list: &[Value]) -> Vec<String> {
     list.iter()
         .map(|n| n["kind"].as_str().expect("kind").to_owned())
@@ -46,27 +41,42 @@ fn kinds(list: &[Value]) -> Vec<String> {
 /// Waits until the user has `n` notifications; answers them.
 async fn wait_for(api: &ApiClient, session: &str, n: usize) -> Vec<Value> {
     eventually(WAIT, &format!("{n} notifications"), || async {
-        let list = notifications(api, session).await;
+        let list = api.notifications(session).await;
         (list.len() >= n).then_some(list)
     })
     .await
 }
 
-/// The `enspace_notification_sweeps_total` counter.
-async fn sweeps(api: &ApiClient) -> u64 {
-    api.metrics_text()
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix("enspace_notification_sweeps_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+/// A marker that must tell `user` something: a token of theirs made and
+/// reported leaked (`POST /v1/tokens/report-leak`, as anyone can); waits
+/// until their list shows it and answers that list.
+async fn leak_marker(api: &ApiClient, user: &str) -> Vec<Value> {
+    let session = api.login(user).await;
+    let (token, secret) = api.create_token(&session, &one_month("marker")).await;
+    let report = async {
+        let res = api
+            .client
+            .post(api.url("/v1/tokens/report-leak"))
+            .json(&json!({"token": secret}))
+            .send()
+            .await
+            .expect("POST report-leak");
+        assert_eq!(res.status(), 202, "report-leak");
+    };
+    absence::after_marker(&format!("{user} told of the leak"), report, || async {
+        let list = api.notifications(&session).await;
+        list.iter()
+            .any(|n| n["token_id"] == token["id"] && n["kind"] == "leaked")
+            .then_some(list)
+    })
+    .await
 }
 
 /// Waits until the process has swept `n` more times.
 async fn wait_sweeps(api: &ApiClient, n: u64) {
-    let start = sweeps(api).await;
+    let start = api.counter("enspace_notification_sweeps_total").await;
     eventually(WAIT, "sweeps", || async {
-        (sweeps(api).await >= start + n).then_some(())
+        (api.counter("enspace_notification_sweeps_total").await >= start + n).then_some(())
     })
     .await;
 }
@@ -81,7 +91,7 @@ async fn expiring_soon_is_told_7_days_and_1_day_before_expiry_and_expired_at_it_
         .await;
     let expires = ts(token["expires_at"].as_str().expect("expires_at"));
     wait_sweeps(&app, 2).await;
-    assert!(notifications(&app, &alice).await.is_empty());
+    assert!(app.notifications(&alice).await.is_empty());
 
     let stages = [
         (SignedDuration::from_hours(7 * 24), "expiring_soon"),
@@ -93,7 +103,7 @@ async fn expiring_soon_is_told_7_days_and_1_day_before_expiry_and_expired_at_it_
             .set(expires - before - SignedDuration::from_millis(1));
         wait_sweeps(&app, 2).await;
         let alice = app.login("alice").await;
-        assert_eq!(notifications(&app, &alice).await.len(), i, "not due yet");
+        assert_eq!(app.notifications(&alice).await.len(), i, "not due yet");
         app.clock.set(expires - before);
         let list = wait_for(&app, &alice, i + 1).await;
         assert_eq!(list[0]["kind"], kind, "newest first");
@@ -107,14 +117,14 @@ async fn expiring_soon_is_told_7_days_and_1_day_before_expiry_and_expired_at_it_
             "{list:?}"
         );
         wait_sweeps(&app, 3).await;
-        assert_eq!(notifications(&app, &alice).await.len(), i + 1, "told once");
+        assert_eq!(app.notifications(&alice).await.len(), i + 1, "told once");
     }
 
     // Much later: nothing more.
     app.clock.set(expires + SignedDuration::from_hours(24 * 30));
     wait_sweeps(&app, 3).await;
     let alice = app.login("alice").await;
-    let list = notifications(&app, &alice).await;
+    let list = app.notifications(&alice).await;
     assert_eq!(kinds(&list), ["expired", "expiring_soon", "expiring_soon"]);
 }
 
@@ -199,7 +209,7 @@ async fn a_stopped_or_killed_and_restarted_process_does_not_tell_a_stage_twice()
         process = next;
         wait_sweeps(&api, 3).await;
         let alice = api.login("alice").await;
-        let list = notifications(&api, &alice).await;
+        let list = api.notifications(&alice).await;
         let mut again: Vec<Value> = list.iter().map(|n| n["id"].clone()).collect();
         again.sort_by_key(|v| v.to_string());
         assert_eq!(again, ids, "the same notifications, told once: {list:?}");
@@ -242,10 +252,8 @@ async fn a_revocation_by_the_directory_is_told_as_revoked_but_the_owners_own_is_
     let (own, _) = app.create_token(&alice, &one_month("mine")).await;
     let path = format!("/v1/tokens/{}", own["id"].as_str().expect("id"));
     assert_eq!(app.delete(&alice, &path).await.status(), 204);
-    assert!(
-        notifications(&app, &alice).await.is_empty(),
-        "the owner's own revocation"
-    );
+    let told = leak_marker(&app, "alice").await;
+    assert_eq!(kinds(&told), ["leaked"], "the owner's own revocation");
 
     // alice leaves globex: at start-up the token is revoked by the system.
     write_directory(&directory, &["acme"]);
@@ -254,8 +262,8 @@ async fn a_revocation_by_the_directory_is_told_as_revoked_but_the_owners_own_is_
     args.directory = Some(directory.clone());
     let app = ServeApp::spawn_with(args, data).await;
     let alice = app.login("alice").await;
-    let list = wait_for(&app, &alice, 1).await;
-    assert_eq!(kinds(&list), ["revoked"]);
+    let list = wait_for(&app, &alice, 2).await;
+    assert_eq!(kinds(&list), ["revoked", "leaked"]);
     assert_eq!(list[0]["token_id"], globex["id"]);
     assert!(
         list[0]["detail"]
@@ -263,11 +271,8 @@ async fn a_revocation_by_the_directory_is_told_as_revoked_but_the_owners_own_is_
             .is_some_and(|d| d.contains("globex sync")),
         "{list:?}"
     );
-    let bob = app.login("bob").await;
-    assert!(
-        notifications(&app, &bob).await.is_empty(),
-        "only the owner's"
-    );
+    let told = leak_marker(&app, "bob").await;
+    assert_eq!(kinds(&told), ["leaked"], "only the owner's");
 }
 
 /// alice's token made and its 7-day stage reached; answers her session and
@@ -292,14 +297,15 @@ async fn marking_read_answers_204_and_only_the_owner_can() {
     let path = format!("/v1/notifications/{id}/read");
 
     let bob = app.login("bob").await;
-    assert!(notifications(&app, &bob).await.is_empty());
+    let told = leak_marker(&app, "bob").await;
+    assert_eq!(kinds(&told), ["leaked"], "bob is not told of alice's");
     assert_problem(
         app.post_json(&bob, &path, &json!({})).await,
         404,
         "notification_not_found",
     )
     .await;
-    assert_eq!(notifications(&app, &alice).await[0]["read"], false);
+    assert_eq!(app.notifications(&alice).await[0]["read"], false);
 
     let res = app
         .client
@@ -309,10 +315,10 @@ async fn marking_read_answers_204_and_only_the_owner_can() {
         .await
         .expect("POST");
     assert_eq!(res.status(), 204);
-    assert_eq!(notifications(&app, &alice).await[0]["read"], true);
+    assert_eq!(app.notifications(&alice).await[0]["read"], true);
     // Again: still 204, still read.
     assert_eq!(app.post_json(&alice, &path, &json!({})).await.status(), 204);
-    assert_eq!(notifications(&app, &alice).await[0]["read"], true);
+    assert_eq!(app.notifications(&alice).await[0]["read"], true);
 }
 
 #[tokio::test]
@@ -376,7 +382,7 @@ async fn hostile_requests_to_the_notification_routes_get_problems() {
         .await
         .expect("POST");
     assert_problem(res, 413, "body_too_large").await;
-    assert_eq!(notifications(&app, &alice).await[0]["read"], false);
+    assert_eq!(app.notifications(&alice).await[0]["read"], false);
 }
 
 /// What the test's webhook receiver got: headers and body of each POST.
@@ -490,10 +496,24 @@ async fn the_webhook_gets_each_notification_signed_retried_until_it_is_up_with_o
         let text = String::from_utf8_lossy(&delivery.body);
         assert!(!text.contains("whsec_") && !text.contains("ens_pat_"));
     }
-    // Delivered: not sent again.
+    // Delivered: not sent again, by the time a later notification (the
+    // marker: a leak told to alice) has been delivered after it.
     wait_sweeps(&app, 5).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(got.lock().expect("lock").len(), 2);
+    let marker = async {
+        leak_marker(&app, "alice").await;
+    };
+    let delivered = absence::after_marker("the leak delivered", marker, || async {
+        let got = got.lock().expect("lock").clone();
+        got.iter()
+            .any(|d| String::from_utf8_lossy(&d.body).contains("notification.leaked"))
+            .then_some(got)
+    })
+    .await;
+    assert_eq!(
+        delivered.iter().filter(|d| d.id == id).count(),
+        2,
+        "the delivered notification is not sent again"
+    );
 }
 
 #[tokio::test]
@@ -532,7 +552,7 @@ async fn a_leaked_token_is_told_as_leaked_with_the_url() {
         })
         .await
         .expect("revoked as leaked");
-    let list = notifications(&app, &alice).await;
+    let list = app.notifications(&alice).await;
     assert_eq!(kinds(&list), ["leaked"]);
     assert_eq!(list[0]["token_id"], token["id"]);
     let detail = list[0]["detail"].as_str().expect("detail");
@@ -573,11 +593,11 @@ async fn a_rotation_tells_the_old_tokens_stop_as_what_it_is_never_as_an_expiry_n
 
     // An hour's overlap: no "expires in 1 day" (nor 7), now or later.
     wait_sweeps(&app, 3).await;
-    assert!(notifications(&app, &alice).await.is_empty());
+    assert!(app.notifications(&alice).await.is_empty());
     let stops = rotated_at + SignedDuration::from_hours(1);
     app.clock.set(stops - SignedDuration::from_millis(1));
     wait_sweeps(&app, 3).await;
-    assert!(notifications(&app, &alice).await.is_empty());
+    assert!(app.notifications(&alice).await.is_empty());
     // Its end, told as the old token stopping, when it does.
     app.clock.set(stops);
     let list = wait_for(&app, &alice, 1).await;
@@ -612,7 +632,7 @@ async fn a_rotation_tells_the_old_tokens_stop_as_what_it_is_never_as_an_expiry_n
     let alice = app.login("alice").await;
     wait_for(&app, &alice, 3).await;
     wait_sweeps(&app, 3).await;
-    let list = notifications(&app, &alice).await;
+    let list = app.notifications(&alice).await;
     assert_eq!(kinds(&list), ["expired", "expiring_soon", "expired"]);
     // Nothing is dated before the rotation that made it.
     assert!(
@@ -653,7 +673,7 @@ async fn a_token_used_from_a_new_client_ip_is_told_once_but_not_its_first_ip() {
         (body["client_ips_seen"] == 1).then_some(())
     })
     .await;
-    assert!(notifications(&app, &alice).await.is_empty());
+    assert!(app.notifications(&alice).await.is_empty());
 
     for _ in 0..3 {
         call_from(&app, [127, 0, 0, 2].into(), &secret).await;
@@ -684,7 +704,7 @@ async fn a_token_used_from_a_new_client_ip_is_told_once_but_not_its_first_ip() {
         (body["calls"]["allowed"] == 7).then_some(())
     })
     .await;
-    assert_eq!(notifications(&app, &alice).await.len(), 2);
+    assert_eq!(app.notifications(&alice).await.len(), 2);
 }
 
 #[tokio::test]
@@ -699,7 +719,7 @@ async fn a_token_revoked_by_a_workspace_admin_is_told_to_its_owner_as_revoked() 
         token["id"].as_str().expect("id")
     );
     assert_eq!(app.delete(&bob, &path).await.status(), 204);
-    let list = notifications(&app, &alice).await;
+    let list = app.notifications(&alice).await;
     assert_eq!(kinds(&list), ["revoked"]);
     assert_eq!(list[0]["token_id"], token["id"]);
     assert!(
@@ -708,5 +728,6 @@ async fn a_token_revoked_by_a_workspace_admin_is_told_to_its_owner_as_revoked() 
             .is_some_and(|d| d.contains("shared report") && d.contains("administrator")),
         "{list:?}"
     );
-    assert!(notifications(&app, &bob).await.is_empty());
+    let told = leak_marker(&app, "bob").await;
+    assert_eq!(kinds(&told), ["leaked"], "the admin is not told");
 }

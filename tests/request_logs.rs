@@ -127,17 +127,6 @@ async fn wait_for_count(
     .await
 }
 
-/// A counter's value in `/metrics` (0 when absent).
-async fn metric(api: &ApiClient, name: &str) -> u64 {
-    let text = api.metrics_text().await;
-    text.lines()
-        .find_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            (key == name).then(|| value.trim().parse::<f64>().ok())?
-        })
-        .map_or(0, |v| v as u64)
-}
-
 fn statuses(records: &[Value]) -> BTreeMap<u64, usize> {
     let mut out = BTreeMap::new();
     for r in records {
@@ -274,13 +263,13 @@ async fn calls_without_a_known_token_are_not_logged(app: &ServeApp) {
 
     let expected = 6;
     let indexed = eventually(Duration::from_secs(10), "the indexed counter", || async {
-        let n = metric(app, "enspace_request_records_indexed_total").await;
+        let n = app.counter("enspace_request_records_indexed_total").await;
         (n >= expected).then_some(n)
     })
     .await;
     assert_eq!(indexed, expected);
     assert_eq!(
-        metric(app, "enspace_request_records_dropped_total").await,
+        app.counter("enspace_request_records_dropped_total").await,
         0
     );
 }
@@ -431,31 +420,7 @@ async fn only_the_owner_reads_a_tokens_logs(app: &ServeApp) {
     }
 }
 
-/// One test per behaviour and per way in: `enspace serve` with its embedded
-/// queue (the default) and on JetStream, each test in a module named for
-/// the behaviour (`<behaviour>::embedded`, `<behaviour>::jetstream`).
-macro_rules! on_both_queues {
-    ($($behaviour:ident),* $(,)?) => {$(
-        mod $behaviour {
-            use crate::support::{NatsServer, ServeApp};
-
-            #[tokio::test]
-            async fn embedded() {
-                let app = ServeApp::spawn(None).await;
-                super::$behaviour(&app).await;
-            }
-
-            #[tokio::test]
-            async fn jetstream() {
-                let nats = NatsServer::start();
-                let app = ServeApp::spawn(Some(nats.url())).await;
-                super::$behaviour(&app).await;
-            }
-        }
-    )*};
-}
-
-on_both_queues!(
+crate::support::queues::on_both_queues!(
     allowed_and_denied_calls_are_logged_with_their_details,
     calls_without_a_known_token_are_not_logged,
     a_revoked_tokens_401_is_logged,
@@ -630,7 +595,7 @@ async fn a_record_published_twice_is_indexed_once() {
         Duration::from_secs(20),
         "all three messages processed",
         || async {
-            (metric(&app, "enspace_request_records_duplicate_total").await >= 1).then_some(())
+            (app.counter("enspace_request_records_duplicate_total").await >= 1).then_some(())
         },
     )
     .await;
@@ -771,7 +736,7 @@ async fn records_of_calls_made_while_nats_is_down_reach_the_index_once_it_is_bac
     }
     wait_for_count(&svc, &alice, &id, 600, Duration::from_secs(60)).await;
     assert_eq!(
-        metric(&node, "enspace_request_records_dropped_total").await,
+        node.counter("enspace_request_records_dropped_total").await,
         0
     );
 }
@@ -821,7 +786,7 @@ async fn a_deleted_request_stream_is_made_again_by_the_control_plane_and_no_reco
     assert_eq!(config.max_age, Duration::from_secs(90 * 24 * 3600));
     published(&node, 201).await;
     assert_eq!(
-        metric(&node, "enspace_request_records_dropped_total").await,
+        node.counter("enspace_request_records_dropped_total").await,
         0
     );
     // The warm-up call's record and the 200, each indexed once.
@@ -834,7 +799,11 @@ async fn published(node: &ApiClient, n: u64) {
         Duration::from_secs(10),
         &format!("{n} records acknowledged"),
         || async {
-            (metric(node, "enspace_request_records_published_total").await == n).then_some(())
+            (node
+                .counter("enspace_request_records_published_total")
+                .await
+                == n)
+                .then_some(())
         },
     )
     .await;
@@ -1051,7 +1020,7 @@ async fn past_the_retention_records_leave_the_stream_and_the_index_and_are_never
     assert_eq!(total, 0, "{stats}");
     // ...and the sweep deletes them from the index.
     eventually(Duration::from_secs(20), "the sweep", || async {
-        (metric(&app, "enspace_request_records_swept_total").await == 20).then_some(())
+        (app.counter("enspace_request_records_swept_total").await == 20).then_some(())
     })
     .await;
 }

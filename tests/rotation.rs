@@ -8,8 +8,8 @@ use jiff::SignedDuration;
 use serde_json::{Value, json};
 
 use crate::support::app::ApiClient;
-use crate::support::distributed::{self, RECORDS, TwoNodes, wait_status};
-use crate::support::{ServeApp, TestApp, eventually};
+use crate::support::distributed::{self, TwoNodes, wait_status};
+use crate::support::{ServeApp, TestApp, node};
 
 fn body(expiration: &str) -> Value {
     json!({"description": "ERP Integration", "expiration": expiration,
@@ -37,25 +37,9 @@ async fn rotate(api: &ApiClient, session: &str, token: &str, request: Value) -> 
     (body["token"].clone(), secret)
 }
 
-/// What the embedded API node answers a read on `acme` with `secret`.
-async fn node_status(app: &ServeApp, secret: &str) -> u16 {
-    app.client
-        .get(app.url(RECORDS))
-        .bearer_auth(secret)
-        .send()
-        .await
-        .expect("api call")
-        .status()
-        .as_u16()
-}
-
+/// Waits (generously) until the embedded API node answers `want` to `secret`.
 async fn until_status(app: &ServeApp, secret: &str, want: u16) {
-    eventually(
-        Duration::from_secs(5),
-        &format!("the node answers {want}"),
-        || async { (node_status(app, secret).await == want).then_some(()) },
-    )
-    .await;
+    node::wait_status(app, secret, want, Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
@@ -68,7 +52,7 @@ async fn both_tokens_work_during_an_hours_overlap_and_only_the_new_one_after_it(
     let (new, new_secret) = rotate(&app, &alice, &id(&old), json!({"overlap": "1h"})).await;
     until_status(&app, &new_secret, 200).await;
     assert_eq!(
-        node_status(&app, &old_secret).await,
+        node::status(&app, &old_secret).await,
         200,
         "inside the overlap"
     );
@@ -87,17 +71,17 @@ async fn both_tokens_work_during_an_hours_overlap_and_only_the_new_one_after_it(
     app.clock
         .set(end.checked_sub(SignedDuration::from_millis(1)).expect("ts"));
     assert_eq!(
-        node_status(&app, &old_secret).await,
+        node::status(&app, &old_secret).await,
         200,
         "a millisecond before the end"
     );
     app.clock.set(end);
     assert_eq!(
-        node_status(&app, &old_secret).await,
+        node::status(&app, &old_secret).await,
         401,
         "at the end of the overlap"
     );
-    assert_eq!(node_status(&app, &new_secret).await, 200);
+    assert_eq!(node::status(&app, &new_secret).await, 200);
 
     let old_after: Value = app
         .get(&alice, &format!("/v1/tokens/{}", id(&old)))

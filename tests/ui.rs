@@ -13,12 +13,6 @@ use serde_json::{Value, json};
 use crate::support::browser::{Ui, WAIT};
 use crate::support::{ServeApp, TestApp, eventually};
 
-async fn api_tokens(app: &TestApp, session: &str) -> Vec<Value> {
-    let res = app.get(session, "/v1/tokens").await;
-    let body: Value = res.json().await.expect("tokens json");
-    body["tokens"].as_array().cloned().unwrap_or_default()
-}
-
 fn header<'a>(res: &'a reqwest::Response, name: &str) -> &'a str {
     res.headers()
         .get(name)
@@ -334,7 +328,7 @@ async fn create_dialog_checks_every_field_before_sending() {
     );
     assert_eq!(ui.focused().await, "token-description");
     ui.shot("05-create-validation").await;
-    assert!(api_tokens(&app, &app.login("alice").await).await.is_empty());
+    assert!(app.tokens(&app.login("alice").await).await.is_empty());
 
     // A description over 100 characters, and control characters, are refused too.
     ui.fill("#token-description", &"x".repeat(101)).await;
@@ -468,7 +462,7 @@ async fn new_secret_is_shown_once_and_copied() {
 
     // The token was created as configured (the secret is a real one).
     let alice = app.login("alice").await;
-    let tokens = api_tokens(&app, &alice).await;
+    let tokens = app.tokens(&alice).await;
     assert_eq!(tokens.len(), 1);
     assert_eq!(tokens[0]["description"], ERP);
     assert_eq!(tokens[0]["expiration"], "6m");
@@ -604,7 +598,7 @@ async fn revoke_asks_first_and_can_be_declined() {
     ui.until("the dialog to close", "!document.querySelector('dialog')")
         .await;
     assert!(
-        api_tokens(&app, &alice)
+        app.tokens(&alice)
             .await
             .iter()
             .all(|t| t["status"] == "active")
@@ -620,7 +614,7 @@ async fn revoke_asks_first_and_can_be_declined() {
     )
     .await;
     ui.shot("11-token-revoked").await;
-    let tokens = api_tokens(&app, &alice).await;
+    let tokens = app.tokens(&alice).await;
     assert_eq!(tokens[1]["description"], ERP);
     assert_eq!(tokens[1]["status"], "revoked");
     assert_eq!(tokens[0]["status"], "active");
@@ -805,7 +799,7 @@ async fn keyboard_only_token_creation() {
     assert_eq!(ui.focused().await, "new-token");
 
     let bob = app.login("bob").await;
-    let tokens = api_tokens(&app, &bob).await;
+    let tokens = app.tokens(&bob).await;
     assert_eq!(tokens.len(), 1);
     assert_eq!(tokens[0]["description"], "CI pipeline");
     assert_eq!(tokens[0]["expiration"], "6m");

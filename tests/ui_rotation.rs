@@ -17,8 +17,7 @@ use ulid::Ulid;
 
 use crate::support::app::ApiClient;
 use crate::support::browser::Ui;
-use crate::support::distributed::RECORDS;
-use crate::support::{ServeApp, TestApp, eventually};
+use crate::support::{ServeApp, TestApp, eventually, node};
 
 const ERP: &str = "ERP Integration";
 
@@ -31,36 +30,9 @@ fn id(token: &Value) -> String {
     token["id"].as_str().expect("id").to_owned()
 }
 
-async fn api_tokens(api: &ApiClient, session: &str) -> Vec<Value> {
-    let body: Value = api
-        .get(session, "/v1/tokens")
-        .await
-        .json()
-        .await
-        .expect("tokens json");
-    body["tokens"].as_array().cloned().unwrap_or_default()
-}
-
-/// What the embedded API node answers a read on `acme` with `secret`.
-async fn node_status(api: &ApiClient, secret: &str) -> u16 {
-    api.client
-        .get(api.url(RECORDS))
-        .bearer_auth(secret)
-        .send()
-        .await
-        .expect("api call")
-        .status()
-        .as_u16()
-}
-
 /// The node learns of a change within a few seconds (it follows the log).
 async fn until_node_answers(api: &ApiClient, secret: &str, want: u16) {
-    eventually(
-        Duration::from_secs(10),
-        &format!("the node answers {want}"),
-        || async { (node_status(api, secret).await == want).then_some(()) },
-    )
-    .await;
+    node::wait_status(api, secret, want, Duration::from_secs(10)).await;
 }
 
 /// Nothing the page did broke its own Content-Security-Policy or threw.
@@ -199,7 +171,7 @@ async fn regenerate_with_an_hours_overlap_keeps_both_secrets_working_and_links_t
     done_and_forgotten(&ui, &new_secret).await;
 
     // The API: the successor replaces the old one, which ends in an hour.
-    let tokens = api_tokens(&serve, &alice).await;
+    let tokens = serve.tokens(&alice).await;
     assert_eq!(tokens.len(), 2);
     let (new, old_now) = (&tokens[0], &tokens[1]);
     let new_id = id(new);
@@ -244,7 +216,7 @@ async fn regenerate_with_an_hours_overlap_keeps_both_secrets_working_and_links_t
 
     // Both secrets work on the embedded API node during the overlap.
     until_node_answers(&serve, &new_secret, 200).await;
-    assert_eq!(node_status(&serve, &old_secret).await, 200);
+    assert_eq!(node::status(&serve, &old_secret).await, 200);
     assert_page_kept_its_policy(&ui).await;
     ui.close().await;
 }
@@ -283,7 +255,7 @@ async fn regenerate_with_no_overlap_stops_the_old_secret_at_once() {
         json!(true),
         "nothing more to do with the old token"
     );
-    let tokens = api_tokens(&serve, &alice).await;
+    let tokens = serve.tokens(&alice).await;
     assert_eq!(tokens[1]["replaced_by"], tokens[0]["id"]);
     assert_eq!(tokens[1]["status"], "expired");
     assert_eq!(tokens[0]["expiration"], "1y");
@@ -330,7 +302,7 @@ async fn regenerating_a_token_revoked_meanwhile_shows_the_refusal_inline_and_cha
     assert_eq!(ui.focused().await, "rotate-cancel");
     assert_eq!(ui.text("#rotate-cancel").await, "Close");
     ui.shot("01-refused-inline").await;
-    let tokens = api_tokens(&app, &alice).await;
+    let tokens = app.tokens(&alice).await;
     assert_eq!(tokens.len(), 1, "nothing was created");
     assert_eq!(tokens[0]["replaced_by"], Value::Null);
 
@@ -396,7 +368,7 @@ async fn regenerate_offers_only_the_expirations_the_workspace_policy_allows() {
     ui.shot("01-policy-limits-the-expiration").await;
     ui.click("#rotate-submit").await;
     ui.wait("#token-secret").await;
-    let tokens = api_tokens(&app, &alice).await;
+    let tokens = app.tokens(&alice).await;
     assert_eq!(tokens.len(), 2);
     assert_eq!(tokens[0]["expiration"], "3m");
     assert_eq!(tokens[0]["replaces"], json!(token_id));
@@ -471,7 +443,7 @@ async fn keyboard_only_regenerate() {
     ui.until("the dialog to close", "!document.querySelector('dialog')")
         .await;
 
-    let tokens = api_tokens(&app, &alice).await;
+    let tokens = app.tokens(&alice).await;
     assert_eq!(tokens.len(), 2);
     assert_eq!(tokens[0]["expiration"], "6m");
     assert_eq!(tokens[1]["replaced_by"], tokens[0]["id"]);
@@ -554,7 +526,7 @@ async fn revoked_tokens_say_why_and_show_a_leak_url_as_inert_text() {
         }
         ids.push(token_id.to_string());
     }
-    let tokens = api_tokens(&app, &alice).await;
+    let tokens = app.tokens(&alice).await;
     let leaked = tokens
         .iter()
         .find(|t| t["description"] == "Leaked")
@@ -758,13 +730,7 @@ async fn wait_notifications(app: &TestApp, session: &str, n: usize) -> Vec<Value
         Duration::from_secs(10),
         &format!("{n} notifications"),
         || async {
-            let body: Value = app
-                .get(session, "/v1/notifications")
-                .await
-                .json()
-                .await
-                .ok()?;
-            let list = body["notifications"].as_array()?.clone();
+            let list = app.notifications(session).await;
             (list.len() >= n).then_some(list)
         },
     )
@@ -935,7 +901,7 @@ async fn narrow_screen_regenerate_links_and_reasons() {
         .await;
     ui.shot("02-tokens-end").await;
 
-    let tokens = api_tokens(&app, &alice).await;
+    let tokens = app.tokens(&alice).await;
     let successor = tokens
         .iter()
         .find(|t| t["replaces"] == old["id"])

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::TestApp;
 use crate::support::app::ApiClient;
 use crate::support::distributed::{self, TwoNodes, wait_status};
+use crate::support::{TestApp, assert_json, assert_problem};
 
 fn body(expiration: &str, workspaces: &[&str]) -> Value {
     json!({"description": format!("{expiration} on {workspaces:?}"), "expiration": expiration,
@@ -18,11 +18,6 @@ fn body(expiration: &str, workspaces: &[&str]) -> Value {
 
 fn id(token: &Value) -> String {
     token["id"].as_str().expect("id").to_owned()
-}
-
-async fn json_of(res: reqwest::Response, status: u16) -> Value {
-    assert_eq!(res.status(), status);
-    res.json().await.expect("json")
 }
 
 async fn put_policy(app: &ApiClient, session: &str, ws: &str, policy: &Value) -> reqwest::Response {
@@ -35,19 +30,12 @@ async fn put_policy(app: &ApiClient, session: &str, ws: &str, policy: &Value) ->
         .expect("PUT")
 }
 
-async fn problem(res: reqwest::Response, status: u16, code: &str) {
-    assert_eq!(res.status(), status, "{code}");
-    assert_eq!(res.headers()["content-type"], "application/problem+json");
-    let body: Value = res.json().await.expect("problem");
-    assert_eq!(body["code"], code);
-}
-
 #[tokio::test]
 async fn an_admin_sees_every_token_reaching_the_workspace_and_a_member_gets_403() {
     let app = TestApp::spawn().await;
     let alice = app.login("alice").await;
     let bob = app.login("bob").await;
-    let me = json_of(app.get(&bob, "/v1/me").await, 200).await;
+    let me = assert_json(app.get(&bob, "/v1/me").await, 200).await;
     assert_eq!(me["admin_of"], json!(["acme"]));
 
     let (acme, _) = app
@@ -62,7 +50,7 @@ async fn an_admin_sees_every_token_reaching_the_workspace_and_a_member_gets_403(
         204
     );
 
-    let listed = json_of(app.get(&bob, "/v1/workspaces/acme/tokens").await, 200).await;
+    let listed = assert_json(app.get(&bob, "/v1/workspaces/acme/tokens").await, 200).await;
     assert_eq!(listed["workspace"], "acme");
     assert_eq!(
         listed["policy"],
@@ -88,19 +76,19 @@ async fn an_admin_sees_every_token_reaching_the_workspace_and_a_member_gets_403(
     );
     assert!(!ids.contains(&id(&globex)));
 
-    problem(
+    assert_problem(
         app.get(&alice, "/v1/workspaces/acme/tokens").await,
         403,
         "not_workspace_admin",
     )
     .await;
-    problem(
+    assert_problem(
         app.get(&bob, "/v1/workspaces/initech/tokens").await,
         403,
         "not_workspace_admin",
     )
     .await;
-    problem(
+    assert_problem(
         app.get(&bob, "/v1/workspaces/nowhere/tokens").await,
         403,
         "not_workspace_admin",
@@ -134,7 +122,7 @@ async fn an_admin_revokes_a_token_on_every_api_node_with_reason_admin() {
     let policy = json!({"max_lifetime": "1y", "require_expiration": true});
     assert_eq!(put_policy(svc, &bob, "acme", &policy).await.status(), 200);
     let path = format!("/v1/workspaces/acme/tokens/{}", id(&token));
-    problem(svc.delete(&alice, &path).await, 403, "not_workspace_admin").await;
+    assert_problem(svc.delete(&alice, &path).await, 403, "not_workspace_admin").await;
     for node in nodes {
         assert_eq!(
             distributed::status(node, &secret).await,
@@ -152,14 +140,14 @@ async fn an_admin_revokes_a_token_on_every_api_node_with_reason_admin() {
         "again: nothing new"
     );
 
-    let seen = json_of(
+    let seen = assert_json(
         svc.get(&alice, &format!("/v1/tokens/{}", id(&token))).await,
         200,
     )
     .await;
     assert_eq!(seen["status"], "revoked");
     assert_eq!(seen["revoked_reason"], "admin");
-    let history = json_of(
+    let history = assert_json(
         svc.get(&alice, &format!("/v1/tokens/{}/events", id(&token)))
             .await,
         200,
@@ -173,15 +161,15 @@ async fn an_admin_revokes_a_token_on_every_api_node_with_reason_admin() {
 
     // A token that cannot reach acme is not bob's to revoke through acme.
     let path = format!("/v1/workspaces/acme/tokens/{}", id(&globex));
-    problem(svc.delete(&bob, &path).await, 404, "token_not_found").await;
-    problem(
+    assert_problem(svc.delete(&bob, &path).await, 404, "token_not_found").await;
+    assert_problem(
         svc.delete(&bob, "/v1/workspaces/acme/tokens/not-a-ulid")
             .await,
         404,
         "token_not_found",
     )
     .await;
-    let still = json_of(
+    let still = assert_json(
         svc.get(&alice, &format!("/v1/tokens/{}", id(&globex)))
             .await,
         200,
@@ -199,23 +187,23 @@ async fn a_three_month_policy_refuses_longer_tokens_and_lists_older_ones_as_non_
 
     let policy = json!({"max_lifetime": "3m", "require_expiration": true});
     assert_eq!(
-        json_of(put_policy(&app, &bob, "acme", &policy).await, 200).await,
+        assert_json(put_policy(&app, &bob, "acme", &policy).await, 200).await,
         policy
     );
-    let same = json_of(put_policy(&app, &bob, "acme", &policy).await, 200).await;
+    let same = assert_json(put_policy(&app, &bob, "acme", &policy).await, 200).await;
     assert_eq!(same, policy);
     assert_eq!(
-        json_of(app.get(&alice, "/v1/workspaces/acme/policy").await, 200).await,
+        assert_json(app.get(&alice, "/v1/workspaces/acme/policy").await, 200).await,
         policy
     );
 
     let res = app
         .post_json(&alice, "/v1/tokens", &body("6m", &["acme", "globex"]))
         .await;
-    let refusal = json_of(res, 422).await;
+    let refusal = assert_json(res, 422).await;
     assert_eq!(refusal["code"], "policy_violation");
     assert!(refusal["detail"].as_str().expect("detail").contains("acme"));
-    problem(
+    assert_problem(
         app.post_json(&alice, "/v1/tokens", &body("never", &["acme"]))
             .await,
         422,
@@ -227,14 +215,14 @@ async fn a_three_month_policy_refuses_longer_tokens_and_lists_older_ones_as_non_
 
     // Rotation obeys it too: the old preset is refused, a shorter one not.
     let rotate = format!("/v1/tokens/{}/rotate", id(&older));
-    problem(
+    assert_problem(
         app.post_json(&alice, &rotate, &json!({"overlap": "1h"}))
             .await,
         422,
         "policy_violation",
     )
     .await;
-    let rotated = json_of(
+    let rotated = assert_json(
         app.post_json(
             &alice,
             &rotate,
@@ -246,7 +234,7 @@ async fn a_three_month_policy_refuses_longer_tokens_and_lists_older_ones_as_non_
     .await;
 
     // Members read it for the create dialog; the list marks older tokens.
-    let workspaces = json_of(app.get(&alice, "/v1/workspaces").await, 200).await;
+    let workspaces = assert_json(app.get(&alice, "/v1/workspaces").await, 200).await;
     assert_eq!(workspaces["workspaces"][0]["id"], "acme");
     assert_eq!(workspaces["workspaces"][0]["policy"], policy);
     assert_eq!(
@@ -254,10 +242,10 @@ async fn a_three_month_policy_refuses_longer_tokens_and_lists_older_ones_as_non_
         Value::Null
     );
     assert_eq!(
-        json_of(app.get(&alice, "/v1/workspaces/acme/policy").await, 200).await,
+        assert_json(app.get(&alice, "/v1/workspaces/acme/policy").await, 200).await,
         policy
     );
-    let listed = json_of(app.get(&bob, "/v1/workspaces/acme/tokens").await, 200).await;
+    let listed = assert_json(app.get(&bob, "/v1/workspaces/acme/tokens").await, 200).await;
     let compliant = |token: &Value| {
         listed["tokens"]
             .as_array()
@@ -276,7 +264,7 @@ async fn a_three_month_policy_refuses_longer_tokens_and_lists_older_ones_as_non_
     let (data, clock) = app.stop().await;
     let app = TestApp::spawn_with(data, clock).await;
     let audra = app.login("audra").await;
-    let audit = json_of(app.get(&audra, "/v1/audit/events?limit=1000").await, 200).await;
+    let audit = assert_json(app.get(&audra, "/v1/audit/events?limit=1000").await, 200).await;
     let sets: Vec<&Value> = audit["events"]
         .as_array()
         .expect("events")
@@ -291,7 +279,7 @@ async fn a_three_month_policy_refuses_longer_tokens_and_lists_older_ones_as_non_
         json!({"workspace": "acme", "max_lifetime": "3m", "require_expiration": true})
     );
     let alice = app.login("alice").await;
-    problem(
+    assert_problem(
         app.post_json(&alice, "/v1/tokens", &body("6m", &["acme"]))
             .await,
         422,
@@ -306,19 +294,19 @@ async fn policy_routes_refuse_non_admins_and_bad_input_with_problems() {
     let alice = app.login("alice").await;
     let bob = app.login("bob").await;
     let good = json!({"max_lifetime": "1y", "require_expiration": false});
-    problem(
+    assert_problem(
         put_policy(&app, &alice, "acme", &good).await,
         403,
         "not_workspace_admin",
     )
     .await;
-    problem(
+    assert_problem(
         put_policy(&app, &bob, "initech", &good).await,
         403,
         "not_workspace_admin",
     )
     .await;
-    problem(
+    assert_problem(
         app.get(&alice, "/v1/workspaces/initech/policy").await,
         403,
         "not_a_member",
@@ -328,7 +316,7 @@ async fn policy_routes_refuse_non_admins_and_bad_input_with_problems() {
         json!({"max_lifetime": "never", "require_expiration": false}),
         json!({"max_lifetime": "5y", "require_expiration": false}),
     ] {
-        problem(
+        assert_problem(
             put_policy(&app, &bob, "acme", &bad).await,
             422,
             "invalid_max_lifetime",
@@ -377,7 +365,7 @@ async fn policy_routes_refuse_non_admins_and_bad_input_with_problems() {
         .expect("PUT");
     assert_eq!(anonymous.status(), 401);
     // Nothing of it was recorded: the default policy stands.
-    let policy = json_of(app.get(&alice, "/v1/workspaces/acme/policy").await, 200).await;
+    let policy = assert_json(app.get(&alice, "/v1/workspaces/acme/policy").await, 200).await;
     assert_eq!(
         policy,
         json!({"max_lifetime": null, "require_expiration": false})

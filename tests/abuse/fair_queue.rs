@@ -59,15 +59,6 @@ async fn wait_ready(api: &ApiClient) {
     .await;
 }
 
-async fn metric(api: &ApiClient, name: &str) -> u64 {
-    let text = api.metrics_text().await;
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn while_nats_is_away_a_flooding_token_pushes_out_only_its_own_records_and_each_drop_is_counted()
  {
@@ -151,7 +142,7 @@ async fn while_nats_is_away_a_flooding_token_pushes_out_only_its_own_records_and
         "{heavy_dropped} dropped, {heavy_indexed} indexed"
     );
     assert_eq!(
-        metric(&node, "enspace_request_records_dropped_total").await,
+        node.counter("enspace_request_records_dropped_total").await,
         heavy_dropped
     );
     assert!(

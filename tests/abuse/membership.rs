@@ -4,11 +4,10 @@
 
 use std::path::Path;
 
-use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::EnspaceProcess;
 use crate::support::app::ApiClient;
+use crate::support::{EnspaceProcess, node};
 
 /// A directory file of the demo users (their demo passwords) in `workspaces`.
 fn write_directory(path: &Path, users: &[(&str, &[&str])]) {
@@ -43,20 +42,6 @@ fn start(data: &Path, directory: &Path) -> (EnspaceProcess, ApiClient) {
     );
     let api = ApiClient::from_base(&process.base);
     (process, api)
-}
-
-async fn status_on(app: &ApiClient, secret: &str, ws: &str) -> u16 {
-    app.client
-        .request(
-            Method::GET,
-            app.url(&format!("/api/v1/workspaces/{ws}/records")),
-        )
-        .bearer_auth(secret)
-        .send()
-        .await
-        .expect("api call")
-        .status()
-        .as_u16()
 }
 
 async fn token(app: &ApiClient, session: &str, workspaces: &[&str]) -> (String, String) {
@@ -94,21 +79,21 @@ async fn a_restart_with_a_changed_directory_revokes_tokens_of_removed_users_and_
     let (kept, kept_secret) = token(&app, &alice, &["acme"]).await;
     let (both, both_secret) = token(&app, &alice, &["acme", "globex"]).await;
     let (_, bobs_secret) = token(&app, &bob, &["acme"]).await;
-    assert_eq!(status_on(&app, &both_secret, "globex").await, 200);
-    assert_eq!(status_on(&app, &bobs_secret, "acme").await, 200);
+    assert_eq!(node::status_in(&app, &both_secret, "globex").await, 200);
+    assert_eq!(node::status_in(&app, &bobs_secret, "acme").await, 200);
     process.terminate();
 
     // Bob leaves the directory, Alice leaves globex.
     write_directory(&directory, &[("alice", &["acme"])]);
     let (mut process, app) = start(data.path(), &directory);
-    assert_eq!(status_on(&app, &kept_secret, "acme").await, 200);
-    assert_eq!(status_on(&app, &both_secret, "globex").await, 401);
+    assert_eq!(node::status_in(&app, &kept_secret, "acme").await, 200);
+    assert_eq!(node::status_in(&app, &both_secret, "globex").await, 401);
     assert_eq!(
-        status_on(&app, &both_secret, "acme").await,
+        node::status_in(&app, &both_secret, "acme").await,
         401,
         "tokens are never edited: the whole token goes"
     );
-    assert_eq!(status_on(&app, &bobs_secret, "acme").await, 401);
+    assert_eq!(node::status_in(&app, &bobs_secret, "acme").await, 401);
     let logs = process.logs();
     assert!(
         logs.contains(&format!("revoked token {both} of alice")),

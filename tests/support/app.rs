@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::Method;
 use enspace_core::ManualClock;
 use enspace_tokens::control_plane::{ControlPlane, ControlPlaneConfig};
 use enspace_tokens::{AppState, Config};
@@ -173,16 +174,73 @@ impl ApiClient {
         format!("{}{path}", self.base)
     }
 
-    /// The process's `/metrics`, as text.
+    /// The process's `/metrics`, as text (asserting it answered 200).
     pub async fn metrics_text(&self) -> String {
-        self.client
+        let res = self
+            .client
             .get(self.url("/metrics"))
             .send()
             .await
-            .expect("metrics")
-            .text()
+            .expect("GET /metrics");
+        let res = conforming(Method::GET, "/metrics", res).await;
+        let status = res.status();
+        let text = res.text().await.expect("metrics text");
+        assert_eq!(status, 200, "GET /metrics: {text}");
+        text
+    }
+
+    /// The sum of the samples in `/metrics` whose series (name and labels)
+    /// starts with `prefix`; 0 when there is none.
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        self.metrics_text()
             .await
-            .expect("metrics text")
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// The value of the one sample in `/metrics` whose series (name and
+    /// labels, as printed) is exactly `series`; 0 when it is absent.
+    pub async fn counter(&self, series: &str) -> u64 {
+        self.metrics_text()
+            .await
+            .lines()
+            .find_map(|line| {
+                let (key, value) = line.split_once(' ')?;
+                (key == series).then(|| value.trim().parse::<f64>().ok())?
+            })
+            .map_or(0, |v| v as u64)
+    }
+
+    /// `GET path` as `session`, asserting a 2xx; the JSON body.
+    pub async fn get_ok(&self, session: &str, path: &str) -> Value {
+        let res = self.get(session, path).await;
+        let status = res.status();
+        let text = res.text().await.expect("body");
+        assert!(status.is_success(), "GET {path} answered {status}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {text}"))
+    }
+
+    /// The array `member` of the JSON body of `GET path` (asserting a 2xx
+    /// and that the member is an array).
+    async fn list(&self, session: &str, path: &str, member: &str) -> Vec<Value> {
+        let body = self.get_ok(session, path).await;
+        body[member]
+            .as_array()
+            .unwrap_or_else(|| panic!("GET {path}: `{member}` is an array in {body}"))
+            .clone()
+    }
+
+    /// `session`'s tokens, as `GET /v1/tokens` lists them.
+    pub async fn tokens(&self, session: &str) -> Vec<Value> {
+        self.list(session, "/v1/tokens", "tokens").await
+    }
+
+    /// `session`'s notifications, as `GET /v1/notifications` lists them.
+    pub async fn notifications(&self, session: &str) -> Vec<Value> {
+        self.list(session, "/v1/notifications", "notifications")
+            .await
     }
 
     /// Signs in a demo user and returns the session secret.
@@ -194,37 +252,44 @@ impl ApiClient {
             .send()
             .await
             .expect("login request");
+        let res = conforming(Method::POST, "/v1/session", res).await;
         assert_eq!(res.status(), 200, "login as {user}");
         let body: Value = res.json().await.expect("login body");
         body["session"].as_str().expect("session").to_owned()
     }
 
     pub async fn get(&self, session: &str, path: &str) -> reqwest::Response {
-        self.client
+        let res = self
+            .client
             .get(self.url(path))
             .bearer_auth(session)
             .send()
             .await
-            .expect("GET")
+            .expect("GET");
+        conforming(Method::GET, path, res).await
     }
 
     pub async fn post_json(&self, session: &str, path: &str, body: &Value) -> reqwest::Response {
-        self.client
+        let res = self
+            .client
             .post(self.url(path))
             .bearer_auth(session)
             .json(body)
             .send()
             .await
-            .expect("POST")
+            .expect("POST");
+        conforming(Method::POST, path, res).await
     }
 
     pub async fn delete(&self, session: &str, path: &str) -> reqwest::Response {
-        self.client
+        let res = self
+            .client
             .delete(self.url(path))
             .bearer_auth(session)
             .send()
             .await
-            .expect("DELETE")
+            .expect("DELETE");
+        conforming(Method::DELETE, path, res).await
     }
 
     /// Creates a token and returns `(token json, secret)`.
@@ -235,4 +300,25 @@ impl ApiClient {
         let secret = body["secret"].as_str().expect("secret").to_owned();
         (body["token"].clone(), secret)
     }
+}
+
+/// `res` (the answer to `method path`) after checking it against the
+/// committed OpenAPI document, rebuilt for the caller to read; a response
+/// that does not conform fails the test here.
+async fn conforming(method: Method, path: &str, res: reqwest::Response) -> reqwest::Response {
+    let (status, version, headers) = (res.status(), res.version(), res.headers().clone());
+    let body = res.bytes().await.expect("response body");
+    let content_type = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let route = path.split('?').next().unwrap_or_default();
+    if let Err(violation) = super::conformance::check(&method, route, status, content_type, &body) {
+        panic!("conformance violation: {violation}");
+    }
+    let mut rebuilt = axum::http::Response::new(body);
+    *rebuilt.status_mut() = status;
+    *rebuilt.version_mut() = version;
+    *rebuilt.headers_mut() = headers;
+    reqwest::Response::from(rebuilt)
 }

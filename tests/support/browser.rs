@@ -1,11 +1,11 @@
-//! The browser harness for the UI tests: a chromedriver on a free port
+//! The browser harness for the UI tests: a chromedriver on a port it picks
 //! driving headless Chromium with a fresh profile, one browser at a time
 //! (two cores), and the user-like actions the tests are written in (click
 //! after scrolling clear of the sticky top bar, type, press keys, wait for a
 //! selector or a JS condition). Screenshots of every state a test passes
 //! through go under `target/ui-screenshots/`.
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -22,11 +22,30 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// One browser at a time: Chromium is heavy on a two-core machine.
 static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+/// Starts chromedriver on a port it picks (`--port=0`) and answers it and
+/// that port, read from its "started successfully on port N" line.
+fn start_driver() -> (Child, u16) {
+    let mut driver = Command::new(which("chromedriver", "/usr/bin/chromedriver"))
+        .arg("--port=0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver (apt-get install chromium-driver)");
+    let stdout = driver.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                let _ = tx.send(rest.trim().trim_end_matches('.').parse::<u16>().ok());
+            }
+        }
+    });
+    let port = rx
+        .recv_timeout(WAIT)
+        .ok()
+        .flatten()
+        .expect("chromedriver did not report its port");
+    (driver, port)
 }
 
 fn which(name: &str, fallback: &str) -> String {
@@ -64,13 +83,7 @@ impl Ui {
 
     pub async fn start_sized(base: &str, name: &'static str, width: u32, height: u32) -> Ui {
         let turn = BROWSER.lock().await;
-        let port = free_port();
-        let driver = Command::new(which("chromedriver", "/usr/bin/chromedriver"))
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver (apt-get install chromium-driver)");
+        let (driver, port) = start_driver();
         let status = format!("http://127.0.0.1:{port}/status");
         let http = reqwest::Client::new();
         eventually(WAIT, "chromedriver /status", || async {

@@ -10,75 +10,47 @@ use serde_json::Value;
 use super::app::ApiClient;
 use super::{EnspaceProcess, eventually};
 
-/// A free loopback port (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// NATS servers routed to each other, each with its own store, killed on drop.
+/// NATS servers routed to each other, each with its own store, killed on
+/// drop. Every server binds port 0 (`-1`) for clients and routes and
+/// reports the ports it got: no port is guessed, so none can be taken by
+/// someone else in between.
 pub struct NatsCluster {
     servers: Vec<Option<Child>>,
     pub ports: Vec<u16>,
-    cluster_ports: Vec<u16>,
-    stores: Vec<tempfile::TempDir>,
+    // Kept for their lifetimes: each server's store and configuration.
+    _stores: Vec<tempfile::TempDir>,
 }
 
+/// The route the first server is given: clustered JetStream needs at
+/// least one configured route, and the others are not up yet; nobody can
+/// answer on port 0, and the others route to the first server themselves.
+const NO_ROUTE_YET: &str = "nats://127.0.0.1:0";
+
 impl NatsCluster {
-    /// Starts `n` servers and waits until JetStream has a meta leader.
+    /// Starts `n` servers, one after the other, each routed to the ones
+    /// already up, and waits until JetStream has a meta leader.
     pub async fn start(n: usize) -> Self {
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let stores = (0..n)
-            .map(|_| tempfile::tempdir().expect("temp dir"))
-            .collect();
         let mut cluster = NatsCluster {
-            servers: (0..n).map(|_| None).collect(),
-            ports,
-            cluster_ports,
-            stores,
+            servers: Vec::with_capacity(n),
+            ports: Vec::with_capacity(n),
+            _stores: Vec::with_capacity(n),
         };
+        let mut routes: Vec<String> = Vec::with_capacity(n);
         for i in 0..n {
-            cluster.spawn(i);
+            let store = tempfile::tempdir().expect("temp dir");
+            let known = if routes.is_empty() {
+                vec![NO_ROUTE_YET.to_owned()]
+            } else {
+                routes.clone()
+            };
+            let (child, port, route_port) = spawn(i, store.path(), &known);
+            cluster.servers.push(Some(child));
+            cluster.ports.push(port);
+            cluster._stores.push(store);
+            routes.push(format!("nats://127.0.0.1:{route_port}"));
         }
         cluster.wait_for_jetstream().await;
         cluster
-    }
-
-    fn spawn(&mut self, i: usize) {
-        let routes: Vec<String> = self
-            .cluster_ports
-            .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
-            .collect();
-        let child = Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.ports[i].to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.stores[i].path())
-            .args([
-                "--server_name",
-                &format!("n{i}"),
-                "--cluster_name",
-                "enspace",
-            ])
-            .args([
-                "--cluster",
-                &format!("nats://127.0.0.1:{}", self.cluster_ports[i]),
-            ])
-            .args(["--routes", &routes.join(",")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server (is it on PATH? tests/run installs it)");
-        self.servers[i] = Some(child);
     }
 
     /// Every server's URL, comma-separated (what `NATS_URL` takes).
@@ -135,6 +107,33 @@ impl Drop for NatsCluster {
             self.kill(i);
         }
     }
+}
+
+/// Starts server `n<i>` on `store`, routed to `routes`; answers it and the
+/// client and route ports it reports.
+fn spawn(i: usize, store: &Path, routes: &[String]) -> (Child, u16, u16) {
+    let routes: Vec<String> = routes.iter().map(|r| format!("\"{r}\"")).collect();
+    let config = store.join("cluster.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "cluster {{ name: enspace, listen: \"127.0.0.1:-1\", routes: [{}] }}\n",
+            routes.join(", ")
+        ),
+    )
+    .expect("write the cluster configuration");
+    let mut child = Command::new("nats-server")
+        .arg("-c")
+        .arg(&config)
+        .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
+        .arg(store)
+        .args(["--server_name", &format!("n{i}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start nats-server (is it on PATH? tests/run installs it)");
+    let ports = super::nats::listening(&mut child, &["client", "route"]);
+    (child, ports[0], ports[1])
 }
 
 /// One `enspace tokens --cluster` process and where it keeps its data.

@@ -1,8 +1,11 @@
-//! Every response a test server sends is checked against the OpenAPI
-//! document the code generates: a documented route that answers with an
-//! undocumented status, or with a JSON body that does not validate against
-//! the documented schema, becomes a 500 whose body says why, so the test
-//! that saw it fails.
+//! Every response is checked against the committed OpenAPI document
+//! (`schemas/openapi.json`, what clients are given, not the one the code
+//! generates): a documented route that answers with an undocumented status,
+//! or with a JSON body that does not validate against the documented
+//! schema, fails the test that saw it. Twice over: [`layer`] wraps the
+//! in-process servers (`TestApp`, `ServeApp`) and turns a violation into a
+//! 500 whose body says why, and `ApiClient` checks every response it
+//! receives, from those servers and from the `enspace` binaries alike.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -15,8 +18,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-static DOC: LazyLock<Value> =
-    LazyLock::new(|| serde_json::to_value(enspace::openapi_document()).expect("openapi json"));
+static DOC: LazyLock<Value> = LazyLock::new(|| {
+    serde_json::from_str(include_str!("../../schemas/openapi.json"))
+        .expect("schemas/openapi.json is JSON")
+});
 
 type Validators = Mutex<HashMap<String, Arc<jsonschema::Validator>>>;
 static VALIDATORS: LazyLock<Validators> = LazyLock::new(Default::default);

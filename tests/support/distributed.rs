@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use super::app::ApiClient;
 use super::{EnspaceProcess, NatsServer, eventually};
 
-pub const RECORDS: &str = "/api/v1/workspaces/acme/records";
+// Moved to `support::node`; re-exported for the tests that name them here.
+pub use super::node::{RECORDS, status, wait_status};
 
 /// The public event key of the control plane last started on each NATS
 /// server (by port): [`api_node`] pins it, as an operator passes
@@ -87,24 +88,6 @@ pub fn api_node_on(nats: &NatsServer, id: &str) -> EnspaceProcess {
     api_node(&nats.url(), id, &[])
 }
 
-/// The status a node answers a read with `secret`; 0 if it did not answer.
-pub async fn status(api: &ApiClient, secret: &str) -> u16 {
-    api.client
-        .get(api.url(RECORDS))
-        .bearer_auth(secret)
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-}
-
-pub async fn wait_status(api: &ApiClient, secret: &str, want: u16, timeout: Duration) {
-    eventually(timeout, &format!("{} answers {want}", api.base), || async {
-        (status(api, secret).await == want).then_some(())
-    })
-    .await;
-}
-
 pub async fn wait_ready(api: &ApiClient) {
     eventually(
         Duration::from_secs(30),
@@ -132,14 +115,10 @@ pub async fn revoke(svc: &ApiClient, session: &str, token: &Value) {
     );
 }
 
-/// A counter's value in a process's `/metrics`, summed over the samples
-/// whose name and labels start with `prefix`.
+/// The sum of a process's `/metrics` samples whose series starts with
+/// `prefix` ([`ApiClient::metric`]).
 pub async fn metric(api: &ApiClient, prefix: &str) -> f64 {
-    let text = api.metrics_text().await;
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    api.metric(prefix).await
 }
 
 /// A real nats-server, `enspace tokens` and two API nodes on it, all ready.

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod absence;
 pub mod app;
 pub mod browser;
 pub mod cluster;
@@ -9,8 +10,10 @@ pub mod conformance;
 pub mod distributed;
 pub mod github;
 pub mod nats;
+pub mod node;
 pub mod poison;
 pub mod process;
+pub mod queues;
 pub mod serve;
 
 pub use app::TestApp;
@@ -111,6 +114,14 @@ pub async fn assert_problem(res: reqwest::Response, status: u16, code: &str) -> 
     assert_eq!(body["status"], status, "`status` member of {text}");
     assert_eq!(body["code"], code, "`code` of {text}");
     body
+}
+
+/// Asserts that `res` has this status and a JSON body; returns the body.
+pub async fn assert_json(res: reqwest::Response, status: u16) -> serde_json::Value {
+    let got = res.status().as_u16();
+    let text = res.text().await.expect("body");
+    assert_eq!(got, status, "status of {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 /// Every file under `dir`, recursively.

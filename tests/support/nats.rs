@@ -78,28 +78,43 @@ fn spawn(port: Option<u16>, store: &std::path::Path, config: &Config) -> (Child,
         .stderr(Stdio::piped())
         .spawn()
         .expect("start nats-server (is it on PATH? tests/run installs it)");
-    let stderr = child.stderr.take().expect("stderr");
+    let port = listening(&mut child, &["client"])[0];
+    (child, port)
+}
+
+/// The ports a just-spawned nats-server (its stderr piped) reports it
+/// listens on, one per kind in `kinds` ("client", "route"), read from its
+/// "Listening for <kind> connections on" lines; its stderr is drained
+/// afterwards. Panics if it has not reported them within 20 s.
+pub fn listening(child: &mut Child, kinds: &[&str]) -> Vec<u16> {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let wanted: Vec<String> = kinds
+        .iter()
+        .map(|k| format!("Listening for {k} connections on "))
+        .collect();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && let Some(rest) = line.split("Listening for client connections on ").nth(1) {
-                let port = rest
-                    .trim()
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| p.parse::<u16>().ok());
-                let _ = tx.send(port);
-                sent = true;
+            for (i, marker) in wanted.iter().enumerate() {
+                if let Some(rest) = line.split(marker.as_str()).nth(1) {
+                    let port = rest.trim().rsplit(':').next().and_then(|p| p.parse().ok());
+                    let _ = tx.send((i, port));
+                }
             }
         }
     });
-    let port = rx
-        .recv_timeout(Duration::from_secs(20))
-        .ok()
-        .flatten()
-        .expect("nats-server did not report its port");
-    (child, port)
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut ports: Vec<Option<u16>> = vec![None; kinds.len()];
+    while ports.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((i, Some(port))) => ports[i] = Some(port),
+            Ok((_, None)) | Err(_) => {
+                panic!("nats-server did not report its {kinds:?} ports: {ports:?}")
+            }
+        }
+    }
+    ports.into_iter().flatten().collect()
 }
 
 impl NatsServer {

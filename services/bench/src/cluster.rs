@@ -21,6 +21,7 @@ use reqwest::header::{AUTHORIZATION, HeaderValue};
 
 use crate::create::{Load, load, paced};
 use crate::support::{Nats, Process, percentile, sign_in};
+use crate::verdict::Verdict;
 
 mod failover;
 
@@ -56,6 +57,9 @@ pub struct Args {
 const TARGET_R3_PER_SEC: f64 = 2000.0;
 const TARGET_R3_P99: Duration = Duration::from_millis(25);
 const TARGET_LAG_P99: Duration = Duration::from_millis(50);
+/// Fewer timed creations than this say nothing of a p99.
+const MIN_LAG_SAMPLES: usize = 100;
+const MIN_P99_SAMPLES: usize = 1000;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -401,11 +405,12 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         "  R3 / one process: {:.2} of the saturation rate;  target R3: ≥ {TARGET_R3_PER_SEC:.0}/s and p99 < {} ms at 1000/s: {}",
         r3.0.per_sec / single.0.per_sec,
         TARGET_R3_P99.as_millis(),
-        if r3.0.per_sec >= TARGET_R3_PER_SEC && r3.1.p(0.99) < TARGET_R3_P99 {
-            "met"
-        } else {
-            "NOT met"
-        }
+        Verdict::new(
+            r3.1.latencies.len(),
+            0,
+            MIN_P99_SAMPLES,
+            r3.0.per_sec >= TARGET_R3_PER_SEC && r3.1.p(0.99) < TARGET_R3_P99
+        )
     );
 
     println!("== follower lag (R3): writer's 201 until the follower serves the token");
@@ -466,11 +471,12 @@ async fn run_async(args: Args) -> anyhow::Result<()> {
         ms(percentile(&lags, 0.99)),
         ms(percentile(&reads, 0.50)),
         TARGET_LAG_P99.as_millis(),
-        if percentile(&lags, 0.99) < TARGET_LAG_P99 {
-            "met"
-        } else {
-            "NOT met"
-        }
+        Verdict::new(
+            lags.len(),
+            0,
+            MIN_LAG_SAMPLES,
+            percentile(&lags, 0.99) < TARGET_LAG_P99
+        )
     );
 
     failover::writer_kills(&client, &nats3.url(), &mut a, &mut b, args.kills).await?;

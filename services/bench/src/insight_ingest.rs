@@ -20,6 +20,10 @@ use enspace_usage::{Indexer, IndexerMetrics, RequestIndex};
 
 use crate::ingest::{publish_all, records};
 use crate::support::Nats;
+use crate::verdict::Verdict;
+
+/// Fewer rounds than this make a mean of noise.
+const MIN_ROUNDS: usize = 2;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -202,11 +206,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     println!(
         "target: indexer with counters >= {TARGET:.2} of without: {:.2} {}  (index alone {direct_ratio:.2})",
         indexer_ratio,
-        if indexer_ratio >= TARGET {
-            "met"
-        } else {
-            "NOT met"
-        },
+        Verdict::new(args.rounds, 0, MIN_ROUNDS, indexer_ratio >= TARGET),
     );
     drop(nats);
     Ok(())

@@ -23,6 +23,10 @@ use jiff::{Timestamp, ToSpan};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
 use crate::support::{Nats, Process, Setup, cpu_seconds, percentile, sign_in};
+use crate::verdict::Verdict;
+
+/// Fewer records than this are too few to show a loss.
+const MIN_RECORDS: usize = 1000;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -188,15 +192,19 @@ fn run_on(setup: Setup, args: &Args) -> anyhow::Result<Outcome> {
         ),
         None => println!("  NOT all queryable within 60 s"),
     }
-    let met = dropped == 0
-        && counted == expected
-        && visible_after.is_some_and(|d| d <= TARGET_VISIBLE)
-        && logged.achieved >= f64::from(args.rate) * 0.98;
+    // A record dropped or never counted is a failure.
+    let lost = dropped + expected.saturating_sub(counted);
+    let verdict = Verdict::new(
+        usize::try_from(expected).unwrap_or(usize::MAX),
+        usize::try_from(lost).unwrap_or(usize::MAX),
+        MIN_RECORDS,
+        visible_after.is_some_and(|d| d <= TARGET_VISIBLE)
+            && logged.achieved >= f64::from(args.rate) * 0.98,
+    );
     println!(
-        "target: {} /s paced, zero dropped, queryable within {} s: {}",
+        "target: {} /s paced, zero dropped, queryable within {} s: {verdict}",
         args.rate,
         TARGET_VISIBLE.as_secs(),
-        if met { "met" } else { "NOT met" }
     );
     drop(node);
     drop(tokens);

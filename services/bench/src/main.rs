@@ -21,6 +21,7 @@ mod server_limits;
 mod signin_flood;
 mod stream_reset;
 mod support;
+mod verdict;
 mod verify;
 mod wrk;
 

@@ -5,6 +5,7 @@
 //! they all meet on one key). Rounds alternate (off, on, off, on, …) so
 //! drift hits both alike.
 
+use enspace_core::PatSecret;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use enspace_core::SystemClock;
 use prometheus_client::registry::Registry;
 use rand::SeedableRng;
 
-use crate::support::{created_event, fake_secret};
+use crate::support::created_event;
 use crate::wrk::{alternate, mean};
 
 #[derive(clap::Args)]
@@ -70,7 +71,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let secrets: Vec<String> = (0..args.tokens).map(|_| fake_secret(&mut rng)).collect();
+    let secrets: Vec<String> = (0..args.tokens)
+        .map(|_| PatSecret::from_rng(&mut rng).expose().to_owned())
+        .collect();
     let (on, off, limited) = runtime.block_on(async {
         let mut registry = Registry::default();
         let node = NodeState::new(

@@ -15,6 +15,7 @@
 //! the control plane's copy sources it, and the accounting counts that
 //! copy), beside one account: the two ratios' quotient must be >= 0.95.
 
+use enspace_core::PatSecret;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -30,7 +31,7 @@ use prometheus_client::registry::Registry;
 use rand::SeedableRng;
 
 use crate::node_load::{PATH, bare_route, serve};
-use crate::support::{Nats, Setup, SignedLog, created_event, fake_secret};
+use crate::support::{Nats, Setup, SignedLog, created_event};
 use crate::wrk::{alternate, mean};
 
 #[derive(clap::Args)]
@@ -75,7 +76,9 @@ fn run_on(setup: Setup, args: &Args) -> anyhow::Result<f64> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let secret = fake_secret(&mut rand::rngs::StdRng::seed_from_u64(5));
+    let secret = PatSecret::from_rng(&mut rand::rngs::StdRng::seed_from_u64(5))
+        .expose()
+        .to_owned();
     let (logged, bare) = runtime.block_on(start_nodes(&nats, &secret))?;
     let header = format!("Authorization: Bearer {secret}");
 

@@ -2,11 +2,12 @@
 //! JetStream: time to `/readyz` and resident memory, beside the same
 //! process's memory with no tokens, measured in the same run.
 
+use enspace_core::PatSecret;
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 
-use crate::support::{Nats, Process, SignedLog, created_event, fake_secret, rss_bytes};
+use crate::support::{Nats, Process, SignedLog, created_event, rss_bytes};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -95,7 +96,7 @@ async fn publish(nats: &Nats, tokens: usize) -> anyhow::Result<()> {
     for i in 0..tokens {
         let event = created_event(
             i as u64 + 1,
-            &fake_secret(&mut rng),
+            PatSecret::from_rng(&mut rng).expose(),
             &format!("user{}", i % 1000),
         );
         let (subject, headers, payload) = log.next(event);

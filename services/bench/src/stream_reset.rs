@@ -14,6 +14,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::Value;
 
 use crate::support::{Nats, Process, sign_in};
+use crate::verdict::Verdict;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -191,11 +192,8 @@ async fn measure(args: Args) -> anyhow::Result<()> {
         "ratio {:.2}   target: < {} s ({})",
         consistent.as_secs_f64() / fresh_catch_up.as_secs_f64().max(1e-3),
         TARGET.as_secs(),
-        if consistent < TARGET {
-            "met"
-        } else {
-            "NOT met"
-        }
+        // One outage, one measurement.
+        Verdict::new(1, 0, 1, consistent < TARGET)
     );
     Ok(())
 }

@@ -2,19 +2,9 @@
 
 use std::time::Duration;
 
-use enspace_core::{EventEnvelope, Expiration, RequestRecord, Scope, SecretHash, base62};
+use enspace_core::{EventEnvelope, Expiration, RequestRecord, Scope, SecretHash};
 use rand::Rng;
 use ulid::Ulid;
-
-/// A well-formed PAT from a fast seeded RNG (the product uses the OS CSPRNG;
-/// a million getrandom calls would only slow the set-up).
-pub fn fake_secret(rng: &mut impl Rng) -> String {
-    let random: String = (0..32)
-        .map(|_| char::from(base62::ALPHABET[rng.gen_range(0..62)]))
-        .collect();
-    let sum = base62::encode_padded(u64::from(crc32fast::hash(random.as_bytes())), 6);
-    format!("ens_pat_{random}{sum}")
-}
 
 /// `user`'s read-write token on `acme` for a year, with this secret.
 pub fn created_event(seq: u64, secret: &str, user: &str) -> EventEnvelope {

@@ -8,6 +8,7 @@
 //! map keyed by the digest with a pass-through hasher (the digest's first
 //! eight bytes), in one loop, beside SHA-256 then the replica lookup.
 
+use enspace_core::PatSecret;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::hint::black_box;
@@ -19,7 +20,7 @@ use enspace_core::{Scope, SecretHash};
 use rand::SeedableRng;
 use sha2::{Digest, Sha256};
 
-use crate::support::{created_event, fake_secret, rss_bytes};
+use crate::support::{created_event, rss_bytes};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -45,7 +46,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Headers side by side, visited in order: a request's bytes are in cache
     // when it is verified; the replica lookup is what misses.
     let headers: Vec<String> = (0..n)
-        .map(|_| format!("Bearer {}", fake_secret(&mut rng)))
+        .map(|_| {
+            format!(
+                "Bearer {}",
+                PatSecret::from_rng(&mut rng).expose().to_owned()
+            )
+        })
         .collect();
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by_key(|&i| headers[i].as_ptr() as usize);

@@ -20,8 +20,11 @@ pub fn encode_padded(mut value: u64, width: usize) -> String {
 
 /// `len` characters drawn uniformly from the alphabet with the OS CSPRNG.
 pub fn random(len: usize) -> String {
-    use rand::Rng;
-    let mut rng = rand::rngs::OsRng;
+    random_from(&mut rand::rngs::OsRng, len)
+}
+
+/// `len` characters drawn uniformly from the alphabet with `rng`.
+pub fn random_from(rng: &mut (impl rand::Rng + ?Sized), len: usize) -> String {
     (0..len)
         .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
         .collect()

@@ -18,6 +18,11 @@ use anyhow::{Context, bail};
 
 use super::{Member, NatsCluster, create_request, ms, wait_writer};
 use crate::support::{percentile, sign_in};
+use crate::verdict::Verdict;
+
+/// Fewer kills than these say nothing of a worst case or a p99.
+const MIN_KILLS: usize = 5;
+const MIN_NATS_KILLS: usize = 3;
 
 /// The target of the client-seen failover after a writer's SIGKILL (p99).
 const TARGET_WRITER_KILL_P99: Duration = Duration::from_millis(2500);
@@ -190,11 +195,14 @@ pub async fn writer_kills(
         ms(percentile(&leases, 0.50)),
         ms(percentile(&leases, 0.99)),
         TARGET_WRITER_KILL_P99.as_millis(),
-        if percentile(&seen, 0.99) < TARGET_WRITER_KILL_P99 {
-            "met"
-        } else {
-            "NOT met"
-        }
+        // Requests in flight at a kill are expected to go unanswered (they
+        // are reported above), not failures of the failover.
+        Verdict::new(
+            seen.len(),
+            0,
+            MIN_KILLS,
+            percentile(&seen, 0.99) < TARGET_WRITER_KILL_P99
+        )
     );
     Ok(())
 }
@@ -309,11 +317,12 @@ pub async fn nats_server_loss(
         "  added by the processes to JetStream's own election, worst of {runs}: {:.0} ms   target < {} ms: {}",
         ms(worst),
         TARGET_NATS_LOSS_EXTRA.as_millis(),
-        if worst < TARGET_NATS_LOSS_EXTRA {
-            "met"
-        } else {
-            "NOT met"
-        }
+        Verdict::new(
+            rows.len(),
+            0,
+            MIN_NATS_KILLS,
+            worst < TARGET_NATS_LOSS_EXTRA
+        )
     );
     Ok(())
 }
