@@ -61,12 +61,22 @@ pub async fn publish_all(
     enspace_nats::ensure_stream(&jetstream::new(client.clone()), config)
         .await
         .map_err(|e| anyhow::anyhow!("cannot make the request records stream: {e}"))?;
+    publish_through(client, records, PublisherConfig::default()).await
+}
+
+/// Publishes `records` through the API node's publisher into the stream
+/// that is there; returns the time it took.
+pub async fn publish_through(
+    client: &async_nats::Client,
+    records: &[RequestRecord],
+    config: PublisherConfig,
+) -> anyhow::Result<Duration> {
     let queue = Arc::new(RecordQueue::new(records.len() + 1, Counter::default()));
     let publisher = Publisher::new(
         queue.clone(),
         Counter::default(),
         Counter::default(),
-        PublisherConfig::default(),
+        config,
     );
     for r in records {
         queue.push(r.clone());

@@ -17,6 +17,7 @@ mod node_logging;
 mod node_memory;
 mod propagation;
 mod query;
+mod record_publish;
 mod server_limits;
 mod signin_flood;
 mod stream_reset;
@@ -69,6 +70,8 @@ enum Bench {
     Lossless(lossless::Args),
     /// A lost NATS store under many tokens: until a running node is consistent again.
     StreamReset(stream_reset::Args),
+    /// An API node's record publisher alone, on one NATS account and on the two trust zones.
+    RecordPublish(record_publish::Args),
     /// Request-log queries over a large index, and its disk bytes per record.
     Query(query::Args),
     /// 600 concurrent wrong sign-ins against enspace serve: RSS, /healthz, another user's sign-ins.
@@ -95,6 +98,7 @@ fn main() -> anyhow::Result<()> {
         Bench::InsightIngest(args) => insight_ingest::run(args),
         Bench::Insights(args) => insights::run(args),
         Bench::Query(args) => query::run(args),
+        Bench::RecordPublish(args) => record_publish::run(args),
         Bench::StreamReset(args) => stream_reset::run(args),
         Bench::NodeLogging(args) => node_logging::run(args),
         Bench::Lossless(args) => lossless::run(args),
