@@ -13,7 +13,7 @@ use async_nats::jetstream::stream::Stream;
 
 use crate::ingest::{publish_through, records};
 use crate::support::{Nats, Setup, cpu_seconds};
-use enspace_api_node::publisher::PublisherConfig;
+use enspace_api_node::request_records::publisher::PublisherConfig;
 
 #[derive(clap::Args)]
 pub struct Args {
