@@ -22,7 +22,7 @@ const DROPS_EVERY: Duration = Duration::from_secs(1);
 /// front of the queue.
 pub async fn index_records<Q: RecordSource>(queue: Arc<Q>, indexer: Indexer, delivered: Counter) {
     let mut backoff =
-        enspace_nats::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        enspace_core::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut next_write = tokio::time::Instant::now();
     loop {
         queue.arrived().await;

@@ -75,7 +75,7 @@ impl Default for Source {
 /// Consumes forever, reconnecting with a backoff after any failure.
 pub async fn consume_jetstream(indexer: Indexer, js: jetstream::Context, source: Source) {
     let mut backoff =
-        enspace_nats::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        enspace_core::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         match consume(&indexer, &js, &source).await {
             Ok(()) => backoff.reset(),

@@ -2,6 +2,7 @@
 //! format, the event log's events and hash chain, token and request-record
 //! wire shapes, and the injectable clock.
 
+pub mod backoff;
 pub mod base62;
 pub mod clock;
 pub mod events;
@@ -16,6 +17,7 @@ pub mod signing;
 pub mod token;
 pub mod workspace;
 
+pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{
     AuditEvent, CommittedEvents, EventEnvelope, SYSTEM_ACTOR, StoredEvent, TokenEvent,

@@ -1,13 +1,11 @@
 //! ENSPACE's JetStream names and stream settings, in one place
 //! so that every process creates or updates the same streams at start-up.
 
-mod backoff;
 pub mod edge;
 mod redact;
 
 use std::time::Duration;
 
-pub use backoff::Backoff;
 pub use redact::{cannot_connect, redact_url};
 
 use async_nats::jetstream::{self, stream};

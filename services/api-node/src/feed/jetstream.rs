@@ -23,9 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
+use enspace_core::Backoff;
 use enspace_core::EventKey;
 use enspace_core::signing::Heartbeat;
-use enspace_nats::Backoff;
 use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 

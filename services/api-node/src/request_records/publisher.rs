@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
 use async_nats::{HeaderMap, StatusCode, Subscriber};
+use enspace_core::Backoff;
 use enspace_core::RequestRecord;
 use enspace_core::record::DroppedRecords;
-use enspace_nats::Backoff;
 use futures::{FutureExt, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;

@@ -63,7 +63,7 @@ pub struct Follower {
 /// from the log's head, and whenever the watchdog finds the reading behind
 /// the stream without moving (a consumer left on a NATS server that died).
 pub async fn follow(follower: Follower) {
-    let mut backoff = enspace_nats::Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+    let mut backoff = enspace_core::Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     loop {
         let outcome = tokio::select! {
             outcome = follower.follow_once() => outcome,

@@ -293,7 +293,7 @@ pub async fn serve(
     let subject = format!("{COMMANDS_SUBJECT_PREFIX}{node_id}");
     let once = Once::<Reply>::default();
     let mut backoff =
-        enspace_nats::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        enspace_core::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         match client.subscribe(subject.clone()).await {
             Ok(mut requests) => {

@@ -193,7 +193,7 @@ pub async fn holder_now(kv: &kv::Store) -> Result<Option<LeaseHolder>, async_nat
 /// Follows who holds the lease, for forwarding, forever.
 pub async fn watch_holder(kv: kv::Store, role: Role) {
     let mut backoff =
-        enspace_nats::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        enspace_core::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         match kv.watch_with_history(LEASE_KEY).await {
             Ok(mut entries) => {

@@ -231,7 +231,7 @@ impl SessionMirror {
     /// Copies every change of the bucket into `sessions`, forever.
     pub async fn copy_forever(self, sessions: Sessions) {
         let mut backoff =
-            enspace_nats::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+            enspace_core::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         // Resumed after the last change seen, so that a sign-out made while
         // the watch was down is not missed.
         let mut seen: u64 = 0;

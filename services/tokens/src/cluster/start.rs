@@ -265,7 +265,7 @@ async fn repair_while_writer(js: jetstream::Context, role: Role, repairer: Repai
 /// a writer can record it.
 async fn reconcile_membership(state: crate::membership::Membership) {
     let mut backoff =
-        enspace_nats::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        enspace_core::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match crate::membership::reconcile(&state).await {
             Ok(_) => return,

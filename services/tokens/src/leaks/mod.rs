@@ -4,8 +4,8 @@
 //! with reason `leaked`, the place it was found recorded in the event.
 
 pub mod github_keys;
+pub mod leak_metrics;
 pub mod leak_url;
-pub mod metrics;
 pub mod report_limit;
 pub mod revoke;
 
@@ -16,8 +16,8 @@ use enspace_core::Clock;
 use tokio::sync::Semaphore;
 
 pub use github_keys::{Claim, GithubKeys, KeyFileError, SignatureError};
+pub use leak_metrics::{LeakMetrics, Outcome, Via};
 pub use leak_url::{MAX_LEAK_URL_LEN, escapes_a_disguise, usable_leak_url, visible_leak_url};
-pub use metrics::{LeakMetrics, Outcome, Via};
 pub use report_limit::LeakReportLimit;
 pub use revoke::{Finding, revoke_leaked};
 
