@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use enspace_cluster::commit::StreamCommit;
+use enspace_cluster::{Part, Role};
 use enspace_core::events::StoredEvent;
 use enspace_core::fixtures;
 use enspace_core::{EventSigner, SecretHash};
 use enspace_store::commands::{Command, CommandError, CreateToken};
 use enspace_store::writer::Commit;
-use enspace_tokens::cluster::commit::StreamCommit;
-use enspace_tokens::cluster::{Part, Role};
 use serde_json::Value;
 
 use crate::support::app::ApiClient;
@@ -358,7 +358,7 @@ async fn the_stream_refuses_an_append_after_a_stale_head_and_the_writer_stops_wr
     role.set(Part::Writer(7));
     let data = tempfile::tempdir().expect("temp dir");
     let store = enspace_store::Store::open(data.path()).expect("store");
-    let repairer = enspace_tokens::event_stream::repair::Repairer::new(
+    let repairer = enspace_cluster::event_stream::repair::Repairer::new(
         store.outbox_state.clone(),
         Duration::from_secs(10),
         Default::default(),
@@ -589,8 +589,7 @@ async fn a_forged_or_garbled_forwarded_command_is_answered_with_an_error_and_cha
         workspaces: vec!["acme".into()],
         secret_hash: SecretHash([7; 32]),
     });
-    let forged =
-        enspace_tokens::cluster::forward::seal(&forged, &EventSigner::generate()).expect("sealed");
+    let forged = enspace_cluster::forward::seal(&forged, &EventSigner::generate()).expect("sealed");
     let garbage: [&[u8]; 5] = [
         b"",
         b"\xc1",

@@ -56,14 +56,14 @@ async fn a_session_record_not_signed_by_the_control_plane_or_claiming_a_longer_l
     let unsigned = SessionSecret::generate();
     let plain = rmp_serde::to_vec_named(&alice_for(hour)).expect("encode");
     let other_key = SessionSecret::generate();
-    let by_other_key = enspace_tokens::cluster::session_mirror::seal(
+    let by_other_key = enspace_cluster::session_mirror::seal(
         &other_key.hash(),
         &alice_for(hour),
         &EventSigner::generate(),
     )
     .expect("seal");
     let too_long = SessionSecret::generate();
-    let for_a_month = enspace_tokens::cluster::session_mirror::seal(
+    let for_a_month = enspace_cluster::session_mirror::seal(
         &too_long.hash(),
         &alice_for(SignedDuration::from_hours(30 * 24)),
         &real_key,

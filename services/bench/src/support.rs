@@ -227,13 +227,13 @@ impl Nats {
             edge_api: self.edge_api().map(str::to_owned),
             request_max_bytes: None,
             stream_replicas: 1,
-            stream_repair_interval: enspace_tokens::event_stream::repair::DEFAULT_INTERVAL,
+            stream_repair_interval: enspace_cluster::event_stream::repair::DEFAULT_INTERVAL,
         }
     }
 
     pub async fn keep_node_streams(&self) -> anyhow::Result<()> {
         let client = enspace_nats::connect(&self.tokens_url(), "bench-control").await?;
-        let streams = enspace_tokens::edge::EdgeStreams::new(
+        let streams = enspace_cluster::edge::EdgeStreams::new(
             &client,
             self.edge_api(),
             enspace_nats::DEFAULT_REQUEST_RETENTION,
@@ -450,7 +450,7 @@ impl SignedLog {
         let subject = enspace_nats::token_event_subject(&envelope.token_id.to_string());
         let entry = enspace_store::event_log::LogEntry { envelope, stored };
         let signature = self.signer.sign_event(&entry.stored.hash);
-        let headers = enspace_tokens::outbox::event_headers(&entry, &self.signer, &signature);
+        let headers = enspace_cluster::outbox::event_headers(&entry, &self.signer, &signature);
         (subject, headers, entry.stored.payload)
     }
 }

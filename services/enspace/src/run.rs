@@ -120,16 +120,14 @@ fn webhook(
 }
 
 /// The cluster settings, when `--cluster` is given.
-fn cluster_config(
-    args: &ServiceArgs,
-) -> anyhow::Result<Option<enspace_tokens::cluster::ClusterConfig>> {
+fn cluster_config(args: &ServiceArgs) -> anyhow::Result<Option<enspace_cluster::ClusterConfig>> {
     if !args.cluster.cluster {
         return Ok(None);
     }
     if args.nats_url.is_none() {
         bail!("--cluster (ENSPACE_CLUSTER) needs NATS: pass --nats-url or set NATS_URL");
     }
-    let config = enspace_tokens::cluster::ClusterConfig {
+    let config = enspace_cluster::ClusterConfig {
         node_id: args.node_id.clone(),
         lease_ttl: args.cluster.lease_ttl,
         replicas: usize::from(args.cluster.stream_replicas),

@@ -3,7 +3,7 @@
 //! cookie. A personal access token is refused here: a token can never
 //! manage tokens. Cookie-authenticated changes must come from our own origin.
 //! In a cluster, a caller once known waits at the read barrier
-//! ([`crate::cluster::barrier`]) before a route that reads token state.
+//! ([`enspace_cluster::barrier`]) before a route that reads token state.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -194,7 +194,7 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(ApiError::unauthenticated)?;
         // Only now that the caller is known: reading token state on a
         // follower first catches up with the stream.
-        crate::cluster::barrier::before_answering(
+        enspace_cluster::barrier::before_answering(
             state.cluster.get(),
             &state.metrics.cluster.read_barriers,
             parts,

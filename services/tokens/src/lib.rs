@@ -2,18 +2,12 @@
 //! the management and audit API.
 
 pub mod auth;
-pub mod cluster;
 pub mod control_plane;
-pub mod edge;
-pub mod event_stream;
-pub mod heartbeat;
 pub mod leaks;
-pub mod log_recovery;
 pub mod membership;
 pub mod metrics;
 pub mod notifications;
 pub mod openapi;
-pub mod outbox;
 pub mod routes;
 pub mod signing_key;
 pub mod state;

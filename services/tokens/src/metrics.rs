@@ -16,8 +16,8 @@ pub struct Metrics {
     pub sign_ins: enspace_accounts::credentials::SignInMetrics,
     pub leak_reports: crate::leaks::LeakMetrics,
     pub notifications: NotificationMetrics,
-    pub stream: crate::event_stream::repair::StreamMetrics,
-    pub cluster: crate::cluster::ClusterMetrics,
+    pub stream: enspace_cluster::event_stream::repair::StreamMetrics,
+    pub cluster: enspace_cluster::ClusterMetrics,
 }
 
 /// What the notification sweep and delivery did.
@@ -75,8 +75,8 @@ impl Metrics {
         let sign_ins = enspace_accounts::credentials::SignInMetrics::register(&mut registry);
         let leak_reports = crate::leaks::LeakMetrics::register(&mut registry);
         let notifications = NotificationMetrics::register(&mut registry);
-        let stream = crate::event_stream::repair::StreamMetrics::register(&mut registry);
-        let cluster = crate::cluster::ClusterMetrics::register(&mut registry);
+        let stream = enspace_cluster::event_stream::repair::StreamMetrics::register(&mut registry);
+        let cluster = enspace_cluster::ClusterMetrics::register(&mut registry);
         let events = enspace_store::EventCounters::register(&mut registry);
         Metrics {
             registry: Arc::new(registry),

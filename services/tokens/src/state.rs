@@ -49,7 +49,7 @@ pub struct AppParts {
     pub notifications: crate::notifications::Notifications,
 }
 
-pub use crate::cluster::handle::ClusterHandle;
+pub use enspace_cluster::handle::ClusterHandle;
 
 #[derive(Debug, Clone)]
 pub struct Config {

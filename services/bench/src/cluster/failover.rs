@@ -147,7 +147,7 @@ pub async fn writer_kills(
 ) -> anyhow::Result<()> {
     let probe = enspace_nats::connect(nats_url, "bench-lease-watch").await?;
     let lease_kv = async_nats::jetstream::new(probe)
-        .get_key_value(enspace_tokens::cluster::LEASE_BUCKET)
+        .get_key_value(enspace_cluster::LEASE_BUCKET)
         .await?;
     println!(
         "== failover (R3, --lease-ttl 2s): SIGKILL of the writer under 3 clients' load until the first acknowledged write"
@@ -162,9 +162,7 @@ pub async fn writer_kills(
         };
         let session = sign_in(client, &survivor.base()).await?;
         let clients = Clients::start(client, &[survivor.base()], &session, 3).await?;
-        let mut watch = lease_kv
-            .watch(enspace_tokens::cluster::lease::LEASE_KEY)
-            .await?;
+        let mut watch = lease_kv.watch(enspace_cluster::lease::LEASE_KEY).await?;
         victim.kill();
         let killed = Instant::now();
         let lease = async {
@@ -245,7 +243,7 @@ pub async fn nats_server_loss(
     let js = async_nats::jetstream::new(probe);
     let streams = [
         enspace_nats::TOKEN_EVENTS_STREAM.to_owned(),
-        format!("KV_{}", enspace_tokens::cluster::LEASE_BUCKET),
+        format!("KV_{}", enspace_cluster::LEASE_BUCKET),
     ];
     let mut rows = Vec::new();
     for run in 0..runs {

@@ -12,11 +12,11 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::config::{ControlPlaneConfig, NatsConfig};
 use super::tasks::Tasks;
-use crate::event_stream::repair::Repairer;
 use crate::metrics::Metrics;
 use crate::notifications::Delivery;
-use crate::outbox::Outbox;
 use crate::{AppState, signing_key};
+use enspace_cluster::event_stream::repair::Repairer;
+use enspace_cluster::outbox::Outbox;
 use enspace_store::Store;
 use enspace_usage::{Indexer, IndexerMetrics, NewIpHook, RequestIndex};
 
@@ -143,7 +143,7 @@ impl ControlPlane {
                         let term = store.outbox_state.next_term()?;
                         tasks.spawn(
                             "heartbeat",
-                            crate::heartbeat::heartbeat(
+                            enspace_cluster::heartbeat::heartbeat(
                                 client.clone(),
                                 store.log.clone(),
                                 signer.clone(),
@@ -155,19 +155,23 @@ impl ControlPlane {
                     Some(config) => {
                         source.durable =
                             format!("{}-{}", enspace_nats::REQUEST_INDEXER, config.node_id);
-                        let local = crate::cluster::start::Local {
+                        let local = enspace_cluster::start::Local {
                             store: store.clone(),
                             writer: state.writer.clone(),
                             clock: state.clock.clone(),
                             session_ttl: state.config.session_ttl,
                             metrics: state.metrics.cluster.clone(),
-                            notifications: state.notifications.clone(),
-                            membership: state.membership(),
                         };
-                        let joined = crate::cluster::start::join(
+                        let joined = enspace_cluster::start::join(
                             local, config, &client, &js, &signer, &trust, outbox,
                         )
                         .await?;
+                        // Only the writer delivers notifications.
+                        state.notifications.join_cluster(joined.handle.role.clone());
+                        tasks.spawn(
+                            "membership-reconcile",
+                            reconcile_membership(state.membership()),
+                        );
                         let _ = state.cluster.set(joined.handle);
                         for (name, task) in joined.tasks {
                             tasks.spawn(name, task);
@@ -279,9 +283,9 @@ async fn connect(
     .with_context(|| enspace_nats::cannot_connect(&nats.url))?;
     let js = jetstream::new(client.clone());
     let restored = if in_cluster {
-        crate::log_recovery::restore(&js, store, trust).await?
+        enspace_cluster::log_recovery::restore(&js, store, trust).await?
     } else {
-        crate::log_recovery::check_at_start(&js, store, trust).await?
+        enspace_cluster::log_recovery::check_at_start(&js, store, trust).await?
     };
     if restored > 0 {
         tracing::info!(
@@ -301,7 +305,7 @@ fn keep_node_streams(
     client: &async_nats::Client,
     nats: &NatsConfig,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let streams = crate::edge::EdgeStreams::new(
+    let streams = enspace_cluster::edge::EdgeStreams::new(
         client,
         nats.edge_api.as_deref(),
         state.config.request_retention.unsigned_abs(),
@@ -340,4 +344,22 @@ fn new_ip_hook(state: &AppState, retention: jiff::SignedDuration) -> NewIpHook {
             Err(e) => tracing::error!(error = %e, "telling new client IPs failed"),
         },
     )
+}
+
+/// Revokes the tokens of users who left the directory or a workspace, once
+/// a writer can record it (in a cluster, the writer may not be elected yet).
+async fn reconcile_membership(membership: crate::membership::Membership) {
+    let mut backoff = enspace_core::Backoff::new(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(5),
+    );
+    loop {
+        match crate::membership::reconcile(&membership).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot compare the tokens with the directory yet");
+                backoff.wait().await;
+            }
+        }
+    }
 }

@@ -164,7 +164,7 @@ pub struct Notifications {
     delivery_enabled: bool,
     /// Whether this process hands new notifications to delivery: always
     /// alone, only while it holds the writer lease in a cluster.
-    delivers: Arc<OnceLock<crate::cluster::Role>>,
+    delivers: Arc<OnceLock<enspace_cluster::Role>>,
     /// Wakes delivery when something was queued.
     pub(crate) wake: Arc<tokio::sync::Notify>,
 }
@@ -187,7 +187,7 @@ impl Notifications {
     }
 
     /// In a cluster, only the writer delivers.
-    pub fn join_cluster(&self, role: crate::cluster::Role) {
+    pub fn join_cluster(&self, role: enspace_cluster::Role) {
         let _ = self.delivers.set(role);
     }
 

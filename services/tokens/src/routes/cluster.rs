@@ -8,8 +8,8 @@ use axum::http::request::Parts;
 use enspace_http::ApiError;
 
 use crate::auth::Auditor;
-use crate::cluster::members::{self, ClusterView};
 use crate::state::AppState;
+use enspace_cluster::members::{self, ClusterView};
 
 /// The cluster's writer, lease term and members.
 #[utoipa::path(get, path = "/v1/cluster", tag = "operations",

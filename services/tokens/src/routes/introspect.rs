@@ -88,7 +88,7 @@ pub async fn introspect_token(
     Form(form): Form<IntrospectForm>,
 ) -> Result<Json<Introspection>, ApiError> {
     internal_caller(&state, &headers)?;
-    crate::cluster::barrier::catch_up(state.cluster.get(), &state.metrics.cluster.read_barriers)
+    enspace_cluster::barrier::catch_up(state.cluster.get(), &state.metrics.cluster.read_barriers)
         .await?;
     let token = form
         .token

@@ -1,5 +1,14 @@
-//! Several control-plane processes on one NATS (or NATS cluster), one
-//! writer at a time.
+//! The event log's side of NATS.
+//!
+//! Every control plane with NATS: [`outbox`] publishes the log to the
+//! token events stream, [`heartbeat`] tells API nodes how far it is,
+//! [`log_recovery`] checks the stream against the log at start (or
+//! restores the log from it), [`event_stream`] reads, classifies and
+//! repairs what the stream holds, and [`edge`] keeps the streams API nodes
+//! use.
+//!
+//! With `--cluster`, several control-plane processes share one NATS (or
+//! NATS cluster), one writer at a time.
 //!
 //! - [`lease`]: the writer is whoever holds the key `writer` in the KV
 //!   bucket `ENSPACE_CONTROL_LEASE`, whose entries expire after the lease's
@@ -24,7 +33,7 @@
 //!   first catches up with the stream, so it sees every change acknowledged
 //!   anywhere.
 //! - [`members`]: each process's head, for `GET /v1/cluster`.
-//! - [`sessions`]: sessions copied between processes through a KV bucket.
+//! - [`session_mirror`]: sessions copied between processes through a KV bucket.
 //!
 //! Every process of a cluster signs with the same event signing key: API
 //! nodes and followers check every event against it, whoever wrote it.
@@ -33,13 +42,18 @@ pub mod barrier;
 pub mod catch_up;
 pub mod commit;
 pub mod deliver;
+pub mod edge;
+pub mod event_stream;
 pub mod follow;
 pub mod forward;
 pub mod handle;
+pub mod heartbeat;
 pub mod lead;
 pub mod lease;
+pub mod log_recovery;
 pub mod members;
 pub mod once;
+pub mod outbox;
 pub mod session_mirror;
 pub mod start;
 

@@ -9,8 +9,8 @@
 //! than an old state: a token revoked elsewhere is never shown, or
 //! introspected, as active here.
 //!
-//! The barrier runs only once the caller is authenticated (by session, see
-//! [`crate::auth::Caller`], or by the internal key for introspection): an
+//! The barrier runs only once the caller is authenticated (by session, the
+//! control plane's caller extractor, or by the internal key for introspection): an
 //! unauthenticated request costs no JetStream call and no wait.
 
 use std::time::Duration;

@@ -18,8 +18,6 @@ use super::{
 };
 use crate::event_stream::Followed;
 use crate::event_stream::repair::Repairer;
-use crate::membership::Membership;
-use crate::notifications::Notifications;
 use crate::outbox::Outbox;
 use enspace_store::Store;
 use enspace_store::writer::Writer;
@@ -31,8 +29,6 @@ pub struct Local {
     pub clock: Arc<dyn enspace_core::Clock>,
     pub session_ttl: jiff::SignedDuration,
     pub metrics: super::ClusterMetrics,
-    pub notifications: Notifications,
-    pub membership: Membership,
 }
 
 /// A task of the cluster's, not started yet.
@@ -139,7 +135,6 @@ pub async fn join(
         state.clock.clone(),
         metrics.session_records_refused.clone(),
     );
-    state.notifications.join_cluster(role.clone());
     let handle = ClusterHandle {
         role: role.clone(),
         js: js.clone(),
@@ -239,10 +234,6 @@ pub async fn join(
             },
         )),
     ));
-    tasks.push((
-        "membership-reconcile",
-        Box::pin(reconcile_membership(state.membership)),
-    ));
     Ok(Joined { handle, tasks })
 }
 
@@ -257,22 +248,6 @@ async fn repair_while_writer(js: jetstream::Context, role: Role, repairer: Repai
             && let Err(e) = repairer.repair_if_due(&js).await
         {
             tracing::warn!(error = %e, "cannot repair the token events stream yet");
-        }
-    }
-}
-
-/// Revokes the tokens of users who left the directory or a workspace, once
-/// a writer can record it.
-async fn reconcile_membership(state: crate::membership::Membership) {
-    let mut backoff =
-        enspace_core::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    loop {
-        match crate::membership::reconcile(&state).await {
-            Ok(_) => return,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot compare the tokens with the directory yet");
-                backoff.wait().await;
-            }
         }
     }
 }
