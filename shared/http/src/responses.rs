@@ -78,3 +78,64 @@ pub struct TokenForbidden(pub ProblemDetails);
     )
 )]
 pub struct RateLimited(pub ProblemDetails);
+
+/// A set of error responses that routes of one kind share, listed once:
+/// `responses((status = 200, ...), SignedIn, JsonBody)` in a route's
+/// `#[utoipa::path]`.
+macro_rules! response_group {
+    ($(#[$doc:meta])* $name:ident: $($status:literal => $response:ty),+ $(,)?) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> std::collections::BTreeMap<
+                String,
+                utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+            > {
+                std::collections::BTreeMap::from([$((
+                    $status.to_string(),
+                    <$response as utoipa::ToResponse>::response().1,
+                )),+])
+            }
+        }
+    };
+}
+
+response_group!(
+    /// What any call of a signed-in user can answer: no or a wrong session
+    /// (401), a role or CSRF refusal (403), a store that cannot answer (503).
+    SignedIn:
+    401 => Unauthorized,
+    403 => Forbidden,
+    503 => Unavailable,
+);
+response_group!(
+    /// What a route taking a JSON body can answer about the body.
+    JsonBody:
+    400 => BadRequest,
+    413 => PayloadTooLarge,
+    415 => UnsupportedMediaType,
+    422 => Unprocessable,
+);
+response_group!(
+    /// What a route about one of the caller's own tokens (`{id}` in its
+    /// path) can answer: a malformed id (400), someone else's or no such
+    /// token (404), and what [`SignedIn`] can.
+    OwnToken:
+    400 => BadRequest,
+    401 => Unauthorized,
+    403 => Forbidden,
+    404 => NotFound,
+    503 => Unavailable,
+);
+response_group!(
+    /// What any call an API node authenticates with a token can answer:
+    /// an unreadable path or query (400), a token that does not verify
+    /// (401), one without the scope or workspace (403), a caller over its
+    /// rate (429).
+    ByToken:
+    400 => BadRequest,
+    401 => InvalidToken,
+    403 => TokenForbidden,
+    429 => RateLimited,
+);

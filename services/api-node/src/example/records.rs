@@ -96,11 +96,11 @@ fn poisoned() -> ApiError {
 /// List or search a workspace's records (scope `read`).
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/records", tag = "records", security(("pat" = [])),
     params(("ws" = String, Path, description = "Workspace id; the token must be granted it"), ("q" = Option<String>, Query, description = "Case-insensitive text to find in title or body")),
-    responses((status = 200, description = "Up to 100 records, newest first", body = RecordList), (status = 400, response = inline(enspace_http::responses::BadRequest)),
-        (status = 401, response = inline(enspace_http::responses::InvalidToken)),
-        (status = 403, response = inline(enspace_http::responses::TokenForbidden)),
-        (status = 429, response = inline(enspace_http::responses::RateLimited)),
-        (status = 422, response = inline(enspace_http::responses::Unprocessable)))
+    responses(
+        (status = 200, description = "Up to 100 records, newest first", body = RecordList),
+        enspace_http::responses::ByToken,
+        (status = 422, response = inline(enspace_http::responses::Unprocessable)),
+    )
 )]
 pub async fn list_records(
     State(node): State<NodeState>,
@@ -138,10 +138,11 @@ pub async fn list_records(
 /// View one record (scope `read`).
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/records/{id}", tag = "records", security(("pat" = [])),
     params(("ws" = String, Path, description = "Workspace id; the token must be granted it"), ("id" = String, Path, description = "Record id (a ULID)")),
-    responses((status = 200, description = "The record", body = Record), (status = 400, response = inline(enspace_http::responses::BadRequest)), (status = 401, response = inline(enspace_http::responses::InvalidToken)),
-        (status = 403, response = inline(enspace_http::responses::TokenForbidden)),
-        (status = 429, response = inline(enspace_http::responses::RateLimited)),
-        (status = 404, response = inline(enspace_http::responses::NotFound)))
+    responses(
+        (status = 200, description = "The record", body = Record),
+        enspace_http::responses::ByToken,
+        (status = 404, response = inline(enspace_http::responses::NotFound)),
+    )
 )]
 pub async fn get_record(
     State(node): State<NodeState>,
@@ -160,13 +161,11 @@ pub async fn get_record(
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/records", tag = "records", security(("pat" = [])),
     params(("ws" = String, Path, description = "Workspace id; the token must be granted it")),
     request_body = RecordInput,
-    responses((status = 201, description = "Created", body = Record), (status = 400, response = inline(enspace_http::responses::BadRequest)),
-        (status = 401, response = inline(enspace_http::responses::InvalidToken)),
-        (status = 403, response = inline(enspace_http::responses::TokenForbidden)),
-        (status = 429, response = inline(enspace_http::responses::RateLimited)),
-        (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
-        (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
-        (status = 422, response = inline(enspace_http::responses::Unprocessable)))
+    responses(
+        (status = 201, description = "Created", body = Record),
+        enspace_http::responses::ByToken,
+        enspace_http::responses::JsonBody,
+    )
 )]
 pub async fn create_record(
     State(node): State<NodeState>,
@@ -207,14 +206,12 @@ pub async fn create_record(
 #[utoipa::path(put, path = "/api/v1/workspaces/{ws}/records/{id}", tag = "records", security(("pat" = [])),
     params(("ws" = String, Path, description = "Workspace id; the token must be granted it"), ("id" = String, Path, description = "Record id (a ULID)")),
     request_body = RecordInput,
-    responses((status = 200, description = "Updated", body = Record), (status = 400, response = inline(enspace_http::responses::BadRequest)),
-        (status = 401, response = inline(enspace_http::responses::InvalidToken)),
-        (status = 403, response = inline(enspace_http::responses::TokenForbidden)),
-        (status = 429, response = inline(enspace_http::responses::RateLimited)),
+    responses(
+        (status = 200, description = "Updated", body = Record),
+        enspace_http::responses::ByToken,
+        enspace_http::responses::JsonBody,
         (status = 404, response = inline(enspace_http::responses::NotFound)),
-        (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
-        (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
-        (status = 422, response = inline(enspace_http::responses::Unprocessable)))
+    )
 )]
 pub async fn update_record(
     State(node): State<NodeState>,
@@ -237,10 +234,11 @@ pub async fn update_record(
 /// Delete a record (scope `delete`).
 #[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/records/{id}", tag = "records", security(("pat" = [])),
     params(("ws" = String, Path, description = "Workspace id; the token must be granted it"), ("id" = String, Path, description = "Record id (a ULID)")),
-    responses((status = 204, description = "Deleted"), (status = 400, response = inline(enspace_http::responses::BadRequest)), (status = 401, response = inline(enspace_http::responses::InvalidToken)),
-        (status = 403, response = inline(enspace_http::responses::TokenForbidden)),
-        (status = 429, response = inline(enspace_http::responses::RateLimited)),
-        (status = 404, response = inline(enspace_http::responses::NotFound)))
+    responses(
+        (status = 204, description = "Deleted"),
+        enspace_http::responses::ByToken,
+        (status = 404, response = inline(enspace_http::responses::NotFound)),
+    )
 )]
 pub async fn delete_record(
     State(node): State<NodeState>,

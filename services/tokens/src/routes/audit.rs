@@ -29,11 +29,9 @@ pub struct AuditPage {
     ),
     responses(
         (status = 200, description = "A page of events; follow `next_after` until it is null", body = AuditPage),
+        enspace_http::responses::SignedIn,
         (status = 400, response = inline(enspace_http::responses::BadRequest)),
-        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
         (status = 422, response = inline(enspace_http::responses::Unprocessable)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable))
     )
 )]
 pub async fn list_events(

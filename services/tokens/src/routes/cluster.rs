@@ -16,10 +16,8 @@ use enspace_cluster::members::{self, ClusterView};
     security(("internal_key" = []), ("session" = []), ("session_cookie" = [])),
     responses(
         (status = 200, description = "The writer, the lease term and each process's head", body = ClusterView),
-        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
+        enspace_http::responses::SignedIn,
         (status = 404, response = inline(enspace_http::responses::NotFound)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable)),
     )
 )]
 pub async fn get_cluster(

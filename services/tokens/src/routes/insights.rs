@@ -254,11 +254,7 @@ fn answer(
     ),
     responses(
         (status = 200, description = "The token's insights over the request retention window", body = TokenInsights),
-        (status = 400, response = inline(enspace_http::responses::BadRequest)),
-        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
-        (status = 404, response = inline(enspace_http::responses::NotFound)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable))
+        enspace_http::responses::OwnToken,
     )
 )]
 pub async fn token_insights(

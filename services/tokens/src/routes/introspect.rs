@@ -74,12 +74,9 @@ pub(crate) fn internal_caller(state: &AppState, headers: &HeaderMap) -> Result<(
     request_body(content = IntrospectForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Whether the token is active, and what it grants", body = Introspection),
-        (status = 400, response = inline(enspace_http::responses::BadRequest)),
+        enspace_http::responses::JsonBody,
         (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
-        (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
-        (status = 422, response = inline(enspace_http::responses::Unprocessable)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable))
+        (status = 503, response = inline(enspace_http::responses::Unavailable)),
     )
 )]
 pub async fn introspect_token(

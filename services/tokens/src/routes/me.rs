@@ -35,9 +35,10 @@ pub struct Workspaces {
 
 /// The caller's own workspaces, with their token policies.
 #[utoipa::path(get, path = "/v1/workspaces", tag = "session", security(("session" = []), ("session_cookie" = [])),
-    responses((status = 200, description = "The caller's workspaces", body = Workspaces), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable)))
+    responses(
+        (status = 200, description = "The caller's workspaces", body = Workspaces),
+        enspace_http::responses::SignedIn,
+    )
 )]
 pub async fn list_workspaces(
     State(state): State<AppState>,

@@ -64,9 +64,7 @@ fn notification_not_found() -> ApiError {
     security(("session" = []), ("session_cookie" = [])),
     responses(
         (status = 200, description = "The caller's notifications", body = NotificationList),
-        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable))
+        enspace_http::responses::SignedIn,
     )
 )]
 pub async fn list_notifications(
@@ -88,11 +86,9 @@ pub async fn list_notifications(
     params(("id" = String, Path, description = "The notification id (a ULID)")),
     responses(
         (status = 204, description = "Marked read"),
-        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
+        enspace_http::responses::SignedIn,
         (status = 404, response = inline(enspace_http::responses::NotFound)),
         (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable))
     )
 )]
 pub async fn read_notification(

@@ -34,11 +34,8 @@ pub struct LeakReport {
     request_body = LeakReport,
     responses(
         (status = 202, description = "Received; whatever the token was"),
-        (status = 400, response = inline(enspace_http::responses::BadRequest)),
-        (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
-        (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
-        (status = 422, response = inline(enspace_http::responses::Unprocessable)),
-        (status = 429, response = inline(enspace_http::responses::TooManyRequests))
+        enspace_http::responses::JsonBody,
+        (status = 429, response = inline(enspace_http::responses::TooManyRequests)),
     )
 )]
 pub async fn report_leak(

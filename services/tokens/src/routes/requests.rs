@@ -121,12 +121,8 @@ fn window(
     ),
     responses(
         (status = 200, description = "A page of records, newest first; follow `next_cursor` until it is null", body = RequestPage),
-        (status = 400, response = inline(enspace_http::responses::BadRequest)),
-        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
-        (status = 404, response = inline(enspace_http::responses::NotFound)),
+        enspace_http::responses::OwnToken,
         (status = 422, response = inline(enspace_http::responses::Unprocessable)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable))
     )
 )]
 pub async fn list_requests(
@@ -208,12 +204,8 @@ pub async fn list_requests(
     ),
     responses(
         (status = 200, description = "Counts per bucket, oldest first", body = RequestStats),
-        (status = 400, response = inline(enspace_http::responses::BadRequest)),
-        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
-        (status = 404, response = inline(enspace_http::responses::NotFound)),
+        enspace_http::responses::OwnToken,
         (status = 422, response = inline(enspace_http::responses::Unprocessable)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable))
     )
 )]
 pub async fn request_stats(

@@ -81,14 +81,8 @@ pub struct RotateTokenRequest {
     responses(
         (status = 201, description = "The successor, with `replaces`; `Location` names it", body = TokenCreatedResponse,
             headers(("Location" = String, description = "/v1/tokens/{id}"))),
-        (status = 400, response = inline(enspace_http::responses::BadRequest)),
-        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
-        (status = 404, response = inline(enspace_http::responses::NotFound)),
-        (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
-        (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
-        (status = 422, response = inline(enspace_http::responses::Unprocessable)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable))
+        enspace_http::responses::OwnToken,
+        enspace_http::responses::JsonBody,
     )
 )]
 pub async fn rotate_token(

@@ -80,13 +80,10 @@ fn throttled(throttled: Throttled) -> ApiError {
     responses(
         (status = 200, description = "Signed in", body = SessionCreated,
             headers(("Set-Cookie" = String, description = "`enspace_session=…; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200` and `enspace_device=…; HttpOnly; SameSite=Strict; Path=/v1/session; Max-Age=31536000`, each with `; Secure` over TLS"))),
-        (status = 400, response = inline(enspace_http::responses::BadRequest)),
+        enspace_http::responses::JsonBody,
         (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
-        (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
-        (status = 422, response = inline(enspace_http::responses::Unprocessable)),
         (status = 429, response = inline(enspace_http::responses::TooManyRequests)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable))
+        (status = 503, response = inline(enspace_http::responses::Unavailable)),
     )
 )]
 pub async fn create_session(

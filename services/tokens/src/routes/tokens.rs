@@ -236,13 +236,8 @@ pub(super) fn quota_error(state: &AppState, e: QuotaError) -> ApiError {
     responses(
         (status = 201, description = "Created; `Location` names it", body = TokenCreatedResponse,
             headers(("Location" = String, description = "/v1/tokens/{id}"))),
-        (status = 400, response = inline(enspace_http::responses::BadRequest)),
-        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
-        (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
-        (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
-        (status = 422, response = inline(enspace_http::responses::Unprocessable)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable))
+        enspace_http::responses::SignedIn,
+        enspace_http::responses::JsonBody,
     )
 )]
 pub async fn create_token(
@@ -306,11 +301,11 @@ pub struct ListQuery {
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Tokens per page (default 100 once `limit` or `cursor` is given); without either, the whole list"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
-    responses((status = 200, description = "The caller's tokens, newest first; follow `next_cursor` until it is null", body = TokenList), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
+    responses(
+        (status = 200, description = "The caller's tokens, newest first; follow `next_cursor` until it is null", body = TokenList),
+        enspace_http::responses::SignedIn,
         (status = 400, response = inline(enspace_http::responses::BadRequest)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
         (status = 422, response = inline(enspace_http::responses::Unprocessable)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable))
     )
 )]
 pub async fn list_tokens(
@@ -362,10 +357,9 @@ pub async fn list_tokens(
 
 /// One of the caller's tokens.
 #[utoipa::path(get, path = "/v1/tokens/{id}", tag = "tokens", security(("session" = []), ("session_cookie" = [])), params(("id" = String, Path, description = "The token id (a ULID)")),
-    responses((status = 200, description = "The token", body = TokenJson), (status = 400, response = inline(enspace_http::responses::BadRequest)), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
-        (status = 404, response = inline(enspace_http::responses::NotFound)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable))
+    responses(
+        (status = 200, description = "The token", body = TokenJson),
+        enspace_http::responses::OwnToken,
     )
 )]
 pub async fn get_token(
@@ -377,10 +371,10 @@ pub async fn get_token(
 
 /// Revoke a token, at once on every API node. Revoking it again changes nothing.
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", security(("session" = []), ("session_cookie" = [])), params(("id" = String, Path, description = "The token id (a ULID)")),
-    responses((status = 204, description = "Revoked"), (status = 400, response = inline(enspace_http::responses::BadRequest)), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
-        (status = 404, response = inline(enspace_http::responses::NotFound)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable)))
+    responses(
+        (status = 204, description = "Revoked"),
+        enspace_http::responses::OwnToken,
+    )
 )]
 pub async fn revoke_token(
     State(state): State<AppState>,
@@ -455,10 +449,10 @@ pub struct EventList {
 
 /// A token's history: its events from the audit log.
 #[utoipa::path(get, path = "/v1/tokens/{id}/events", tag = "tokens", security(("session" = []), ("session_cookie" = [])), params(("id" = String, Path, description = "The token id (a ULID)")),
-    responses((status = 200, description = "The token's events in seq order", body = EventList), (status = 400, response = inline(enspace_http::responses::BadRequest)), (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
-        (status = 404, response = inline(enspace_http::responses::NotFound)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable)))
+    responses(
+        (status = 200, description = "The token's events in seq order", body = EventList),
+        enspace_http::responses::OwnToken,
+    )
 )]
 pub async fn token_events(
     State(state): State<AppState>,

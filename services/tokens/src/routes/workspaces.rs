@@ -73,10 +73,10 @@ pub struct WorkspaceTokens {
 /// Every token that can reach the workspace (admins only).
 #[utoipa::path(get, path = "/v1/workspaces/{ws}/tokens", tag = "workspaces", security(("session" = []), ("session_cookie" = [])),
     params(("ws" = String, Path, description = "The workspace id")),
-    responses((status = 200, description = "The workspace's tokens, newest first", body = WorkspaceTokens),
-        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable)))
+    responses(
+        (status = 200, description = "The workspace's tokens, newest first", body = WorkspaceTokens),
+        enspace_http::responses::SignedIn,
+    )
 )]
 pub async fn list_workspace_tokens(
     State(state): State<AppState>,
@@ -134,11 +134,11 @@ fn workspace_token(
 /// again changes nothing.
 #[utoipa::path(delete, path = "/v1/workspaces/{ws}/tokens/{id}", tag = "workspaces", security(("session" = []), ("session_cookie" = [])),
     params(("ws" = String, Path, description = "The workspace id"), ("id" = String, Path, description = "The token id (a ULID)")),
-    responses((status = 204, description = "Revoked"),
-        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
+    responses(
+        (status = 204, description = "Revoked"),
+        enspace_http::responses::SignedIn,
         (status = 404, response = inline(enspace_http::responses::NotFound)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable)))
+    )
 )]
 pub async fn revoke_workspace_token(
     State(state): State<AppState>,
@@ -173,10 +173,10 @@ pub async fn revoke_workspace_token(
 /// The workspace's token policy (its members and admins).
 #[utoipa::path(get, path = "/v1/workspaces/{ws}/policy", tag = "workspaces", security(("session" = []), ("session_cookie" = [])),
     params(("ws" = String, Path, description = "The workspace id")),
-    responses((status = 200, description = "The policy; the default allows any expiration", body = WorkspacePolicy),
-        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable)))
+    responses(
+        (status = 200, description = "The policy; the default allows any expiration", body = WorkspacePolicy),
+        enspace_http::responses::SignedIn,
+    )
 )]
 pub async fn get_policy(
     State(state): State<AppState>,
@@ -213,14 +213,11 @@ pub struct PolicyRequest {
 #[utoipa::path(put, path = "/v1/workspaces/{ws}/policy", tag = "workspaces", security(("session" = []), ("session_cookie" = [])),
     params(("ws" = String, Path, description = "The workspace id")),
     request_body = PolicyRequest,
-    responses((status = 200, description = "The policy now in force", body = WorkspacePolicy),
-        (status = 400, response = inline(enspace_http::responses::BadRequest)),
-        (status = 401, response = inline(enspace_http::responses::Unauthorized)),
-        (status = 403, response = inline(enspace_http::responses::Forbidden)),
-        (status = 413, response = inline(enspace_http::responses::PayloadTooLarge)),
-        (status = 415, response = inline(enspace_http::responses::UnsupportedMediaType)),
-        (status = 422, response = inline(enspace_http::responses::Unprocessable)),
-        (status = 503, response = inline(enspace_http::responses::Unavailable)))
+    responses(
+        (status = 200, description = "The policy now in force", body = WorkspacePolicy),
+        enspace_http::responses::SignedIn,
+        enspace_http::responses::JsonBody,
+    )
 )]
 pub async fn put_policy(
     State(state): State<AppState>,
