@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::support::process::audit;
-use crate::support::{TestApp, create_body, open_db};
+use enspace_store::tamper::Tamper;
+
+use crate::support::{TestApp, create_body};
 
 /// Checks a run of audit events the way an outside auditor would, with
 /// nothing but SHA-256, base64, hex and MessagePack: consecutive `seq` from
@@ -73,19 +75,8 @@ fn data_arg(data: &tempfile::TempDir) -> &str {
 }
 
 /// Changes the stored events of a stopped store, then lets go of it.
-async fn tamper(data: &tempfile::TempDir, change: impl FnOnce(&sled::Tree)) {
-    let db = open_db(data.path()).await;
-    let events = db.open_tree("events").expect("events tree");
-    change(&events);
-    db.flush().expect("flush");
-    drop(events);
-    drop(db);
-    // Once it opens again, nobody (not even us) holds it.
-    drop(open_db(data.path()).await);
-}
-
-fn key(seq: u64) -> [u8; 8] {
-    seq.to_be_bytes()
+fn tamper(data: &tempfile::TempDir, change: impl FnOnce(&Tamper)) {
+    change(&Tamper::open(data.path()).expect("open the stopped store"));
 }
 
 fn assert_broken_at(data: &tempfile::TempDir, seq: u64) {
@@ -195,12 +186,11 @@ async fn export_of_an_empty_log_is_empty() {
 async fn verify_names_the_seq_of_an_event_whose_payload_byte_changed() {
     let (data, _) = stopped_log(5).await;
     tamper(&data, |events| {
-        let mut value = events.get(key(3)).expect("get").expect("seq 3").to_vec();
+        let mut value = events.event(3).expect("read").expect("seq 3");
         let last = value.len() - 1;
         value[last] ^= 0x01;
-        events.insert(key(3), value).expect("insert");
-    })
-    .await;
+        events.put_event(3, &value).expect("write");
+    });
     assert_broken_at(&data, 3);
 }
 
@@ -208,16 +198,15 @@ async fn verify_names_the_seq_of_an_event_whose_payload_byte_changed() {
 async fn verify_names_the_seq_of_an_event_whose_description_was_rewritten() {
     let (data, _) = stopped_log(5).await;
     tamper(&data, |events| {
-        let value = events.get(key(2)).expect("get").expect("seq 2").to_vec();
+        let value = events.event(2).expect("read").expect("seq 2");
         let at = value
             .windows(7)
             .position(|w| w == b"token 1")
             .expect("description in the payload");
         let mut forged = value.clone();
         forged[at + 6] = b'9'; // "token 1" → "token 9", same length, valid MessagePack
-        events.insert(key(2), forged).expect("insert");
-    })
-    .await;
+        events.put_event(2, &forged).expect("write");
+    });
     assert_broken_at(&data, 2);
 }
 
@@ -225,11 +214,10 @@ async fn verify_names_the_seq_of_an_event_whose_description_was_rewritten() {
 async fn verify_names_the_seq_of_an_event_whose_stored_hash_changed() {
     let (data, _) = stopped_log(4).await;
     tamper(&data, |events| {
-        let mut value = events.get(key(4)).expect("get").expect("seq 4").to_vec();
+        let mut value = events.event(4).expect("read").expect("seq 4");
         value[32] ^= 0x80; // first byte of its own hash
-        events.insert(key(4), value).expect("insert");
-    })
-    .await;
+        events.put_event(4, &value).expect("write");
+    });
     assert_broken_at(&data, 4);
 }
 
@@ -237,11 +225,10 @@ async fn verify_names_the_seq_of_an_event_whose_stored_hash_changed() {
 async fn verify_names_the_first_event_of_a_log_whose_first_event_changed() {
     let (data, _) = stopped_log(3).await;
     tamper(&data, |events| {
-        let mut value = events.get(key(1)).expect("get").expect("seq 1").to_vec();
+        let mut value = events.event(1).expect("read").expect("seq 1");
         value[70] ^= 0x01;
-        events.insert(key(1), value).expect("insert");
-    })
-    .await;
+        events.put_event(1, &value).expect("write");
+    });
     assert_broken_at(&data, 1);
 }
 
@@ -249,12 +236,8 @@ async fn verify_names_the_first_event_of_a_log_whose_first_event_changed() {
 async fn verify_names_the_seq_of_a_removed_event() {
     let (data, _) = stopped_log(5).await;
     tamper(&data, |events| {
-        events
-            .remove(key(4))
-            .expect("remove")
-            .expect("seq 4 existed");
-    })
-    .await;
+        assert!(events.remove_event(4).expect("remove"), "seq 4 existed");
+    });
     assert_broken_at(&data, 4);
 }
 
@@ -262,12 +245,11 @@ async fn verify_names_the_seq_of_a_removed_event() {
 async fn verify_names_the_first_seq_of_reordered_events() {
     let (data, _) = stopped_log(5).await;
     tamper(&data, |events| {
-        let two = events.get(key(2)).expect("get").expect("seq 2");
-        let five = events.get(key(5)).expect("get").expect("seq 5");
-        events.insert(key(2), five).expect("insert");
-        events.insert(key(5), two).expect("insert");
-    })
-    .await;
+        let two = events.event(2).expect("read").expect("seq 2");
+        let five = events.event(5).expect("read").expect("seq 5");
+        events.put_event(2, &five).expect("write");
+        events.put_event(5, &two).expect("write");
+    });
     assert_broken_at(&data, 2);
 }
 
@@ -275,7 +257,7 @@ async fn verify_names_the_first_seq_of_reordered_events() {
 async fn a_rewritten_event_with_a_recomputed_hash_breaks_the_chain_at_the_next_seq() {
     let (data, _) = stopped_log(5).await;
     tamper(&data, |events| {
-        let value = events.get(key(3)).expect("get").expect("seq 3").to_vec();
+        let value = events.event(3).expect("read").expect("seq 3");
         let (prev, rest) = value.split_at(32);
         let mut payload = rest[32..].to_vec();
         let at = payload
@@ -288,9 +270,8 @@ async fn a_rewritten_event_with_a_recomputed_hash_breaks_the_chain_at_the_next_s
         h.update(&payload);
         let hash: [u8; 32] = h.finalize().into();
         let forged = [prev, &hash[..], &payload].concat();
-        events.insert(key(3), forged).expect("insert");
-    })
-    .await;
+        events.put_event(3, &forged).expect("write");
+    });
     // Seq 3 is self-consistent now; seq 4 no longer chains onto it.
     assert_broken_at(&data, 4);
 }
@@ -298,13 +279,12 @@ async fn a_rewritten_event_with_a_recomputed_hash_breaks_the_chain_at_the_next_s
 #[tokio::test]
 async fn export_of_a_tampered_log_fails_independent_verification() {
     let (data, events) = stopped_log(3).await;
-    tamper(&data, |tree| {
-        let mut value = tree.get(key(2)).expect("get").expect("seq 2").to_vec();
+    tamper(&data, |events| {
+        let mut value = events.event(2).expect("read").expect("seq 2");
         let last = value.len() - 1;
         value[last] ^= 0x01;
-        tree.insert(key(2), value).expect("insert");
-    })
-    .await;
+        events.put_event(2, &value).expect("write");
+    });
     let (_, out) = audit(&["export", "--data", data_arg(&data)]);
     let exported: Vec<Value> = out
         .lines()

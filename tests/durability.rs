@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use enspace_core::SecretHash;
-use enspace_store::projections::PROJECTION_TREES;
+use enspace_store::tamper::{PROJECTIONS, Tamper};
 use serde_json::{Value, json};
 
 use crate::support::app::ApiClient;
 use crate::support::process::audit;
-use crate::support::{EnspaceProcess, TestApp, create_body, eventually, open_db};
+use crate::support::{EnspaceProcess, TestApp, create_body, eventually};
 
 fn ids(list: &Value) -> Vec<String> {
     list["tokens"]
@@ -247,13 +247,9 @@ async fn populated() -> (TestApp, Vec<(String, String, String)>) {
     (app, made)
 }
 
-async fn restart_after(app: TestApp, change: impl FnOnce(&sled::Db)) -> TestApp {
+async fn restart_after(app: TestApp, change: impl FnOnce(&Tamper)) -> TestApp {
     let (data, clock) = app.stop().await;
-    let db = open_db(data.path()).await;
-    change(&db);
-    db.flush().expect("flush");
-    drop(db);
-    drop(open_db(data.path()).await); // let go of it for good
+    change(&Tamper::open(data.path()).expect("open the stopped store"));
     TestApp::spawn_with(data, clock).await
 }
 
@@ -262,13 +258,15 @@ async fn dropping_every_projection_tree_and_restarting_rebuilds_the_same_state()
     let (app, made) = populated().await;
     let before = observe(&app, &made).await;
     assert!(before.by_hash.values().all(Option::is_some));
-    let app = restart_after(app, |db| {
-        for tree in PROJECTION_TREES {
-            assert!(db.drop_tree(tree).expect("drop tree"), "{tree} existed");
+    let app = restart_after(app, |store| {
+        for tree in PROJECTIONS {
+            assert!(
+                store.drop_projection(tree).expect("drop tree"),
+                "{tree} existed"
+            );
         }
-        let names: Vec<Vec<u8>> = db.tree_names().into_iter().map(|n| n.to_vec()).collect();
-        for tree in PROJECTION_TREES {
-            assert!(!names.contains(&tree.as_bytes().to_vec()), "{tree} is gone");
+        for tree in PROJECTIONS {
+            assert!(!store.has_tree(tree), "{tree} is gone");
         }
     })
     .await;
@@ -302,9 +300,12 @@ async fn dropping_every_projection_tree_and_restarting_rebuilds_the_same_state()
 async fn dropping_any_one_projection_tree_and_restarting_rebuilds_it() {
     let (mut app, made) = populated().await;
     let before = observe(&app, &made).await;
-    for tree in PROJECTION_TREES {
-        app = restart_after(app, |db| {
-            assert!(db.drop_tree(tree).expect("drop tree"), "{tree} existed");
+    for tree in PROJECTIONS {
+        app = restart_after(app, |store| {
+            assert!(
+                store.drop_projection(tree).expect("drop tree"),
+                "{tree} existed"
+            );
         })
         .await;
         assert_eq!(observe(&app, &made).await, before, "after dropping {tree}");
@@ -318,16 +319,12 @@ async fn projections_behind_the_log_are_caught_up_on_start() {
     // As if the service had died after appending events 6.. but before
     // folding them: the projections' mark says 5, and the state of every
     // later token is gone from them.
-    let app = restart_after(app, |db| {
-        db.open_tree("proj_meta")
-            .expect("meta")
-            .insert("last_seq", &5u64.to_be_bytes())
-            .expect("insert");
-        let tokens = db.open_tree("proj_tokens").expect("tokens");
+    let app = restart_after(app, |store| {
+        store.set_projections_mark(5).expect("mark");
         let later: Vec<&(String, String, String)> = made.iter().skip(4).collect();
         for (_, id, _) in later {
             let id = ulid::Ulid::from_string(id).expect("ulid");
-            tokens.remove(id.to_bytes()).expect("remove");
+            store.forget_token(id).expect("forget");
         }
     })
     .await;
@@ -338,18 +335,12 @@ async fn projections_behind_the_log_are_caught_up_on_start() {
 async fn projections_claiming_to_be_ahead_of_the_log_are_rebuilt_from_it() {
     let (app, made) = populated().await;
     let before = observe(&app, &made).await;
-    let app = restart_after(app, |db| {
-        db.open_tree("proj_meta")
-            .expect("meta")
-            .insert("last_seq", &1_000u64.to_be_bytes())
-            .expect("insert");
+    let app = restart_after(app, |store| {
+        store.set_projections_mark(1_000).expect("mark");
         // A token that no event ever created.
-        let mut key = b"alice\0".to_vec();
-        key.extend_from_slice(&ulid::Ulid::new().to_bytes());
-        db.open_tree("proj_tokens_by_user")
-            .expect("by user")
-            .insert(key, &[][..])
-            .expect("insert");
+        store
+            .list_phantom_token("alice", ulid::Ulid::new())
+            .expect("list");
     })
     .await;
     assert_eq!(observe(&app, &made).await, before);

@@ -607,14 +607,11 @@ async fn a_node_rebuilds_its_copy_when_the_control_plane_starts_a_new_history() 
 
 /// Removes the last `n` events from a stopped service's log, as sled's
 /// recovery does when it cuts a damaged tail.
-async fn cut_the_log(data: &std::path::Path, n: u64) {
-    let db = crate::support::open_db(data).await;
-    let events = db.open_tree("events").expect("events");
-    for _ in 0..n {
-        let (key, _) = events.last().expect("read").expect("an event");
-        events.remove(key).expect("remove");
-    }
-    db.flush().expect("flush");
+fn cut_the_log(data: &std::path::Path, n: u64) {
+    enspace_store::tamper::Tamper::open(data)
+        .expect("open the stopped store")
+        .cut_log(n)
+        .expect("cut");
 }
 
 #[tokio::test]
@@ -643,7 +640,7 @@ async fn a_log_shorter_than_what_was_committed_refuses_to_start_and_restore_fill
     )
     .await;
     service.terminate();
-    cut_the_log(data.path(), 1).await;
+    cut_the_log(data.path(), 1);
 
     let dir = data.path().to_str().expect("utf-8");
     let (code, said) = audit(&["verify", "--data", dir]);

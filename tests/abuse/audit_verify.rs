@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use crate::support::process::binary;
-use crate::support::{EnspaceProcess, TestApp, create_body, open_db};
+use crate::support::{EnspaceProcess, TestApp, create_body};
 
 /// Runs `enspace audit verify --data DIR`: (exit code, stdout, stderr).
 fn verify(data: &std::path::Path) -> (i32, String, String) {
@@ -43,7 +43,6 @@ async fn verify_of_a_corrupt_store_says_it_is_corrupt_and_exits_1() {
             .await;
     }
     let (data, _) = app.stop().await;
-    drop(open_db(data.path()).await);
     let file = data.path().join("db");
     let mut bytes = std::fs::read(&file).expect("read db");
     for b in bytes.iter_mut().skip(10).take(40) {
@@ -70,15 +69,10 @@ async fn verify_names_the_seq_after_the_last_event_when_a_foreign_key_follows_th
             .await;
     }
     let (data, _) = app.stop().await;
-    {
-        let db = open_db(data.path()).await;
-        db.open_tree("events")
-            .expect("events")
-            .insert(b"not-a-seq", &b"x"[..])
-            .expect("insert");
-        db.flush().expect("flush");
-    }
-    drop(open_db(data.path()).await);
+    enspace_store::tamper::Tamper::open(data.path())
+        .expect("open the stopped store")
+        .put_foreign_key_in_log(b"not-a-seq", b"x")
+        .expect("write");
     let (code, out, _) = verify(data.path());
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("seq 4:"), "{out}");

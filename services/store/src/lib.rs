@@ -9,6 +9,8 @@ pub mod head;
 pub mod outbox_state;
 pub mod projections;
 pub mod sessions;
+#[cfg(feature = "test-util")]
+pub mod tamper;
 pub mod writer;
 
 use std::path::Path;

@@ -28,7 +28,7 @@ pub const PROJECTION_TREES: [&str; 7] = [
     "proj_tokens_by_workspace",
     "proj_policies",
 ];
-const LAST_SEQ: &[u8] = b"last_seq";
+pub(crate) const LAST_SEQ: &[u8] = b"last_seq";
 /// Present only after a graceful stop: the `last_seq` the projections were
 /// whole at.
 const CLEAN_AT: &[u8] = b"clean_at";
@@ -46,7 +46,7 @@ pub struct Projections {
 }
 
 /// `owner ‖ 0 ‖ token id`, the key of a token under a user or a workspace.
-fn user_key(user_id: &str, token_id: Ulid) -> Vec<u8> {
+pub(crate) fn user_key(user_id: &str, token_id: Ulid) -> Vec<u8> {
     let mut key = Vec::with_capacity(user_id.len() + 17);
     key.extend_from_slice(user_id.as_bytes());
     key.push(0);
