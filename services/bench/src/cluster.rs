@@ -78,7 +78,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .block_on(run_async(args))
 }
 
-/// A 3-server NATS cluster on loopback, killed on drop.
+/// A 3-server NATS cluster on loopback, killed on drop. Every server binds
+/// port 0 for clients and routes and reports the ports it got, so no port
+/// is guessed; a server started again takes the ports it had.
 struct NatsCluster {
     children: Vec<Option<std::process::Child>>,
     ports: Vec<u16>,
@@ -87,58 +89,73 @@ struct NatsCluster {
     _stores: Vec<tempfile::TempDir>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
+/// The route the first server is given: clustered JetStream needs at least
+/// one configured route, and the others are not up yet; the others route
+/// to the first server themselves.
+const NO_ROUTE_YET: &str = "nats://127.0.0.1:0";
 
 impl NatsCluster {
+    /// Starts `n` servers, one after the other, each routed to the ones
+    /// already up.
     fn start(n: usize) -> anyhow::Result<Self> {
-        let ports = (0..n)
-            .map(|_| free_port())
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let routes = (0..n)
-            .map(|_| free_port())
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let route_list = routes
-            .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",");
         let mut cluster = NatsCluster {
             children: Vec::new(),
-            ports,
+            ports: Vec::new(),
             args: Vec::new(),
             _stores: Vec::new(),
         };
-        for (i, route) in routes.iter().enumerate() {
+        let mut routes: Vec<String> = Vec::new();
+        for i in 0..n {
             let store = tempfile::tempdir()?;
-            cluster.args.push(vec![
-                "-a".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                cluster.ports[i].to_string(),
-                "-js".into(),
-                "-sd".into(),
-                store.path().display().to_string(),
-                "--server_name".into(),
-                format!("n{i}"),
-                "--cluster_name".into(),
-                "bench".into(),
-                "--cluster".into(),
-                format!("nats://127.0.0.1:{route}"),
-                "--routes".into(),
-                route_list.clone(),
-            ]);
+            let known = if routes.is_empty() {
+                vec![NO_ROUTE_YET.to_owned()]
+            } else {
+                routes.clone()
+            };
+            let args = |port: &str, route: &str, known: &[String]| -> Vec<String> {
+                vec![
+                    "-a".into(),
+                    "127.0.0.1".into(),
+                    "-p".into(),
+                    port.into(),
+                    "-js".into(),
+                    "-sd".into(),
+                    store.path().display().to_string(),
+                    "--server_name".into(),
+                    format!("n{i}"),
+                    "--cluster_name".into(),
+                    "bench".into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{route}"),
+                    "--routes".into(),
+                    known.join(","),
+                ]
+            };
+            let mut child = std::process::Command::new("nats-server")
+                .args(args("-1", "-1", &known))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .context("start nats-server")?;
+            let ports = crate::support::listening(&mut child, &["client", "route"])?;
+            routes.push(format!("nats://127.0.0.1:{}", ports[1]));
+            // Started again, it takes the same ports and every route.
+            cluster
+                .args
+                .push(args(&ports[0].to_string(), &ports[1].to_string(), &[]));
+            cluster.ports.push(ports[0]);
+            cluster.children.push(Some(child));
             cluster._stores.push(store);
-            cluster.children.push(None);
-            cluster.restart(i)?;
+        }
+        for args in &mut cluster.args {
+            if let Some(last) = args.last_mut() {
+                *last = routes.join(",");
+            }
         }
         Ok(cluster)
     }
 
-    /// Starts server `i` (again, with its store).
+    /// Starts server `i` again, with its store and its ports.
     fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         self.kill(i);
         self.children[i] = Some(

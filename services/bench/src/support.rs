@@ -1,6 +1,6 @@
 //! Pieces the benchmarks share.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use enspace_core::{EventEnvelope, Expiration, RequestRecord, Scope, SecretHash};
 use rand::Rng;
@@ -110,6 +110,44 @@ impl Setup {
     }
 }
 
+/// The ports a just-started nats-server (stderr piped) listens on, one per
+/// kind in `kinds` ("client", "route"), read from its "Listening for <kind>
+/// connections on" lines; its log is drained afterwards so that it never
+/// blocks on a full pipe.
+pub fn listening(child: &mut std::process::Child, kinds: &[&str]) -> anyhow::Result<Vec<u16>> {
+    use std::io::{BufRead, BufReader};
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let wanted: Vec<String> = kinds
+        .iter()
+        .map(|k| format!("Listening for {k} connections on "))
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            for (i, marker) in wanted.iter().enumerate() {
+                if let Some(rest) = line.split(marker.as_str()).nth(1) {
+                    let port = rest.trim().rsplit(':').next().and_then(|p| p.parse().ok());
+                    let _ = tx.send((i, port));
+                }
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ports: Vec<Option<u16>> = vec![None; kinds.len()];
+    while ports.iter().any(Option::is_none) {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((i, Some(port))) => ports[i] = Some(port),
+            Ok((_, None)) | Err(_) => {
+                anyhow::bail!("nats-server did not report its {kinds:?} ports")
+            }
+        }
+    }
+    Ok(ports.into_iter().flatten().collect())
+}
+
 /// Starts nats-server on `port` (a free one for `None`) with `store`, with
 /// the shipped configuration when `zoned`; returns it with its port.
 fn spawn_nats(
@@ -117,7 +155,6 @@ fn spawn_nats(
     store: &std::path::Path,
     zoned: bool,
 ) -> anyhow::Result<(std::process::Child, u16)> {
-    use std::io::{BufRead, BufReader};
     let port_arg = port.map_or("-1".to_owned(), |p| p.to_string());
     let mut command = std::process::Command::new("nats-server");
     if zoned {
@@ -134,32 +171,7 @@ fn spawn_nats(
         .map_err(|e| {
             anyhow::anyhow!("cannot start nats-server (bash tests/run installs it): {e}")
         })?;
-    let stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Keeps draining the server's log so that it never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("Listening for client connections on ").nth(1)
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(
-                    rest.trim()
-                        .rsplit(':')
-                        .next()
-                        .and_then(|p| p.parse::<u16>().ok()),
-                );
-            }
-        }
-    });
-    let port = rx
-        .recv_timeout(std::time::Duration::from_secs(20))
-        .ok()
-        .flatten();
-    let port = port.ok_or_else(|| anyhow::anyhow!("nats-server did not report its port"))?;
+    let port = listening(&mut child, &["client"])?[0];
     Ok((child, port))
 }
 
