@@ -266,7 +266,7 @@ async fn killing_the_writer_under_load_loses_no_acknowledged_change_and_writes_r
     let (mut back, mut survivor) = (back, survivor);
     back.process.terminate();
     survivor.process.terminate();
-    let (x, y) = (audit_export(&back.data), audit_export(&survivor.data));
+    let (x, y) = (audit_export(&back), audit_export(&survivor));
     assert!(x.lines().count() >= created.len());
     assert_eq!(x, y, "both processes hold the same history");
 }
@@ -336,7 +336,7 @@ async fn a_writer_paused_past_its_lease_cannot_append_and_the_chain_does_not_for
     let (mut a, mut b) = (a, b);
     a.process.terminate();
     b.process.terminate();
-    let (x, y) = (audit_export(&a.data), audit_export(&b.data));
+    let (x, y) = (audit_export(&a), audit_export(&b));
     assert_eq!(x, y, "one history, not two");
     for data in [&a.data, &b.data] {
         let (code, _) =
@@ -566,7 +566,7 @@ async fn a_lost_nats_store_is_refilled_from_the_process_holding_the_most_never_f
     let (mut a, mut b) = (a, b);
     a.process.terminate();
     b.process.terminate();
-    assert_eq!(audit_export(&a.data), audit_export(&b.data), "one history");
+    assert_eq!(audit_export(&a), audit_export(&b), "one history");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

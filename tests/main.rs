@@ -8,6 +8,7 @@ mod support;
 mod abuse;
 mod api_node;
 mod audit;
+mod audit_export;
 mod cluster;
 mod cluster_reads;
 mod cluster_sessions;

@@ -177,12 +177,13 @@ async fn events_stored_in_sled_validate_against_their_schemas() {
         .open()
         .expect("open sled");
     let events = db.open_tree("events").expect("events tree");
+    let signer = enspace_core::EventSigner::generate();
     let mut seen = Vec::new();
     for item in events.iter() {
         let (_, value) = item.expect("entry");
         let stored = enspace_core::StoredEvent::from_bytes(&value).expect("stored event");
         let envelope = enspace_core::EventEnvelope::decode(&stored.payload).expect("envelope");
-        let audit = enspace_core::AuditEvent::new(&envelope, &stored);
+        let audit = enspace_core::AuditEvent::new(&envelope, &stored, &signer);
         let file = format!("{}.json", audit.kind);
         assert_valid(&file, &audit.data);
         assert_valid(

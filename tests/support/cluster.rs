@@ -142,6 +142,8 @@ pub struct Member {
     pub api: ApiClient,
     pub node_id: String,
     pub data: PathBuf,
+    /// The event signing key file it shares with the other members.
+    pub key: PathBuf,
 }
 
 impl Member {
@@ -174,6 +176,7 @@ impl Member {
             api,
             node_id: node_id.to_owned(),
             data: data.to_path_buf(),
+            key: key.to_path_buf(),
         }
     }
 
@@ -242,10 +245,17 @@ pub async fn writer(members: &[&Member]) -> String {
     .await
 }
 
-/// `enspace audit export` of a stopped member's data directory.
-pub fn audit_export(data: &Path) -> String {
-    let (code, out) = super::process::audit(&["export", "--data", data.to_str().expect("utf-8")]);
-    assert_eq!(code, 0, "audit export of {}", data.display());
+/// `enspace audit export` of a stopped member's data directory, signed with
+/// the key the members share.
+pub fn audit_export(member: &Member) -> String {
+    let (code, out) = super::process::audit(&[
+        "export",
+        "--data",
+        member.data.to_str().expect("utf-8"),
+        "--event-signing-key",
+        member.key.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "audit export of {}: {out}", member.data.display());
     out
 }
 

@@ -4,6 +4,8 @@ use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
+use enspace_core::EventKey;
+use enspace_core::audit_export::{self, ExportHead, ExportHeader};
 use enspace_core::events::verify_chain;
 use enspace_store::{EventLog, HeadFile};
 
@@ -133,22 +135,65 @@ pub fn verify(data: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub fn export(data: &Path) -> anyhow::Result<ExitCode> {
+pub fn export(data: &Path, signing_key: Option<&Path>) -> anyhow::Result<ExitCode> {
     let log = open_log(data)?;
+    let key_file = enspace_tokens::signing_key::path(data, signing_key);
+    let signer = enspace_tokens::signing_key::load(&key_file)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no event signing key in {}: pass the one the service signs with \
+             (--event-signing-key)",
+            key_file.display()
+        )
+    })?;
+    let (seq, hash) = log.head()?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
+    let header = ExportHeader {
+        export: audit_export::EXPORT_KIND.into(),
+        version: 1,
+        event_keys: vec![signer.public().to_json()],
+        head: ExportHead {
+            seq,
+            hash: hex::encode(hash),
+        },
+    };
+    serde_json::to_writer(&mut out, &header)?;
+    out.write_all(b"\n")?;
     let mut after = 0;
-    loop {
+    while after < seq {
         let entries = log.read_after(after, 1000)?;
         let Some(last) = entries.last() else { break };
         after = last.envelope.seq;
-        for entry in &entries {
-            serde_json::to_writer(&mut out, &entry.audit())?;
+        for entry in entries.iter().filter(|e| e.envelope.seq <= seq) {
+            serde_json::to_writer(&mut out, &entry.audit(&signer))?;
             out.write_all(b"\n")?;
         }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `enspace audit verify --export FILE --event-key KEY`.
+pub fn verify_export(file: &Path, key: &str) -> anyhow::Result<ExitCode> {
+    let key = EventKey::from_base64(key)
+        .map_err(|e| anyhow::anyhow!("--event-key is not an Ed25519 public key in base64: {e}"))?;
+    let verified = if file == Path::new("-") {
+        audit_export::verify(std::io::stdin().lock(), &key)
+    } else {
+        let opened = std::fs::File::open(file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+        audit_export::verify(std::io::BufReader::new(opened), &key)
+    };
+    match verified {
+        Ok(v) => {
+            println!("ok: {} events, head {}", v.count, hex::encode(v.head));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(broken) => {
+            println!("broken: {broken}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 pub fn hash_password_from_stdin() -> anyhow::Result<ExitCode> {

@@ -106,16 +106,32 @@ pub struct RestoreArgs {
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Replays the event log, checks the hash chain, prints the event count
-    /// and head hash; exit 1 naming the first bad seq.
+    /// Checks the hash chain of a stopped service's event log (`--data`),
+    /// or, with `--export FILE --event-key KEY`, an export file on its own:
+    /// the chain, every signature and every field, with no data directory.
+    /// Prints the event count and head hash; exit 1 naming the first bad
+    /// seq.
     Verify {
         #[arg(long, env = "ENSPACE_DATA", default_value = "./data")]
         data: PathBuf,
+        /// An export (`enspace audit export`) to check instead of a data
+        /// directory; `-` reads it from stdin.
+        #[arg(long, requires = "event_key")]
+        export: Option<PathBuf>,
+        /// The public event key (base64, as `GET /v1/event-key` serves it)
+        /// the export must be signed with: the one you trust, not the one
+        /// the export names.
+        #[arg(long, requires = "export")]
+        event_key: Option<String>,
     },
-    /// Writes the event log as NDJSON, one audit event a line, in seq order.
+    /// Writes the event log as NDJSON: a header naming the event key and
+    /// the head, then one signed audit event a line, in seq order.
     Export {
         #[arg(long, env = "ENSPACE_DATA", default_value = "./data")]
         data: PathBuf,
+        /// The event signing key file (default `<data>/event-signing.key`).
+        #[arg(long, env = "ENSPACE_EVENT_SIGNING_KEY")]
+        event_signing_key: Option<PathBuf>,
     },
 }
 

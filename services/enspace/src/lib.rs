@@ -19,13 +19,14 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// is a component of the OpenAPI document with the components it refers to
 /// under `$defs`.
 pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
-    const FILES: [(&str, &str); 10] = [
+    const FILES: [(&str, &str); 11] = [
         ("event_envelope.json", "EventEnvelopeWire"),
         ("token_created.json", "TokenCreated"),
         ("token_revoked.json", "TokenRevoked"),
         ("token_rotated.json", "TokenRotated"),
         ("workspace_policy_set.json", "WorkspacePolicySet"),
         ("audit_event.json", "AuditEvent"),
+        ("audit_export_header.json", "ExportHeader"),
         ("request_record.json", "RequestRecord"),
         ("token.json", "Token"),
         ("problem.json", "ProblemDetails"),

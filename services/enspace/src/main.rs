@@ -24,8 +24,16 @@ fn main() -> ExitCode {
     telemetry::init();
     let result = match cli.command {
         Command::Audit { command } => match command {
-            AuditCommand::Verify { data } => audit::verify(&data),
-            AuditCommand::Export { data } => audit::export(&data),
+            AuditCommand::Verify {
+                export: Some(file),
+                event_key: Some(key),
+                ..
+            } => audit::verify_export(&file, &key),
+            AuditCommand::Verify { data, .. } => audit::verify(&data),
+            AuditCommand::Export {
+                data,
+                event_signing_key,
+            } => audit::export(&data, event_signing_key.as_deref()),
         },
         Command::HashPassword => audit::hash_password_from_stdin(),
         Command::EventKey(args) => enspace::event_key::print(&args),

@@ -3,7 +3,7 @@
 //! appends; anyone may read.
 
 use enspace_core::events::{GENESIS_HASH, StoredEvent};
-use enspace_core::{AuditEvent, EventEnvelope};
+use enspace_core::{AuditEvent, EventEnvelope, EventSigner};
 
 use super::StoreError;
 
@@ -22,8 +22,9 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
-    pub fn audit(&self) -> AuditEvent {
-        AuditEvent::new(&self.envelope, &self.stored)
+    /// The entry as auditors see it, signed by `signer`.
+    pub fn audit(&self, signer: &EventSigner) -> AuditEvent {
+        AuditEvent::new(&self.envelope, &self.stored, signer)
     }
 }
 

@@ -41,6 +41,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         enspace_core::RequestRecord,
         enspace_http::ProblemDetails,
         enspace_accounts::directory::DirectoryFile,
+        enspace_core::audit_export::ExportHeader,
     ))
 )]
 struct ApiDoc;

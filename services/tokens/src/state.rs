@@ -90,6 +90,15 @@ impl Default for Config {
 }
 
 impl AppState {
+    /// The key this process signs events with, for audit events.
+    pub fn signer(&self) -> Result<Arc<EventSigner>, enspace_http::ApiError> {
+        self.config.event_signer.clone().ok_or_else(|| {
+            enspace_http::ApiError::internal(
+                "the control plane was started without an event signing key",
+            )
+        })
+    }
+
     /// What reconciling the tokens with the directory needs.
     pub fn membership(&self) -> crate::membership::Membership {
         crate::membership::Membership {

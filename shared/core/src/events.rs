@@ -328,7 +328,8 @@ impl StoredEvent {
 }
 
 /// An event as auditors see it: `hash` = SHA-256(`prev_hash`
-/// as 32 bytes ‖ the bytes of `payload`).
+/// as 32 bytes ‖ the bytes of `payload`), `signature` = Ed25519 by the
+/// event key `key_id` over `ENSPACE-EVENT-V1\0` ‖ `hash` (32 bytes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditEvent {
@@ -353,10 +354,34 @@ pub struct AuditEvent {
     pub prev_hash: String,
     #[schema(pattern = "^[0-9a-f]{64}$")]
     pub hash: String,
+    /// Which event key signed it: the first 8 bytes of SHA-256 of the
+    /// public key, in hex (`GET /v1/event-key` serves the key).
+    #[schema(pattern = "^[0-9a-f]{16}$")]
+    pub key_id: String,
+    /// Base64 of the Ed25519 signature (64 bytes) over
+    /// `ENSPACE-EVENT-V1\0` ‖ the 32 bytes of `hash`.
+    #[schema(format = Byte)]
+    pub signature: String,
 }
 
 impl AuditEvent {
-    pub fn new(envelope: &EventEnvelope, stored: &StoredEvent) -> Self {
+    /// `envelope` as stored, signed by `signer` (signatures are
+    /// deterministic: the same key signs an event with the same bytes
+    /// whenever it is asked).
+    pub fn new(
+        envelope: &EventEnvelope,
+        stored: &StoredEvent,
+        signer: &crate::EventSigner,
+    ) -> Self {
+        let mut event = Self::unsigned(envelope, stored);
+        event.key_id = signer.public().key_id().to_owned();
+        event.signature =
+            base64::engine::general_purpose::STANDARD.encode(signer.sign_event(&stored.hash));
+        event
+    }
+
+    /// Everything but the signature: what the payload itself says.
+    pub fn unsigned(envelope: &EventEnvelope, stored: &StoredEvent) -> Self {
         AuditEvent {
             seq: envelope.seq,
             id: envelope.id,
@@ -368,6 +393,8 @@ impl AuditEvent {
             payload: base64::engine::general_purpose::STANDARD.encode(&stored.payload),
             prev_hash: hex::encode(stored.prev_hash),
             hash: hex::encode(stored.hash),
+            key_id: String::new(),
+            signature: String::new(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! format, the event log's events and hash chain, token and request-record
 //! wire shapes, and the injectable clock.
 
+pub mod audit_export;
 pub mod backoff;
 pub mod base62;
 pub mod clock;

@@ -51,16 +51,15 @@ pub async fn list_events(
     };
     let limit = super::paging::limit(page.limit.as_deref(), 100, 1000)?;
     let log = state.store.log.clone();
-    let (entries, head) = enspace_http::blocking(move || {
+    let signer = state.signer()?;
+    let (events, last, head) = enspace_http::blocking(move || {
         let entries = log.read_after(after, limit)?;
         let (head, _) = log.head()?;
-        Ok::<_, enspace_store::StoreError>((entries, head))
+        let last = entries.last().map(|e| e.envelope.seq);
+        let events = entries.iter().map(|e| e.audit(&signer)).collect();
+        Ok::<_, enspace_store::StoreError>((events, last, head))
     })
     .await?;
-    let last = entries.last().map(|e| e.envelope.seq);
     let next_after = last.filter(|&seq| seq < head);
-    Ok(Json(AuditPage {
-        events: entries.iter().map(|e| e.audit()).collect(),
-        next_after,
-    }))
+    Ok(Json(AuditPage { events, next_after }))
 }

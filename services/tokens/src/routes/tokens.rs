@@ -459,12 +459,13 @@ pub async fn token_events(
     OwnToken { token, .. }: OwnToken,
 ) -> Result<Json<EventList>, ApiError> {
     let id = token.id;
+    let signer = state.signer()?;
     let events = blocking(move || {
         let seqs = state.store.projections.event_seqs_of(id)?;
         let mut events = Vec::with_capacity(seqs.len());
         for seq in seqs {
             if let Some(entry) = state.store.log.get(seq)? {
-                events.push(entry.audit());
+                events.push(entry.audit(&signer));
             }
         }
         Ok::<_, StoreError>(events)

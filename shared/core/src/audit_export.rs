@@ -1,0 +1,249 @@
+//! An audit export (`enspace audit export`): NDJSON, a header line naming
+//! the event key and the head, then one [`AuditEvent`] a line in seq order.
+//! [`verify`] checks one with nothing but the key an auditor trusts: the
+//! chain, every signature, and that each line's JSON says what its signed
+//! payload says.
+
+use std::io::BufRead;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::events::{GENESIS_HASH, StoredEvent, chain_hash};
+use crate::signing::EventKeyJson;
+use crate::{AuditEvent, EventEnvelope, EventKey};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The value of the header's `export` field.
+pub const EXPORT_KIND: &str = "enspace-audit";
+
+/// The first line of an export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportHeader {
+    /// Always `enspace-audit`: what tells the header from an event.
+    #[schema(example = "enspace-audit")]
+    pub export: String,
+    /// The format's version: 1.
+    pub version: u32,
+    /// The keys the events are signed with (informative: verify with the
+    /// key you trust, not with this list).
+    pub event_keys: Vec<EventKeyJson>,
+    /// The last event the export holds: an export cut short no longer
+    /// ends there.
+    pub head: ExportHead,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportHead {
+    pub seq: u64,
+    /// Hex of its hash (64 zeros for an empty log).
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub hash: String,
+}
+
+/// A verified export: how many events, and the last one's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub count: u64,
+    pub head: [u8; 32],
+}
+
+/// Where an export stops being trustworthy: the first seq that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("seq {seq}: {reason}")]
+pub struct ExportBreak {
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// Checks the export `lines` against `key`: consecutive seqs from 1, each
+/// `prev_hash` the previous `hash` (zeros first), `hash` = SHA-256(prev ‖
+/// payload), the signature by `key` over `ENSPACE-EVENT-V1\0` ‖ hash, and
+/// every JSON field equal to what the payload says; with a header, the
+/// last event is the head it names.
+pub fn verify(lines: impl BufRead, key: &EventKey) -> Result<Verified, ExportBreak> {
+    let mut prev = GENESIS_HASH;
+    let mut expected = 1u64;
+    let mut header: Option<ExportHeader> = None;
+    for (n, line) in lines.lines().enumerate() {
+        let broken = |reason: String| ExportBreak {
+            seq: expected,
+            reason,
+        };
+        let line = line.map_err(|e| broken(format!("cannot read the export: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if n == 0 && line.contains("\"export\"") {
+            header = Some(
+                serde_json::from_str(&line)
+                    .map_err(|e| broken(format!("the header is not one: {e}")))?,
+            );
+            continue;
+        }
+        let event: AuditEvent = serde_json::from_str(&line)
+            .map_err(|e| broken(format!("line {} is not an audit event: {e}", n + 1)))?;
+        prev = check_event(&event, expected, &prev, key).map_err(broken)?;
+        expected += 1;
+    }
+    let count = expected - 1;
+    if let Some(header) = header {
+        if header.export != EXPORT_KIND || header.version != 1 {
+            return Err(ExportBreak {
+                seq: 1,
+                reason: format!(
+                    "the header is not a version 1 {EXPORT_KIND} export's: {} {}",
+                    header.export, header.version
+                ),
+            });
+        }
+        if header.head.seq != count || header.head.hash != hex::encode(prev) {
+            return Err(ExportBreak {
+                seq: count + 1,
+                reason: format!(
+                    "the export ends at seq {count}, but its header names the head seq {} ({}): \
+                     events are missing at the end",
+                    header.head.seq, header.head.hash
+                ),
+            });
+        }
+    }
+    Ok(Verified { count, head: prev })
+}
+
+/// Checks one event; answers its hash.
+fn check_event(
+    event: &AuditEvent,
+    expected: u64,
+    prev: &[u8; 32],
+    key: &EventKey,
+) -> Result<[u8; 32], String> {
+    if event.seq != expected {
+        return Err(if event.seq > expected {
+            format!("missing event (the next line is seq {})", event.seq)
+        } else {
+            format!("out of order (the line is seq {})", event.seq)
+        });
+    }
+    if event.prev_hash != hex::encode(prev) {
+        return Err("prev_hash does not match the previous event's hash".into());
+    }
+    let payload = B64
+        .decode(&event.payload)
+        .map_err(|_| "payload is not base64".to_owned())?;
+    let hash = chain_hash(prev, &payload);
+    if event.hash != hex::encode(hash) {
+        return Err("hash does not match prev_hash and payload".into());
+    }
+    if event.key_id != key.key_id() {
+        return Err(format!(
+            "signed by key {}, not by the given key {}",
+            event.key_id,
+            key.key_id()
+        ));
+    }
+    let signature = B64
+        .decode(&event.signature)
+        .map_err(|_| "signature is not base64".to_owned())?;
+    if !key.verify_event(&hash, &signature) {
+        return Err("the signature does not verify with the given key".into());
+    }
+    let envelope = EventEnvelope::decode(&payload).map_err(|e| e.to_string())?;
+    let stored = StoredEvent {
+        prev_hash: *prev,
+        hash,
+        payload,
+    };
+    let said = AuditEvent::unsigned(&envelope, &stored);
+    let differs = [
+        ("seq", said.seq == event.seq),
+        ("id", said.id == event.id),
+        ("type", said.kind == event.kind),
+        ("at", said.at == event.at),
+        ("actor", said.actor == event.actor),
+        ("token_id", said.token_id == event.token_id),
+        ("data", said.data == event.data),
+    ]
+    .into_iter()
+    .find(|(_, same)| !same);
+    if let Some((field, _)) = differs {
+        return Err(format!(
+            "`{field}` says something the signed payload does not"
+        ));
+    }
+    Ok(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EventSigner;
+
+    fn export(n: u64, signer: &EventSigner) -> (Vec<String>, [u8; 32]) {
+        let mut prev = GENESIS_HASH;
+        let mut lines = Vec::new();
+        for seq in 1..=n {
+            let envelope =
+                crate::fixtures::created(seq, &crate::SecretHash([seq as u8; 32])).build();
+            let stored = StoredEvent::new(prev, &envelope);
+            prev = stored.hash;
+            let event = AuditEvent::new(&envelope, &stored, signer);
+            lines.push(serde_json::to_string(&event).expect("json"));
+        }
+        (lines, prev)
+    }
+
+    fn header(seq: u64, hash: [u8; 32], signer: &EventSigner) -> String {
+        serde_json::to_string(&ExportHeader {
+            export: EXPORT_KIND.into(),
+            version: 1,
+            event_keys: vec![signer.public().to_json()],
+            head: ExportHead {
+                seq,
+                hash: hex::encode(hash),
+            },
+        })
+        .expect("json")
+    }
+
+    fn check(lines: &[String], key: &EventKey) -> Result<Verified, ExportBreak> {
+        verify(lines.join("\n").as_bytes(), key)
+    }
+
+    #[test]
+    fn an_export_verifies_with_its_key_with_or_without_a_header() {
+        let signer = EventSigner::generate();
+        let (mut lines, head) = export(5, &signer);
+        assert_eq!(
+            check(&lines, signer.public()),
+            Ok(Verified { count: 5, head })
+        );
+        lines.insert(0, header(5, head, &signer));
+        assert_eq!(
+            check(&lines, signer.public()),
+            Ok(Verified { count: 5, head })
+        );
+    }
+
+    #[test]
+    fn another_key_an_edited_field_or_a_cut_tail_is_named_by_seq() {
+        let signer = EventSigner::generate();
+        let (lines, head) = export(4, &signer);
+        let other = EventSigner::generate();
+        assert_eq!(check(&lines, other.public()).map_err(|b| b.seq), Err(1));
+
+        let mut edited = lines.clone();
+        edited[2] = edited[2].replace("\"actor\":\"alice\"", "\"actor\":\"mallory\"");
+        assert_ne!(edited[2], lines[2], "the fixture's actor is alice");
+        let broken = check(&edited, signer.public()).expect_err("edited");
+        assert_eq!(broken.seq, 3);
+        assert!(broken.reason.contains("actor"), "{broken}");
+
+        let mut cut = vec![header(4, head, &signer)];
+        cut.extend_from_slice(&lines[..3]);
+        assert_eq!(check(&cut, signer.public()).map_err(|b| b.seq), Err(4));
+    }
+}
