@@ -279,7 +279,11 @@ async fn foreign_messages_never_stop_a_cluster_from_writing_reading_revoking_or_
     survivor.process.terminate();
     let (x, y) = (audit_export(&back), audit_export(&survivor));
     assert_eq!(x, y, "one history");
-    assert_eq!(x.lines().count() as u64, 1 + events + 1, "the header and every event");
+    assert_eq!(
+        x.lines().count() as u64,
+        1 + events + 1,
+        "the header and every event"
+    );
     let in_stream: Vec<Vec<u8>> = contents(&url)
         .await
         .messages

@@ -2,6 +2,7 @@
 //! prints its figure beside a baseline measured in the same run, and the
 //! ratio (what survives a noisy machine). One module per benchmark.
 
+mod audit_verify;
 mod catch_up;
 mod cluster;
 mod create;
@@ -42,6 +43,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    AuditVerify(audit_verify::Args),
     /// A node's fold of a long signed token events stream, with and without its checks.
     CatchUp(catch_up::Args),
     /// The control plane as a cluster: creations through the JetStream commit point (R1, R3) beside one process, follower lag, failover.
@@ -86,6 +88,7 @@ enum Bench {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
+        Bench::AuditVerify(args) => audit_verify::run(args),
         Bench::CatchUp(args) => catch_up::run(args),
         Bench::Cluster(args) => cluster::run(args),
         Bench::Create(args) => create::run(args),
