@@ -18,6 +18,12 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 /// An export of a stopped service's log holding creations, revocations
 /// and a rotation, and the public event key the service served.
 async fn exported() -> (String, String) {
+    let (_, export, key) = exported_from().await;
+    (export, key)
+}
+
+/// [`exported`], and the stopped service's data directory.
+async fn exported_from() -> (tempfile::TempDir, String, String) {
     let app = TestApp::spawn().await;
     let alice = app.login("alice").await;
     let bob = app.login("bob").await;
@@ -49,7 +55,7 @@ async fn exported() -> (String, String) {
     let (data, _) = app.stop().await;
     let (code, out) = audit(&["export", "--data", data.path().to_str().expect("utf-8")]);
     assert_eq!(code, 0, "{out}");
-    (out, key["key"].as_str().expect("key").to_owned())
+    (data, out, key["key"].as_str().expect("key").to_owned())
 }
 
 fn write(dir: &Path, export: &str) -> String {
@@ -273,4 +279,37 @@ async fn verify_export_refuses_a_bad_key_a_missing_file_and_a_missing_key_with_a
     let (code, out) = offline("{\"seq\": \"x\"}\nnot json\n", &key);
     assert_eq!(code, 1, "{out}");
     assert!(out.starts_with("broken: seq 1:"), "{out}");
+}
+
+#[tokio::test]
+async fn export_and_verify_report_progress_on_stderr_when_it_is_not_a_terminal() {
+    let (data, export, key) = exported_from().await;
+    let count = lines(&export).len() - 1;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = write(dir.path(), &export);
+    let run = |args: &[&str]| {
+        let out = Command::new(binary())
+            .arg("audit")
+            .args(args)
+            .env("ENSPACE_PROGRESS_EVERY", "0")
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{out:?}");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (out, err) = run(&["export", "--data", data.path().to_str().expect("utf-8")]);
+    assert_eq!(out, export, "progress never mixes into the export");
+    assert!(
+        err.contains(&format!("done: {count} events exported of {count}")),
+        "{err}"
+    );
+    let (out, err) = run(&["verify", "--export", &file, "--event-key", &key]);
+    assert!(out.starts_with(&format!("ok: {count} events")), "{out}");
+    assert!(
+        err.contains(&format!("done: {count} events verified")),
+        "{err}"
+    );
 }

@@ -671,14 +671,17 @@ async fn a_log_shorter_than_what_was_committed_refuses_to_start_and_restore_fill
 
     let restored = std::process::Command::new(crate::support::process::binary())
         .args(["restore", "--data", dir, "--nats-url", &nats.url()])
+        .env("ENSPACE_PROGRESS_EVERY", "0")
         .output()
         .expect("run");
-    assert!(
-        restored.status.success(),
-        "{}",
-        String::from_utf8_lossy(&restored.stderr)
-    );
+    let progress = String::from_utf8_lossy(&restored.stderr);
+    assert!(restored.status.success(), "{progress}");
     assert!(String::from_utf8_lossy(&restored.stdout).contains("restored 1 events"));
+    // Not on a terminal, it says how far it is on stderr.
+    assert!(
+        progress.contains("done: 2 events restored of 2"),
+        "{progress}"
+    );
     let (code, said) = audit(&["verify", "--data", dir]);
     assert_eq!(code, 0, "{said}");
     let service = token_service(data.path(), &nats.url(), &[]);

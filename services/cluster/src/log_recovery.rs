@@ -98,7 +98,7 @@ pub async fn check_at_start(
     .await?;
     if chain.seq > log_seq {
         if log_seq == 0 {
-            return restore(js, store, trust).await;
+            return restore_at_start(js, store, trust).await;
         }
         return Err(RestoreError::LogBehindStream {
             log: log_seq,
@@ -141,13 +141,33 @@ pub async fn stream_last(js: &jetstream::Context) -> Result<u64, RestoreError> {
         .map_or(0, |t| t.last))
 }
 
+/// [`restore`] as a starting control plane does it: a line in the log
+/// every few seconds.
+pub async fn restore_at_start(
+    js: &jetstream::Context,
+    store: &Store,
+    key: &EventKey,
+) -> Result<u64, RestoreError> {
+    restore(js, store, key, &restoring()).await
+}
+
+/// A line in the log every few seconds while a start restores the log.
+fn restoring() -> impl enspace_core::progress::Progress {
+    enspace_core::progress::Lines::new(
+        "events restored from the token events stream",
+        std::time::Duration::from_secs(5),
+        |line: &str| tracing::info!("{line}"),
+    )
+}
+
 /// Appends every event the stream holds past the log's head, skipping what
 /// is not the log's next event; returns how many. Run before the writer
-/// starts.
+/// starts. `progress` hears how far it is.
 pub async fn restore(
     js: &jetstream::Context,
     store: &Store,
     key: &EventKey,
+    progress: &dyn enspace_core::progress::Progress,
 ) -> Result<u64, RestoreError> {
     let (first_seq, first_hash) = store.log.head()?;
     let last = stream_last(js).await?;
@@ -188,6 +208,7 @@ pub async fn restore(
                     payload: message.payload.to_vec(),
                 };
                 chain = Chain::after(&next);
+                progress.advance(chain.seq, last);
                 at = message.at;
                 batch.insert(&encode_seq(chain.seq)[..], stored.to_bytes());
                 in_batch += 1;

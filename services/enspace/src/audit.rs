@@ -91,9 +91,14 @@ pub fn verify(data: &Path) -> anyhow::Result<ExitCode> {
     // Read in key order until sled itself fails; the chain is checked on
     // what was read, and an unreadable entry is the break if nothing before
     // it is.
+    let progress = enspace::progress::shown("events read");
+    let total = committed.map_or(0, |c| c.seq);
     let mut entries = Vec::new();
     let mut unreadable = None;
     for item in log.tree().iter() {
+        if entries.len().is_multiple_of(1024) {
+            progress.advance(entries.len() as u64, total);
+        }
         let next = entries.len() as u64 + 1;
         match item {
             Ok((key, value)) => match <[u8; 8]>::try_from(key.as_ref()) {
@@ -109,6 +114,8 @@ pub fn verify(data: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    progress.advance(entries.len() as u64, total);
+    progress.finish();
     match (verify_chain(entries), unreadable) {
         (Err(broken), _) => {
             println!("broken: seq {}: {}", broken.seq, broken.reason);
@@ -159,6 +166,7 @@ pub fn export(data: &Path, signing_key: Option<&Path>) -> anyhow::Result<ExitCod
     };
     serde_json::to_writer(&mut out, &header)?;
     out.write_all(b"\n")?;
+    let progress = enspace::progress::shown("events exported");
     let mut after = 0;
     while after < seq {
         let entries = log.read_after(after, 1000)?;
@@ -168,8 +176,10 @@ pub fn export(data: &Path, signing_key: Option<&Path>) -> anyhow::Result<ExitCod
             serde_json::to_writer(&mut out, &entry.audit(&signer))?;
             out.write_all(b"\n")?;
         }
+        progress.advance(after.min(seq), seq);
     }
     out.flush()?;
+    progress.finish();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -177,12 +187,13 @@ pub fn export(data: &Path, signing_key: Option<&Path>) -> anyhow::Result<ExitCod
 pub fn verify_export(file: &Path, key: &str) -> anyhow::Result<ExitCode> {
     let key = EventKey::from_base64(key)
         .map_err(|e| anyhow::anyhow!("--event-key is not an Ed25519 public key in base64: {e}"))?;
+    let progress = enspace::progress::shown("events verified");
     let verified = if file == Path::new("-") {
-        audit_export::verify(std::io::stdin().lock(), &key)
+        audit_export::verify_with(std::io::stdin().lock(), &key, progress.as_ref())
     } else {
         let opened = std::fs::File::open(file)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-        audit_export::verify(std::io::BufReader::new(opened), &key)
+        audit_export::verify_with(std::io::BufReader::new(opened), &key, progress.as_ref())
     };
     match verified {
         Ok(v) => {

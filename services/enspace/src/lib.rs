@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod event_key;
+pub mod progress;
 pub mod restore;
 pub mod run;
 

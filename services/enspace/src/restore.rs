@@ -30,7 +30,10 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     .await
     .with_context(|| enspace_nats::cannot_connect(&args.nats_url))?;
     let js = async_nats::jetstream::new(client);
-    let restored = enspace_cluster::log_recovery::restore(&js, &store, &trust).await?;
+    let progress = crate::progress::shown("events restored");
+    let restored =
+        enspace_cluster::log_recovery::restore(&js, &store, &trust, progress.as_ref()).await?;
+    progress.finish();
     store.check_committed()?;
     let (seq, hash) = store.log.head()?;
     println!(

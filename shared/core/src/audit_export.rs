@@ -65,6 +65,16 @@ pub struct ExportBreak {
 /// every JSON field equal to what the payload says; with a header, the
 /// last event is the head it names.
 pub fn verify(lines: impl BufRead, key: &EventKey) -> Result<Verified, ExportBreak> {
+    verify_with(lines, key, &crate::progress::Silent)
+}
+
+/// [`verify`], telling `progress` how many events are checked (of the
+/// header's head, when there is a header).
+pub fn verify_with(
+    lines: impl BufRead,
+    key: &EventKey,
+    progress: &dyn crate::progress::Progress,
+) -> Result<Verified, ExportBreak> {
     let mut prev = GENESIS_HASH;
     let mut expected = 1u64;
     let mut header: Option<ExportHeader> = None;
@@ -87,9 +97,14 @@ pub fn verify(lines: impl BufRead, key: &EventKey) -> Result<Verified, ExportBre
         let event: AuditEvent = serde_json::from_str(&line)
             .map_err(|e| broken(format!("line {} is not an audit event: {e}", n + 1)))?;
         prev = check_event(&event, expected, &prev, key).map_err(broken)?;
+        if expected.is_multiple_of(1024) {
+            progress.advance(expected, header.as_ref().map_or(0, |h| h.head.seq));
+        }
         expected += 1;
     }
     let count = expected - 1;
+    progress.advance(count, header.as_ref().map_or(0, |h| h.head.seq));
+    progress.finish();
     if let Some(header) = header {
         if header.export != EXPORT_KIND || header.version != 1 {
             return Err(ExportBreak {

@@ -11,6 +11,7 @@ pub mod events;
 pub mod fixtures;
 pub mod fold;
 pub mod policy;
+pub mod progress;
 pub mod record;
 pub mod record_bounds;
 pub mod secret;

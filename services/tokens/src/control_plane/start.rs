@@ -283,7 +283,7 @@ async fn connect(
     .with_context(|| enspace_nats::cannot_connect(&nats.url))?;
     let js = jetstream::new(client.clone());
     let restored = if in_cluster {
-        enspace_cluster::log_recovery::restore(&js, store, trust).await?
+        enspace_cluster::log_recovery::restore_at_start(&js, store, trust).await?
     } else {
         enspace_cluster::log_recovery::check_at_start(&js, store, trust).await?
     };
