@@ -9,6 +9,8 @@ mod abuse;
 mod api_node;
 mod audit;
 mod audit_export;
+mod audit_state;
+mod audit_timeline;
 mod cluster;
 mod cluster_reads;
 mod cluster_sessions;

@@ -124,6 +124,27 @@ pub enum AuditCommand {
         #[arg(long, requires = "export")]
         event_key: Option<String>,
     },
+    /// Every token as it stood at a moment, from an export alone: the
+    /// export is verified first (as `verify --export`), then folded up to
+    /// `--at` by the service's own rules. Prints what `GET /v1/audit/state`
+    /// answers, as one JSON document; exit 1 if the export does not verify.
+    State {
+        /// The export (`enspace audit export`); `-` reads it from stdin.
+        #[arg(long)]
+        export: PathBuf,
+        /// The public event key (base64) the export must be signed with.
+        #[arg(long)]
+        event_key: String,
+        /// The moment (RFC 3339).
+        #[arg(long)]
+        at: jiff::Timestamp,
+        /// Only tokens that could reach this workspace.
+        #[arg(long)]
+        workspace: Option<String>,
+        /// Only this user's tokens.
+        #[arg(long)]
+        user: Option<String>,
+    },
     /// Writes the event log as NDJSON: a header naming the event key and
     /// the head, then one signed audit event a line, in seq order.
     Export {

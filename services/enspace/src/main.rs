@@ -1,6 +1,7 @@
 //! `enspace`: one binary for every ENSPACE tokens process.
 
 mod audit;
+mod audit_state;
 mod telemetry;
 
 use std::net::SocketAddr;
@@ -30,6 +31,18 @@ fn main() -> ExitCode {
                 ..
             } => audit::verify_export(&file, &key),
             AuditCommand::Verify { data, .. } => audit::verify(&data),
+            AuditCommand::State {
+                export,
+                event_key,
+                at,
+                workspace,
+                user,
+            } => audit_state::print(
+                &export,
+                &event_key,
+                at,
+                enspace_core::audit_state::StateFilter { workspace, user },
+            ),
             AuditCommand::Export {
                 data,
                 event_signing_key,

@@ -1,6 +1,8 @@
 //! Everything the control plane keeps in sled: the event log (the truth), the
 //! projections folded from it, sessions, and the single writer.
 
+pub mod audit_index;
+mod audit_queries;
 pub mod commands;
 mod counters;
 mod error;
@@ -16,6 +18,8 @@ pub mod writer;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+pub use audit_index::AuditIndex;
+pub use audit_queries::{ChangesPage, StatePage};
 pub use counters::EventCounters;
 pub use error::StoreError;
 pub use event_log::EventLog;
@@ -86,6 +90,8 @@ pub struct Store {
     /// The committed head, written by the writer after every flush.
     pub head: Arc<Mutex<HeadFile>>,
     pub outbox_state: OutboxState,
+    /// The log by time, for auditors' questions about moments.
+    pub audit: AuditIndex,
 }
 
 impl Store {
@@ -127,13 +133,16 @@ impl Store {
                 "the last stop was not clean: rebuilding the projections from the event log"
             );
             projections.rebuild_from_scratch()?;
+            AuditIndex::open(&db)?.reset()?;
         }
         let applied = projections.catch_up(&log)?;
         if applied > 0 {
             tracing::info!(events = applied, "projections caught up from the event log");
         }
         let sessions = Sessions::open(&db)?;
+        let audit = AuditIndex::open(&db)?;
         Ok(Store {
+            audit,
             db,
             log,
             projections,

@@ -357,6 +357,25 @@ impl Projections {
             .collect()
     }
 
+    /// Every token's state with an id after `after` (all of them without
+    /// one), in id order.
+    pub fn tokens_after(
+        &self,
+        after: Option<Ulid>,
+    ) -> impl Iterator<Item = Result<TokenView, StoreError>> + '_ {
+        let start = after.map_or([0u8; 16], |id| {
+            (u128::from(id).saturating_add(1)).to_be_bytes()
+        });
+        let skip_max = after.is_some_and(|id| u128::from(id) == u128::MAX);
+        self.tokens
+            .range(start..)
+            .filter(move |_| !skip_max)
+            .map(|item| {
+                let (_, value) = item?;
+                decode_view(&value)
+            })
+    }
+
     /// Every token's state (for replicas and introspection caches).
     pub fn all_tokens(&self) -> impl Iterator<Item = Result<TokenView, StoreError>> + '_ {
         self.tokens.iter().map(|item| {

@@ -22,8 +22,9 @@ pub use control_plane::{ControlPlane, ControlPlaneConfig};
 pub use state::{AppState, Config};
 
 use routes::{
-    audit, event_key, health, insights, introspect, me, notifications as notes, report_leak,
-    requests, rotate, secret_scanning, session, tokens, workspaces,
+    audit, audit_moments, audit_timeline, event_key, health, insights, introspect, me,
+    notifications as notes, report_leak, requests, rotate, secret_scanning, session, tokens,
+    workspaces,
 };
 
 /// The token service's documented routes. Built with utoipa-axum's
@@ -62,6 +63,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(notes::list_notifications))
         .routes(routes!(notes::read_notification))
         .routes(routes!(audit::list_events))
+        .routes(routes!(audit_moments::audit_state))
+        .routes(routes!(audit_moments::audit_changes))
+        .routes(routes!(audit_timeline::token_timeline))
         .routes(routes!(introspect::introspect_token))
         .routes(routes!(event_key::get_event_key))
         .routes(routes!(routes::cluster::get_cluster))

@@ -75,6 +75,19 @@ pub fn verify_with(
     key: &EventKey,
     progress: &dyn crate::progress::Progress,
 ) -> Result<Verified, ExportBreak> {
+    verify_visiting(lines, key, progress, &mut |_| {})
+}
+
+/// [`verify_with`], handing `visit` each event's envelope as it is checked
+/// (an event is visited only once it and all before it verified; a break
+/// later in the export still answers `Err`, so a caller must not use what it
+/// was handed unless the whole export verifies).
+pub fn verify_visiting(
+    lines: impl BufRead,
+    key: &EventKey,
+    progress: &dyn crate::progress::Progress,
+    visit: &mut dyn FnMut(EventEnvelope),
+) -> Result<Verified, ExportBreak> {
     let mut prev = GENESIS_HASH;
     let mut expected = 1u64;
     let mut header: Option<ExportHeader> = None;
@@ -96,7 +109,9 @@ pub fn verify_with(
         }
         let event: AuditEvent = serde_json::from_str(&line)
             .map_err(|e| broken(format!("line {} is not an audit event: {e}", n + 1)))?;
-        prev = check_event(&event, expected, &prev, key).map_err(broken)?;
+        let envelope;
+        (prev, envelope) = check_event(&event, expected, &prev, key).map_err(broken)?;
+        visit(envelope);
         if expected.is_multiple_of(1024) {
             progress.advance(expected, header.as_ref().map_or(0, |h| h.head.seq));
         }
@@ -129,13 +144,13 @@ pub fn verify_with(
     Ok(Verified { count, head: prev })
 }
 
-/// Checks one event; answers its hash.
+/// Checks one event; answers its hash and what its payload says.
 fn check_event(
     event: &AuditEvent,
     expected: u64,
     prev: &[u8; 32],
     key: &EventKey,
-) -> Result<[u8; 32], String> {
+) -> Result<([u8; 32], EventEnvelope), String> {
     if event.seq != expected {
         return Err(if event.seq > expected {
             format!("missing event (the next line is seq {})", event.seq)
@@ -189,7 +204,7 @@ fn check_event(
             "`{field}` says something the signed payload does not"
         ));
     }
-    Ok(hash)
+    Ok((hash, envelope))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! wire shapes, and the injectable clock.
 
 pub mod audit_export;
+pub mod audit_state;
 pub mod backoff;
 pub mod base62;
 pub mod clock;

@@ -2,6 +2,8 @@
 //! authorise, act, respond.
 
 pub mod audit;
+pub mod audit_moments;
+pub mod audit_timeline;
 pub mod cluster;
 pub mod event_key;
 pub mod health;
@@ -11,6 +13,7 @@ pub mod me;
 pub mod notifications;
 pub mod own_token;
 pub mod paging;
+pub mod query_time;
 pub mod report_leak;
 pub mod requests;
 pub mod rotate;

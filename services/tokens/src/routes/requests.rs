@@ -13,6 +13,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::routes::own_token::OwnToken;
+use crate::routes::query_time::parse_time;
 use crate::state::AppState;
 use enspace_usage::cursor::Cursor;
 use enspace_usage::index::{DAY_MS, HOUR_MS, Upper, key_ms};
@@ -70,20 +71,6 @@ pub struct StatsBucket {
     client_error: u64,
     /// 5xx.
     server_error: u64,
-}
-
-fn parse_time(field: &'static str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
-    value
-        .map(|s| {
-            s.parse::<Timestamp>().map_err(|_| {
-                ApiError::invalid(
-                    "invalid_time",
-                    field,
-                    format!("`{field}` must be an RFC 3339 time, e.g. 2026-11-28T10:00:00Z"),
-                )
-            })
-        })
-        .transpose()
 }
 
 /// `[from, to)`: `to` defaults to now, `from` to `to` minus `default_span`.

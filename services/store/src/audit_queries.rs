@@ -1,0 +1,124 @@
+//! Auditors' questions about moments, answered from the log: every token's
+//! state at a moment, and the events between two moments.
+//!
+//! State at `at`: a token created after `at` did not exist; one with no
+//! event after `at` stood as it stands now (its projected state is the fold
+//! of all its events); any other is its own events up to `at` folded again
+//! ([`enspace_core::audit_state::token_at`]). So the cost is one pass over
+//! the candidate tokens plus a fold for those changed since, not a replay of
+//! the whole log.
+
+use jiff::Timestamp;
+use ulid::Ulid;
+
+use enspace_core::audit_state::{ChangeGroups, StateFilter, TokenAtMoment, token_at};
+use enspace_core::{EventSigner, TokenView};
+
+use crate::{Store, StoreError};
+
+/// A page of tokens as they stood at a moment, by id, and the id to
+/// continue after when more remain.
+pub struct StatePage {
+    pub tokens: Vec<TokenAtMoment>,
+    pub next_after: Option<Ulid>,
+}
+
+/// A page of the events between two moments, and the seq to continue
+/// after when more remain.
+pub struct ChangesPage {
+    pub groups: ChangeGroups,
+    pub next_after: Option<u64>,
+}
+
+impl Store {
+    /// Up to `limit` of the tokens `filter` keeps, as they stood at `at`,
+    /// with ids after `after`, in id order.
+    pub fn state_at(
+        &self,
+        at: Timestamp,
+        filter: &StateFilter,
+        after: Option<Ulid>,
+        limit: usize,
+    ) -> Result<StatePage, StoreError> {
+        self.audit.catch_up(&self.log)?;
+        let touched = self.audit.tokens_touched_after(at)?;
+        let mut candidates: Vec<TokenView> = match (&filter.user, &filter.workspace) {
+            (Some(user), _) => self.projections.tokens_of_user(user)?,
+            (None, Some(workspace)) => self.projections.tokens_in_workspace(workspace)?,
+            (None, None) => Vec::new(),
+        };
+        let everyone = filter.user.is_none() && filter.workspace.is_none();
+        candidates.sort_unstable_by_key(|v| v.id);
+        let listed: Box<dyn Iterator<Item = Result<TokenView, StoreError>> + '_> = if everyone {
+            Box::new(self.projections.tokens_after(after))
+        } else {
+            Box::new(
+                candidates
+                    .into_iter()
+                    .filter(move |v| after.is_none_or(|a| v.id > a))
+                    .map(Ok),
+            )
+        };
+        let mut tokens = Vec::new();
+        let mut next_after = None;
+        for view in listed {
+            let view = view?;
+            if view.created_at > at {
+                continue;
+            }
+            let then = if touched.contains(&view.id) {
+                match self.token_at(view.id, at)? {
+                    Some(then) => then,
+                    None => continue,
+                }
+            } else {
+                view
+            };
+            if !filter.keeps(&then) {
+                continue;
+            }
+            if tokens.len() == limit {
+                next_after = tokens.last().map(|t: &TokenAtMoment| t.id);
+                break;
+            }
+            tokens.push(TokenAtMoment::of(&then, at));
+        }
+        Ok(StatePage { tokens, next_after })
+    }
+
+    /// One token's events up to `at`, folded.
+    fn token_at(&self, id: Ulid, at: Timestamp) -> Result<Option<TokenView>, StoreError> {
+        let mut events = Vec::new();
+        for seq in self.projections.event_seqs_of(id)? {
+            if let Some(entry) = self.log.get(seq)? {
+                events.push(entry.envelope);
+            }
+        }
+        Ok(token_at(&events, at))
+    }
+
+    /// Up to `limit` events at or after `from` and before `to`, with a seq
+    /// after `after`, grouped by what they did and signed by `signer`.
+    pub fn changes_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        after: u64,
+        limit: usize,
+        signer: &EventSigner,
+    ) -> Result<ChangesPage, StoreError> {
+        self.audit.catch_up(&self.log)?;
+        let seqs = self.audit.seqs_between(from, to)?;
+        let start = seqs.partition_point(|&s| s <= after);
+        let mut groups = ChangeGroups::default();
+        let mut last = None;
+        for &seq in seqs[start..].iter().take(limit) {
+            if let Some(entry) = self.log.get(seq)? {
+                groups.add(&entry.envelope, entry.audit(signer));
+            }
+            last = Some(seq);
+        }
+        let next_after = last.filter(|_| seqs.len() - start > limit);
+        Ok(ChangesPage { groups, next_after })
+    }
+}
