@@ -36,6 +36,7 @@ mod sessions;
 mod token_state;
 mod tokens_api;
 mod ui;
+mod ui_audit;
 mod ui_insights;
 mod ui_rotation;
 mod validation;

@@ -2,6 +2,7 @@
 //! prints its figure beside a baseline measured in the same run, and the
 //! ratio (what survives a noisy machine). One module per benchmark.
 
+mod audit_state;
 mod audit_verify;
 mod catch_up;
 mod cluster;
@@ -43,6 +44,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Auditors' point-in-time questions (state at a moment, changes in an hour) over a million events.
+    AuditState(audit_state::Args),
     AuditVerify(audit_verify::Args),
     /// A node's fold of a long signed token events stream, with and without its checks.
     CatchUp(catch_up::Args),
@@ -88,6 +91,7 @@ enum Bench {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
+        Bench::AuditState(args) => audit_state::run(args),
         Bench::AuditVerify(args) => audit_verify::run(args),
         Bench::CatchUp(args) => catch_up::run(args),
         Bench::Cluster(args) => cluster::run(args),

@@ -13,6 +13,7 @@ import { link, navigate, parseRoute, setRenderer } from './router.js';
 import { state } from './state.js';
 import { renderTokensPanel } from './tokens.js';
 import { insightsPath, renderInsightsPanel } from './insights.js';
+import { renderAuditPanel, renderTimelinePanel } from './audit.js';
 import { isWorkspaceAdmin, workspaceTokensPath, renderWorkspaceTokensPanel } from './workspace_tokens.js';
 
 const app = document.getElementById('app');
@@ -51,6 +52,8 @@ function titleFor(route) {
   if (route.page === 'settings' && route.sub === 'tokens') return 'Tokens · Dev · User Settings · ENSPACE';
   if (route.page === 'settings' && route.sub === 'logs') return 'Request Logs · Dev · User Settings · ENSPACE';
   if (route.page === 'settings' && route.sub === 'insights') return 'Insights · Dev · User Settings · ENSPACE';
+  if (route.page === 'settings' && route.sub === 'timeline') return 'Timeline · ENSPACE';
+  if (route.page === 'settings' && route.tab === 'audit') return 'Audit · User Settings · ENSPACE';
   if (route.page === 'settings' && route.sub === 'workspace-tokens') return 'Workspace tokens · Dev · User Settings · ENSPACE';
   if (route.page === 'not-found') return 'Page not found · ENSPACE';
   return 'ENSPACE';
@@ -292,10 +295,17 @@ function renderSettings(main, route) {
       tabs: [
         { key: 'profile', id: 'tab-profile', label: 'Profile', path: '/settings/profile' },
         { key: 'dev', id: 'tab-dev', label: 'Dev', path: '/settings/dev/tokens' },
+        ...(state.me.role === 'auditor' ? [{ key: 'audit', id: 'tab-audit', label: 'Audit', path: '/settings/audit' }] : []),
       ],
     }),
     panel));
   if (route.tab === 'profile') renderProfile(panel);
+  else if (route.tab === 'audit' && route.sub === 'timeline') renderTimelinePanel(panel, route.query);
+  else if (route.tab === 'audit' && state.me.role !== 'auditor') {
+    append(panel, h('div', { class: 'empty', id: 'audit-not-auditor' },
+      h('h2', {}, 'For auditors'),
+      h('p', { class: 'muted' }, 'The audit log is open to users with the auditor role only.')));
+  } else if (route.tab === 'audit') renderAuditPanel(panel);
   else renderDev(panel, route);
 }
 
@@ -323,12 +333,14 @@ function renderDev(panel, route) {
         { key: 'logs', id: 'tab-dev-logs', label: 'Request Logs', path: logsPath() },
         // Insights and, for workspace admins only, Workspace tokens.
         { key: 'insights', id: 'tab-dev-insights', label: 'Insights', path: insightsPath() },
+        ...(route.sub === 'timeline' ? [{ key: 'timeline', id: 'tab-dev-timeline', label: 'Timeline', path: location.pathname + location.search }] : []),
         ...(isWorkspaceAdmin() ? [{ key: 'workspace-tokens', id: 'tab-dev-workspace-tokens', label: 'Workspace tokens', path: workspaceTokensPath() }] : []),
       ],
     }),
     sub);
   if (route.sub === 'tokens') renderTokensPanel(sub, { reload: true });
   else if (route.sub === 'insights') renderInsightsPanel(sub, route.query);
+  else if (route.sub === 'timeline') renderTimelinePanel(sub, route.query);
   else if (route.sub === 'workspace-tokens') renderWorkspaceTokensPanel(sub, route.query);
   else renderLogsPanel(sub, route.query);
 }

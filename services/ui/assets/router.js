@@ -18,6 +18,9 @@ function parseRoute() {
   if (path === '/settings/dev' || path === '/settings/dev/tokens') return { page: 'settings', tab: 'dev', sub: 'tokens' };
   if (path === '/settings/dev/logs') return { page: 'settings', tab: 'dev', sub: 'logs', query };
   if (path === '/settings/dev/insights') return { page: 'settings', tab: 'dev', sub: 'insights', query };
+  if (path === '/settings/dev/timeline') return { page: 'settings', tab: 'dev', sub: 'timeline', query };
+  if (path === '/settings/audit') return { page: 'settings', tab: 'audit', sub: 'history' };
+  if (path === '/settings/audit/timeline') return { page: 'settings', tab: 'audit', sub: 'timeline', query };
   if (path === '/settings/dev/workspace-tokens') return { page: 'settings', tab: 'dev', sub: 'workspace-tokens', query };
   return { page: 'not-found' };
 }

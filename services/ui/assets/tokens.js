@@ -8,6 +8,7 @@ import { openCreateDialog, openRevokeDialog } from './dialogs.js';
 import { h, icon, timeEl, relative, dateTimeFmt, plural, stripTicks, isolated, errorState } from './dom.js';
 import { logsPath } from './logs.js';
 import { insightsPath } from './insights.js';
+import { timelinePath } from './audit.js';
 import { openRotateDialog } from './rotate.js';
 import { link, parseRoute } from './router.js';
 import { state, workspaceName } from './state.js';
@@ -114,6 +115,7 @@ function tokensTable(tokens) {
       h('td', { class: 'cell-actions' },
         link(logsPath(t.id), 'Logs', { class: 'btn btn-ghost btn-small', 'aria-label': `Request logs of ${label}` }),
         link(insightsPath(t.id), 'Insights', { class: 'btn btn-ghost btn-small', id: `insights-${t.id}`, 'aria-label': `Insights of ${label}` }),
+        link(timelinePath(t.id, false), 'Timeline', { class: 'btn btn-ghost btn-small', id: `timeline-${t.id}`, 'aria-label': `Timeline of ${label}` }),
         t.status === 'active' && !t.replaced_by
           ? h('button', {
             type: 'button', class: 'btn btn-ghost btn-small regenerate', id: `regenerate-${t.id}`,

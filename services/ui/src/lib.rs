@@ -37,6 +37,7 @@ const ASSETS: &[Asset] = &[
     },
     script("app.js", include_bytes!("../assets/app.js")),
     script("api.js", include_bytes!("../assets/api.js")),
+    script("audit.js", include_bytes!("../assets/audit.js")),
     script("chart.js", include_bytes!("../assets/chart.js")),
     script("dialogs.js", include_bytes!("../assets/dialogs.js")),
     script("dom.js", include_bytes!("../assets/dom.js")),
