@@ -85,7 +85,7 @@ async fn an_auditor_verifies_the_chain_sees_a_moment_and_the_history_and_opens_a
             ),
         )
         .await;
-    let mut want = vec![format!("{a} active"), format!("{b} active")];
+    let mut want = [format!("{a} active"), format!("{b} active")];
     want.sort();
     assert_eq!(rows, Value::String(want.join("|")));
     assert_eq!(
@@ -98,7 +98,7 @@ async fn an_auditor_verifies_the_chain_sees_a_moment_and_the_history_and_opens_a
 
     set_moment(&ui, "#audit-at", "2026-03-01T11:30:00Z").await;
     ui.click("#audit-state-submit").await;
-    let mut want = vec![format!("{a} revoked"), format!("{b} active")];
+    let mut want = [format!("{a} revoked"), format!("{b} active")];
     want.sort();
     let expected = want.join("|");
     ui.until("A revoked", &format!("{} === '{expected}'", row_statuses()))
