@@ -9,7 +9,7 @@ use std::io::BufRead;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::events::{GENESIS_HASH, StoredEvent, chain_hash};
+use crate::events::{GENESIS_HASH, chain_hash};
 use crate::signing::EventKeyJson;
 use crate::{AuditEvent, EventEnvelope, EventKey};
 
@@ -91,32 +91,49 @@ pub fn verify_visiting(
     let mut prev = GENESIS_HASH;
     let mut expected = 1u64;
     let mut header: Option<ExportHeader> = None;
+    // Events whose signature is still to be checked, in order.
+    let mut unsigned = Unsigned::default();
     for (n, line) in lines.lines().enumerate() {
         let broken = |reason: String| ExportBreak {
             seq: expected,
             reason,
         };
-        let line = line.map_err(|e| broken(format!("cannot read the export: {e}")))?;
-        if line.trim().is_empty() {
-            continue;
+        let checked = match line {
+            Err(e) => Err(broken(format!("cannot read the export: {e}"))),
+            Ok(line) if line.trim().is_empty() => continue,
+            Ok(line) if n == 0 && line.contains("\"export\"") => {
+                match serde_json::from_str(&line) {
+                    Ok(h) => {
+                        header = Some(h);
+                        continue;
+                    }
+                    Err(e) => Err(broken(format!("the header is not one: {e}"))),
+                }
+            }
+            Ok(line) => serde_json::from_str::<AuditEvent>(&line)
+                .map_err(|e| broken(format!("line {} is not an audit event: {e}", n + 1)))
+                .and_then(|event| check_event(&event, expected, &prev, key).map_err(broken)),
+        };
+        match checked {
+            Ok(event) => {
+                prev = event.hash;
+                unsigned.push(event);
+            }
+            Err(broken) => {
+                // An earlier event's bad signature is the first break.
+                unsigned.check(key, visit)?;
+                return Err(broken);
+            }
         }
-        if n == 0 && line.contains("\"export\"") {
-            header = Some(
-                serde_json::from_str(&line)
-                    .map_err(|e| broken(format!("the header is not one: {e}")))?,
-            );
-            continue;
+        if unsigned.full() {
+            unsigned.check(key, visit)?;
         }
-        let event: AuditEvent = serde_json::from_str(&line)
-            .map_err(|e| broken(format!("line {} is not an audit event: {e}", n + 1)))?;
-        let envelope;
-        (prev, envelope) = check_event(&event, expected, &prev, key).map_err(broken)?;
-        visit(envelope);
         if expected.is_multiple_of(1024) {
             progress.advance(expected, header.as_ref().map_or(0, |h| h.head.seq));
         }
         expected += 1;
     }
+    unsigned.check(key, visit)?;
     let count = expected - 1;
     progress.advance(count, header.as_ref().map_or(0, |h| h.head.seq));
     progress.finish();
@@ -144,13 +161,67 @@ pub fn verify_visiting(
     Ok(Verified { count, head: prev })
 }
 
-/// Checks one event; answers its hash and what its payload says.
+/// Signatures checked together, at most this many at a time.
+const SIGNATURE_BATCH: usize = 64;
+
+/// An event checked but for its signature.
+struct Checked {
+    seq: u64,
+    hash: [u8; 32],
+    signature: Vec<u8>,
+    envelope: EventEnvelope,
+}
+
+/// Events waiting for their signatures to be checked, in seq order.
+#[derive(Default)]
+struct Unsigned(Vec<Checked>);
+
+impl Unsigned {
+    fn push(&mut self, event: Checked) {
+        self.0.push(event);
+    }
+
+    fn full(&self) -> bool {
+        self.0.len() >= SIGNATURE_BATCH
+    }
+
+    /// Checks the waiting signatures together, and one by one to name the
+    /// first bad one if the batch fails; hands the good events to `visit`.
+    fn check(
+        &mut self,
+        key: &EventKey,
+        visit: &mut dyn FnMut(EventEnvelope),
+    ) -> Result<(), ExportBreak> {
+        let batch: Vec<([u8; 32], &[u8])> = self
+            .0
+            .iter()
+            .map(|e| (e.hash, e.signature.as_slice()))
+            .collect();
+        if !key.verify_events(&batch)
+            && let Some(bad) = self
+                .0
+                .iter()
+                .find(|e| !key.verify_event(&e.hash, &e.signature))
+        {
+            return Err(ExportBreak {
+                seq: bad.seq,
+                reason: "the signature does not verify with the given key".into(),
+            });
+        }
+        for event in self.0.drain(..) {
+            visit(event.envelope);
+        }
+        Ok(())
+    }
+}
+
+/// Checks one event but for its signature (see [`Unsigned`]).
 fn check_event(
     event: &AuditEvent,
     expected: u64,
     prev: &[u8; 32],
     key: &EventKey,
-) -> Result<([u8; 32], EventEnvelope), String> {
+) -> Result<Checked, String> {
     if event.seq != expected {
         return Err(if event.seq > expected {
             format!("missing event (the next line is seq {})", event.seq)
@@ -158,14 +229,14 @@ fn check_event(
             format!("out of order (the line is seq {})", event.seq)
         });
     }
-    if event.prev_hash != hex::encode(prev) {
+    if !hex_is(&event.prev_hash, prev) {
         return Err("prev_hash does not match the previous event's hash".into());
     }
     let payload = B64
         .decode(&event.payload)
         .map_err(|_| "payload is not base64".to_owned())?;
     let hash = chain_hash(prev, &payload);
-    if event.hash != hex::encode(hash) {
+    if !hex_is(&event.hash, &hash) {
         return Err("hash does not match prev_hash and payload".into());
     }
     if event.key_id != key.key_id() {
@@ -178,24 +249,14 @@ fn check_event(
     let signature = B64
         .decode(&event.signature)
         .map_err(|_| "signature is not base64".to_owned())?;
-    if !key.verify_event(&hash, &signature) {
-        return Err("the signature does not verify with the given key".into());
-    }
     let envelope = EventEnvelope::decode(&payload).map_err(|e| e.to_string())?;
-    let stored = StoredEvent {
-        prev_hash: *prev,
-        hash,
-        payload,
-    };
-    let said = AuditEvent::unsigned(&envelope, &stored);
     let differs = [
-        ("seq", said.seq == event.seq),
-        ("id", said.id == event.id),
-        ("type", said.kind == event.kind),
-        ("at", said.at == event.at),
-        ("actor", said.actor == event.actor),
-        ("token_id", said.token_id == event.token_id),
-        ("data", said.data == event.data),
+        ("id", envelope.id == event.id),
+        ("type", envelope.event.type_name() == event.kind),
+        ("at", envelope.at == event.at),
+        ("actor", envelope.actor == event.actor),
+        ("token_id", envelope.token_id == event.token_id),
+        ("data", envelope.event.data_json() == event.data),
     ]
     .into_iter()
     .find(|(_, same)| !same);
@@ -204,7 +265,24 @@ fn check_event(
             "`{field}` says something the signed payload does not"
         ));
     }
-    Ok((hash, envelope))
+    if envelope.seq != event.seq {
+        return Err("`seq` says something the signed payload does not".into());
+    }
+    Ok(Checked {
+        seq: event.seq,
+        hash,
+        signature,
+        envelope,
+    })
+}
+
+/// Whether `text` is the lowercase hex of `bytes`.
+fn hex_is(text: &str, bytes: &[u8; 32]) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    text.len() == 64
+        && text.as_bytes().chunks(2).zip(bytes).all(|(pair, b)| {
+            pair[0] == DIGITS[usize::from(b >> 4)] && pair[1] == DIGITS[usize::from(b & 15)]
+        })
 }
 
 #[cfg(test)]
@@ -218,7 +296,7 @@ mod tests {
         for seq in 1..=n {
             let envelope =
                 crate::fixtures::created(seq, &crate::SecretHash([seq as u8; 32])).build();
-            let stored = StoredEvent::new(prev, &envelope);
+            let stored = crate::events::StoredEvent::new(prev, &envelope);
             prev = stored.hash;
             let event = AuditEvent::new(&envelope, &stored, signer);
             lines.push(serde_json::to_string(&event).expect("json"));
@@ -241,6 +319,39 @@ mod tests {
 
     fn check(lines: &[String], key: &EventKey) -> Result<Verified, ExportBreak> {
         verify(lines.join("\n").as_bytes(), key)
+    }
+
+    /// Signatures are checked 64 at a time: a bad one anywhere in a batch,
+    /// or before a later break of another kind, is still the one named, and
+    /// no event after it reaches the visitor.
+    #[test]
+    fn a_bad_signature_inside_a_batch_is_named_by_its_seq() {
+        let signer = EventSigner::generate();
+        let (lines, _) = export(150, &signer);
+        for bad in [1u64, 37, 64, 65, 150] {
+            let mut damaged = lines.clone();
+            let mut event: AuditEvent =
+                serde_json::from_str(&damaged[bad as usize - 1]).expect("event");
+            let mut signature = B64.decode(&event.signature).expect("b64");
+            signature[10] ^= 1;
+            event.signature = B64.encode(signature);
+            damaged[bad as usize - 1] = serde_json::to_string(&event).expect("json");
+            let mut visited = 0u64;
+            let broken = verify_visiting(
+                damaged.join("\n").as_bytes(),
+                signer.public(),
+                &crate::progress::Silent,
+                &mut |_| visited += 1,
+            );
+            assert_eq!(broken.map_err(|b| b.seq), Err(bad));
+            assert!(visited < bad, "visited {visited}, bad {bad}");
+            // A later line that is not an event does not hide it.
+            damaged.push("not json".into());
+            assert_eq!(
+                check(&damaged, signer.public()).map_err(|b| b.seq),
+                Err(bad)
+            );
+        }
     }
 
     #[test]
