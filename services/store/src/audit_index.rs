@@ -1,13 +1,11 @@
-//! The event log by time, for auditors' questions about moments: tree
+//! The event log by time, for auditors' questions about what happened
+//! between two moments: tree
 //! `audit_by_time`, key = `at` (nanoseconds, order-preserving) ‖ `seq`,
 //! value = the event's token id. Folded from the log like every projection
 //! and rebuilt from it when it is behind, ahead or gone; it is brought up
 //! to the log before each auditor's query, so writes never pay for it.
 
-use std::collections::HashSet;
-
 use jiff::Timestamp;
-use ulid::Ulid;
 
 use crate::StoreError;
 use crate::event_log::EventLog;
@@ -119,20 +117,6 @@ impl AuditIndex {
             position = last;
         }
         Ok(folded)
-    }
-
-    /// Every token with an event after `at`.
-    pub fn tokens_touched_after(&self, at: Timestamp) -> Result<HashSet<Ulid>, StoreError> {
-        let mut out = HashSet::new();
-        for item in self.by_time.range(key(at, u64::MAX)..) {
-            let (_, value) = item?;
-            let id: [u8; 16] = value
-                .as_ref()
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("audit index value".into()))?;
-            out.insert(Ulid::from_bytes(id));
-        }
-        Ok(out)
     }
 
     /// The `seq`s of the events at or after `from` and before `to`, in seq
