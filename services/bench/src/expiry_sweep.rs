@@ -21,9 +21,9 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use enspace_core::events::StoredEvent;
 use enspace_core::{SecretHash, events::GENESIS_HASH};
+use enspace_notify::Notifications;
 use enspace_store::Store;
 use enspace_store::event_log::encode_seq;
-use enspace_tokens::notifications::Notifications;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::support::cpu_seconds;

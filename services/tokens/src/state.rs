@@ -46,7 +46,7 @@ pub struct AppParts {
     /// revocations they start.
     pub leak_reports: crate::leaks::LeakReports,
     /// Notifications, their due index and their delivery queue.
-    pub notifications: crate::notifications::Notifications,
+    pub notifications: enspace_notify::Notifications,
 }
 
 pub use enspace_cluster::handle::ClusterHandle;
@@ -131,7 +131,7 @@ impl AppState {
         let counted = quota.clone();
         writer.on_commit(move |events| counted.observe(events));
         let notifications =
-            crate::notifications::Notifications::open(&store.db, config.deliver_notifications)?;
+            enspace_notify::Notifications::open(&store.db, config.deliver_notifications)?;
         let folded = notifications.projection.catch_up(
             &store.log,
             &store.projections,

@@ -10,12 +10,14 @@ pub mod events;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
 pub mod fold;
+pub mod leak_url;
 pub mod policy;
 pub mod progress;
 pub mod record;
 pub mod record_bounds;
 pub mod secret;
 pub mod signing;
+pub mod text;
 pub mod token;
 pub mod workspace;
 

@@ -51,11 +51,11 @@ fn revoked_notification(
                 // Recorded URLs follow the leak URL rules; one recorded
                 // before they refused characters that hide or reorder text
                 // is left out rather than shown.
-                Some(url) if url.chars().any(crate::text::hides_or_reorders) => format!(
+                Some(url) if url.chars().any(enspace_core::text::hides_or_reorders) => format!(
                     "“{description}” was reported as leaked and revoked (the URL reported with it \
                      is not shown: it holds characters that could disguise it)"
                 ),
-                Some(url) if crate::leaks::escapes_a_disguise(url) => format!(
+                Some(url) if enspace_core::leak_url::escapes_a_disguise(url) => format!(
                     "“{description}” was reported as leaked at {url} and revoked (characters in \
                      the URL that could disguise it are shown percent-encoded)"
                 ),
