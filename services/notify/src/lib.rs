@@ -31,7 +31,7 @@ use ulid::Ulid;
 pub use delivery::Delivery;
 pub use due::DueIndex;
 pub use metrics::NotificationMetrics;
-pub use projection::NotificationProjection;
+pub use projection::{NotificationFold, NotificationProjection};
 pub use store::NotificationStore;
 
 use enspace_store::StoreError;

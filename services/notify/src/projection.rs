@@ -19,10 +19,9 @@ use ulid::Ulid;
 
 use super::due::{DueEntry, due_key, key_ms, token_key};
 use super::{DueIndex, Kind, Notification, NotificationStore, Stage, notification_id};
-use enspace_store::{EventLog, Projections, StoreError};
+use enspace_store::{Projections, StoreError};
 
 const LAST_SEQ: &[u8] = b"last_seq";
-const REPLAY_BATCH: usize = 1000;
 
 #[derive(Clone)]
 pub struct NotificationProjection {
@@ -129,66 +128,6 @@ impl NotificationProjection {
         self.due.clear()?;
         self.meta.remove(LAST_SEQ)?;
         Ok(())
-    }
-
-    /// Folds every event of the log not folded yet.
-    pub fn catch_up(
-        &self,
-        log: &EventLog,
-        tokens: &Projections,
-        deliver: bool,
-    ) -> Result<u64, StoreError> {
-        let _one = self.lock()?;
-        self.catch_up_locked(log, tokens, deliver)
-    }
-
-    fn catch_up_locked(
-        &self,
-        log: &EventLog,
-        tokens: &Projections,
-        deliver: bool,
-    ) -> Result<u64, StoreError> {
-        let (head, _) = log.head()?;
-        let mut after = self.last_seq()?;
-        if after > head {
-            tracing::warn!(
-                folded = after,
-                log_head = head,
-                "the notification fold is ahead of the log; folding it again"
-            );
-            self.due.clear()?;
-            after = 0;
-        }
-        let mut applied = 0;
-        loop {
-            let entries = log.read_after(after, REPLAY_BATCH)?;
-            let Some(last) = entries.last() else { break };
-            after = last.envelope.seq;
-            let envelopes: Vec<EventEnvelope> = entries.into_iter().map(|e| e.envelope).collect();
-            applied += envelopes.len() as u64;
-            self.fold(&envelopes, tokens, deliver)?;
-        }
-        Ok(applied)
-    }
-
-    /// Folds a committed group; when events before it were missed (a gap
-    /// after `last_seq`), folds the log up to it first.
-    pub fn apply_committed(
-        &self,
-        envelopes: &[EventEnvelope],
-        log: &EventLog,
-        tokens: &Projections,
-        deliver: bool,
-    ) -> Result<(), StoreError> {
-        let _one = self.lock()?;
-        let last = self.last_seq()?;
-        match envelopes.first() {
-            Some(first) if first.seq > last + 1 => {
-                self.catch_up_locked(log, tokens, deliver)?;
-                Ok(())
-            }
-            _ => self.fold(envelopes, tokens, deliver),
-        }
     }
 
     /// Folds events in `seq` order; those at or below `last_seq` are skipped.
@@ -332,5 +271,44 @@ impl NotificationProjection {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => StoreError::Sled(e),
             })
+    }
+}
+
+/// The notification fold as the projection runner feeds it
+/// (`enspace_core::projection::Runner`): it reads the token projections,
+/// which the writer folds first, inside each commit, and queues what it
+/// makes for delivery when this process delivers.
+#[derive(Clone)]
+pub struct NotificationFold {
+    pub notifications: super::Notifications,
+    pub tokens: Projections,
+}
+
+impl enspace_core::projection::Projection for NotificationFold {
+    type Error = StoreError;
+
+    fn name(&self) -> &'static str {
+        "notifications"
+    }
+
+    fn position(&self) -> Result<u64, StoreError> {
+        self.notifications.projection.last_seq()
+    }
+
+    fn apply(&self, events: &[EventEnvelope]) -> Result<(), StoreError> {
+        let projection = &self.notifications.projection;
+        let deliver = self.notifications.delivers_now();
+        {
+            let _one = projection.lock()?;
+            projection.fold(events, &self.tokens, deliver)?;
+        }
+        if deliver {
+            self.notifications.wake_delivery();
+        }
+        Ok(())
+    }
+
+    fn reset(&self) -> Result<(), StoreError> {
+        self.notifications.projection.rebuild_from_scratch()
     }
 }

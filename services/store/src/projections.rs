@@ -32,7 +32,6 @@ pub(crate) const LAST_SEQ: &[u8] = b"last_seq";
 /// Present only after a graceful stop: the `last_seq` the projections were
 /// whole at.
 const CLEAN_AT: &[u8] = b"clean_at";
-const REPLAY_BATCH: usize = 1000;
 
 #[derive(Clone)]
 pub struct Projections {
@@ -171,29 +170,10 @@ impl Projections {
     }
 
     /// Folds every event the projections have not seen. If they claim to be
-    /// ahead of the log (never trusted blindly), they are rebuilt from zero.
+    /// ahead of the log (never trusted blindly), they are rebuilt from zero
+    /// (`enspace_core::projection::catch_up`, the one catch-up loop).
     pub fn catch_up(&self, log: &EventLog) -> Result<u64, StoreError> {
-        let (head, _) = log.head()?;
-        let mut after = self.last_seq()?;
-        if after > head {
-            tracing::warn!(
-                projected = after,
-                log_head = head,
-                "projections ahead of the log; rebuilding"
-            );
-            self.clear()?;
-            after = 0;
-        }
-        let mut applied = 0;
-        loop {
-            let entries = log.read_after(after, REPLAY_BATCH)?;
-            let Some(last) = entries.last() else { break };
-            after = last.envelope.seq;
-            let envelopes: Vec<EventEnvelope> = entries.into_iter().map(|e| e.envelope).collect();
-            applied += envelopes.len() as u64;
-            self.apply(&envelopes)?;
-        }
-        Ok(applied)
+        enspace_core::projection::catch_up(log, self)
     }
 
     /// Folds events (in `seq` order) into every projection, then records the
@@ -405,6 +385,29 @@ impl Projections {
             _ => None,
         };
         Ok((out, next))
+    }
+}
+
+/// The token projections as the projection runner sees them: the writer
+/// folds them inside each commit (`writer/persist.rs`), the runner's
+/// catch-up brings them up to the log at start.
+impl enspace_core::projection::Projection for Projections {
+    type Error = StoreError;
+
+    fn name(&self) -> &'static str {
+        "tokens"
+    }
+
+    fn position(&self) -> Result<u64, StoreError> {
+        self.last_seq()
+    }
+
+    fn apply(&self, events: &[EventEnvelope]) -> Result<(), StoreError> {
+        Projections::apply(self, events)
+    }
+
+    fn reset(&self) -> Result<(), StoreError> {
+        self.clear()
     }
 }
 

@@ -422,7 +422,9 @@ impl WriterState {
                 tracing::error!(error = %e, "appending to the event log failed");
                 // Nothing of this group is acknowledged; start over from what is on disk.
                 (self.seq, self.hash) = self.store.log.head().unwrap_or((start_seq, start_hash));
-                let _ = self.store.projections.catch_up(&self.store.log);
+                if let Err(e) = self.store.projections.catch_up(&self.store.log) {
+                    tracing::error!(error = %e, "folding the projections again failed");
+                }
                 for (reply, _, _) in answers {
                     let _ = reply.send(Err(CommandError::Store(e.to_string())));
                 }

@@ -446,13 +446,11 @@ where
 /// the same process (`enspace serve` without NATS), whose replica folds them
 /// from the log and then from the writer itself. An API node elsewhere reads
 /// the token events stream instead.
-pub trait CommittedEvents {
-    type Error: std::error::Error + Send + Sync + 'static;
+/// What it reads is an [`EventSource`](crate::projection::EventSource).
+pub trait CommittedEvents: crate::projection::EventSource {
     /// Runs `hook` on every group of events from now on, once it is durable
     /// and before any of the group's commands is answered.
     fn on_commit(&self, hook: impl Fn(&[EventEnvelope]) + Send + Sync + 'static);
-    /// Up to `limit` committed events after `seq` `after`, in order.
-    fn read_after(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, Self::Error>;
 }
 
 #[cfg(test)]

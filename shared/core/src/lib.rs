@@ -13,6 +13,7 @@ pub mod fold;
 pub mod leak_url;
 pub mod policy;
 pub mod progress;
+pub mod projection;
 pub mod record;
 pub mod record_bounds;
 pub mod secret;

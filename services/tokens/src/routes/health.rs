@@ -16,8 +16,9 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the store answers, every projection has folded the whole log,
-/// and NATS is connected where it is used.
+/// Ready when the store answers, every projection has folded the whole log
+/// (a projection that failed to fold answers `projections_lagging` until the
+/// runner has folded it again), and NATS is connected where it is used.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Object),
@@ -36,6 +37,18 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         .nats
         .get()
         .is_none_or(|client| client.connection_state() == async_nats::connection::State::Connected);
+    let lagging = state.metrics.projections.lagging();
+    if !lagging.is_empty() {
+        return enspace_http::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "projections_lagging",
+            format!(
+                "not ready: folding {} failed; it is being folded again from the event log",
+                lagging.join(", ")
+            ),
+        )
+        .into_response();
+    }
     let why = match read {
         Ok((head, true)) if nats_ok => {
             return Json(json!({"status": "ready", "event_log_seq": head})).into_response();
