@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use enspace_core::token::RevokeReason;
-use enspace_core::{EventEnvelope, TokenEvent};
+use enspace_core::{Aggregate, EventEnvelope, TokenEvent};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use ulid::Ulid;
@@ -146,11 +146,11 @@ impl NotificationProjection {
             // are folded first): an event those rules ignored (a second
             // creation of an id, a revocation naming another hash) does
             // nothing here either.
-            if matches!(envelope.event, TokenEvent::WorkspacePolicySet(_)) {
-                // A workspace's policy, no token's: nothing to tell.
+            let Aggregate::Token(token_id) = envelope.aggregate() else {
+                // A workspace's event, no token's: nothing to tell.
                 continue;
-            }
-            let view = tokens.token(envelope.token_id)?;
+            };
+            let view = tokens.token(token_id)?;
             match &envelope.event {
                 TokenEvent::WorkspacePolicySet(_) => {}
                 TokenEvent::TokenCreated(created) => {

@@ -13,8 +13,8 @@
 
 use std::collections::HashMap;
 
-use enspace_core::fold::{self, Change, Known};
-use enspace_core::{EventEnvelope, SecretHash, TokenEvent, TokenView, WorkspacePolicy};
+use enspace_core::fold::{self, Change, Known, WorkspaceChange};
+use enspace_core::{Aggregate, EventEnvelope, SecretHash, TokenEvent, TokenView, WorkspacePolicy};
 use ulid::Ulid;
 
 use super::{EventLog, StoreError};
@@ -60,6 +60,15 @@ struct Facts {
     id_known: bool,
     hash_owner: Option<Ulid>,
     revoked: bool,
+}
+
+impl Facts {
+    /// Nothing known: what a workspace's event is folded with.
+    const NONE: Facts = Facts {
+        id_known: false,
+        hash_owner: None,
+        revoked: false,
+    };
 }
 
 impl Known for Facts {
@@ -190,15 +199,23 @@ impl Projections {
         let mut new_hashes: HashMap<[u8; 32], Ulid> = HashMap::new();
         for envelope in envelopes.iter().filter(|e| e.seq > already) {
             last = envelope.seq;
-            if let TokenEvent::WorkspacePolicySet(set) = &envelope.event {
-                let policy = rmp_serde::to_vec_named(&set.policy())
-                    .map_err(|e| StoreError::Corrupt(format!("encode policy: {e}")))?;
-                policies.insert(set.workspace.as_bytes(), policy);
-                continue;
-            }
-            let current = match touched.remove(&envelope.token_id) {
+            let token_id = match envelope.aggregate() {
+                Aggregate::Token(id) => id,
+                Aggregate::Workspace(_) => {
+                    // A workspace's event: what it does asks nothing of tokens.
+                    if let Change::Workspace(WorkspaceChange::PolicySet { workspace, policy }) =
+                        fold::change(&Facts::NONE, envelope)
+                    {
+                        let policy = rmp_serde::to_vec_named(&policy)
+                            .map_err(|e| StoreError::Corrupt(format!("encode policy: {e}")))?;
+                        policies.insert(workspace.as_bytes(), policy);
+                    }
+                    continue;
+                }
+            };
+            let current = match touched.remove(&token_id) {
                 Some(view) => view,
-                None => self.token(envelope.token_id)?,
+                None => self.token(token_id)?,
             };
             // A hash entry whose token is not in the projection is a remnant
             // of a fold cut short (the trees are written one after another):
@@ -207,7 +224,7 @@ impl Projections {
                 Some(hash) => match new_hashes.get(&hash.0) {
                     Some(id) => Some(*id),
                     None => match self.token_id_by_hash(&hash)? {
-                        Some(owner) if owner == envelope.token_id => current.as_ref().map(|v| v.id),
+                        Some(owner) if owner == token_id => current.as_ref().map(|v| v.id),
                         Some(owner) => match touched.get(&owner) {
                             Some(view) => view.as_ref().map(|v| v.id),
                             None => self.token(owner)?.map(|v| v.id),
@@ -224,18 +241,18 @@ impl Projections {
             };
             let change = fold::change(&known, envelope);
             if let Change::Create { hash, created } = &change {
-                by_user.insert(user_key(&created.user_id, envelope.token_id), &[][..]);
-                by_hash.insert(&hash.as_bytes()[..], &envelope.token_id.to_bytes()[..]);
-                new_hashes.insert(hash.0, envelope.token_id);
+                by_user.insert(user_key(&created.user_id, token_id), &[][..]);
+                by_hash.insert(&hash.as_bytes()[..], &token_id.to_bytes()[..]);
+                new_hashes.insert(hash.0, token_id);
                 for workspace in &created.workspaces {
-                    by_workspace.insert(user_key(workspace, envelope.token_id), &[][..]);
+                    by_workspace.insert(user_key(workspace, token_id), &[][..]);
                 }
             }
             let next = fold::update(current, envelope, &change);
-            let mut event_key = envelope.token_id.to_bytes().to_vec();
+            let mut event_key = token_id.to_bytes().to_vec();
             event_key.extend_from_slice(&envelope.seq.to_be_bytes());
             by_token.insert(event_key, &[][..]);
-            touched.insert(envelope.token_id, next);
+            touched.insert(token_id, next);
         }
         let mut tokens = sled::Batch::default();
         for (id, view) in touched {

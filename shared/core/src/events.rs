@@ -77,8 +77,8 @@ pub struct TokenRotated {
 }
 
 /// `workspace_policy_set`: a workspace admin set the workspace's token
-/// policy (its `data`; the envelope's `token_id` is the nil ULID, as the
-/// event is about no token).
+/// policy (its `data`). Its aggregate is the workspace
+/// ([`Aggregate::Workspace`]); on the wire its `token_id` is the nil ULID.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspacePolicySet {
@@ -128,6 +128,17 @@ impl TokenEvent {
         }
         .unwrap_or(serde_json::Value::Null)
     }
+}
+
+/// What an event is about: one token, or one workspace. Told by the
+/// event's type, not by a field of the wire: a workspace event keeps the nil
+/// ULID in `token_id`, as every one written before aggregates does, so
+/// events already in logs, streams and audit exports read as workspace
+/// events with their bytes, hashes and signatures unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate<'a> {
+    Token(Ulid),
+    Workspace(&'a str),
 }
 
 /// What one log entry records, besides its place in the chain.
@@ -226,6 +237,17 @@ pub enum DecodeError {
 }
 
 impl EventEnvelope {
+    /// The aggregate the event belongs to: consumers ask this, never
+    /// whether `token_id` is nil.
+    pub fn aggregate(&self) -> Aggregate<'_> {
+        match &self.event {
+            TokenEvent::WorkspacePolicySet(set) => Aggregate::Workspace(&set.workspace),
+            TokenEvent::TokenCreated(_)
+            | TokenEvent::TokenRevoked(_)
+            | TokenEvent::TokenRotated(_) => Aggregate::Token(self.token_id),
+        }
+    }
+
     /// The exact bytes that are stored and hashed.
     pub fn encode(&self) -> Vec<u8> {
         fn wire<D: Serialize>(e: &EventEnvelope, data: &D) -> Vec<u8> {

@@ -25,7 +25,7 @@ pub mod workspace;
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{
-    AuditEvent, CommittedEvents, EventEnvelope, SYSTEM_ACTOR, StoredEvent, TokenEvent,
+    Aggregate, AuditEvent, CommittedEvents, EventEnvelope, SYSTEM_ACTOR, StoredEvent, TokenEvent,
 };
 pub use policy::WorkspacePolicy;
 pub use record::{RecordSink, RecordSource, RequestRecord};

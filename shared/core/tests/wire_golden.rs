@@ -13,7 +13,7 @@ use enspace_core::events::{
 };
 use enspace_core::token::RevokeReason;
 use enspace_core::{
-    AuditEvent, EventEnvelope, EventSigner, Expiration, Scope, StoredEvent, TokenEvent,
+    Aggregate, AuditEvent, EventEnvelope, EventSigner, Expiration, Scope, StoredEvent, TokenEvent,
 };
 use sha2::{Digest, Sha256};
 use ulid::Ulid;
@@ -187,6 +187,12 @@ fn every_stored_payload_decodes_and_encodes_to_the_same_bytes() {
         let envelope = EventEnvelope::decode(&payload).expect("decodes");
         assert_eq!(&envelope, want, "seq {}", event.seq);
         assert_eq!(envelope.encode(), payload, "seq {} re-encodes", event.seq);
+        // Policies written on the nil token id read as the workspace's.
+        let aggregate = match event.kind.as_str() {
+            "workspace_policy_set" => Aggregate::Workspace("acme"),
+            _ => Aggregate::Token(event.token_id),
+        };
+        assert_eq!(envelope.aggregate(), aggregate, "seq {}", event.seq);
         // What an audit line says of an old event is what it said then.
         let stored = StoredEvent {
             prev_hash: hex::decode(&event.prev_hash)
