@@ -11,8 +11,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use enspace_core::EventEnvelope;
+use enspace_core::events::TokenEventRef;
 use enspace_core::token::RevokeReason;
-use enspace_core::{Aggregate, EventEnvelope, TokenEvent};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use ulid::Ulid;
@@ -146,14 +147,13 @@ impl NotificationProjection {
             // are folded first): an event those rules ignored (a second
             // creation of an id, a revocation naming another hash) does
             // nothing here either.
-            let Aggregate::Token(token_id) = envelope.aggregate() else {
+            let Some((token_id, event)) = envelope.token_event() else {
                 // A workspace's event, no token's: nothing to tell.
                 continue;
             };
             let view = tokens.token(token_id)?;
-            match &envelope.event {
-                TokenEvent::WorkspacePolicySet(_) => {}
-                TokenEvent::TokenCreated(created) => {
+            match event {
+                TokenEventRef::Created(created) => {
                     let first = view
                         .as_ref()
                         .is_some_and(|v| v.secret_hash.to_hex() == created.secret_hash);
@@ -170,7 +170,7 @@ impl NotificationProjection {
                         );
                     }
                 }
-                TokenEvent::TokenRevoked(revoked) => {
+                TokenEventRef::Revoked(revoked) => {
                     let Some(view) = view.filter(|v| {
                         v.revoked_at.is_some() && v.secret_hash.to_hex() == revoked.secret_hash
                     }) else {
@@ -187,7 +187,7 @@ impl NotificationProjection {
                         self.store.emit(&notification, &[stage.byte()], deliver)?;
                     }
                 }
-                TokenEvent::TokenRotated(rotated) => {
+                TokenEventRef::Rotated(rotated) => {
                     let Some(view) = view.filter(|v| v.replaced_by == Some(rotated.replaced_by))
                     else {
                         continue;

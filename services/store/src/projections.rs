@@ -13,8 +13,9 @@
 
 use std::collections::HashMap;
 
+use enspace_core::events::TokenEventRef;
 use enspace_core::fold::{self, Change, Known, WorkspaceChange};
-use enspace_core::{Aggregate, EventEnvelope, SecretHash, TokenEvent, TokenView, WorkspacePolicy};
+use enspace_core::{Aggregate, EventEnvelope, SecretHash, TokenView, WorkspacePolicy};
 use ulid::Ulid;
 
 use super::{EventLog, StoreError};
@@ -83,12 +84,12 @@ impl Known for Facts {
 }
 
 fn event_hash(envelope: &EventEnvelope) -> Option<SecretHash> {
-    match &envelope.event {
-        TokenEvent::TokenCreated(c) => SecretHash::from_hex(&c.secret_hash),
-        TokenEvent::TokenRevoked(r) => SecretHash::from_hex(&r.secret_hash),
-        TokenEvent::TokenRotated(r) => SecretHash::from_hex(&r.secret_hash),
-        TokenEvent::WorkspacePolicySet(_) => None,
-    }
+    let hex = match envelope.token_event()?.1 {
+        TokenEventRef::Created(c) => &c.secret_hash,
+        TokenEventRef::Revoked(r) => &r.secret_hash,
+        TokenEventRef::Rotated(r) => &r.secret_hash,
+    };
+    SecretHash::from_hex(hex)
 }
 
 fn decode_view(bytes: &[u8]) -> Result<TokenView, StoreError> {

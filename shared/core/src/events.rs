@@ -76,9 +76,11 @@ pub struct TokenRotated {
     pub expires_at: Timestamp,
 }
 
+// Its aggregate is the workspace (`Aggregate::Workspace`); the doc comment
+// below is the published schema's description, kept as it was.
 /// `workspace_policy_set`: a workspace admin set the workspace's token
-/// policy (its `data`). Its aggregate is the workspace
-/// ([`Aggregate::Workspace`]); on the wire its `token_id` is the nil ULID.
+/// policy (its `data`; the envelope's `token_id` is the nil ULID, as the
+/// event is about no token).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspacePolicySet {
@@ -139,6 +141,16 @@ impl TokenEvent {
 pub enum Aggregate<'a> {
     Token(Ulid),
     Workspace(&'a str),
+}
+
+/// A token's event, borrowed from its envelope: what consumers of tokens
+/// match on ([`EventEnvelope::token_event`]), so that a workspace's event,
+/// new or old, asks nothing of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TokenEventRef<'a> {
+    Created(&'a TokenCreated),
+    Revoked(&'a TokenRevoked),
+    Rotated(&'a TokenRotated),
 }
 
 /// What one log entry records, besides its place in the chain.
@@ -246,6 +258,17 @@ impl EventEnvelope {
             | TokenEvent::TokenRevoked(_)
             | TokenEvent::TokenRotated(_) => Aggregate::Token(self.token_id),
         }
+    }
+
+    /// The token and its event, when the aggregate is a token.
+    pub fn token_event(&self) -> Option<(Ulid, TokenEventRef<'_>)> {
+        let event = match &self.event {
+            TokenEvent::TokenCreated(e) => TokenEventRef::Created(e),
+            TokenEvent::TokenRevoked(e) => TokenEventRef::Revoked(e),
+            TokenEvent::TokenRotated(e) => TokenEventRef::Rotated(e),
+            TokenEvent::WorkspacePolicySet(_) => return None,
+        };
+        Some((self.token_id, event))
     }
 
     /// The exact bytes that are stored and hashed.

@@ -16,9 +16,10 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the store answers, every projection has folded the whole log
-/// (a projection that failed to fold answers `projections_lagging` until the
-/// runner has folded it again), and NATS is connected where it is used.
+/// Ready when the store answers, every projection has folded the whole log,
+/// and NATS is connected where it is used.
+// A projection that failed to fold answers 503 `projections_lagging` until
+// the projection runner has folded it again from the log.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Object),
