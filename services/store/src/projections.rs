@@ -204,12 +204,19 @@ impl Projections {
                 Aggregate::Token(id) => id,
                 Aggregate::Workspace(_) => {
                     // A workspace's event: what it does asks nothing of tokens.
-                    if let Change::Workspace(WorkspaceChange::PolicySet { workspace, policy }) =
-                        fold::change(&Facts::NONE, envelope)
-                    {
-                        let policy = rmp_serde::to_vec_named(&policy)
-                            .map_err(|e| StoreError::Corrupt(format!("encode policy: {e}")))?;
-                        policies.insert(workspace.as_bytes(), policy);
+                    // Matched in full: a new workspace change does not
+                    // compile until its read model is written here.
+                    match fold::change(&Facts::NONE, envelope) {
+                        Change::Workspace(WorkspaceChange::PolicySet { workspace, policy }) => {
+                            let policy = rmp_serde::to_vec_named(&policy)
+                                .map_err(|e| StoreError::Corrupt(format!("encode policy: {e}")))?;
+                            policies.insert(workspace.as_bytes(), policy);
+                        }
+                        // No token's change comes of a workspace's event.
+                        Change::Create { .. }
+                        | Change::Revoke { .. }
+                        | Change::Rotate { .. }
+                        | Change::Nothing => {}
                     }
                     continue;
                 }
