@@ -487,17 +487,6 @@ where
     Ok((expected - 1, prev))
 }
 
-/// The token events as the control plane commits them, for an API node in
-/// the same process (`enspace serve` without NATS), whose replica folds them
-/// from the log and then from the writer itself. An API node elsewhere reads
-/// the token events stream instead.
-/// What it reads is an [`EventSource`](crate::projection::EventSource).
-pub trait CommittedEvents: crate::projection::EventSource {
-    /// Runs `hook` on every group of events from now on, once it is durable
-    /// and before any of the group's commands is answered.
-    fn on_commit(&self, hook: impl Fn(&[EventEnvelope]) + Send + Sync + 'static);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

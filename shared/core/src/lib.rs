@@ -24,10 +24,9 @@ pub mod workspace;
 
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use events::{
-    Aggregate, AuditEvent, CommittedEvents, EventEnvelope, SYSTEM_ACTOR, StoredEvent, TokenEvent,
-};
+pub use events::{Aggregate, AuditEvent, EventEnvelope, SYSTEM_ACTOR, StoredEvent, TokenEvent};
 pub use policy::WorkspacePolicy;
+pub use projection::CommittedEvents;
 pub use record::{RecordSink, RecordSource, RequestRecord};
 pub use secret::{PatSecret, SecretHash, SecretParseError, SessionSecret};
 pub use signing::{EventKey, EventSigner, Heartbeat};

@@ -46,6 +46,17 @@ pub trait EventSource: Send + Sync + 'static {
     fn read_after(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, Self::Error>;
 }
 
+/// The token events as the control plane commits them, for an API node in
+/// the same process (`enspace serve` without NATS), whose replica folds them
+/// from the log and then from the writer itself. An API node elsewhere reads
+/// the token events stream instead.
+/// What it reads is an [`EventSource`].
+pub trait CommittedEvents: EventSource {
+    /// Runs `hook` on every group of events from now on, once it is durable
+    /// and before any of the group's commands is answered.
+    fn on_commit(&self, hook: impl Fn(&[EventEnvelope]) + Send + Sync + 'static);
+}
+
 /// Folds every event of `source` that `projection` has not folded; a view
 /// that claims to be ahead of the log (never trusted) is reset and folded
 /// again. Answers how many events were read.
