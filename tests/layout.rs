@@ -91,3 +91,48 @@ fn only_the_http_side_and_the_assembly_name_the_app_state() {
     naming.sort();
     assert!(naming.is_empty(), "subsystems naming AppState: {naming:?}");
 }
+
+/// Lines of Rust a crate of the service may hold: past that, it holds more
+/// than one part of the architecture and should be split along its seams.
+const MAX_CRATE_LINES: usize = 6_000;
+
+/// Every crate under `services/` and `shared/` stays under
+/// [`MAX_CRATE_LINES`], tests included. The benchmarks (`services/bench`)
+/// are not part of the service and are left out.
+#[test]
+fn no_crate_of_the_service_holds_more_than_6000_lines() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut over = Vec::new();
+    let mut crates = 0;
+    for dir in ["services", "shared"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.join("Cargo.toml").is_file() || path.ends_with("bench") {
+                continue;
+            }
+            crates += 1;
+            let mut files = Vec::new();
+            rust_files(&path.join("src"), &mut files);
+            let lines: usize = files
+                .iter()
+                .map(|f| {
+                    std::fs::read_to_string(f)
+                        .expect("read a source file")
+                        .lines()
+                        .count()
+                })
+                .sum();
+            if lines > MAX_CRATE_LINES {
+                over.push(format!("{} ({lines} lines)", path.display()));
+            }
+        }
+    }
+    assert!(crates > 10, "the crates are where they should be");
+    assert!(
+        over.is_empty(),
+        "crates over {MAX_CRATE_LINES} lines: {over:?}"
+    );
+}

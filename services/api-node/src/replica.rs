@@ -152,7 +152,7 @@ impl Inner {
                         slot.expires_at_ms.min(rotated.expires_at.as_millisecond());
                 }
             }
-            Change::Nothing => {}
+            Change::Workspace(_) | Change::Nothing => {}
         }
     }
 

@@ -21,9 +21,9 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use enspace_core::events::StoredEvent;
 use enspace_core::{SecretHash, events::GENESIS_HASH};
+use enspace_notify::Notifications;
 use enspace_store::Store;
 use enspace_store::event_log::encode_seq;
-use enspace_tokens::notifications::Notifications;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::support::cpu_seconds;
@@ -86,9 +86,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let folded = start.elapsed();
     let notifications = Notifications::open(&store.db, false)?;
     let start = Instant::now();
-    notifications
-        .projection
-        .catch_up(&store.log, &store.projections, false)?;
+    let fold = enspace_notify::NotificationFold {
+        notifications: notifications.clone(),
+        tokens: store.projections.clone(),
+    };
+    enspace_core::projection::catch_up(&store.log, &fold)?;
     let indexed = start.elapsed();
     let entries = notifications.due.len();
     if entries != 3 * args.tokens {

@@ -260,7 +260,7 @@ impl Default for NotificationArgs {
     }
 }
 
-pub use enspace_tokens::notifications::webhook::WebhookSecret;
+pub use enspace_notify::webhook::WebhookSecret;
 
 /// A value parser for flags that may hold a secret: its errors name the
 /// flag and say what is wrong, but never repeat the value (clap's own
@@ -299,7 +299,7 @@ impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Quiet
 
 fn parse_webhook_secret(s: &str) -> Result<WebhookSecret, String> {
     s.parse()
-        .map_err(|e: enspace_tokens::notifications::webhook::SecretError| e.to_string())
+        .map_err(|e: enspace_notify::webhook::SecretError| e.to_string())
 }
 
 fn parse_webhook_url(s: &str) -> Result<reqwest::Url, String> {

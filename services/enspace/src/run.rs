@@ -96,14 +96,12 @@ fn control_plane_config(
 
 /// The notification webhook, when `--webhook-url` is given (with its
 /// secret).
-fn webhook(
-    args: &ServiceArgs,
-) -> anyhow::Result<Option<enspace_tokens::notifications::webhook::Webhook>> {
+fn webhook(args: &ServiceArgs) -> anyhow::Result<Option<enspace_notify::webhook::Webhook>> {
     let n = &args.notifications;
     match (&n.webhook_url, &n.webhook_secret) {
         (None, None) => Ok(None),
         (Some(url), Some(secret)) => Ok(Some(
-            enspace_tokens::notifications::webhook::Webhook::new(url.clone(), secret.clone())
+            enspace_notify::webhook::Webhook::new(url.clone(), secret.clone())
                 .context("cannot make the webhook's HTTP client")?,
         )),
         (Some(_), None) => {

@@ -179,10 +179,6 @@ mod tests {
             index.seqs_between(moment(4), moment(2)).expect("seqs"),
             [0u64; 0]
         );
-        assert_eq!(
-            index.tokens_touched_after(moment(3)).expect("after").len(),
-            2
-        );
     }
 
     #[test]

@@ -74,6 +74,20 @@ impl EventLog {
     }
 }
 
+/// The log is where every projection catches up from.
+impl enspace_core::projection::EventSource for EventLog {
+    type Error = StoreError;
+
+    fn head_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.head()?.0)
+    }
+
+    fn read_after(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        let entries = EventLog::read_after(self, after, limit)?;
+        Ok(entries.into_iter().map(|e| e.envelope).collect())
+    }
+}
+
 pub fn encode_seq(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }

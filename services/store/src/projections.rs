@@ -13,8 +13,9 @@
 
 use std::collections::HashMap;
 
-use enspace_core::fold::{self, Change, Known};
-use enspace_core::{EventEnvelope, SecretHash, TokenEvent, TokenView, WorkspacePolicy};
+use enspace_core::events::TokenEventRef;
+use enspace_core::fold::{self, Change, Known, WorkspaceChange};
+use enspace_core::{Aggregate, EventEnvelope, SecretHash, TokenView, WorkspacePolicy};
 use ulid::Ulid;
 
 use super::{EventLog, StoreError};
@@ -32,7 +33,6 @@ pub(crate) const LAST_SEQ: &[u8] = b"last_seq";
 /// Present only after a graceful stop: the `last_seq` the projections were
 /// whole at.
 const CLEAN_AT: &[u8] = b"clean_at";
-const REPLAY_BATCH: usize = 1000;
 
 #[derive(Clone)]
 pub struct Projections {
@@ -63,6 +63,15 @@ struct Facts {
     revoked: bool,
 }
 
+impl Facts {
+    /// Nothing known: what a workspace's event is folded with.
+    const NONE: Facts = Facts {
+        id_known: false,
+        hash_owner: None,
+        revoked: false,
+    };
+}
+
 impl Known for Facts {
     fn id_known(&self, _: Ulid) -> bool {
         self.id_known
@@ -75,12 +84,12 @@ impl Known for Facts {
 }
 
 fn event_hash(envelope: &EventEnvelope) -> Option<SecretHash> {
-    match &envelope.event {
-        TokenEvent::TokenCreated(c) => SecretHash::from_hex(&c.secret_hash),
-        TokenEvent::TokenRevoked(r) => SecretHash::from_hex(&r.secret_hash),
-        TokenEvent::TokenRotated(r) => SecretHash::from_hex(&r.secret_hash),
-        TokenEvent::WorkspacePolicySet(_) => None,
-    }
+    let hex = match envelope.token_event()?.1 {
+        TokenEventRef::Created(c) => &c.secret_hash,
+        TokenEventRef::Revoked(r) => &r.secret_hash,
+        TokenEventRef::Rotated(r) => &r.secret_hash,
+    };
+    SecretHash::from_hex(hex)
 }
 
 fn decode_view(bytes: &[u8]) -> Result<TokenView, StoreError> {
@@ -171,29 +180,10 @@ impl Projections {
     }
 
     /// Folds every event the projections have not seen. If they claim to be
-    /// ahead of the log (never trusted blindly), they are rebuilt from zero.
+    /// ahead of the log (never trusted blindly), they are rebuilt from zero
+    /// (`enspace_core::projection::catch_up`, the one catch-up loop).
     pub fn catch_up(&self, log: &EventLog) -> Result<u64, StoreError> {
-        let (head, _) = log.head()?;
-        let mut after = self.last_seq()?;
-        if after > head {
-            tracing::warn!(
-                projected = after,
-                log_head = head,
-                "projections ahead of the log; rebuilding"
-            );
-            self.clear()?;
-            after = 0;
-        }
-        let mut applied = 0;
-        loop {
-            let entries = log.read_after(after, REPLAY_BATCH)?;
-            let Some(last) = entries.last() else { break };
-            after = last.envelope.seq;
-            let envelopes: Vec<EventEnvelope> = entries.into_iter().map(|e| e.envelope).collect();
-            applied += envelopes.len() as u64;
-            self.apply(&envelopes)?;
-        }
-        Ok(applied)
+        enspace_core::projection::catch_up(log, self)
     }
 
     /// Folds events (in `seq` order) into every projection, then records the
@@ -210,15 +200,30 @@ impl Projections {
         let mut new_hashes: HashMap<[u8; 32], Ulid> = HashMap::new();
         for envelope in envelopes.iter().filter(|e| e.seq > already) {
             last = envelope.seq;
-            if let TokenEvent::WorkspacePolicySet(set) = &envelope.event {
-                let policy = rmp_serde::to_vec_named(&set.policy())
-                    .map_err(|e| StoreError::Corrupt(format!("encode policy: {e}")))?;
-                policies.insert(set.workspace.as_bytes(), policy);
-                continue;
-            }
-            let current = match touched.remove(&envelope.token_id) {
+            let token_id = match envelope.aggregate() {
+                Aggregate::Token(id) => id,
+                Aggregate::Workspace(_) => {
+                    // A workspace's event: what it does asks nothing of tokens.
+                    // Matched in full: a new workspace change does not
+                    // compile until its read model is written here.
+                    match fold::change(&Facts::NONE, envelope) {
+                        Change::Workspace(WorkspaceChange::PolicySet { workspace, policy }) => {
+                            let policy = rmp_serde::to_vec_named(&policy)
+                                .map_err(|e| StoreError::Corrupt(format!("encode policy: {e}")))?;
+                            policies.insert(workspace.as_bytes(), policy);
+                        }
+                        // No token's change comes of a workspace's event.
+                        Change::Create { .. }
+                        | Change::Revoke { .. }
+                        | Change::Rotate { .. }
+                        | Change::Nothing => {}
+                    }
+                    continue;
+                }
+            };
+            let current = match touched.remove(&token_id) {
                 Some(view) => view,
-                None => self.token(envelope.token_id)?,
+                None => self.token(token_id)?,
             };
             // A hash entry whose token is not in the projection is a remnant
             // of a fold cut short (the trees are written one after another):
@@ -227,7 +232,7 @@ impl Projections {
                 Some(hash) => match new_hashes.get(&hash.0) {
                     Some(id) => Some(*id),
                     None => match self.token_id_by_hash(&hash)? {
-                        Some(owner) if owner == envelope.token_id => current.as_ref().map(|v| v.id),
+                        Some(owner) if owner == token_id => current.as_ref().map(|v| v.id),
                         Some(owner) => match touched.get(&owner) {
                             Some(view) => view.as_ref().map(|v| v.id),
                             None => self.token(owner)?.map(|v| v.id),
@@ -244,18 +249,18 @@ impl Projections {
             };
             let change = fold::change(&known, envelope);
             if let Change::Create { hash, created } = &change {
-                by_user.insert(user_key(&created.user_id, envelope.token_id), &[][..]);
-                by_hash.insert(&hash.as_bytes()[..], &envelope.token_id.to_bytes()[..]);
-                new_hashes.insert(hash.0, envelope.token_id);
+                by_user.insert(user_key(&created.user_id, token_id), &[][..]);
+                by_hash.insert(&hash.as_bytes()[..], &token_id.to_bytes()[..]);
+                new_hashes.insert(hash.0, token_id);
                 for workspace in &created.workspaces {
-                    by_workspace.insert(user_key(workspace, envelope.token_id), &[][..]);
+                    by_workspace.insert(user_key(workspace, token_id), &[][..]);
                 }
             }
             let next = fold::update(current, envelope, &change);
-            let mut event_key = envelope.token_id.to_bytes().to_vec();
+            let mut event_key = token_id.to_bytes().to_vec();
             event_key.extend_from_slice(&envelope.seq.to_be_bytes());
             by_token.insert(event_key, &[][..]);
-            touched.insert(envelope.token_id, next);
+            touched.insert(token_id, next);
         }
         let mut tokens = sled::Batch::default();
         for (id, view) in touched {
@@ -424,6 +429,29 @@ impl Projections {
             _ => None,
         };
         Ok((out, next))
+    }
+}
+
+/// The token projections as the projection runner sees them: the writer
+/// folds them inside each commit (`writer/persist.rs`), the runner's
+/// catch-up brings them up to the log at start.
+impl enspace_core::projection::Projection for Projections {
+    type Error = StoreError;
+
+    fn name(&self) -> &'static str {
+        "tokens"
+    }
+
+    fn position(&self) -> Result<u64, StoreError> {
+        self.last_seq()
+    }
+
+    fn apply(&self, events: &[EventEnvelope]) -> Result<(), StoreError> {
+        Projections::apply(self, events)
+    }
+
+    fn reset(&self) -> Result<(), StoreError> {
+        self.clear()
     }
 }
 

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use enspace_core::events::StoredEvent;
+use enspace_core::events::{StoredEvent, TokenEventRef};
 use enspace_core::{Clock, EventEnvelope, TokenEvent, TokenView, WorkspacePolicy};
 use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -422,7 +422,9 @@ impl WriterState {
                 tracing::error!(error = %e, "appending to the event log failed");
                 // Nothing of this group is acknowledged; start over from what is on disk.
                 (self.seq, self.hash) = self.store.log.head().unwrap_or((start_seq, start_hash));
-                let _ = self.store.projections.catch_up(&self.store.log);
+                if let Err(e) = self.store.projections.catch_up(&self.store.log) {
+                    tracing::error!(error = %e, "folding the projections again failed");
+                }
                 for (reply, _, _) in answers {
                     let _ = reply.send(Err(CommandError::Store(e.to_string())));
                 }
@@ -507,12 +509,11 @@ impl WriterState {
 
     /// Counts what was committed and tells the hooks and the head's watchers.
     fn committed(&self, appended: &[EventEnvelope]) {
-        for envelope in appended {
-            match envelope.event {
-                TokenEvent::TokenCreated(_) => self.counters.tokens_created.inc(),
-                TokenEvent::TokenRevoked(_) => self.counters.tokens_revoked.inc(),
-                TokenEvent::TokenRotated(_) => self.counters.tokens_rotated.inc(),
-                TokenEvent::WorkspacePolicySet(_) => 0,
+        for (_, event) in appended.iter().filter_map(EventEnvelope::token_event) {
+            match event {
+                TokenEventRef::Created(_) => self.counters.tokens_created.inc(),
+                TokenEventRef::Revoked(_) => self.counters.tokens_revoked.inc(),
+                TokenEventRef::Rotated(_) => self.counters.tokens_rotated.inc(),
             };
         }
         self.counters.event_log_length.set(self.seq as i64);

@@ -6,12 +6,10 @@ pub mod control_plane;
 pub mod leaks;
 pub mod membership;
 pub mod metrics;
-pub mod notifications;
 pub mod openapi;
 pub mod routes;
 pub mod signing_key;
 pub mod state;
-pub mod text;
 pub mod token_quota;
 
 use axum::Router;

@@ -4,8 +4,29 @@
 use std::sync::Arc;
 
 use enspace_http::HttpMetrics;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectionLabels {
+    projection: &'static str,
+}
+
+/// `enspace_projection_errors{projection}`, counted by the projections'
+/// health, which `/readyz` reads.
+fn projection_health(registry: &mut Registry) -> enspace_core::projection::ProjectionHealth {
+    let errors = Family::<ProjectionLabels, Counter>::default();
+    registry.register(
+        "enspace_projection_errors",
+        "Times a projection failed to fold events (it is folded again from the log)",
+        errors.clone(),
+    );
+    enspace_core::projection::ProjectionHealth::new(move |projection| {
+        errors.get_or_create(&ProjectionLabels { projection }).inc();
+    })
+}
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -15,56 +36,11 @@ pub struct Metrics {
     pub events: enspace_store::EventCounters,
     pub sign_ins: enspace_accounts::credentials::SignInMetrics,
     pub leak_reports: crate::leaks::LeakMetrics,
-    pub notifications: NotificationMetrics,
+    pub notifications: enspace_notify::NotificationMetrics,
     pub stream: enspace_cluster::event_stream::repair::StreamMetrics,
     pub cluster: enspace_cluster::ClusterMetrics,
-}
-
-/// What the notification sweep and delivery did.
-#[derive(Clone, Default)]
-pub struct NotificationMetrics {
-    /// Sweeps of the due index run.
-    pub sweeps: Counter,
-    /// Notifications made (each at most once).
-    pub made: Counter,
-    /// Webhook POSTs answered 2xx.
-    pub webhook_delivered: Counter,
-    /// Webhook POSTs that failed (to be retried).
-    pub webhook_failed: Counter,
-    /// Notifications published on NATS.
-    pub published: Counter,
-}
-
-impl NotificationMetrics {
-    fn register(registry: &mut Registry) -> Self {
-        let m = NotificationMetrics::default();
-        registry.register(
-            "enspace_notification_sweeps",
-            "Sweeps of the notification due index",
-            m.sweeps.clone(),
-        );
-        registry.register(
-            "enspace_notifications_made",
-            "Notifications made",
-            m.made.clone(),
-        );
-        registry.register(
-            "enspace_webhook_delivered",
-            "Notification webhook deliveries answered 2xx",
-            m.webhook_delivered.clone(),
-        );
-        registry.register(
-            "enspace_webhook_failed",
-            "Notification webhook attempts that failed and will be retried",
-            m.webhook_failed.clone(),
-        );
-        registry.register(
-            "enspace_notifications_published",
-            "Notifications published on NATS",
-            m.published.clone(),
-        );
-        m
-    }
+    /// Which projections lag after a failure, and the count of failures.
+    pub projections: enspace_core::projection::ProjectionHealth,
 }
 
 impl Metrics {
@@ -74,10 +50,11 @@ impl Metrics {
         let http = HttpMetrics::register(&mut registry);
         let sign_ins = enspace_accounts::credentials::SignInMetrics::register(&mut registry);
         let leak_reports = crate::leaks::LeakMetrics::register(&mut registry);
-        let notifications = NotificationMetrics::register(&mut registry);
+        let notifications = enspace_notify::NotificationMetrics::register(&mut registry);
         let stream = enspace_cluster::event_stream::repair::StreamMetrics::register(&mut registry);
         let cluster = enspace_cluster::ClusterMetrics::register(&mut registry);
         let events = enspace_store::EventCounters::register(&mut registry);
+        let projections = projection_health(&mut registry);
         Metrics {
             registry: Arc::new(registry),
             http,
@@ -87,6 +64,7 @@ impl Metrics {
             notifications,
             stream,
             cluster,
+            projections,
         }
     }
 }

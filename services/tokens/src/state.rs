@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use enspace_core::projection::{EventSource, Runner};
 use enspace_core::{Clock, CommittedEvents, EventEnvelope, EventSigner};
 use jiff::SignedDuration;
 
@@ -46,7 +47,7 @@ pub struct AppParts {
     /// revocations they start.
     pub leak_reports: crate::leaks::LeakReports,
     /// Notifications, their due index and their delivery queue.
-    pub notifications: crate::notifications::Notifications,
+    pub notifications: enspace_notify::Notifications,
 }
 
 pub use enspace_cluster::handle::ClusterHandle;
@@ -131,34 +132,21 @@ impl AppState {
         let counted = quota.clone();
         writer.on_commit(move |events| counted.observe(events));
         let notifications =
-            crate::notifications::Notifications::open(&store.db, config.deliver_notifications)?;
-        let folded = notifications.projection.catch_up(
-            &store.log,
-            &store.projections,
-            notifications.delivers_now(),
-        )?;
-        if folded > 0 {
-            tracing::info!(
-                events = folded,
-                "notifications caught up with {folded} events"
-            );
-        }
-        let (notify, log, tokens) = (
-            notifications.clone(),
-            store.log.clone(),
-            store.projections.clone(),
-        );
-        writer.on_commit(move |events| {
-            let deliver = notify.delivers_now();
-            match notify
-                .projection
-                .apply_committed(events, &log, &tokens, deliver)
-            {
-                Ok(()) if deliver => notify.wake_delivery(),
-                Ok(()) => {}
-                Err(e) => tracing::error!(error = %e, "folding notifications failed"),
-            }
+            enspace_notify::Notifications::open(&store.db, config.deliver_notifications)?;
+        // Notifications are folded by the projection runner: caught up
+        // with the log now, then fed each committed group; a failure marks
+        // them lagging (`/readyz`), is counted and folded again from the log.
+        let fold = Arc::new(enspace_notify::NotificationFold {
+            notifications: notifications.clone(),
+            tokens: store.projections.clone(),
         });
+        let runner = Runner::new(
+            Arc::new(store.log.clone()),
+            fold,
+            metrics.projections.clone(),
+        );
+        runner.catch_up()?;
+        writer.on_commit(move |events| runner.on_commit(events));
         Ok(AppState(Arc::new(AppParts {
             store,
             requests,
@@ -180,14 +168,19 @@ impl AppState {
 /// What an API node in the same process folds into its replica: the log as
 /// it stands, then every group the writer commits, before it answers.
 impl CommittedEvents for AppState {
-    type Error = enspace_store::StoreError;
-
     fn on_commit(&self, hook: impl Fn(&[EventEnvelope]) + Send + Sync + 'static) {
         self.writer.on_commit(hook);
     }
+}
+
+impl EventSource for AppState {
+    type Error = enspace_store::StoreError;
+
+    fn head_seq(&self) -> Result<u64, Self::Error> {
+        EventSource::head_seq(&self.store.log)
+    }
 
     fn read_after(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, Self::Error> {
-        let entries = self.store.log.read_after(after, limit)?;
-        Ok(entries.into_iter().map(|e| e.envelope).collect())
+        EventSource::read_after(&self.store.log, after, limit)
     }
 }

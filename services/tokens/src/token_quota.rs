@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use enspace_core::{EventEnvelope, TokenEvent};
+use enspace_core::EventEnvelope;
+use enspace_core::events::TokenEventRef;
 use jiff::Timestamp;
 use ulid::Ulid;
 
@@ -157,22 +158,24 @@ impl TokenQuota {
     pub fn observe(&self, events: &[EventEnvelope]) {
         let mut users = self.lock();
         for envelope in events {
-            match &envelope.event {
-                TokenEvent::TokenCreated(created) => {
+            let Some((token_id, event)) = envelope.token_event() else {
+                continue;
+            };
+            match event {
+                TokenEventRef::Created(created) => {
                     if let Some(user) = users.0.get_mut(&created.user_id) {
                         user.reserved = user.reserved.saturating_sub(1);
-                        user.live.insert(envelope.token_id, created.expires_at);
+                        user.live.insert(token_id, created.expires_at);
                     }
                 }
-                TokenEvent::TokenRevoked(revoked) => {
+                TokenEventRef::Revoked(revoked) => {
                     if let Some(user) = users.0.get_mut(&revoked.user_id) {
-                        user.live.remove(&envelope.token_id);
+                        user.live.remove(&token_id);
                     }
                 }
-                TokenEvent::WorkspacePolicySet(_) => {}
-                TokenEvent::TokenRotated(rotated) => {
+                TokenEventRef::Rotated(rotated) => {
                     if let Some(user) = users.0.get_mut(&rotated.user_id)
-                        && let Some(expires_at) = user.live.get_mut(&envelope.token_id)
+                        && let Some(expires_at) = user.live.get_mut(&token_id)
                     {
                         *expires_at =
                             Some(enspace_core::fold::earlier(*expires_at, rotated.expires_at));

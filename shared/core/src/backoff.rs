@@ -33,6 +33,12 @@ impl Backoff {
         tokio::time::sleep(self.next).await;
         self.next = (self.next * 2).min(self.max);
     }
+
+    /// [`wait`](Self::wait) for a thread of its own, off the async runtime.
+    pub fn wait_blocking(&mut self) {
+        std::thread::sleep(self.next);
+        self.next = (self.next * 2).min(self.max);
+    }
 }
 
 #[cfg(test)]

@@ -76,6 +76,8 @@ pub struct TokenRotated {
     pub expires_at: Timestamp,
 }
 
+// Its aggregate is the workspace (`Aggregate::Workspace`); the doc comment
+// below is the published schema's description, kept as it was.
 /// `workspace_policy_set`: a workspace admin set the workspace's token
 /// policy (its `data`; the envelope's `token_id` is the nil ULID, as the
 /// event is about no token).
@@ -128,6 +130,27 @@ impl TokenEvent {
         }
         .unwrap_or(serde_json::Value::Null)
     }
+}
+
+/// What an event is about: one token, or one workspace. Told by the
+/// event's type, not by a field of the wire: a workspace event keeps the nil
+/// ULID in `token_id`, as every one written before aggregates does, so
+/// events already in logs, streams and audit exports read as workspace
+/// events with their bytes, hashes and signatures unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate<'a> {
+    Token(Ulid),
+    Workspace(&'a str),
+}
+
+/// A token's event, borrowed from its envelope: what consumers of tokens
+/// match on ([`EventEnvelope::token_event`]), so that a workspace's event,
+/// new or old, asks nothing of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TokenEventRef<'a> {
+    Created(&'a TokenCreated),
+    Revoked(&'a TokenRevoked),
+    Rotated(&'a TokenRotated),
 }
 
 /// What one log entry records, besides its place in the chain.
@@ -226,6 +249,28 @@ pub enum DecodeError {
 }
 
 impl EventEnvelope {
+    /// The aggregate the event belongs to: consumers ask this, never
+    /// whether `token_id` is nil.
+    pub fn aggregate(&self) -> Aggregate<'_> {
+        match &self.event {
+            TokenEvent::WorkspacePolicySet(set) => Aggregate::Workspace(&set.workspace),
+            TokenEvent::TokenCreated(_)
+            | TokenEvent::TokenRevoked(_)
+            | TokenEvent::TokenRotated(_) => Aggregate::Token(self.token_id),
+        }
+    }
+
+    /// The token and its event, when the aggregate is a token.
+    pub fn token_event(&self) -> Option<(Ulid, TokenEventRef<'_>)> {
+        let event = match &self.event {
+            TokenEvent::TokenCreated(e) => TokenEventRef::Created(e),
+            TokenEvent::TokenRevoked(e) => TokenEventRef::Revoked(e),
+            TokenEvent::TokenRotated(e) => TokenEventRef::Rotated(e),
+            TokenEvent::WorkspacePolicySet(_) => return None,
+        };
+        Some((self.token_id, event))
+    }
+
     /// The exact bytes that are stored and hashed.
     pub fn encode(&self) -> Vec<u8> {
         fn wire<D: Serialize>(e: &EventEnvelope, data: &D) -> Vec<u8> {
@@ -440,19 +485,6 @@ where
         expected += 1;
     }
     Ok((expected - 1, prev))
-}
-
-/// The token events as the control plane commits them, for an API node in
-/// the same process (`enspace serve` without NATS), whose replica folds them
-/// from the log and then from the writer itself. An API node elsewhere reads
-/// the token events stream instead.
-pub trait CommittedEvents {
-    type Error: std::error::Error + Send + Sync + 'static;
-    /// Runs `hook` on every group of events from now on, once it is durable
-    /// and before any of the group's commands is answered.
-    fn on_commit(&self, hook: impl Fn(&[EventEnvelope]) + Send + Sync + 'static);
-    /// Up to `limit` committed events after `seq` `after`, in order.
-    fn read_after(&self, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, Self::Error>;
 }
 
 #[cfg(test)]

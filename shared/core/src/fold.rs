@@ -14,13 +14,15 @@
 //!   and secret hash to the event's `expires_at`, if that is earlier (so
 //!   applying it again, or late, changes nothing), and links the successor
 //!   the first time; for a revoked, unknown or other token, nothing.
-//! - `workspace_policy_set` changes no token (a policy binds new tokens).
+//! - `workspace_policy_set` changes no token (a policy binds new tokens):
+//!   it is a workspace's event, and folds to a [`WorkspaceChange`].
 
 use ulid::Ulid;
 
 use jiff::Timestamp;
 
 use crate::events::{EventEnvelope, TokenCreated, TokenEvent, TokenRevoked, TokenRotated};
+use crate::policy::WorkspacePolicy;
 use crate::secret::SecretHash;
 use crate::token::TokenView;
 
@@ -48,9 +50,21 @@ pub enum Change<'a> {
         hash: SecretHash,
         rotated: &'a TokenRotated,
     },
+    /// A workspace's event (its aggregate is a workspace): no token changes.
+    Workspace(WorkspaceChange<'a>),
     /// Nothing: a repeated or conflicting creation, a revocation of an
     /// unknown or already revoked token, a malformed hash.
     Nothing,
+}
+
+/// What a workspace's event does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkspaceChange<'a> {
+    /// The workspace's token policy is now `policy` (it binds new tokens).
+    PolicySet {
+        workspace: &'a str,
+        policy: WorkspacePolicy,
+    },
 }
 
 pub fn change<'a>(known: &impl Known, envelope: &'a EventEnvelope) -> Change<'a> {
@@ -73,7 +87,10 @@ pub fn change<'a>(known: &impl Known, envelope: &'a EventEnvelope) -> Change<'a>
                 _ => Change::Nothing,
             }
         }
-        TokenEvent::WorkspacePolicySet(_) => Change::Nothing,
+        TokenEvent::WorkspacePolicySet(set) => Change::Workspace(WorkspaceChange::PolicySet {
+            workspace: &set.workspace,
+            policy: set.policy(),
+        }),
         TokenEvent::TokenRotated(rotated) => {
             let Some(hash) = SecretHash::from_hex(&rotated.secret_hash) else {
                 return Change::Nothing;
@@ -110,7 +127,7 @@ pub fn update(
             view.replaced_by.get_or_insert(rotated.replaced_by);
             view
         }),
-        Change::Nothing => state,
+        Change::Workspace(_) | Change::Nothing => state,
     }
 }
 
@@ -415,6 +432,36 @@ mod tests {
                 assert_eq!(&outcome_of(view), want, "{}", case.name);
             }
         }
+    }
+
+    #[test]
+    fn a_workspace_policy_is_the_workspace_s_change_and_no_token_s() {
+        let set = crate::events::WorkspacePolicySet {
+            workspace: "acme".into(),
+            max_lifetime: Some(crate::token::Expiration::SixMonths),
+            require_expiration: true,
+        };
+        let envelope = EventEnvelope {
+            seq: 1,
+            id: Ulid::from_parts(1_780_000_000_000, 9),
+            at: Timestamp::from_millisecond(1_780_000_000_000).unwrap_or_default(),
+            actor: "bob".into(),
+            token_id: Ulid::nil(),
+            event: TokenEvent::WorkspacePolicySet(set.clone()),
+        };
+        assert_eq!(
+            envelope.aggregate(),
+            crate::events::Aggregate::Workspace("acme")
+        );
+        let change = change(&Reference::default(), &envelope);
+        assert_eq!(
+            change,
+            Change::Workspace(WorkspaceChange::PolicySet {
+                workspace: "acme",
+                policy: set.policy(),
+            })
+        );
+        assert_eq!(update(None, &envelope, &change), None);
     }
 
     #[test]

@@ -11,21 +11,23 @@ pub mod events;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
 pub mod fold;
+pub mod leak_url;
 pub mod policy;
 pub mod progress;
+pub mod projection;
 pub mod record;
 pub mod record_bounds;
 pub mod secret;
 pub mod signing;
+pub mod text;
 pub mod token;
 pub mod workspace;
 
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use events::{
-    AuditEvent, CommittedEvents, EventEnvelope, SYSTEM_ACTOR, StoredEvent, TokenEvent,
-};
+pub use events::{Aggregate, AuditEvent, EventEnvelope, SYSTEM_ACTOR, StoredEvent, TokenEvent};
 pub use policy::WorkspacePolicy;
+pub use projection::CommittedEvents;
 pub use record::{RecordSink, RecordSource, RequestRecord};
 pub use secret::{PatSecret, SecretHash, SecretParseError, SessionSecret};
 pub use signing::{EventKey, EventSigner, Heartbeat};

@@ -4,27 +4,46 @@
 //! so a revocation is in force on the node before `DELETE` answers. Nothing
 //! crosses a network, so nothing is checked.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
-use enspace_core::CommittedEvents;
+use enspace_core::projection::{self, Projection};
+use enspace_core::{CommittedEvents, EventEnvelope};
 
 use crate::replica::TokenReplica;
 
-/// Events read from the log at a time at start.
-const LOG_PAGE: usize = 1024;
+/// The replica as a projection: in memory, so it remembers no position and
+/// folds the log from the start; folding cannot fail (`E` is the source's
+/// error, never made here).
+struct Replica<E>(Arc<TokenReplica>, PhantomData<fn() -> E>);
 
-/// Attaches the replica to the writer, then folds the log as it stands.
-/// Events committed in between are folded twice, which changes nothing.
+impl<E: std::error::Error + Send + Sync + 'static> Projection for Replica<E> {
+    type Error = E;
+
+    fn name(&self) -> &'static str {
+        "replica"
+    }
+
+    fn position(&self) -> Result<u64, E> {
+        Ok(0)
+    }
+
+    fn apply(&self, events: &[EventEnvelope]) -> Result<(), E> {
+        events.iter().for_each(|e| self.0.apply(e));
+        Ok(())
+    }
+
+    fn reset(&self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// Attaches the replica to the writer, then folds the log as it stands
+/// (`enspace_core::projection::catch_up`). Events committed in between are
+/// folded twice, which changes nothing.
 pub fn attach<C: CommittedEvents>(events: &C, replica: Arc<TokenReplica>) -> Result<(), C::Error> {
     let live = replica.clone();
     events.on_commit(move |group| group.iter().for_each(|e| live.apply(e)));
-    let mut after = 0;
-    loop {
-        let page = events.read_after(after, LOG_PAGE)?;
-        let Some(last) = page.last() else {
-            return Ok(());
-        };
-        after = last.seq;
-        page.iter().for_each(|e| replica.apply(e));
-    }
+    projection::catch_up(events, &Replica::<C::Error>(replica, PhantomData))?;
+    Ok(())
 }

@@ -43,7 +43,9 @@ impl WriterState {
         let kept = key_id.as_deref().map(|k| (k, signatures.as_slice(), at));
         if let Err(e) = self.persist(batch, &appended, kept) {
             (self.seq, self.hash) = self.store.log.head().unwrap_or((start_seq, start_hash));
-            let _ = self.store.projections.catch_up(&self.store.log);
+            if let Err(again) = self.store.projections.catch_up(&self.store.log) {
+                tracing::error!(error = %again, "folding the projections again failed");
+            }
             return Err(e);
         }
         self.committed(&appended);

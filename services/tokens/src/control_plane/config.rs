@@ -8,10 +8,10 @@ use std::time::Duration;
 use enspace_core::{Clock, EventKey};
 use prometheus_client::registry::Registry;
 
-use crate::notifications::webhook::Webhook;
 use crate::state::Config;
 use enspace_accounts::directory::Directory;
 use enspace_cluster::ClusterConfig;
+use enspace_notify::webhook::Webhook;
 
 pub struct ControlPlaneConfig {
     /// The data directory (`--data`); made when missing.

@@ -13,10 +13,10 @@ use prometheus_client::metrics::counter::Counter;
 use super::config::{ControlPlaneConfig, NatsConfig};
 use super::tasks::Tasks;
 use crate::metrics::Metrics;
-use crate::notifications::Delivery;
 use crate::{AppState, signing_key};
 use enspace_cluster::event_stream::repair::Repairer;
 use enspace_cluster::outbox::Outbox;
+use enspace_notify::Delivery;
 use enspace_store::Store;
 use enspace_usage::{Indexer, IndexerMetrics, NewIpHook, RequestIndex};
 
@@ -194,7 +194,7 @@ impl ControlPlane {
         };
         tasks.spawn(
             "notification-sweep",
-            crate::notifications::sweep::sweep_forever(
+            enspace_notify::sweep::sweep_forever(
                 state.notifications.clone(),
                 state.clock.clone(),
                 state.metrics.notifications.clone(),
@@ -205,8 +205,8 @@ impl ControlPlane {
             // Only now that NATS, when configured, is there to publish to.
             tasks.spawn(
                 "notification-delivery",
-                crate::notifications::delivery::deliver_forever(
-                    crate::notifications::delivery::Sinks {
+                enspace_notify::delivery::deliver_forever(
+                    enspace_notify::delivery::Sinks {
                         notifications: state.notifications.clone(),
                         nats: state.nats.get().cloned(),
                         metrics: state.metrics.notifications.clone(),

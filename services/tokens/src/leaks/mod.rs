@@ -5,7 +5,6 @@
 
 pub mod github_keys;
 pub mod leak_metrics;
-pub mod leak_url;
 pub mod report_limit;
 pub mod revoke;
 
@@ -15,9 +14,11 @@ use std::sync::Arc;
 use enspace_core::Clock;
 use tokio::sync::Semaphore;
 
+pub use enspace_core::leak_url::{
+    MAX_LEAK_URL_LEN, escapes_a_disguise, usable_leak_url, visible_leak_url,
+};
 pub use github_keys::{Claim, GithubKeys, KeyFileError, SignatureError};
 pub use leak_metrics::{LeakMetrics, Outcome, Via};
-pub use leak_url::{MAX_LEAK_URL_LEN, escapes_a_disguise, usable_leak_url, visible_leak_url};
 pub use report_limit::LeakReportLimit;
 pub use revoke::{Finding, revoke_leaked};
 

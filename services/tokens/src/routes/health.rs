@@ -18,6 +18,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 /// Ready when the store answers, every projection has folded the whole log,
 /// and NATS is connected where it is used.
+// A projection that failed to fold answers 503 `projections_lagging` until
+// the projection runner has folded it again from the log.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Object),
@@ -36,6 +38,18 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         .nats
         .get()
         .is_none_or(|client| client.connection_state() == async_nats::connection::State::Connected);
+    let lagging = state.metrics.projections.lagging();
+    if !lagging.is_empty() {
+        return enspace_http::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "projections_lagging",
+            format!(
+                "not ready: folding {} failed; it is being folded again from the event log",
+                lagging.join(", ")
+            ),
+        )
+        .into_response();
+    }
     let why = match read {
         Ok((head, true)) if nats_ok => {
             return Json(json!({"status": "ready", "event_log_seq": head})).into_response();

@@ -13,9 +13,9 @@ use serde::Serialize;
 use ulid::Ulid;
 
 use crate::auth::Caller;
-use crate::notifications::store::LIST_LIMIT;
-use crate::notifications::{Kind, Notification};
 use crate::state::AppState;
+use enspace_notify::store::LIST_LIMIT;
+use enspace_notify::{Kind, Notification};
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = Notification)]

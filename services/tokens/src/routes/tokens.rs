@@ -128,7 +128,10 @@ fn validate(
             "`description` must be 1 to 100 characters",
         ));
     }
-    if description.chars().any(crate::text::hides_or_reorders) {
+    if description
+        .chars()
+        .any(enspace_core::text::hides_or_reorders)
+    {
         return Err(ApiError::invalid(
             "invalid_description",
             "description",

@@ -1,4 +1,4 @@
-//! Notifications: what a token's owner is told about it. They are a
+//! Notifications (`enspace-notify`): what a token's owner is told about it. They are a
 //! projection of the event log plus the clock:
 //!
 //! - [`projection`] folds the events: a creation puts the token's expiry
@@ -15,6 +15,7 @@
 pub mod client_ip;
 pub mod delivery;
 pub mod due;
+pub mod metrics;
 pub mod projection;
 pub mod store;
 pub mod sweep;
@@ -29,7 +30,8 @@ use ulid::Ulid;
 
 pub use delivery::Delivery;
 pub use due::DueIndex;
-pub use projection::NotificationProjection;
+pub use metrics::NotificationMetrics;
+pub use projection::{NotificationFold, NotificationProjection};
 pub use store::NotificationStore;
 
 use enspace_store::StoreError;

@@ -11,18 +11,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use enspace_core::EventEnvelope;
+use enspace_core::events::TokenEventRef;
 use enspace_core::token::RevokeReason;
-use enspace_core::{EventEnvelope, TokenEvent};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use ulid::Ulid;
 
 use super::due::{DueEntry, due_key, key_ms, token_key};
 use super::{DueIndex, Kind, Notification, NotificationStore, Stage, notification_id};
-use enspace_store::{EventLog, Projections, StoreError};
+use enspace_store::{Projections, StoreError};
 
 const LAST_SEQ: &[u8] = b"last_seq";
-const REPLAY_BATCH: usize = 1000;
 
 #[derive(Clone)]
 pub struct NotificationProjection {
@@ -51,11 +51,11 @@ fn revoked_notification(
                 // Recorded URLs follow the leak URL rules; one recorded
                 // before they refused characters that hide or reorder text
                 // is left out rather than shown.
-                Some(url) if url.chars().any(crate::text::hides_or_reorders) => format!(
+                Some(url) if url.chars().any(enspace_core::text::hides_or_reorders) => format!(
                     "“{description}” was reported as leaked and revoked (the URL reported with it \
                      is not shown: it holds characters that could disguise it)"
                 ),
-                Some(url) if crate::leaks::escapes_a_disguise(url) => format!(
+                Some(url) if enspace_core::leak_url::escapes_a_disguise(url) => format!(
                     "“{description}” was reported as leaked at {url} and revoked (characters in \
                      the URL that could disguise it are shown percent-encoded)"
                 ),
@@ -131,66 +131,6 @@ impl NotificationProjection {
         Ok(())
     }
 
-    /// Folds every event of the log not folded yet.
-    pub fn catch_up(
-        &self,
-        log: &EventLog,
-        tokens: &Projections,
-        deliver: bool,
-    ) -> Result<u64, StoreError> {
-        let _one = self.lock()?;
-        self.catch_up_locked(log, tokens, deliver)
-    }
-
-    fn catch_up_locked(
-        &self,
-        log: &EventLog,
-        tokens: &Projections,
-        deliver: bool,
-    ) -> Result<u64, StoreError> {
-        let (head, _) = log.head()?;
-        let mut after = self.last_seq()?;
-        if after > head {
-            tracing::warn!(
-                folded = after,
-                log_head = head,
-                "the notification fold is ahead of the log; folding it again"
-            );
-            self.due.clear()?;
-            after = 0;
-        }
-        let mut applied = 0;
-        loop {
-            let entries = log.read_after(after, REPLAY_BATCH)?;
-            let Some(last) = entries.last() else { break };
-            after = last.envelope.seq;
-            let envelopes: Vec<EventEnvelope> = entries.into_iter().map(|e| e.envelope).collect();
-            applied += envelopes.len() as u64;
-            self.fold(&envelopes, tokens, deliver)?;
-        }
-        Ok(applied)
-    }
-
-    /// Folds a committed group; when events before it were missed (a gap
-    /// after `last_seq`), folds the log up to it first.
-    pub fn apply_committed(
-        &self,
-        envelopes: &[EventEnvelope],
-        log: &EventLog,
-        tokens: &Projections,
-        deliver: bool,
-    ) -> Result<(), StoreError> {
-        let _one = self.lock()?;
-        let last = self.last_seq()?;
-        match envelopes.first() {
-            Some(first) if first.seq > last + 1 => {
-                self.catch_up_locked(log, tokens, deliver)?;
-                Ok(())
-            }
-            _ => self.fold(envelopes, tokens, deliver),
-        }
-    }
-
     /// Folds events in `seq` order; those at or below `last_seq` are skipped.
     pub(super) fn fold(
         &self,
@@ -207,14 +147,13 @@ impl NotificationProjection {
             // are folded first): an event those rules ignored (a second
             // creation of an id, a revocation naming another hash) does
             // nothing here either.
-            if matches!(envelope.event, TokenEvent::WorkspacePolicySet(_)) {
-                // A workspace's policy, no token's: nothing to tell.
+            let Some((token_id, event)) = envelope.token_event() else {
+                // A workspace's event, no token's: nothing to tell.
                 continue;
-            }
-            let view = tokens.token(envelope.token_id)?;
-            match &envelope.event {
-                TokenEvent::WorkspacePolicySet(_) => {}
-                TokenEvent::TokenCreated(created) => {
+            };
+            let view = tokens.token(token_id)?;
+            match event {
+                TokenEventRef::Created(created) => {
                     let first = view
                         .as_ref()
                         .is_some_and(|v| v.secret_hash.to_hex() == created.secret_hash);
@@ -231,7 +170,7 @@ impl NotificationProjection {
                         );
                     }
                 }
-                TokenEvent::TokenRevoked(revoked) => {
+                TokenEventRef::Revoked(revoked) => {
                     let Some(view) = view.filter(|v| {
                         v.revoked_at.is_some() && v.secret_hash.to_hex() == revoked.secret_hash
                     }) else {
@@ -248,7 +187,7 @@ impl NotificationProjection {
                         self.store.emit(&notification, &[stage.byte()], deliver)?;
                     }
                 }
-                TokenEvent::TokenRotated(rotated) => {
+                TokenEventRef::Rotated(rotated) => {
                     let Some(view) = view.filter(|v| v.replaced_by == Some(rotated.replaced_by))
                     else {
                         continue;
@@ -332,5 +271,44 @@ impl NotificationProjection {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => StoreError::Sled(e),
             })
+    }
+}
+
+/// The notification fold as the projection runner feeds it
+/// (`enspace_core::projection::Runner`): it reads the token projections,
+/// which the writer folds first, inside each commit, and queues what it
+/// makes for delivery when this process delivers.
+#[derive(Clone)]
+pub struct NotificationFold {
+    pub notifications: super::Notifications,
+    pub tokens: Projections,
+}
+
+impl enspace_core::projection::Projection for NotificationFold {
+    type Error = StoreError;
+
+    fn name(&self) -> &'static str {
+        "notifications"
+    }
+
+    fn position(&self) -> Result<u64, StoreError> {
+        self.notifications.projection.last_seq()
+    }
+
+    fn apply(&self, events: &[EventEnvelope]) -> Result<(), StoreError> {
+        let projection = &self.notifications.projection;
+        let deliver = self.notifications.delivers_now();
+        {
+            let _one = projection.lock()?;
+            projection.fold(events, &self.tokens, deliver)?;
+        }
+        if deliver {
+            self.notifications.wake_delivery();
+        }
+        Ok(())
+    }
+
+    fn reset(&self) -> Result<(), StoreError> {
+        self.notifications.projection.rebuild_from_scratch()
     }
 }
