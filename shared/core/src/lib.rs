@@ -13,6 +13,7 @@ pub mod fold;
 pub mod policy;
 pub mod progress;
 pub mod record;
+pub mod record_batch;
 pub mod record_bounds;
 pub mod secret;
 pub mod signing;
