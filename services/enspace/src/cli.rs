@@ -447,6 +447,11 @@ pub struct ServiceLimits {
     /// wait to be indexed; when full, the heaviest token's go first.
     #[arg(long, env = "ENSPACE_RECORD_QUEUE_CAPACITY", default_value_t = enspace_api_node::request_records::queue::DEFAULT_CAPACITY)]
     pub record_queue_capacity: usize,
+    /// How long an API node lets request records gather into one JetStream
+    /// message after the first arrives (`0` to `1s`; `0`: whatever is
+    /// waiting goes at once).
+    #[arg(long, env = "ENSPACE_RECORD_LINGER", default_value = "5ms", value_parser = parse_linger)]
+    pub record_linger: Duration,
 }
 
 impl Default for ServiceLimits {
@@ -461,6 +466,7 @@ impl Default for ServiceLimits {
             leak_report_limit: PerMinute(limits.leak_reports_per_minute),
             token_rate_limit: TokenRateLimit(None),
             record_queue_capacity: enspace_api_node::request_records::queue::DEFAULT_CAPACITY,
+            record_linger: enspace_api_node::request_records::publisher::DEFAULT_LINGER,
         }
     }
 }
@@ -479,6 +485,11 @@ pub struct NodeLimits {
     /// is away); when full, the heaviest token's go first.
     #[arg(long, env = "ENSPACE_RECORD_QUEUE_CAPACITY", default_value_t = enspace_api_node::request_records::queue::DEFAULT_CAPACITY)]
     pub record_queue_capacity: usize,
+    /// How long an API node lets request records gather into one JetStream
+    /// message after the first arrives (`0` to `1s`; `0`: whatever is
+    /// waiting goes at once).
+    #[arg(long, env = "ENSPACE_RECORD_LINGER", default_value = "5ms", value_parser = parse_linger)]
+    pub record_linger: Duration,
 }
 
 impl Default for NodeLimits {
@@ -487,6 +498,7 @@ impl Default for NodeLimits {
             http: HttpLimits::default(),
             token_rate_limit: TokenRateLimit(None),
             record_queue_capacity: enspace_api_node::request_records::queue::DEFAULT_CAPACITY,
+            record_linger: enspace_api_node::request_records::publisher::DEFAULT_LINGER,
         }
     }
 }
@@ -587,9 +599,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `--record-linger`: a duration from 0 to 1 s.
+pub fn parse_linger(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let d = if s == "0" {
+        Duration::ZERO
+    } else {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("`{s}` is not a duration such as 5ms or 0: {e}"))?
+    };
+    if d > Duration::from_secs(1) {
+        return Err("the linger must be at most 1s".into());
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_record_linger_is_zero_to_one_second() {
+        assert_eq!(parse_linger("5ms"), Ok(Duration::from_millis(5)));
+        assert_eq!(parse_linger("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_linger("1s"), Ok(Duration::from_secs(1)));
+        assert!(parse_linger("2s").is_err());
+        assert!(parse_linger("soon").is_err());
+    }
 
     #[test]
     fn leak_report_limits_parse_as_per_minute_or_none() {

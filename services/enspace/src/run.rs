@@ -188,6 +188,7 @@ fn start_publisher(
     nats_url: &str,
     credentials: enspace_nats::Credentials,
     name: &str,
+    linger: std::time::Duration,
 ) -> anyhow::Result<()> {
     let publisher = Publisher::new(
         queue.clone(),
@@ -195,6 +196,7 @@ fn start_publisher(
         metrics.records_dropped.clone(),
         PublisherConfig {
             node: name.to_owned(),
+            linger,
             ..PublisherConfig::default()
         },
     );
@@ -291,6 +293,7 @@ pub async fn serve_with(
                 url,
                 args.nats_auth.credentials(),
                 "enspace-serve",
+                args.limits.record_linger,
             )?;
             follow_token_events(
                 js,
@@ -371,6 +374,7 @@ pub async fn api_node(
         &args.nats_url,
         args.nats_auth.credentials(),
         &name,
+        args.limits.record_linger,
     )?;
     let sink: Arc<dyn enspace_core::RecordSink> = records.clone();
     let freshness = Arc::new(Freshness::new(args.max_staleness.0));
