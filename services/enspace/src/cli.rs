@@ -452,6 +452,10 @@ pub struct ServiceLimits {
     /// waiting goes at once).
     #[arg(long, env = "ENSPACE_RECORD_LINGER", default_value = "5ms", value_parser = parse_linger)]
     pub record_linger: Duration,
+    /// Most request records in one JetStream message (1 to 10000; `1`
+    /// publishes every record on its own, as nodes did before batches).
+    #[arg(long, env = "ENSPACE_RECORD_BATCH_MAX", default_value_t = enspace_api_node::request_records::publisher::DEFAULT_BATCH_RECORDS, value_parser = parse_batch_max)]
+    pub record_batch_max: usize,
 }
 
 impl Default for ServiceLimits {
@@ -467,6 +471,7 @@ impl Default for ServiceLimits {
             token_rate_limit: TokenRateLimit(None),
             record_queue_capacity: enspace_api_node::request_records::queue::DEFAULT_CAPACITY,
             record_linger: enspace_api_node::request_records::publisher::DEFAULT_LINGER,
+            record_batch_max: enspace_api_node::request_records::publisher::DEFAULT_BATCH_RECORDS,
         }
     }
 }
@@ -490,6 +495,10 @@ pub struct NodeLimits {
     /// waiting goes at once).
     #[arg(long, env = "ENSPACE_RECORD_LINGER", default_value = "5ms", value_parser = parse_linger)]
     pub record_linger: Duration,
+    /// Most request records in one JetStream message (1 to 10000; `1`
+    /// publishes every record on its own, as nodes did before batches).
+    #[arg(long, env = "ENSPACE_RECORD_BATCH_MAX", default_value_t = enspace_api_node::request_records::publisher::DEFAULT_BATCH_RECORDS, value_parser = parse_batch_max)]
+    pub record_batch_max: usize,
 }
 
 impl Default for NodeLimits {
@@ -499,6 +508,7 @@ impl Default for NodeLimits {
             token_rate_limit: TokenRateLimit(None),
             record_queue_capacity: enspace_api_node::request_records::queue::DEFAULT_CAPACITY,
             record_linger: enspace_api_node::request_records::publisher::DEFAULT_LINGER,
+            record_batch_max: enspace_api_node::request_records::publisher::DEFAULT_BATCH_RECORDS,
         }
     }
 }
@@ -599,6 +609,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `--record-batch-max`: 1 to 10000 records.
+pub fn parse_batch_max(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=enspace_core::record_batch::MAX_RECORDS).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is not a number of records from 1 to 10000")),
+    }
+}
+
 /// `--record-linger`: a duration from 0 to 1 s.
 pub fn parse_linger(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -625,6 +643,10 @@ mod tests {
         assert_eq!(parse_linger("1s"), Ok(Duration::from_secs(1)));
         assert!(parse_linger("2s").is_err());
         assert!(parse_linger("soon").is_err());
+        assert_eq!(parse_batch_max("1"), Ok(1));
+        assert_eq!(parse_batch_max("10000"), Ok(10_000));
+        assert!(parse_batch_max("0").is_err());
+        assert!(parse_batch_max("10001").is_err());
     }
 
     #[test]

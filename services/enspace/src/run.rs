@@ -189,6 +189,7 @@ fn start_publisher(
     credentials: enspace_nats::Credentials,
     name: &str,
     linger: std::time::Duration,
+    max_batch_records: usize,
 ) -> anyhow::Result<()> {
     let publisher = Publisher::new(
         queue.clone(),
@@ -197,6 +198,7 @@ fn start_publisher(
         PublisherConfig {
             node: name.to_owned(),
             linger,
+            max_batch_records,
             ..PublisherConfig::default()
         },
     );
@@ -294,6 +296,7 @@ pub async fn serve_with(
                 args.nats_auth.credentials(),
                 "enspace-serve",
                 args.limits.record_linger,
+                args.limits.record_batch_max,
             )?;
             follow_token_events(
                 js,
@@ -375,6 +378,7 @@ pub async fn api_node(
         args.nats_auth.credentials(),
         &name,
         args.limits.record_linger,
+        args.limits.record_batch_max,
     )?;
     let sink: Arc<dyn enspace_core::RecordSink> = records.clone();
     let freshness = Arc::new(Freshness::new(args.max_staleness.0));

@@ -48,6 +48,9 @@ use crate::request_records::queue::RecordQueue;
 /// Default of [`PublisherConfig::linger`] (`--record-linger`).
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
 
+/// Default of [`PublisherConfig::max_batch_records`] (`--record-batch-max`).
+pub const DEFAULT_BATCH_RECORDS: usize = 1000;
+
 /// Retries (of the ack subscription, publishing after a failure or while
 /// the stream is missing) wait 50 ms, doubling to 2 s.
 const MIN_RETRY: Duration = Duration::from_millis(50);
@@ -82,7 +85,7 @@ impl Default for PublisherConfig {
             ack_timeout: Duration::from_secs(5),
             node: "api-node".to_owned(),
             linger: DEFAULT_LINGER,
-            max_batch_records: 1000,
+            max_batch_records: DEFAULT_BATCH_RECORDS,
             max_batch_bytes: 256 * 1024,
         }
     }
