@@ -26,7 +26,6 @@ use anyhow::{Context, bail};
 use async_nats::jetstream;
 use enspace_api_node::NodeState;
 use enspace_core::SystemClock;
-use futures::TryStreamExt;
 use prometheus_client::registry::Registry;
 use rand::SeedableRng;
 
@@ -252,20 +251,10 @@ async fn account(nats: &Nats, node: SocketAddr) -> anyhow::Result<Accounts> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    // Counts of dropped records travel on the same stream: not records.
-    let mut counts = stream
-        .info_with_subjects("enspace.requests.*.dropped")
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut drop_counts = 0;
-    while let Some((_, n)) = counts
-        .try_next()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-    {
-        drop_counts += n as u64;
-    }
-    let in_stream = messages - drop_counts.min(messages);
+    // Records counted by their batches' header; counts of dropped records
+    // travel on the same stream and are not records.
+    let in_stream = crate::support::records_in(&stream).await?.records;
+    println!("    stream: {messages} messages");
     Ok(Accounts {
         served,
         in_stream,
