@@ -499,6 +499,69 @@ fn answer(ack: &async_nats::Message) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use enspace_core::record_batch::{PARTITIONS, decode, partition_of, subject_partition};
+
+    fn publisher(max_batch_records: usize) -> Publisher {
+        Publisher::new(
+            Arc::new(RecordQueue::new(10, Counter::default())),
+            Counter::default(),
+            Counter::default(),
+            PublisherConfig {
+                max_batch_records,
+                ..PublisherConfig::default()
+            },
+        )
+    }
+
+    fn record_of(token: Ulid) -> RequestRecord {
+        let mut r = crate::request_records::queue::tests::record(200);
+        r.token_id = token;
+        r
+    }
+
+    #[test]
+    fn batches_hold_one_partition_each_within_the_count_and_byte_bounds() {
+        let tokens: Vec<Ulid> = (0..40u128).map(|n| Ulid::from(n << 64 | 7)).collect();
+        let records: Vec<RequestRecord> = (0..2000).map(|n| record_of(tokens[n % 40])).collect();
+        let one = records[0].to_msgpack().len();
+        let max_bytes = one * 30 + 1;
+        let batches = publisher(50).batches(records.clone(), max_bytes);
+        let mut seen = 0;
+        for batch in &batches {
+            let p = subject_partition(&batch.subject).expect("a partition subject");
+            assert!(p < PARTITIONS);
+            assert!(batch.records <= 30, "the byte bound: {}", batch.records);
+            assert!(batch.payload.len() <= max_bytes + 5);
+            let decoded = decode(&batch.subject, &batch.records.to_string(), &batch.payload)
+                .expect("a valid batch");
+            assert!(decoded.iter().all(|r| partition_of(&r.token_id) == p));
+            seen += decoded.len();
+        }
+        assert_eq!(seen, 2000, "every record in exactly one batch");
+        let ids: std::collections::HashSet<Ulid> = batches.iter().map(|b| b.id).collect();
+        assert_eq!(ids.len(), batches.len(), "one id per batch");
+        // The count bound, when bytes allow more.
+        let batches = publisher(7).batches(records, usize::MAX);
+        assert!(batches.iter().all(|b| b.records <= 7));
+        assert_eq!(batches.iter().map(|b| b.records).sum::<usize>(), 2000);
+    }
+
+    #[test]
+    fn a_batch_carries_its_count_and_id_in_headers() {
+        let batch = publisher(10).batches(vec![record_of(Ulid::new()); 3], usize::MAX);
+        let batch = batch.front().expect("one batch");
+        let headers = batch.headers();
+        assert_eq!(
+            headers.get(record_batch::COUNT_HEADER).map(|v| v.as_str()),
+            Some("3")
+        );
+        assert_eq!(
+            headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.as_str().to_owned()),
+            Some(batch.id.to_string())
+        );
+    }
 
     fn message(payload: &'static str, status: Option<StatusCode>) -> async_nats::Message {
         async_nats::Message {
