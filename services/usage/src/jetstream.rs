@@ -30,6 +30,10 @@ use crate::IndexError;
 
 /// Messages asked for per pull request.
 pub const PULL_BATCH: usize = 1000;
+/// Bytes asked for per pull request, at most: a message is a batch of up
+/// to hundreds of records, so the messages the client buffers are bounded
+/// by bytes too (above the largest message NATS carries, 1 MiB by default).
+pub const PULL_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// How long the server waits for an ack before redelivering.
 pub const ACK_WAIT: Duration = Duration::from_secs(10);
 /// Messages delivered and not yet acked, at most.
@@ -116,6 +120,7 @@ async fn consume(
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(PULL_BATCH)
+        .max_bytes_per_batch(PULL_MAX_BYTES)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
