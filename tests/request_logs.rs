@@ -14,16 +14,17 @@ use serde_json::{Value, json};
 
 use crate::support::app::ApiClient;
 use crate::support::distributed::{self, wait_ready};
+use crate::support::records::stream_records;
 use crate::support::serve::service_args;
 use crate::support::{EnspaceProcess, NatsServer, ServeApp, assert_problem, eventually};
 
-const RECORDS: &str = "/api/v1/workspaces/acme/records";
+pub(crate) const RECORDS: &str = "/api/v1/workspaces/acme/records";
 
-fn token_body(description: &str, scopes: &[&str]) -> Value {
+pub(crate) fn token_body(description: &str, scopes: &[&str]) -> Value {
     json!({"description": description, "expiration": "1m", "scopes": scopes, "workspaces": ["acme"]})
 }
 
-fn id_of(token: &Value) -> String {
+pub(crate) fn id_of(token: &Value) -> String {
     token["id"].as_str().expect("token id").to_owned()
 }
 
@@ -40,7 +41,12 @@ fn window(from: Timestamp, to: Timestamp) -> String {
     )
 }
 
-async fn call(api: &ApiClient, method: reqwest::Method, path: &str, secret: &str) -> u16 {
+pub(crate) async fn call(
+    api: &ApiClient,
+    method: reqwest::Method,
+    path: &str,
+    secret: &str,
+) -> u16 {
     let mut req = api
         .client
         .request(method.clone(), api.url(path))
@@ -53,7 +59,7 @@ async fn call(api: &ApiClient, method: reqwest::Method, path: &str, secret: &str
 
 /// Calls the node until it knows the token; exactly one of these calls (the
 /// last, a 200) resolves to the token and so is logged.
-async fn until_known(api: &ApiClient, secret: &str) {
+pub(crate) async fn until_known(api: &ApiClient, secret: &str) {
     eventually(
         Duration::from_secs(20),
         "the node knows the token",
@@ -63,7 +69,7 @@ async fn until_known(api: &ApiClient, secret: &str) {
 }
 
 /// One page of a token's requests.
-async fn page(api: &ApiClient, session: &str, token: &str, query: &str) -> Value {
+pub(crate) async fn page(api: &ApiClient, session: &str, token: &str, query: &str) -> Value {
     let res = api
         .get(session, &format!("/v1/tokens/{token}/requests?{query}"))
         .await;
@@ -74,7 +80,12 @@ async fn page(api: &ApiClient, session: &str, token: &str, query: &str) -> Value
 }
 
 /// Every record of the window, following `next_cursor`.
-async fn all_requests(api: &ApiClient, session: &str, token: &str, query: &str) -> Vec<Value> {
+pub(crate) async fn all_requests(
+    api: &ApiClient,
+    session: &str,
+    token: &str,
+    query: &str,
+) -> Vec<Value> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -98,7 +109,7 @@ async fn all_requests(api: &ApiClient, session: &str, token: &str, query: &str) 
 }
 
 /// A window wide enough for every record of a test.
-fn wide() -> String {
+pub(crate) fn wide() -> String {
     let now = Timestamp::now();
     window(
         now - SignedDuration::from_hours(24 * 30),
@@ -107,7 +118,7 @@ fn wide() -> String {
 }
 
 /// Waits until the window holds exactly `n` records (fails if it ever holds more).
-async fn wait_for_count(
+pub(crate) async fn wait_for_count(
     api: &ApiClient,
     session: &str,
     token: &str,
@@ -430,15 +441,15 @@ crate::support::queues::on_both_queues!(
     only_the_owner_reads_a_tokens_logs,
 );
 
-fn token_service(data: &std::path::Path, nats: &NatsServer) -> EnspaceProcess {
+pub(crate) fn token_service(data: &std::path::Path, nats: &NatsServer) -> EnspaceProcess {
     distributed::token_service(data, &nats.url(), &[])
 }
 
-fn api_node(nats: &NatsServer, id: &str) -> EnspaceProcess {
+pub(crate) fn api_node(nats: &NatsServer, id: &str) -> EnspaceProcess {
     distributed::api_node_on(nats, id)
 }
 
-async fn jetstream(nats: &NatsServer) -> jetstream::Context {
+pub(crate) async fn jetstream(nats: &NatsServer) -> jetstream::Context {
     let client = async_nats::connect(nats.url())
         .await
         .expect("connect to NATS");
@@ -534,7 +545,7 @@ async fn the_stream_and_consumer_have_the_contract_settings() {
     );
 }
 
-fn record_for(token: &str, at: Timestamp) -> enspace_core::RequestRecord {
+pub(crate) fn record_for(token: &str, at: Timestamp) -> enspace_core::RequestRecord {
     enspace_core::RequestRecord {
         id: ulid::Ulid::new(),
         token_id: token.parse().expect("ulid"),
@@ -610,19 +621,19 @@ async fn a_record_published_twice_is_indexed_once() {
 
 /// nats-server, `enspace tokens` and an API node `node-a` as processes,
 /// and a read token of alice's that the node already knows.
-struct Deployed {
-    nats: NatsServer,
-    data: tempfile::TempDir,
-    service: EnspaceProcess,
-    node_process: EnspaceProcess,
-    svc: ApiClient,
-    node: ApiClient,
-    alice: String,
-    id: String,
-    secret: String,
+pub(crate) struct Deployed {
+    pub(crate) nats: NatsServer,
+    pub(crate) data: tempfile::TempDir,
+    pub(crate) service: EnspaceProcess,
+    pub(crate) node_process: EnspaceProcess,
+    pub(crate) svc: ApiClient,
+    pub(crate) node: ApiClient,
+    pub(crate) alice: String,
+    pub(crate) id: String,
+    pub(crate) secret: String,
 }
 
-async fn deploy(description: &str) -> Deployed {
+pub(crate) async fn deploy(description: &str) -> Deployed {
     let nats = NatsServer::start();
     let data = tempfile::tempdir().expect("temp dir");
     let service = token_service(data.path(), &nats);
@@ -769,13 +780,15 @@ async fn a_deleted_request_stream_is_made_again_by_the_control_plane_and_no_reco
             200
         );
     }
-    let messages = eventually(Duration::from_secs(20), "200 records", || async {
+    let records = eventually(Duration::from_secs(20), "200 records", || async {
         let mut stream = js.get_stream(enspace_nats::REQUESTS_STREAM).await.ok()?;
-        let messages = stream.info().await.ok()?.state.messages;
-        (messages >= 200).then_some(messages)
+        let records = stream_records(&mut stream).await;
+        (records.len() >= 200).then_some(records)
     })
     .await;
-    assert_eq!(messages, 200, "each record stored once");
+    assert_eq!(records.len(), 200, "each record stored once");
+    let unique: std::collections::HashSet<_> = records.iter().map(|r| r.id).collect();
+    assert_eq!(unique.len(), 200);
     let config = js
         .get_stream(enspace_nats::REQUESTS_STREAM)
         .await

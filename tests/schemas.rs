@@ -281,3 +281,35 @@ fn request_records_validate_and_a_renamed_field_does_not() {
     renamed["node_id"] = node;
     assert!(!schema("request_record.json").is_valid(&renamed));
 }
+
+#[test]
+fn a_batch_of_request_records_validates_as_it_travels() {
+    let token = ulid::Ulid::new();
+    let records: Vec<Vec<u8>> = (0..3)
+        .map(|n| {
+            enspace_core::RequestRecord {
+                id: ulid::Ulid::new(),
+                token_id: token,
+                user_id: "alice".into(),
+                at: jiff::Timestamp::now(),
+                node: "node-1".into(),
+                method: "GET".into(),
+                path: "/api/v1/workspaces/acme/records".into(),
+                path_truncated: false,
+                workspace: Some("acme".into()),
+                status: 200 + n,
+                duration_ms: 0.42,
+                client_ip: "127.0.0.1".into(),
+                user_agent: Some("curl/8".into()),
+            }
+            .to_msgpack()
+        })
+        .collect();
+    // The payload of a batch message, decoded without our types.
+    let decoded: Value =
+        rmp_serde::from_slice(&enspace_core::record_batch::encode(&records)).expect("messagepack");
+    assert_eq!(decoded.as_array().map(Vec::len), Some(3));
+    assert_valid("request_record_batch.json", &decoded);
+    assert!(!schema("request_record_batch.json").is_valid(&json!([{"id": "x"}])));
+    assert!(!schema("request_record_batch.json").is_valid(&decoded[0]));
+}

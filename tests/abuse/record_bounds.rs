@@ -8,12 +8,13 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use enspace_core::{Clock, RequestRecord};
+use enspace_core::Clock;
 use jiff::SignedDuration;
 use serde_json::{Value, json};
 
 use crate::support::app::ApiClient;
 use crate::support::distributed::wait_ready;
+use crate::support::records::{records_in, stream_records};
 use crate::support::serve::service_args;
 use crate::support::{EnspaceProcess, NatsServer, ServeApp, eventually};
 
@@ -147,16 +148,10 @@ async fn a_revoked_tokens_huge_path_workspace_and_user_agent_are_stored_bounded_
         .get_stream(enspace_nats::REQUESTS_STREAM)
         .await
         .expect("stream");
-    let state = stream.info().await.expect("info").state.clone();
     let mut found = 0;
-    for seq in state.first_sequence..=state.last_sequence {
-        let message = stream.get_raw_message(seq).await.expect("message");
-        assert!(
-            message.payload.len() < 2 * KIB,
-            "message {seq}: {} bytes",
-            message.payload.len()
-        );
-        let record = RequestRecord::from_msgpack(&message.payload).expect("a record");
+    for record in stream_records(&mut stream).await {
+        let bytes = record.to_msgpack().len();
+        assert!(bytes < 2 * KIB, "record {}: {bytes} bytes", record.id);
         if let Some(api) = kept.iter().find(|r| r["id"] == record.id.to_string()) {
             assert_eq!(&serde_json::to_value(&record).expect("json"), api);
             found += 1;
@@ -293,7 +288,12 @@ async fn past_request_max_bytes_the_oldest_records_leave_the_stream_first() {
         .get_stream(enspace_nats::REQUESTS_STREAM)
         .await
         .expect("stream");
-    let subject = enspace_nats::request_subject(&id);
+    // A node publishes the token's records in batches on its partition's
+    // subject.
+    let token: ulid::Ulid = id.parse().expect("ulid");
+    let subject = enspace_core::record_batch::partition_subject(
+        enspace_core::record_batch::partition_of(&token),
+    );
     eventually(
         Duration::from_secs(30),
         "the last call's record in the stream",
@@ -302,7 +302,7 @@ async fn past_request_max_bytes_the_oldest_records_leave_the_stream_first() {
                 .get_last_raw_message_by_subject(&subject)
                 .await
                 .ok()?;
-            let record = RequestRecord::from_msgpack(&last.payload).ok()?;
+            let record = records_in(&last).pop()?;
             (record.path == path(149)).then_some(())
         },
     )
@@ -314,15 +314,11 @@ async fn past_request_max_bytes_the_oldest_records_leave_the_stream_first() {
         state.bytes
     );
     assert!(state.first_sequence > 1, "the oldest were discarded");
-    let mut kept = Vec::new();
-    for seq in state.first_sequence..=state.last_sequence {
-        let message = stream.get_raw_message(seq).await.expect("message");
-        kept.push(
-            RequestRecord::from_msgpack(&message.payload)
-                .expect("record")
-                .path,
-        );
-    }
+    let kept: Vec<String> = stream_records(&mut stream)
+        .await
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
     assert!(kept.len() < 150, "{} records kept", kept.len());
     // What is left is the newest calls, in order, up to the last.
     let first = 150 - kept.len();

@@ -14,6 +14,7 @@ pub mod node;
 pub mod poison;
 pub mod process;
 pub mod queues;
+pub mod records;
 pub mod serve;
 
 pub use app::TestApp;

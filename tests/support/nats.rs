@@ -205,6 +205,27 @@ impl NatsServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is
+    /// answered until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = std::process::Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success(), "kill {signal}");
+        }
+    }
+
     /// Starts again on the same port with the same store.
     pub fn restart(&mut self) {
         self.stop();

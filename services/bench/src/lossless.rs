@@ -46,6 +46,13 @@ pub struct Args {
     /// Also measure on the two NATS trust zones, beside one account.
     #[arg(long)]
     zones: bool,
+    /// The node's `--record-batch-max` (1: every record its own message,
+    /// as before batches).
+    #[arg(long, default_value_t = enspace_api_node::request_records::publisher::DEFAULT_BATCH_RECORDS)]
+    record_batch_max: usize,
+    /// The node's `--record-linger`.
+    #[arg(long, default_value = "5ms")]
+    record_linger: String,
 }
 
 const ZONES_TARGET: f64 = 0.95;
@@ -117,6 +124,10 @@ fn run_on(setup: Setup, args: &Args) -> anyhow::Result<Outcome> {
             "bench",
             "--event-key",
             &key,
+            "--record-batch-max",
+            &args.record_batch_max.to_string(),
+            "--record-linger",
+            &args.record_linger,
         ],
     )?;
     node.wait_ready(Duration::from_secs(30))?;
@@ -155,12 +166,12 @@ fn run_on(setup: Setup, args: &Args) -> anyhow::Result<Outcome> {
     let cpu = CpuUse::start(&processes);
     let baseline = load(&healthz, n)?;
     baseline.row("baseline: GET /healthz (no auth, no record)");
-    cpu.row();
+    let cpu_baseline = cpu.row();
     let cpu = CpuUse::start(&processes);
     let started = Timestamp::now();
     let logged = load(&route, n)?;
     logged.row(&format!("GET {PATH} (auth + record)"));
-    cpu.row();
+    let cpu_logged = cpu.row();
 
     let expected = (n + 100) as u64;
     let (counted, visible_after) = runtime.block_on(wait_counted(
@@ -192,6 +203,29 @@ fn run_on(setup: Setup, args: &Args) -> anyhow::Result<Outcome> {
         ),
         None => println!("  NOT all queryable within 60 s"),
     }
+    let held = runtime.block_on(async {
+        let client = enspace_nats::connect(&nats.tokens_url(), "bench-lossless-stream").await?;
+        let stream = async_nats::jetstream::new(client)
+            .get_stream(enspace_nats::REQUESTS_STREAM)
+            .await
+            .context("the request records stream")?;
+        crate::support::records_in(&stream).await
+    })?;
+    // CPU per record of the logged side: nats-server's and the control
+    // plane's whole use, the node's beyond the baseline's (same pace).
+    let per_record = |seconds: f64| seconds * 1e6 / expected as f64;
+    println!(
+        "  stream: {} records in {} messages ({:.1} records/message, --record-batch-max {}, --record-linger {}); \
+         CPU per record: nats-server {:.1} µs, enspace tokens {:.1} µs, api-node {:.1} µs beyond /healthz",
+        held.records,
+        held.messages,
+        held.records as f64 / held.messages.max(1) as f64,
+        args.record_batch_max,
+        args.record_linger,
+        per_record(cpu_logged[0]),
+        per_record(cpu_logged[1]),
+        per_record(cpu_logged[2] - cpu_baseline[2]),
+    );
     // A record dropped or never counted is a failure.
     let lost = dropped + expected.saturating_sub(counted);
     let verdict = Verdict::new(
@@ -260,18 +294,24 @@ impl<'a> CpuUse<'a> {
         }
     }
 
-    fn row(&self) {
+    /// Prints each process's share of a core since the start; returns
+    /// the CPU seconds each used.
+    fn row(&self) -> Vec<f64> {
         let wall = self.start.elapsed().as_secs_f64();
-        let shares: Vec<String> = self
+        let used: Vec<f64> = self
             .processes
             .iter()
             .zip(&self.before)
-            .map(|((name, pid), before)| {
-                let used = cpu_seconds(pid).unwrap_or(0.0) - before;
-                format!("{name} {:.0} %", used / wall * 100.0)
-            })
+            .map(|((_, pid), before)| cpu_seconds(pid).unwrap_or(0.0) - before)
+            .collect();
+        let shares: Vec<String> = self
+            .processes
+            .iter()
+            .zip(&used)
+            .map(|((name, _), used)| format!("{name} {:.0} %", used / wall * 100.0))
             .collect();
         println!("    CPU (100 % = one core): {}", shares.join(", "));
+        used
     }
 }
 

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use async_nats::jetstream::stream::Stream;
 
 use crate::ingest::{publish_through, records};
-use crate::support::{Nats, Setup, cpu_seconds};
+use crate::support::{Nats, Setup, cpu_seconds, records_in};
 use enspace_api_node::request_records::publisher::PublisherConfig;
 
 #[derive(clap::Args)]
@@ -23,9 +23,13 @@ pub struct Args {
     /// Rounds per set-up, alternating.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
-    /// Publishes awaiting their ack at most (the node's default).
-    #[arg(long, default_value_t = 1024)]
+    /// Batches awaiting their ack at most (the node's default).
+    #[arg(long, default_value_t = 64)]
     in_flight: usize,
+    /// Most records per batch (the node's default; 1 publishes every
+    /// record on its own, as before batches).
+    #[arg(long, default_value_t = enspace_api_node::request_records::publisher::DEFAULT_BATCH_RECORDS)]
+    batch_max: usize,
 }
 
 const TARGET: f64 = 0.95;
@@ -53,6 +57,7 @@ async fn measure(args: Args) -> anyhow::Result<()> {
             let cpu_before = cpu_seconds(&pid).unwrap_or(0.0);
             let config = PublisherConfig {
                 max_in_flight: args.in_flight,
+                max_batch_records: args.batch_max,
                 ..PublisherConfig::default()
             };
             let control = control_stream(&nats).await?;
@@ -77,9 +82,10 @@ async fn measure(args: Args) -> anyhow::Result<()> {
     let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
     let ratio = mean(&rates[1]) / mean(&rates[0]);
     println!(
-        "publisher, {} records, {} acks in flight: one account {:.0}/s, two zones {:.0}/s",
+        "publisher, {} records, {} batches of at most {} records in flight: one account {:.0}/s, two zones {:.0}/s",
         args.records,
         args.in_flight,
+        args.batch_max,
         mean(&rates[0]),
         mean(&rates[1])
     );
@@ -97,20 +103,30 @@ async fn control_stream(nats: &Nats) -> anyhow::Result<Stream> {
         .context("the control plane's request records stream")
 }
 
-/// Waits until `stream` holds `n` records; returns the time since `start`.
-async fn all_in(mut stream: Stream, n: u64, start: Instant) -> anyhow::Result<Duration> {
+/// Waits until `stream` holds `n` records (counted by their batches'
+/// `Enspace-Record-Count`); returns the time since `start`. The headers are
+/// read only once the message count has stopped growing for a moment.
+async fn all_in(stream: Stream, n: u64, start: Instant) -> anyhow::Result<Duration> {
+    let mut last = u64::MAX;
     loop {
-        let held = stream
+        let messages = stream
+            .clone()
             .info()
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .state
             .messages;
-        if held >= n {
-            return Ok(start.elapsed());
+        if messages == last {
+            let held = records_in(&stream).await?;
+            if held.records >= n {
+                return Ok(start.elapsed());
+            }
         }
+        last = messages;
         if start.elapsed() > Duration::from_secs(300) {
-            bail!("the control plane's stream holds {held} of {n} records after 5 minutes");
+            bail!(
+                "the control plane's stream holds {messages} messages, not all {n} records, after 5 minutes"
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

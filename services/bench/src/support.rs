@@ -466,3 +466,62 @@ impl SignedLog {
         (subject, headers, entry.stored.payload)
     }
 }
+
+/// What a request records stream holds: records (each batch counted by
+/// its `Enspace-Record-Count` header, a message without it as one record;
+/// counts of dropped records left out) and messages.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamRecords {
+    pub records: u64,
+    pub messages: u64,
+}
+
+/// Reads the headers of every record message of `stream` (an ordered
+/// consumer, headers only, on `enspace.requests.*`: partitions and old
+/// single records, not `<token>.dropped`).
+pub async fn records_in(
+    stream: &async_nats::jetstream::stream::Stream,
+) -> anyhow::Result<StreamRecords> {
+    use futures::TryStreamExt;
+    let mut stream = stream.clone();
+    let state = stream
+        .info()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .state
+        .clone();
+    let mut out = StreamRecords::default();
+    if state.messages == 0 {
+        return Ok(out);
+    }
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: "enspace.requests.*".to_owned(),
+            headers_only: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(5), messages.try_next()).await;
+        let Ok(Some(message)) = next.map(|m| m.ok().flatten()) else {
+            break;
+        };
+        out.messages += 1;
+        out.records += message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(enspace_core::record_batch::COUNT_HEADER))
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+            .unwrap_or(1);
+        let pending = message.info().map_or(0, |i| i.pending);
+        if pending == 0 {
+            break;
+        }
+    }
+    Ok(out)
+}

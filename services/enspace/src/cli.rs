@@ -468,6 +468,15 @@ pub struct ServiceLimits {
     /// wait to be indexed; when full, the heaviest token's go first.
     #[arg(long, env = "ENSPACE_RECORD_QUEUE_CAPACITY", default_value_t = enspace_api_node::request_records::queue::DEFAULT_CAPACITY)]
     pub record_queue_capacity: usize,
+    /// How long an API node lets request records gather into one JetStream
+    /// message after the first arrives (`0` to `1s`; `0`: whatever is
+    /// waiting goes at once).
+    #[arg(long, env = "ENSPACE_RECORD_LINGER", default_value = "5ms", value_parser = parse_linger)]
+    pub record_linger: Duration,
+    /// Most request records in one JetStream message (1 to 10000; `1`
+    /// publishes every record on its own, as nodes did before batches).
+    #[arg(long, env = "ENSPACE_RECORD_BATCH_MAX", default_value_t = enspace_api_node::request_records::publisher::DEFAULT_BATCH_RECORDS, value_parser = parse_batch_max)]
+    pub record_batch_max: usize,
 }
 
 impl Default for ServiceLimits {
@@ -482,6 +491,8 @@ impl Default for ServiceLimits {
             leak_report_limit: PerMinute(limits.leak_reports_per_minute),
             token_rate_limit: TokenRateLimit(None),
             record_queue_capacity: enspace_api_node::request_records::queue::DEFAULT_CAPACITY,
+            record_linger: enspace_api_node::request_records::publisher::DEFAULT_LINGER,
+            record_batch_max: enspace_api_node::request_records::publisher::DEFAULT_BATCH_RECORDS,
         }
     }
 }
@@ -500,6 +511,15 @@ pub struct NodeLimits {
     /// is away); when full, the heaviest token's go first.
     #[arg(long, env = "ENSPACE_RECORD_QUEUE_CAPACITY", default_value_t = enspace_api_node::request_records::queue::DEFAULT_CAPACITY)]
     pub record_queue_capacity: usize,
+    /// How long an API node lets request records gather into one JetStream
+    /// message after the first arrives (`0` to `1s`; `0`: whatever is
+    /// waiting goes at once).
+    #[arg(long, env = "ENSPACE_RECORD_LINGER", default_value = "5ms", value_parser = parse_linger)]
+    pub record_linger: Duration,
+    /// Most request records in one JetStream message (1 to 10000; `1`
+    /// publishes every record on its own, as nodes did before batches).
+    #[arg(long, env = "ENSPACE_RECORD_BATCH_MAX", default_value_t = enspace_api_node::request_records::publisher::DEFAULT_BATCH_RECORDS, value_parser = parse_batch_max)]
+    pub record_batch_max: usize,
 }
 
 impl Default for NodeLimits {
@@ -508,6 +528,8 @@ impl Default for NodeLimits {
             http: HttpLimits::default(),
             token_rate_limit: TokenRateLimit(None),
             record_queue_capacity: enspace_api_node::request_records::queue::DEFAULT_CAPACITY,
+            record_linger: enspace_api_node::request_records::publisher::DEFAULT_LINGER,
+            record_batch_max: enspace_api_node::request_records::publisher::DEFAULT_BATCH_RECORDS,
         }
     }
 }
@@ -608,9 +630,45 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `--record-batch-max`: 1 to 10000 records.
+pub fn parse_batch_max(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=enspace_core::record_batch::MAX_RECORDS).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is not a number of records from 1 to 10000")),
+    }
+}
+
+/// `--record-linger`: a duration from 0 to 1 s.
+pub fn parse_linger(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let d = if s == "0" {
+        Duration::ZERO
+    } else {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("`{s}` is not a duration such as 5ms or 0: {e}"))?
+    };
+    if d > Duration::from_secs(1) {
+        return Err("the linger must be at most 1s".into());
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_record_linger_is_zero_to_one_second() {
+        assert_eq!(parse_linger("5ms"), Ok(Duration::from_millis(5)));
+        assert_eq!(parse_linger("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_linger("1s"), Ok(Duration::from_secs(1)));
+        assert!(parse_linger("2s").is_err());
+        assert!(parse_linger("soon").is_err());
+        assert_eq!(parse_batch_max("1"), Ok(1));
+        assert_eq!(parse_batch_max("10000"), Ok(10_000));
+        assert!(parse_batch_max("0").is_err());
+        assert!(parse_batch_max("10001").is_err());
+    }
 
     #[test]
     fn leak_report_limits_parse_as_per_minute_or_none() {

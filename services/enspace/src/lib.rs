@@ -20,7 +20,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// is a component of the OpenAPI document with the components it refers to
 /// under `$defs`.
 pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
-    const FILES: [(&str, &str); 11] = [
+    const FILES: [(&str, &str); 12] = [
         ("event_envelope.json", "EventEnvelopeWire"),
         ("token_created.json", "TokenCreated"),
         ("token_revoked.json", "TokenRevoked"),
@@ -29,6 +29,7 @@ pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("audit_event.json", "AuditEvent"),
         ("audit_export_header.json", "ExportHeader"),
         ("request_record.json", "RequestRecord"),
+        ("request_record_batch.json", "RequestRecordBatch"),
         ("token.json", "Token"),
         ("problem.json", "ProblemDetails"),
         ("directory.json", "DirectoryFile"),

@@ -186,6 +186,8 @@ fn start_publisher(
     nats_url: &str,
     credentials: enspace_nats::Credentials,
     name: &str,
+    linger: std::time::Duration,
+    max_batch_records: usize,
 ) -> anyhow::Result<()> {
     let publisher = Publisher::new(
         queue.clone(),
@@ -193,6 +195,8 @@ fn start_publisher(
         metrics.records_dropped.clone(),
         PublisherConfig {
             node: name.to_owned(),
+            linger,
+            max_batch_records,
             ..PublisherConfig::default()
         },
     );
@@ -289,6 +293,8 @@ pub async fn serve_with(
                 url,
                 args.nats_auth.credentials(),
                 "enspace-serve",
+                args.limits.record_linger,
+                args.limits.record_batch_max,
             )?;
             follow_token_events(
                 js,
@@ -369,6 +375,8 @@ pub async fn api_node(
         &args.nats_url,
         args.nats_auth.credentials(),
         &name,
+        args.limits.record_linger,
+        args.limits.record_batch_max,
     )?;
     let sink: Arc<dyn enspace_core::RecordSink> = records.clone();
     let freshness = Arc::new(Freshness::new(args.max_staleness.0));

@@ -39,6 +39,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         enspace_core::events::WorkspacePolicySet,
         enspace_core::events::EventEnvelopeWire,
         enspace_core::RequestRecord,
+        enspace_core::record_batch::RequestRecordBatch,
         enspace_http::ProblemDetails,
         enspace_accounts::directory::DirectoryFile,
         enspace_core::audit_export::ExportHeader,

@@ -7,8 +7,11 @@
 //! so the slower of the two sets the pace and batches grow under load; a
 //! batch that is not full waits until [`MIN_WRITE_INTERVAL`] has passed
 //! since the previous one started, so that flushes stay few. A
-//! batch's messages are acked only after its flush. A message that can
-//! never decode is terminated (`AckKind::Term`) and logged; if the index
+//! batch's messages are acked only after its flush. A message is a batch
+//! of records (`Enspace-Record-Count`, see [`enspace_core::record_batch`])
+//! or, as nodes published before batches, one record. A message that can
+//! never decode, or a batch that is wrong anywhere (its count, a record
+//! of another partition), is terminated (`AckKind::Term`) whole and logged; if the index
 //! cannot be written, the batch is nak'ed with a delay. A crash between the
 //! flush and the acks means a redelivery, which the index skips (its keys
 //! are the records' identities), so nothing is lost or counted twice.
@@ -18,6 +21,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, consumer};
 use enspace_core::RequestRecord;
 use enspace_core::record::DroppedRecords;
+use enspace_core::record_batch;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
@@ -26,6 +30,10 @@ use crate::IndexError;
 
 /// Messages asked for per pull request.
 pub const PULL_BATCH: usize = 1000;
+/// Bytes asked for per pull request, at most: a message is a batch of up
+/// to hundreds of records, so the messages the client buffers are bounded
+/// by bytes too (above the largest message NATS carries, 1 MiB by default).
+pub const PULL_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// How long the server waits for an ack before redelivering.
 pub const ACK_WAIT: Duration = Duration::from_secs(10);
 /// Messages delivered and not yet acked, at most.
@@ -112,6 +120,7 @@ async fn consume(
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(PULL_BATCH)
+        .max_bytes_per_batch(PULL_MAX_BYTES)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
@@ -148,17 +157,17 @@ async fn consume(
             }
         };
         tokio::select! {
-            next = messages.next(), if pending.len() < MAX_BATCH => match next {
+            next = messages.next(), if records.len() < MAX_BATCH => match next {
                 Some(Ok(message)) if is_drop_count(&message) => drop_count(indexer, message).await?,
-                Some(Ok(message)) => match RequestRecord::from_msgpack(&message.payload) {
-                    Ok(record) => {
-                        records.push(record);
+                Some(Ok(message)) => match records_of(&message) {
+                    Ok(batch) => {
+                        records.extend(batch);
                         pending.push(message);
                     }
                     Err(e) => {
                         indexer.metrics.undecodable.inc();
                         tracing::error!(error = %e, subject = %message.subject,
-                            "undecodable request record terminated");
+                            "refused a request-record message ({e}); terminated, none of its records indexed");
                         message.ack_with(AckKind::Term).await?;
                     }
                 },
@@ -180,6 +189,23 @@ async fn consume(
             }
             () = tokio::time::sleep_until(next_write), if waiting => {}
         }
+    }
+}
+
+/// The records a message carries: a batch (header `Enspace-Record-Count`,
+/// see [`enspace_core::record_batch`]), refused whole if anything in it is
+/// wrong, or one record alone (what nodes published before batches).
+fn records_of(message: &jetstream::Message) -> Result<Vec<RequestRecord>, String> {
+    let count = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(record_batch::COUNT_HEADER));
+    match count {
+        Some(count) => record_batch::decode(&message.subject, count.as_str(), &message.payload)
+            .map_err(|e| e.to_string()),
+        None => RequestRecord::from_msgpack(&message.payload)
+            .map(|record| vec![record])
+            .map_err(|e| format!("not a request record: {e}")),
     }
 }
 

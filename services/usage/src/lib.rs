@@ -77,7 +77,7 @@ impl IndexerMetrics {
         );
         registry.register(
             "enspace_request_records_undecodable",
-            "Request-record messages that could not be decoded (terminated)",
+            "Request-record messages (records or batches) refused as undecodable or inconsistent (terminated)",
             m.undecodable.clone(),
         );
         registry.register(

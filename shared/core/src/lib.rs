@@ -16,6 +16,7 @@ pub mod policy;
 pub mod progress;
 pub mod projection;
 pub mod record;
+pub mod record_batch;
 pub mod record_bounds;
 pub mod secret;
 pub mod signing;

@@ -1,4 +1,4 @@
-//! The publisher's records awaiting their ack, by the sequence number that
+//! The publisher's batches awaiting their ack, by the sequence number that
 //! ends their reply subject. Sequence numbers grow by one per publish, so
 //! the window is a deque from the oldest unanswered one; answered slots
 //! are emptied and the front is trimmed past them.
@@ -6,29 +6,30 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use enspace_core::RequestRecord;
-
-#[derive(Default)]
-pub struct Window {
+pub struct Window<T> {
     /// Sequence number of `slots[0]`.
     base: u64,
-    slots: VecDeque<Option<(RequestRecord, Instant)>>,
-    /// Slots still holding a record.
+    slots: VecDeque<Option<(T, Instant)>>,
+    /// Slots still holding an item.
     len: usize,
 }
 
-impl Window {
+impl<T> Window<T> {
     pub fn new() -> Self {
-        Window::default()
+        Window {
+            base: 0,
+            slots: VecDeque::new(),
+            len: 0,
+        }
     }
 
-    /// Records awaiting an ack.
+    /// Items awaiting an ack.
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Holds a record published at `sent`; returns its sequence number.
-    pub fn insert(&mut self, record: RequestRecord, sent: Instant) -> u64 {
+    pub fn insert(&mut self, record: T, sent: Instant) -> u64 {
         let seq = self.base + self.slots.len() as u64;
         self.slots.push_back(Some((record, sent)));
         self.len += 1;
@@ -36,7 +37,7 @@ impl Window {
     }
 
     /// The record published as `seq`, if it is still awaiting its ack.
-    pub fn remove(&mut self, seq: u64) -> Option<RequestRecord> {
+    pub fn remove(&mut self, seq: u64) -> Option<T> {
         let index = usize::try_from(seq.checked_sub(self.base)?).ok()?;
         let (record, _) = self.slots.get_mut(index)?.take()?;
         self.len -= 1;
@@ -46,7 +47,7 @@ impl Window {
 
     /// Takes out every record sent at least `timeout` ago. Slots are in
     /// the order they were sent, so this only looks at the front.
-    pub fn expired(&mut self, timeout: Duration) -> Vec<RequestRecord> {
+    pub fn expired(&mut self, timeout: Duration) -> Vec<T> {
         let now = Instant::now();
         let mut out = Vec::new();
         while let Some(front) = self.slots.front_mut() {
