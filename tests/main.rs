@@ -28,6 +28,7 @@ mod layout;
 mod leaks;
 mod notifications;
 mod ops;
+mod projection_faults;
 mod record_batches;
 mod request_logs;
 mod rotation;

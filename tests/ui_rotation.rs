@@ -386,13 +386,15 @@ async fn keyboard_only_regenerate() {
     let old_id = id(&old);
     let ui = alice_on_tokens(&app.base, "rotate-keyboard", 1).await;
 
-    // From the row's Logs link, Tab reaches Insights, then Regenerate.
+    // From the row's Logs link, Tab reaches Insights, Timeline, then Regenerate.
     ui.js(&format!(
         "document.querySelector(\"tr[data-token-id='{old_id}'] .cell-actions a\").focus() || true"
     ))
     .await;
     ui.press(Key::Tab).await;
     assert_eq!(ui.focused().await, format!("insights-{old_id}"));
+    ui.press(Key::Tab).await;
+    assert_eq!(ui.focused().await, format!("timeline-{old_id}"));
     ui.press(Key::Tab).await;
     assert_eq!(ui.focused().await, format!("regenerate-{old_id}"));
     ui.press(Key::Enter).await;
@@ -567,7 +569,7 @@ async fn revoked_tokens_say_why_and_show_a_leak_url_as_inert_text() {
     assert_eq!(shown["title"], json!(url));
     assert_eq!(
         shown["links"],
-        json!(["Logs", "Insights"]),
+        json!(["Logs", "Insights", "Timeline"]),
         "the URL is not a link"
     );
     assert_eq!(shown["markup"], json!(0));

@@ -2,6 +2,8 @@
 //! prints its figure beside a baseline measured in the same run, and the
 //! ratio (what survives a noisy machine). One module per benchmark.
 
+use enspace_bench_kit::{support, verdict, wrk};
+
 mod audit_state;
 mod audit_verify;
 mod catch_up;
@@ -23,10 +25,7 @@ mod record_publish;
 mod server_limits;
 mod signin_flood;
 mod stream_reset;
-mod support;
-mod verdict;
 mod verify;
-mod wrk;
 
 use clap::{Parser, Subcommand};
 

@@ -73,6 +73,18 @@ impl Tamper {
         Ok(self.db.drop_tree(tree)?)
     }
 
+    /// Overwrites every value of the tree `tree` (any of the data
+    /// directory's, a notification index's say) with bytes nothing decodes;
+    /// answers how many.
+    pub fn garble_tree(&self, tree: &str) -> Result<usize, StoreError> {
+        let tree = self.db.open_tree(tree)?;
+        let keys: Vec<sled::IVec> = tree.iter().keys().collect::<Result<_, sled::Error>>()?;
+        for key in &keys {
+            tree.insert(key, &[0xC1, 0xFF, 0x00][..])?;
+        }
+        Ok(keys.len())
+    }
+
     /// Whether the store holds a tree of that name.
     pub fn has_tree(&self, tree: &str) -> bool {
         self.db

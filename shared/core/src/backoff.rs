@@ -39,6 +39,23 @@ impl Backoff {
         std::thread::sleep(self.next);
         self.next = (self.next * 2).min(self.max);
     }
+
+    /// [`wait_blocking`](Self::wait_blocking), looking at `stop` every
+    /// `step`: answers false, at once, when it says to stop.
+    pub fn wait_blocking_unless(&mut self, step: Duration, stop: impl Fn() -> bool) -> bool {
+        let until = std::time::Instant::now() + self.next;
+        self.next = (self.next * 2).min(self.max);
+        loop {
+            if stop() {
+                return false;
+            }
+            let now = std::time::Instant::now();
+            if now >= until {
+                return true;
+            }
+            std::thread::sleep(step.min(until - now));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -104,6 +104,8 @@ struct Status {
 pub struct ProjectionHealth {
     status: Arc<Mutex<BTreeMap<&'static str, Status>>>,
     on_error: Option<Arc<dyn Fn(&'static str) + Send + Sync>>,
+    /// Set by the service's stop: retries end, letting go of the store.
+    stopping: Arc<AtomicBool>,
 }
 
 impl ProjectionHealth {
@@ -113,7 +115,18 @@ impl ProjectionHealth {
         ProjectionHealth {
             status: Arc::default(),
             on_error: Some(Arc::new(on_error)),
+            stopping: Arc::default(),
         }
+    }
+
+    /// Ends every retry (the service is stopping): a retrying runner's
+    /// thread returns within [`STOP_CHECK`], letting go of what it holds.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<&'static str, Status>) -> T) -> T {
@@ -154,6 +167,9 @@ impl ProjectionHealth {
         self.with(|s| s.get(name).map_or(0, |status| status.errors))
     }
 }
+
+/// How soon a retrying runner sees that the service stops.
+pub const STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// Feeds one projection from a source: [`Runner::catch_up`] at start, then
 /// [`Runner::on_commit`] with every committed group (the writer's commit
@@ -270,7 +286,13 @@ where
         let name = self.projection.name();
         let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
         loop {
-            backoff.wait_blocking();
+            if !backoff.wait_blocking_unless(STOP_CHECK, || self.health.stopping()) {
+                tracing::info!(
+                    projection = name,
+                    "the service stops: {name} is not retried"
+                );
+                return;
+            }
             match catch_up(&*self.source, &*self.projection) {
                 Ok(_) => {
                     // Groups committed from here on are folded by the hook

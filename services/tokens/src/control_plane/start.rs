@@ -256,6 +256,10 @@ impl ControlPlane {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let ControlPlane { state, tasks, .. } = self;
         tasks.stop().await;
+        // A projection being folded again after a failure lets go of the
+        // store (within STOP_CHECK) rather than retry for ever.
+        state.metrics.projections.stop();
+        tokio::time::sleep(enspace_core::projection::STOP_CHECK * 2).await;
         state.store.db.flush_async().await?;
         state.requests.flush().await?;
         state.store.close_cleanly()?;

@@ -23,7 +23,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Object),
-        (status = 503, description = "Not ready yet", body = Object),
+        (status = 503, description = "Not ready: `not_ready` (the detail says what is missing) or `projections_lagging` (a projection failed to fold and is being folded again from the log)",
+            body = enspace_http::ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {

@@ -442,6 +442,12 @@ pub struct SignedLog {
     prev: [u8; 32],
 }
 
+impl Default for SignedLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SignedLog {
     pub fn new() -> Self {
         SignedLog {
