@@ -88,11 +88,22 @@ pub fn verify_visiting(
     progress: &dyn crate::progress::Progress,
     visit: &mut dyn FnMut(EventEnvelope),
 ) -> Result<Verified, ExportBreak> {
+    verify_in_batches(lines, key, progress, visit, SIGNATURE_BATCH)
+}
+
+/// [`verify_visiting`], checking signatures `batch` at a time.
+fn verify_in_batches(
+    lines: impl BufRead,
+    key: &EventKey,
+    progress: &dyn crate::progress::Progress,
+    visit: &mut dyn FnMut(EventEnvelope),
+    batch: usize,
+) -> Result<Verified, ExportBreak> {
     let mut prev = GENESIS_HASH;
     let mut expected = 1u64;
     let mut header: Option<ExportHeader> = None;
     // Events whose signature is still to be checked, in order.
-    let mut unsigned = Unsigned::default();
+    let mut unsigned = Unsigned(Vec::with_capacity(batch), batch);
     for (n, line) in lines.lines().enumerate() {
         let broken = |reason: String| ExportBreak {
             seq: expected,
@@ -162,7 +173,7 @@ pub fn verify_visiting(
 }
 
 /// Signatures checked together, at most this many at a time.
-const SIGNATURE_BATCH: usize = 64;
+const SIGNATURE_BATCH: usize = 1024;
 
 /// An event checked but for its signature.
 struct Checked {
@@ -172,9 +183,9 @@ struct Checked {
     envelope: EventEnvelope,
 }
 
-/// Events waiting for their signatures to be checked, in seq order.
-#[derive(Default)]
-struct Unsigned(Vec<Checked>);
+/// Events waiting for their signatures to be checked, in seq order, and
+/// how many make a batch.
+struct Unsigned(Vec<Checked>, usize);
 
 impl Unsigned {
     fn push(&mut self, event: Checked) {
@@ -182,7 +193,7 @@ impl Unsigned {
     }
 
     fn full(&self) -> bool {
-        self.0.len() >= SIGNATURE_BATCH
+        self.0.len() >= self.1
     }
 
     /// Checks the waiting signatures together, and one by one to name the
@@ -321,7 +332,8 @@ mod tests {
         verify(lines.join("\n").as_bytes(), key)
     }
 
-    /// Signatures are checked 64 at a time: a bad one anywhere in a batch,
+    /// Signatures are checked in batches (64 here, to keep the test short):
+    /// a bad one anywhere in a batch,
     /// or before a later break of another kind, is still the one named, and
     /// no event after it reaches the visitor.
     #[test]
@@ -337,11 +349,12 @@ mod tests {
             event.signature = B64.encode(signature);
             damaged[bad as usize - 1] = serde_json::to_string(&event).expect("json");
             let mut visited = 0u64;
-            let broken = verify_visiting(
+            let broken = verify_in_batches(
                 damaged.join("\n").as_bytes(),
                 signer.public(),
                 &crate::progress::Silent,
                 &mut |_| visited += 1,
+                64,
             );
             assert_eq!(broken.map_err(|b| b.seq), Err(bad));
             assert!(visited < bad, "visited {visited}, bad {bad}");
