@@ -43,15 +43,7 @@ async fn exported_from() -> (tempfile::TempDir, String, String) {
             assert_eq!(rotated.status(), 201);
         }
     }
-    let key: Value = app
-        .client
-        .get(app.url("/v1/event-key"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json");
+    let key: Value = app.event_key().await;
     let (data, _) = app.stop().await;
     let (code, out) = audit(&["export", "--data", data.path().to_str().expect("utf-8")]);
     assert_eq!(code, 0, "{out}");
@@ -202,15 +194,7 @@ async fn audit_events_from_the_api_carry_signatures_that_verify_with_the_served_
             .status(),
         204
     );
-    let served: Value = app
-        .client
-        .get(app.url("/v1/event-key"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json");
+    let served: Value = app.event_key().await;
     let key = EventKey::from_base64(served["key"].as_str().expect("key")).expect("key");
     let audra = app.login("audra").await;
     let page = app.get_ok(&audra, "/v1/audit/events").await;

@@ -180,15 +180,7 @@ async fn the_offline_state_of_an_export_is_what_the_api_answers() {
     ] {
         answers.push(state(&app, &audra, &format!("at={}{filter}", at(hours))).await);
     }
-    let key: Value = app
-        .client
-        .get(app.url("/v1/event-key"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json");
+    let key: Value = app.event_key().await;
     let key = key["key"].as_str().expect("key").to_owned();
     let (data, _) = app.stop().await;
     let (code, export) = audit(&["export", "--data", data.path().to_str().expect("utf-8")]);

@@ -435,3 +435,37 @@ async fn parallel_creations_and_revocations_keep_one_intact_chain() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ok: 60 events"), "{out}");
 }
+
+/// After a SIGKILL the projections cannot be trusted and are folded again
+/// from the log at start; the process says how far that fold is (a log line
+/// every `ENSPACE_PROGRESS_EVERY` seconds; 0 here, so every batch).
+#[tokio::test]
+async fn a_restart_after_a_sigkill_rebuilds_the_projections_and_says_how_far_it_is() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut process = EnspaceProcess::serve(data.path());
+    let api = ApiClient::from_base(&process.base);
+    let alice = api.login("alice").await;
+    for i in 0..3 {
+        api.create_token(&alice, &create_body(&format!("before the kill {i}")))
+            .await;
+    }
+    process.kill();
+    let dir = data.path().to_str().expect("utf-8 path");
+    let mut restarted = EnspaceProcess::start(
+        &["serve", "--data", dir],
+        &[("ENSPACE_PROGRESS_EVERY", "0")],
+    );
+    let api = ApiClient::from_base(&restarted.base);
+    let alice = api.login("alice").await;
+    assert_eq!(api.tokens(&alice).await.len(), 3);
+    let logs = restarted.logs();
+    assert!(
+        logs.contains("rebuilding the projections from the event log"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("3 events folded into the projections of 3"),
+        "{logs}"
+    );
+    restarted.terminate();
+}

@@ -73,15 +73,7 @@ async fn event_key_create_makes_the_key_once_and_a_node_reads_it_from_event_key_
     let service = token_service(data.path(), &nats.url(), &["--event-signing-key", key]);
     let svc = ApiClient::from_base(&service.base);
     wait_ready(&svc).await;
-    let served: Value = svc
-        .client
-        .get(svc.url("/v1/event-key"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json");
+    let served: Value = svc.event_key().await;
     assert_eq!(served, made, "the control plane signs with the key made");
     let node_process = api_node(&nats.url(), "node", &["--event-key-file", out]);
     let node = ApiClient::from_base(&node_process.base);

@@ -707,15 +707,7 @@ async fn the_event_key_is_served_printed_offline_and_a_node_pinned_to_another_ke
     let data = tempfile::tempdir().expect("temp dir");
     let mut service = token_service(data.path(), &nats.url(), &[]);
     let (svc, alice) = signed_in(&service).await;
-    let served: Value = svc
-        .client
-        .get(svc.url("/v1/event-key"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json");
+    let served: Value = svc.event_key().await;
     assert_eq!(served["alg"], "Ed25519");
     assert_eq!(served["key_id"].as_str().map(str::len), Some(16));
 

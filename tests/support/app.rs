@@ -244,6 +244,18 @@ impl ApiClient {
     }
 
     /// Signs in a demo user and returns the session secret.
+    /// `GET /v1/event-key`, as served (`alg`, `key`, `key_id`, …).
+    pub async fn event_key(&self) -> Value {
+        self.client
+            .get(self.url("/v1/event-key"))
+            .send()
+            .await
+            .expect("GET /v1/event-key")
+            .json()
+            .await
+            .expect("the event key as JSON")
+    }
+
     pub async fn login(&self, user: &str) -> String {
         let res = self
             .client

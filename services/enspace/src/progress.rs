@@ -3,19 +3,9 @@
 //! line every `ENSPACE_PROGRESS_EVERY` seconds (default 5).
 
 use std::io::IsTerminal;
-use std::time::Duration;
 
-use enspace_core::progress::{Lines, Progress};
+use enspace_core::progress::{Lines, Progress, every_from_env};
 use indicatif::{ProgressBar, ProgressStyle};
-
-/// How often a line is printed when stderr is not a terminal.
-fn every() -> Duration {
-    std::env::var("ENSPACE_PROGRESS_EVERY")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map_or(Duration::from_secs(5), Duration::from_secs_f64)
-}
 
 /// Progress of work on `what` ("events verified"), shown the way stderr
 /// can show it.
@@ -29,7 +19,9 @@ pub fn shown(what: &str) -> Box<dyn Progress> {
         }
         Box::new(Bar(bar))
     } else {
-        Box::new(Lines::new(what, every(), |line: &str| eprintln!("{line}")))
+        Box::new(Lines::new(what, every_from_env(), |line: &str| {
+            eprintln!("{line}")
+        }))
     }
 }
 

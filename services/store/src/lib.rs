@@ -135,7 +135,14 @@ impl Store {
             projections.rebuild_from_scratch()?;
             AuditIndex::open(&db)?.reset()?;
         }
-        let applied = projections.catch_up(&log)?;
+        // A long fold (a rebuild after an unclean stop) says how far it is,
+        // in the log, every ENSPACE_PROGRESS_EVERY seconds.
+        let progress = enspace_core::progress::Lines::new(
+            "events folded into the projections",
+            enspace_core::progress::every_from_env(),
+            |line: &str| tracing::info!("projections: {line}"),
+        );
+        let applied = projections.catch_up_with(&log, &progress)?;
         if applied > 0 {
             tracing::info!(events = applied, "projections caught up from the event log");
         }

@@ -186,6 +186,15 @@ impl Projections {
         enspace_core::projection::catch_up(log, self)
     }
 
+    /// [`catch_up`](Self::catch_up), telling `progress` how far it is.
+    pub fn catch_up_with(
+        &self,
+        log: &EventLog,
+        progress: &dyn enspace_core::progress::Progress,
+    ) -> Result<u64, StoreError> {
+        enspace_core::projection::catch_up_with(log, self, progress)
+    }
+
     /// Folds events (in `seq` order) into every projection, then records the
     /// last `seq`. Events at or below `last_seq` are skipped.
     pub fn apply(&self, envelopes: &[EventEnvelope]) -> Result<(), StoreError> {

@@ -14,6 +14,16 @@ pub trait Progress: Send + Sync {
     fn finish(&self) {}
 }
 
+/// How often a line is said when no terminal shows a bar:
+/// `ENSPACE_PROGRESS_EVERY` seconds, 5 by default.
+pub fn every_from_env() -> Duration {
+    std::env::var("ENSPACE_PROGRESS_EVERY")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(Duration::from_secs(5), Duration::from_secs_f64)
+}
+
 /// Shows nothing.
 pub struct Silent;
 

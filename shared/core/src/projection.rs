@@ -66,9 +66,23 @@ where
     P: Projection + ?Sized,
     P::Error: From<S::Error>,
 {
+    catch_up_with(source, projection, &crate::progress::Silent)
+}
+
+/// [`catch_up`], telling `progress` how many events are folded of how many.
+pub fn catch_up_with<S, P>(
+    source: &S,
+    projection: &P,
+    progress: &dyn crate::progress::Progress,
+) -> Result<u64, P::Error>
+where
+    S: EventSource + ?Sized,
+    P: Projection + ?Sized,
+    P::Error: From<S::Error>,
+{
     let mut after = projection.position()?;
+    let head = source.head_seq()?;
     if after > 0 {
-        let head = source.head_seq()?;
         if after > head {
             tracing::warn!(
                 projection = projection.name(),
@@ -82,13 +96,16 @@ where
         }
     }
     let mut read = 0;
+    let to_read = head.saturating_sub(after);
     loop {
         let events = source.read_after(after, CATCH_UP_BATCH)?;
         let Some(last) = events.last() else { break };
         after = last.seq;
         read += events.len() as u64;
         projection.apply(&events)?;
+        progress.advance(read, to_read.max(read));
     }
+    progress.finish();
     Ok(read)
 }
 
