@@ -82,18 +82,16 @@ where
 {
     let mut after = projection.position()?;
     let head = source.head_seq()?;
-    if after > 0 {
-        if after > head {
-            tracing::warn!(
-                projection = projection.name(),
-                folded = after,
-                log_head = head,
-                "the projection {} is ahead of the event log; folding it again",
-                projection.name()
-            );
-            projection.reset()?;
-            after = 0;
-        }
+    if after > head {
+        tracing::warn!(
+            projection = projection.name(),
+            folded = after,
+            log_head = head,
+            "the projection {} is ahead of the event log; folding it again",
+            projection.name()
+        );
+        projection.reset()?;
+        after = 0;
     }
     let mut read = 0;
     let to_read = head.saturating_sub(after);
