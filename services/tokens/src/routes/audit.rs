@@ -6,6 +6,7 @@ use enspace_core::AuditEvent;
 use enspace_http::ApiError;
 use serde::{Deserialize, Serialize};
 
+use super::paging;
 use crate::auth::Auditor;
 use crate::state::AppState;
 
@@ -39,17 +40,8 @@ pub async fn list_events(
     _auditor: Auditor,
     Query(page): Query<Page>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let after = match page.after.as_deref() {
-        None => 0,
-        Some(s) => s.parse::<u64>().map_err(|_| {
-            ApiError::invalid(
-                "invalid_after",
-                "after",
-                "`after` is a sequence number (0 or more)",
-            )
-        })?,
-    };
-    let limit = super::paging::limit(page.limit.as_deref(), 100, 1000)?;
+    let after = paging::after_seq(page.after.as_deref())?;
+    let limit = paging::limit(page.limit.as_deref(), 100, 1000)?;
     let log = state.store.log.clone();
     let signer = state.signer()?;
     let (events, last, head) = enspace_http::blocking(move || {

@@ -148,16 +148,7 @@ pub async fn audit_changes(
             "`from` must not be after `to`",
         ));
     }
-    let after = match q.after.as_deref() {
-        None => 0,
-        Some(s) => s.parse::<u64>().map_err(|_| {
-            ApiError::invalid(
-                "invalid_after",
-                "after",
-                "`after` is a sequence number (0 or more)",
-            )
-        })?,
-    };
+    let after = paging::after_seq(q.after.as_deref())?;
     let limit = paging::limit(q.limit.as_deref(), 100, 1000)?;
     let store = state.store.clone();
     let signer = state.signer()?;

@@ -1,5 +1,6 @@
-//! The `limit` query parameter of every paged list: 1 to `max`, `default`
-//! when absent, else 422 `invalid_limit` naming the range.
+//! The paging query parameters: `limit` of every paged list (1 to `max`,
+//! `default` when absent, else 422 `invalid_limit` naming the range) and
+//! `after`, a seq, of pages of the event log.
 
 use enspace_http::ApiError;
 
@@ -13,6 +14,21 @@ pub fn limit(value: Option<&str>, default: usize, max: usize) -> Result<usize, A
             .ok_or_else(|| {
                 ApiError::invalid("invalid_limit", "limit", format!("`limit` is 1 to {max}"))
             }),
+    }
+}
+
+/// The `after` query parameter of a page of the event log: a seq, 0 when
+/// absent, else 422 `invalid_after`.
+pub fn after_seq(value: Option<&str>) -> Result<u64, ApiError> {
+    match value {
+        None => Ok(0),
+        Some(s) => s.parse::<u64>().map_err(|_| {
+            ApiError::invalid(
+                "invalid_after",
+                "after",
+                "`after` is a sequence number (0 or more)",
+            )
+        }),
     }
 }
 
