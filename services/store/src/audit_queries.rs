@@ -14,6 +14,7 @@ use ulid::Ulid;
 use enspace_core::audit_state::{ChangeGroups, StateFilter, TokenAtMoment, token_at};
 use enspace_core::{EventSigner, TokenView};
 
+use crate::event_log::LogEntry;
 use crate::{Store, StoreError};
 
 /// A page of tokens as they stood at a moment, by id, and the id to
@@ -87,13 +88,27 @@ impl Store {
 
     /// One token's events (`seqs`) up to `at`, folded.
     fn token_at(&self, seqs: &[u64], at: Timestamp) -> Result<Option<TokenView>, StoreError> {
-        let mut events = Vec::with_capacity(seqs.len());
+        let events: Vec<_> = self
+            .entries(seqs)?
+            .into_iter()
+            .map(|e| e.envelope)
+            .collect();
+        Ok(token_at(&events, at))
+    }
+
+    /// A token's entries of the log, in seq order.
+    pub fn events_of(&self, id: Ulid) -> Result<Vec<LogEntry>, StoreError> {
+        self.entries(&self.projections.event_seqs_of(id)?)
+    }
+
+    fn entries(&self, seqs: &[u64]) -> Result<Vec<LogEntry>, StoreError> {
+        let mut entries = Vec::with_capacity(seqs.len());
         for &seq in seqs {
             if let Some(entry) = self.log.get(seq)? {
-                events.push(entry.envelope);
+                entries.push(entry);
             }
         }
-        Ok(token_at(&events, at))
+        Ok(entries)
     }
 
     /// Up to `limit` events at or after `from` and before `to`, with a seq

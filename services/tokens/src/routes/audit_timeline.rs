@@ -174,12 +174,11 @@ pub async fn token_timeline(
         let Some(token) = store.projections.token(id)? else {
             return Ok((None, Vec::new()));
         };
-        let mut events = Vec::new();
-        for seq in store.projections.event_seqs_of(id)? {
-            if let Some(entry) = store.log.get(seq)? {
-                events.push(entry.audit(&signer));
-            }
-        }
+        let events = store
+            .events_of(id)?
+            .iter()
+            .map(|e| e.audit(&signer))
+            .collect();
         Ok::<_, enspace_store::StoreError>((Some(token), events))
     })
     .await?;

@@ -464,14 +464,8 @@ pub async fn token_events(
     let id = token.id;
     let signer = state.signer()?;
     let events = blocking(move || {
-        let seqs = state.store.projections.event_seqs_of(id)?;
-        let mut events = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            if let Some(entry) = state.store.log.get(seq)? {
-                events.push(entry.audit(&signer));
-            }
-        }
-        Ok::<_, StoreError>(events)
+        let entries = state.store.events_of(id)?;
+        Ok::<_, StoreError>(entries.iter().map(|e| e.audit(&signer)).collect())
     })
     .await?;
     Ok(Json(EventList { events }))
