@@ -3,7 +3,8 @@
 //! (user ‖ 0 ‖ token id → ()), `proj_tokens_by_hash` (secret hash → token id),
 //! `proj_events_by_token` (token id ‖ seq → ()),
 //! `proj_tokens_by_workspace` (workspace ‖ 0 ‖ token id → ()),
-//! `proj_policies` (workspace → its token policy) and `proj_meta`
+//! `proj_policies` (workspace → its token policy), `proj_signing_keys`
+//! (seq → the `signing_key_rotated` event there) and `proj_meta`
 //! (`last_seq`: the last event folded in).
 //!
 //! They are folds that remember the last `seq` applied: applying an event
@@ -20,7 +21,7 @@ use ulid::Ulid;
 
 use super::{EventLog, StoreError};
 
-pub const PROJECTION_TREES: [&str; 7] = [
+pub const PROJECTION_TREES: [&str; 8] = [
     "proj_tokens",
     "proj_tokens_by_user",
     "proj_tokens_by_hash",
@@ -28,6 +29,7 @@ pub const PROJECTION_TREES: [&str; 7] = [
     "proj_meta",
     "proj_tokens_by_workspace",
     "proj_policies",
+    "proj_signing_keys",
 ];
 pub(crate) const LAST_SEQ: &[u8] = b"last_seq";
 /// Present only after a graceful stop: the `last_seq` the projections were
@@ -43,6 +45,7 @@ pub struct Projections {
     meta: sled::Tree,
     by_workspace: sled::Tree,
     policies: sled::Tree,
+    signing_keys: sled::Tree,
 }
 
 /// `owner ‖ 0 ‖ token id`, the key of a token under a user or a workspace.
@@ -114,6 +117,7 @@ impl Projections {
             meta: db.open_tree(PROJECTION_TREES[4])?,
             by_workspace: db.open_tree(PROJECTION_TREES[5])?,
             policies: db.open_tree(PROJECTION_TREES[6])?,
+            signing_keys: db.open_tree(PROJECTION_TREES[7])?,
         };
         if !missing.is_empty() && missing.len() < PROJECTION_TREES.len() {
             tracing::warn!(
@@ -134,6 +138,7 @@ impl Projections {
             &self.meta,
             &self.by_workspace,
             &self.policies,
+            &self.signing_keys,
         ] {
             tree.clear()?;
         }
@@ -206,11 +211,20 @@ impl Projections {
         let mut last = already;
         let mut by_workspace = sled::Batch::default();
         let mut policies = sled::Batch::default();
+        let mut signing_keys = sled::Batch::default();
         let mut new_hashes: HashMap<[u8; 32], Ulid> = HashMap::new();
         for envelope in envelopes.iter().filter(|e| e.seq > already) {
             last = envelope.seq;
             let token_id = match envelope.aggregate() {
                 Aggregate::Token(id) => id,
+                Aggregate::EventKey => {
+                    if let Some(rotated) = envelope.key_rotation() {
+                        let rotated = rmp_serde::to_vec_named(rotated)
+                            .map_err(|e| StoreError::Corrupt(format!("encode key: {e}")))?;
+                        signing_keys.insert(&envelope.seq.to_be_bytes()[..], rotated);
+                    }
+                    continue;
+                }
                 Aggregate::Workspace(_) => {
                     // A workspace's event: what it does asks nothing of tokens.
                     // Matched in full: a new workspace change does not
@@ -285,6 +299,7 @@ impl Projections {
         self.by_token.apply_batch(by_token)?;
         self.by_workspace.apply_batch(by_workspace)?;
         self.policies.apply_batch(policies)?;
+        self.signing_keys.apply_batch(signing_keys)?;
         self.meta.insert(LAST_SEQ, &last.to_be_bytes())?;
         Ok(())
     }
@@ -355,6 +370,25 @@ impl Projections {
                 .map_err(|e| StoreError::Corrupt(format!("workspace policy: {e}"))),
             None => Ok(WorkspacePolicy::default()),
         }
+    }
+
+    /// Every `signing_key_rotated` event with its seq, in order.
+    pub fn key_rotations(
+        &self,
+    ) -> Result<Vec<(u64, enspace_core::events::SigningKeyRotated)>, StoreError> {
+        self.signing_keys
+            .iter()
+            .map(|item| {
+                let (key, value) = item?;
+                let seq: [u8; 8] = key
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("signing keys key".into()))?;
+                let rotated = rmp_serde::from_slice(&value)
+                    .map_err(|e| StoreError::Corrupt(format!("signing key rotation: {e}")))?;
+                Ok((u64::from_be_bytes(seq), rotated))
+            })
+            .collect()
     }
 
     /// The `seq`s of a token's events, in order.

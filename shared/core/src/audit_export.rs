@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::{GENESIS_HASH, chain_hash};
 use crate::signing::EventKeyJson;
-use crate::{AuditEvent, EventEnvelope, EventKey};
+use crate::{AuditEvent, EventEnvelope, EventKey, KeyChain};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -59,23 +59,28 @@ pub struct ExportBreak {
     pub reason: String,
 }
 
-/// Checks the export `lines` against `key`: consecutive seqs from 1, each
-/// `prev_hash` the previous `hash` (zeros first), `hash` = SHA-256(prev ‖
-/// payload), the signature by `key` over `ENSPACE-EVENT-V1\0` ‖ hash, and
-/// every JSON field equal to what the payload says; with a header, the
-/// last event is the head it names.
-pub fn verify(lines: impl BufRead, key: &EventKey) -> Result<Verified, ExportBreak> {
-    verify_with(lines, key, &crate::progress::Silent)
+/// Checks the export `lines` against the keys an auditor trusts
+/// (`trusted`: one key, or the list `GET /v1/event-key` serves):
+/// consecutive seqs from 1, each `prev_hash` the previous `hash` (zeros
+/// first), `hash` = SHA-256(prev ‖ payload), every JSON field equal to what
+/// the payload says, and the signature over `ENSPACE-EVENT-V1\0` ‖ hash by
+/// the key in force: event 1's key, which must be one of `trusted`, then,
+/// after each `signing_key_rotated` event (signed by the key it replaces),
+/// the key it names; a rotation after a lost key (signed by its new key)
+/// only when that key is one of `trusted`. With a header, the last event
+/// is the head it names.
+pub fn verify(lines: impl BufRead, trusted: &[EventKey]) -> Result<Verified, ExportBreak> {
+    verify_with(lines, trusted, &crate::progress::Silent)
 }
 
 /// [`verify`], telling `progress` how many events are checked (of the
 /// header's head, when there is a header).
 pub fn verify_with(
     lines: impl BufRead,
-    key: &EventKey,
+    trusted: &[EventKey],
     progress: &dyn crate::progress::Progress,
 ) -> Result<Verified, ExportBreak> {
-    verify_visiting(lines, key, progress, &mut |_| {})
+    verify_visiting(lines, trusted, progress, &mut |_| {})
 }
 
 /// [`verify_with`], handing `visit` each event's envelope as it is checked
@@ -84,17 +89,17 @@ pub fn verify_with(
 /// was handed unless the whole export verifies).
 pub fn verify_visiting(
     lines: impl BufRead,
-    key: &EventKey,
+    trusted: &[EventKey],
     progress: &dyn crate::progress::Progress,
     visit: &mut dyn FnMut(EventEnvelope),
 ) -> Result<Verified, ExportBreak> {
-    verify_in_batches(lines, key, progress, visit, SIGNATURE_BATCH)
+    verify_in_batches(lines, trusted, progress, visit, SIGNATURE_BATCH)
 }
 
 /// [`verify_visiting`], checking signatures `batch` at a time.
 fn verify_in_batches(
     lines: impl BufRead,
-    key: &EventKey,
+    trusted: &[EventKey],
     progress: &dyn crate::progress::Progress,
     visit: &mut dyn FnMut(EventEnvelope),
     batch: usize,
@@ -102,8 +107,9 @@ fn verify_in_batches(
     let mut prev = GENESIS_HASH;
     let mut expected = 1u64;
     let mut header: Option<ExportHeader> = None;
+    let mut keys: Option<KeyChain> = None;
     // Events whose signature is still to be checked, in order.
-    let mut unsigned = Unsigned(Vec::with_capacity(batch), batch);
+    let mut unsigned = Unsigned::new(batch);
     for (n, line) in lines.lines().enumerate() {
         let broken = |reason: String| ExportBreak {
             seq: expected,
@@ -123,28 +129,39 @@ fn verify_in_batches(
             }
             Ok(line) => serde_json::from_str::<AuditEvent>(&line)
                 .map_err(|e| broken(format!("line {} is not an audit event: {e}", n + 1)))
-                .and_then(|event| check_event(&event, expected, &prev, key).map_err(broken)),
+                .and_then(|event| {
+                    let checked = check_event(&event, expected, &prev).map_err(broken)?;
+                    let signer =
+                        signer_of(&mut keys, trusted, &event, &checked.envelope).map_err(broken)?;
+                    Ok((checked, signer))
+                }),
         };
         match checked {
-            Ok(event) => {
+            Ok((event, signer)) => {
                 prev = event.hash;
-                unsigned.push(event);
+                if let Some(chain) = keys.as_mut() {
+                    chain.pass(&event.envelope);
+                }
+                if unsigned.key.as_ref().is_some_and(|k| *k != signer) {
+                    unsigned.check(visit)?;
+                }
+                unsigned.push(signer, event);
             }
             Err(broken) => {
                 // An earlier event's bad signature is the first break.
-                unsigned.check(key, visit)?;
+                unsigned.check(visit)?;
                 return Err(broken);
             }
         }
         if unsigned.full() {
-            unsigned.check(key, visit)?;
+            unsigned.check(visit)?;
         }
         if expected.is_multiple_of(1024) {
             progress.advance(expected, header.as_ref().map_or(0, |h| h.head.seq));
         }
         expected += 1;
     }
-    unsigned.check(key, visit)?;
+    unsigned.check(visit)?;
     let count = expected - 1;
     progress.advance(count, header.as_ref().map_or(0, |h| h.head.seq));
     progress.finish();
@@ -172,6 +189,54 @@ fn verify_in_batches(
     Ok(Verified { count, head: prev })
 }
 
+/// The key that must have signed `event` (see [`verify`]); the first event
+/// starts the walk from the trusted key it names.
+fn signer_of(
+    keys: &mut Option<KeyChain>,
+    trusted: &[EventKey],
+    event: &AuditEvent,
+    envelope: &EventEnvelope,
+) -> Result<EventKey, String> {
+    let chain = match keys {
+        Some(chain) => chain,
+        None => {
+            let Some(first) = trusted.iter().find(|k| k.key_id() == event.key_id) else {
+                return Err(format!(
+                    "signed by key {}, which is not among the given keys ({})",
+                    event.key_id,
+                    trusted
+                        .iter()
+                        .map(EventKey::key_id)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            };
+            keys.insert(KeyChain::trusting(first.clone(), trusted.iter().cloned()))
+        }
+    };
+    let Some(signer) = chain.signer_of(envelope) else {
+        return Err(match envelope.key_rotation() {
+            Some(r) if r.previous_lost => format!(
+                "the key {} was declared lost and replaced by {}: verify with that key given \
+                 explicitly if you trust it",
+                r.previous_key_id, r.key_id
+            ),
+            _ => format!(
+                "a key rotation that does not start from the key in force {}",
+                chain.current().key_id()
+            ),
+        });
+    };
+    if event.key_id != signer.key_id() {
+        return Err(format!(
+            "signed by key {}, not by the key in force {}",
+            event.key_id,
+            signer.key_id()
+        ));
+    }
+    Ok(signer)
+}
+
 /// Signatures checked together, at most this many at a time.
 const SIGNATURE_BATCH: usize = 1024;
 
@@ -183,43 +248,58 @@ struct Checked {
     envelope: EventEnvelope,
 }
 
-/// Events waiting for their signatures to be checked, in seq order, and
-/// how many make a batch.
-struct Unsigned(Vec<Checked>, usize);
+/// Events signed by one key waiting for their signatures to be checked, in
+/// seq order, and how many make a batch.
+struct Unsigned {
+    key: Option<EventKey>,
+    events: Vec<Checked>,
+    batch: usize,
+}
 
 impl Unsigned {
-    fn push(&mut self, event: Checked) {
-        self.0.push(event);
+    fn new(batch: usize) -> Self {
+        Unsigned {
+            key: None,
+            events: Vec::with_capacity(batch),
+            batch,
+        }
+    }
+
+    fn push(&mut self, key: EventKey, event: Checked) {
+        self.key = Some(key);
+        self.events.push(event);
     }
 
     fn full(&self) -> bool {
-        self.0.len() >= self.1
+        self.events.len() >= self.batch
     }
 
     /// Checks the waiting signatures together, and one by one to name the
     /// first bad one if the batch fails; hands the good events to `visit`.
-    fn check(
-        &mut self,
-        key: &EventKey,
-        visit: &mut dyn FnMut(EventEnvelope),
-    ) -> Result<(), ExportBreak> {
+    fn check(&mut self, visit: &mut dyn FnMut(EventEnvelope)) -> Result<(), ExportBreak> {
+        let Some(key) = &self.key else {
+            return Ok(());
+        };
         let batch: Vec<([u8; 32], &[u8])> = self
-            .0
+            .events
             .iter()
             .map(|e| (e.hash, e.signature.as_slice()))
             .collect();
         if !key.verify_events(&batch)
             && let Some(bad) = self
-                .0
+                .events
                 .iter()
                 .find(|e| !key.verify_event(&e.hash, &e.signature))
         {
             return Err(ExportBreak {
                 seq: bad.seq,
-                reason: "the signature does not verify with the given key".into(),
+                reason: format!(
+                    "the signature does not verify with the key {}",
+                    key.key_id()
+                ),
             });
         }
-        for event in self.0.drain(..) {
+        for event in self.events.drain(..) {
             visit(event.envelope);
         }
         Ok(())
@@ -227,12 +307,7 @@ impl Unsigned {
 }
 
 /// Checks one event but for its signature (see [`Unsigned`]).
-fn check_event(
-    event: &AuditEvent,
-    expected: u64,
-    prev: &[u8; 32],
-    key: &EventKey,
-) -> Result<Checked, String> {
+fn check_event(event: &AuditEvent, expected: u64, prev: &[u8; 32]) -> Result<Checked, String> {
     if event.seq != expected {
         return Err(if event.seq > expected {
             format!("missing event (the next line is seq {})", event.seq)
@@ -249,13 +324,6 @@ fn check_event(
     let hash = chain_hash(prev, &payload);
     if !hex_is(&event.hash, &hash) {
         return Err("hash does not match prev_hash and payload".into());
-    }
-    if event.key_id != key.key_id() {
-        return Err(format!(
-            "signed by key {}, not by the given key {}",
-            event.key_id,
-            key.key_id()
-        ));
     }
     let signature = B64
         .decode(&event.signature)
@@ -329,7 +397,7 @@ mod tests {
     }
 
     fn check(lines: &[String], key: &EventKey) -> Result<Verified, ExportBreak> {
-        verify(lines.join("\n").as_bytes(), key)
+        verify(lines.join("\n").as_bytes(), std::slice::from_ref(key))
     }
 
     /// Signatures are checked in batches (64 here, to keep the test short):
@@ -351,7 +419,7 @@ mod tests {
             let mut visited = 0u64;
             let broken = verify_in_batches(
                 damaged.join("\n").as_bytes(),
-                signer.public(),
+                std::slice::from_ref(signer.public()),
                 &crate::progress::Silent,
                 &mut |_| visited += 1,
                 64,
@@ -399,5 +467,65 @@ mod tests {
         let mut cut = vec![header(4, head, &signer)];
         cut.extend_from_slice(&lines[..3]);
         assert_eq!(check(&cut, signer.public()).map_err(|b| b.seq), Err(4));
+    }
+
+    /// Events 1-2 by `k0`, a rotation at 3 (signed by `k0`, or by `k1` when
+    /// `lost`), events 4-5 by `k1`.
+    fn rotated_export(k0: &EventSigner, k1: &EventSigner, lost: bool) -> Vec<String> {
+        let mut prev = GENESIS_HASH;
+        (1..=5u64)
+            .map(|seq| {
+                let mut envelope =
+                    crate::fixtures::created(seq, &crate::SecretHash([seq as u8; 32])).build();
+                if seq == 3 {
+                    envelope.event = crate::TokenEvent::SigningKeyRotated(
+                        crate::key_chain::rotation(k0.public(), k1.public(), lost),
+                    );
+                }
+                let stored = crate::events::StoredEvent::new(prev, &envelope);
+                prev = stored.hash;
+                let signer = if seq < 3 || (seq == 3 && !lost) {
+                    k0
+                } else {
+                    k1
+                };
+                serde_json::to_string(&AuditEvent::new(&envelope, &stored, signer)).expect("json")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_export_follows_a_key_rotation_from_the_key_it_started_with() {
+        let (k0, k1) = (EventSigner::generate(), EventSigner::generate());
+        let lines = rotated_export(&k0, &k1, false).join("\n");
+        let verify_by = |keys: &[&EventSigner]| {
+            let keys: Vec<EventKey> = keys.iter().map(|k| k.public().clone()).collect();
+            verify(lines.as_bytes(), &keys).map(|v| v.count)
+        };
+        assert_eq!(verify_by(&[&k0]), Ok(5));
+        assert_eq!(verify_by(&[&k0, &k1]), Ok(5));
+        // The new key alone does not vouch for what the old one signed.
+        assert_eq!(verify_by(&[&k1]).map_err(|b| b.seq), Err(1));
+        // An event after the rotation signed by the old key is refused.
+        let mut stale = rotated_export(&k0, &k1, false);
+        let mut event: AuditEvent = serde_json::from_str(&stale[3]).expect("event");
+        event.key_id = k0.public().key_id().to_owned();
+        stale[3] = serde_json::to_string(&event).expect("json");
+        let broken = check(&stale, k0.public()).expect_err("stale key");
+        assert_eq!(broken.seq, 4, "{broken}");
+    }
+
+    #[test]
+    fn a_break_after_a_lost_key_verifies_only_with_the_new_key_given() {
+        let (k0, k1) = (EventSigner::generate(), EventSigner::generate());
+        let lines = rotated_export(&k0, &k1, true);
+        let broken = check(&lines, k0.public()).expect_err("break");
+        assert_eq!(broken.seq, 3);
+        assert!(broken.reason.contains("lost"), "{broken}");
+        let both = [k0.public().clone(), k1.public().clone()];
+        assert_eq!(
+            verify(lines.join("\n").as_bytes(), &both).map(|v| v.count),
+            Ok(5)
+        );
     }
 }

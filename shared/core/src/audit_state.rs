@@ -174,6 +174,9 @@ pub struct ChangeGroups {
     pub rotated: Vec<AuditEvent>,
     /// `workspace_policy_set`.
     pub policies: Vec<AuditEvent>,
+    /// `signing_key_rotated`: the log's signing key changed.
+    #[serde(default)]
+    pub event_keys: Vec<AuditEvent>,
 }
 
 impl ChangeGroups {
@@ -184,11 +187,16 @@ impl ChangeGroups {
             TokenEvent::TokenRevoked(_) => self.revoked.push(event),
             TokenEvent::TokenRotated(_) => self.rotated.push(event),
             TokenEvent::WorkspacePolicySet(_) => self.policies.push(event),
+            TokenEvent::SigningKeyRotated(_) => self.event_keys.push(event),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.created.len() + self.revoked.len() + self.rotated.len() + self.policies.len()
+        self.created.len()
+            + self.revoked.len()
+            + self.rotated.len()
+            + self.policies.len()
+            + self.event_keys.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -92,6 +92,46 @@ pub struct WorkspacePolicySet {
     pub require_expiration: bool,
 }
 
+/// `signing_key_rotated`: the log's events are signed from here on by
+/// another event key (its `data`; the envelope's `token_id` is the nil
+/// ULID). A rotation is signed by the previous key, which so hands over to
+/// the new one: whoever trusted the previous key trusts the new one. When
+/// the previous key's private half was lost (`previous_lost`), nobody can
+/// sign with it: the event is signed by the new key instead, and is
+/// accepted only by whoever was given the new key explicitly. Events after
+/// it are signed by the new key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyRotated {
+    /// Base64 of the new Ed25519 public key.
+    pub key: String,
+    #[schema(pattern = "^[0-9a-f]{16}$")]
+    pub key_id: String,
+    /// Base64 of the key it replaces.
+    pub previous_key: String,
+    #[schema(pattern = "^[0-9a-f]{16}$")]
+    pub previous_key_id: String,
+    /// The previous key was lost: this event is signed by the new key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub previous_lost: bool,
+}
+
+impl SigningKeyRotated {
+    /// The new key, if the event names a valid one.
+    pub fn new_key(&self) -> Option<crate::EventKey> {
+        crate::EventKey::from_base64(&self.key)
+            .ok()
+            .filter(|k| k.key_id() == self.key_id)
+    }
+
+    /// The previous key, if the event names a valid one.
+    pub fn old_key(&self) -> Option<crate::EventKey> {
+        crate::EventKey::from_base64(&self.previous_key)
+            .ok()
+            .filter(|k| k.key_id() == self.previous_key_id)
+    }
+}
+
 impl WorkspacePolicySet {
     pub fn policy(&self) -> crate::policy::WorkspacePolicy {
         crate::policy::WorkspacePolicy {
@@ -109,6 +149,7 @@ pub enum TokenEvent {
     TokenRevoked(TokenRevoked),
     TokenRotated(TokenRotated),
     WorkspacePolicySet(WorkspacePolicySet),
+    SigningKeyRotated(SigningKeyRotated),
 }
 
 impl TokenEvent {
@@ -118,6 +159,7 @@ impl TokenEvent {
             TokenEvent::TokenRevoked(_) => "token_revoked",
             TokenEvent::TokenRotated(_) => "token_rotated",
             TokenEvent::WorkspacePolicySet(_) => "workspace_policy_set",
+            TokenEvent::SigningKeyRotated(_) => "signing_key_rotated",
         }
     }
 
@@ -127,6 +169,7 @@ impl TokenEvent {
             TokenEvent::TokenRevoked(d) => serde_json::to_value(d),
             TokenEvent::TokenRotated(d) => serde_json::to_value(d),
             TokenEvent::WorkspacePolicySet(d) => serde_json::to_value(d),
+            TokenEvent::SigningKeyRotated(d) => serde_json::to_value(d),
         }
         .unwrap_or(serde_json::Value::Null)
     }
@@ -141,6 +184,8 @@ impl TokenEvent {
 pub enum Aggregate<'a> {
     Token(Ulid),
     Workspace(&'a str),
+    /// The log itself: which key signs it.
+    EventKey,
 }
 
 /// A token's event, borrowed from its envelope: what consumers of tokens
@@ -179,12 +224,13 @@ pub struct EventEnvelopeWire {
     /// The event's id (a ULID), also the stream message's `Nats-Msg-Id`.
     #[schema(value_type = String)]
     id: Ulid,
-    /// `token_created`, `token_revoked`, `token_rotated` or
-    /// `workspace_policy_set`; says which `data` follows.
+    /// `token_created`, `token_revoked`, `token_rotated`,
+    /// `workspace_policy_set` or `signing_key_rotated`; says which `data`
+    /// follows.
     #[schema(
         rename = "type",
         value_type = String,
-        pattern = "^(token_created|token_revoked|token_rotated|workspace_policy_set)$"
+        pattern = "^(token_created|token_revoked|token_rotated|workspace_policy_set|signing_key_rotated)$"
     )]
     kind: String,
     /// When it was recorded (RFC 3339, UTC).
@@ -206,6 +252,7 @@ enum EventData {
     TokenRevoked(TokenRevoked),
     TokenRotated(TokenRotated),
     WorkspacePolicySet(WorkspacePolicySet),
+    SigningKeyRotated(SigningKeyRotated),
 }
 
 #[derive(Serialize)]
@@ -254,6 +301,7 @@ impl EventEnvelope {
     pub fn aggregate(&self) -> Aggregate<'_> {
         match &self.event {
             TokenEvent::WorkspacePolicySet(set) => Aggregate::Workspace(&set.workspace),
+            TokenEvent::SigningKeyRotated(_) => Aggregate::EventKey,
             TokenEvent::TokenCreated(_)
             | TokenEvent::TokenRevoked(_)
             | TokenEvent::TokenRotated(_) => Aggregate::Token(self.token_id),
@@ -266,9 +314,17 @@ impl EventEnvelope {
             TokenEvent::TokenCreated(e) => TokenEventRef::Created(e),
             TokenEvent::TokenRevoked(e) => TokenEventRef::Revoked(e),
             TokenEvent::TokenRotated(e) => TokenEventRef::Rotated(e),
-            TokenEvent::WorkspacePolicySet(_) => return None,
+            TokenEvent::WorkspacePolicySet(_) | TokenEvent::SigningKeyRotated(_) => return None,
         };
         Some((self.token_id, event))
+    }
+
+    /// The key rotation, when the event is one.
+    pub fn key_rotation(&self) -> Option<&SigningKeyRotated> {
+        match &self.event {
+            TokenEvent::SigningKeyRotated(rotated) => Some(rotated),
+            _ => None,
+        }
     }
 
     /// The exact bytes that are stored and hashed.
@@ -292,6 +348,7 @@ impl EventEnvelope {
             TokenEvent::TokenRevoked(d) => wire(self, d),
             TokenEvent::TokenRotated(d) => wire(self, d),
             TokenEvent::WorkspacePolicySet(d) => wire(self, d),
+            TokenEvent::SigningKeyRotated(d) => wire(self, d),
         }
     }
 
@@ -319,6 +376,7 @@ impl EventEnvelope {
             "token_revoked" => body(payload, TokenEvent::TokenRevoked),
             "token_rotated" => body(payload, TokenEvent::TokenRotated),
             "workspace_policy_set" => body(payload, TokenEvent::WorkspacePolicySet),
+            "signing_key_rotated" => body(payload, TokenEvent::SigningKeyRotated),
             _ => Err(DecodeError::UnknownType(head.kind)),
         }
     }
@@ -388,8 +446,8 @@ pub struct AuditEvent {
     pub at: Timestamp,
     pub actor: String,
     pub token_id: Ulid,
-    /// The event's fields: a `TokenCreated`, `TokenRevoked`, `TokenRotated`
-    /// or `WorkspacePolicySet`.
+    /// The event's fields: a `TokenCreated`, `TokenRevoked`, `TokenRotated`,
+    /// `WorkspacePolicySet` or `SigningKeyRotated`.
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
     /// Base64 of the exact stored bytes (MessagePack).

@@ -91,6 +91,8 @@ pub fn change<'a>(known: &impl Known, envelope: &'a EventEnvelope) -> Change<'a>
             workspace: &set.workspace,
             policy: set.policy(),
         }),
+        // Which key signs the log changes nothing of tokens.
+        TokenEvent::SigningKeyRotated(_) => Change::Nothing,
         TokenEvent::TokenRotated(rotated) => {
             let Some(hash) = SecretHash::from_hex(&rotated.secret_hash) else {
                 return Change::Nothing;

@@ -11,6 +11,7 @@ pub mod events;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
 pub mod fold;
+pub mod key_chain;
 pub mod leak_url;
 pub mod policy;
 pub mod progress;
@@ -27,6 +28,7 @@ pub mod workspace;
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{Aggregate, AuditEvent, EventEnvelope, SYSTEM_ACTOR, StoredEvent, TokenEvent};
+pub use key_chain::{KeyChain, KeyEras};
 pub use policy::WorkspacePolicy;
 pub use projection::CommittedEvents;
 pub use record::{RecordSink, RecordSource, RequestRecord};

@@ -74,6 +74,55 @@ pub struct EventKeyJson {
     /// Hex of the first 8 bytes of the public key's SHA-256.
     #[schema(pattern = "^[0-9a-f]{16}$")]
     pub key_id: String,
+    /// The keys that signed the log before this one, oldest first, each
+    /// with the events it signed: trust them as you trust this one (each
+    /// handed over to the next with a signed `signing_key_rotated` event,
+    /// or was declared lost, `lost_after`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<EarlierKeyJson>,
+}
+
+/// A key that signed the log before the current one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EarlierKeyJson {
+    #[schema(example = "Ed25519")]
+    pub alg: String,
+    pub key: String,
+    #[schema(pattern = "^[0-9a-f]{16}$")]
+    pub key_id: String,
+    /// The first event it signed.
+    pub first_seq: u64,
+    /// The last event it signed (its hand-over to the next key, unless that
+    /// key followed its loss).
+    pub last_seq: u64,
+    /// Its private half was declared lost after `last_seq`: the next key
+    /// took over without its signature.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost_after: bool,
+}
+
+impl EventKeyJson {
+    /// Every key it names, oldest first (the current one last).
+    pub fn keys(&self) -> Result<Vec<EventKey>, KeyError> {
+        let mut keys = self
+            .previous
+            .iter()
+            .map(|k| EventKey::from_base64(&k.key))
+            .collect::<Result<Vec<_>, _>>()?;
+        keys.push(EventKey::from_base64(&self.key)?);
+        Ok(keys)
+    }
+}
+
+/// The keys a text names: the JSON `GET /v1/event-key` serves (the current
+/// key and the earlier ones), or one base64 key. Oldest first.
+pub fn keys_from_text(text: &str) -> Result<Vec<EventKey>, KeyError> {
+    let text = text.trim();
+    match serde_json::from_str::<EventKeyJson>(text) {
+        Ok(json) => json.keys(),
+        Err(_) => EventKey::from_base64(text).map(|k| vec![k]),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -187,6 +236,7 @@ impl EventKey {
             alg: "Ed25519".into(),
             key: self.to_base64(),
             key_id: self.key_id.clone(),
+            previous: Vec::new(),
         }
     }
 

@@ -172,8 +172,9 @@ fn the_sequence_exports_byte_for_byte_as_the_fixture() {
 
 #[test]
 fn the_fixture_verifies_with_its_key() {
-    let verified = audit_export::verify(FIXTURE.as_bytes(), signer().public())
-        .expect("the golden export verifies");
+    let verified =
+        audit_export::verify(FIXTURE.as_bytes(), std::slice::from_ref(signer().public()))
+            .expect("the golden export verifies");
     assert_eq!(verified.count, 6);
 }
 
