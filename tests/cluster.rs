@@ -353,11 +353,12 @@ async fn the_stream_refuses_an_append_after_a_stale_head_and_the_writer_stops_wr
     enspace_nats::ensure_stream(&js, enspace_nats::token_events_config())
         .await
         .expect("stream");
-    let signer = Arc::new(EventSigner::generate());
     let role = Role::default();
     role.set(Part::Writer(7));
     let data = tempfile::tempdir().expect("temp dir");
     let store = enspace_store::Store::open(data.path()).expect("store");
+    let (keys, _) =
+        enspace_store::keyring::Keyring::open(&store, &data.path().join("k")).expect("keys");
     let repairer = enspace_cluster::event_stream::repair::Repairer::new(
         store.outbox_state.clone(),
         Duration::from_secs(10),
@@ -366,7 +367,7 @@ async fn the_stream_refuses_an_append_after_a_stale_head_and_the_writer_stops_wr
     let commit = StreamCommit::new(
         role.clone(),
         js.clone(),
-        signer.clone(),
+        keys,
         tokio::runtime::Handle::current(),
         &store,
         repairer,

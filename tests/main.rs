@@ -24,6 +24,7 @@ mod heartbeats;
 mod insights;
 mod introspection;
 mod isolation;
+mod key_rotation;
 mod layout;
 mod leaks;
 mod notifications;

@@ -7,9 +7,14 @@
 //! computed and only the last one's signature checked: it covers its chain
 //! hash, which covers every event before it, so one valid signature vouches
 //! for the whole run. If it fails, each event is checked on its own.
+//!
+//! The key in force follows the log's rotations ([`KeyChain`]): a
+//! `signing_key_rotated` event, signed by the key in force, hands the events
+//! after it to the key it names, and from then on only that key is
+//! accepted. A run is checked in segments that each end at a rotation.
 
-use enspace_core::EventKey;
 use enspace_core::events::{EventEnvelope, GENESIS_HASH, chain_hash};
+use enspace_core::{EventKey, KeyChain};
 
 use crate::replica::TokenReplica;
 
@@ -117,34 +122,65 @@ pub fn check(candidate: &Candidate, key: &EventKey, payload: &[u8]) -> Result<()
 
 /// Whether a message is an event signed by `key` somewhere in a chain (its
 /// chain hash from the `Enspace-Prev-Hash` it carries), wherever it is.
-pub fn authentic(key: &EventKey, payload: &[u8], signature: &[u8], prev: Option<[u8; 32]>) -> bool {
-    prev.is_some_and(|prev| key.verify_event(&chain_hash(&prev, payload), signature))
+pub fn authentic(
+    keys: &KeyChain,
+    payload: &[u8],
+    signature: &[u8],
+    prev: Option<[u8; 32]>,
+) -> bool {
+    prev.is_some_and(|prev| {
+        keys.current()
+            .verify_event(&chain_hash(&prev, payload), signature)
+    })
 }
 
-/// Applies a run of placed events (each placed after the one before it):
-/// all of them if the last one's signature holds, else each one whose own
-/// signature holds, up to the first that does not, which is returned with
-/// its seq.
+/// Applies a run of placed events (each placed after the one before it),
+/// in segments ending at each key rotation: a whole segment if its last
+/// event's signature holds with the key `keys` says, else each event whose
+/// own signature holds, up to the first that does not, which is returned
+/// with its seq. `keys` moves past every rotation applied.
 pub fn apply_run(
     run: &[(Candidate, bytes::Bytes)],
-    key: &EventKey,
+    keys: &mut KeyChain,
     target: &TokenReplica,
     chain: &mut Chain,
 ) -> Result<(), (Refusal, u64)> {
-    let Some((last, payload)) = run.last() else {
+    let mut rest = run;
+    while !rest.is_empty() {
+        let end = rest
+            .iter()
+            .position(|(c, _)| c.envelope.key_rotation().is_some())
+            .map_or(rest.len(), |i| i + 1);
+        let (segment, after) = rest.split_at(end);
+        apply_segment(segment, keys, target, chain)?;
+        rest = after;
+    }
+    Ok(())
+}
+
+/// [`apply_run`] for events of which only the last may be a rotation.
+fn apply_segment(
+    segment: &[(Candidate, bytes::Bytes)],
+    keys: &mut KeyChain,
+    target: &TokenReplica,
+    chain: &mut Chain,
+) -> Result<(), (Refusal, u64)> {
+    let Some((last, payload)) = segment.last() else {
         return Ok(());
     };
-    if check(last, key, payload).is_ok() {
-        for (candidate, _) in run {
-            target.apply(&candidate.envelope);
-            chain.extend(candidate);
+    let whole = keys
+        .signer_of(&last.envelope)
+        .is_some_and(|key| check(last, &key, payload).is_ok());
+    for (candidate, payload) in segment {
+        if !whole {
+            let key = keys
+                .signer_of(&candidate.envelope)
+                .ok_or((Refusal::BadSignature, candidate.envelope.seq))?;
+            check(candidate, &key, payload).map_err(|r| (r, candidate.envelope.seq))?;
         }
-        return Ok(());
-    }
-    for (candidate, payload) in run {
-        check(candidate, key, payload).map_err(|r| (r, candidate.envelope.seq))?;
         target.apply(&candidate.envelope);
         chain.extend(candidate);
+        keys.pass(&candidate.envelope);
     }
     Ok(())
 }
@@ -257,9 +293,10 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let good: Vec<Vec<u8>> = events.iter().map(|(_, s, _)| s.clone()).collect();
+        let keys = || KeyChain::new(signer.public().clone());
         let (replica, mut chain) = (TokenReplica::new(), Chain::default());
         assert_eq!(
-            apply_run(&place_all(&good), signer.public(), &replica, &mut chain),
+            apply_run(&place_all(&good), &mut keys(), &replica, &mut chain),
             Ok(())
         );
         assert_eq!((chain.seq, replica.len()), (4, 4));
@@ -272,12 +309,60 @@ mod tests {
         assert_eq!(
             apply_run(
                 &place_all(&last_unsigned),
-                signer.public(),
+                &mut keys(),
                 &replica,
                 &mut chain
             ),
             Err((Refusal::BadSignature, 4))
         );
         assert_eq!((chain.seq, replica.len()), (3, 3));
+    }
+
+    #[test]
+    fn a_run_across_a_rotation_moves_to_the_new_key_and_the_old_one_then_signs_nothing() {
+        let (old, new) = (EventSigner::generate(), EventSigner::generate());
+        let mut prev = GENESIS_HASH;
+        let mut placed = Vec::new();
+        let mut tentative = Chain::default();
+        for seq in 1..=5u64 {
+            let mut envelope = event(seq);
+            if seq == 3 {
+                envelope.event = enspace_core::TokenEvent::SigningKeyRotated(
+                    enspace_core::key_chain::rotation(old.public(), new.public(), false),
+                );
+            }
+            let stored = StoredEvent::new(prev, &envelope);
+            let signer = if seq <= 3 { &old } else { &new };
+            let c = tentative
+                .place(
+                    &stored.payload,
+                    signer.sign_event(&stored.hash).to_vec(),
+                    Some(prev),
+                )
+                .expect("placed");
+            tentative.extend(&c);
+            placed.push((c, bytes::Bytes::from(stored.payload.clone())));
+            prev = stored.hash;
+        }
+        let (replica, mut chain) = (TokenReplica::new(), Chain::default());
+        let mut keys = KeyChain::new(old.public().clone());
+        assert_eq!(apply_run(&placed, &mut keys, &replica, &mut chain), Ok(()));
+        assert_eq!(chain.seq, 5);
+        assert_eq!(keys.current(), new.public());
+        // Event 6 signed by the old key is refused.
+        let stored = StoredEvent::new(prev, &event(6));
+        let forged = chain
+            .place(
+                &stored.payload,
+                old.sign_event(&stored.hash).to_vec(),
+                Some(prev),
+            )
+            .expect("placed");
+        let run = [(forged, bytes::Bytes::from(stored.payload.clone()))];
+        assert_eq!(
+            apply_run(&run, &mut keys, &replica, &mut chain),
+            Err((Refusal::BadSignature, 6))
+        );
+        assert_eq!(chain.seq, 5);
     }
 }

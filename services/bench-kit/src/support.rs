@@ -468,7 +468,11 @@ impl SignedLog {
         let subject = enspace_nats::token_event_subject(&envelope.token_id.to_string());
         let entry = enspace_store::event_log::LogEntry { envelope, stored };
         let signature = self.signer.sign_event(&entry.stored.hash);
-        let headers = enspace_cluster::outbox::event_headers(&entry, &self.signer, &signature);
+        let headers = enspace_cluster::outbox::event_headers(
+            &entry,
+            self.signer.public().key_id(),
+            &signature,
+        );
         (subject, headers, entry.stored.payload)
     }
 }

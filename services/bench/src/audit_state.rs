@@ -6,10 +6,10 @@
 
 use std::time::Instant;
 
+use enspace_core::SecretHash;
 use enspace_core::audit_state::StateFilter;
 use enspace_core::events::{GENESIS_HASH, StoredEvent, TokenEvent, TokenRevoked, TokenRotated};
 use enspace_core::token::{Expiration, RevokeReason, Scope};
-use enspace_core::{EventSigner, SecretHash};
 use enspace_store::Store;
 use jiff::{SignedDuration, Timestamp};
 use ulid::Ulid;
@@ -51,7 +51,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut read_ms: f64 = 0.0;
     let mut worst = [0f64; 4];
     let mut answered = [0usize; 4];
-    let signer = EventSigner::generate();
+    let key_dir = tempfile::tempdir()?;
+    let (keys, _) = enspace_store::keyring::Keyring::open(&store, &key_dir.path().join("k"))?;
     for _ in 0..args.rounds {
         let t = Instant::now();
         let mut after = 0;
@@ -85,7 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             middle + SignedDuration::from_hours(1),
             0,
             1000,
-            &signer,
+            &keys,
         )?;
         worst[3] = worst[3].max(t.elapsed().as_secs_f64() * 1e3);
         answered[3] = changes.groups.len();

@@ -81,9 +81,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         parse_rate = parse_rate.max(parsed as f64 / start.elapsed().as_secs_f64());
 
         let start = Instant::now();
-        let verified =
-            audit_export::verify(BufReader::new(std::fs::File::open(&path)?), signer.public())
-                .map_err(|b| anyhow::anyhow!("the export does not verify: {b}"))?;
+        let verified = audit_export::verify(
+            BufReader::new(std::fs::File::open(&path)?),
+            std::slice::from_ref(signer.public()),
+        )
+        .map_err(|b| anyhow::anyhow!("the export does not verify: {b}"))?;
         verify_rate = verify_rate.max(verified.count as f64 / start.elapsed().as_secs_f64());
     }
     println!("  read and parse each line (baseline)   {parse_rate:>10.0} events/s");

@@ -65,6 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut run = Vec::with_capacity(RUN);
     let mut tentative = chain;
+    let mut keys = enspace_core::KeyChain::new(key.clone());
     for (payload, sig, prev) in &messages {
         let candidate = tentative
             .place(payload, sig.clone(), Some(*prev))
@@ -72,12 +73,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tentative.extend(&candidate);
         run.push((candidate, bytes::Bytes::from(payload.clone())));
         if run.len() == RUN {
-            chain::apply_run(&run, &key, &replica, &mut chain)
+            chain::apply_run(&run, &mut keys, &replica, &mut chain)
                 .map_err(|(r, seq)| anyhow::anyhow!("event {seq} refused: {}", r.label()))?;
             run.clear();
         }
     }
-    chain::apply_run(&run, &key, &replica, &mut chain)
+    chain::apply_run(&run, &mut keys, &replica, &mut chain)
         .map_err(|(r, seq)| anyhow::anyhow!("event {seq} refused: {}", r.label()))?;
     let checked = start.elapsed();
     anyhow::ensure!(

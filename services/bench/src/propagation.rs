@@ -91,9 +91,9 @@ async fn measure_on(setup: Setup, args: &Args) -> anyhow::Result<(Duration, Dura
     // The control plane as the product assembles it: outbox, heartbeat,
     // and the nodes' streams (in their own account with two zones).
     let (_, state) = start_service(data.path(), Some(nats.control_plane())).await?;
-    let signer = state
+    let keys = state
         .config
-        .event_signer
+        .event_keys
         .clone()
         .context("a control plane with NATS signs its events")?;
 
@@ -105,7 +105,7 @@ async fn measure_on(setup: Setup, args: &Args) -> anyhow::Result<(Duration, Dura
         replica.clone(),
         Arc::new(Freshness::new(None)),
         NodeMetrics::register(&mut Registry::default()),
-        Some(signer.public().clone()),
+        vec![keys.current().public().clone()],
         Arc::new(tokio::sync::Notify::new()),
     );
     tokio::spawn(feed.run());

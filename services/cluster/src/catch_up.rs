@@ -12,12 +12,12 @@
 use std::ops::ControlFlow;
 
 use async_nats::jetstream;
-use enspace_core::EventKey;
 use enspace_core::events::StoredEvent;
 
-use crate::event_stream::classify::{Chain, Kind, classify};
+use crate::event_stream::classify::{Chain, Keys, Kind, classify};
 use crate::event_stream::scan::{ScanError, scan};
 use enspace_store::EventLog;
+use enspace_store::keyring::Keyring;
 use enspace_store::writer::{Replicated, Writer};
 
 /// Most events fetched this way at once: more is the follower's job.
@@ -50,7 +50,7 @@ pub async fn fetch_until(
     js: &jetstream::Context,
     log: &EventLog,
     writer: &Writer,
-    key: &EventKey,
+    keyring: &Keyring,
     target: Option<u64>,
 ) -> Result<Fetched, String> {
     let (seq, hash) = log.head().map_err(|e| e.to_string())?;
@@ -71,11 +71,19 @@ pub async fn fetch_until(
         .state
         .last_sequence;
     let mut chain = Chain { seq, hash };
+    let mut keys = Keys::of_log(keyring, seq, None).map_err(|e| e.to_string())?;
     let mut events = Vec::new();
     // Event n is at a stream sequence >= n: start right after the head.
     let scanned = scan(&stream, seq + 1, last, |message| {
-        match classify(log, chain, key, &message.payload, message.headers.as_ref())? {
+        match classify(
+            log,
+            chain,
+            &keys,
+            &message.payload,
+            message.headers.as_ref(),
+        )? {
             Kind::Next(next) => {
+                keys.pass(&next.envelope, &next.key);
                 let prev_hash = chain.hash;
                 chain = Chain::after(&next);
                 events.push(Replicated {

@@ -8,16 +8,18 @@
 //! signed by the key, and the stream moved on without this process: it
 //! stops writing until it has caught up again ([`Role::fenced`]).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind};
+use enspace_core::EventEnvelope;
 use enspace_core::events::StoredEvent;
-use enspace_core::{EventEnvelope, EventSigner};
+use enspace_store::keyring::Keyring;
 use tokio::runtime::Handle;
 
 use super::Role;
 use crate::event_stream::Tip;
+use crate::event_stream::classify::Keys;
 use crate::event_stream::repair::Repairer;
 use crate::event_stream::tail::walk;
 use crate::outbox::{event_headers, fence, in_place};
@@ -36,7 +38,7 @@ const ATTEMPTS: usize = 4;
 pub struct StreamCommit {
     pub role: Role,
     pub js: jetstream::Context,
-    pub signer: Arc<EventSigner>,
+    pub keys: Keyring,
     pub runtime: Handle,
     log: EventLog,
     /// Where the log's last event is in the stream (kept by the writer
@@ -60,7 +62,7 @@ impl StreamCommit {
     pub fn new(
         role: Role,
         js: jetstream::Context,
-        signer: Arc<EventSigner>,
+        keys: Keyring,
         runtime: Handle,
         store: &Store,
         repairer: Repairer,
@@ -68,7 +70,7 @@ impl StreamCommit {
         StreamCommit {
             role,
             js,
-            signer,
+            keys,
             runtime,
             log: store.log.clone(),
             position: store.outbox_state.clone(),
@@ -100,7 +102,7 @@ impl StreamCommit {
         &self,
         events: &[&StoredEvent],
         envelopes: &[EventEnvelope],
-        signatures: &[[u8; 64]],
+        signatures: &[(String, [u8; 64])],
         base: u64,
     ) -> (usize, Attempt) {
         let mut acks = Vec::with_capacity(events.len());
@@ -112,7 +114,7 @@ impl StreamCommit {
                 envelope: envelope.clone(),
                 stored: (*stored).clone(),
             };
-            let mut headers = event_headers(&entry, &self.signer, signature);
+            let mut headers = event_headers(&entry, &signature.0, &signature.1);
             fence(&mut headers, base, index, previous.as_deref());
             previous = Some(envelope.id.to_string());
             let subject = enspace_nats::token_event_subject(&envelope.token_id.to_string());
@@ -185,7 +187,7 @@ impl StreamCommit {
         let tail = walk(
             &stream,
             &self.log,
-            self.signer.public(),
+            Keys::of_log(&self.keys, anchor.seq, None).map_err(|e| e.to_string())?,
             anchor,
             hash,
             anchor.at + 1,
@@ -201,10 +203,22 @@ impl StreamCommit {
     }
 
     async fn append(&self, events: &[&StoredEvent], envelopes: &[EventEnvelope]) -> Stored {
-        let signatures: Vec<[u8; 64]> = events
+        let run: Vec<_> = envelopes
             .iter()
-            .map(|stored| self.signer.sign_event(&stored.hash))
+            .zip(events)
+            .map(|(e, stored)| (e.seq, e.key_rotation(), stored.hash))
             .collect();
+        let signatures = match self.keys.sign_run(&run) {
+            Ok(signatures) => signatures,
+            Err(e) => {
+                return Stored {
+                    count: 0,
+                    signatures: Vec::new(),
+                    at: 0,
+                    error: Some(CommandError::Unavailable(e.to_string())),
+                };
+            }
+        };
         let start = envelopes.first().map_or(0, |e| e.seq - 1);
         let mut stored = Stored {
             count: 0,
@@ -240,7 +254,7 @@ impl StreamCommit {
                 )
             });
             for i in done..done + count {
-                stored.signatures.push((envelopes[i].seq, signatures[i]));
+                stored.signatures.push((envelopes[i].seq, signatures[i].1));
             }
             stored.count += count;
             if count > 0 {
@@ -299,8 +313,8 @@ impl Commit for StreamCommit {
         self.role.is_writer()
     }
 
-    fn key_id(&self) -> &str {
-        self.signer.public().key_id()
+    fn key_id(&self) -> String {
+        self.keys.current().public().key_id().to_owned()
     }
 
     fn store(&self, events: &[&StoredEvent], envelopes: &[EventEnvelope]) -> Stored {

@@ -22,11 +22,11 @@
 //! such; not found: it did not and never will. (A revocation or a policy
 //! whose answer was lost is answered `503`: trying it again does no harm.)
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
-use enspace_core::{EventKey, EventSigner, TokenView};
+use enspace_core::TokenView;
+use enspace_store::keyring::Keyring;
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 use ulid::Ulid;
@@ -82,12 +82,10 @@ pub struct Delivery {
     /// not write (its watch may lag after a NATS server is lost).
     pub lease: kv::Store,
     pub asker: Asker,
-    pub signer: Arc<EventSigner>,
+    pub keys: Keyring,
     /// With a short request timeout.
     pub js: jetstream::Context,
     pub log: EventLog,
-    /// The key the stream's events are checked with.
-    pub trust: EventKey,
     pub projections: Projections,
     pub budget: Duration,
 }
@@ -196,7 +194,7 @@ async fn try_once(
     };
     let sealed = match &this.sealed {
         Some(sealed) => sealed,
-        None => match forward::seal_as(this.id, command, this.valid_until, &d.signer) {
+        None => match forward::seal_as(this.id, command, this.valid_until, &d.keys.current()) {
             Ok(sealed) => this.sealed.insert(sealed),
             Err(e) => return Tried::Done(Box::new(Err(e))),
         },
@@ -248,7 +246,7 @@ async fn holds(d: &Delivery, writer: &Writer, target: u64) -> bool {
         if followed {
             return true;
         }
-        if let Err(e) = catch_up::fetch_until(&d.js, &d.log, writer, &d.trust, Some(target)).await {
+        if let Err(e) = catch_up::fetch_until(&d.js, &d.log, writer, &d.keys, Some(target)).await {
             tracing::debug!(error = %e, "cannot fetch the events the log lacks");
         }
         head.wait_for(|h| *h >= target).await.is_ok()

@@ -15,15 +15,15 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
-use enspace_core::EventKey;
 use enspace_core::events::StoredEvent;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
-use crate::event_stream::classify::{Chain, Kind, classify};
+use crate::event_stream::classify::{Chain, Keys, Kind, classify};
 use crate::event_stream::repair::Repairer;
 use crate::event_stream::{Followed, Tip};
 use crate::outbox::in_place;
+use enspace_store::keyring::Keyring;
 use enspace_store::writer::{Replicated, Writer};
 use enspace_store::{EventLog, OutboxState};
 
@@ -54,7 +54,7 @@ pub struct Follower {
     /// Where the log's head event is in the stream.
     pub position: OutboxState,
     pub writer: Writer,
-    pub key: EventKey,
+    pub keys: Keyring,
     pub repairer: Repairer,
     pub followed: watch::Sender<Followed>,
 }
@@ -110,6 +110,7 @@ impl Follower {
     async fn follow_once(&self) -> Result<(), FollowError> {
         let (seq, hash) = self.log.head()?;
         let mut chain = Chain { seq, hash };
+        let mut keys = Keys::of_log(&self.keys, seq, None)?;
         let mut stream = self
             .js
             .get_stream(enspace_nats::TOKEN_EVENTS_STREAM)
@@ -164,12 +165,13 @@ impl Follower {
                 let kind = classify(
                     &self.log,
                     chain,
-                    &self.key,
+                    &keys,
                     &message.payload,
                     message.headers.as_ref(),
                 )?;
                 match kind {
                     Kind::Next(next) => {
+                        keys.pass(&next.envelope, &next.key);
                         seen = next.envelope.seq;
                         let prev_hash = chain.hash;
                         chain = Chain::after(&next);

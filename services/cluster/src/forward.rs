@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use enspace_core::{EventKey, EventSigner, TokenView};
+use enspace_store::keyring::Keyring;
 use futures::StreamExt;
 use jiff::Timestamp;
 use prometheus_client::metrics::counter::Counter;
@@ -88,11 +89,11 @@ type Refusal = (Option<Ulid>, CommandError);
 
 /// The command inside `payload`, if its signature verifies with `key`, it
 /// was not sent from the future and its time has not passed.
-fn open(payload: &[u8], key: &EventKey) -> Result<Opened, Refusal> {
+fn open(payload: &[u8], keys: &[EventKey]) -> Result<Opened, Refusal> {
     let refused = |why: &str| unavailable(format_args!("forwarded command refused: {why}"));
     let f: Forwarded = rmp_serde::from_slice(payload).map_err(|_| (None, refused("unreadable")))?;
     let signed = signed_bytes(f.id, &f.command, f.at_ms, f.valid_until_ms);
-    if !key.verify_command(&signed, &f.signature) {
+    if !keys.iter().any(|k| k.verify_command(&signed, &f.signature)) {
         return Err((None, refused("not signed by the event key")));
     }
     let refused = |why: &str| (Some(f.id), refused(why));
@@ -181,7 +182,7 @@ impl Inbox {
 #[derive(Clone)]
 pub struct Asker {
     pub client: async_nats::Client,
-    pub key: EventKey,
+    pub keys: Keyring,
     pub ignored: Counter,
 }
 
@@ -212,9 +213,12 @@ impl Asker {
                     return Heard::NoResponders;
                 }
                 let signature = enspace_nats::signature_of(message.headers.as_ref());
+                let signed = answer_bytes(id, &message.payload);
                 let reply = self
-                    .key
-                    .verify_answer(&answer_bytes(id, &message.payload), &signature)
+                    .keys
+                    .recent_keys()
+                    .iter()
+                    .any(|k| k.verify_answer(&signed, &signature))
                     .then(|| rmp_serde::from_slice::<Reply>(&message.payload).ok())
                     .flatten();
                 match reply {
@@ -250,10 +254,10 @@ pub fn is_final(reply: &Reply) -> bool {
 async fn answer(
     payload: &[u8],
     writer: &Writer,
-    key: &EventKey,
+    keys: &[EventKey],
     once: &Once<Reply>,
 ) -> (Option<Ulid>, Reply) {
-    let opened = match open(payload, key) {
+    let opened = match open(payload, keys) {
         Ok(opened) => opened,
         Err((id, e)) => {
             if id.is_some() {
@@ -284,12 +288,7 @@ async fn answer(
 }
 
 /// Answers commands forwarded to this process, forever.
-pub async fn serve(
-    client: async_nats::Client,
-    node_id: String,
-    writer: Writer,
-    signer: std::sync::Arc<EventSigner>,
-) {
+pub async fn serve(client: async_nats::Client, node_id: String, writer: Writer, keys: Keyring) {
     let subject = format!("{COMMANDS_SUBJECT_PREFIX}{node_id}");
     let once = Once::<Reply>::default();
     let mut backoff =
@@ -302,11 +301,11 @@ pub async fn serve(
                     let Some(reply_to) = request.reply.clone() else {
                         continue;
                     };
-                    let (client, writer, signer, once) =
-                        (client.clone(), writer.clone(), signer.clone(), once.clone());
+                    let (client, writer, keys, once) =
+                        (client.clone(), writer.clone(), keys.clone(), once.clone());
                     tokio::spawn(async move {
                         let (id, reply) =
-                            answer(&request.payload, &writer, signer.public(), &once).await;
+                            answer(&request.payload, &writer, &keys.recent_keys(), &once).await;
                         let bytes = match rmp_serde::to_vec_named(&reply) {
                             Ok(bytes) => bytes,
                             Err(e) => {
@@ -316,7 +315,7 @@ pub async fn serve(
                         };
                         let mut headers = async_nats::HeaderMap::new();
                         if let Some(id) = id {
-                            let signature = signer.sign_answer(&answer_bytes(id, &bytes));
+                            let signature = keys.current().sign_answer(&answer_bytes(id, &bytes));
                             headers.insert(
                                 enspace_nats::SIGNATURE_HEADER,
                                 base64::engine::general_purpose::STANDARD

@@ -4,11 +4,10 @@
 //! store and raised at every start) and its sequence within the term; nodes
 //! order heartbeats by them, not by the sender's clock.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use enspace_core::EventSigner;
 use enspace_core::signing::Heartbeat;
+use enspace_store::keyring::Keyring;
 
 use enspace_store::EventLog;
 
@@ -20,7 +19,7 @@ pub const EVERY: Duration = Duration::from_secs(1);
 pub async fn heartbeat(
     client: async_nats::Client,
     log: EventLog,
-    signer: Arc<EventSigner>,
+    keys: Keyring,
     writer: String,
     term: impl Fn() -> Option<u64> + Send,
 ) {
@@ -47,6 +46,12 @@ pub async fn heartbeat(
             }
         };
         beat += 1;
+        // The key of the log's next event: a node that holds the head
+        // has followed every rotation before it.
+        let Some(signer) = keys.signer_for(seq + 1) else {
+            tracing::error!(seq, "no event key for the heartbeat");
+            continue;
+        };
         let heartbeat = Heartbeat {
             v: Heartbeat::VERSION,
             writer: writer.clone(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, kv};
 use tokio::sync::watch;
 
-use enspace_core::EventKey;
+use enspace_store::keyring::Keyring;
 
 use super::{Part, Role, catch_up, members};
 use crate::event_stream::Followed;
@@ -42,8 +42,8 @@ pub struct Leading {
     pub followed: watch::Receiver<Followed>,
     pub log: EventLog,
     pub writer: Writer,
-    /// The key the stream's events are checked with.
-    pub key: EventKey,
+    /// The keys the stream's events are checked with.
+    pub keys: Keyring,
     pub outbox: Outbox,
     pub members: kv::Store,
     pub node_id: String,
@@ -112,7 +112,7 @@ async fn prepare(leading: &Leading) -> Result<(), Prepare> {
         followed,
         log,
         writer,
-        key,
+        keys,
         outbox,
         members,
         node_id,
@@ -131,7 +131,7 @@ async fn prepare(leading: &Leading) -> Result<(), Prepare> {
         }
         // The follower may still be on a NATS server that died: get what
         // the log lacks directly.
-        match catch_up::fetch_until(js, log, writer, key, None).await {
+        match catch_up::fetch_until(js, log, writer, keys, None).await {
             Ok(fetched) if fetched.to_end => break,
             Ok(_) => {}
             Err(e) => {

@@ -8,10 +8,9 @@
 use std::ops::ControlFlow;
 
 use async_nats::jetstream;
-use enspace_core::EventKey;
 use enspace_core::events::StoredEvent;
 
-use crate::event_stream::classify::{Chain, Kind, classify};
+use crate::event_stream::classify::{Chain, Keys, Kind, classify};
 use crate::event_stream::scan::{ScanError, scan};
 use enspace_store::event_log::encode_seq;
 use enspace_store::{Head, Store, StoreError, StreamPosition};
@@ -60,9 +59,10 @@ pub enum RestoreError {
 pub async fn check_at_start(
     js: &jetstream::Context,
     store: &Store,
-    trust: &EventKey,
+    trust: Keys,
 ) -> Result<u64, RestoreError> {
     let (log_seq, log_hash) = store.log.head()?;
+    let mut keys = trust.clone();
     let last = stream_last(js).await?;
     if last <= log_seq {
         return Ok(0);
@@ -80,11 +80,14 @@ pub async fn check_at_start(
         match classify(
             &store.log,
             chain,
-            trust,
+            &keys,
             &message.payload,
             message.headers.as_ref(),
         )? {
-            Kind::Next(next) => chain = Chain::after(&next),
+            Kind::Next(next) => {
+                keys.pass(&next.envelope, &next.key);
+                chain = Chain::after(&next);
+            }
             Kind::Held(_) => {}
             Kind::Foreign(claims) => {
                 foreign += 1;
@@ -108,7 +111,7 @@ pub async fn check_at_start(
     if log_seq == 0 && unverified_first {
         return Err(RestoreError::Unverifiable {
             events: last,
-            key_id: trust.key_id().to_owned(),
+            key_id: key_id_of(&trust),
         });
     }
     if foreign > 0 {
@@ -121,6 +124,11 @@ pub async fn check_at_start(
         );
     }
     Ok(0)
+}
+
+fn key_id_of(keys: &Keys) -> String {
+    keys.current()
+        .map_or_else(String::new, |k| k.key_id().to_owned())
 }
 
 fn nats(e: impl std::fmt::Display) -> RestoreError {
@@ -146,9 +154,9 @@ pub async fn stream_last(js: &jetstream::Context) -> Result<u64, RestoreError> {
 pub async fn restore_at_start(
     js: &jetstream::Context,
     store: &Store,
-    key: &EventKey,
+    keys: Keys,
 ) -> Result<u64, RestoreError> {
-    restore(js, store, key, &restoring()).await
+    restore(js, store, keys, &restoring()).await
 }
 
 /// A line in the log every few seconds while a start restores the log.
@@ -166,7 +174,7 @@ fn restoring() -> impl enspace_core::progress::Progress {
 pub async fn restore(
     js: &jetstream::Context,
     store: &Store,
-    key: &EventKey,
+    mut keys: Keys,
     progress: &dyn enspace_core::progress::Progress,
 ) -> Result<u64, RestoreError> {
     let (first_seq, first_hash) = store.log.head()?;
@@ -196,12 +204,13 @@ pub async fn restore(
         let kind = classify(
             &store.log,
             chain,
-            key,
+            &keys,
             &message.payload,
             message.headers.as_ref(),
         )?;
         match kind {
             Kind::Next(next) => {
+                keys.pass(&next.envelope, &next.key);
                 let stored = StoredEvent {
                     prev_hash: chain.hash,
                     hash: next.hash,
@@ -270,7 +279,7 @@ pub async fn restore(
     {
         return Err(RestoreError::BadSignature {
             seq,
-            key_id: key.key_id().to_owned(),
+            key_id: key_id_of(&keys),
         });
     }
     Ok(restored)

@@ -25,15 +25,16 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use base64::Engine;
-use enspace_core::EventSigner;
 use enspace_core::events::GENESIS_HASH;
 use enspace_nats::{KEY_ID_HEADER, PREV_HASH_HEADER, SIGNATURE_HEADER};
 use tokio::sync::watch;
 
+use crate::event_stream::classify::Keys;
 use crate::event_stream::repair::Repairer;
 use crate::event_stream::tail::{Beyond, WalkError, walk};
 use crate::event_stream::{Tip, identity};
 use enspace_store::event_log::LogEntry;
+use enspace_store::keyring::Keyring;
 use enspace_store::{EventLog, OutboxState, StoreError, StreamPosition};
 
 const BATCH: usize = 4096;
@@ -54,7 +55,7 @@ struct Known {
 pub struct Outbox {
     log: EventLog,
     cursor: OutboxState,
-    signer: Arc<EventSigner>,
+    keys: Keyring,
     published: watch::Sender<u64>,
     replicas: usize,
     /// One of several control-plane processes: never delete a stream that
@@ -103,13 +104,13 @@ enum Check {
 }
 
 /// The headers every token event message carries, with the event's
-/// signature by `signer` (made by the caller, or kept from before).
-pub fn event_headers(entry: &LogEntry, signer: &EventSigner, signature: &[u8; 64]) -> HeaderMap {
+/// signature by the key `key_id` (made by the caller, or kept from before).
+pub fn event_headers(entry: &LogEntry, key_id: &str, signature: &[u8; 64]) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let b64 = base64::engine::general_purpose::STANDARD;
     headers.insert("Nats-Msg-Id", entry.envelope.id.to_string().as_str());
     headers.insert(SIGNATURE_HEADER, b64.encode(signature).as_str());
-    headers.insert(KEY_ID_HEADER, signer.public().key_id());
+    headers.insert(KEY_ID_HEADER, key_id);
     headers.insert(
         PREV_HASH_HEADER,
         hex::encode(entry.stored.prev_hash).as_str(),
@@ -156,14 +157,14 @@ impl Outbox {
     pub fn new(
         log: EventLog,
         cursor: OutboxState,
-        signer: Arc<EventSigner>,
+        keys: Keyring,
         repairer: Repairer,
     ) -> Result<Self, StoreError> {
         let published = watch::Sender::new(cursor.get()?);
         Ok(Outbox {
             log,
             cursor,
-            signer,
+            keys,
             published,
             replicas: 1,
             in_cluster: false,
@@ -305,7 +306,7 @@ impl Outbox {
         let tail = walk(
             &stream,
             &self.log,
-            self.signer.public(),
+            Keys::of_log(&self.keys, start.seq, None)?,
             start,
             hash_of(start.seq)?,
             from,
@@ -426,19 +427,28 @@ impl Outbox {
             .map_or(position.at, |k| k.end);
         let mut acks = Vec::with_capacity(entries.len());
         let mut signed = Vec::new();
-        let key_id = self.signer.public().key_id();
+        let eras = self.keys.eras()?;
         let mut previous: Option<String> = None;
         for (index, entry) in entries.iter().enumerate() {
             let seq = entry.envelope.seq;
+            // Each event by its era's key; one whose key is lost only with
+            // the signature kept when it was first published.
+            let key_id = eras.key_for(seq).key_id();
             let signature = match self.cursor.signature(seq, key_id)? {
                 Some(kept) => kept,
-                None => {
-                    let made = self.signer.sign_event(&entry.stored.hash);
-                    signed.push((seq, made));
-                    made
-                }
+                None => match self.keys.signer_for(seq) {
+                    Some(signer) => {
+                        let made = signer.sign_event(&entry.stored.hash);
+                        signed.push((seq, key_id.to_owned(), made));
+                        made
+                    }
+                    None => {
+                        tracing::warn!(seq, key.id = key_id, "no key to sign event {seq} with");
+                        [0; 64]
+                    }
+                },
             };
-            let mut headers = event_headers(entry, &self.signer, &signature);
+            let mut headers = event_headers(entry, key_id, &signature);
             fence(&mut headers, base, index, previous.as_deref());
             previous = Some(entry.envelope.id.to_string());
             let subject = enspace_nats::token_event_subject(&entry.envelope.token_id.to_string());
@@ -465,7 +475,7 @@ impl Outbox {
             }
         }
         let end = base + entries.len() as u64;
-        self.cursor.keep_signatures(key_id, &signed)?;
+        self.cursor.keep_signatures(&signed)?;
         self.cursor
             .set_position(StreamPosition { seq: last, at: end })?;
         if let Some(k) = self.known() {

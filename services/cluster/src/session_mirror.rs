@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use enspace_core::{Clock, EventSigner, SecretHash};
+use enspace_store::keyring::Keyring;
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use prometheus_client::metrics::counter::Counter;
@@ -87,7 +88,7 @@ impl Refused {
 #[derive(Clone)]
 pub struct SessionMirror {
     kv: kv::Store,
-    signer: Arc<EventSigner>,
+    keys: Keyring,
     lifetime: SignedDuration,
     clock: Arc<dyn Clock>,
     refused: Counter,
@@ -113,14 +114,14 @@ impl SessionMirror {
     /// `lifetime`; refused records counted in `refused`.
     pub fn new(
         kv: kv::Store,
-        signer: Arc<EventSigner>,
+        keys: Keyring,
         lifetime: SignedDuration,
         clock: Arc<dyn Clock>,
         refused: Counter,
     ) -> Self {
         SessionMirror {
             kv,
-            signer,
+            keys,
             lifetime,
             clock,
             refused,
@@ -135,7 +136,7 @@ impl SessionMirror {
         record: &SessionRecord,
         ended: &[SecretHash],
     ) -> Result<(), async_nats::Error> {
-        let bytes = seal(hash, record, &self.signer)?;
+        let bytes = seal(hash, record, &self.keys.current())?;
         self.kv.put(key(hash), bytes.into()).await?;
         for hash in ended {
             self.kv.delete(key(hash)).await?;
@@ -181,10 +182,12 @@ impl SessionMirror {
     fn check(&self, hash: &SecretHash, entry: &kv::Entry) -> Result<SessionRecord, Refused> {
         let shared: Shared =
             rmp_serde::from_slice(&entry.value).map_err(|_| Refused::Unreadable)?;
+        let signed = signed_bytes(hash, &shared.record);
         if !self
-            .signer
-            .public()
-            .verify_session(&signed_bytes(hash, &shared.record), &shared.signature)
+            .keys
+            .recent_keys()
+            .iter()
+            .any(|k| k.verify_session(&signed, &shared.signature))
         {
             return Err(Refused::NotSigned);
         }

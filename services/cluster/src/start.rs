@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use enspace_core::{EventKey, EventSigner};
+use enspace_store::keyring::Keyring;
 
 use super::commit::StreamCommit;
 use super::deliver::{self, Delivery};
@@ -65,8 +65,7 @@ pub async fn join(
     config: &ClusterConfig,
     client: &async_nats::Client,
     js: &jetstream::Context,
-    signer: &Arc<EventSigner>,
-    trust: &EventKey,
+    keys: &Keyring,
     outbox: Outbox,
 ) -> Result<Joined, JoinError> {
     let repairer = outbox.repairer().clone();
@@ -105,7 +104,7 @@ pub async fn join(
         Arc::new(StreamCommit::new(
             role.clone(),
             js.clone(),
-            signer.clone(),
+            keys.clone(),
             tokio::runtime::Handle::current(),
             &state.store,
             repairer.clone(),
@@ -116,13 +115,12 @@ pub async fn join(
             lease: lease_kv.clone(),
             asker: Asker {
                 client: client.clone(),
-                key: signer.public().clone(),
+                keys: keys.clone(),
                 ignored: metrics.forward_replies_ignored.clone(),
             },
-            signer: signer.clone(),
+            keys: keys.clone(),
             js: quick_js,
             log: state.store.log.clone(),
-            trust: trust.clone(),
             projections: state.store.projections.clone(),
             budget: deliver::budget(config.lease_ttl),
         }),
@@ -130,7 +128,7 @@ pub async fn join(
     let (followed_tx, followed) = tokio::sync::watch::channel(Followed::default());
     let sessions = SessionMirror::new(
         sessions_kv,
-        signer.clone(),
+        keys.clone(),
         state.session_ttl,
         state.clock.clone(),
         metrics.session_records_refused.clone(),
@@ -165,7 +163,7 @@ pub async fn join(
             log: log.clone(),
             position: state.store.outbox_state.clone(),
             writer: writer.clone(),
-            key: trust.clone(),
+            keys: keys.clone(),
             repairer: repairer.clone(),
             followed: followed_tx,
         })),
@@ -180,7 +178,7 @@ pub async fn join(
             client.clone(),
             config.node_id.clone(),
             writer.clone(),
-            signer.clone(),
+            keys.clone(),
         )),
     ));
     tasks.push((
@@ -200,7 +198,7 @@ pub async fn join(
                 followed,
                 log: log.clone(),
                 writer: writer.clone(),
-                key: trust.clone(),
+                keys: keys.clone(),
                 outbox: outbox.in_cluster(),
                 members: members_kv.clone(),
                 node_id: config.node_id.clone(),
@@ -226,7 +224,7 @@ pub async fn join(
         Box::pin(crate::heartbeat::heartbeat(
             client.clone(),
             log,
-            signer.clone(),
+            keys.clone(),
             config.node_id.clone(),
             move || match speaker.part() {
                 Part::Writer(term) if speaker.is_writer() => Some(term),

@@ -143,22 +143,30 @@ pub fn verify(data: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub fn export(data: &Path, signing_key: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let log = open_log(data)?;
+    drop(open_log(data)?);
+    let store = enspace_store::Store::open_unchecked(data)?;
+    let log = store.log.clone();
     let key_file = enspace_tokens::signing_key::path(data, signing_key);
-    let signer = enspace_tokens::signing_key::load(&key_file)?.ok_or_else(|| {
-        anyhow::anyhow!(
+    if enspace_tokens::signing_key::load(&key_file)?.is_none() {
+        anyhow::bail!(
             "no event signing key in {}: pass the one the service signs with \
              (--event-signing-key)",
             key_file.display()
-        )
-    })?;
+        );
+    }
+    let (keys, _) = enspace_store::keyring::Keyring::open(&store, &key_file)?;
     let (seq, hash) = log.head()?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let header = ExportHeader {
         export: audit_export::EXPORT_KIND.into(),
         version: 1,
-        event_keys: vec![signer.public().to_json()],
+        event_keys: keys
+            .eras()?
+            .eras()
+            .iter()
+            .map(|era| era.key.to_json())
+            .collect(),
         head: ExportHead {
             seq,
             hash: hex::encode(hash),
@@ -173,7 +181,7 @@ pub fn export(data: &Path, signing_key: Option<&Path>) -> anyhow::Result<ExitCod
         let Some(last) = entries.last() else { break };
         after = last.envelope.seq;
         for entry in entries.iter().filter(|e| e.envelope.seq <= seq) {
-            serde_json::to_writer(&mut out, &entry.audit(&signer))?;
+            serde_json::to_writer(&mut out, &entry.audit(&keys))?;
             out.write_all(b"\n")?;
         }
         progress.advance(after.min(seq), seq);
@@ -183,10 +191,20 @@ pub fn export(data: &Path, signing_key: Option<&Path>) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+/// The keys `--event-key` names: one base64 key, or the JSON of
+/// `GET /v1/event-key` (the current key and the earlier ones).
+pub fn trusted_keys(text: &str) -> anyhow::Result<Vec<EventKey>> {
+    enspace_core::signing::keys_from_text(text).map_err(|e| {
+        anyhow::anyhow!(
+            "--event-key is neither an Ed25519 public key in base64 nor the JSON of \
+             GET /v1/event-key: {e}"
+        )
+    })
+}
+
 /// `enspace audit verify --export FILE --event-key KEY`.
 pub fn verify_export(file: &Path, key: &str) -> anyhow::Result<ExitCode> {
-    let key = EventKey::from_base64(key)
-        .map_err(|e| anyhow::anyhow!("--event-key is not an Ed25519 public key in base64: {e}"))?;
+    let key = trusted_keys(key)?;
     let progress = enspace::progress::shown("events verified");
     let verified = if file == Path::new("-") {
         audit_export::verify_with(std::io::stdin().lock(), &key, progress.as_ref())

@@ -5,7 +5,6 @@ use std::io::BufRead;
 use std::path::Path;
 use std::process::ExitCode;
 
-use enspace_core::EventKey;
 use enspace_core::audit_export;
 use enspace_core::audit_state::{Replay, StateFilter};
 use jiff::Timestamp;
@@ -18,8 +17,7 @@ pub fn print(
     at: Timestamp,
     filter: StateFilter,
 ) -> anyhow::Result<ExitCode> {
-    let key = EventKey::from_base64(key)
-        .map_err(|e| anyhow::anyhow!("--event-key is not an Ed25519 public key in base64: {e}"))?;
+    let key = crate::audit::trusted_keys(key)?;
     let progress = enspace::progress::shown("events folded");
     let mut replay = Replay::default();
     let lines: Box<dyn BufRead> = if file == Path::new("-") {

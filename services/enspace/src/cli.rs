@@ -46,7 +46,10 @@ pub enum Command {
 
 /// `enspace event-key`.
 #[derive(Args, Clone, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct EventKeyArgs {
+    #[command(subcommand)]
+    pub action: Option<EventKeyAction>,
     #[arg(long, env = "ENSPACE_DATA", default_value = "./data")]
     pub data: PathBuf,
     /// The signing key file, if not the data directory's.
@@ -60,6 +63,35 @@ pub struct EventKeyArgs {
     /// `--event-key-file`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum EventKeyAction {
+    /// Rotates the event signing key of a stopped control plane (a running
+    /// one: `POST /v1/event-key/rotate`): records a `signing_key_rotated`
+    /// event signed by the current key naming a new one, which signs every
+    /// event after it. API nodes and auditors follow it from the log.
+    Rotate(RotateKeyArgs),
+}
+
+/// `enspace event-key rotate`.
+#[derive(Args, Clone, Debug)]
+pub struct RotateKeyArgs {
+    #[arg(long, env = "ENSPACE_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// The signing key file, if not the data directory's.
+    #[arg(long, env = "ENSPACE_EVENT_SIGNING_KEY")]
+    pub event_signing_key: Option<PathBuf>,
+    /// The current key's private half is lost: the key in the key file
+    /// (made when there is none) takes over, and the break is recorded,
+    /// signed by the new key. Only nodes and auditors given the new key
+    /// explicitly accept it.
+    #[arg(long, requires = "previous_key")]
+    pub lost_key: bool,
+    /// With `--lost-key`: the public key that was lost (base64, or the JSON
+    /// `enspace event-key` printed), as API nodes pinned it.
+    #[arg(long)]
+    pub previous_key: Option<String>,
 }
 
 /// How to reach NATS, besides `--nats-url` (which may carry

@@ -9,10 +9,17 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use enspace_core::EventKey;
-use enspace_core::signing::EventKeyJson;
+use enspace_core::signing::keys_from_text;
 use enspace_tokens::signing_key;
 
-use crate::cli::{EventKeyArgs, NodeArgs};
+use std::sync::Arc;
+
+use enspace_core::SystemClock;
+use enspace_store::keyring::Keyring;
+use enspace_store::writer::Writer;
+use enspace_store::{EventCounters, Store};
+
+use crate::cli::{EventKeyArgs, NodeArgs, RotateKeyArgs};
 
 /// `enspace event-key`.
 pub fn print(args: &EventKeyArgs) -> anyhow::Result<ExitCode> {
@@ -57,16 +64,12 @@ fn write_public(out: &Path, json: &str) -> std::io::Result<()> {
     std::fs::rename(&staged, out)
 }
 
-/// A key file: the JSON `enspace event-key` prints, or the base64 key.
-fn read_key_file(path: &Path) -> anyhow::Result<EventKey> {
+/// A key file: the JSON `enspace event-key` prints or `GET /v1/event-key`
+/// serves (the current key and the earlier ones), or the base64 key.
+fn read_key_file(path: &Path) -> anyhow::Result<Vec<EventKey>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read --event-key-file {}", path.display()))?;
-    let text = text.trim();
-    let key = match serde_json::from_str::<EventKeyJson>(text) {
-        Ok(json) => json.key,
-        Err(_) => text.to_owned(),
-    };
-    EventKey::from_base64(&key).map_err(|e| {
+    keys_from_text(&text).map_err(|e| {
         anyhow::anyhow!(
             "--event-key-file {} holds neither `enspace event-key` JSON nor a base64 key: {e}",
             path.display()
@@ -74,14 +77,15 @@ fn read_key_file(path: &Path) -> anyhow::Result<EventKey> {
     })
 }
 
-/// The key an API node pins from its flags; `None` only with
+/// The keys an API node pins from its flags, oldest first (the log is
+/// followed from the first, through its rotations); empty only with
 /// `--trust-first-event-key`. Checked before the node listens.
-pub fn pinned(args: &NodeArgs) -> anyhow::Result<Option<EventKey>> {
+pub fn pinned(args: &NodeArgs) -> anyhow::Result<Vec<EventKey>> {
     let key = match (&args.event_key, &args.event_key_file) {
-        (Some(text), _) => EventKey::from_base64(text)
+        (Some(text), _) => keys_from_text(text)
             .map_err(|e| anyhow::anyhow!("--event-key (ENSPACE_EVENT_KEY): {e}"))?,
         (None, Some(path)) => read_key_file(path)?,
-        (None, None) if args.trust_first_event_key => return Ok(None),
+        (None, None) if args.trust_first_event_key => return Ok(Vec::new()),
         (None, None) => bail!(
             "an API node needs the control plane's event key: pass --event-key KEY \
              (ENSPACE_EVENT_KEY) or --event-key-file FILE (ENSPACE_EVENT_KEY_FILE), as \
@@ -90,16 +94,17 @@ pub fn pinned(args: &NodeArgs) -> anyhow::Result<Option<EventKey>> {
              whoever publishes first)"
         ),
     };
-    Ok(Some(key))
+    Ok(key)
 }
 
 /// [`pinned`], saying in the log what was pinned, or warning that nothing
 /// was.
-pub fn pin(args: &NodeArgs) -> anyhow::Result<Option<EventKey>> {
-    let key = pinned(args)?;
-    match &key {
+pub fn pin(args: &NodeArgs) -> anyhow::Result<Vec<EventKey>> {
+    let keys = pinned(args)?;
+    match keys.last() {
         Some(key) => tracing::info!(
             key.id = key.key_id(),
+            keys = keys.len(),
             "event key {} pinned by --event-key",
             key.key_id()
         ),
@@ -109,5 +114,52 @@ pub fn pin(args: &NodeArgs) -> anyhow::Result<Option<EventKey>> {
              --event-key or --event-key-file instead"
         ),
     }
-    Ok(key)
+    Ok(keys)
+}
+
+/// `enspace event-key rotate`: rotates the key of a stopped control plane
+/// through its own writer (the same rule as `POST /v1/event-key/rotate`);
+/// with `--lost-key`, records that the key in force was lost.
+pub async fn rotate(args: RotateKeyArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&args.data).with_context(|| {
+        format!(
+            "cannot open the store in {} (is the token service still running?)",
+            args.data.display()
+        )
+    })?;
+    let path = signing_key::path(&args.data, args.event_signing_key.as_deref());
+    let writer = Writer::start(
+        store.clone(),
+        Arc::new(SystemClock),
+        EventCounters::default(),
+    )?;
+    let (keys, rotated) = if args.lost_key {
+        let text = args.previous_key.as_deref().unwrap_or_default();
+        let lost = keys_from_text(text)
+            .map_err(|e| anyhow::anyhow!("--previous-key: {e}"))?
+            .pop()
+            .context("--previous-key names no key")?;
+        let keys = Keyring::open_after_loss(&store, &path, &lost)?;
+        let rotated = keys.replace_lost(&writer).await?;
+        (keys, rotated)
+    } else {
+        let (keys, _) = Keyring::open(&store, &path)?;
+        let rotated = keys.rotate(&writer).await?;
+        (keys, rotated)
+    };
+    let (new, seq) = rotated;
+    drop(writer);
+    store.db.flush()?;
+    eprintln!(
+        "the event key is now {} from event {} on{}",
+        new.key_id(),
+        seq + u64::from(!args.lost_key),
+        if args.lost_key {
+            " (the loss of the previous key is recorded: give API nodes and auditors the new key)"
+        } else {
+            ""
+        }
+    );
+    println!("{}", serde_json::to_string(&keys.public_json()?)?);
+    Ok(ExitCode::SUCCESS)
 }

@@ -49,7 +49,12 @@ fn main() -> ExitCode {
             } => audit::export(&data, event_signing_key.as_deref()),
         },
         Command::HashPassword => audit::hash_password_from_stdin(),
-        Command::EventKey(args) => enspace::event_key::print(&args),
+        Command::EventKey(args) => match args.action.clone() {
+            Some(enspace::cli::EventKeyAction::Rotate(rotate)) => {
+                block_on_code(async move { enspace::event_key::rotate(rotate).await })
+            }
+            None => enspace::event_key::print(&args),
+        },
         Command::Restore(args) => {
             block_on_code(async move { enspace::restore::restore(args).await })
         }

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use enspace_cluster::event_stream::classify::Keys;
 use enspace_core::EventKey;
 use enspace_store::Store;
 use enspace_tokens::signing_key;
@@ -32,7 +33,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let js = async_nats::jetstream::new(client);
     let progress = crate::progress::shown("events restored");
     let restored =
-        enspace_cluster::log_recovery::restore(&js, &store, &trust, progress.as_ref()).await?;
+        enspace_cluster::log_recovery::restore(&js, &store, trust, progress.as_ref()).await?;
     progress.finish();
     store.check_committed()?;
     let (seq, hash) = store.log.head()?;
@@ -43,17 +44,28 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The key the stream is checked with: `--event-key`, else the signing
-/// key file's own.
-fn trust_key(data: &Path, args: &RestoreArgs) -> anyhow::Result<EventKey> {
-    if let Some(text) = &args.event_key {
-        return EventKey::from_base64(text)
-            .map_err(|e| anyhow::anyhow!("--event-key (ENSPACE_EVENT_KEY): {e}"));
-    }
+/// The keys the stream is checked with (rotations followed from event 1's):
+/// `--event-key` (a key, or the JSON `GET /v1/event-key` serves with the
+/// earlier keys), else the signing key file's own and the earlier keys kept
+/// beside it.
+fn trust_key(data: &Path, args: &RestoreArgs) -> anyhow::Result<Keys> {
     let path = signing_key::path(data, args.event_signing_key.as_deref());
-    match signing_key::load(&path)? {
-        Some(signer) => Ok(signer.public().clone()),
-        None => anyhow::bail!(
+    let held: Vec<EventKey> = signing_key::load(&path)?
+        .map(|s| s.public().clone())
+        .into_iter()
+        .collect();
+    if let Some(text) = &args.event_key {
+        let given = enspace_core::signing::keys_from_text(text)
+            .map_err(|e| anyhow::anyhow!("--event-key (ENSPACE_EVENT_KEY): {e}"))?;
+        let mut trusted = given.clone();
+        trusted.extend(held);
+        return Ok(Keys::starting_with(given, trusted));
+    }
+    let mut candidates = held.clone();
+    candidates.extend(signing_key::kept(&path).iter().map(|s| s.public().clone()));
+    match held.is_empty() {
+        false => Ok(Keys::starting_with(candidates, held)),
+        true => anyhow::bail!(
             "no event signing key at {}: pass the public key the stream was signed with \
              (--event-key), or the signing key file (--event-signing-key)",
             path.display()

@@ -142,7 +142,7 @@ fn follow_token_events(
     js: async_nats::jetstream::Context,
     node: &NodeState,
     metrics: NodeMetrics,
-    pinned: Option<EventKey>,
+    pinned: Vec<EventKey>,
     kick: Arc<Notify>,
 ) {
     let client = js.client();
@@ -300,7 +300,13 @@ pub async fn serve_with(
                 js,
                 &node,
                 node_metrics.clone(),
-                Some(control.signer.public().clone()),
+                control
+                    .keys
+                    .eras()?
+                    .eras()
+                    .iter()
+                    .map(|era| era.key.clone())
+                    .collect(),
                 Arc::new(Notify::new()),
             );
         }

@@ -11,8 +11,8 @@
 use jiff::Timestamp;
 use ulid::Ulid;
 
+use enspace_core::TokenView;
 use enspace_core::audit_state::{ChangeGroups, StateFilter, TokenAtMoment, token_at};
-use enspace_core::{EventSigner, TokenView};
 
 use crate::event_log::LogEntry;
 use crate::{Store, StoreError};
@@ -112,14 +112,14 @@ impl Store {
     }
 
     /// Up to `limit` events at or after `from` and before `to`, with a seq
-    /// after `after`, grouped by what they did and signed by `signer`.
+    /// after `after`, grouped by what they did and signed by their keys.
     pub fn changes_between(
         &self,
         from: Timestamp,
         to: Timestamp,
         after: u64,
         limit: usize,
-        signer: &EventSigner,
+        keys: &crate::keyring::Keyring,
     ) -> Result<ChangesPage, StoreError> {
         self.audit.catch_up(&self.log)?;
         let seqs = self.audit.seqs_between(from, to)?;
@@ -128,7 +128,7 @@ impl Store {
         let mut last = None;
         for &seq in seqs[start..].iter().take(limit) {
             if let Some(entry) = self.log.get(seq)? {
-                groups.add(&entry.envelope, entry.audit(signer));
+                groups.add(&entry.envelope, entry.audit(keys));
             }
             last = Some(seq);
         }

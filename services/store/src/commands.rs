@@ -2,7 +2,9 @@
 //! event. `decide` is pure; the writer gives it the state of the token the
 //! command is about, and the time.
 
-use enspace_core::events::{TokenCreated, TokenRevoked, TokenRotated, WorkspacePolicySet};
+use enspace_core::events::{
+    SigningKeyRotated, TokenCreated, TokenRevoked, TokenRotated, WorkspacePolicySet,
+};
 use enspace_core::token::{RevokeReason, TokenStatus};
 use enspace_core::{Expiration, Scope, SecretHash, TokenEvent, TokenView, WorkspacePolicy};
 use jiff::{SignedDuration, Timestamp};
@@ -36,6 +38,9 @@ pub enum Command {
         actor: String,
         policy: WorkspacePolicy,
     },
+    /// An operator rotates the event signing key (the writer checks that
+    /// the rotation starts from the key in force).
+    RotateEventKey(SigningKeyRotated),
 }
 
 pub use enspace_core::SYSTEM_ACTOR;
@@ -82,7 +87,7 @@ impl Command {
             Command::RevokeLeaked { secret_hash, .. } => Target::Hash(secret_hash),
             Command::AdminRevoke { token_id, .. } => Target::Id(*token_id),
             // About no token: the nil id, whose state is always none.
-            Command::SetPolicy { .. } => Target::Id(Ulid::nil()),
+            Command::SetPolicy { .. } | Command::RotateEventKey(_) => Target::Id(Ulid::nil()),
         }
     }
 
@@ -91,7 +96,7 @@ impl Command {
             Command::CreateToken(c) => &c.actor,
             Command::RevokeToken { actor, .. } => actor,
             Command::RotateToken(r) => &r.actor,
-            Command::RevokeLeaked { .. } => SYSTEM_ACTOR,
+            Command::RevokeLeaked { .. } | Command::RotateEventKey(_) => SYSTEM_ACTOR,
             Command::AdminRevoke { actor, .. } | Command::SetPolicy { actor, .. } => actor,
         }
     }
@@ -281,6 +286,10 @@ pub fn decide(
                     require_expiration: policy.require_expiration,
                 }),
             )],
+            answer: None,
+        }),
+        Command::RotateEventKey(rotated) => Ok(Decision {
+            events: vec![(Ulid::nil(), TokenEvent::SigningKeyRotated(rotated.clone()))],
             answer: None,
         }),
     }
@@ -670,9 +679,10 @@ mod tests {
             Command::RevokeLeaked { .. } => 3,
             Command::AdminRevoke { .. } => 4,
             Command::SetPolicy { .. } => 5,
+            Command::RotateEventKey(_) => 6,
         }
     }
-    const VARIANTS: usize = 6;
+    const VARIANTS: usize = 7;
 
     #[test]
     fn every_command_survives_the_forwarding_encoding() {
@@ -699,6 +709,11 @@ mod tests {
                     require_expiration: true,
                 },
             },
+            Command::RotateEventKey(enspace_core::key_chain::rotation(
+                enspace_core::EventSigner::generate().public(),
+                enspace_core::EventSigner::generate().public(),
+                false,
+            )),
         ];
         let mut seen: Vec<usize> = commands.iter().map(variant).collect();
         seen.sort_unstable();

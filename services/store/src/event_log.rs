@@ -3,7 +3,7 @@
 //! appends; anyone may read.
 
 use enspace_core::events::{GENESIS_HASH, StoredEvent};
-use enspace_core::{AuditEvent, EventEnvelope, EventSigner};
+use enspace_core::{AuditEvent, EventEnvelope};
 
 use super::StoreError;
 
@@ -22,9 +22,9 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
-    /// The entry as auditors see it, signed by `signer`.
-    pub fn audit(&self, signer: &EventSigner) -> AuditEvent {
-        AuditEvent::new(&self.envelope, &self.stored, signer)
+    /// The entry as auditors see it, signed by its era's key.
+    pub fn audit(&self, keys: &crate::keyring::Keyring) -> AuditEvent {
+        keys.audit(self)
     }
 }
 

@@ -8,6 +8,8 @@ mod counters;
 mod error;
 pub mod event_log;
 pub mod head;
+pub mod key_file;
+pub mod keyring;
 pub mod outbox_state;
 pub mod projections;
 pub mod sessions;

@@ -99,13 +99,13 @@ impl OutboxState {
             .flatten())
     }
 
+    /// Keeps signatures: `(seq, key id, signature)`.
     pub fn keep_signatures(
         &self,
-        key_id: &str,
-        signatures: &[(u64, [u8; 64])],
+        signatures: &[(u64, String, [u8; 64])],
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for (seq, signature) in signatures {
+        for (seq, key_id, signature) in signatures {
             let mut value = key_id.as_bytes().to_vec();
             value.extend_from_slice(signature);
             batch.insert(&signature_key(*seq)[..], value);

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use enspace_core::events::{StoredEvent, TokenEventRef};
+use enspace_core::events::{SigningKeyRotated, StoredEvent, TokenEventRef};
 use enspace_core::{Clock, EventEnvelope, TokenEvent, TokenView, WorkspacePolicy};
 use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -70,7 +70,7 @@ pub trait Commit: Send + Sync {
     /// Whether this process may decide commands now.
     fn is_writer(&self) -> bool;
     /// The key id the signatures of [`Commit::store`] are made with.
-    fn key_id(&self) -> &str;
+    fn key_id(&self) -> String;
     /// Stores the group's events in the token events stream, in order,
     /// each only right after the one before it. Called on the writer thread.
     fn store(&self, events: &[&StoredEvent], envelopes: &[EventEnvelope]) -> Stored;
@@ -335,6 +335,12 @@ impl WriterState {
                     continue;
                 }
             };
+            if let Command::RotateEventKey(rotated) = &command
+                && let Err(e) = self.rotation_in_force(rotated, &appended)
+            {
+                answers.push((reply, Err(e), appended.len()));
+                continue;
+            }
             let now = self.clock.now();
             let policy = |workspace: &str| policies.get(workspace).cloned().unwrap_or_default();
             let decision = match decide(&command, token_id, current.as_ref(), &policy, now) {
@@ -418,6 +424,7 @@ impl WriterState {
             let kept = commit
                 .as_ref()
                 .map(|c| (c.key_id(), signatures.as_slice(), at));
+            let kept = kept.as_ref().map(|(k, s, at)| (k.as_str(), *s, *at));
             if let Err(e) = self.persist(batch, &appended, kept) {
                 tracing::error!(error = %e, "appending to the event log failed");
                 // Nothing of this group is acknowledged; start over from what is on disk.
@@ -493,6 +500,35 @@ impl WriterState {
                 Err(CommandError::DuplicateToken)
             }
         }))
+    }
+
+    /// Refuses a key rotation that does not start from the key in force
+    /// (another rotation came first): the log's keys form one chain.
+    fn rotation_in_force(
+        &self,
+        rotated: &SigningKeyRotated,
+        group: &[EventEnvelope],
+    ) -> Result<(), CommandError> {
+        let in_group = group.iter().rev().find_map(EventEnvelope::key_rotation);
+        let last = match in_group {
+            Some(r) => Some(r.key_id.clone()),
+            None => self
+                .store
+                .projections
+                .key_rotations()
+                .map_err(|e| CommandError::Store(e.to_string()))?
+                .pop()
+                .map(|(_, r)| r.key_id),
+        };
+        match last {
+            Some(in_force) if in_force != rotated.previous_key_id => {
+                Err(CommandError::Unavailable(format!(
+                    "the event key in force is {in_force}, not {}: rotate again",
+                    rotated.previous_key_id
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A token's state with this group's changes so far.

@@ -8,7 +8,7 @@ pub mod membership;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
-pub mod signing_key;
+pub use enspace_store::key_file as signing_key;
 pub mod state;
 pub mod token_quota;
 
@@ -66,6 +66,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(audit_timeline::token_timeline))
         .routes(routes!(introspect::introspect_token))
         .routes(routes!(event_key::get_event_key))
+        .routes(routes!(event_key::rotate_event_key))
         .routes(routes!(routes::cluster::get_cluster))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

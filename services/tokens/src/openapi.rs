@@ -82,7 +82,7 @@ impl Modify for SecuritySchemes {
             "internal_key",
             bearer(
                 "opaque",
-                "ENSPACE_INTERNAL_KEY, for POST /v1/introspect and GET /v1/cluster",
+                "ENSPACE_INTERNAL_KEY, for POST /v1/introspect, GET /v1/cluster and POST /v1/event-key/rotate",
             ),
         );
     }

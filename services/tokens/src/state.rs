@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use enspace_core::projection::{EventSource, Runner};
-use enspace_core::{Clock, CommittedEvents, EventEnvelope, EventSigner};
+use enspace_core::{Clock, CommittedEvents, EventEnvelope};
 use jiff::SignedDuration;
 
 use crate::metrics::Metrics;
@@ -59,9 +59,9 @@ pub struct Config {
     pub internal_key: Option<String>,
     /// How long request records are kept; older ones are never returned.
     pub request_retention: SignedDuration,
-    /// The key that signs token events and heartbeats (served at
-    /// `GET /v1/event-key`); none where nothing is published.
-    pub event_signer: Option<Arc<EventSigner>>,
+    /// The keys that sign token events and heartbeats (served at
+    /// `GET /v1/event-key`); filled in at start.
+    pub event_keys: Option<enspace_store::keyring::Keyring>,
     /// Limits on sign-ins, sessions and tokens.
     pub limits: enspace_accounts::limits::Limits,
     /// Mark the session cookie `Secure` on every response (a TLS proxy is in
@@ -81,7 +81,7 @@ impl Default for Config {
             session_ttl: SignedDuration::from_hours(12),
             internal_key: None,
             request_retention: SignedDuration::from_hours(90 * 24),
-            event_signer: None,
+            event_keys: None,
             limits: enspace_accounts::limits::Limits::default(),
             secure_cookies: false,
             github_keys: None,
@@ -91,9 +91,9 @@ impl Default for Config {
 }
 
 impl AppState {
-    /// The key this process signs events with, for audit events.
-    pub fn signer(&self) -> Result<Arc<EventSigner>, enspace_http::ApiError> {
-        self.config.event_signer.clone().ok_or_else(|| {
+    /// The keys this process signs events with, for audit events.
+    pub fn keys(&self) -> Result<enspace_store::keyring::Keyring, enspace_http::ApiError> {
+        self.config.event_keys.clone().ok_or_else(|| {
             enspace_http::ApiError::internal(
                 "the control plane was started without an event signing key",
             )
@@ -124,7 +124,11 @@ impl AppState {
         let sign_in = enspace_accounts::credentials::SignInGuard::new(
             &config.limits,
             metrics.sign_ins.clone(),
-            config.event_signer.as_ref().map(|s| s.seed()).as_ref(),
+            config
+                .event_keys
+                .as_ref()
+                .map(|k| k.current().seed())
+                .as_ref(),
         );
         let quota = crate::token_quota::TokenQuota::new(config.limits.max_tokens_per_user);
         let leak_reports =

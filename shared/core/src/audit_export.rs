@@ -67,7 +67,10 @@ pub struct ExportBreak {
 /// the key in force: event 1's key, which must be one of `trusted`, then,
 /// after each `signing_key_rotated` event (signed by the key it replaces),
 /// the key it names; a rotation after a lost key (signed by its new key)
-/// only when that key is one of `trusted`. With a header, the last event
+/// only when that key is one of `trusted`. An event may come without a
+/// signature (its key was lost before the server kept one): it is vouched
+/// for by the next signed event, whose signature covers it through the
+/// chain, and an export may not end on one. With a header, the last event
 /// is the head it names.
 pub fn verify(lines: impl BufRead, trusted: &[EventKey]) -> Result<Verified, ExportBreak> {
     verify_with(lines, trusted, &crate::progress::Silent)
@@ -108,6 +111,8 @@ fn verify_in_batches(
     let mut expected = 1u64;
     let mut header: Option<ExportHeader> = None;
     let mut keys: Option<KeyChain> = None;
+    // The first event without a signature since the last signed one.
+    let mut unvouched: Option<u64> = None;
     // Events whose signature is still to be checked, in order.
     let mut unsigned = Unsigned::new(batch);
     for (n, line) in lines.lines().enumerate() {
@@ -142,6 +147,11 @@ fn verify_in_batches(
                 if let Some(chain) = keys.as_mut() {
                     chain.pass(&event.envelope);
                 }
+                if event.signature.is_empty() {
+                    unvouched.get_or_insert(event.seq);
+                } else {
+                    unvouched = None;
+                }
                 if unsigned.key.as_ref().is_some_and(|k| *k != signer) {
                     unsigned.check(visit)?;
                 }
@@ -162,6 +172,12 @@ fn verify_in_batches(
         expected += 1;
     }
     unsigned.check(visit)?;
+    if let Some(seq) = unvouched {
+        return Err(ExportBreak {
+            seq,
+            reason: "no signature, and no signed event after it vouches for it".into(),
+        });
+    }
     let count = expected - 1;
     progress.advance(count, header.as_ref().map_or(0, |h| h.head.seq));
     progress.finish();
@@ -280,16 +296,11 @@ impl Unsigned {
         let Some(key) = &self.key else {
             return Ok(());
         };
-        let batch: Vec<([u8; 32], &[u8])> = self
-            .events
-            .iter()
-            .map(|e| (e.hash, e.signature.as_slice()))
-            .collect();
+        let signed = || self.events.iter().filter(|e| !e.signature.is_empty());
+        let batch: Vec<([u8; 32], &[u8])> =
+            signed().map(|e| (e.hash, e.signature.as_slice())).collect();
         if !key.verify_events(&batch)
-            && let Some(bad) = self
-                .events
-                .iter()
-                .find(|e| !key.verify_event(&e.hash, &e.signature))
+            && let Some(bad) = signed().find(|e| !key.verify_event(&e.hash, &e.signature))
         {
             return Err(ExportBreak {
                 seq: bad.seq,
@@ -527,5 +538,23 @@ mod tests {
             verify(lines.join("\n").as_bytes(), &both).map(|v| v.count),
             Ok(5)
         );
+    }
+
+    #[test]
+    fn an_event_without_a_signature_is_vouched_for_only_by_a_signed_event_after_it() {
+        let signer = EventSigner::generate();
+        let (lines, _) = export(4, &signer);
+        let strip = |lines: &mut Vec<String>, at: usize| {
+            let mut event: AuditEvent = serde_json::from_str(&lines[at]).expect("event");
+            event.signature = String::new();
+            lines[at] = serde_json::to_string(&event).expect("json");
+        };
+        let mut middle = lines.clone();
+        strip(&mut middle, 1);
+        assert_eq!(check(&middle, signer.public()).map(|v| v.count), Ok(4));
+        let mut last = lines.clone();
+        strip(&mut last, 2);
+        strip(&mut last, 3);
+        assert_eq!(check(&last, signer.public()).map_err(|b| b.seq), Err(3));
     }
 }

@@ -5,8 +5,12 @@
 //!   from the first `seq` the node lacks. Each is placed on the chain the
 //!   node holds and applied only with a valid signature by the pinned event
 //!   key (see [`crate::chain`]); anything else is refused and counted.
+//! - The key in force follows the log's rotations from the first pinned
+//!   key ([`enspace_core::KeyChain`]); a break after a lost key is taken
+//!   only to a key pinned explicitly.
 //! - The control plane's signed heartbeat (core NATS, once a second) names
-//!   the head of its log. It pins the key when none was given, keeps the
+//!   the head of its log, signed by the key in force after it. It pins the
+//!   key when none was given, keeps the
 //!   node's [`Freshness`], restarts a feed that stopped moving, and reveals
 //!   a replaced history.
 //! - A stream that was reset (NATS store lost, stream deleted and refilled
@@ -24,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use enspace_core::Backoff;
-use enspace_core::EventKey;
 use enspace_core::signing::Heartbeat;
+use enspace_core::{EventKey, KeyChain};
 use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 
@@ -49,7 +53,10 @@ pub struct Feed {
     replica: Arc<TokenReplica>,
     freshness: Arc<Freshness>,
     metrics: NodeMetrics,
-    key: watch::Sender<Option<EventKey>>,
+    /// The keys at the live chain's head; none before a key is pinned.
+    key: watch::Sender<Option<KeyChain>>,
+    /// The keys pinned, oldest first: the chain starts from the first.
+    pinned: Mutex<Vec<EventKey>>,
     /// Restarts the consumer (NATS reconnected, or the feed stalled).
     kick: Arc<Notify>,
     rebuild: AtomicBool,
@@ -73,16 +80,20 @@ impl Feed {
         replica: Arc<TokenReplica>,
         freshness: Arc<Freshness>,
         metrics: NodeMetrics,
-        pinned: Option<EventKey>,
+        pinned: Vec<EventKey>,
         kick: Arc<Notify>,
     ) -> Arc<Self> {
+        let start = pinned
+            .first()
+            .map(|first| KeyChain::trusting(first.clone(), pinned.iter().cloned()));
         Arc::new(Feed {
             js,
             client,
             replica,
             freshness,
             metrics,
-            key: watch::Sender::new(pinned),
+            key: watch::Sender::new(start),
+            pinned: Mutex::new(pinned),
             kick,
             rebuild: AtomicBool::new(false),
             shared: Mutex::new(Shared {
@@ -137,7 +148,7 @@ impl Feed {
     }
 
     fn heartbeat(&self, payload: &[u8], received: Instant) {
-        let pinned = self.key.borrow().clone();
+        let pinned = self.key.borrow().as_ref().map(|k| k.current().clone());
         let (beat, key) = match Heartbeat::open(payload, pinned.as_ref()) {
             Ok(opened) => opened,
             Err(e) => {
@@ -171,7 +182,10 @@ impl Feed {
                  whoever could publish it first is trusted; pass --event-key instead",
                 key.key_id()
             );
-            self.key.send_replace(Some(key));
+            if let Ok(mut pinned) = self.pinned.lock() {
+                *pinned = vec![key.clone()];
+            }
+            self.key.send_replace(Some(KeyChain::new(key)));
         }
         let chain = shared.chain;
         let other_history = (chain.seq >= 1 && beat.seq >= 1 && beat.first_hash != chain.first)
@@ -236,12 +250,15 @@ impl Feed {
 
     /// Follows the stream from the first event not held, until the consumer
     /// ends or the feed is kicked.
-    async fn follow_once(&self, key: &EventKey) -> Result<(), async_nats::Error> {
+    async fn follow_once(&self, live: &KeyChain) -> Result<(), async_nats::Error> {
         let rebuilding = self.rebuild.load(Ordering::Acquire);
-        let (target, mut chain) = if rebuilding {
-            (Arc::new(TokenReplica::new()), Chain::default())
+        let (target, mut chain, mut keys) = if rebuilding {
+            let pinned = self.pinned.lock().map(|p| p.clone()).unwrap_or_default();
+            let first = pinned.first().unwrap_or(live.current()).clone();
+            let keys = KeyChain::trusting(first, pinned);
+            (Arc::new(TokenReplica::new()), Chain::default(), keys)
         } else {
-            (self.replica.clone(), self.chain())
+            (self.replica.clone(), self.chain(), live.clone())
         };
         let stream = self
             .js
@@ -280,10 +297,11 @@ impl Feed {
                 // It may be the real event in the place of an unchecked one
                 // before it (a foreign message claiming its seq): check the
                 // run so far, then place it again.
-                let applied = self.apply_run(std::mem::take(&mut run), key, &target, &mut chain);
+                let applied =
+                    self.apply_run(std::mem::take(&mut run), &mut keys, &target, &mut chain);
                 tentative = chain;
                 if !rebuilding {
-                    self.advance(chain);
+                    self.advance(chain, &keys);
                 }
                 if let Err(Refusal::OtherHistory) = applied {
                     self.rebuild.store(true, Ordering::Release);
@@ -297,7 +315,9 @@ impl Feed {
                     run.push((candidate, message.payload.clone()));
                 }
                 // Signed by the key, past the next event: events are missing.
-                Err(Refusal::Gap) if chain::authentic(key, &message.payload, &signature, prev) => {
+                Err(Refusal::Gap)
+                    if chain::authentic(&keys, &message.payload, &signature, prev) =>
+                {
                     self.refuse(
                         Refusal::Gap,
                         &format!("stream message {stream_seq} skips events"),
@@ -313,10 +333,11 @@ impl Feed {
             }
             let caught_up = pending == 0 || stream_seq >= last;
             if run.len() >= CATCH_UP_RUN || caught_up {
-                let applied = self.apply_run(std::mem::take(&mut run), key, &target, &mut chain);
+                let applied =
+                    self.apply_run(std::mem::take(&mut run), &mut keys, &target, &mut chain);
                 tentative = chain;
                 if !rebuilding {
-                    self.advance(chain);
+                    self.advance(chain, &keys);
                 }
                 if let Err(Refusal::OtherHistory) = applied {
                     self.rebuild.store(true, Ordering::Release);
@@ -325,7 +346,7 @@ impl Feed {
             }
             if caught_up {
                 if rebuilding {
-                    self.finish_rebuild(&target, chain);
+                    self.finish_rebuild(&target, chain, &keys);
                     return Ok(());
                 }
                 self.freshness.set_caught_up(true);
@@ -337,18 +358,33 @@ impl Feed {
     fn apply_run(
         &self,
         run: Vec<(Candidate, bytes::Bytes)>,
-        key: &EventKey,
+        keys: &mut KeyChain,
         target: &TokenReplica,
         chain: &mut Chain,
     ) -> Result<(), Refusal> {
-        chain::apply_run(&run, key, target, chain).map_err(|(refusal, seq)| {
+        chain::apply_run(&run, keys, target, chain).map_err(|(refusal, seq)| {
             self.refuse(refusal, &format!("event {seq}"));
             refusal
         })
     }
 
-    /// The live chain moved to `chain`: confirm the heartbeats it reached.
-    fn advance(&self, chain: Chain) {
+    /// The live chain moved to `chain` (with `keys` at its head): confirm
+    /// the heartbeats it reached.
+    fn advance(&self, chain: Chain, keys: &KeyChain) {
+        let rotated = self
+            .key
+            .borrow()
+            .as_ref()
+            .is_none_or(|k| k.current() != keys.current());
+        if rotated {
+            tracing::warn!(
+                key.id = keys.current().key_id(),
+                seq = chain.seq,
+                "the event key is now {}",
+                keys.current().key_id()
+            );
+        }
+        self.key.send_replace(Some(keys.clone()));
         self.metrics.head_seq.set(chain.seq as i64);
         self.metrics.replica_tokens.set(self.replica.len() as i64);
         let Ok(mut shared) = self.shared.lock() else {
@@ -369,14 +405,14 @@ impl Feed {
         }
     }
 
-    fn finish_rebuild(&self, rebuilt: &TokenReplica, chain: Chain) {
+    fn finish_rebuild(&self, rebuilt: &TokenReplica, chain: Chain, keys: &KeyChain) {
         self.replica.replace_with(rebuilt);
         if let Ok(mut shared) = self.shared.lock() {
             shared.beats.clear();
             shared.behind_at = None;
         }
         self.rebuild.store(false, Ordering::Release);
-        self.advance(chain);
+        self.advance(chain, keys);
         self.freshness.set_caught_up(true);
         tracing::warn!(seq = chain.seq, "token state rebuilt from the stream");
     }

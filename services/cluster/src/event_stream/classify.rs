@@ -9,6 +9,8 @@ use async_nats::HeaderMap;
 use enspace_core::EventKey;
 use enspace_core::events::{EventEnvelope, chain_hash};
 
+pub use super::keys::Keys;
+
 use enspace_store::{EventLog, StoreError};
 
 /// The event a log ends at.
@@ -39,6 +41,8 @@ pub struct Next {
     pub envelope: EventEnvelope,
     pub hash: [u8; 32],
     pub signature: [u8; 64],
+    /// The key that signed it.
+    pub key: EventKey,
 }
 
 #[derive(Debug, Clone)]
@@ -60,11 +64,12 @@ pub enum Kind {
 }
 
 /// Classifies one message (its payload and headers) after `chain`, looking
-/// up held events in `log`.
+/// up held events in `log`; `keys` stand right before `chain`'s next event.
+/// A caller moves `keys` past every [`Kind::Next`] ([`Keys::pass`]).
 pub fn classify(
     log: &EventLog,
     chain: Chain,
-    key: &EventKey,
+    keys: &Keys,
     payload: &[u8],
     headers: Option<&HeaderMap>,
 ) -> Result<Kind, StoreError> {
@@ -75,13 +80,15 @@ pub fn classify(
     let signature = enspace_nats::signature_of(headers);
     if seq == chain.seq + 1 {
         let hash = chain_hash(&chain.hash, payload);
-        if key.verify_event(&hash, &signature)
+        if let Some(key) = keys.signer_of(&envelope, &hash, &signature)
+            && key.verify_event(&hash, &signature)
             && let Ok(signature) = <[u8; 64]>::try_from(signature.as_slice())
         {
             return Ok(Kind::Next(Box::new(Next {
                 envelope,
                 hash,
                 signature,
+                key,
             })));
         }
     }
@@ -89,7 +96,7 @@ pub fn classify(
         return Ok(Kind::Foreign(Some(seq)));
     };
     let hash = chain_hash(&prev, payload);
-    if !key.verify_event(&hash, &signature) {
+    if !keys.authentic(seq, &hash, &signature) {
         return Ok(Kind::Foreign(Some(seq)));
     }
     if seq > chain.seq + 1 {
@@ -133,7 +140,7 @@ mod tests {
         let db = sled::Config::new().path(dir.path()).open().expect("sled");
         let log = EventLog::open(&db).expect("log");
         let signer = EventSigner::generate();
-        let key = signer.public();
+        let keys = Keys::single(signer.public().clone());
         let mut prev = enspace_core::events::GENESIS_HASH;
         let mut events = Vec::new();
         for seq in 1..=3u64 {
@@ -156,7 +163,7 @@ mod tests {
             hash: events[0].hash,
         };
         let kind = |stored: &StoredEvent, h: Option<&HeaderMap>| {
-            classify(&log, chain, key, &stored.payload, h).expect("classify")
+            classify(&log, chain, &keys, &stored.payload, h).expect("classify")
         };
         let h2 = headers(&signer, &events[1]);
         assert!(matches!(kind(&events[1], Some(&h2)), Kind::Next(n) if n.envelope.seq == 2));
@@ -172,7 +179,7 @@ mod tests {
             Kind::Foreign(Some(2))
         ));
         assert!(matches!(
-            classify(&log, chain, key, b"a PubAck", None).expect("classify"),
+            classify(&log, chain, &keys, b"a PubAck", None).expect("classify"),
             Kind::Foreign(None)
         ));
         // Event 2 of another chain, signed by the key.

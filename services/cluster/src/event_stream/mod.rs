@@ -20,6 +20,7 @@
 //! the stream deleted) is still refilled from the log.
 
 pub mod classify;
+pub mod keys;
 pub mod repair;
 pub mod scan;
 pub mod tail;

@@ -8,9 +8,8 @@
 use std::ops::ControlFlow;
 
 use async_nats::jetstream::stream::Stream;
-use enspace_core::EventKey;
 
-use super::classify::{Chain, Kind, classify};
+use super::classify::{Chain, Keys, Kind, classify};
 use super::scan::{ScanError, scan};
 use enspace_store::{EventLog, StoreError, StreamPosition};
 
@@ -52,7 +51,7 @@ pub enum WalkError {
 pub async fn walk(
     stream: &Stream,
     log: &EventLog,
-    key: &EventKey,
+    mut keys: Keys,
     start: StreamPosition,
     hash: [u8; 32],
     from: u64,
@@ -70,7 +69,13 @@ pub async fn walk(
             seq: tail.last.seq,
             hash: tail.hash,
         };
-        let kind = classify(log, chain, key, &message.payload, message.headers.as_ref())?;
+        let kind = classify(
+            log,
+            chain,
+            &keys,
+            &message.payload,
+            message.headers.as_ref(),
+        )?;
         match kind {
             Kind::Next(next) => {
                 let seq = next.envelope.seq;
@@ -85,6 +90,7 @@ pub async fn walk(
                     at: message.at,
                 };
                 tail.hash = next.hash;
+                keys.pass(&next.envelope, &next.key);
             }
             Kind::Held(_) | Kind::Foreign(_) => tail.foreign.push(message.at),
             Kind::OtherHistory(seq) => return Ok(ControlFlow::Break(Beyond::OtherHistory(seq))),

@@ -39,7 +39,7 @@ impl WriterState {
         if appended.is_empty() {
             return Ok(self.seq);
         }
-        let key_id = self.commit.get().map(|c| c.key_id().to_owned());
+        let key_id = self.commit.get().map(|c| c.key_id());
         let kept = key_id.as_deref().map(|k| (k, signatures.as_slice(), at));
         if let Err(e) = self.persist(batch, &appended, kept) {
             (self.seq, self.hash) = self.store.log.head().unwrap_or((start_seq, start_hash));
@@ -70,9 +70,27 @@ impl WriterState {
         // log reads as a log that lost events. (Lost with a crash, the cursor
         // is only behind, which the outbox mends.)
         if let Some((key_id, signatures, at)) = in_stream {
-            self.store
-                .outbox_state
-                .keep_signatures(key_id, signatures)?;
+            // Each signature by its era's key: a group may hold a rotation.
+            let rotations = self.store.projections.key_rotations()?;
+            let signed: Vec<(u64, String, [u8; 64])> = match rotations.first() {
+                None => signatures
+                    .iter()
+                    .map(|(seq, sig)| (*seq, key_id.to_owned(), *sig))
+                    .collect(),
+                Some((_, first)) => {
+                    let eras = first
+                        .old_key()
+                        .map(|k| enspace_core::KeyEras::new(k, &rotations));
+                    signatures
+                        .iter()
+                        .map(|(seq, sig)| {
+                            let id = eras.as_ref().map_or(key_id, |e| e.key_for(*seq).key_id());
+                            (*seq, id.to_owned(), *sig)
+                        })
+                        .collect()
+                }
+            };
+            self.store.outbox_state.keep_signatures(&signed)?;
             self.store
                 .outbox_state
                 .set_position(crate::StreamPosition {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use async_nats::jetstream;
-use enspace_core::{EventKey, EventSigner, RecordSource};
+use enspace_cluster::event_stream::classify::Keys;
+use enspace_core::RecordSource;
+use enspace_store::keyring::Keyring;
 use prometheus_client::metrics::counter::Counter;
 
 use super::config::{ControlPlaneConfig, NatsConfig};
@@ -27,7 +29,7 @@ pub struct ControlPlane {
     /// The JetStream context, with NATS.
     pub js: Option<jetstream::Context>,
     pub indexer: Indexer,
-    pub signer: Arc<EventSigner>,
+    pub keys: Keyring,
     tasks: Tasks,
 }
 
@@ -67,22 +69,25 @@ impl ControlPlane {
             )
         })?;
         let key_path = signing_key::path(&data, key_file.as_deref());
-        let (signer, made) = signing_key::load_or_create(&key_path)?;
+        let (keys, made) = Keyring::open(&store, &key_path)?;
         if made {
+            let key = keys.current();
             tracing::info!(
-                key.id = signer.public().key_id(),
+                key.id = key.public().key_id(),
                 "made the event signing key {} at {}",
-                signer.public().key_id(),
+                key.public().key_id(),
                 key_path.display()
             );
         }
-        let signer = Arc::new(signer);
-        let trust = trust.unwrap_or_else(|| signer.public().clone());
         let connected = match &nats {
             None => None,
-            Some(nats) => Some(connect(nats, &node_id, &store, &trust, cluster.is_some()).await?),
+            Some(nats) => {
+                let head = store.log.head()?.0;
+                let trust = Keys::of_log(&keys, head, trust.as_ref())?;
+                Some(connect(nats, &node_id, &store, trust, cluster.is_some()).await?)
+            }
         };
-        config.event_signer = Some(signer.clone());
+        config.event_keys = Some(keys.clone());
         config.deliver_notifications = notify.webhook.is_some() || nats.is_some();
         let retention = config.request_retention;
         let indexer_metrics = IndexerMetrics::register(&mut registry);
@@ -126,7 +131,7 @@ impl ControlPlane {
                 let outbox = Outbox::new(
                     store.log.clone(),
                     store.outbox_state.clone(),
-                    signer.clone(),
+                    keys.clone(),
                     repairer,
                 )?
                 .with_replicas(nats.stream_replicas);
@@ -146,7 +151,7 @@ impl ControlPlane {
                             enspace_cluster::heartbeat::heartbeat(
                                 client.clone(),
                                 store.log.clone(),
-                                signer.clone(),
+                                keys.clone(),
                                 node_id.clone(),
                                 move || Some(term),
                             ),
@@ -163,7 +168,7 @@ impl ControlPlane {
                             metrics: state.metrics.cluster.clone(),
                         };
                         let joined = enspace_cluster::start::join(
-                            local, config, &client, &js, &signer, &trust, outbox,
+                            local, config, &client, &js, &keys, outbox,
                         )
                         .await?;
                         // Only the writer delivers notifications.
@@ -222,7 +227,7 @@ impl ControlPlane {
             state,
             js,
             indexer,
-            signer,
+            keys,
             tasks,
         })
     }
@@ -274,7 +279,7 @@ async fn connect(
     nats: &NatsConfig,
     node_id: &str,
     store: &Store,
-    trust: &EventKey,
+    trust: Keys,
     in_cluster: bool,
 ) -> anyhow::Result<(async_nats::Client, jetstream::Context)> {
     let client = enspace_nats::connect_with(

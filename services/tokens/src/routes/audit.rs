@@ -43,12 +43,12 @@ pub async fn list_events(
     let after = paging::after_seq(page.after.as_deref())?;
     let limit = paging::limit(page.limit.as_deref(), 100, 1000)?;
     let log = state.store.log.clone();
-    let signer = state.signer()?;
+    let keys = state.keys()?;
     let (events, last, head) = enspace_http::blocking(move || {
         let entries = log.read_after(after, limit)?;
         let (head, _) = log.head()?;
         let last = entries.last().map(|e| e.envelope.seq);
-        let events = entries.iter().map(|e| e.audit(&signer)).collect();
+        let events = entries.iter().map(|e| e.audit(&keys)).collect();
         Ok::<_, enspace_store::StoreError>((events, last, head))
     })
     .await?;

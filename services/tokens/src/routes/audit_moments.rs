@@ -151,10 +151,9 @@ pub async fn audit_changes(
     let after = paging::after_seq(q.after.as_deref())?;
     let limit = paging::limit(q.limit.as_deref(), 100, 1000)?;
     let store = state.store.clone();
-    let signer = state.signer()?;
-    let page =
-        enspace_http::blocking(move || store.changes_between(from, to, after, limit, &signer))
-            .await?;
+    let keys = state.keys()?;
+    let page = enspace_http::blocking(move || store.changes_between(from, to, after, limit, &keys))
+        .await?;
     Ok(Json(AuditChanges {
         from,
         to,

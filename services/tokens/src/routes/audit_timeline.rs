@@ -168,7 +168,7 @@ pub async fn token_timeline(
 ) -> Result<Json<TokenTimeline>, ApiError> {
     let id = Ulid::from_string(&id).map_err(|_| token_not_found())?;
     let auditor = caller.user.role == Role::Auditor;
-    let signer = state.signer()?;
+    let keys = state.keys()?;
     let store = state.store.clone();
     let (token, events) = enspace_http::blocking(move || {
         let Some(token) = store.projections.token(id)? else {
@@ -177,7 +177,7 @@ pub async fn token_timeline(
         let events = store
             .events_of(id)?
             .iter()
-            .map(|e| e.audit(&signer))
+            .map(|e| e.audit(&keys))
             .collect();
         Ok::<_, enspace_store::StoreError>((Some(token), events))
     })

@@ -44,7 +44,7 @@ pub(crate) fn internal_caller(state: &AppState, headers: &HeaderMap) -> Result<(
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_internal_key",
-            "introspection needs `Authorization: Bearer <internal key>`",
+            "this call needs `Authorization: Bearer <internal key>`",
         )
         .with_header(
             header::WWW_AUTHENTICATE,

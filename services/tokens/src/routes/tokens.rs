@@ -462,10 +462,10 @@ pub async fn token_events(
     OwnToken { token, .. }: OwnToken,
 ) -> Result<Json<EventList>, ApiError> {
     let id = token.id;
-    let signer = state.signer()?;
+    let keys = state.keys()?;
     let events = blocking(move || {
         let entries = state.store.events_of(id)?;
-        Ok::<_, StoreError>(entries.iter().map(|e| e.audit(&signer)).collect())
+        Ok::<_, StoreError>(entries.iter().map(|e| e.audit(&keys)).collect())
     })
     .await?;
     Ok(Json(EventList { events }))

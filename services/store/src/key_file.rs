@@ -3,6 +3,13 @@
 //! directory (`event-signing.key`), or wherever `--event-signing-key` says,
 //! which is where it belongs in production (a secret volume), so that losing
 //! the data directory does not lose the key every API node has pinned.
+//!
+//! A rotated key stays beside it, in `event-keys/<key id>.key` of the same
+//! directory: the log's earlier events are still served signed by the key
+//! that signed them. The new key is written there first, then put in place
+//! of the current one (written whole, then renamed), so that a stop between
+//! the two is mended at the next start from the log's own record of which
+//! key is current.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -33,6 +40,89 @@ pub enum KeyFileError {
 /// Where the key lives: `explicit`, or the data directory's default file.
 pub fn path(data: &Path, explicit: Option<&Path>) -> PathBuf {
     explicit.map_or_else(|| data.join(DEFAULT_FILE), Path::to_path_buf)
+}
+
+/// Where keys live besides the current one: `event-keys/` beside it.
+pub fn keys_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("event-keys")
+}
+
+/// The key `key_id`: the current file's, or one kept in [`keys_dir`].
+pub fn load_by_id(path: &Path, key_id: &str) -> Result<Option<EventSigner>, KeyFileError> {
+    if let Some(current) = load(path)?
+        && current.public().key_id() == key_id
+    {
+        return Ok(Some(current));
+    }
+    if key_id.len() != 16 || !key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let kept = keys_dir(path).join(format!("{key_id}.key"));
+    Ok(load(&kept)?.filter(|k| k.public().key_id() == key_id))
+}
+
+/// Every key kept in [`keys_dir`] (unreadable files skipped).
+pub fn kept(path: &Path) -> Vec<EventSigner> {
+    let Ok(entries) = std::fs::read_dir(keys_dir(path)) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "key"))
+        .filter_map(|e| load(&e.path()).ok().flatten())
+        .collect()
+}
+
+/// Keeps `signer` in [`keys_dir`] (once; mode 0600).
+pub fn keep(path: &Path, signer: &EventSigner) -> Result<(), KeyFileError> {
+    let kept = keys_dir(path).join(format!("{}.key", signer.public().key_id()));
+    if load(&kept)?.is_some() {
+        return Ok(());
+    }
+    write_new(&kept, signer)
+}
+
+/// Puts `signer` in place of the current key: written whole beside it,
+/// synced, then renamed over it.
+pub fn replace(path: &Path, signer: &EventSigner) -> Result<(), KeyFileError> {
+    let write = |source| KeyFileError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut staged = path.as_os_str().to_owned();
+    staged.push(format!(".{}.new", ulid::Ulid::new()));
+    let staged = PathBuf::from(staged);
+    write_new(&staged, signer)?;
+    std::fs::rename(&staged, path).map_err(write)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(write)?;
+    }
+    Ok(())
+}
+
+/// Writes a new key file (never over one), mode 0600, synced.
+fn write_new(path: &Path, signer: &EventSigner) -> Result<(), KeyFileError> {
+    let write = |source| KeyFileError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(write)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(write)?;
+    file.write_all(format!("{}\n", B64.encode(signer.seed())).as_bytes())
+        .map_err(write)?;
+    file.sync_all().map_err(write)
 }
 
 /// Reads the key, if the file exists.
