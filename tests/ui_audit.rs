@@ -175,3 +175,41 @@ async fn a_user_has_no_audit_tab_and_opens_the_timeline_of_an_own_token() {
     assert_eq!(ui.js("!!document.querySelector('#tab-audit')").await, false);
     ui.close().await;
 }
+
+#[tokio::test]
+async fn the_browser_check_follows_a_key_rotation_and_shows_it() {
+    let app = TestApp::spawn_at(START).await;
+    let alice = app.login("alice").await;
+    app.create_token(&alice, &create_body("before")).await;
+    let before: Value = app.event_key().await;
+    let rotated = app
+        .client
+        .post(app.url("/v1/event-key/rotate"))
+        .bearer_auth("test-internal-key")
+        .send()
+        .await
+        .expect("rotate");
+    assert_eq!(rotated.status(), 201);
+    let rotated: Value = rotated.json().await.expect("json");
+    app.create_token(&alice, &create_body("after")).await;
+
+    let ui = Ui::start(&app.base, "audit-rotation").await;
+    ui.goto("/settings/audit").await;
+    ui.sign_in("audra").await;
+    ui.click("#audit-verify").await;
+    let status = ui
+        .until("the chain verified", "document.querySelector('#audit-chain-status').textContent.includes('Verified') && document.querySelector('#audit-chain-status').textContent")
+        .await;
+    assert!(
+        status.as_str().is_some_and(|s| s.contains("3 events")),
+        "{status}"
+    );
+    let notes = ui.text("#audit-key-rotations").await;
+    assert!(notes.contains("rotated at seq 2"), "{notes}");
+    assert!(
+        notes.contains(before["key_id"].as_str().expect("id"))
+            && notes.contains(rotated["event_key"]["key_id"].as_str().expect("id")),
+        "{notes}"
+    );
+    ui.shot("01-rotated").await;
+}

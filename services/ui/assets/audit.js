@@ -1,7 +1,8 @@
 // The Audit tab (auditors only) and a token's Timeline (auditors, and the
 // token's owner from the Tokens list). Audit: the chain checked in this
 // browser (every hash recomputed with WebCrypto and every Ed25519
-// signature checked against the served event key), every token as it
+// signature checked against the served event keys, following the key
+// rotations the log records, each of them shown), every token as it
 // stood at a chosen moment, and the history between two moments. Timeline:
 // one token's events and what its calls did. Everything from the server
 // goes in as text, never as markup.
@@ -30,10 +31,29 @@ function table(id, head, rows) {
 // ---------------------------------------------------------------------------
 // The chain, checked here
 
-/** Pages through every event; answers {count, head} or throws at the first bad seq. */
+/** The served keys by id, imported for WebCrypto. */
+async function servedKeys(served) {
+  const keys = new Map();
+  for (const k of [...(served.previous || []), served]) {
+    keys.set(k.key_id, await crypto.subtle.importKey('raw', b64(k.key), { name: 'Ed25519' }, false, ['verify']));
+  }
+  return keys;
+}
+
+/**
+ * Pages through every event; answers {count, head, key_id, rotations} or
+ * throws at the first bad seq. The key in force is event 1's (one of the
+ * served keys), then each rotation's new key; a rotation is signed by the
+ * key it replaces, or, after a lost key, by its new key (which must be
+ * served). An event without a signature (its key was lost) is vouched for
+ * by the next signed one.
+ */
 async function verifyChain(progress) {
   const served = await api('GET', '/v1/event-key');
-  const key = await crypto.subtle.importKey('raw', b64(served.key), { name: 'Ed25519' }, false, ['verify']);
+  const keys = await servedKeys(served);
+  const rotations = [];
+  let current = null;
+  let unvouched = null;
   let prev = '0'.repeat(64);
   let after = 0;
   let count = 0;
@@ -49,11 +69,35 @@ async function verifyChain(progress) {
       joined.set(payload, 32);
       const hash = new Uint8Array(await crypto.subtle.digest('SHA-256', joined));
       if (hex(hash) !== e.hash) fail('hash does not match prev_hash and payload');
-      if (e.key_id !== served.key_id) fail(`signed by key ${e.key_id}, not the served key`);
-      const signed = new Uint8Array(DOMAIN.length + 32);
-      signed.set(DOMAIN, 0);
-      signed.set(hash, DOMAIN.length);
-      if (!(await crypto.subtle.verify({ name: 'Ed25519' }, key, b64(e.signature), signed))) fail('the signature does not verify');
+      if (current === null) {
+        if (!keys.has(e.key_id)) fail(`signed by key ${e.key_id}, which the server does not serve`);
+        current = e.key_id;
+      }
+      let signer = current;
+      let next = current;
+      if (e.type === 'signing_key_rotated') {
+        const lost = e.data.previous_lost === true;
+        if (lost) {
+          if (!keys.has(e.data.key_id)) fail(`the key ${e.data.previous_key_id} was declared lost and replaced by ${e.data.key_id}, which the server does not serve`);
+          signer = e.data.key_id;
+        } else if (e.data.previous_key_id !== current) {
+          fail(`a key rotation that does not start from the key in force ${current}`);
+        }
+        next = e.data.key_id;
+        rotations.push({ seq: e.seq, from: e.data.previous_key_id, to: e.data.key_id, lost });
+      }
+      if (e.key_id !== signer) fail(`signed by key ${e.key_id}, not by the key in force ${signer}`);
+      if (e.signature === '') {
+        if (unvouched === null) unvouched = e.seq;
+      } else {
+        const signed = new Uint8Array(DOMAIN.length + 32);
+        signed.set(DOMAIN, 0);
+        signed.set(hash, DOMAIN.length);
+        const key = keys.get(signer);
+        if (!key || !(await crypto.subtle.verify({ name: 'Ed25519' }, key, b64(e.signature), signed))) fail('the signature does not verify');
+        unvouched = null;
+      }
+      current = next;
       prev = e.hash;
       count += 1;
     }
@@ -61,11 +105,23 @@ async function verifyChain(progress) {
     if (page.next_after === null || page.next_after === undefined) break;
     after = page.next_after;
   }
-  return { count, head: prev, key_id: served.key_id };
+  if (unvouched !== null) throw new Error(`seq ${unvouched}: no signature, and no signed event after it vouches for it`);
+  return { count, head: prev, key_id: current ?? served.key_id, rotations };
+}
+
+/** What the last check found of key rotations, as text. */
+function rotationNotes(rotations) {
+  if (!rotations || rotations.length === 0) return null;
+  return h('ul', { id: 'audit-key-rotations', class: 'muted' },
+    rotations.map((r) => h('li', {},
+      `Event key ${r.lost ? 'replaced after a loss' : 'rotated'} at seq ${r.seq}: `,
+      h('code', { class: 'mono' }, r.from), ' → ', h('code', { class: 'mono' }, r.to),
+      r.lost ? ' (the previous key was declared lost: this break is signed by the new key only)' : '')));
 }
 
 function chainCard() {
   const status = h('p', { id: 'audit-chain-status', role: 'status' });
+  const notes = h('div', {});
   const last = () => {
     try { return JSON.parse(localStorage.getItem(LAST_CHECK) || 'null'); } catch { return null; }
   };
@@ -78,6 +134,7 @@ function chainCard() {
         : `${stripTicks(check.error)} `,
       check.ok ? h('code', { id: 'audit-chain-head', class: 'mono' }, check.head) : null,
       ' · last verification ', timeEl(check.at, dateTimeFmt));
+    notes.replaceChildren(...(check.ok && rotationNotes(check.rotations) ? [rotationNotes(check.rotations)] : []));
   };
   const button = h('button', {
     type: 'button', class: 'btn btn-secondary', id: 'audit-verify',
@@ -101,8 +158,8 @@ function chainCard() {
   show(last());
   return h('section', { class: 'card', 'aria-labelledby': 'audit-chain-title' },
     h('h2', { id: 'audit-chain-title' }, 'The event chain'),
-    h('p', { class: 'muted' }, 'Recomputes every hash and checks every signature in this browser against the served event key.'),
-    status, button);
+    h('p', { class: 'muted' }, 'Recomputes every hash and checks every signature in this browser against the served event keys, following their rotations.'),
+    status, notes, button);
 }
 
 // ---------------------------------------------------------------------------
