@@ -85,6 +85,11 @@ pub struct RequestIndex {
     writer: Arc<Mutex<HashMap<Ulid, u64>>>,
     /// Hourly counts journaled but not yet folded (see `counts.rs`).
     pending: Arc<Mutex<Pending>>,
+    /// The greatest record key the index holds of each token seen since
+    /// start (read from the tree the first time): a record whose key is
+    /// above it cannot be there yet, so only the others are looked up to
+    /// skip what is delivered again.
+    high_water: Arc<Mutex<HashMap<Ulid, RecordKey>>>,
     /// Records API nodes dropped, per token and hour.
     pub drops: super::drops::DropCounts,
     /// The insight counters per token and hour; `None` when they are not
@@ -125,6 +130,7 @@ impl RequestIndex {
             last_used,
             writer: Arc::new(Mutex::new(HashMap::new())),
             pending: Arc::new(Mutex::new(pending)),
+            high_water: Arc::default(),
             drops: super::drops::DropCounts::open(db)?,
             insights: Some(insight_tree),
         })
@@ -150,6 +156,17 @@ impl RequestIndex {
     /// The raw insight tree (if kept), for tools and benchmarks.
     pub fn insight_tree(&self) -> Option<&sled::Tree> {
         self.insights.as_ref()
+    }
+
+    /// The greatest record key of `token` in the tree (zeros: none).
+    fn greatest_record_key(&self, token: Ulid) -> Result<RecordKey, IndexError> {
+        for item in self.tree.scan_prefix(token.to_bytes()).rev() {
+            let (key, _) = item?;
+            if let Ok(key) = RecordKey::try_from(key.as_ref()) {
+                return Ok(key);
+            }
+        }
+        Ok([0; RECORD_KEY])
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Ulid, u64>> {
@@ -273,6 +290,14 @@ impl RequestIndex {
         let mut newest: HashMap<Ulid, u64> = HashMap::new();
         let mut insight_deltas = Deltas::new();
         let counting = self.insights.is_some();
+        let mut high_water = self
+            .high_water
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if high_water.len() > LAST_USED_CACHE {
+            high_water.clear();
+        }
+        let mut raised: HashMap<Ulid, RecordKey> = HashMap::new();
         for r in records {
             let at_ms = key_ms(r.at);
             let seen_at = newest.entry(r.token_id).or_default();
@@ -282,10 +307,20 @@ impl RequestIndex {
                 continue;
             }
             let key = record_key(r.token_id, at_ms, r.id);
-            if !seen.insert(key) || self.tree.contains_key(key)? {
+            let above = match high_water.get(&r.token_id) {
+                Some(top) => *top,
+                None => {
+                    let top = self.greatest_record_key(r.token_id)?;
+                    high_water.insert(r.token_id, top);
+                    top
+                }
+            };
+            if !seen.insert(key) || (key <= above && self.tree.contains_key(key)?) {
                 outcome.duplicates += 1;
                 continue;
             }
+            let top = raised.entry(r.token_id).or_insert(above);
+            *top = (*top).max(key);
             batch.insert(&key[..], encode_record(r)?);
             hourly
                 .entry(hour_key(r.token_id, at_ms - at_ms % HOUR_MS))
@@ -313,6 +348,8 @@ impl RequestIndex {
         }
         // Records, their counts and their insights land together or not at all.
         self.tree.apply_batch(batch)?;
+        high_water.extend(raised);
+        drop(high_water);
         if !hourly.is_empty() {
             self.pending().add(seq, hourly);
         }

@@ -449,3 +449,29 @@ fn a_cut_path_keeps_its_flag_and_an_uncut_record_keeps_the_first_layout() {
     let summary = idx.insights(token, T0 as u64 + 1).expect("insights");
     assert_eq!(summary.scope(Scope::Read).allowed, 1);
 }
+
+#[test]
+fn a_record_delivered_again_is_skipped_after_a_reopen_and_out_of_order() {
+    let idx = index();
+    let token = Ulid::new();
+    let (early, middle, late) = (
+        record(token, T0 + 1, 200),
+        record(token, T0 + 2, 200),
+        record(token, T0 + 3, 200),
+    );
+    let cutoff = Timestamp::UNIX_EPOCH;
+    let first = idx
+        .ingest(&[middle.clone(), late.clone()], cutoff)
+        .expect("ingest");
+    assert_eq!(first.indexed, 2);
+    // Older than the newest indexed: looked up, new, indexed.
+    let out_of_order = idx.ingest(&[early.clone()], cutoff).expect("early");
+    assert_eq!((out_of_order.indexed, out_of_order.duplicates), (1, 0));
+    // Reopened (nothing known in memory): every copy is still found.
+    let idx = RequestIndex::open(&idx.db, idx.last_used.clone()).expect("reopen");
+    let newer = record(token, T0 + 4, 200);
+    let again = idx
+        .ingest(&[early, middle, late, newer], cutoff)
+        .expect("again");
+    assert_eq!((again.indexed, again.duplicates), (1, 3));
+}
