@@ -465,7 +465,9 @@ fn a_record_delivered_again_is_skipped_after_a_reopen_and_out_of_order() {
         .expect("ingest");
     assert_eq!(first.indexed, 2);
     // Older than the newest indexed: looked up, new, indexed.
-    let out_of_order = idx.ingest(&[early.clone()], cutoff).expect("early");
+    let out_of_order = idx
+        .ingest(std::slice::from_ref(&early), cutoff)
+        .expect("early");
     assert_eq!((out_of_order.indexed, out_of_order.duplicates), (1, 0));
     // Reopened (nothing known in memory): every copy is still found.
     let idx = RequestIndex::open(&idx.db, idx.last_used.clone()).expect("reopen");
