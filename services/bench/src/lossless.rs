@@ -203,17 +203,24 @@ fn run_on(setup: Setup, args: &Args) -> anyhow::Result<Outcome> {
         ),
         None => println!("  NOT all queryable within 60 s"),
     }
-    let held = runtime.block_on(async {
+    let (held, stream_bytes) = runtime.block_on(async {
         let client = enspace_nats::connect(&nats.tokens_url(), "bench-lossless-stream").await?;
-        let stream = async_nats::jetstream::new(client)
+        let mut stream = async_nats::jetstream::new(client)
             .get_stream(enspace_nats::REQUESTS_STREAM)
             .await
             .context("the request records stream")?;
-        crate::support::records_in(&stream).await
+        let bytes = stream.info().await?.state.bytes;
+        anyhow::Ok((crate::support::records_in(&stream).await?, bytes))
     })?;
+    let index_bytes = crate::query::dir_bytes(&data.path().join("requests"));
     // CPU per record of the logged side: nats-server's and the control
     // plane's whole use, the node's beyond the baseline's (same pace).
     let per_record = |seconds: f64| seconds * 1e6 / expected as f64;
+    println!(
+        "  disk per record: {:.0} bytes in the stream (one replica), {:.0} bytes in the request index",
+        stream_bytes as f64 / held.records.max(1) as f64,
+        index_bytes as f64 / held.records.max(1) as f64,
+    );
     println!(
         "  stream: {} records in {} messages ({:.1} records/message, --record-batch-max {}, --record-linger {}); \
          CPU per record: nats-server {:.1} µs, enspace tokens {:.1} µs, api-node {:.1} µs beyond /healthz",

@@ -303,7 +303,7 @@ fn bare_scan(tree: &sled::Tree, token: Ulid, from_ms: u64, to_ms: u64) -> anyhow
     Ok(seen)
 }
 
-fn dir_bytes(path: &Path) -> u64 {
+pub(crate) fn dir_bytes(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
     };
