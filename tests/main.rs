@@ -19,6 +19,7 @@ mod distributed;
 mod durability;
 mod event_key;
 mod expiry;
+mod fences;
 mod foreign_messages;
 mod heartbeats;
 mod insights;

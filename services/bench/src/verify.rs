@@ -111,7 +111,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for _ in 0..args.rounds {
         verify_ns.push(time_each(v, |i| {
             let header = &headers[walk(&order, i)];
-            let verdict = verify(&replica, Some(header), now_ms, Scope::Read, Some("acme"));
+            let verdict = verify(
+                &replica,
+                Some(header),
+                now_ms,
+                Scope::Read,
+                Some("acme"),
+                || None,
+            );
             assert!(
                 verdict.rejection.is_none(),
                 "every verification should pass"
@@ -150,6 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 now_ms,
                 Scope::Read,
                 Some("acme"),
+                || None,
             );
             assert!(verdict.rejection.is_none());
         }));
