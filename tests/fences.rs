@@ -363,3 +363,49 @@ async fn introspection_enforces_fences_with_the_client_ip_the_calling_node_gives
         "no client_ip: a fenced token is not active"
     );
 }
+
+#[tokio::test]
+async fn the_suggestion_covers_three_addresses_of_one_24_as_that_block_and_another_alone() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut args = crate::support::serve::service_args(data.path(), None);
+    args.limits.http.trusted_proxies = "127.0.0.1".parse().expect("proxies");
+    let app = ServeApp::spawn_with(args, data).await;
+    let alice = app.login("alice").await;
+    let read_only = json!({"description": "used", "expiration": "never", "scopes": ["read"],
+                           "workspaces": ["acme"]});
+    let (token, secret) = app.create_token(&alice, &read_only).await;
+    for client in ["192.0.2.10", "192.0.2.20", "192.0.2.30", "198.51.100.7"] {
+        assert_eq!(read_from(&app, &secret, Some(client)).await.status(), 200);
+    }
+    // A refused call (a write with a read-only token) suggests nothing.
+    let refused = app
+        .client
+        .post(app.url(RECORDS))
+        .bearer_auth(&secret)
+        .header("x-forwarded-for", "203.0.113.9")
+        .json(&json!({"title": "no"}))
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(refused.status(), 403);
+
+    let body = crate::insights::insights_after(&app, &alice, &id(&token), 5).await;
+    let suggested = body["suggestion"]["allowed_cidrs"].clone();
+    assert_eq!(suggested, json!(["192.0.2.0/24", "198.51.100.7/32"]));
+
+    // The suggestion is a valid fence: a narrower token made from it works
+    // from those networks only.
+    let mut narrower = read_only.clone();
+    narrower["allowed_cidrs"] = suggested;
+    let (_, fenced_secret) = app.create_token(&alice, &narrower).await;
+    for inside in ["192.0.2.99", "198.51.100.7"] {
+        assert_eq!(
+            read_from(&app, &fenced_secret, Some(inside)).await.status(),
+            200
+        );
+    }
+    for outside in ["203.0.113.9", "198.51.100.8"] {
+        let res = read_from(&app, &fenced_secret, Some(outside)).await;
+        assert_problem(res, 403, "address_not_allowed").await;
+    }
+}

@@ -211,6 +211,64 @@ pub fn not_before(
     Ok(crate::clock::millis(at))
 }
 
+/// The most ranges a suggestion names.
+pub const MAX_SUGGESTED_CIDRS: usize = 8;
+
+/// The ranges that cover `addresses` (those that made allowed calls): each
+/// address alone (/32, /128), several that share a /24 (IPv6: a /48) as
+/// that block, and while that makes more than [`MAX_SUGGESTED_CIDRS`], the
+/// two neighbours with the longest common prefix merged into it (so the
+/// set stays as narrow as ≤ 8 ranges allow). IPv4 first, each family in
+/// address order.
+pub fn suggest_cidrs(addresses: impl IntoIterator<Item = IpAddr>) -> Vec<IpNet> {
+    let mut singles: Vec<IpNet> = addresses
+        .into_iter()
+        .map(|ip| IpNet::from(canonical(ip)))
+        .collect();
+    singles.sort();
+    singles.dedup();
+    let block = |net: &IpNet| {
+        let len = if net.addr().is_ipv4() { 24 } else { 48 };
+        IpNet::new(net.addr(), len).map_or(*net, |n| n.trunc())
+    };
+    let mut nets: Vec<IpNet> = singles
+        .chunk_by(|a, b| block(a) == block(b))
+        .map(|run| match run {
+            [one] => *one,
+            _ => block(&run[0]),
+        })
+        .collect();
+    while nets.len() > MAX_SUGGESTED_CIDRS {
+        // In address order, the narrowest common block of any two ranges
+        // is that of two neighbours.
+        let best = nets
+            .windows(2)
+            .enumerate()
+            .filter_map(|(i, pair)| common_block(&pair[0], &pair[1]).map(|n| (i, n)))
+            .min_by_key(|(_, n)| std::cmp::Reverse(n.prefix_len()));
+        let Some((i, merged)) = best else {
+            break;
+        };
+        nets.splice(i..i + 2, [merged]);
+        nets.sort();
+        // A block now covering its neighbours stands for them.
+        nets.dedup_by(|later, earlier| earlier.contains(&*later));
+    }
+    nets
+}
+
+/// The narrowest block holding both, if they are of one family.
+fn common_block(a: &IpNet, b: &IpNet) -> Option<IpNet> {
+    let (a_bits, b_bits, width) = match (a.network(), b.network()) {
+        (IpAddr::V4(x), IpAddr::V4(y)) => (u128::from(u32::from(x)), u128::from(u32::from(y)), 32),
+        (IpAddr::V6(x), IpAddr::V6(y)) => (u128::from(x), u128::from(y), 128),
+        _ => return None,
+    };
+    let shared = ((a_bits ^ b_bits).leading_zeros() - (128 - width)) as u8;
+    let len = shared.min(a.prefix_len()).min(b.prefix_len());
+    IpNet::new(a.network(), len).ok().map(|n| n.trunc())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +364,66 @@ mod tests {
     fn a_recorded_list_that_cannot_be_read_admits_no_one() {
         let fence = Fence::of(&created(&["not a range"], None)).expect("fence");
         assert!(!fence.admits(ip("192.0.2.1")));
+    }
+
+    fn suggested(addresses: &[&str]) -> Vec<String> {
+        suggest_cidrs(addresses.iter().map(|a| a.parse::<IpAddr>().expect("ip")))
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_suggestion_keeps_singles_and_widens_addresses_that_share_a_24_or_48() {
+        assert_eq!(
+            suggested(&["192.0.2.10", "192.0.2.20", "192.0.2.30", "198.51.100.7"]),
+            ["192.0.2.0/24", "198.51.100.7/32"]
+        );
+        assert_eq!(
+            suggested(&[
+                "2001:db8:1:2::1",
+                "2001:db8:1:ff::9",
+                "2001:db8:2::1",
+                "::ffff:203.0.113.5"
+            ]),
+            ["203.0.113.5/32", "2001:db8:1::/48", "2001:db8:2::1/128"]
+        );
+        assert_eq!(suggested(&["10.0.0.1", "10.0.0.1"]), ["10.0.0.1/32"]);
+        assert!(suggested(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_suggestion_merges_the_closest_ranges_until_at_most_8_are_left() {
+        // Ten addresses in ten /24s: the two closest pairs merge.
+        let many = [
+            "10.0.1.1",
+            "10.0.2.1",
+            "10.0.8.1",
+            "10.0.9.1",
+            "172.16.0.1",
+            "192.0.2.1",
+            "198.51.100.1",
+            "203.0.113.1",
+            "100.64.0.1",
+            "8.8.8.8",
+        ];
+        let got = suggested(&many);
+        assert_eq!(got.len(), 8, "{got:?}");
+        assert!(got.contains(&"10.0.0.0/22".to_owned()), "{got:?}");
+        assert!(got.contains(&"10.0.8.0/23".to_owned()), "{got:?}");
+        // Every address is covered.
+        let nets: Vec<IpNet> = got.iter().map(|n| n.parse().expect("net")).collect();
+        for a in many {
+            let ip: IpAddr = a.parse().expect("ip");
+            assert!(nets.iter().any(|n| n.contains(&ip)), "{a} in {got:?}");
+        }
+        // A thousand spread over the space still fit in 8.
+        let spread: Vec<IpAddr> = (0..1000u32)
+            .map(|i| IpAddr::V4(std::net::Ipv4Addr::from(i.wrapping_mul(2_654_435_761))))
+            .collect();
+        let nets = suggest_cidrs(spread.clone());
+        assert!(nets.len() <= MAX_SUGGESTED_CIDRS);
+        assert!(spread.iter().all(|ip| nets.iter().any(|n| n.contains(ip))));
     }
 
     #[test]
