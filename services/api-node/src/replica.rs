@@ -423,6 +423,45 @@ mod tests {
     }
 
     #[test]
+    fn replica_holds_each_tokens_fences_from_its_creation_and_shares_them() {
+        let replica = TokenReplica::new();
+        let fenced = |seq: u64, i: u64| {
+            fixtures::created(seq, &SecretHash(hash(i)))
+                .token_id(id_of(&hash(i)))
+                .allowed_cidrs(&["192.0.2.0/24"])
+                .not_before(jiff::Timestamp::from_millisecond(5_000).expect("ts"))
+                .build()
+        };
+        replica.apply(&fenced(1, 1));
+        replica.apply(&fenced(2, 2));
+        replica.apply(&created(3, &hash(3), "alice", &["acme"]));
+        let one = replica
+            .lookup(&hash(1))
+            .expect("known")
+            .fence
+            .expect("fenced");
+        assert_eq!(one.not_before_ms, 5_000);
+        assert!(one.admits(Some("192.0.2.9".parse().expect("ip"))));
+        assert!(!one.admits(Some("198.51.100.1".parse().expect("ip"))));
+        // The same fences of the same user are held once.
+        let two = replica
+            .lookup(&hash(2))
+            .expect("known")
+            .fence
+            .expect("fenced");
+        assert!(Arc::ptr_eq(&one, &two));
+        assert!(replica.lookup(&hash(3)).expect("known").fence.is_none());
+        // A replayed creation without fences takes nothing away.
+        let mut replay = fenced(4, 1);
+        if let TokenEvent::TokenCreated(c) = &mut replay.event {
+            c.allowed_cidrs.clear();
+            c.not_before = None;
+        }
+        replica.apply(&replay);
+        assert!(replica.lookup(&hash(1)).expect("known").fence.is_some());
+    }
+
+    #[test]
     fn replace_with_takes_over_the_rebuilt_state() {
         let replica = TokenReplica::new();
         replica.apply(&created(1, &hash(1), "alice", &["acme"]));
