@@ -82,7 +82,35 @@ pub struct Fence {
     /// The ranges calls may come from; `None` for any address. An event
     /// whose list holds nothing readable allows no address at all (a fence
     /// that cannot be read fails closed).
-    pub allowed: Option<Box<[IpNet]>>,
+    pub allowed: Option<Box<[Range]>>,
+}
+
+/// One allowed range, ready to match: an address is in it when its bits
+/// under `mask` are `bits` (IPv4 in the low 32 bits, apart from IPv6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Range {
+    v4: bool,
+    bits: u128,
+    mask: u128,
+}
+
+impl Range {
+    fn of(net: IpNet) -> Range {
+        let (v4, bits, width) = match net.network() {
+            IpAddr::V4(a) => (true, u128::from(u32::from(a)), 32),
+            IpAddr::V6(a) => (false, u128::from(a), 128),
+        };
+        let host = u128::MAX
+            .checked_shr(128 - width + u32::from(net.prefix_len()))
+            .unwrap_or(0);
+        let mask = !host & (u128::MAX >> (128 - width));
+        Range { v4, bits, mask }
+    }
+
+    /// Whether the canonical address `(v4, bits)` is in it.
+    fn holds(&self, v4: bool, bits: u128) -> bool {
+        self.v4 == v4 && bits & self.mask == self.bits
+    }
 }
 
 impl Fence {
@@ -102,6 +130,7 @@ impl Fence {
             allowed_cidrs
                 .iter()
                 .filter_map(|c| parse_cidr(c).ok())
+                .map(Range::of)
                 .collect()
         });
         Some(Fence {
@@ -126,10 +155,12 @@ impl Fence {
         let Some(allowed) = &self.allowed else {
             return true;
         };
-        let Some(ip) = client.map(canonical) else {
-            return false;
+        let (v4, bits) = match client.map(canonical) {
+            Some(IpAddr::V4(a)) => (true, u128::from(u32::from(a))),
+            Some(IpAddr::V6(a)) => (false, u128::from(a)),
+            None => return false,
         };
-        allowed.iter().any(|net| net.contains(&ip))
+        allowed.iter().any(|range| range.holds(v4, bits))
     }
 
     /// Whether this fence needs the client's address to decide.
@@ -358,6 +389,28 @@ mod tests {
         assert_eq!(fence.check(None, ms), Ok(()));
         assert!(!fence.needs_address());
         assert_eq!(Fence::of(&created(&[], None)), None);
+    }
+
+    #[test]
+    fn whole_spaces_and_single_addresses_match_exactly_their_addresses() {
+        let fence = Fence::new(&["0.0.0.0/0".into()], None).expect("fence");
+        assert!(fence.admits(ip("203.0.113.1")));
+        assert!(
+            !fence.admits(ip("2001:db8::1")),
+            "IPv4's whole space holds no IPv6"
+        );
+        let fence = Fence::new(&["::/0".into()], None).expect("fence");
+        assert!(fence.admits(ip("2001:db8::1")));
+        assert!(!fence.admits(ip("203.0.113.1")));
+        let fence =
+            Fence::new(&["198.51.100.7/32".into(), "2001:db8::7/128".into()], None).expect("fence");
+        assert!(fence.admits(ip("198.51.100.7")));
+        assert!(!fence.admits(ip("198.51.100.6")));
+        assert!(fence.admits(ip("2001:db8::7")));
+        assert!(!fence.admits(ip("2001:db8::8")));
+        let fence = Fence::new(&["10.128.0.0/9".into()], None).expect("fence");
+        assert!(fence.admits(ip("10.255.255.255")));
+        assert!(!fence.admits(ip("10.127.255.255")));
     }
 
     #[test]
