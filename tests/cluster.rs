@@ -589,6 +589,8 @@ async fn a_forged_or_garbled_forwarded_command_is_answered_with_an_error_and_cha
         scopes: vec![enspace_core::Scope::Read],
         workspaces: vec!["acme".into()],
         secret_hash: SecretHash([7; 32]),
+        allowed_cidrs: Vec::new(),
+        not_before: None,
     });
     let forged = enspace_cluster::forward::seal(&forged, &EventSigner::generate()).expect("sealed");
     let garbage: [&[u8]; 5] = [

@@ -76,7 +76,7 @@ async fn insights(api: &ApiClient, session: &str, id: &str) -> Value {
 
 /// Waits until the insights count `n` calls in all (allowed, denied, 401,
 /// 429), then answers them; fails if they ever count more.
-async fn insights_after(api: &ApiClient, session: &str, id: &str, n: u64) -> Value {
+pub(crate) async fn insights_after(api: &ApiClient, session: &str, id: &str, n: u64) -> Value {
     eventually(
         Duration::from_secs(20),
         &format!("insights of {n} calls"),
@@ -140,7 +140,7 @@ async fn a_token_used_only_to_read_one_workspace_is_told_so(app: &ServeApp) {
 
     assert_eq!(
         body["suggestion"],
-        json!({"scopes": ["read"], "workspaces": ["acme"]})
+        json!({"scopes": ["read"], "workspaces": ["acme"], "allowed_cidrs": ["127.0.0.0/24"]})
     );
     assert_eq!(
         body["calls"],
@@ -253,7 +253,7 @@ async fn denied_calls_are_counted_as_denied(app: &ServeApp) {
     );
     assert_eq!(
         body["suggestion"],
-        json!({"scopes": ["read"], "workspaces": ["acme"]})
+        json!({"scopes": ["read"], "workspaces": ["acme"], "allowed_cidrs": ["127.0.0.1/32"]})
     );
 
     // Revoked: its calls are 401s, counted apart (reads the node allowed
@@ -385,7 +385,7 @@ async fn past_the_retention_calls_no_longer_count() {
     let body = insights_after(&app, &alice, &id, 2).await;
     assert_eq!(
         body["suggestion"],
-        json!({"scopes": ["read", "write"], "workspaces": ["acme"]})
+        json!({"scopes": ["read", "write"], "workspaces": ["acme"], "allowed_cidrs": ["127.0.0.1/32"]})
     );
     // 40 s on, a read from another IP: all three within the minute.
     app.clock.advance(SignedDuration::from_secs(40));
@@ -402,7 +402,7 @@ async fn past_the_retention_calls_no_longer_count() {
     assert_eq!(body["calls"]["allowed"], 1, "{body}");
     assert_eq!(
         body["suggestion"],
-        json!({"scopes": ["read"], "workspaces": ["acme"]})
+        json!({"scopes": ["read"], "workspaces": ["acme"], "allowed_cidrs": ["127.0.0.3/32"]})
     );
     assert_eq!(body["client_ips_seen"], 1);
     assert_eq!(body["client_ips"][0]["ip"], "127.0.0.3");
@@ -413,7 +413,10 @@ async fn past_the_retention_calls_no_longer_count() {
         body["calls"],
         json!({"allowed": 0, "denied": 0, "invalid_token": 0, "rate_limited": 0, "unlisted_workspace_calls": 0})
     );
-    assert_eq!(body["suggestion"], json!({"scopes": [], "workspaces": []}));
+    assert_eq!(
+        body["suggestion"],
+        json!({"scopes": [], "workspaces": [], "allowed_cidrs": []})
+    );
     assert_eq!(body["client_ips"], json!([]));
     assert!(row(&body["scopes"], "scope", "read")["last_used"].is_null());
 }

@@ -79,6 +79,8 @@ async fn create_answers_201_with_location_no_store_the_token_and_its_secret() {
             "replaced_by": null,
             "revoked_reason": null,
             "leak_url": null,
+            "allowed_cidrs": null,
+            "not_before": null,
         })
     );
     assert!(

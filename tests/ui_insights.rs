@@ -195,6 +195,7 @@ async fn insights_suggest_read_on_acme_and_prefill_a_narrower_token() {
             .await
             .contains("Write, Delete, Globex")
     );
+    assert_eq!(ui.text("#insights-suggested-cidrs").await, "127.0.0.1/32");
     ui.shot("01-suggestion").await;
 
     ui.click("#insights-narrow").await;
@@ -210,6 +211,12 @@ async fn insights_suggest_read_on_acme_and_prefill_a_narrower_token() {
         )
         .await,
         json!(["token-scope-read", "token-workspace-acme"])
+    );
+    // The addresses its calls came from are the narrower token's fence.
+    assert_eq!(
+        ui.js_str("document.querySelector('#token-allowed_cidrs').value")
+            .await,
+        "127.0.0.1/32"
     );
     ui.shot("02-prefilled-create-dialog").await;
     ui.click("#create-submit").await;
@@ -229,6 +236,7 @@ async fn insights_suggest_read_on_acme_and_prefill_a_narrower_token() {
     assert_eq!(narrowed["description"], "Broad sync (narrowed)");
     assert_eq!(narrowed["scopes"], json!(["read"]));
     assert_eq!(narrowed["workspaces"], json!(["acme"]));
+    assert_eq!(narrowed["allowed_cidrs"], json!(["127.0.0.1/32"]));
     assert_eq!(narrowed["status"], "active");
     ui.close().await;
 }

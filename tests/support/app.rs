@@ -307,8 +307,9 @@ impl ApiClient {
     /// Creates a token and returns `(token json, secret)`.
     pub async fn create_token(&self, session: &str, body: &Value) -> (Value, String) {
         let res = self.post_json(session, "/v1/tokens", body).await;
-        assert_eq!(res.status(), 201, "create token");
+        let status = res.status();
         let body: Value = res.json().await.expect("created body");
+        assert_eq!(status, 201, "create token: {body}");
         let secret = body["secret"].as_str().expect("secret").to_owned();
         (body["token"].clone(), secret)
     }

@@ -102,6 +102,18 @@ fn rejection_response(rejection: &Rejection) -> Response {
             "this token is not granted this workspace",
         )
         .into_response(),
+        Rejection::AddressNotAllowed => ApiError::forbidden(
+            "address_not_allowed",
+            "this token may not be used from this client address",
+        )
+        .into_response(),
+        Rejection::NotYetValid => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "token_not_yet_valid",
+            "this token is not valid yet; it starts working at its `not_before` time",
+        )
+        .with_header(header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")
+        .into_response(),
         other => {
             let detail = match other {
                 Rejection::Missing => {
@@ -153,6 +165,7 @@ pub async fn require_token(
         now.as_millisecond(),
         needed,
         workspace,
+        || enspace_http::client_addr::client_addr(req.extensions(), req.headers()),
     );
     auth.metrics.observe_verification(
         verdict.rejection.as_ref().map_or("ok", Rejection::outcome),

@@ -2,8 +2,9 @@
 //! laid out so that verifying a token costs one cache line of the replica
 //! (the table is in [`crate::table`]).
 //!
-//! A token's user and workspace set are interned together as a principal,
-//! so an entry carries one 32-bit index. Events are folded by the rules every
+//! A token's user, workspace set and fences (`allowed_cidrs`, `not_before`)
+//! are interned together as a principal, so an entry carries one 32-bit
+//! index, and a token without fences costs nothing more to verify. Events are folded by the rules every
 //! fold of the log shares (`enspace_core::fold`): revocation is monotonic and
 //! a creation for a known id or hash is ignored, so replayed or duplicated
 //! events change nothing.
@@ -12,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, RwLock};
 
+use enspace_core::fence::Fence;
 use enspace_core::fold::{self, Change, Known};
 use enspace_core::{EventEnvelope, SecretHash};
 use ulid::Ulid;
@@ -28,20 +30,25 @@ pub struct TokenFacts {
     pub scopes: Scopes,
     pub expires_at_ms: i64,
     pub revoked: bool,
+    /// Its fences, if it has any.
+    pub fence: Option<Arc<Fence>>,
 }
 
-/// A token's user and workspace set, shared by all its tokens.
+/// A token's user, workspace set and fences, shared by all its tokens.
 struct Principal {
     user: Arc<str>,
     workspaces: Arc<[String]>,
+    fence: Option<Arc<Fence>>,
 }
 
 #[derive(Default)]
 struct Inner {
     table: Table,
     principals: Vec<Principal>,
-    /// (user, workspace set) → principal.
-    principal_ids: HashMap<(u32, u32), u32>,
+    /// (user, workspace set, fence + 1 or 0 for none) → principal.
+    principal_ids: HashMap<(u32, u32, u32), u32>,
+    fences: Vec<Arc<Fence>>,
+    fence_ids: HashMap<Arc<Fence>, u32>,
     users: Vec<Arc<str>>,
     user_ids: HashMap<Arc<str>, u32>,
     workspace_sets: Vec<Arc<[String]>>,
@@ -98,15 +105,40 @@ impl Inner {
         i
     }
 
-    fn intern_principal(&mut self, user: &str, workspaces: &[String]) -> u32 {
-        let key = (self.intern_user(user), self.intern_workspaces(workspaces));
+    /// The fence's index plus one; 0 for none.
+    fn intern_fence(&mut self, fence: Option<Fence>) -> u32 {
+        let Some(fence) = fence else {
+            return 0;
+        };
+        if let Some(&i) = self.fence_ids.get(&fence) {
+            return i + 1;
+        }
+        let arc = Arc::new(fence);
+        let i = self.fences.len() as u32;
+        self.fences.push(arc.clone());
+        self.fence_ids.insert(arc, i);
+        i + 1
+    }
+
+    fn intern_principal(&mut self, user: &str, workspaces: &[String], fence: Option<Fence>) -> u32 {
+        let key = (
+            self.intern_user(user),
+            self.intern_workspaces(workspaces),
+            self.intern_fence(fence),
+        );
         if let Some(&i) = self.principal_ids.get(&key) {
             return i;
         }
         let i = self.principals.len() as u32;
+        let fence = key
+            .2
+            .checked_sub(1)
+            .and_then(|f| self.fences.get(f as usize))
+            .cloned();
         self.principals.push(Principal {
             user: self.users[key.0 as usize].clone(),
             workspaces: self.workspace_sets[key.1 as usize].clone(),
+            fence,
         });
         self.principal_ids.insert(key, i);
         i
@@ -129,7 +161,11 @@ impl Inner {
         self.last_seq = self.last_seq.max(envelope.seq);
         match fold::change(self, envelope) {
             Change::Create { hash, created } => {
-                let principal = self.intern_principal(&created.user_id, &created.workspaces);
+                let principal = self.intern_principal(
+                    &created.user_id,
+                    &created.workspaces,
+                    Fence::of(created),
+                );
                 self.ids.insert(u128::from(envelope.token_id));
                 self.table.insert(Slot {
                     key: hash.0,
@@ -167,6 +203,7 @@ impl Inner {
             scopes: Scopes::from_bits(slot.scopes),
             expires_at_ms: slot.expires_at_ms,
             revoked: slot.flags & REVOKED != 0,
+            fence: principal.fence.clone(),
         })
     }
 }
@@ -383,6 +420,45 @@ mod tests {
                 assert_eq!(&got, want, "{}", case.name);
             }
         }
+    }
+
+    #[test]
+    fn replica_holds_each_tokens_fences_from_its_creation_and_shares_them() {
+        let replica = TokenReplica::new();
+        let fenced = |seq: u64, i: u64| {
+            fixtures::created(seq, &SecretHash(hash(i)))
+                .token_id(id_of(&hash(i)))
+                .allowed_cidrs(&["192.0.2.0/24"])
+                .not_before(jiff::Timestamp::from_millisecond(5_000).expect("ts"))
+                .build()
+        };
+        replica.apply(&fenced(1, 1));
+        replica.apply(&fenced(2, 2));
+        replica.apply(&created(3, &hash(3), "alice", &["acme"]));
+        let one = replica
+            .lookup(&hash(1))
+            .expect("known")
+            .fence
+            .expect("fenced");
+        assert_eq!(one.not_before_ms, 5_000);
+        assert!(one.admits(Some("192.0.2.9".parse().expect("ip"))));
+        assert!(!one.admits(Some("198.51.100.1".parse().expect("ip"))));
+        // The same fences of the same user are held once.
+        let two = replica
+            .lookup(&hash(2))
+            .expect("known")
+            .fence
+            .expect("fenced");
+        assert!(Arc::ptr_eq(&one, &two));
+        assert!(replica.lookup(&hash(3)).expect("known").fence.is_none());
+        // A replayed creation without fences takes nothing away.
+        let mut replay = fenced(4, 1);
+        if let TokenEvent::TokenCreated(c) = &mut replay.event {
+            c.allowed_cidrs.clear();
+            c.not_before = None;
+        }
+        replica.apply(&replay);
+        assert!(replica.lookup(&hash(1)).expect("known").fence.is_some());
     }
 
     #[test]

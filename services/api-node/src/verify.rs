@@ -1,10 +1,13 @@
 //! Verifying a bearer token against the local replica: format and checksum
-//! (no allocation), SHA-256, one lookup, revocation, expiry, scope,
-//! workspace. No I/O. The replica's memory for the token is fetched while
+//! (no allocation), SHA-256, one lookup, revocation, expiry, fences
+//! (`not_before`, then the client address, read only for a token that has
+//! address ranges), scope, workspace. No I/O. The replica's memory for the token is fetched while
 //! the format is checked, so the check costs next to nothing.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use enspace_core::fence::Refusal;
 use enspace_core::secret::{PAT_LEN, check_pat_format};
 use enspace_core::{Scope, SecretHash, SecretParseError};
 use ulid::Ulid;
@@ -39,6 +42,10 @@ pub enum Rejection {
     Unknown,
     Expired,
     Revoked,
+    /// Before the token's `not_before`.
+    NotYetValid,
+    /// From an address outside the token's `allowed_cidrs`.
+    AddressNotAllowed,
     InsufficientScope(Scope),
     WorkspaceNotAllowed,
 }
@@ -52,6 +59,8 @@ impl Rejection {
             Rejection::Unknown => "unknown",
             Rejection::Expired => "expired",
             Rejection::Revoked => "revoked",
+            Rejection::NotYetValid => "not_yet_valid",
+            Rejection::AddressNotAllowed => "address_not_allowed",
             Rejection::InsufficientScope(_) => "insufficient_scope",
             Rejection::WorkspaceNotAllowed => "workspace_not_allowed",
         }
@@ -111,12 +120,16 @@ pub fn token_hash(presented: &str) -> SecretHash {
     SecretHash(digest)
 }
 
+/// Verifies `authorization` at `now_ms` for a call needing `needed` (in
+/// `workspace`); `client` gives the client's address, asked only of a
+/// token with address ranges.
 pub fn verify(
     replica: &TokenReplica,
     authorization: Option<&str>,
     now_ms: i64,
     needed: Scope,
     workspace: Option<&str>,
+    client: impl FnOnce() -> Option<IpAddr>,
 ) -> Verdict {
     let reject = |rejection, token| Verdict {
         token,
@@ -143,6 +156,13 @@ pub fn verify(
         Some(Rejection::Revoked)
     } else if facts.expires_at_ms <= now_ms {
         Some(Rejection::Expired)
+    } else if let Some(fence) = &facts.fence
+        && let Err(refusal) = fence.check(fence.needs_address().then(client).flatten(), now_ms)
+    {
+        Some(match refusal {
+            Refusal::NotYetValid => Rejection::NotYetValid,
+            Refusal::AddressNotAllowed => Rejection::AddressNotAllowed,
+        })
     } else if !facts.scopes.contains(needed) {
         Some(Rejection::InsufficientScope(needed))
     } else if workspace.is_some_and(|ws| !facts.workspaces.iter().any(|w| w == ws)) {
@@ -215,7 +235,7 @@ mod tests {
         replica.apply(&fixtures::revoked(3, made.token_id, &revoked.hash()));
         replica.apply(&created(4, &expired, &[Scope::Read], 1_000));
         let run = |header: Option<&str>, scope, ws| {
-            let verdict = verify(&replica, header, 1_000, scope, ws);
+            let verdict = verify(&replica, header, 1_000, scope, ws, || None);
             (verdict.rejection, verdict.token.map(|t| t.token_id))
         };
         let bearer_of = |s: &PatSecret| format!("Bearer {}", s.expose());
@@ -268,5 +288,39 @@ mod tests {
             run(Some(&bearer_of(&good)), Scope::Read, Some("globex")).0,
             Some(Rejection::WorkspaceNotAllowed)
         );
+    }
+
+    #[test]
+    fn verify_refuses_a_fenced_token_before_not_before_and_from_outside_its_ranges() {
+        let replica = TokenReplica::new();
+        let fenced = PatSecret::generate();
+        let plain = PatSecret::generate();
+        replica.apply(
+            &fixtures::created(1, &fenced.hash())
+                .allowed_cidrs(&["192.0.2.0/24", "2001:db8::/32"])
+                .not_before(jiff::Timestamp::from_millisecond(5_000).expect("ts"))
+                .build(),
+        );
+        replica.apply(&fixtures::created(2, &plain.hash()).build());
+        let header = format!("Bearer {}", fenced.expose());
+        let run = |now_ms, client: Option<&str>| {
+            let ip = client.map(|c| c.parse::<IpAddr>().expect("ip"));
+            verify(&replica, Some(&header), now_ms, Scope::Read, None, || ip).rejection
+        };
+        assert_eq!(run(4_999, Some("192.0.2.9")), Some(Rejection::NotYetValid));
+        assert_eq!(run(5_000, Some("192.0.2.9")), None);
+        assert_eq!(run(5_000, Some("2001:db8::1")), None);
+        assert_eq!(run(5_000, Some("::ffff:192.0.2.9")), None);
+        assert_eq!(
+            run(5_000, Some("198.51.100.1")),
+            Some(Rejection::AddressNotAllowed)
+        );
+        assert_eq!(run(5_000, None), Some(Rejection::AddressNotAllowed));
+        // A token without ranges never asks for the address.
+        let plain = format!("Bearer {}", plain.expose());
+        let verdict = verify(&replica, Some(&plain), 0, Scope::Read, None, || {
+            panic!("the address is not needed")
+        });
+        assert_eq!(verdict.rejection, None);
     }
 }

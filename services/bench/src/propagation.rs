@@ -207,6 +207,8 @@ async fn revocations(
                 scopes: vec![Scope::Read],
                 workspaces: vec!["acme".into()],
                 secret_hash: secret.hash(),
+                allowed_cidrs: Vec::new(),
+                not_before: None,
             }))
             .await?;
         let hash = secret.hash().0;

@@ -3,6 +3,11 @@
 //! the two costs it cannot avoid, measured in the same run: SHA-256 of the
 //! token, and a std `HashMap` (SipHash) lookup over the same keys.
 //!
+//! And the cost of fences (issue 25): the same verification over a second
+//! replica of the same tokens, each with 4 allowed CIDRs (and the caller
+//! inside the last of them, so every range is tried), which must keep at
+//! least 0.95 of the plain rate.
+//!
 //! And the honest baseline for the replica's hand-written table: what a
 //! plain implementation does, SHA-256 then a lookup in a std (hashbrown)
 //! map keyed by the digest with a pass-through hasher (the digest's first
@@ -68,6 +73,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let load = start.elapsed();
     let rss_after = rss_bytes("self").unwrap_or(0);
+    let fenced = TokenReplica::new();
+    for (i, header) in headers.iter().enumerate() {
+        fenced.apply(&fenced_event(i as u64 + 1, &header[7..], i % 1000));
+    }
+    let client = Some(std::net::IpAddr::from([203, 0, 113, 7]));
     let per_token = rss_after.saturating_sub(rss_before) as f64 / n as f64;
     println!(
         "replica: {n} tokens folded in {load:.2?}; {:.0} bytes of RSS per token ({:.0} MiB for the replica)",
@@ -108,10 +118,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut format_ns = Vec::new();
     let mut sha_plain_ns = Vec::new();
     let mut hot_ns = Vec::new();
+    let mut fenced_ns = Vec::new();
     for _ in 0..args.rounds {
+        fenced_ns.push(time_each(v, |i| {
+            let header = &headers[walk(&order, i)];
+            let verdict = verify(
+                &fenced,
+                Some(header),
+                now_ms,
+                Scope::Read,
+                Some("acme"),
+                || black_box(client),
+            );
+            assert!(
+                verdict.rejection.is_none(),
+                "every fenced verification should pass"
+            );
+        }));
         verify_ns.push(time_each(v, |i| {
             let header = &headers[walk(&order, i)];
-            let verdict = verify(&replica, Some(header), now_ms, Scope::Read, Some("acme"));
+            let verdict = verify(
+                &replica,
+                Some(header),
+                now_ms,
+                Scope::Read,
+                Some("acme"),
+                || None,
+            );
             assert!(
                 verdict.rejection.is_none(),
                 "every verification should pass"
@@ -150,6 +183,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 now_ms,
                 Scope::Read,
                 Some("acme"),
+                || None,
             );
             assert!(verdict.rejection.is_none());
         }));
@@ -163,6 +197,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         format_ns,
         hot_ns,
         sha_plain_ns,
+        fenced_ns,
     ] = [
         verify_ns,
         sha_ns,
@@ -172,6 +207,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         format_ns,
         hot_ns,
         sha_plain_ns,
+        fenced_ns,
     ]
     .map(Each::median);
     let both_ns = Each {
@@ -187,6 +223,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     };
     line(&format!("verification (one core, {n} tokens):"), verify_ns);
+    line("verification, every token fenced (4 CIDRs):", fenced_ns);
+    let kept = verify_ns.cpu / fenced_ns.cpu;
+    println!(
+        "ratio fenced / plain verification rate: {kept:.3} ({}; target >= 0.95)",
+        if kept >= 0.95 { "met" } else { "NOT met" }
+    );
     line("baseline SHA-256 of the token alone:", sha_ns);
     line("baseline std HashMap lookup alone:", map_ns);
     line("baseline SHA-256 + std HashMap lookup:", both_ns);
@@ -219,6 +261,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     println!("target: >= 2,000,000 verifications/s on one core");
     Ok(())
+}
+
+/// [`created_event`] for `secret`, of user `u`, usable from 4 ranges (the
+/// last one the benchmark's caller's); each user's ranges differ.
+fn fenced_event(seq: u64, secret: &str, u: usize) -> enspace_core::EventEnvelope {
+    let (hi, lo) = (u / 256, u % 256);
+    let cidrs = [
+        format!("10.{hi}.{lo}.0/24"),
+        format!("172.16.{lo}.0/24"),
+        format!("2001:db8:{u:x}::/48"),
+        "203.0.113.0/24".to_owned(),
+    ];
+    let cidrs: Vec<&str> = cidrs.iter().map(String::as_str).collect();
+    let mut event = created_event(seq, secret, &format!("user{u}"));
+    if let enspace_core::TokenEvent::TokenCreated(created) = &mut event.event {
+        created.allowed_cidrs = cidrs.iter().map(|c| (*c).to_owned()).collect();
+    }
+    event
 }
 
 /// What a plain map would hold per token: the replica slot's fields.

@@ -55,6 +55,12 @@ pub struct CreateToken {
     pub scopes: Vec<Scope>,
     pub workspaces: Vec<String>,
     pub secret_hash: SecretHash,
+    /// Canonical CIDRs calls may come from; empty for anywhere.
+    #[serde(default)]
+    pub allowed_cidrs: Vec<String>,
+    /// When the token starts working, if not at once.
+    #[serde(default)]
+    pub not_before: Option<Timestamp>,
 }
 
 /// Replace `token_id` with a new token (`successor`, named by the writer)
@@ -206,6 +212,8 @@ pub fn decide(
                 expires_at: c.expiration.expires_at(now),
                 secret_hash: c.secret_hash.to_hex(),
                 replaces: None,
+                allowed_cidrs: c.allowed_cidrs.clone(),
+                not_before: c.not_before,
             }))))
         }
         Command::RevokeToken { actor, reason, .. } => match current {
@@ -248,6 +256,9 @@ pub fn decide(
                 expires_at: expiration.expires_at(now),
                 secret_hash: r.secret_hash.to_hex(),
                 replaces: Some(view.id),
+                // A successor is fenced as its predecessor was.
+                allowed_cidrs: view.allowed_cidrs.clone(),
+                not_before: view.not_before,
             });
             let rotated = TokenEvent::TokenRotated(TokenRotated {
                 user_id: view.user_id.clone(),
@@ -343,6 +354,8 @@ mod tests {
             scopes: vec![Scope::Read],
             workspaces: vec!["acme".into()],
             secret_hash: SecretHash([1; 32]),
+            allowed_cidrs: Vec::new(),
+            not_before: None,
         })
     }
 
@@ -580,6 +593,26 @@ mod tests {
         assert_eq!(created.secret_hash, SecretHash([2; 32]).to_hex());
         assert_eq!(rotated.replaced_by, r.successor);
         assert_eq!(rotated.expires_at, now() + SignedDuration::from_hours(1));
+    }
+
+    #[test]
+    fn a_fenced_token_s_fences_are_recorded_and_its_successor_keeps_them() {
+        let Command::CreateToken(mut fenced) = create("alice") else {
+            unreachable!()
+        };
+        fenced.allowed_cidrs = vec!["192.0.2.0/24".into(), "2001:db8::/32".into()];
+        fenced.not_before = Some(now() + SignedDuration::from_hours(2));
+        let cmd = Command::CreateToken(fenced.clone());
+        let state = given(std::slice::from_ref(&cmd)).expect("created");
+        assert_eq!(state.allowed_cidrs, fenced.allowed_cidrs);
+        assert_eq!(state.not_before, fenced.not_before);
+        let rotation = rotate(&cmd, "alice", SignedDuration::ZERO);
+        let decision = decide_on(&rotation, Some(&state)).expect("decides");
+        let Some((_, TokenEvent::TokenCreated(successor))) = decision.events.first() else {
+            panic!("expected token_created first: {decision:?}")
+        };
+        assert_eq!(successor.allowed_cidrs, fenced.allowed_cidrs);
+        assert_eq!(successor.not_before, fenced.not_before);
     }
 
     #[test]

@@ -51,7 +51,10 @@ pub struct Replicated {
 type Asked = (Command, Option<Timestamp>, Reply);
 
 enum Message {
-    Command(Asked),
+    /// Boxed: a command (a creation with its fences above all) is far
+    /// larger than the other message, and one allocation per command is
+    /// nothing beside its flush.
+    Command(Box<Asked>),
     Replicate(Vec<Replicated>, oneshot::Sender<Result<u64, StoreError>>),
 }
 
@@ -185,7 +188,7 @@ impl Writer {
     pub async fn execute_until(&self, command: Command, deadline: Option<Timestamp>) -> Answer {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Message::Command((command, deadline, reply)))
+            .send(Message::Command(Box::new((command, deadline, reply))))
             .await
             .map_err(|_| CommandError::Store("the writer has stopped".into()))?;
         answer
@@ -249,10 +252,10 @@ impl WriterState {
                     let _ = reply.send(self.replicate(events));
                 }
                 Message::Command(asked) => {
-                    let mut group = vec![asked];
+                    let mut group = vec![*asked];
                     while group.len() < MAX_GROUP {
                         match rx.try_recv() {
-                            Ok(Message::Command(asked)) => group.push(asked),
+                            Ok(Message::Command(asked)) => group.push(*asked),
                             Ok(other) => {
                                 next = Some(other);
                                 break;

@@ -6,6 +6,7 @@
 import { api, SessionEnded, loadWorkspaces } from './api.js';
 import { h, icon, uid, focusables, dateFmt, stripTicks, isolated, isolatedText, toast } from './dom.js';
 import { bindExpirationToPolicies } from './policy.js';
+import { fenceBody, fenceFields, fenceSummary, validateFences, MAX_CIDRS } from './fences.js';
 import { workspaceName } from './state.js';
 
 // ---------------------------------------------------------------------------
@@ -95,9 +96,15 @@ function addMonths(date, months) {
   return new Date(y, m, Math.min(date.getDate(), lastDay), date.getHours(), date.getMinutes());
 }
 
+/** When a token of `expiration` made now would expire (null: never). */
+function expiryOf(expiration) {
+  const e = EXPIRATIONS.find((x) => x.id === expiration);
+  return e && e.months !== null ? addMonths(new Date(), e.months) : null;
+}
+
 /** The API's rules for a new token, with the codes it answers 422 with. */
 function validateToken(values, workspaces) {
-  const errors = {};
+  const errors = validateFences({ cidrs: values.cidrs, notBefore: values.notBefore, expiresAt: expiryOf(values.expiration) });
   const description = values.description.trim();
   const chars = [...description].length;
   if (chars === 0) errors.description = { code: 'invalid_description', message: 'Enter a description, for example “ERP Integration”.' };
@@ -117,10 +124,16 @@ const FIELD_OF_CODE = {
   invalid_scopes: 'scopes',
   invalid_workspaces: 'workspaces',
   workspace_not_allowed: 'workspaces',
+  invalid_allowed_cidrs: 'allowed_cidrs',
+  invalid_not_before: 'not_before',
 };
 
+/** The fields in the order they are shown (the first one wrong takes focus). */
+const FIELDS = ['description', 'expiration', 'scopes', 'workspaces', 'allowed_cidrs', 'not_before'];
+
 /** The create dialog; `onCreated()` refreshes whatever lists the tokens;
- * `prefill` ({description, scopes, workspaces}) fills it in beforehand. */
+ * `prefill` ({description, scopes, workspaces, allowed_cidrs?}) fills it
+ * in beforehand. */
 async function openCreateDialog(trigger, { onCreated, prefill = null }) {
   const titleId = uid('create-title');
   const dialog = h('dialog', { class: 'modal', id: 'create-dialog', 'aria-labelledby': titleId });
@@ -156,6 +169,7 @@ async function openCreateDialog(trigger, { onCreated, prefill = null }) {
   const scopeBoxes = SCOPES.map((s) => h('input', { type: 'checkbox', name: 'scopes', value: s.id, id: `token-scope-${s.id}`, 'aria-describedby': `token-scope-${s.id}-meaning`, checked: prefill?.scopes.includes(s.id) }));
   const workspaceBoxes = workspaces.map((w) => h('input', { type: 'checkbox', name: 'workspaces', value: w.id, id: `token-workspace-${w.id}`, checked: prefill ? prefill.workspaces.includes(w.id) : workspaces.length === 1 }));
   if (prefill) description.value = prefill.description;
+  const fences = fenceFields(prefill);
   const errorEls = {};
   const fieldError = (name) => (errorEls[name] = h('p', { class: 'field-error', id: `token-${name}-error`, hidden: true }));
   const formError = h('div', { class: 'callout callout-error', id: 'create-error', role: 'alert', hidden: true });
@@ -185,14 +199,16 @@ async function openCreateDialog(trigger, { onCreated, prefill = null }) {
     expiration: expiration.value,
     scopes: scopeBoxes.filter((b) => b.checked).map((b) => b.value),
     workspaces: workspaceBoxes.filter((b) => b.checked).map((b) => b.value),
+    cidrs: fences.cidrs.value,
+    notBefore: fences.notBefore.value,
   });
 
-  const focusTarget = { description, expiration, scopes: scopeBoxes[0], workspaces: workspaceBoxes[0] };
-  const invalidTargets = { description: [description], expiration: [expiration], scopes: scopeBoxes, workspaces: workspaceBoxes };
+  const focusTarget = { description, expiration, scopes: scopeBoxes[0], workspaces: workspaceBoxes[0], allowed_cidrs: fences.cidrs, not_before: fences.notBefore };
+  const invalidTargets = { description: [description], expiration: [expiration], scopes: scopeBoxes, workspaces: workspaceBoxes, allowed_cidrs: [fences.cidrs], not_before: [fences.notBefore] };
   let shown = {};
   const showErrors = (errors) => {
     shown = errors;
-    for (const name of ['description', 'expiration', 'scopes', 'workspaces']) {
+    for (const name of FIELDS) {
       const err = errors[name];
       errorEls[name].replaceChildren(...(err ? [icon('error'), h('span', {}, err.message)] : []));
       errorEls[name].hidden = !err;
@@ -219,6 +235,8 @@ async function openCreateDialog(trigger, { onCreated, prefill = null }) {
   });
   expiration.addEventListener('change', () => { updateExpiration(); recheck(); });
   for (const b of [...scopeBoxes, ...workspaceBoxes]) b.addEventListener('change', () => recheck());
+  fences.cidrs.addEventListener('input', () => recheck());
+  fences.notBefore.addEventListener('change', () => recheck());
 
   const submit = h('button', { type: 'submit', class: 'btn btn-primary', id: 'create-submit', form: 'create-form' }, 'Create token');
   const cancel = h('button', { type: 'button', class: 'btn btn-secondary', onClick: () => close() }, 'Cancel');
@@ -254,6 +272,18 @@ async function openCreateDialog(trigger, { onCreated, prefill = null }) {
           h('span', { class: 'choice-text' }, h('span', { class: 'choice-title' }, w.name), h('span', { class: 'choice-meaning mono' }, w.id)))))
         : h('p', { class: 'callout callout-info' }, 'You do not belong to any workspace, so a token could not reach anything.'),
       fieldError('workspaces')),
+    h('div', { class: 'field' },
+      h('label', { for: 'token-allowed_cidrs' }, 'Allowed addresses ', h('span', { class: 'optional' }, '(optional)')),
+      fences.cidrs,
+      h('p', { class: 'hint', id: 'token-allowed_cidrs-hint' },
+        `IPv4 or IPv6 addresses or CIDR blocks, one per line, at most ${MAX_CIDRS}. Calls from anywhere else are refused. Leave empty to allow any address.`),
+      fieldError('allowed_cidrs')),
+    h('div', { class: 'field' },
+      h('label', { for: 'token-not_before' }, 'Not before ', h('span', { class: 'optional' }, '(optional)')),
+      fences.notBefore,
+      h('p', { class: 'hint', id: 'token-not_before-hint' },
+        'The token starts working at this time (your local time), at most 90 days ahead. Leave empty to start at once.'),
+      fieldError('not_before')),
     formError);
 
   form.addEventListener('submit', async (e) => {
@@ -262,7 +292,7 @@ async function openCreateDialog(trigger, { onCreated, prefill = null }) {
     const v = values();
     const errors = validateToken(v, workspaces);
     showErrors(errors);
-    const firstBad = ['description', 'expiration', 'scopes', 'workspaces'].find((k) => errors[k]);
+    const firstBad = FIELDS.find((k) => errors[k]);
     if (firstBad) {
       focusTarget[firstBad]?.focus();
       return;
@@ -271,7 +301,8 @@ async function openCreateDialog(trigger, { onCreated, prefill = null }) {
     submit.textContent = 'Creating…';
     let created;
     try {
-      created = await api('POST', '/v1/tokens', { ...v, description: v.description.trim() });
+      const { cidrs, notBefore, ...fields } = v;
+      created = await api('POST', '/v1/tokens', { ...fields, description: v.description.trim(), ...fenceBody({ cidrs, notBefore }) });
     } catch (err) {
       if (err instanceof SessionEnded) return;
       submit.disabled = false;
@@ -343,7 +374,8 @@ function showSecret(dialog, titleId, created, { close, forget, note = null }) {
       h('dt', {}, 'Description'), h('dd', {}, isolated(token.description)),
       h('dt', {}, 'Scopes'), h('dd', {}, token.scopes.join(', ')),
       h('dt', {}, 'Workspaces'), h('dd', {}, token.workspaces.map(workspaceName).join(', ')),
-      h('dt', {}, 'Expires'), h('dd', {}, exp)),
+      h('dt', {}, 'Expires'), h('dd', {}, exp),
+      ...(fenceSummary(token) ? [h('dt', {}, 'Fences'), h('dd', { id: 'created-fences' }, fenceSummary(token))] : [])),
     note,
     h('p', { class: 'hint' }, 'Send it with every API call as ', h('code', {}, 'Authorization: Bearer <token>'), '.'));
   const shell = dialogShell(titleId, 'Your new token', body, [done], 'Close');

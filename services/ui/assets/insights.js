@@ -202,8 +202,14 @@ function suggestionCard(token, insights) {
   const unusedWorkspaces = grantedWorkspaces.filter((w) => !suggestion.workspaces.includes(w));
   const facts = h('dl', { class: 'facts facts-compact', id: 'insights-suggested' },
     h('dt', {}, 'Scopes'), h('dd', { id: 'insights-suggested-scopes' }, h('ul', { class: 'chips' }, suggestion.scopes.map((s) => h('li', { class: `chip chip-${s}`, 'data-scope': s }, SCOPE_LABEL[s] || s)))),
-    h('dt', {}, 'Workspaces'), h('dd', { id: 'insights-suggested-workspaces' }, suggestion.workspaces.map((w, i) => [i ? ', ' : '', h('span', { 'data-workspace': w }, isolated(workspaceName(w)))])));
-  if (!unusedScopes.length && !unusedWorkspaces.length) {
+    h('dt', {}, 'Workspaces'), h('dd', { id: 'insights-suggested-workspaces' }, suggestion.workspaces.map((w, i) => [i ? ', ' : '', h('span', { 'data-workspace': w }, isolated(workspaceName(w)))])),
+    ...((suggestion.allowed_cidrs || []).length
+      ? [h('dt', {}, 'Addresses'), h('dd', { id: 'insights-suggested-cidrs', class: 'mono' }, suggestion.allowed_cidrs.join(', '))]
+      : []));
+  // A token usable from anywhere whose calls came from a few networks can
+  // be fenced to them: that alone is worth a narrower token.
+  const fenceable = !token.allowed_cidrs?.length && (suggestion.allowed_cidrs || []).length > 0;
+  if (!unusedScopes.length && !unusedWorkspaces.length && !fenceable) {
     return card('narrow',
       h('h3', { id: 'insights-suggestion-title' }, 'Already as narrow as its use'),
       h('p', { class: 'muted' }, `In the last ${days} days this token’s calls used every scope and workspace it has:`),
@@ -212,7 +218,7 @@ function suggestionCard(token, insights) {
   const status = h('p', { class: 'copy-status', id: 'insights-narrow-status', role: 'status' });
   const button = h('button', { type: 'button', class: 'btn btn-primary', id: 'insights-narrow' }, icon('plus'), 'Create a narrower token');
   button.addEventListener('click', () => openCreateDialog(button, {
-    prefill: { description: narrowedDescription(token.description), scopes: suggestion.scopes, workspaces: suggestion.workspaces },
+    prefill: { description: narrowedDescription(token.description), scopes: suggestion.scopes, workspaces: suggestion.workspaces, allowed_cidrs: suggestion.allowed_cidrs || [] },
     onCreated: () => {
       status.textContent = 'Created. Once everything uses the new token, revoke this one on the Tokens tab.';
       loadTokens().catch(() => {});
@@ -223,7 +229,13 @@ function suggestionCard(token, insights) {
     h('h3', { id: 'insights-suggestion-title' }, 'This token can do more than it uses'),
     h('p', { class: 'muted' }, `Every call allowed in the last ${days} days would also have been allowed with only:`),
     facts,
-    h('p', { class: 'suggestion-never', id: 'insights-unused-grants' }, h('strong', {}, 'Never used: '), unused.map((u, i) => [i ? ', ' : '', u]), '.'),
+    unused.length
+      ? h('p', { class: 'suggestion-never', id: 'insights-unused-grants' }, h('strong', {}, 'Never used: '), unused.map((u, i) => [i ? ', ' : '', u]), '.')
+      : null,
+    fenceable
+      ? h('p', { class: 'suggestion-never', id: 'insights-unfenced' }, h('strong', {}, 'Any address: '),
+        'this token works from anywhere, but its calls came only from the addresses above. The narrower token works only from them.')
+      : null,
     h('div', { class: 'suggestion-actions' }, button, status));
 }
 

@@ -6,6 +6,7 @@ import { api, SessionEnded, loadWorkspaces } from './api.js';
 import { openModal, dialogShell, showSecret, EXPIRATIONS, addMonths } from './dialogs.js';
 import { h, icon, uid, dateFmt, dateTimeFmt, stripTicks, isolated } from './dom.js';
 import { allowedExpirations, policyReasons } from './policy.js';
+import { fenceSummary } from './fences.js';
 import { state, workspaceName } from './state.js';
 
 const OVERLAPS = [
@@ -91,6 +92,9 @@ function openRotateDialog(token, trigger, { onChanged }) {
       'A new token with a new secret replaces ', h('strong', {}, isolated(token.description)),
       '. It keeps the same description, scopes and workspaces. Give the old token some time to keep working ',
       'while you put the new secret wherever the old one is used.'),
+    fenceSummary(token)
+      ? h('p', { class: 'hint', id: 'rotate-fences' }, 'The new token keeps its fences: ', fenceSummary(token), '.')
+      : null,
     h('fieldset', { class: 'field', 'aria-describedby': 'rotate-overlap-hint' },
       h('legend', {}, 'Keep the old token working for'),
       h('div', { class: 'segments rotate-overlaps' }, OVERLAPS.map((o, i) => [

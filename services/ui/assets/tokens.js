@@ -10,6 +10,7 @@ import { logsPath } from './logs.js';
 import { insightsPath } from './insights.js';
 import { timelinePath } from './audit.js';
 import { openRotateDialog } from './rotate.js';
+import { fenceSummary } from './fences.js';
 import { link, parseRoute } from './router.js';
 import { state, workspaceName } from './state.js';
 
@@ -172,6 +173,9 @@ function tokenLinks(t) {
   if (t.replaces) {
     lines.push(h('span', { class: 'token-link', 'data-link': 'replaces' }, 'Replaces ', tokenRef(t.replaces)));
   }
+  // Its fences: the addresses it may be used from, and a start still ahead.
+  const fences = fenceSummary(t);
+  if (fences) lines.push(h('span', { class: 'token-fences', id: `fences-${t.id}` }, fences));
   return lines;
 }
 

@@ -41,6 +41,7 @@ const ASSETS: &[Asset] = &[
     script("chart.js", include_bytes!("../assets/chart.js")),
     script("dialogs.js", include_bytes!("../assets/dialogs.js")),
     script("dom.js", include_bytes!("../assets/dom.js")),
+    script("fences.js", include_bytes!("../assets/fences.js")),
     script("logs.js", include_bytes!("../assets/logs.js")),
     script(
         "notifications.js",

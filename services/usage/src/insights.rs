@@ -48,7 +48,10 @@ pub const MAX_WORKSPACES: usize = 64;
 pub const MAX_IPS: usize = 256;
 /// Longest workspace name or IP kept (longer ones count in the totals only).
 const MAX_NAME: usize = 255;
-const VERSION: u8 = 1;
+/// The layout written: 2 adds each client IP's allowed calls (for the
+/// suggested address ranges); 1 is still read (its IPs' allowed calls read
+/// as none, so an address seen only before the upgrade is never suggested).
+const VERSION: u8 = 2;
 /// The key of a token-hour's or token-day's insights.
 pub const BUCKET_KEY: usize = 25;
 pub type BucketKey = [u8; BUCKET_KEY];
@@ -177,18 +180,23 @@ impl Tally {
     }
 }
 
-/// A client IP's calls, and the first and last of them (ms).
+/// A client IP's calls, how many of them were allowed, and the first and
+/// last of them (ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
     pub count: u64,
+    /// Calls allowed (outcome [`Outcome::Allowed`]); 0 for hours stored
+    /// before layout version 2.
+    pub allowed: u64,
     pub first_ms: u64,
     pub last_ms: u64,
 }
 
 impl Seen {
-    fn once(at_ms: u64) -> Seen {
+    fn once(at_ms: u64, allowed: bool) -> Seen {
         Seen {
             count: 1,
+            allowed: u64::from(allowed),
             first_ms: at_ms,
             last_ms: at_ms,
         }
@@ -196,6 +204,7 @@ impl Seen {
 
     pub fn add(&mut self, other: &Seen) {
         self.count += other.count;
+        self.allowed += other.allowed;
         self.first_ms = self.first_ms.min(other.first_ms);
         self.last_ms = self.last_ms.max(other.last_ms);
     }
@@ -253,7 +262,7 @@ impl HourInsight {
                 }
             }
         }
-        self.add_ip(client_ip, &Seen::once(at_ms));
+        self.add_ip(client_ip, &Seen::once(at_ms, outcome == Outcome::Allowed));
     }
 
     fn workspace(&mut self, ws: &str) -> &mut Tally {
@@ -301,7 +310,8 @@ impl HourInsight {
     /// 0–2 say which scope tallies follow, bit 3 the other-workspaces tally,
     /// bits 4–6 the 401s, 429s and other-IP calls; those present; then the
     /// workspaces (count, then `u8` length, name, tally each) and the IPs
-    /// (count, then `u8` length, IP, calls, first ms, last minus first ms).
+    /// (count, then `u8` length, IP, calls, allowed calls (version 2 on),
+    /// first ms, last minus first ms).
     /// Integers are LEB128 varints, a tally four of them. A later layout
     /// gets a new version and a second decoder.
     pub fn encode(&self) -> Vec<u8> {
@@ -339,6 +349,7 @@ impl HourInsight {
             out.push(ip.len() as u8);
             out.extend_from_slice(ip.as_bytes());
             varint(&mut out, seen.count);
+            varint(&mut out, seen.allowed);
             varint(&mut out, seen.first_ms);
             varint(&mut out, seen.last_ms.saturating_sub(seen.first_ms));
         }
@@ -432,7 +443,7 @@ fn corrupt() -> IndexError {
 fn visit(bytes: &[u8], to: &mut impl Visitor) -> Result<(), IndexError> {
     let mut r = Reader(bytes);
     let version = r.u8()?;
-    if version != VERSION {
+    if version != 1 && version != VERSION {
         return Err(IndexError::Corrupt(format!(
             "request insights layout version {version}"
         )));
@@ -464,12 +475,14 @@ fn visit(bytes: &[u8], to: &mut impl Visitor) -> Result<(), IndexError> {
     for _ in 0..r.varint()? {
         let ip = r.str()?;
         let count = r.varint()?;
+        let allowed = if version >= 2 { r.varint()? } else { 0 };
         let first_ms = r.varint()?;
         let last_ms = first_ms.checked_add(r.varint()?).ok_or_else(corrupt)?;
         to.ip(
             ip,
             Seen {
                 count,
+                allowed,
                 first_ms,
                 last_ms,
             },
@@ -609,6 +622,7 @@ mod tests {
             hour.ips["10.0.0.1"],
             Seen {
                 count: 3,
+                allowed: 1,
                 first_ms: 5,
                 last_ms: 30
             }
@@ -647,15 +661,20 @@ mod tests {
         longer.push(0);
         assert!(HourInsight::decode(&longer).is_err());
         let mut other_version = bytes;
-        other_version[0] = 2;
+        other_version[0] = 3;
         assert!(HourInsight::decode(&other_version).is_err());
     }
 
-    /// The layout is what is on disk: this fixture must keep decoding.
+    /// The layout is what is on disk: this fixture, written by layout 1,
+    /// must keep decoding (its IP's allowed calls unknown, so none).
     #[test]
     fn version_1_fixture_decodes() {
         let mut hour = HourInsight::default();
         hour.add_record(&record("GET", Some("ws"), 200, "1.2.3.4"), 7);
+        let v2 = hex::encode(hour.encode());
+        if let Some(ip) = hour.ips.get_mut("1.2.3.4") {
+            ip.allowed = 0;
+        }
         let fixture = concat!(
             "01",
             "01", // version, mask: the read tally only
@@ -677,9 +696,14 @@ mod tests {
             "07",
             "00", // 1 call, first at 7 ms, last 0 ms later
         );
-        assert_eq!(hex::encode(hour.encode()), fixture);
         let bytes = hex::decode(fixture).expect("hex");
         assert_eq!(HourInsight::decode(&bytes).expect("decode"), hour);
+        // Layout 2: the same, with version 2 and the IP's 1 allowed call
+        // after its count.
+        let fixture_2 = fixture
+            .replacen("01", "02", 1)
+            .replace("312e322e332e340107", "312e322e332e34010107");
+        assert_eq!(v2, fixture_2);
         // Big numbers take more varint bytes and still read back.
         let mut big = hour.clone();
         big.scopes[2].denied = u64::MAX;

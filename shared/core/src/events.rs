@@ -40,6 +40,16 @@ pub struct TokenCreated {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub replaces: Option<Ulid>,
+    /// The client address ranges calls may come from (CIDRs in canonical
+    /// form); absent when calls may come from anywhere. Absent on every
+    /// event written before fences.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 32)]
+    pub allowed_cidrs: Vec<String>,
+    /// When the token starts working; absent when it works at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub not_before: Option<Timestamp>,
 }
 
 /// `token_revoked`: a token was revoked (its `data`).

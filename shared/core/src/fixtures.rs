@@ -32,6 +32,8 @@ pub fn created(seq: u64, hash: &SecretHash) -> Created {
             expires_at: None,
             secret_hash: hash.to_hex(),
             replaces: None,
+            allowed_cidrs: Vec::new(),
+            not_before: None,
         },
     }
 }
@@ -81,6 +83,18 @@ impl Created {
         let data = self.data();
         data.expiration = Expiration::OneMonth;
         data.expires_at = Some(expires_at);
+        self
+    }
+
+    /// Usable only from `cidrs` (as written, valid or not).
+    pub fn allowed_cidrs(mut self, cidrs: &[&str]) -> Self {
+        self.data().allowed_cidrs = cidrs.iter().map(|c| (*c).to_owned()).collect();
+        self
+    }
+
+    /// Usable only from `not_before` on.
+    pub fn not_before(mut self, not_before: Timestamp) -> Self {
+        self.data().not_before = Some(not_before);
         self
     }
 

@@ -154,6 +154,8 @@ pub fn created_view(
         replaced_by: None,
         revoked_reason: None,
         leak_url: None,
+        allowed_cidrs: created.allowed_cidrs.clone(),
+        not_before: created.not_before,
     }
 }
 
@@ -235,6 +237,8 @@ pub fn cases() -> Vec<Case> {
             expires_at: None,
             secret_hash: hash.into(),
             replaces: None,
+            allowed_cidrs: Vec::new(),
+            not_before: None,
         })
     };
     let revoke = |hash: &str| {

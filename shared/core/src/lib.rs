@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod base62;
 pub mod clock;
 pub mod events;
+pub mod fence;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
 pub mod fold;

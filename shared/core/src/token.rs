@@ -179,6 +179,12 @@ pub struct TokenView {
     /// that said.
     #[serde(default)]
     pub leak_url: Option<String>,
+    /// The client address ranges calls may come from; empty for anywhere.
+    #[serde(default)]
+    pub allowed_cidrs: Vec<String>,
+    /// When it starts working, if not at once.
+    #[serde(default)]
+    pub not_before: Option<Timestamp>,
 }
 
 impl TokenView {
@@ -290,6 +296,8 @@ mod tests {
             replaced_by: None,
             revoked_reason: None,
             leak_url: None,
+            allowed_cidrs: Vec::new(),
+            not_before: None,
         };
         assert_eq!(
             view.status(ts("2026-01-31T23:59:59.999Z")),

@@ -50,6 +50,8 @@ fn sequence() -> Vec<EventEnvelope> {
                 expires_at: Some(at(1_787_776_000_123)),
                 secret_hash: hash_hex(1),
                 replaces: None,
+                allowed_cidrs: Vec::new(),
+                not_before: None,
             }),
         ),
         (
@@ -73,6 +75,8 @@ fn sequence() -> Vec<EventEnvelope> {
                 expires_at: Some(at(1_782_592_000_000)),
                 secret_hash: hash_hex(2),
                 replaces: Some(a),
+                allowed_cidrs: Vec::new(),
+                not_before: None,
             }),
         ),
         (
@@ -209,4 +213,34 @@ fn every_stored_payload_decodes_and_encodes_to_the_same_bytes() {
         let again = AuditEvent::new(&envelope, &stored, &signer());
         assert_eq!(again, event, "seq {} audits the same", event.seq);
     }
+}
+
+/// A creation with fences: both fields by name in `data`, decoded back as
+/// written. Pinned by the SHA-256 of its payload, so the encoding of fenced
+/// events, once in logs, cannot drift either; a creation without fences
+/// carries neither field (the fixture above still re-encodes byte for byte).
+#[test]
+fn a_fenced_creation_carries_its_ranges_and_not_before_by_name() {
+    let mut envelope = sequence().remove(0);
+    let TokenEvent::TokenCreated(created) = &mut envelope.event else {
+        panic!("the first event is a creation");
+    };
+    created.allowed_cidrs = vec!["192.0.2.0/24".into(), "2001:db8::/32".into()];
+    created.not_before = Some(at(1_780_100_000_000));
+    let payload = envelope.encode();
+    assert_eq!(EventEnvelope::decode(&payload).expect("decodes"), envelope);
+    let as_json: serde_json::Value = rmp_serde::from_slice(&payload).expect("messagepack");
+    assert_eq!(
+        as_json["data"]["allowed_cidrs"],
+        serde_json::json!(["192.0.2.0/24", "2001:db8::/32"])
+    );
+    assert_eq!(as_json["data"]["not_before"], "2026-05-30T00:13:20Z");
+    assert_eq!(
+        hex::encode(Sha256::digest(&payload)),
+        "a805058968b9ff1a853126287677ab08af6fd221299b62bd915c31646156e059"
+    );
+    let plain = &sequence()[0];
+    let as_json: serde_json::Value = rmp_serde::from_slice(&plain.encode()).expect("messagepack");
+    assert!(as_json["data"].get("allowed_cidrs").is_none());
+    assert!(as_json["data"].get("not_before").is_none());
 }

@@ -51,7 +51,7 @@ pub struct TooManyRequests(pub ProblemDetails);
 /// `401` from the token auth layer of an API node.
 #[derive(utoipa::ToResponse)]
 #[response(
-    description = "No, malformed, wrong-checksum, unknown, expired or revoked token (`invalid_token`)",
+    description = "No, malformed, wrong-checksum, unknown, expired or revoked token (`invalid_token`), or a token before its `not_before` (`token_not_yet_valid`)",
     content_type = "application/problem+json",
     headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))
 )]
@@ -60,7 +60,7 @@ pub struct InvalidToken(pub ProblemDetails);
 /// `403` from the token auth layer of an API node.
 #[derive(utoipa::ToResponse)]
 #[response(
-    description = "The token lacks the scope (`insufficient_scope`) or the workspace (`workspace_not_allowed`)",
+    description = "The token lacks the scope (`insufficient_scope`) or the workspace (`workspace_not_allowed`), or the call comes from a client address outside the token's `allowed_cidrs` (`address_not_allowed`)",
     content_type = "application/problem+json",
     headers(("WWW-Authenticate" = String, description = "`Bearer error=\"insufficient_scope\", scope=\"…\"` when a scope is missing"))
 )]

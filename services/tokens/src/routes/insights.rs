@@ -120,14 +120,21 @@ pub struct ClientIp {
 }
 
 /// The narrowest grant that would have allowed every allowed call of the
-/// window: the scopes and the workspaces those calls used. Both empty when
-/// no call was allowed.
+/// window: the scopes and the workspaces those calls used, and the client
+/// address ranges they came from. All empty when no call was allowed.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Suggestion {
     /// In the order read, write, delete.
     scopes: Vec<Scope>,
     /// By name.
     workspaces: Vec<String>,
+    /// At most 8 client address ranges covering every address that made an
+    /// allowed call: each address alone (/32, /128), several sharing a /24
+    /// (IPv6: a /48) as that block, the closest ranges merged while there
+    /// would be more than 8. IPv4 first, in address order; empty when no
+    /// call was allowed. Made to be passed as a new token's `allowed_cidrs`.
+    #[schema(max_items = 8, example = json!(["192.0.2.0/24", "198.51.100.7/32"]))]
+    allowed_cidrs: Vec<String>,
 }
 
 fn time(ms: u64) -> Option<Timestamp> {
@@ -211,6 +218,14 @@ fn answer(
             used.sort();
             used
         },
+        allowed_cidrs: enspace_core::fence::suggest_cidrs(
+            ips.iter()
+                .filter(|(_, seen)| seen.allowed > 0)
+                .filter_map(|(ip, _)| ip.parse::<std::net::IpAddr>().ok()),
+        )
+        .iter()
+        .map(ToString::to_string)
+        .collect(),
     };
     let client_ips_seen = ips.len() as u64;
     let mut ips: Vec<(String, enspace_usage::insights::Seen)> = ips.into_iter().collect();
@@ -304,6 +319,7 @@ mod tests {
                 format!("10.0.0.{i}"),
                 Seen {
                     count: 1,
+                    allowed: 1,
                     first_ms: i + 1,
                     last_ms: i + 1,
                 },
@@ -319,6 +335,7 @@ mod tests {
         );
         assert_eq!(out.suggestion.scopes, vec![Scope::Read]);
         assert_eq!(out.suggestion.workspaces, vec!["acme".to_owned()]);
+        assert_eq!(out.suggestion.allowed_cidrs, ["10.0.0.0/24"]);
         let names: Vec<(&str, bool)> = out
             .workspaces
             .iter()
@@ -340,5 +357,6 @@ mod tests {
         assert!(out.scopes[1].last_used.is_none());
         let none = answer(&[Scope::Read], &[], Summary::default(), now, now);
         assert!(none.suggestion.scopes.is_empty() && none.suggestion.workspaces.is_empty());
+        assert!(none.suggestion.allowed_cidrs.is_empty());
     }
 }

@@ -1,6 +1,10 @@
 //! `POST /v1/introspect` (RFC 7662) for API nodes written in other
 //! languages: form field `token`, caller authenticated with
-//! `Authorization: Bearer $ENSPACE_INTERNAL_KEY`.
+//! `Authorization: Bearer $ENSPACE_INTERNAL_KEY`. A token's fences are
+//! enforced here as on every API node (`enspace_core::fence`): before its
+//! `not_before` it is not active, and a token with address ranges is
+//! active only for a `client_ip` inside them (the caller's client, which
+//! only the calling node knows).
 
 use axum::Json;
 use axum::extract::{Form, State};
@@ -15,6 +19,11 @@ use crate::state::AppState;
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct IntrospectForm {
     token: Option<String>,
+    /// The address of the client that presented the token. Required for a
+    /// token with `allowed_cidrs`: without it, or from outside them, such a
+    /// token is not active.
+    #[schema(example = "192.0.2.7")]
+    client_ip: Option<String>,
 }
 
 /// RFC 7662 answer: only `active` when the token is not active.
@@ -35,6 +44,13 @@ pub struct Introspection {
     iat: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exp: Option<i64>,
+    /// When the token started working (RFC 7662 `nbf`), if it was made
+    /// with `not_before`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nbf: Option<i64>,
+    /// The client address ranges the token may be used from, if it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed_cidrs: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     workspaces: Option<Vec<String>>,
 }
@@ -95,7 +111,14 @@ pub async fn introspect_token(
     };
     let (projections, hash) = (state.store.projections.clone(), secret.hash());
     let view = enspace_http::blocking(move || projections.token_by_hash(&hash)).await?;
-    let Some(view) = view.filter(|v| v.status(state.clock.now()) == TokenStatus::Active) else {
+    let now = state.clock.now();
+    let client_ip = form
+        .client_ip
+        .as_deref()
+        .and_then(|ip| ip.trim().parse().ok());
+    let Some(view) = view.filter(|v| {
+        v.status(now) == TokenStatus::Active && fenced_in(v, client_ip, now.as_millisecond())
+    }) else {
         return Ok(Json(Introspection::default()));
     };
     Ok(Json(Introspection {
@@ -113,6 +136,19 @@ pub async fn introspect_token(
         jti: Some(view.id.to_string()),
         iat: Some(view.created_at.as_second()),
         exp: view.expires_at.map(|t| t.as_second()),
+        nbf: view.not_before.map(|t| t.as_second()),
+        allowed_cidrs: (!view.allowed_cidrs.is_empty()).then_some(view.allowed_cidrs),
         workspaces: Some(view.workspaces),
     }))
+}
+
+/// Whether the token's fences let a call from `client_ip` at `now_ms`
+/// through, by the rules every API node applies.
+fn fenced_in(
+    view: &enspace_core::TokenView,
+    client_ip: Option<std::net::IpAddr>,
+    now_ms: i64,
+) -> bool {
+    let fence = enspace_core::fence::Fence::new(&view.allowed_cidrs, view.not_before);
+    fence.is_none_or(|f| f.check(client_ip, now_ms).is_ok())
 }

@@ -6,7 +6,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use enspace_core::token::RevokeReason;
-use enspace_core::{AuditEvent, Expiration, PatSecret, Scope, TokenStatus, TokenView};
+use enspace_core::{AuditEvent, Expiration, PatSecret, Scope, TokenStatus, TokenView, fence};
 use enspace_http::{ApiError, ApiJson, blocking};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,15 @@ pub struct TokenJson {
     /// that said; null otherwise. Untrusted text: anyone may report a leak.
     #[schema(required = true)]
     leak_url: Option<String>,
+    /// The client address ranges (CIDRs) calls may come from; null when
+    /// calls may come from anywhere.
+    #[schema(required = true, max_items = 32)]
+    allowed_cidrs: Option<Vec<String>>,
+    /// When the token starts working; null when it worked at once. Before
+    /// then its status is `active` but every call answers `401`
+    /// `token_not_yet_valid`.
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    not_before: Option<Timestamp>,
 }
 
 impl TokenJson {
@@ -72,6 +81,8 @@ impl TokenJson {
             replaced_by: view.replaced_by,
             revoked_reason: view.revoked_reason,
             leak_url: view.leak_url,
+            allowed_cidrs: (!view.allowed_cidrs.is_empty()).then_some(view.allowed_cidrs),
+            not_before: view.not_before,
         }
     }
 }
@@ -103,6 +114,57 @@ pub struct CreateTokenRequest {
     /// A non-empty list of the caller's workspaces.
     #[schema(min_items = 1, example = json!(["acme"]))]
     workspaces: Vec<String>,
+    /// The client address ranges calls may come from: 1 to 32 IPv4 or IPv6
+    /// CIDR blocks without host bits set (a bare address is a block of
+    /// one); from anywhere else a call answers `403` `address_not_allowed`.
+    /// Left out: from anywhere.
+    #[serde(default)]
+    #[schema(min_items = 1, max_items = 32, example = json!(["192.0.2.0/24", "2001:db8::/32"]))]
+    allowed_cidrs: Option<Vec<String>>,
+    /// When the token starts working (RFC 3339), at most 90 days ahead and
+    /// before it expires; until then a call answers `401`
+    /// `token_not_yet_valid`. Left out: at once.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime, example = "2026-12-24T08:00:00Z")]
+    not_before: Option<String>,
+}
+
+/// A new token's fences, as checked by [`fences`].
+struct Fences {
+    allowed_cidrs: Vec<String>,
+    not_before: Option<Timestamp>,
+}
+
+/// The API's rules for a new token's fences (`enspace_core::fence`), at
+/// `now` for a token of `expiration`.
+fn fences(
+    allowed_cidrs: Option<Vec<String>>,
+    not_before: Option<String>,
+    now: Timestamp,
+    expiration: Expiration,
+) -> Result<Fences, ApiError> {
+    let refused = |e: fence::FenceError| ApiError::invalid(e.code(), e.field(), e.to_string());
+    let allowed_cidrs = allowed_cidrs
+        .map(|given| fence::allowed_cidrs(&given))
+        .transpose()
+        .map_err(refused)?
+        .unwrap_or_default();
+    let not_before = not_before
+        .map(|text| {
+            let at = text.parse::<Timestamp>().map_err(|_| {
+                ApiError::invalid(
+                    "invalid_not_before",
+                    "not_before",
+                    "`not_before` must be an RFC 3339 time, e.g. 2026-12-24T08:00:00Z",
+                )
+            })?;
+            fence::not_before(at, now, expiration.expires_at(now)).map_err(refused)
+        })
+        .transpose()?;
+    Ok(Fences {
+        allowed_cidrs,
+        not_before,
+    })
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -114,11 +176,21 @@ pub struct TokenCreatedResponse {
     secret: String,
 }
 
+/// A creation request that keeps every rule.
+struct ValidToken {
+    description: String,
+    expiration: Expiration,
+    scopes: Vec<Scope>,
+    workspaces: Vec<String>,
+    fences: Fences,
+}
+
 /// The API's rules for a new token; the first broken rule is the answer.
 fn validate(
     caller: &Caller,
     req: CreateTokenRequest,
-) -> Result<(String, Expiration, Vec<Scope>, Vec<String>), ApiError> {
+    now: Timestamp,
+) -> Result<ValidToken, ApiError> {
     let description = req.description.trim().to_owned();
     let chars = description.chars().count();
     if chars == 0 || chars > DESCRIPTION_MAX_CHARS {
@@ -175,19 +247,26 @@ fn validate(
         ));
     }
     let mut workspaces: Vec<String> = Vec::new();
-    for ws in req.workspaces {
-        if !caller.user.belongs_to(&ws) {
+    for ws in &req.workspaces {
+        if !caller.user.belongs_to(ws) {
             return Err(ApiError::invalid(
                 "workspace_not_allowed",
                 "workspaces",
                 "`workspaces` may only name workspaces you belong to",
             ));
         }
-        if !workspaces.contains(&ws) {
-            workspaces.push(ws);
+        if !workspaces.contains(ws) {
+            workspaces.push(ws.clone());
         }
     }
-    Ok((description, expiration, scopes, workspaces))
+    let fences = fences(req.allowed_cidrs, req.not_before, now, expiration)?;
+    Ok(ValidToken {
+        description,
+        expiration,
+        scopes,
+        workspaces,
+        fences,
+    })
 }
 
 pub(crate) fn command_error(e: CommandError) -> ApiError {
@@ -248,7 +327,13 @@ pub async fn create_token(
     caller: Caller,
     ApiJson(req): ApiJson<CreateTokenRequest>,
 ) -> Result<Response, ApiError> {
-    let (description, expiration, scopes, workspaces) = validate(&caller, req)?;
+    let ValidToken {
+        description,
+        expiration,
+        scopes,
+        workspaces,
+        fences,
+    } = validate(&caller, req, state.clock.now())?;
     let reservation = {
         let (state, user) = (state.clone(), caller.user.id.clone());
         blocking(move || {
@@ -270,6 +355,8 @@ pub async fn create_token(
             scopes,
             workspaces,
             secret_hash: secret.hash(),
+            allowed_cidrs: fences.allowed_cidrs,
+            not_before: fences.not_before,
         }))
         .await
         .map_err(command_error)?;
