@@ -130,11 +130,18 @@ impl AppState {
                 .map(|k| k.current().seed())
                 .as_ref(),
         );
-        let quota = crate::token_quota::TokenQuota::new(config.limits.max_tokens_per_user);
+        let quota = crate::token_quota::TokenQuota::new(
+            config.limits.max_tokens_per_user,
+            store.log.head()?.0,
+        );
         let leak_reports =
             crate::leaks::LeakReports::new(config.limits.leak_reports_per_minute, clock.clone());
-        let counted = quota.clone();
-        writer.on_commit(move |events| counted.observe(events));
+        let counted = Runner::new(
+            Arc::new(store.log.clone()),
+            Arc::new(quota.clone()),
+            metrics.projections.clone(),
+        );
+        writer.on_commit(move |events| counted.on_commit(events));
         let notifications =
             enspace_notify::Notifications::open(&store.db, config.deliver_notifications)?;
         // Notifications are folded by the projection runner: caught up

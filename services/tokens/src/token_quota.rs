@@ -2,13 +2,15 @@
 //!
 //! Counted exactly even while one user creates many tokens at once: a
 //! creation first reserves a place (under one lock, with the user's count),
-//! and the writer's commit hook turns the reservation into a live token or
+//! and each committed group, fed by the projection runner
+//! (`enspace_core::projection`), turns the reservation into a live token or
 //! drops a revoked one, whichever way the change was made (the API, the
 //! membership reconciliation, anything later). Each user's tokens are read
 //! from the projection once, at their first creation since start-up; the
 //! count then lives in memory, a few dozen bytes per active token.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use enspace_core::EventEnvelope;
@@ -51,6 +53,10 @@ struct Users(HashMap<String, UserTokens>);
 pub struct TokenQuota {
     max: usize,
     users: Arc<Mutex<Users>>,
+    /// The last event folded in: the log's head at start (a user's tokens
+    /// are read from the projections, which hold every event before), then
+    /// each committed group's last.
+    folded: Arc<AtomicU64>,
 }
 
 /// A place for one more token, held until the creation is committed (the
@@ -79,10 +85,12 @@ impl Drop for Reservation {
 }
 
 impl TokenQuota {
-    pub fn new(max: usize) -> Self {
+    /// The quota of a log whose last event is `head`.
+    pub fn new(max: usize, head: u64) -> Self {
         TokenQuota {
             max,
             users: Arc::new(Mutex::new(Users::default())),
+            folded: Arc::new(AtomicU64::new(head)),
         }
     }
 
@@ -152,12 +160,12 @@ impl TokenQuota {
         })
     }
 
-    /// The writer's commit hook: counts created tokens (taking over a
-    /// reservation of their owner's) and forgets revoked ones, for users
-    /// whose tokens have been read.
-    pub fn observe(&self, events: &[EventEnvelope]) {
+    /// Counts created tokens (taking over a reservation of their owner's)
+    /// and forgets revoked ones, for users whose tokens have been read.
+    fn observe(&self, events: &[EventEnvelope]) {
         let mut users = self.lock();
-        for envelope in events {
+        let folded = self.folded.load(Ordering::Acquire);
+        for envelope in events.iter().filter(|e| e.seq > folded) {
             let Some((token_id, event)) = envelope.token_event() else {
                 continue;
             };
@@ -183,5 +191,34 @@ impl TokenQuota {
                 }
             }
         }
+    }
+}
+
+/// Folded by the projection runner, like every view of the log.
+impl enspace_core::projection::Projection for TokenQuota {
+    type Error = StoreError;
+
+    fn name(&self) -> &'static str {
+        "token_quota"
+    }
+
+    fn position(&self) -> Result<u64, StoreError> {
+        Ok(self.folded.load(Ordering::Acquire))
+    }
+
+    fn apply(&self, events: &[EventEnvelope]) -> Result<(), StoreError> {
+        self.observe(events);
+        if let Some(last) = events.last() {
+            self.folded.fetch_max(last.seq, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Forgets every user: each is read from the projections again at their
+    /// next creation.
+    fn reset(&self) -> Result<(), StoreError> {
+        self.lock().0.clear();
+        self.folded.store(0, Ordering::Release);
+        Ok(())
     }
 }
