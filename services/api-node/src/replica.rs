@@ -4,8 +4,9 @@
 //!
 //! A token's user, workspace set and fences (`allowed_cidrs`, `not_before`)
 //! are interned together as a principal, so an entry carries one 32-bit
-//! index, and a token without fences costs nothing more to verify. Events are folded by the rules every
-//! fold of the log shares (`enspace_core::fold`): revocation is monotonic and
+//! index, and a token without fences costs nothing more to verify; a
+//! token's fences are checked under the replica's lock, never copied out.
+//! Events are folded by the rules every fold of the log shares (`enspace_core::fold`): revocation is monotonic and
 //! a creation for a known id or hash is ignored, so replayed or duplicated
 //! events change nothing.
 
@@ -13,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, RwLock};
 
-use enspace_core::fence::Fence;
+use enspace_core::fence::{Fence, Refusal};
 use enspace_core::fold::{self, Change, Known};
 use enspace_core::{EventEnvelope, SecretHash};
 use ulid::Ulid;
@@ -30,9 +31,10 @@ pub struct TokenFacts {
     pub scopes: Scopes,
     pub expires_at_ms: i64,
     pub revoked: bool,
-    /// Its fences, if it has any.
-    pub fence: Option<Arc<Fence>>,
 }
+
+/// What a token's fences say of a call (`Ok` for a token without any).
+pub(crate) type FenceVerdict = Result<(), Refusal>;
 
 /// A token's user, workspace set and fences, shared by all its tokens.
 struct Principal {
@@ -203,8 +205,12 @@ impl Inner {
             scopes: Scopes::from_bits(slot.scopes),
             expires_at_ms: slot.expires_at_ms,
             revoked: slot.flags & REVOKED != 0,
-            fence: principal.fence.clone(),
         })
+    }
+
+    fn fence(&self, hash: &[u8; 32]) -> Option<&Arc<Fence>> {
+        let slot = self.table.get(hash)?;
+        self.principals.get(slot.principal as usize)?.fence.as_ref()
     }
 }
 
@@ -239,21 +245,33 @@ impl TokenReplica {
         self.inner.read().ok()?.facts(hash)
     }
 
+    /// The fences of the token with `hash`, if it has any.
+    pub fn fence_of(&self, hash: &[u8; 32]) -> Option<Arc<Fence>> {
+        self.inner.read().ok()?.fence(hash).cloned()
+    }
+
     /// Looks `hash` up once `check` passes, and runs `check` while the
     /// table's memory for `hash` is on its way: the load of the home slot
-    /// is issued first, so the cache miss overlaps with the check.
+    /// is issued first, so the cache miss overlaps with the check. A token
+    /// with fences is judged by `fenced` under the same lock: what it says
+    /// comes back beside the facts (`Ok` for a token without fences).
     pub(crate) fn lookup_after<E>(
         &self,
         hash: &[u8; 32],
         check: impl FnOnce() -> Result<(), E>,
-    ) -> Result<Option<TokenFacts>, E> {
+        fenced: impl FnOnce(&Fence) -> Result<(), Refusal>,
+    ) -> Result<Option<(TokenFacts, FenceVerdict)>, E> {
         let Ok(inner) = self.inner.read() else {
             check()?;
             return Ok(None);
         };
         inner.table.touch(hash);
         check()?;
-        Ok(inner.facts(hash))
+        let Some(facts) = inner.facts(hash) else {
+            return Ok(None);
+        };
+        let fence = inner.fence(hash).map_or(Ok(()), |f| fenced(f));
+        Ok(Some((facts, fence)))
     }
 
     pub fn len(&self) -> usize {
@@ -435,22 +453,14 @@ mod tests {
         replica.apply(&fenced(1, 1));
         replica.apply(&fenced(2, 2));
         replica.apply(&created(3, &hash(3), "alice", &["acme"]));
-        let one = replica
-            .lookup(&hash(1))
-            .expect("known")
-            .fence
-            .expect("fenced");
+        let one = replica.fence_of(&hash(1)).expect("fenced");
         assert_eq!(one.not_before_ms, 5_000);
         assert!(one.admits(Some("192.0.2.9".parse().expect("ip"))));
         assert!(!one.admits(Some("198.51.100.1".parse().expect("ip"))));
         // The same fences of the same user are held once.
-        let two = replica
-            .lookup(&hash(2))
-            .expect("known")
-            .fence
-            .expect("fenced");
+        let two = replica.fence_of(&hash(2)).expect("fenced");
         assert!(Arc::ptr_eq(&one, &two));
-        assert!(replica.lookup(&hash(3)).expect("known").fence.is_none());
+        assert!(replica.fence_of(&hash(3)).is_none());
         // A replayed creation without fences takes nothing away.
         let mut replay = fenced(4, 1);
         if let TokenEvent::TokenCreated(c) = &mut replay.event {
@@ -458,7 +468,7 @@ mod tests {
             c.not_before = None;
         }
         replica.apply(&replay);
-        assert!(replica.lookup(&hash(1)).expect("known").fence.is_some());
+        assert!(replica.fence_of(&hash(1)).is_some());
     }
 
     #[test]

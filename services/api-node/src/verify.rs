@@ -1,8 +1,9 @@
 //! Verifying a bearer token against the local replica: format and checksum
 //! (no allocation), SHA-256, one lookup, revocation, expiry, fences
 //! (`not_before`, then the client address, read only for a token that has
-//! address ranges), scope, workspace. No I/O. The replica's memory for the token is fetched while
-//! the format is checked, so the check costs next to nothing.
+//! address ranges), scope, workspace. No I/O. The replica's memory for the
+//! token is fetched while the format is checked, so the check costs next to
+//! nothing.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -147,18 +148,22 @@ pub fn verify(
     // The format check runs while the replica's cache line for the hash is
     // on its way from memory; no token that fails it is looked up.
     let hash = token_hash(presented);
-    let facts = match replica.lookup_after(hash.as_bytes(), || check_pat_format(presented)) {
-        Err(e) => return reject(Rejection::Malformed(e), None),
-        Ok(None) => return reject(Rejection::Unknown, None),
-        Ok(Some(facts)) => facts,
+    // A fenced token's fences are judged where they are held; the client's
+    // address is read only for one with address ranges.
+    let fenced = |fence: &enspace_core::fence::Fence| {
+        fence.check(fence.needs_address().then(client).flatten(), now_ms)
     };
+    let (facts, fence) =
+        match replica.lookup_after(hash.as_bytes(), || check_pat_format(presented), fenced) {
+            Err(e) => return reject(Rejection::Malformed(e), None),
+            Ok(None) => return reject(Rejection::Unknown, None),
+            Ok(Some(found)) => found,
+        };
     let rejection = if facts.revoked {
         Some(Rejection::Revoked)
     } else if facts.expires_at_ms <= now_ms {
         Some(Rejection::Expired)
-    } else if let Some(fence) = &facts.fence
-        && let Err(refusal) = fence.check(fence.needs_address().then(client).flatten(), now_ms)
-    {
+    } else if let Err(refusal) = fence {
         Some(match refusal {
             Refusal::NotYetValid => Rejection::NotYetValid,
             Refusal::AddressNotAllowed => Rejection::AddressNotAllowed,
