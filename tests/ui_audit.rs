@@ -24,6 +24,18 @@ async fn set_moment(ui: &Ui, css: &str, iso: &str) {
     .await;
 }
 
+/// Clicks "Verify the chain" and waits until it says verified, with `count`.
+async fn verify_chain(ui: &Ui, count: &str) {
+    ui.click("#audit-verify").await;
+    let status = ui
+        .until("the chain verified", "document.querySelector('#audit-chain-status').textContent.includes('Verified') && document.querySelector('#audit-chain-status').textContent")
+        .await;
+    assert!(
+        status.as_str().is_some_and(|s| s.contains(count)),
+        "{status}"
+    );
+}
+
 fn row_statuses() -> &'static str {
     "[...document.querySelectorAll('#audit-state-table tbody tr')].map(r => r.dataset.tokenId + ' ' + r.querySelector('.status').textContent).sort().join('|')"
 }
@@ -63,14 +75,7 @@ async fn an_auditor_verifies_the_chain_sees_a_moment_and_the_history_and_opens_a
     ui.wait("#tab-audit[aria-selected='true']").await;
     ui.shot("01-audit").await;
 
-    ui.click("#audit-verify").await;
-    let status = ui
-        .until("the chain verified", "document.querySelector('#audit-chain-status').textContent.includes('Verified') && document.querySelector('#audit-chain-status').textContent")
-        .await;
-    assert!(
-        status.as_str().is_some_and(|s| s.contains("3 events")),
-        "{status}"
-    );
+    verify_chain(&ui, "3 events").await;
     assert_eq!(ui.text("#audit-chain-head").await, head);
     ui.shot("02-verified").await;
 
@@ -196,14 +201,7 @@ async fn the_browser_check_follows_a_key_rotation_and_shows_it() {
     let ui = Ui::start(&app.base, "audit-rotation").await;
     ui.goto("/settings/audit").await;
     ui.sign_in("audra").await;
-    ui.click("#audit-verify").await;
-    let status = ui
-        .until("the chain verified", "document.querySelector('#audit-chain-status').textContent.includes('Verified') && document.querySelector('#audit-chain-status').textContent")
-        .await;
-    assert!(
-        status.as_str().is_some_and(|s| s.contains("3 events")),
-        "{status}"
-    );
+    verify_chain(&ui, "3 events").await;
     let notes = ui.text("#audit-key-rotations").await;
     assert!(notes.contains("rotated at seq 2"), "{notes}");
     assert!(
