@@ -436,7 +436,7 @@ impl Outbox {
             let key_id = eras.key_for(seq).key_id();
             let signature = match self.cursor.signature(seq, key_id)? {
                 Some(kept) => kept,
-                None => match self.keys.signer_for(seq) {
+                None => match self.keys.signer(key_id) {
                     Some(signer) => {
                         let made = signer.sign_event(&entry.stored.hash);
                         signed.push((seq, key_id.to_owned(), made));

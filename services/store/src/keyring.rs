@@ -204,7 +204,7 @@ impl Keyring {
     }
 
     /// The private key `key_id`, if this process has it.
-    fn signer(&self, key_id: &str) -> Option<Arc<EventSigner>> {
+    pub fn signer(&self, key_id: &str) -> Option<Arc<EventSigner>> {
         if let Some(signer) = self.signers.lock().ok()?.get(key_id) {
             return Some(signer.clone());
         }
