@@ -261,6 +261,10 @@ async fn a_stopped_service_rotates_its_key_from_the_command_line() {
         printed["key_id"], now["key_id"],
         "the key file holds the new key"
     );
+    assert_eq!(
+        printed["previous"][0]["key_id"], before["key_id"],
+        "the printed JSON (what nodes pin) lists the key kept beside it"
+    );
     let old_kept = data
         .path()
         .join("event-keys")

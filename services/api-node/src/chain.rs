@@ -168,9 +168,24 @@ fn apply_segment(
     let Some((last, payload)) = segment.last() else {
         return Ok(());
     };
-    let whole = keys
-        .signer_of(&last.envelope)
-        .is_some_and(|key| check(last, &key, payload).is_ok());
+    let signed_by = |keys: &KeyChain| {
+        keys.signer_of(&last.envelope)
+            .is_some_and(|key| check(last, &key, payload).is_ok())
+    };
+    let mut whole = signed_by(keys);
+    // From the log's start, the key in force is whichever pinned key signed
+    // it (pinned keys come in any order: a key file lists them as it may).
+    if !whole && chain.seq == 0 {
+        let first = keys
+            .trusted()
+            .iter()
+            .map(|k| keys.starting_with(k))
+            .find(|start| signed_by(start));
+        if let Some(first) = first {
+            *keys = first;
+            whole = true;
+        }
+    }
     for (candidate, payload) in segment {
         if !whole {
             let key = keys
@@ -364,5 +379,38 @@ mod tests {
             Err((Refusal::BadSignature, 6))
         );
         assert_eq!(chain.seq, 5);
+    }
+
+    #[test]
+    fn a_log_is_followed_from_whichever_pinned_key_signed_its_start() {
+        let (old, new) = (EventSigner::generate(), EventSigner::generate());
+        let mut prev = GENESIS_HASH;
+        let mut placed = Vec::new();
+        let mut tentative = Chain::default();
+        for seq in 1..=3u64 {
+            let mut envelope = event(seq);
+            if seq == 2 {
+                envelope.event = enspace_core::TokenEvent::SigningKeyRotated(
+                    enspace_core::key_chain::rotation(old.public(), new.public(), false),
+                );
+            }
+            let stored = StoredEvent::new(prev, &envelope);
+            let signer = if seq <= 2 { &old } else { &new };
+            let c = tentative
+                .place(
+                    &stored.payload,
+                    signer.sign_event(&stored.hash).to_vec(),
+                    Some(prev),
+                )
+                .expect("placed");
+            tentative.extend(&c);
+            placed.push((c, bytes::Bytes::from(stored.payload.clone())));
+            prev = stored.hash;
+        }
+        // Pinned newest first, as a key file may list them.
+        let mut keys = KeyChain::trusting(new.public().clone(), [old.public().clone()]);
+        let (replica, mut chain) = (TokenReplica::new(), Chain::default());
+        assert_eq!(apply_run(&placed, &mut keys, &replica, &mut chain), Ok(()));
+        assert_eq!((chain.seq, keys.current()), (3, new.public()));
     }
 }

@@ -43,7 +43,26 @@ pub fn print(args: &EventKeyArgs) -> anyhow::Result<ExitCode> {
             ),
         }
     };
-    let json = serde_json::to_string(&signer.public().to_json())?;
+    // The keys rotated away, kept beside the key file: a node pinning this
+    // JSON follows the log from its first event (their seqs are the log's
+    // to say: `GET /v1/event-key`).
+    let mut public = signer.public().to_json();
+    public.previous = signing_key::kept(&path)
+        .into_iter()
+        .filter(|kept| kept.public() != signer.public())
+        .map(|kept| {
+            let json = kept.public().to_json();
+            enspace_core::signing::EarlierKeyJson {
+                alg: json.alg,
+                key: json.key,
+                key_id: json.key_id,
+                first_seq: 0,
+                last_seq: 0,
+                lost_after: false,
+            }
+        })
+        .collect();
+    let json = serde_json::to_string(&public)?;
     if let Some(out) = &args.out {
         write_public(out, &json)
             .with_context(|| format!("cannot write the event key to {}", out.display()))?;

@@ -50,6 +50,20 @@ impl KeyChain {
         &self.current
     }
 
+    /// The keys given explicitly.
+    pub fn trusted(&self) -> &[EventKey] {
+        &self.trusted
+    }
+
+    /// The same trust, with `key` in force (the start of a log whose first
+    /// event `key` signed).
+    pub fn starting_with(&self, key: &EventKey) -> KeyChain {
+        KeyChain {
+            current: key.clone(),
+            trusted: self.trusted.clone(),
+        }
+    }
+
     /// Whether `key` was given explicitly.
     pub fn trusts(&self, key: &EventKey) -> bool {
         self.trusted.contains(key)

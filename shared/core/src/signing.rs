@@ -91,10 +91,11 @@ pub struct EarlierKeyJson {
     pub key: String,
     #[schema(pattern = "^[0-9a-f]{16}$")]
     pub key_id: String,
-    /// The first event it signed.
+    /// The first event it signed (0: not known here, as when
+    /// `enspace event-key` lists the keys kept beside the key file).
     pub first_seq: u64,
     /// The last event it signed (its hand-over to the next key, unless that
-    /// key followed its loss).
+    /// key followed its loss; 0: not known here).
     pub last_seq: u64,
     /// Its private half was declared lost after `last_seq`: the next key
     /// took over without its signature.
