@@ -36,6 +36,7 @@ mod request_logs;
 mod rotation;
 mod schemas;
 mod secrets;
+mod self_rotation;
 mod sessions;
 mod token_state;
 mod tokens_api;

@@ -271,6 +271,7 @@ fn rotated(
             secret_hash: h.to_hex(),
             replaced_by: ulid::Ulid::new(),
             expires_at,
+            self_rotated: false,
         }),
     }
 }
