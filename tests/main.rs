@@ -45,6 +45,7 @@ mod ui_audit;
 mod ui_fences;
 mod ui_insights;
 mod ui_rotation;
+mod ui_self_rotation;
 mod validation;
 mod workspace_admins;
 mod zones;
