@@ -68,7 +68,11 @@ impl FromRequestParts<AppState> for SelfRotatingToken {
         }
         if let Some(fence) = Fence::new(&view.allowed_cidrs, view.not_before) {
             let client = client_addr(&parts.extensions, &parts.headers);
-            match fence.check(client, now.as_millisecond()) {
+            let checked = fence.check(client, now.as_millisecond());
+            if let Err(refusal) = checked {
+                tracing::warn!(token.id = %view.id, user.id = %view.user_id, client_ip = ?client, ?refusal, "self-rotation refused by the token's fences");
+            }
+            match checked {
                 Ok(()) => {}
                 Err(Refusal::NotYetValid) => {
                     return Err(ApiError::new(
@@ -87,6 +91,7 @@ impl FromRequestParts<AppState> for SelfRotatingToken {
             }
         }
         if !view.self_rotate {
+            tracing::info!(token.id = %view.id, user.id = %view.user_id, "self-rotation refused: the token was not created with self_rotate");
             return Err(ApiError::forbidden(
                 "self_rotate_not_allowed",
                 "this token was not created with `self_rotate`; its owner can rotate it with a session",
