@@ -350,3 +350,29 @@ async fn the_owner_is_notified_when_a_token_rotates_itself_but_not_when_they_rot
     let bob = app.login("bob").await;
     assert!(app.notifications(&bob).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_made_a_moment_ago_on_the_writer_rotates_itself_through_a_follower() {
+    use crate::support::NatsServer;
+    use crate::support::cluster::{by_id, converge, other, pair, writer};
+
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (a, b) = pair(dir.path(), &nats.url(), &[]).await;
+    let leader = writer(&[&a, &b]).await;
+    let (writing, following) = (by_id([&a, &b], &leader), other([&a, &b], &leader));
+    let alice = writing.api.login("alice").await;
+    let (old, secret) = writing
+        .api
+        .create_token(&alice, &machine("CI runner"))
+        .await;
+    // At once, on the other process: it catches up before judging the
+    // bearer, and forwards the rotation to the writer.
+    let (new, _) = rotate_itself(&following.api, &secret, "0").await;
+    assert_eq!(new["replaces"], old["id"]);
+    assert_eq!(new["self_rotate"], true);
+    converge(&a, &b).await;
+    let on_writer = token(&writing.api, &alice, &id(&old)).await;
+    assert_eq!(on_writer["replaced_by"], new["id"]);
+    assert_eq!(writing.api.tokens(&alice).await.len(), 2);
+}
