@@ -376,3 +376,61 @@ async fn a_token_made_a_moment_ago_on_the_writer_rotates_itself_through_a_follow
     assert_eq!(on_writer["replaced_by"], new["id"]);
     assert_eq!(writing.api.tokens(&alice).await.len(), 2);
 }
+
+#[tokio::test]
+async fn the_self_rotation_notification_is_also_posted_to_the_owner_s_webhook() {
+    use std::sync::{Arc, Mutex};
+
+    use crate::support::eventually;
+    use crate::support::serve::service_args;
+
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = got.clone();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+                    sink.lock().expect("lock").push(value);
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the receiver");
+    let receiver = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut args = service_args(data.path(), None);
+    args.notifications.webhook_url = Some(format!("http://{receiver}/hook").parse().expect("url"));
+    args.notifications.webhook_secret = Some(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            .parse()
+            .expect("secret"),
+    );
+    let app = ServeApp::spawn_with(args, data).await;
+    let alice = app.login("alice").await;
+    let (old, secret) = app.create_token(&alice, &machine("CI runner")).await;
+    let (_, new_secret) = rotate_itself(&app, &secret, "1h").await;
+    let posted = eventually(
+        Duration::from_secs(20),
+        "the webhook told of the self-rotation",
+        || async {
+            got.lock()
+                .expect("lock")
+                .iter()
+                .find(|b| b["type"] == "notification.token_self_rotated")
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(posted["data"]["user_id"], "alice");
+    assert_eq!(posted["data"]["token_id"], old["id"]);
+    let text = posted.to_string();
+    assert!(!text.contains(&secret) && !text.contains(&new_secret));
+}
