@@ -1,7 +1,7 @@
 //! Self-rotation in the settings UI, in a real headless Chromium
 //! (`support::browser`): the create dialog's "Lets a machine rotate itself"
-//! checkbox sends `self_rotate` only when ticked, and the secret it shows
-//! can then rotate itself. Screenshots go under `target/ui-screenshots/`.
+//! checkbox sends `self_rotate` only when ticked, the new token's summary
+//! and row say it rotates itself, and the secret shown can then do so. Screenshots go under `target/ui-screenshots/`.
 
 use serde_json::{Value, json};
 
@@ -48,6 +48,8 @@ async fn create_dialog_checkbox_makes_a_token_that_can_rotate_itself_and_unticke
         )
         .await;
     let secret = secret.as_str().expect("secret").to_owned();
+    let summary = ui.text("#created-self-rotate").await;
+    assert!(summary.contains("/v1/tokens/self/rotate"), "{summary}");
     ui.shot("02-created").await;
     ui.click("#secret-done").await;
     ui.until("the dialog to close", "!document.querySelector('dialog')")
@@ -56,6 +58,14 @@ async fn create_dialog_checkbox_makes_a_token_that_can_rotate_itself_and_unticke
     let tokens = app.tokens(&alice).await;
     assert_eq!(tokens.len(), 1);
     assert_eq!(tokens[0]["self_rotate"], true);
+    let row = ui
+        .text(&format!(
+            "#self-rotate-{}",
+            tokens[0]["id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!(row, "Rotates itself");
+    ui.shot("03-row").await;
     // The secret the dialog showed rotates itself.
     let res = app
         .post_json(&secret, "/v1/tokens/self/rotate", &json!({"overlap": "0"}))
@@ -70,6 +80,11 @@ async fn create_dialog_checkbox_makes_a_token_that_can_rotate_itself_and_unticke
     fill_required(&ui, "Dashboard").await;
     ui.click("#create-submit").await;
     ui.wait("#token-secret").await;
+    assert_eq!(
+        ui.js("document.querySelector('#created-self-rotate') === null")
+            .await,
+        json!(true)
+    );
     let tokens = app.tokens(&alice).await;
     let plain = tokens
         .iter()

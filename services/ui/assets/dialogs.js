@@ -387,7 +387,8 @@ function showSecret(dialog, titleId, created, { close, forget, note = null }) {
       h('dt', {}, 'Scopes'), h('dd', {}, token.scopes.join(', ')),
       h('dt', {}, 'Workspaces'), h('dd', {}, token.workspaces.map(workspaceName).join(', ')),
       h('dt', {}, 'Expires'), h('dd', {}, exp),
-      ...(fenceSummary(token) ? [h('dt', {}, 'Fences'), h('dd', { id: 'created-fences' }, fenceSummary(token))] : [])),
+      ...(fenceSummary(token) ? [h('dt', {}, 'Fences'), h('dd', { id: 'created-fences' }, fenceSummary(token))] : []),
+      ...(token.self_rotate ? [h('dt', {}, 'Rotation'), h('dd', { id: 'created-self-rotate' }, 'Rotates itself: POST /v1/tokens/self/rotate with this token as the bearer')] : [])),
     note,
     h('p', { class: 'hint' }, 'Send it with every API call as ', h('code', {}, 'Authorization: Bearer <token>'), '.'));
   const shell = dialogShell(titleId, 'Your new token', body, [done], 'Close');
