@@ -591,6 +591,7 @@ async fn a_forged_or_garbled_forwarded_command_is_answered_with_an_error_and_cha
         secret_hash: SecretHash([7; 32]),
         allowed_cidrs: Vec::new(),
         not_before: None,
+        self_rotate: false,
     });
     let forged = enspace_cluster::forward::seal(&forged, &EventSigner::generate()).expect("sealed");
     let garbage: [&[u8]; 5] = [

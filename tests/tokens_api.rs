@@ -81,6 +81,7 @@ async fn create_answers_201_with_location_no_store_the_token_and_its_secret() {
             "leak_url": null,
             "allowed_cidrs": null,
             "not_before": null,
+            "self_rotate": false,
         })
     );
     assert!(

@@ -781,6 +781,9 @@ async fn keyboard_only_token_creation() {
         }
         ui.press(Key::Tab).await;
     }
+    // "Lets a machine rotate itself", left unticked.
+    assert_eq!(ui.focused().await, "token-self_rotate");
+    ui.press(Key::Tab).await;
     assert_eq!(ui.focused().await, "BUTTON", "Cancel");
     ui.press(Key::Tab).await; // Create token
     assert_eq!(ui.focused().await, "create-submit");

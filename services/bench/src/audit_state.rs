@@ -146,6 +146,7 @@ fn fill(store: &Store, n: u64, start: Timestamp) -> anyhow::Result<()> {
                         secret_hash: hash.to_hex(),
                         replaced_by: Ulid::new(),
                         expires_at: at + SignedDuration::from_hours(1),
+                        self_rotated: false,
                     }),
                 },
                 (_, 0, Some((id, hash, user))) => enspace_core::EventEnvelope {

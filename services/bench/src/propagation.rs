@@ -209,6 +209,7 @@ async fn revocations(
                 secret_hash: secret.hash(),
                 allowed_cidrs: Vec::new(),
                 not_before: None,
+                self_rotate: false,
             }))
             .await?;
         let hash = secret.hash().0;

@@ -53,6 +53,8 @@ pub enum Kind {
     /// The token was used from a client IP it had not used in the request
     /// retention window.
     NewClientIp,
+    /// The token rotated itself (`POST /v1/tokens/self/rotate`).
+    TokenSelfRotated,
 }
 
 impl Kind {
@@ -63,6 +65,7 @@ impl Kind {
             Kind::Leaked => "leaked",
             Kind::Revoked => "revoked",
             Kind::NewClientIp => "new_client_ip",
+            Kind::TokenSelfRotated => "token_self_rotated",
         }
     }
 }
@@ -79,6 +82,8 @@ pub enum Stage {
     Expired = 2,
     Leaked = 3,
     Revoked = 4,
+    /// The token rotated itself.
+    SelfRotated = 5,
 }
 
 impl Stage {
@@ -96,6 +101,7 @@ impl Stage {
             Stage::Expired,
             Stage::Leaked,
             Stage::Revoked,
+            Stage::SelfRotated,
         ]
         .into_iter()
         .find(|s| s.byte() == b)
@@ -107,6 +113,7 @@ impl Stage {
             Stage::Expired => Kind::Expired,
             Stage::Leaked => Kind::Leaked,
             Stage::Revoked => Kind::Revoked,
+            Stage::SelfRotated => Kind::TokenSelfRotated,
         }
     }
 
@@ -116,7 +123,7 @@ impl Stage {
             Stage::SevenDays => Some(SignedDuration::from_hours(7 * 24)),
             Stage::OneDay => Some(SignedDuration::from_hours(24)),
             Stage::Expired => Some(SignedDuration::ZERO),
-            Stage::Leaked | Stage::Revoked => None,
+            Stage::Leaked | Stage::Revoked | Stage::SelfRotated => None,
         }
     }
 

@@ -1,8 +1,8 @@
 //! The fold of token events into the due index and the notifications that
-//! events make at once (`leaked`, `revoked`). It remembers the last `seq`
-//! folded (`notifications_meta`), so it is resumable; folding an event
-//! again changes nothing (its notifications are made once), so it can be
-//! rebuilt from the log at any time.
+//! events make at once (`leaked`, `revoked`, `token_self_rotated`). It
+//! remembers the last `seq` folded (`notifications_meta`), so it is
+//! resumable; folding an event again changes nothing (its notifications are
+//! made once), so it can be rebuilt from the log at any time.
 //!
 //! Each group's changes to the due index and the new `last_seq` are one sled
 //! transaction; the notifications it makes are written before it, so a
@@ -87,6 +87,32 @@ fn revoked_notification(
         },
         stage,
     ))
+}
+
+/// `token_self_rotated`: the token rotated itself; its owner is told which
+/// token replaced it and when it stops working.
+fn self_rotated_notification(
+    envelope: &EventEnvelope,
+    rotated: &enspace_core::events::TokenRotated,
+    description: &str,
+) -> Notification {
+    let stops = if rotated.expires_at <= envelope.at {
+        "it stopped working at once".to_owned()
+    } else {
+        format!("it keeps working until {}", rotated.expires_at)
+    };
+    Notification {
+        id: notification_id(envelope.token_id, &[Stage::SelfRotated.byte()], envelope.at),
+        kind: Kind::TokenSelfRotated,
+        user_id: rotated.user_id.clone(),
+        token_id: envelope.token_id,
+        at: envelope.at,
+        detail: format!(
+            "“{description}” rotated itself: its successor is {}; {stops}",
+            rotated.replaced_by
+        ),
+        read: false,
+    }
 }
 
 impl NotificationProjection {
@@ -192,6 +218,12 @@ impl NotificationProjection {
                     else {
                         continue;
                     };
+                    if rotated.self_rotated {
+                        let notification =
+                            self_rotated_notification(envelope, rotated, &view.description);
+                        self.store
+                            .emit(&notification, &[Stage::SelfRotated.byte()], deliver)?;
+                    }
                     // Its stages move to the new end, if that is earlier.
                     let current = match plan.get(&envelope.token_id) {
                         Some(planned) => planned.as_ref().map(|e| e.expires_at),

@@ -271,6 +271,7 @@ fn rotated(
             secret_hash: h.to_hex(),
             replaced_by: ulid::Ulid::new(),
             expires_at,
+            self_rotated: false,
         }),
     }
 }
@@ -387,4 +388,39 @@ fn a_rotation_without_overlap_tells_nothing() {
     );
     let n = &f.notifications;
     assert_eq!(n.sweep(expires, false).expect("sweep").told, 0);
+}
+
+#[test]
+fn a_self_rotation_is_told_once_even_when_folded_again_and_an_owner_s_rotation_is_not() {
+    let f = fixture();
+    let machine = created(1, &hash(1)).build();
+    let other = created(2, &hash(2)).build();
+    let at = ts("2026-03-01T12:00:00Z");
+    let mut by_itself = rotated(
+        3,
+        &machine,
+        &hash(1),
+        at,
+        at + SignedDuration::from_hours(1),
+    );
+    if let TokenEvent::TokenRotated(r) = &mut by_itself.event {
+        r.self_rotated = true;
+    }
+    let by_owner = rotated(4, &other, &hash(2), at, at);
+    let log = [machine.clone(), other, by_itself, by_owner];
+    f.fold(&log);
+    let told = f.kinds();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].0, Kind::TokenSelfRotated);
+    assert!(told[0].1.contains("rotated itself"), "{told:?}");
+    assert!(told[0].1.contains("2026-03-01T13:00:00Z"), "{told:?}");
+    let listed = f.notifications.store.list("alice", 10).expect("list");
+    assert_eq!(listed[0].token_id, machine.token_id);
+    // Folded again from scratch: made once.
+    f.notifications
+        .projection
+        .rebuild_from_scratch()
+        .expect("rebuild");
+    f.fold(&log);
+    assert_eq!(f.kinds().len(), 1);
 }

@@ -61,6 +61,9 @@ pub struct CreateToken {
     /// When the token starts working, if not at once.
     #[serde(default)]
     pub not_before: Option<Timestamp>,
+    /// Whether the token may rotate itself.
+    #[serde(default)]
+    pub self_rotate: bool,
 }
 
 /// Replace `token_id` with a new token (`successor`, named by the writer)
@@ -75,6 +78,10 @@ pub struct RotateToken {
     /// The successor's expiration; the old token's when absent.
     pub expiration: Option<Expiration>,
     pub secret_hash: SecretHash,
+    /// The token rotates itself (its own secret was the credential; the
+    /// actor is still its owner).
+    #[serde(default)]
+    pub by_itself: bool,
 }
 
 /// Which token a command is about: by id, or by secret hash (a leak report
@@ -214,6 +221,7 @@ pub fn decide(
                 replaces: None,
                 allowed_cidrs: c.allowed_cidrs.clone(),
                 not_before: c.not_before,
+                self_rotate: c.self_rotate,
             }))))
         }
         Command::RevokeToken { actor, reason, .. } => match current {
@@ -259,12 +267,15 @@ pub fn decide(
                 // A successor is fenced as its predecessor was.
                 allowed_cidrs: view.allowed_cidrs.clone(),
                 not_before: view.not_before,
+                // So does the right to rotate itself.
+                self_rotate: view.self_rotate,
             });
             let rotated = TokenEvent::TokenRotated(TokenRotated {
                 user_id: view.user_id.clone(),
                 secret_hash: view.secret_hash.to_hex(),
                 replaced_by: r.successor,
                 expires_at: until,
+                self_rotated: r.by_itself,
             });
             Ok(Decision {
                 events: vec![(r.successor, created), (view.id, rotated)],
@@ -356,6 +367,7 @@ mod tests {
             secret_hash: SecretHash([1; 32]),
             allowed_cidrs: Vec::new(),
             not_before: None,
+            self_rotate: false,
         })
     }
 
@@ -564,6 +576,7 @@ mod tests {
             overlap,
             expiration: None,
             secret_hash: SecretHash([2; 32]),
+            by_itself: false,
         })
     }
 
@@ -613,6 +626,33 @@ mod tests {
         };
         assert_eq!(successor.allowed_cidrs, fenced.allowed_cidrs);
         assert_eq!(successor.not_before, fenced.not_before);
+    }
+
+    #[test]
+    fn a_self_rotating_token_s_successor_keeps_the_right_and_the_rotation_says_by_itself() {
+        let Command::CreateToken(mut machine) = create("alice") else {
+            unreachable!()
+        };
+        machine.self_rotate = true;
+        let cmd = Command::CreateToken(machine);
+        let state = given(std::slice::from_ref(&cmd)).expect("created");
+        assert!(state.self_rotate);
+        let Command::RotateToken(mut by_itself) = rotate(&cmd, "alice", SignedDuration::ZERO)
+        else {
+            unreachable!()
+        };
+        by_itself.by_itself = true;
+        let decision = decide_on(&Command::RotateToken(by_itself), Some(&state)).expect("decides");
+        let [
+            (_, TokenEvent::TokenCreated(successor)),
+            (_, TokenEvent::TokenRotated(rotated)),
+        ] = decision.events.as_slice()
+        else {
+            panic!("expected token_created and token_rotated: {decision:?}")
+        };
+        assert!(successor.self_rotate);
+        assert!(rotated.self_rotated);
+        assert_eq!(rotated.user_id, "alice");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Who is calling the management API: the signed-in user behind a session
 //! given as `Authorization: Bearer ens_sess_…` or as the `enspace_session`
-//! cookie. A personal access token is refused here: a token can never
-//! manage tokens. Cookie-authenticated changes must come from our own origin.
+//! cookie. A personal access token is refused here (`403` `pat_not_allowed`):
+//! the one management call a token may make, rotating itself, takes it
+//! through its own extractor ([`crate::routes::self_rotate`]).
+//! Cookie-authenticated changes must come from our own origin.
 //! In a cluster, a caller once known waits at the read barrier
 //! ([`enspace_cluster::barrier`]) before a route that reads token state.
 

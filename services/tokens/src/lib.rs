@@ -21,8 +21,8 @@ pub use state::{AppState, Config};
 
 use routes::{
     audit, audit_moments, audit_timeline, event_key, health, insights, introspect, me,
-    notifications as notes, report_leak, requests, rotate, secret_scanning, session, tokens,
-    workspaces,
+    notifications as notes, report_leak, requests, rotate, secret_scanning, self_rotate, session,
+    tokens, workspaces,
 };
 
 /// The token service's documented routes. Built with utoipa-axum's
@@ -52,6 +52,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(tokens::token_events))
         .routes(routes!(rotate::rotate_token))
+        .routes(routes!(self_rotate::rotate_self))
         .routes(routes!(workspaces::list_workspace_tokens))
         .routes(routes!(workspaces::revoke_workspace_token))
         .routes(routes!(workspaces::get_policy, workspaces::put_policy))

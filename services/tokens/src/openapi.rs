@@ -76,7 +76,10 @@ impl Modify for SecuritySchemes {
         );
         components.add_security_scheme(
             "pat",
-            bearer("ens_pat_…", "A personal access token, on API nodes only"),
+            bearer(
+                "ens_pat_…",
+                "A personal access token: on API nodes, and a token made with self_rotate on POST /v1/tokens/self/rotate (no other management route)",
+            ),
         );
         components.add_security_scheme(
             "internal_key",

@@ -170,6 +170,8 @@ async function openCreateDialog(trigger, { onCreated, prefill = null }) {
   const workspaceBoxes = workspaces.map((w) => h('input', { type: 'checkbox', name: 'workspaces', value: w.id, id: `token-workspace-${w.id}`, checked: prefill ? prefill.workspaces.includes(w.id) : workspaces.length === 1 }));
   if (prefill) description.value = prefill.description;
   const fences = fenceFields(prefill);
+  // Sent only when checked: a token that may rotate itself (contract §18).
+  const selfRotate = h('input', { type: 'checkbox', name: 'self_rotate', id: 'token-self_rotate', 'aria-describedby': 'token-self_rotate-hint', checked: Boolean(prefill?.self_rotate) });
   const errorEls = {};
   const fieldError = (name) => (errorEls[name] = h('p', { class: 'field-error', id: `token-${name}-error`, hidden: true }));
   const formError = h('div', { class: 'callout callout-error', id: 'create-error', role: 'alert', hidden: true });
@@ -284,6 +286,13 @@ async function openCreateDialog(trigger, { onCreated, prefill = null }) {
       h('p', { class: 'hint', id: 'token-not_before-hint' },
         'The token starts working at this time (your local time), at most 90 days ahead. Leave empty to start at once.'),
       fieldError('not_before')),
+    h('div', { class: 'field' },
+      h('label', { class: 'choice', for: 'token-self_rotate' },
+        selfRotate,
+        h('span', { class: 'choice-text' },
+          h('span', { class: 'choice-title' }, 'Lets a machine rotate itself'),
+          h('span', { class: 'choice-meaning', id: 'token-self_rotate-hint' },
+            'The token may renew its own secret (POST /v1/tokens/self/rotate, the old one working at most an hour longer); you are notified each time. It can manage nothing else.')))),
     formError);
 
   form.addEventListener('submit', async (e) => {
@@ -302,7 +311,10 @@ async function openCreateDialog(trigger, { onCreated, prefill = null }) {
     let created;
     try {
       const { cidrs, notBefore, ...fields } = v;
-      created = await api('POST', '/v1/tokens', { ...fields, description: v.description.trim(), ...fenceBody({ cidrs, notBefore }) });
+      created = await api('POST', '/v1/tokens', {
+        ...fields, description: v.description.trim(), ...fenceBody({ cidrs, notBefore }),
+        ...(selfRotate.checked ? { self_rotate: true } : {}),
+      });
     } catch (err) {
       if (err instanceof SessionEnded) return;
       submit.disabled = false;
@@ -375,7 +387,8 @@ function showSecret(dialog, titleId, created, { close, forget, note = null }) {
       h('dt', {}, 'Scopes'), h('dd', {}, token.scopes.join(', ')),
       h('dt', {}, 'Workspaces'), h('dd', {}, token.workspaces.map(workspaceName).join(', ')),
       h('dt', {}, 'Expires'), h('dd', {}, exp),
-      ...(fenceSummary(token) ? [h('dt', {}, 'Fences'), h('dd', { id: 'created-fences' }, fenceSummary(token))] : [])),
+      ...(fenceSummary(token) ? [h('dt', {}, 'Fences'), h('dd', { id: 'created-fences' }, fenceSummary(token))] : []),
+      ...(token.self_rotate ? [h('dt', {}, 'Rotation'), h('dd', { id: 'created-self-rotate' }, 'Rotates itself: POST /v1/tokens/self/rotate with this token as the bearer')] : [])),
     note,
     h('p', { class: 'hint' }, 'Send it with every API call as ', h('code', {}, 'Authorization: Bearer <token>'), '.'));
   const shell = dialogShell(titleId, 'Your new token', body, [done], 'Close');

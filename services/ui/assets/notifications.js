@@ -18,6 +18,7 @@ const KIND_LABEL = {
   leaked: 'Reported leaked',
   revoked: 'Revoked',
   new_client_ip: 'Used from a new address',
+  token_self_rotated: 'Rotated itself',
 };
 
 let timer = null;

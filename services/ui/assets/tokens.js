@@ -176,6 +176,8 @@ function tokenLinks(t) {
   // Its fences: the addresses it may be used from, and a start still ahead.
   const fences = fenceSummary(t);
   if (fences) lines.push(h('span', { class: 'token-fences', id: `fences-${t.id}` }, fences));
+  // A machine's token that may renew its own secret.
+  if (t.self_rotate) lines.push(h('span', { class: 'token-fences', id: `self-rotate-${t.id}` }, 'Rotates itself'));
   return lines;
 }
 

@@ -232,6 +232,7 @@ mod tests {
             secret_hash: hash.to_hex(),
             replaced_by: Ulid::from_parts(2, 2),
             expires_at: ts(3_000),
+            self_rotated: false,
         });
         let mut revoked = created.clone();
         revoked.seq = 3;

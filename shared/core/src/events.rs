@@ -50,6 +50,10 @@ pub struct TokenCreated {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub not_before: Option<Timestamp>,
+    /// The token may rotate itself (`POST /v1/tokens/self/rotate`); absent
+    /// when it may not, as on every event written before self-rotation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub self_rotate: bool,
 }
 
 /// `token_revoked`: a token was revoked (its `data`).
@@ -84,6 +88,10 @@ pub struct TokenRotated {
     /// When the rotated token stops working.
     #[schema(value_type = String, format = DateTime)]
     pub expires_at: Timestamp,
+    /// The token rotated itself (`POST /v1/tokens/self/rotate`); absent
+    /// when its owner rotated it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub self_rotated: bool,
 }
 
 // Its aggregate is the workspace (`Aggregate::Workspace`); the doc comment

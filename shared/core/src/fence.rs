@@ -320,6 +320,7 @@ mod tests {
             replaces: None,
             allowed_cidrs: cidrs.iter().map(|c| (*c).to_owned()).collect(),
             not_before,
+            self_rotate: false,
         }
     }
 

@@ -34,6 +34,7 @@ pub fn created(seq: u64, hash: &SecretHash) -> Created {
             replaces: None,
             allowed_cidrs: Vec::new(),
             not_before: None,
+            self_rotate: false,
         },
     }
 }

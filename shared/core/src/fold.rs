@@ -156,6 +156,7 @@ pub fn created_view(
         leak_url: None,
         allowed_cidrs: created.allowed_cidrs.clone(),
         not_before: created.not_before,
+        self_rotate: created.self_rotate,
     }
 }
 
@@ -239,6 +240,7 @@ pub fn cases() -> Vec<Case> {
             replaces: None,
             allowed_cidrs: Vec::new(),
             not_before: None,
+            self_rotate: false,
         })
     };
     let revoke = |hash: &str| {
@@ -329,6 +331,7 @@ pub fn cases() -> Vec<Case> {
             secret_hash: hash.into(),
             replaced_by: id(by),
             expires_at: Timestamp::from_millisecond(until_ms).unwrap_or_default(),
+            self_rotated: false,
         })
     };
     let until = |i: u8, at_ms: i64| Outcome::Until {

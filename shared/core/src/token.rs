@@ -185,6 +185,9 @@ pub struct TokenView {
     /// When it starts working, if not at once.
     #[serde(default)]
     pub not_before: Option<Timestamp>,
+    /// Whether it may rotate itself.
+    #[serde(default)]
+    pub self_rotate: bool,
 }
 
 impl TokenView {
@@ -298,6 +301,7 @@ mod tests {
             leak_url: None,
             allowed_cidrs: Vec::new(),
             not_before: None,
+            self_rotate: false,
         };
         assert_eq!(
             view.status(ts("2026-01-31T23:59:59.999Z")),

@@ -52,6 +52,7 @@ fn sequence() -> Vec<EventEnvelope> {
                 replaces: None,
                 allowed_cidrs: Vec::new(),
                 not_before: None,
+                self_rotate: false,
             }),
         ),
         (
@@ -77,6 +78,7 @@ fn sequence() -> Vec<EventEnvelope> {
                 replaces: Some(a),
                 allowed_cidrs: Vec::new(),
                 not_before: None,
+                self_rotate: false,
             }),
         ),
         (
@@ -87,6 +89,7 @@ fn sequence() -> Vec<EventEnvelope> {
                 secret_hash: hash_hex(1),
                 replaced_by: b,
                 expires_at: at(1_780_086_400_000),
+                self_rotated: false,
             }),
         ),
         (
@@ -243,4 +246,47 @@ fn a_fenced_creation_carries_its_ranges_and_not_before_by_name() {
     let as_json: serde_json::Value = rmp_serde::from_slice(&plain.encode()).expect("messagepack");
     assert!(as_json["data"].get("allowed_cidrs").is_none());
     assert!(as_json["data"].get("not_before").is_none());
+}
+
+/// A self-rotating creation and a rotation by the token itself: each flag
+/// by name in `data`, decoded back as written, pinned by its payload's
+/// SHA-256; without the flag neither event carries it.
+#[test]
+fn a_self_rotating_creation_and_a_self_rotation_carry_their_flag_by_name() {
+    let mut events = sequence();
+    let mut envelope = events.remove(0);
+    let TokenEvent::TokenCreated(created) = &mut envelope.event else {
+        panic!("the first event is a creation");
+    };
+    created.self_rotate = true;
+    let payload = envelope.encode();
+    assert_eq!(EventEnvelope::decode(&payload).expect("decodes"), envelope);
+    let as_json: serde_json::Value = rmp_serde::from_slice(&payload).expect("messagepack");
+    assert_eq!(as_json["data"]["self_rotate"], true);
+    assert_eq!(
+        hex::encode(Sha256::digest(&payload)),
+        "f1d595a11d97da3da7864f313f32573ac46829b0312b0e6e537cc9aa2dc84298"
+    );
+    let mut rotation = sequence()
+        .into_iter()
+        .find(|e| matches!(e.event, TokenEvent::TokenRotated(_)))
+        .expect("the sequence rotates a token");
+    let TokenEvent::TokenRotated(rotated) = &mut rotation.event else {
+        unreachable!()
+    };
+    rotated.self_rotated = true;
+    let payload = rotation.encode();
+    assert_eq!(EventEnvelope::decode(&payload).expect("decodes"), rotation);
+    let as_json: serde_json::Value = rmp_serde::from_slice(&payload).expect("messagepack");
+    assert_eq!(as_json["data"]["self_rotated"], true);
+    assert_eq!(
+        hex::encode(Sha256::digest(&payload)),
+        "509a41ce182df45f352895d87d105b2fb25363c41a876dd67e57a2a3ee063b6c"
+    );
+    for plain in sequence() {
+        let as_json: serde_json::Value =
+            rmp_serde::from_slice(&plain.encode()).expect("messagepack");
+        assert!(as_json["data"].get("self_rotate").is_none());
+        assert!(as_json["data"].get("self_rotated").is_none());
+    }
 }

@@ -18,6 +18,7 @@ pub mod report_leak;
 pub mod requests;
 pub mod rotate;
 pub mod secret_scanning;
+pub mod self_rotate;
 pub mod session;
 pub mod tokens;
 pub mod workspaces;

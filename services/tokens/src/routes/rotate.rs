@@ -38,14 +38,14 @@ impl Overlap {
         (Overlap::Month, "30d"),
     ];
 
-    fn parse(s: &str) -> Option<Overlap> {
+    pub(crate) fn parse(s: &str) -> Option<Overlap> {
         Self::ALL
             .into_iter()
             .find(|(_, name)| *name == s)
             .map(|(o, _)| o)
     }
 
-    fn duration(self) -> jiff::SignedDuration {
+    pub(crate) fn duration(self) -> jiff::SignedDuration {
         jiff::SignedDuration::from_hours(match self {
             Overlap::None => 0,
             Overlap::Hour => 1,
@@ -138,6 +138,7 @@ pub async fn rotate_token(
             overlap: overlap.duration(),
             expiration,
             secret_hash: secret.hash(),
+            by_itself: false,
         }))
         .await
         .map_err(command_error)?;

@@ -62,6 +62,9 @@ pub struct TokenJson {
     /// `token_not_yet_valid`.
     #[schema(value_type = Option<String>, format = DateTime, required = true)]
     not_before: Option<Timestamp>,
+    /// Whether the token may rotate itself (`POST /v1/tokens/self/rotate`
+    /// with the token as the bearer); a rotation's successor keeps it.
+    self_rotate: bool,
 }
 
 impl TokenJson {
@@ -83,6 +86,7 @@ impl TokenJson {
             leak_url: view.leak_url,
             allowed_cidrs: (!view.allowed_cidrs.is_empty()).then_some(view.allowed_cidrs),
             not_before: view.not_before,
+            self_rotate: view.self_rotate,
         }
     }
 }
@@ -127,6 +131,11 @@ pub struct CreateTokenRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime, example = "2026-12-24T08:00:00Z")]
     not_before: Option<String>,
+    /// `true`: the token may rotate itself, with itself as the bearer of
+    /// `POST /v1/tokens/self/rotate` (for machines renewing their own
+    /// secret); its successors keep this. Left out: `false`.
+    #[serde(default)]
+    self_rotate: bool,
 }
 
 /// A new token's fences, as checked by [`fences`].
@@ -183,6 +192,7 @@ struct ValidToken {
     scopes: Vec<Scope>,
     workspaces: Vec<String>,
     fences: Fences,
+    self_rotate: bool,
 }
 
 /// The API's rules for a new token; the first broken rule is the answer.
@@ -266,6 +276,7 @@ fn validate(
         scopes,
         workspaces,
         fences,
+        self_rotate: req.self_rotate,
     })
 }
 
@@ -333,6 +344,7 @@ pub async fn create_token(
         scopes,
         workspaces,
         fences,
+        self_rotate,
     } = validate(&caller, req, state.clock.now())?;
     let reservation = {
         let (state, user) = (state.clone(), caller.user.id.clone());
@@ -357,6 +369,7 @@ pub async fn create_token(
             secret_hash: secret.hash(),
             allowed_cidrs: fences.allowed_cidrs,
             not_before: fences.not_before,
+            self_rotate,
         }))
         .await
         .map_err(command_error)?;
