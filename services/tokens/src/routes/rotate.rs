@@ -117,8 +117,25 @@ pub async fn rotate_token(
             format!("you no longer belong to the workspace `{ws}`; create a new token instead"),
         ));
     }
+    let (view, secret) =
+        replace_with_successor(&state, old.id, &caller.user.id, overlap, expiration, false).await?;
+    tracing::info!(token.id = %view.id, replaces = %old.id, user.id = %view.user_id, "rotated token {}", old.id);
+    Ok(created(&state, view, &secret))
+}
+
+/// Replaces `old` with a successor for `actor` (its owner): holds the
+/// successor's place in the owner's quota, records the rotation, and answers
+/// the successor with its secret. `by_itself`: the token asked for it.
+pub(crate) async fn replace_with_successor(
+    state: &AppState,
+    old: Ulid,
+    actor: &str,
+    overlap: Overlap,
+    expiration: Option<Expiration>,
+    by_itself: bool,
+) -> Result<(enspace_core::TokenView, PatSecret), ApiError> {
     let reservation = {
-        let (state, user) = (state.clone(), caller.user.id.clone());
+        let (state, user) = (state.clone(), actor.to_owned());
         let alone = overlap == Overlap::None;
         blocking(move || {
             state
@@ -132,17 +149,16 @@ pub async fn rotate_token(
     let view = state
         .writer
         .execute(Command::RotateToken(RotateToken {
-            token_id: old.id,
+            token_id: old,
             successor: Ulid::nil(), // named by the writer
-            actor: caller.user.id.clone(),
+            actor: actor.to_owned(),
             overlap: overlap.duration(),
             expiration,
             secret_hash: secret.hash(),
-            by_itself: false,
+            by_itself,
         }))
         .await
         .map_err(command_error)?;
     reservation.commit();
-    tracing::info!(token.id = %view.id, replaces = %old.id, user.id = %view.user_id, "rotated token {}", old.id);
-    Ok(created(&state, view, &secret))
+    Ok((view, secret))
 }

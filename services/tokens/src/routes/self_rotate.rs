@@ -14,12 +14,10 @@ use enspace_core::{PatSecret, TokenStatus, TokenView};
 use enspace_http::client_addr::client_addr;
 use enspace_http::{ApiError, ApiJson, blocking};
 use serde::Deserialize;
-use ulid::Ulid;
 
 use super::rotate::Overlap;
-use super::tokens::{TokenCreatedResponse, command_error, created, quota_error};
+use super::tokens::{TokenCreatedResponse, created};
 use crate::state::AppState;
-use enspace_store::commands::{Command, RotateToken};
 
 /// A `401` as API nodes answer a token that does not verify.
 fn invalid_token(detail: &'static str) -> ApiError {
@@ -157,32 +155,9 @@ pub async fn rotate_self(
             format!("the token's owner no longer belongs to the workspace `{ws}`"),
         ));
     }
-    let reservation = {
-        let (state, user) = (state.clone(), owner.id.clone());
-        let alone = overlap == Overlap::None;
-        blocking(move || {
-            state
-                .quota
-                .reserve_successor(&user, &state.store.projections, state.clock.now(), alone)
-                .map_err(|e| quota_error(&state, e))
-        })
-        .await?
-    };
-    let secret = PatSecret::generate();
-    let view = state
-        .writer
-        .execute(Command::RotateToken(RotateToken {
-            token_id: old.id,
-            successor: Ulid::nil(), // named by the writer
-            actor: owner.id.clone(),
-            overlap: overlap.duration(),
-            expiration: None,
-            secret_hash: secret.hash(),
-            by_itself: true,
-        }))
-        .await
-        .map_err(command_error)?;
-    reservation.commit();
+    let (view, secret) =
+        super::rotate::replace_with_successor(&state, old.id, &owner.id, overlap, None, true)
+            .await?;
     tracing::info!(token.id = %view.id, replaces = %old.id, user.id = %view.user_id, "token {} rotated itself", old.id);
     Ok(created(&state, view, &secret))
 }
