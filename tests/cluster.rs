@@ -592,6 +592,7 @@ async fn a_forged_or_garbled_forwarded_command_is_answered_with_an_error_and_cha
         allowed_cidrs: Vec::new(),
         not_before: None,
         self_rotate: false,
+        decoy: false,
     });
     let forged = enspace_cluster::forward::seal(&forged, &EventSigner::generate()).expect("sealed");
     let garbage: [&[u8]; 5] = [

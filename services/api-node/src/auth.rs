@@ -7,6 +7,9 @@
 //! handed to the request-record sink once with its final status, its path,
 //! workspace and user agent kept within bounds (`enspace_core::record_bounds`);
 //! a call refused before a token is known is counted instead (`refused`).
+//! A decoy's secret is answered exactly as an unknown token is (same
+//! status, body and headers, no rate limit), and its call recorded under
+//! the decoy, which is how its owner hears of it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -202,9 +205,11 @@ pub async fn require_token(
         }
         _ => None,
     };
-    // Every call of a known token counts against its rate, allowed or not.
-    let decision = match (&auth.rate_limit, &verdict.token) {
-        (Some(limit), Some(token)) => Some(limit.check(token.token_id)),
+    // Every call of a known token counts against its rate, allowed or not;
+    // a decoy's is answered as an unknown token's, which has no rate.
+    let decision = match (&auth.rate_limit, &verdict.token, &verdict.rejection) {
+        (_, _, Some(Rejection::Decoy)) => None,
+        (Some(limit), Some(token), _) => Some(limit.check(token.token_id)),
         _ => None,
     };
     let mut response = match (verdict.rejection, verdict.token, decision) {

@@ -20,7 +20,7 @@ use enspace_core::{EventEnvelope, SecretHash};
 use ulid::Ulid;
 
 use crate::scopes::Scopes;
-use crate::table::{OCCUPIED, REVOKED, Slot, Table};
+use crate::table::{DECOY, OCCUPIED, REVOKED, Slot, Table};
 
 /// What verification needs to know of one token.
 #[derive(Debug, Clone)]
@@ -31,6 +31,8 @@ pub struct TokenFacts {
     pub scopes: Scopes,
     pub expires_at_ms: i64,
     pub revoked: bool,
+    /// A decoy: any use is answered as an unknown token's, and recorded.
+    pub decoy: bool,
 }
 
 /// What a token's fences say of a call (`Ok` for a token without any).
@@ -175,7 +177,11 @@ impl Inner {
                     expires_at_ms: created.expires_at.map_or(i64::MAX, |t| t.as_millisecond()),
                     principal,
                     scopes: Scopes::from_iter(created.scopes.iter().copied()).bits(),
-                    flags: OCCUPIED,
+                    flags: if created.decoy {
+                        OCCUPIED | DECOY
+                    } else {
+                        OCCUPIED
+                    },
                     _pad: [0; 2],
                 });
             }
@@ -205,6 +211,7 @@ impl Inner {
             scopes: Scopes::from_bits(slot.scopes),
             expires_at_ms: slot.expires_at_ms,
             revoked: slot.flags & REVOKED != 0,
+            decoy: slot.flags & DECOY != 0,
         })
     }
 

@@ -25,6 +25,8 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 /// Set in every occupied slot; an all-zero slot is empty.
 pub(crate) const OCCUPIED: u8 = 1;
 pub(crate) const REVOKED: u8 = 2;
+/// A decoy: never grants anything (contract §18).
+pub(crate) const DECOY: u8 = 4;
 
 /// One token: its secret hash and everything verification reads, in one
 /// cache line.

@@ -41,6 +41,9 @@ pub enum Rejection {
     Missing,
     Malformed(SecretParseError),
     Unknown,
+    /// A decoy's secret: answered exactly as [`Rejection::Unknown`], but
+    /// the call is recorded under the decoy so its owner is told.
+    Decoy,
     Expired,
     Revoked,
     /// Before the token's `not_before`.
@@ -58,6 +61,7 @@ impl Rejection {
             Rejection::Malformed(SecretParseError::BadChecksum) => "bad_checksum",
             Rejection::Malformed(_) => "malformed",
             Rejection::Unknown => "unknown",
+            Rejection::Decoy => "decoy",
             Rejection::Expired => "expired",
             Rejection::Revoked => "revoked",
             Rejection::NotYetValid => "not_yet_valid",
@@ -159,6 +163,15 @@ pub fn verify(
             Ok(None) => return reject(Rejection::Unknown, None),
             Ok(Some(found)) => found,
         };
+    // A decoy grants nothing and says nothing: a revoked one is simply
+    // unknown (its owner no longer wants to hear of it).
+    if facts.decoy {
+        return if facts.revoked {
+            reject(Rejection::Unknown, None)
+        } else {
+            reject(Rejection::Decoy, Some(facts.into()))
+        };
+    }
     let rejection = if facts.revoked {
         Some(Rejection::Revoked)
     } else if facts.expires_at_ms <= now_ms {
@@ -293,6 +306,26 @@ mod tests {
             run(Some(&bearer_of(&good)), Scope::Read, Some("globex")).0,
             Some(Rejection::WorkspaceNotAllowed)
         );
+    }
+
+    #[test]
+    fn a_decoy_is_refused_as_unknown_but_named_and_a_revoked_decoy_is_just_unknown() {
+        let replica = TokenReplica::new();
+        let decoy = PatSecret::generate();
+        let created = fixtures::created(1, &decoy.hash()).decoy().build();
+        replica.apply(&created);
+        let header = format!("Bearer {}", decoy.expose());
+        let verdict = verify(&replica, Some(&header), 0, Scope::Read, None, || None);
+        assert_eq!(verdict.rejection, Some(Rejection::Decoy));
+        assert_eq!(
+            verdict.token.map(|t| t.token_id),
+            Some(created.token_id),
+            "the use is recorded under the decoy"
+        );
+        replica.apply(&fixtures::revoked(2, created.token_id, &decoy.hash()));
+        let verdict = verify(&replica, Some(&header), 0, Scope::Read, None, || None);
+        assert_eq!(verdict.rejection, Some(Rejection::Unknown));
+        assert!(verdict.token.is_none());
     }
 
     #[test]

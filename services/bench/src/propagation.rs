@@ -210,6 +210,7 @@ async fn revocations(
                 allowed_cidrs: Vec::new(),
                 not_before: None,
                 self_rotate: false,
+                decoy: false,
             }))
             .await?;
         let hash = secret.hash().0;

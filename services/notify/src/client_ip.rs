@@ -20,7 +20,8 @@ impl Notifications {
         let deliver = self.delivers_now();
         let mut made = 0;
         for seen in new {
-            let Some(token) = tokens.token(seen.token_id)? else {
+            // A decoy's uses are told as `decoy_used`.
+            let Some(token) = tokens.token(seen.token_id)?.filter(|t| !t.decoy) else {
                 continue;
             };
             let at = Timestamp::from_millisecond(i64::try_from(seen.at_ms).unwrap_or(0))

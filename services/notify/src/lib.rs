@@ -13,6 +13,7 @@
 //!   and publishes it on NATS, from a durable queue, on the writer only.
 
 pub mod client_ip;
+pub mod decoy;
 pub mod delivery;
 pub mod due;
 pub mod metrics;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ulid::Ulid;
 
+pub use decoy::DecoyUse;
 pub use delivery::Delivery;
 pub use due::DueIndex;
 pub use metrics::NotificationMetrics;
@@ -55,6 +57,10 @@ pub enum Kind {
     NewClientIp,
     /// The token rotated itself (`POST /v1/tokens/self/rotate`).
     TokenSelfRotated,
+    /// Someone used a decoy (`POST /v1/decoys`): the detail names the
+    /// client address, user agent, call and node; once per address and
+    /// hour.
+    DecoyUsed,
 }
 
 impl Kind {
@@ -66,6 +72,7 @@ impl Kind {
             Kind::Revoked => "revoked",
             Kind::NewClientIp => "new_client_ip",
             Kind::TokenSelfRotated => "token_self_rotated",
+            Kind::DecoyUsed => "decoy_used",
         }
     }
 }

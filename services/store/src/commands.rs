@@ -64,6 +64,9 @@ pub struct CreateToken {
     /// Whether the token may rotate itself.
     #[serde(default)]
     pub self_rotate: bool,
+    /// Whether it is a decoy (no scopes, no workspaces, never granting).
+    #[serde(default)]
+    pub decoy: bool,
 }
 
 /// Replace `token_id` with a new token (`successor`, named by the writer)
@@ -222,6 +225,7 @@ pub fn decide(
                 allowed_cidrs: c.allowed_cidrs.clone(),
                 not_before: c.not_before,
                 self_rotate: c.self_rotate,
+                decoy: c.decoy,
             }))))
         }
         Command::RevokeToken { actor, reason, .. } => match current {
@@ -232,7 +236,10 @@ pub fn decide(
             _ => Err(CommandError::TokenNotFound),
         },
         Command::RevokeLeaked { url, .. } => {
-            let view = current.ok_or(CommandError::TokenNotFound)?;
+            // A decoy found in the open is not revoked: it stays a tripwire.
+            let view = current
+                .filter(|v| !v.decoy)
+                .ok_or(CommandError::TokenNotFound)?;
             active(view, now)?;
             Ok(one(Some(revocation(
                 view,
@@ -242,7 +249,7 @@ pub fn decide(
         }
         Command::RotateToken(r) => {
             let view = current
-                .filter(|v| v.user_id == r.actor)
+                .filter(|v| v.user_id == r.actor && !v.decoy)
                 .ok_or(CommandError::TokenNotFound)?;
             active(view, now)?;
             if let Some(successor) = view.replaced_by {
@@ -269,6 +276,7 @@ pub fn decide(
                 not_before: view.not_before,
                 // So does the right to rotate itself.
                 self_rotate: view.self_rotate,
+                decoy: false,
             });
             let rotated = TokenEvent::TokenRotated(TokenRotated {
                 user_id: view.user_id.clone(),
@@ -368,6 +376,7 @@ mod tests {
             allowed_cidrs: Vec::new(),
             not_before: None,
             self_rotate: false,
+            decoy: false,
         })
     }
 
@@ -653,6 +662,34 @@ mod tests {
         assert!(successor.self_rotate);
         assert!(rotated.self_rotated);
         assert_eq!(rotated.user_id, "alice");
+    }
+
+    #[test]
+    fn a_decoy_is_recorded_as_one_and_can_be_revoked_but_not_rotated_or_revoked_as_leaked() {
+        let Command::CreateToken(mut decoy) = create("alice") else {
+            unreachable!()
+        };
+        decoy.decoy = true;
+        decoy.scopes.clear();
+        decoy.workspaces.clear();
+        let cmd = Command::CreateToken(decoy.clone());
+        let state = given(std::slice::from_ref(&cmd)).expect("created");
+        assert!(state.decoy);
+        assert_eq!(
+            decide_on(&rotate(&cmd, "alice", SignedDuration::ZERO), Some(&state)),
+            Err(CommandError::TokenNotFound)
+        );
+        let leaked = Command::RevokeLeaked {
+            secret_hash: decoy.secret_hash,
+            url: None,
+        };
+        assert_eq!(
+            decide_on(&leaked, Some(&state)),
+            Err(CommandError::TokenNotFound)
+        );
+        let revoked = given(&[cmd.clone(), revoke(&cmd, "alice", RevokeReason::User)])
+            .expect("revoked");
+        assert!(revoked.revoked_at.is_some());
     }
 
     #[test]

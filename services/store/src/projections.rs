@@ -463,7 +463,8 @@ impl Projections {
                 more = true;
                 break;
             }
-            if let Some(view) = self.token(Ulid::from_bytes(id))? {
+            // Decoys are listed apart (`GET /v1/decoys`).
+            if let Some(view) = self.token(Ulid::from_bytes(id))?.filter(|v| !v.decoy) {
                 out.push(view);
             }
         }

@@ -20,7 +20,7 @@ pub use control_plane::{ControlPlane, ControlPlaneConfig};
 pub use state::{AppState, Config};
 
 use routes::{
-    audit, audit_moments, audit_timeline, event_key, health, insights, introspect, me,
+    audit, audit_moments, audit_timeline, decoys, event_key, health, insights, introspect, me,
     notifications as notes, report_leak, requests, rotate, secret_scanning, self_rotate, session,
     tokens, workspaces,
 };
@@ -53,6 +53,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::token_events))
         .routes(routes!(rotate::rotate_token))
         .routes(routes!(self_rotate::rotate_self))
+        .routes(routes!(decoys::create_decoy, decoys::list_decoys))
+        .routes(routes!(decoys::revoke_decoy))
         .routes(routes!(workspaces::list_workspace_tokens))
         .routes(routes!(workspaces::revoke_workspace_token))
         .routes(routes!(workspaces::get_policy, workspaces::put_policy))

@@ -23,6 +23,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
     tags(
         (name = "session", description = "Signing in and out"),
         (name = "tokens", description = "Personal access tokens"),
+        (name = "decoys", description = "Decoy tokens: secrets that never grant anything and tell their owner whenever they are used"),
         (name = "leaks", description = "Reports of leaked tokens: GitHub secret scanning, and anyone who finds one"),
         (name = "workspaces", description = "What workspace admins see and set: the tokens reaching a workspace, and its token policy"),
         (name = "request-logs", description = "Per-token request logs, kept 90 days"),

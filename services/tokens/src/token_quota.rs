@@ -1,4 +1,5 @@
-//! The cap on a user's active tokens (neither revoked nor expired).
+//! The cap on a user's active tokens (neither revoked nor expired); decoys
+//! never count.
 //!
 //! Counted exactly even while one user creates many tokens at once: a
 //! creation first reserves a place (under one lock, with the user's count),
@@ -141,7 +142,7 @@ impl TokenQuota {
         if !users.0.contains_key(user) {
             let mut loaded = UserTokens::default();
             for view in projections.tokens_of_user(user)? {
-                if view.revoked_at.is_none() {
+                if view.revoked_at.is_none() && !view.decoy {
                     loaded.live.insert(view.id, view.expires_at);
                 }
             }
@@ -170,6 +171,8 @@ impl TokenQuota {
                 continue;
             };
             match event {
+                // A decoy never counts (it reserved no place either).
+                TokenEventRef::Created(created) if created.decoy => {}
                 TokenEventRef::Created(created) => {
                     if let Some(user) = users.0.get_mut(&created.user_id) {
                         user.reserved = user.reserved.saturating_sub(1);

@@ -99,10 +99,17 @@ pub struct Indexer {
     pub metrics: IndexerMetrics,
     /// Each token's client IPs, and who to tell about a new one.
     new_ips: Option<(client_ips::ClientIps, NewIpHook)>,
+    /// Who to tell of calls answered `401` (a decoy's use is one).
+    unauthorized: Option<UnauthorizedHook>,
 }
 
 /// Told of the tokens' new client IPs once a batch is indexed.
 pub type NewIpHook = Arc<dyn Fn(Vec<client_ips::NewClientIp>) + Send + Sync>;
+
+/// Told of the calls answered `401` once their batch is indexed (the uses
+/// of decoys are among them: an API node answers a decoy as an unknown
+/// token, and records the call under the decoy).
+pub type UnauthorizedHook = Arc<dyn Fn(&[&RequestRecord]) + Send + Sync>;
 
 impl Indexer {
     pub fn new(
@@ -117,6 +124,7 @@ impl Indexer {
             retention,
             metrics,
             new_ips: None,
+            unauthorized: None,
         }
     }
 
@@ -124,6 +132,12 @@ impl Indexer {
     /// of every new one (see [`client_ips`]).
     pub fn telling_new_client_ips(mut self, ips: client_ips::ClientIps, hook: NewIpHook) -> Self {
         self.new_ips = Some((ips, hook));
+        self
+    }
+
+    /// Also tells `hook` of every call answered `401`, once indexed.
+    pub fn telling_unauthorized_calls(mut self, hook: UnauthorizedHook) -> Self {
+        self.unauthorized = Some(hook);
         self
     }
 
@@ -158,6 +172,7 @@ impl Indexer {
         let metrics = self.metrics.clone();
         let cutoff = self.cutoff();
         let new_ips = self.new_ips.clone();
+        let unauthorized = self.unauthorized.clone();
         let retention_ms = u64::try_from(self.retention.as_millis()).unwrap_or(u64::MAX);
         let mut records = records;
         tokio::task::spawn_blocking(move || {
@@ -176,6 +191,13 @@ impl Indexer {
                         Err(e) => {
                             tracing::error!(error = %e, "noting the tokens' client IPs failed")
                         }
+                    }
+                }
+                if let Some(hook) = unauthorized {
+                    let refused: Vec<&RequestRecord> =
+                        records.iter().filter(|r| r.status == 401).collect();
+                    if !refused.is_empty() {
+                        hook(&refused);
                     }
                 }
             }

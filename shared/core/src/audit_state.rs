@@ -53,6 +53,21 @@ pub struct TokenAtMoment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub replaced_by: Option<Ulid>,
+    /// The client address ranges its calls had to come from; absent for
+    /// anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_cidrs: Vec<String>,
+    /// When it started (starts) working, if not at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub not_before: Option<Timestamp>,
+    /// It may rotate itself; absent when not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub self_rotate: bool,
+    /// A decoy: it never granted anything (no scopes, no workspaces); absent
+    /// on every real token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decoy: bool,
 }
 
 impl TokenAtMoment {
@@ -79,6 +94,10 @@ impl TokenAtMoment {
             revoked_at: view.revoked_at,
             revoked_reason: view.revoked_reason,
             replaced_by: view.replaced_by,
+            allowed_cidrs: view.allowed_cidrs.clone(),
+            not_before: view.not_before,
+            self_rotate: view.self_rotate,
+            decoy: view.decoy,
         }
     }
 }

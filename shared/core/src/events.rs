@@ -54,6 +54,11 @@ pub struct TokenCreated {
     /// when it may not, as on every event written before self-rotation.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub self_rotate: bool,
+    /// A decoy (`POST /v1/decoys`): a token that never grants anything,
+    /// whose use is answered as an unknown token's and told to its owner;
+    /// absent on every real token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decoy: bool,
 }
 
 /// `token_revoked`: a token was revoked (its `data`).

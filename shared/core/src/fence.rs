@@ -321,6 +321,7 @@ mod tests {
             allowed_cidrs: cidrs.iter().map(|c| (*c).to_owned()).collect(),
             not_before,
             self_rotate: false,
+            decoy: false,
         }
     }
 

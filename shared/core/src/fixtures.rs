@@ -35,6 +35,7 @@ pub fn created(seq: u64, hash: &SecretHash) -> Created {
             allowed_cidrs: Vec::new(),
             not_before: None,
             self_rotate: false,
+            decoy: false,
         },
     }
 }
@@ -100,6 +101,15 @@ impl Created {
     }
 
     /// The secret hash as written, valid or not.
+    /// A decoy: no scopes, no workspaces.
+    pub fn decoy(mut self) -> Self {
+        let data = self.data();
+        data.decoy = true;
+        data.scopes.clear();
+        data.workspaces.clear();
+        self
+    }
+
     pub fn raw_hash(mut self, hex: &str) -> Self {
         self.data().secret_hash = hex.into();
         self

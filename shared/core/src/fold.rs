@@ -157,6 +157,7 @@ pub fn created_view(
         allowed_cidrs: created.allowed_cidrs.clone(),
         not_before: created.not_before,
         self_rotate: created.self_rotate,
+        decoy: created.decoy,
     }
 }
 
@@ -241,6 +242,7 @@ pub fn cases() -> Vec<Case> {
             allowed_cidrs: Vec::new(),
             not_before: None,
             self_rotate: false,
+            decoy: false,
         })
     };
     let revoke = |hash: &str| {

@@ -188,6 +188,9 @@ pub struct TokenView {
     /// Whether it may rotate itself.
     #[serde(default)]
     pub self_rotate: bool,
+    /// Whether it is a decoy (never grants anything; its use is an alarm).
+    #[serde(default)]
+    pub decoy: bool,
 }
 
 impl TokenView {
@@ -302,6 +305,7 @@ mod tests {
             allowed_cidrs: Vec::new(),
             not_before: None,
             self_rotate: false,
+            decoy: false,
         };
         assert_eq!(
             view.status(ts("2026-01-31T23:59:59.999Z")),

@@ -53,6 +53,7 @@ fn sequence() -> Vec<EventEnvelope> {
                 allowed_cidrs: Vec::new(),
                 not_before: None,
                 self_rotate: false,
+                decoy: false,
             }),
         ),
         (
@@ -79,6 +80,7 @@ fn sequence() -> Vec<EventEnvelope> {
                 allowed_cidrs: Vec::new(),
                 not_before: None,
                 self_rotate: false,
+                decoy: false,
             }),
         ),
         (

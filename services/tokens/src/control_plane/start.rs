@@ -110,7 +110,8 @@ impl ControlPlane {
             retention,
             indexer_metrics,
         )
-        .telling_new_client_ips(state.requests.client_ips()?, new_ip_hook(&state, retention));
+        .telling_new_client_ips(state.requests.client_ips()?, new_ip_hook(&state, retention))
+        .telling_unauthorized_calls(decoy_hook(&state));
         let mut tasks = Tasks::default();
         tasks.spawn("request-retention-sweep", indexer.clone().sweep_forever());
         tasks.spawn(
@@ -353,6 +354,35 @@ fn new_ip_hook(state: &AppState, retention: jiff::SignedDuration) -> NewIpHook {
             Err(e) => tracing::error!(error = %e, "telling new client IPs failed"),
         },
     )
+}
+
+/// Tells each decoy's owner of its use, from the calls API nodes answered
+/// `401` and recorded under it.
+fn decoy_hook(state: &AppState) -> enspace_usage::UnauthorizedHook {
+    let (notifications, tokens, made) = (
+        state.notifications.clone(),
+        state.store.projections.clone(),
+        state.metrics.notifications.made.clone(),
+    );
+    Arc::new(move |refused| {
+        let uses: Vec<enspace_notify::DecoyUse> = refused
+            .iter()
+            .map(|r| enspace_notify::DecoyUse {
+                token_id: r.token_id,
+                at: r.at,
+                client_ip: r.client_ip.clone(),
+                user_agent: r.user_agent.clone(),
+                call: format!("{} {}", r.method, r.path),
+                node: r.node.clone(),
+            })
+            .collect();
+        match notifications.tell_decoy_uses(&uses, &tokens) {
+            Ok(n) => {
+                made.inc_by(n as u64);
+            }
+            Err(e) => tracing::error!(error = %e, "telling decoy uses failed"),
+        }
+    })
 }
 
 /// Revokes the tokens of users who left the directory or a workspace, once

@@ -116,6 +116,18 @@ pub async fn introspect_token(
         .client_ip
         .as_deref()
         .and_then(|ip| ip.trim().parse().ok());
+    if let Some(decoy) = view.as_ref().filter(|v| v.decoy) {
+        let used = enspace_notify::DecoyUse {
+            token_id: decoy.id,
+            at: now,
+            client_ip: client_ip.map(|ip: std::net::IpAddr| ip.to_string()).unwrap_or_default(),
+            user_agent: None,
+            call: "introspection (POST /v1/introspect)".into(),
+            node: "control plane".into(),
+        };
+        super::decoys::tell_use(&state, decoy, used).await;
+        return Ok(Json(Introspection::default()));
+    }
     let Some(view) = view.filter(|v| {
         v.status(now) == TokenStatus::Active && fenced_in(v, client_ip, now.as_millisecond())
     }) else {

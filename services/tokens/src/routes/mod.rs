@@ -5,6 +5,7 @@ pub mod audit;
 pub mod audit_moments;
 pub mod audit_timeline;
 pub mod cluster;
+pub mod decoys;
 pub mod event_key;
 pub mod health;
 pub mod insights;

@@ -1,6 +1,7 @@
 //! The extractor for routes under `/v1/tokens/{id}`: the signed-in caller
 //! and their own token with that id, or 404 before the handler runs. A
 //! malformed id, an unknown token and someone else's token answer alike.
+//! A decoy is not a token here: it lives under `/v1/decoys`.
 
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
@@ -36,7 +37,7 @@ impl FromRequestParts<AppState> for OwnToken {
         let projections = state.store.projections.clone();
         let token = enspace_http::blocking(move || projections.token(id))
             .await?
-            .filter(|t| t.user_id == caller.user.id)
+            .filter(|t| t.user_id == caller.user.id && !t.decoy)
             .ok_or_else(token_not_found)?;
         Ok(OwnToken { caller, token })
     }

@@ -59,6 +59,25 @@ impl FromRequestParts<AppState> for SelfRotatingToken {
             .await?
             .ok_or_else(|| invalid_token("the token is not valid"))?;
         let now = state.clock.now();
+        if view.decoy {
+            // Answered as an unknown token; its owner hears of it.
+            let used = enspace_notify::DecoyUse {
+                token_id: view.id,
+                at: now,
+                client_ip: client_addr(&parts.extensions, &parts.headers)
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_default(),
+                user_agent: parts
+                    .headers
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|ua| enspace_core::record_bounds::user_agent(ua).to_owned()),
+                call: "POST /v1/tokens/self/rotate".into(),
+                node: "control plane".into(),
+            };
+            super::decoys::tell_use(state, &view, used).await;
+            return Err(invalid_token("the token is not valid"));
+        }
         match view.status(now) {
             TokenStatus::Active => {}
             TokenStatus::Expired => return Err(invalid_token("the token has expired")),

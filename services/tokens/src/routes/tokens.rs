@@ -195,13 +195,10 @@ struct ValidToken {
     self_rotate: bool,
 }
 
-/// The API's rules for a new token; the first broken rule is the answer.
-fn validate(
-    caller: &Caller,
-    req: CreateTokenRequest,
-    now: Timestamp,
-) -> Result<ValidToken, ApiError> {
-    let description = req.description.trim().to_owned();
+/// A description as the API takes it: trimmed, 1 to 100 characters, none
+/// that hides or reorders text.
+pub(crate) fn valid_description(given: &str) -> Result<String, ApiError> {
+    let description = given.trim().to_owned();
     let chars = description.chars().count();
     if chars == 0 || chars > DESCRIPTION_MAX_CHARS {
         return Err(ApiError::invalid(
@@ -221,6 +218,16 @@ fn validate(
              characters (such as U+202E, U+200B, U+FEFF or U+2028)",
         ));
     }
+    Ok(description)
+}
+
+/// The API's rules for a new token; the first broken rule is the answer.
+fn validate(
+    caller: &Caller,
+    req: CreateTokenRequest,
+    now: Timestamp,
+) -> Result<ValidToken, ApiError> {
+    let description = valid_description(&req.description)?;
     let expiration = Expiration::parse(&req.expiration).ok_or_else(|| {
         ApiError::invalid(
             "invalid_expiration",
@@ -370,6 +377,7 @@ pub async fn create_token(
             allowed_cidrs: fences.allowed_cidrs,
             not_before: fences.not_before,
             self_rotate,
+            decoy: false,
         }))
         .await
         .map_err(command_error)?;
@@ -419,7 +427,9 @@ pub async fn list_tokens(
     let user = caller.user.id;
     if q.limit.is_none() && q.cursor.is_none() {
         let tokens = blocking(move || {
-            let views = state.store.projections.tokens_of_user(&user)?;
+            let mut views = state.store.projections.tokens_of_user(&user)?;
+            // Decoys are listed apart (`GET /v1/decoys`).
+            views.retain(|v| !v.decoy);
             tokens_json(&state, views)
         })
         .await?;
