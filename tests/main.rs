@@ -15,6 +15,7 @@ mod cluster;
 mod cluster_reads;
 mod cluster_sessions;
 mod cluster_writes;
+mod decoys;
 mod distributed;
 mod durability;
 mod event_key;
