@@ -386,3 +386,38 @@ async fn only_auditors_ask_about_moments_and_bad_questions_get_422() {
     let late = state(&app, &audra, "at=9999-01-01T00:00:00Z").await;
     assert_eq!(late["tokens"].as_array().expect("tokens").len(), 3);
 }
+
+#[tokio::test]
+async fn the_state_at_a_moment_shows_a_token_s_fences_and_its_right_to_rotate_itself() {
+    let app = TestApp::spawn_at(START).await;
+    let alice = app.login("alice").await;
+    let mut body = create_body("fenced machine");
+    body["allowed_cidrs"] = json!(["203.0.113.0/24", "2001:db8::/32"]);
+    body["not_before"] = json!("2026-03-02T08:00:00Z");
+    body["self_rotate"] = json!(true);
+    let (fenced, _) = app.create_token(&alice, &body).await;
+    let (plain, _) = app.create_token(&alice, &create_body("plain")).await;
+    app.clock.advance(SignedDuration::from_hours(1));
+    let audra = app.login("audra").await;
+    let now = state(&app, &audra, &format!("at={}", at(0.5))).await;
+    let find = |id: &Value| {
+        now["tokens"]
+            .as_array()
+            .expect("tokens")
+            .iter()
+            .find(|t| t["id"] == *id)
+            .cloned()
+            .expect("listed")
+    };
+    let seen = find(&fenced["id"]);
+    assert_eq!(
+        seen["allowed_cidrs"],
+        json!(["203.0.113.0/24", "2001:db8::/32"])
+    );
+    assert_eq!(seen["not_before"], "2026-03-02T08:00:00Z");
+    assert_eq!(seen["self_rotate"], true);
+    let seen = find(&plain["id"]);
+    for absent in ["allowed_cidrs", "not_before", "self_rotate", "decoy"] {
+        assert!(seen.get(absent).is_none(), "{absent} absent in {seen}");
+    }
+}
