@@ -3,11 +3,11 @@
 
 pub mod auth;
 pub mod control_plane;
-pub mod leaks;
 pub mod membership;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub use enspace_leaks as leaks;
 pub use enspace_store::key_file as signing_key;
 pub mod state;
 pub mod token_quota;
