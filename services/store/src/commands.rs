@@ -687,8 +687,8 @@ mod tests {
             decide_on(&leaked, Some(&state)),
             Err(CommandError::TokenNotFound)
         );
-        let revoked = given(&[cmd.clone(), revoke(&cmd, "alice", RevokeReason::User)])
-            .expect("revoked");
+        let revoked =
+            given(&[cmd.clone(), revoke(&cmd, "alice", RevokeReason::User)]).expect("revoked");
         assert!(revoked.revoked_at.is_some());
     }
 

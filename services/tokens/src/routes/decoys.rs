@@ -62,7 +62,11 @@ fn decoy_json(state: &AppState, view: TokenView) -> Result<DecoyJson, ApiError> 
 pub struct CreateDecoyRequest {
     /// 1 to 100 characters after trimming, as a token's description; for
     /// its owner only (say where the decoy was planted).
-    #[schema(min_length = 1, max_length = 100, example = "In the CI secrets of repo billing")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        example = "In the CI secrets of repo billing"
+    )]
     description: String,
 }
 

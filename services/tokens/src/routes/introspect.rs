@@ -120,7 +120,9 @@ pub async fn introspect_token(
         let used = enspace_notify::DecoyUse {
             token_id: decoy.id,
             at: now,
-            client_ip: client_ip.map(|ip: std::net::IpAddr| ip.to_string()).unwrap_or_default(),
+            client_ip: client_ip
+                .map(|ip: std::net::IpAddr| ip.to_string())
+                .unwrap_or_default(),
             user_agent: None,
             call: "introspection (POST /v1/introspect)".into(),
             node: "control plane".into(),
