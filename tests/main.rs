@@ -43,6 +43,7 @@ mod token_state;
 mod tokens_api;
 mod ui;
 mod ui_audit;
+mod ui_decoys;
 mod ui_fences;
 mod ui_insights;
 mod ui_rotation;

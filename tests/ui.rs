@@ -725,10 +725,14 @@ async fn keyboard_only_token_creation() {
     ui.press(Key::Tab).await;
     assert_eq!(ui.focused().await, "tab-dev-tokens");
     ui.press(Key::Right).await;
+    ui.until("Decoys", "location.pathname === '/settings/dev/decoys'")
+        .await;
+    assert_eq!(ui.focused().await, "tab-dev-decoys");
+    ui.press(Key::Right).await;
     ui.until("Request Logs", "location.pathname === '/settings/dev/logs'")
         .await;
     assert_eq!(ui.focused().await, "tab-dev-logs");
-    ui.press(Key::Left).await;
+    ui.press(Key::Home).await;
     ui.until("Tokens", "location.pathname === '/settings/dev/tokens'")
         .await;
     ui.wait("#create-first-token").await;

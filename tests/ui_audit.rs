@@ -211,3 +211,93 @@ async fn the_browser_check_follows_a_key_rotation_and_shows_it() {
     );
     ui.shot("01-rotated").await;
 }
+
+/// The state table shows each token's fences and self-rotation, and marks
+/// a decoy (which has no scopes or workspaces); the timelines say the same.
+#[tokio::test]
+async fn the_state_table_and_timeline_show_fences_and_mark_decoys() {
+    let app = TestApp::spawn_at(START).await;
+    let alice = app.login("alice").await;
+    let (fenced, _) = app
+        .create_token(
+            &alice,
+            &serde_json::json!({"description": "office sync", "expiration": "3m", "scopes": ["read"],
+                "workspaces": ["acme"], "allowed_cidrs": ["203.0.113.0/24", "2001:db8::/32"],
+                "not_before": "2026-03-02T10:00:00Z", "self_rotate": true}),
+        )
+        .await;
+    let (plain, _) = app.create_token(&alice, &create_body("plain")).await;
+    let res = app
+        .post_json(
+            &alice,
+            "/v1/decoys",
+            &serde_json::json!({"description": "planted in CI"}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let decoy: Value = res.json().await.expect("json");
+    let ids = [&fenced["id"], &plain["id"], &decoy["decoy"]["id"]]
+        .map(|v| v.as_str().expect("id").to_owned());
+    let [fenced, plain, decoy] = ids;
+
+    let ui = Ui::start(&app.base, "audit-fences").await;
+    ui.goto("/settings/audit").await;
+    ui.sign_in("audra").await;
+    set_moment(&ui, "#audit-at", "2026-03-01T10:30:00Z").await;
+    ui.click("#audit-state-submit").await;
+    ui.until(
+        "three tokens",
+        "document.querySelectorAll('#audit-state-table tbody tr').length === 3",
+    )
+    .await;
+    let heads = ui
+        .js_str("[...document.querySelectorAll('#audit-state-table thead th')].map(t => t.textContent).join(',')")
+        .await;
+    assert!(heads.contains("Fences"), "{heads}");
+    let row = |id: &str| format!("#audit-state-table tr[data-token-id='{id}']");
+    let fences = ui.text(&format!("{} .cell-fences", row(&fenced))).await;
+    assert!(
+        fences.contains("Only from 203.0.113.0/24, 2001:db8::/32"),
+        "{fences}"
+    );
+    assert!(
+        fences.contains("Not before") && fences.contains("Rotates itself"),
+        "{fences}"
+    );
+    assert_eq!(
+        ui.text(&format!("{} .cell-fences", row(&plain))).await,
+        "None"
+    );
+    assert_eq!(
+        ui.text(&format!("{} .badge-decoy", row(&decoy))).await,
+        "decoy"
+    );
+    assert_eq!(
+        ui.js("document.querySelectorAll('#audit-state-table .badge-decoy').length")
+            .await,
+        1,
+        "only the decoy is marked"
+    );
+    ui.js("document.querySelector('#audit-state-table').scrollIntoView() || true")
+        .await;
+    ui.shot("01-state-fences-decoy").await;
+
+    ui.click(&format!("{} a", row(&decoy))).await;
+    ui.wait("#timeline-decoy").await;
+    assert_eq!(ui.text("#timeline h2 .badge-decoy").await, "decoy");
+    ui.shot("02-decoy-timeline").await;
+    ui.goto(&format!("/settings/audit/timeline?token={fenced}"))
+        .await;
+    let fences = ui.text("#timeline-fences").await;
+    assert!(
+        fences.contains("203.0.113.0/24") && fences.contains("Rotates itself"),
+        "{fences}"
+    );
+    assert_eq!(
+        ui.js("document.querySelector('#timeline-decoy') === null")
+            .await,
+        true
+    );
+    ui.shot("03-fenced-timeline").await;
+    ui.close().await;
+}

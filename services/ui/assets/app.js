@@ -12,6 +12,7 @@ import { notificationBell, startNotifications, stopNotifications } from './notif
 import { link, navigate, parseRoute, setRenderer } from './router.js';
 import { state } from './state.js';
 import { renderTokensPanel } from './tokens.js';
+import { renderDecoysPanel } from './decoys.js';
 import { insightsPath, renderInsightsPanel } from './insights.js';
 import { renderAuditPanel, renderTimelinePanel } from './audit.js';
 import { isWorkspaceAdmin, workspaceTokensPath, renderWorkspaceTokensPanel } from './workspace_tokens.js';
@@ -22,6 +23,7 @@ function sessionEnded(notice) {
   state.me = null;
   state.workspaces = null;
   state.tokens = null;
+  state.decoys = null;
   state.notice = notice;
   stopNotifications();
   closeAllModals();
@@ -50,6 +52,7 @@ function render({ focus } = {}) {
 function titleFor(route) {
   if (route.page === 'settings' && route.tab === 'profile') return 'Profile · User Settings · ENSPACE';
   if (route.page === 'settings' && route.sub === 'tokens') return 'Tokens · Dev · User Settings · ENSPACE';
+  if (route.page === 'settings' && route.sub === 'decoys') return 'Decoys · Dev · User Settings · ENSPACE';
   if (route.page === 'settings' && route.sub === 'logs') return 'Request Logs · Dev · User Settings · ENSPACE';
   if (route.page === 'settings' && route.sub === 'insights') return 'Insights · Dev · User Settings · ENSPACE';
   if (route.page === 'settings' && route.sub === 'timeline') return 'Timeline · ENSPACE';
@@ -330,6 +333,7 @@ function renderDev(panel, route) {
       selected: route.sub,
       tabs: [
         { key: 'tokens', id: 'tab-dev-tokens', label: 'Tokens', path: '/settings/dev/tokens' },
+        { key: 'decoys', id: 'tab-dev-decoys', label: 'Decoys', path: '/settings/dev/decoys' },
         { key: 'logs', id: 'tab-dev-logs', label: 'Request Logs', path: logsPath() },
         // Insights and, for workspace admins only, Workspace tokens.
         { key: 'insights', id: 'tab-dev-insights', label: 'Insights', path: insightsPath() },
@@ -339,6 +343,7 @@ function renderDev(panel, route) {
     }),
     sub);
   if (route.sub === 'tokens') renderTokensPanel(sub, { reload: true });
+  else if (route.sub === 'decoys') renderDecoysPanel(sub, { reload: true });
   else if (route.sub === 'insights') renderInsightsPanel(sub, route.query);
   else if (route.sub === 'timeline') renderTimelinePanel(sub, route.query);
   else if (route.sub === 'workspace-tokens') renderWorkspaceTokensPanel(sub, route.query);

@@ -3,9 +3,10 @@
 // browser (every hash recomputed with WebCrypto and every Ed25519
 // signature checked against the served event keys, following the key
 // rotations the log records, each of them shown), every token as it
-// stood at a chosen moment, and the history between two moments. Timeline:
-// one token's events and what its calls did. Everything from the server
-// goes in as text, never as markup.
+// stood at a chosen moment (with its fences, and decoys marked), and the
+// history between two moments. Timeline: one token's events, what it was
+// made as (fences, a decoy) and what its calls did. Everything from the
+// server goes in as text, never as markup.
 
 import { api, SessionEnded } from './api.js';
 import { h, timeEl, dateTimeFmt, plural, isolated, errorState, stripTicks } from './dom.js';
@@ -172,6 +173,24 @@ const localNow = () => {
   return d.toISOString().slice(0, 16);
 };
 
+/** A token's fences, self-rotation as they stood: `{allowed_cidrs,
+ * not_before, self_rotate}` of a state row or of its `token_created` data.
+ * A start shows whether or not it is past (the moment may be long ago). */
+function fenceFacts(t) {
+  const facts = [];
+  if (t.allowed_cidrs?.length) {
+    facts.push(h('li', { class: 'fence-cidrs' }, 'Only from ', h('span', { class: 'mono' }, t.allowed_cidrs.join(', '))));
+  }
+  if (t.not_before) facts.push(h('li', { class: 'fence-not-before' }, 'Not before ', timeEl(t.not_before, dateTimeFmt)));
+  if (t.self_rotate) facts.push(h('li', { class: 'fence-self-rotate' }, 'Rotates itself'));
+  return facts;
+}
+
+/** A decoy's mark: it never granted anything. */
+function decoyBadge() {
+  return h('span', { class: 'badge badge-decoy', title: 'A decoy: it never grants access, and its use is told to its owner' }, 'decoy');
+}
+
 function field(id, label, input) {
   return h('div', { class: 'field' }, h('label', { for: id }, label), input);
 }
@@ -195,12 +214,16 @@ function stateCard() {
         out.replaceChildren(
           h('p', { class: 'muted', role: 'status' }, `${plural(body.tokens.length, 'token', 'tokens')} at `, timeEl(body.at, dateTimeFmt),
             body.next_after ? ' (the first 1,000)' : ''),
-          table('audit-state-table', ['Token', 'Owner', 'Scopes', 'Workspaces', 'Status', 'Expires'],
-            body.tokens.map((t) => h('tr', { 'data-token-id': t.id, class: `row-${t.status}` },
-              h('td', {}, link(timelinePath(t.id, true), isolated(t.description)), h('span', { class: 'token-id mono' }, t.id)),
+          table('audit-state-table', ['Token', 'Owner', 'Scopes', 'Workspaces', 'Fences', 'Status', 'Expires'],
+            body.tokens.map((t) => h('tr', { 'data-token-id': t.id, class: `row-${t.status}${t.decoy ? ' row-decoy' : ''}` },
+              h('td', {}, link(timelinePath(t.id, true), isolated(t.description)), t.decoy ? [' ', decoyBadge()] : null,
+                h('span', { class: 'token-id mono' }, t.id)),
               h('td', {}, t.user_id),
-              h('td', {}, t.scopes.join(', ')),
-              h('td', {}, t.workspaces.join(', ')),
+              h('td', {}, t.decoy ? h('span', { class: 'muted' }, 'none') : t.scopes.join(', ')),
+              h('td', {}, t.decoy ? h('span', { class: 'muted' }, 'none') : t.workspaces.join(', ')),
+              h('td', { class: 'cell-fences' }, fenceFacts(t).length
+                ? h('ul', { class: 'fence-facts' }, fenceFacts(t))
+                : h('span', { class: 'muted' }, 'None')),
               h('td', { class: 'cell-status' }, h('span', { class: `status status-${t.status}` }, t.status),
                 t.revoked_reason ? ` (${t.revoked_reason.replace('_', ' ')})` : ''),
               h('td', {}, t.expires_at ? timeEl(t.expires_at, dateTimeFmt) : 'Never')))));
@@ -214,7 +237,7 @@ function stateCard() {
   h('button', { type: 'submit', class: 'btn btn-primary', id: 'audit-state-submit' }, 'Show the state'));
   return h('section', { class: 'card', 'aria-labelledby': 'audit-state-title' },
     h('h2', { id: 'audit-state-title' }, 'State at a moment'),
-    h('p', { class: 'muted' }, 'Every token as it stood then: owner, scopes, workspaces and status, folded from the log.'),
+    h('p', { class: 'muted' }, 'Every token as it stood then: owner, scopes, workspaces, fences and status, folded from the log. Decoys are marked: they never granted anything.'),
     form, out);
 }
 
@@ -277,6 +300,9 @@ async function renderTimelinePanel(panel, query) {
     return;
   }
   const a = t.activity;
+  // What it was made as: its token_created event's data.
+  const made = t.events.find((e) => e.type === 'token_created')?.data || {};
+  const fences = fenceFacts(made);
   const marks = [
     ['Created', t.marks.created_at],
     ['Revoked', t.marks.revoked_at],
@@ -284,9 +310,12 @@ async function renderTimelinePanel(panel, query) {
   ].filter(([, at]) => at);
   panel.replaceChildren(
     h('section', { class: 'card', id: 'timeline' },
-      h('h2', {}, 'Timeline of ', isolated(t.description)),
+      h('h2', {}, 'Timeline of ', isolated(t.description), made.decoy ? [' ', decoyBadge()] : null),
       h('p', { class: 'muted mono' }, `${t.token_id} · ${t.user_id}`),
-      h('dl', { class: 'facts', id: 'timeline-marks' }, marks.map(([label, at]) => [h('dt', {}, label), h('dd', {}, timeEl(at, dateTimeFmt))])),
+      h('dl', { class: 'facts', id: 'timeline-marks' },
+        marks.map(([label, at]) => [h('dt', {}, label), h('dd', {}, timeEl(at, dateTimeFmt))]),
+        made.decoy ? [h('dt', {}, 'Decoy'), h('dd', { id: 'timeline-decoy' }, 'Never granted access: every use was refused as an unknown token’s and told to its owner')] : null,
+        fences.length ? [h('dt', {}, 'Fences'), h('dd', {}, h('ul', { class: 'fence-facts', id: 'timeline-fences' }, fences))] : null),
       h('h3', {}, 'Events'),
       h('ol', { class: 'plain-list', id: 'timeline-events' }, t.events.map((e) => h('li', {},
         timeEl(e.at, dateTimeFmt), ' · ', h('strong', {}, e.type), ' · seq ', String(e.seq), ' · by ', e.actor))),

@@ -102,14 +102,22 @@ function expiryOf(expiration) {
   return e && e.months !== null ? addMonths(new Date(), e.months) : null;
 }
 
+/** What is wrong with a description (a token's or a decoy's), as the API
+ * judges it (`invalid_description`), or null. */
+function descriptionError(value, example = 'ERP Integration') {
+  const description = value.trim();
+  const chars = [...description].length;
+  if (chars === 0) return `Enter a description, for example “${example}”.`;
+  if (chars > 100) return `Use at most 100 characters (this one has ${chars}).`;
+  if (CONTROL_CHARS.test(description)) return 'Remove line breaks, tabs and other control or invisible formatting characters.';
+  return null;
+}
+
 /** The API's rules for a new token, with the codes it answers 422 with. */
 function validateToken(values, workspaces) {
   const errors = validateFences({ cidrs: values.cidrs, notBefore: values.notBefore, expiresAt: expiryOf(values.expiration) });
-  const description = values.description.trim();
-  const chars = [...description].length;
-  if (chars === 0) errors.description = { code: 'invalid_description', message: 'Enter a description, for example “ERP Integration”.' };
-  else if (chars > 100) errors.description = { code: 'invalid_description', message: `Use at most 100 characters (this one has ${chars}).` };
-  else if (CONTROL_CHARS.test(description)) errors.description = { code: 'invalid_description', message: 'Remove line breaks, tabs and other control or invisible formatting characters.' };
+  const description = descriptionError(values.description);
+  if (description) errors.description = { code: 'invalid_description', message: description };
   if (!EXPIRATIONS.some((e) => e.id === values.expiration)) errors.expiration = { code: 'invalid_expiration', message: 'Choose when the token expires.' };
   if (!values.scopes.length) errors.scopes = { code: 'invalid_scopes', message: 'Choose at least one scope.' };
   else if (values.scopes.some((s) => !SCOPES.some((x) => x.id === s))) errors.scopes = { code: 'invalid_scopes', message: 'Only Read, Write and Delete are scopes.' };
@@ -467,6 +475,6 @@ function openRevokeDialog(token, trigger, { onRevoked }) {
 }
 
 export {
-  openModal, closeAllModals, dialogShell, showSecret, EXPIRATIONS, addMonths,
+  openModal, closeAllModals, dialogShell, showSecret, copyText, descriptionError, EXPIRATIONS, addMonths,
   openCreateDialog, openRevokeDialog,
 };

@@ -19,6 +19,8 @@ const KIND_LABEL = {
   revoked: 'Revoked',
   new_client_ip: 'Used from a new address',
   token_self_rotated: 'Rotated itself',
+  // Someone used a decoy (contract §18): an alarm, not a token's news.
+  decoy_used: 'Decoy used',
 };
 
 let timer = null;
@@ -141,14 +143,14 @@ function fillPanel(panel) {
       h('span', { class: 'muted', id: 'notifications-unread' }, n ? `${n} unread` : 'All read')),
     list.length
       ? h('ul', { class: 'notifications-list', id: 'notifications-list' }, list.map(item))
-      : h('p', { class: 'notifications-empty muted', id: 'notifications-empty' }, 'No notifications. You will hear here when a token is about to expire, has expired or was revoked.'));
+      : h('p', { class: 'notifications-empty muted', id: 'notifications-empty' }, 'No notifications. You will hear here when a token is about to expire, has expired or was revoked, and when someone uses one of your decoys.'));
   if (keep) document.getElementById(keep)?.focus();
 }
 
-/** The description of a token the page has loaded, else its id. */
+/** The description of a token or decoy the page has loaded, else its id. */
 function tokenLabel(id) {
   if (!id) return null;
-  const t = (state.tokens || []).find((x) => x.id === id);
+  const t = [...(state.tokens || []), ...(state.decoys || [])].find((x) => x.id === id);
   return t ? h('strong', { class: 'notification-token' }, isolated(t.description)) : h('span', { class: 'notification-token mono' }, id);
 }
 

@@ -16,6 +16,7 @@ function parseRoute() {
   if (path === '/') return { page: 'home' };
   if (path === '/settings' || path === '/settings/profile') return { page: 'settings', tab: 'profile' };
   if (path === '/settings/dev' || path === '/settings/dev/tokens') return { page: 'settings', tab: 'dev', sub: 'tokens' };
+  if (path === '/settings/dev/decoys') return { page: 'settings', tab: 'dev', sub: 'decoys' };
   if (path === '/settings/dev/logs') return { page: 'settings', tab: 'dev', sub: 'logs', query };
   if (path === '/settings/dev/insights') return { page: 'settings', tab: 'dev', sub: 'insights', query };
   if (path === '/settings/dev/timeline') return { page: 'settings', tab: 'dev', sub: 'timeline', query };

@@ -1,5 +1,6 @@
-// What the page knows while it runs: the signed-in user and the tokens
-// loaded so far. Never a secret: a new token's secret stays in its dialog.
+// What the page knows while it runs: the signed-in user and the tokens and
+// decoys loaded so far. Never a secret: a new token's or decoy's secret
+// stays in its dialog.
 
 export const state = {
   me: null,
@@ -7,6 +8,8 @@ export const state = {
   tokens: null, // null while loading
   tokensCursor: null, // next_cursor of the last page loaded
   tokensError: null,
+  decoys: null, // from GET /v1/decoys; null while loading
+  decoysError: null,
   notifications: null, // from GET /v1/notifications; null when unknown or absent
   notice: null, // shown on the sign-in page
 };

@@ -40,6 +40,7 @@ const ASSETS: &[Asset] = &[
     script("audit.js", include_bytes!("../assets/audit.js")),
     script("chart.js", include_bytes!("../assets/chart.js")),
     script("dialogs.js", include_bytes!("../assets/dialogs.js")),
+    script("decoys.js", include_bytes!("../assets/decoys.js")),
     script("dom.js", include_bytes!("../assets/dom.js")),
     script("fences.js", include_bytes!("../assets/fences.js")),
     script("logs.js", include_bytes!("../assets/logs.js")),
