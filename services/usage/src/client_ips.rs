@@ -11,7 +11,8 @@
 //! so a token used from a whole botnet at once floods no one (the rest are
 //! still remembered).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use enspace_core::RequestRecord;
 use ulid::Ulid;
@@ -38,9 +39,16 @@ pub struct NewClientIp {
 /// A token and a client IP.
 type Pair<'a> = (Ulid, &'a str);
 
+/// Tokens remembered as having used some IP, at most (then forgotten and
+/// read again from the tree).
+const KNOWN_TOKENS: usize = 100_000;
+
 #[derive(Clone)]
 pub struct ClientIps {
     tree: sled::Tree,
+    /// Tokens known to have a pair in the tree: their next batch needs no
+    /// scan to tell that a new IP is not their first.
+    known: Arc<Mutex<HashSet<Ulid>>>,
 }
 
 fn key(token: Ulid, ip: &str) -> Vec<u8> {
@@ -53,12 +61,16 @@ impl ClientIps {
     pub fn open(db: &sled::Db) -> Result<Self, IndexError> {
         Ok(ClientIps {
             tree: db.open_tree(TREE)?,
+            known: Arc::default(),
         })
     }
 
     /// Remembers the records' (token, IP) pairs, those at or after
     /// `cutoff_ms` only; answers the new ones (see the module's
-    /// documentation), oldest call first per token.
+    /// documentation), oldest call first per token. Nothing is flushed:
+    /// the caller flushes the database before it tells anyone (a new pair
+    /// is remembered durably before it is told, so that a crash does not
+    /// make it new again).
     pub fn observe(
         &self,
         records: &[RequestRecord],
@@ -81,10 +93,18 @@ impl ClientIps {
         let mut sorted: Vec<(Pair<'_>, (u64, u64))> = pairs.into_iter().collect();
         sorted.sort_by_key(|((token, _), (first, _))| (*token, *first));
         let mut batch = sled::Batch::default();
-        let mut wrote_fresh = false;
+        // Tokens with a pair in this batch: a second new IP of a token seen
+        // for the first time here is news.
+        let mut batched: HashSet<Ulid> = HashSet::new();
         let mut found = Vec::new();
         let mut per_token: HashMap<Ulid, usize> = HashMap::new();
-        let mut known_tokens: HashMap<Ulid, bool> = HashMap::new();
+        let mut known_tokens = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known_tokens.len() > KNOWN_TOKENS {
+            known_tokens.clear();
+        }
         for ((token, ip), (first, last)) in sorted {
             let k = key(token, ip);
             let stored = match self.tree.get(&k)? {
@@ -95,11 +115,9 @@ impl ClientIps {
                 }
                 None => None,
             };
-            let used_before = match known_tokens.get(&token) {
-                Some(used) => *used,
-                None => self.tree.scan_prefix(token.to_bytes()).next().is_some(),
-            };
-            known_tokens.insert(token, true);
+            let used_before = known_tokens.contains(&token)
+                || batched.contains(&token)
+                || self.tree.scan_prefix(token.to_bytes()).next().is_some();
             let fresh = stored.is_none_or(|ms| ms.saturating_add(retention_ms) < first);
             if fresh && used_before {
                 let n = per_token.entry(token).or_default();
@@ -114,15 +132,12 @@ impl ClientIps {
             }
             if stored.is_none_or(|ms| last >= ms.saturating_add(STEP_MS) || fresh) {
                 batch.insert(k, &last.max(stored.unwrap_or(0)).to_be_bytes()[..]);
-                wrote_fresh |= fresh;
             }
+            batched.insert(token);
         }
         self.tree.apply_batch(batch)?;
-        // A new pair is remembered durably before it is told, so that a
-        // crash does not make it new again.
-        if wrote_fresh {
-            self.tree.flush()?;
-        }
+        // Known only once in the tree: a failed batch leaves them unknown.
+        known_tokens.extend(batched);
         Ok(found)
     }
 }
@@ -198,6 +213,29 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn a_second_ip_in_a_token_s_first_batch_is_news_and_a_reopened_tree_remembers_the_first() {
+        let db = sled::Config::new().temporary(true).open().expect("sled");
+        let t = Ulid::new();
+        let new = ClientIps::open(&db)
+            .expect("open")
+            .observe(
+                &[call(t, "10.0.0.1", 100), call(t, "10.0.0.2", 200)],
+                0,
+                DAY,
+            )
+            .expect("observe");
+        assert_eq!(new.len(), 1, "{new:?}");
+        assert_eq!(new[0].ip, "10.0.0.2");
+        // Another instance (a restart) knows nothing in memory: the tree
+        // says the token has used an IP before.
+        let again = ClientIps::open(&db)
+            .expect("open")
+            .observe(&[call(t, "10.0.0.3", 300)], 0, DAY)
+            .expect("observe");
+        assert_eq!(again.len(), 1, "{again:?}");
     }
 
     #[test]

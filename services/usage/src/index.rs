@@ -281,6 +281,19 @@ impl RequestIndex {
         records: &[RequestRecord],
         cutoff: Timestamp,
     ) -> Result<Ingested, IndexError> {
+        self.ingest_with(records, cutoff, || Ok(()))
+            .map(|(done, ())| done)
+    }
+
+    /// [`ingest`](Self::ingest), running `also` (more writes to this
+    /// database, not flushed) once the records are applied and before the
+    /// one flush that makes both durable.
+    pub fn ingest_with<T>(
+        &self,
+        records: &[RequestRecord],
+        cutoff: Timestamp,
+        also: impl FnOnce() -> Result<T, IndexError>,
+    ) -> Result<(Ingested, T), IndexError> {
         let mut known_last_used = self.lock();
         let cutoff_ms = key_ms(cutoff);
         let mut outcome = Ingested::default();
@@ -375,13 +388,14 @@ impl RequestIndex {
             }
         }
         self.last_used.apply_batch(used)?;
+        let also = also();
         self.db.flush()?;
         // Folded now, durable with the next flush; until then the journal
         // entries it removes stay on disk, and so does the count.
         if self.pending().due() {
             self.fold()?;
         }
-        Ok(outcome)
+        Ok((outcome, also?))
     }
 
     /// Records drop counts from API nodes, durably.

@@ -178,29 +178,43 @@ impl Indexer {
         tokio::task::spawn_blocking(move || {
             // Whatever a node sent, the index keeps records within bounds.
             records.iter_mut().for_each(RequestRecord::bound);
-            let result = index.ingest(&records, cutoff);
-            if let Ok(done) = &result {
-                metrics.indexed.inc_by(done.indexed as u64);
-                metrics.duplicates.inc_by(done.duplicates as u64);
-                metrics.expired.inc_by(done.expired as u64);
-                if let Some((ips, hook)) = new_ips {
-                    let cutoff_ms = u64::try_from(cutoff.as_millisecond()).unwrap_or(0);
-                    match ips.observe(&records, cutoff_ms, retention_ms) {
-                        Ok(new) if !new.is_empty() => hook(new),
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::error!(error = %e, "noting the tokens' client IPs failed")
+            let cutoff_ms = u64::try_from(cutoff.as_millisecond()).unwrap_or(0);
+            // A token's new client IPs are remembered in the flush that
+            // makes its records durable, and told once both are.
+            let result = match &new_ips {
+                Some((ips, _)) => index.ingest_with(&records, cutoff, || {
+                    Ok(ips
+                        .observe(&records, cutoff_ms, retention_ms)
+                        .unwrap_or_else(|e| {
+                            tracing::error!(error = %e, "noting the tokens' client IPs failed");
+                            Vec::new()
+                        }))
+                }),
+                None => index
+                    .ingest(&records, cutoff)
+                    .map(|done| (done, Vec::new())),
+            };
+            let result = match result {
+                Ok((done, new)) => {
+                    metrics.indexed.inc_by(done.indexed as u64);
+                    metrics.duplicates.inc_by(done.duplicates as u64);
+                    metrics.expired.inc_by(done.expired as u64);
+                    if let Some((_, hook)) = &new_ips
+                        && !new.is_empty()
+                    {
+                        hook(new);
+                    }
+                    if let Some(hook) = unauthorized {
+                        let refused: Vec<&RequestRecord> =
+                            records.iter().filter(|r| r.status == 401).collect();
+                        if !refused.is_empty() {
+                            hook(&refused);
                         }
                     }
+                    Ok(done)
                 }
-                if let Some(hook) = unauthorized {
-                    let refused: Vec<&RequestRecord> =
-                        records.iter().filter(|r| r.status == 401).collect();
-                    if !refused.is_empty() {
-                        hook(&refused);
-                    }
-                }
-            }
+                Err(e) => Err(e),
+            };
             (records, result)
         })
     }
