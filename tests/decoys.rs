@@ -6,7 +6,6 @@
 //! Decoys are not tokens anywhere else: not in the owner's token list, not
 //! in admins' inventories, not against the cap.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use enspace_core::PatSecret;
@@ -16,7 +15,8 @@ use serde_json::{Value, json};
 use crate::support::app::ApiClient;
 use crate::support::node::RECORDS;
 use crate::support::serve::service_args;
-use crate::support::{ServeApp, TestApp, assert_problem, eventually, node};
+use crate::support::webhook::Receiver;
+use crate::support::{ServeApp, TestApp, assert_problem, create_body, eventually, node};
 
 const DECOYS: &str = "/v1/decoys";
 
@@ -39,6 +39,15 @@ async fn make_decoy(api: &ApiClient, session: &str, description: &str) -> (Value
         "a decoy's secret is a well-formed token: {secret}"
     );
     (body["decoy"].clone(), secret)
+}
+
+/// A real token (read on `acme`), made after the decoys: once `node`
+/// answers it, the node holds every decoy made before (events reach it in
+/// order).
+async fn real_token_known_to(api: &ApiClient, node: &ApiClient, session: &str) -> Value {
+    let (token, secret) = api.create_token(session, &create_body("real")).await;
+    node::wait_status(node, &secret, 200, Duration::from_secs(20)).await;
+    token
 }
 
 async fn decoys(api: &ApiClient, session: &str) -> Vec<Value> {
@@ -88,39 +97,14 @@ fn decoy_notes(notes: &[Value]) -> Vec<Value> {
 }
 
 /// `enspace serve` (its embedded API node trusting loopback as a proxy)
-/// posting notifications to a local webhook receiver; the bodies posted.
-async fn serve_with_webhook() -> (ServeApp, Arc<Mutex<Vec<Value>>>) {
-    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let sink = got.clone();
-    let router = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let sink = sink.clone();
-            async move {
-                if let Ok(value) = serde_json::from_slice::<Value>(&body) {
-                    sink.lock().expect("lock").push(value);
-                }
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the receiver");
-    let receiver = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+/// posting notifications to a local webhook receiver.
+async fn serve_with_webhook() -> (ServeApp, Receiver) {
+    let receiver = Receiver::start().await;
     let data = tempfile::tempdir().expect("temp dir");
     let mut args = service_args(data.path(), None);
     args.limits.http.trusted_proxies = "127.0.0.1".parse().expect("proxies");
-    args.notifications.webhook_url = Some(format!("http://{receiver}/hook").parse().expect("url"));
-    args.notifications.webhook_secret = Some(
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-            .parse()
-            .expect("secret"),
-    );
-    (ServeApp::spawn_with(args, data).await, got)
+    receiver.configure(&mut args);
+    (ServeApp::spawn_with(args, data).await, receiver)
 }
 
 #[tokio::test]
@@ -133,14 +117,7 @@ async fn a_decoy_used_on_an_api_node_is_answered_as_an_unknown_token_and_told_to
     assert_eq!(decoy["last_used_at"], Value::Null);
     // A real token made after it: once the node holds it, it holds the
     // decoy too (events reach it in order).
-    let (_, real) = app
-        .create_token(
-            &alice,
-            &json!({"description": "real", "expiration": "never", "scopes": ["read"],
-                    "workspaces": ["acme"]}),
-        )
-        .await;
-    node::wait_status(&app, &real, 200, Duration::from_secs(10)).await;
+    real_token_known_to(&app, &app, &alice).await;
 
     let unknown = PatSecret::generate();
     let agent = "curl/8.5.0 (thief)";
@@ -175,14 +152,7 @@ async fn a_decoy_used_on_an_api_node_is_answered_as_an_unknown_token_and_told_to
     let hook = eventually(
         Duration::from_secs(5),
         "the webhook is told of the decoy's use within 5 s",
-        || async {
-            posted
-                .lock()
-                .expect("lock")
-                .iter()
-                .find(|b| b["type"] == "notification.decoy_used")
-                .cloned()
-        },
+        || async { posted.first("notification.decoy_used") },
     )
     .await;
     assert_eq!(hook["data"]["token_id"], decoy["id"]);
@@ -202,14 +172,7 @@ async fn a_decoy_tells_once_per_address_per_hour_and_nothing_once_revoked() {
     let alice = app.login("alice").await;
     let (decoy, secret) = make_decoy(&app, &alice, "tripwire").await;
     let (marker_decoy, marker) = make_decoy(&app, &alice, "marker").await;
-    let (_, real) = app
-        .create_token(
-            &alice,
-            &json!({"description": "real", "expiration": "never", "scopes": ["read"],
-                    "workspaces": ["acme"]}),
-        )
-        .await;
-    node::wait_status(&app, &real, 200, Duration::from_secs(10)).await;
+    real_token_known_to(&app, &app, &alice).await;
 
     for _ in 0..3 {
         assert_eq!(read_as(&app, &secret, "203.0.113.1", "a").await.0, 401);
@@ -298,23 +261,12 @@ async fn decoys_are_not_listed_as_tokens_shown_to_admins_or_counted_against_the_
     config.limits.max_tokens_per_user = 1;
     let app = TestApp::spawn_configured(config).await;
     let alice = app.login("alice").await;
-    let (token, _) = app
-        .create_token(
-            &alice,
-            &json!({"description": "the one", "expiration": "never", "scopes": ["read"],
-                    "workspaces": ["acme"]}),
-        )
-        .await;
+    let (token, _) = app.create_token(&alice, &create_body("the one")).await;
     // At the cap of one token, decoys can still be made.
     let (decoy, _) = make_decoy(&app, &alice, "first").await;
     make_decoy(&app, &alice, "second").await;
     let res = app
-        .post_json(
-            &alice,
-            "/v1/tokens",
-            &json!({"description": "one too many", "expiration": "never", "scopes": ["read"],
-                    "workspaces": ["acme"]}),
-        )
+        .post_json(&alice, "/v1/tokens", &create_body("one too many"))
         .await;
     assert_problem(res, 422, "token_limit_reached").await;
 
@@ -554,13 +506,7 @@ async fn the_decoy_routes_refuse_bad_input_with_problem_details_and_others_decoy
     }
     assert!(decoys(&app, &bob).await.is_empty());
     // A real token is not a decoy either.
-    let (token, _) = app
-        .create_token(
-            &alice,
-            &json!({"description": "real", "expiration": "never", "scopes": ["read"],
-                    "workspaces": ["acme"]}),
-        )
-        .await;
+    let (token, _) = app.create_token(&alice, &create_body("real")).await;
     assert_problem(
         app.delete(&alice, &format!("{DECOYS}/{}", id(&token)))
             .await,
@@ -613,14 +559,7 @@ async fn a_decoy_used_on_a_separate_api_node_over_nats_is_told_naming_that_node(
     wait_ready(&node).await;
     let alice = svc.login("alice").await;
     let (decoy, secret) = make_decoy(&svc, &alice, "planted on a laptop").await;
-    let (_, real) = svc
-        .create_token(
-            &alice,
-            &json!({"description": "real", "expiration": "never", "scopes": ["read"],
-                    "workspaces": ["acme"]}),
-        )
-        .await;
-    node::wait_status(&node, &real, 200, Duration::from_secs(20)).await;
+    real_token_known_to(&svc, &node, &alice).await;
     let unknown = PatSecret::generate();
     let as_decoy = read_as(&node, &secret, "192.0.2.200", "python-requests/2.32").await;
     assert_eq!(as_decoy.0, 401);

@@ -379,40 +379,14 @@ async fn a_token_made_a_moment_ago_on_the_writer_rotates_itself_through_a_follow
 
 #[tokio::test]
 async fn the_self_rotation_notification_is_also_posted_to_the_owner_s_webhook() {
-    use std::sync::{Arc, Mutex};
-
     use crate::support::eventually;
     use crate::support::serve::service_args;
+    use crate::support::webhook::Receiver;
 
-    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let sink = got.clone();
-    let router = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let sink = sink.clone();
-            async move {
-                if let Ok(value) = serde_json::from_slice::<Value>(&body) {
-                    sink.lock().expect("lock").push(value);
-                }
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the receiver");
-    let receiver = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    let receiver = Receiver::start().await;
     let data = tempfile::tempdir().expect("temp dir");
     let mut args = service_args(data.path(), None);
-    args.notifications.webhook_url = Some(format!("http://{receiver}/hook").parse().expect("url"));
-    args.notifications.webhook_secret = Some(
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-            .parse()
-            .expect("secret"),
-    );
+    receiver.configure(&mut args);
     let app = ServeApp::spawn_with(args, data).await;
     let alice = app.login("alice").await;
     let (old, secret) = app.create_token(&alice, &machine("CI runner")).await;
@@ -420,13 +394,7 @@ async fn the_self_rotation_notification_is_also_posted_to_the_owner_s_webhook() 
     let posted = eventually(
         Duration::from_secs(20),
         "the webhook told of the self-rotation",
-        || async {
-            got.lock()
-                .expect("lock")
-                .iter()
-                .find(|b| b["type"] == "notification.token_self_rotated")
-                .cloned()
-        },
+        || async { receiver.first("notification.token_self_rotated") },
     )
     .await;
     assert_eq!(posted["data"]["user_id"], "alice");

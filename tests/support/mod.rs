@@ -16,6 +16,7 @@ pub mod process;
 pub mod queues;
 pub mod records;
 pub mod serve;
+pub mod webhook;
 
 pub use app::TestApp;
 pub use nats::NatsServer;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 use crate::auth::Caller;
+use crate::routes::own_token::path_id;
 use crate::routes::tokens::{command_error, valid_description};
 use crate::state::AppState;
 use enspace_store::commands::{Command, CreateToken};
@@ -204,11 +205,7 @@ pub async fn revoke_decoy(
     caller: Caller,
     params: RawPathParams,
 ) -> Result<StatusCode, ApiError> {
-    let id = params
-        .iter()
-        .find(|(name, _)| *name == "id")
-        .and_then(|(_, value)| Ulid::from_string(value).ok())
-        .ok_or_else(decoy_not_found)?;
+    let id = path_id(&params).ok_or_else(decoy_not_found)?;
     let projections = state.store.projections.clone();
     let user = caller.user.id.clone();
     let decoy = blocking(move || projections.token(id))

@@ -21,6 +21,14 @@ pub fn token_not_found() -> ApiError {
     ApiError::not_found("token_not_found", "no token with this id among yours")
 }
 
+/// The `{id}` of the path, if it is a ULID.
+pub(crate) fn path_id(params: &RawPathParams) -> Option<Ulid> {
+    params
+        .iter()
+        .find(|(name, _)| *name == "id")
+        .and_then(|(_, value)| Ulid::from_string(value).ok())
+}
+
 impl FromRequestParts<AppState> for OwnToken {
     type Rejection = ApiError;
 
@@ -29,11 +37,7 @@ impl FromRequestParts<AppState> for OwnToken {
         let params = RawPathParams::from_request_parts(parts, state)
             .await
             .map_err(|_| token_not_found())?;
-        let id = params
-            .iter()
-            .find(|(name, _)| *name == "id")
-            .and_then(|(_, value)| Ulid::from_string(value).ok())
-            .ok_or_else(token_not_found)?;
+        let id = path_id(&params).ok_or_else(token_not_found)?;
         let projections = state.store.projections.clone();
         let token = enspace_http::blocking(move || projections.token(id))
             .await?
