@@ -7,8 +7,8 @@
 // and one local variable while the dialog is open, as a token's does.
 
 import { api, SessionEnded, STATUS_LABEL } from './api.js';
-import { openModal, dialogShell, copyText, descriptionError } from './dialogs.js';
-import { h, icon, uid, timeEl, relative, dateTimeFmt, stripTicks, isolated, isolatedText, toast, errorState } from './dom.js';
+import { openModal, dialogShell, copyText, descriptionError, openRevokeConfirm } from './dialogs.js';
+import { h, icon, uid, timeEl, relative, dateTimeFmt, stripTicks, isolated, isolatedText, errorState } from './dom.js';
 import { parseRoute } from './router.js';
 import { state } from './state.js';
 
@@ -275,42 +275,19 @@ function showDecoySecret(dialog, titleId, created, { close, forget }) {
 // Revoke
 
 function openRevokeDecoyDialog(decoy, trigger) {
-  const titleId = uid('decoy-revoke-title');
-  const descId = uid('decoy-revoke-desc');
-  const dialog = h('dialog', { class: 'modal modal-small', id: 'decoy-revoke-dialog', role: 'alertdialog', 'aria-labelledby': titleId, 'aria-describedby': descId });
-  const error = h('div', { class: 'callout callout-error', id: 'decoy-revoke-error', role: 'alert', hidden: true });
-  const cancel = h('button', { type: 'button', class: 'btn btn-secondary', id: 'decoy-revoke-cancel' }, 'Cancel');
-  const confirm = h('button', { type: 'button', class: 'btn btn-danger', id: 'decoy-revoke-confirm' }, 'Revoke decoy');
-  const shell = dialogShell(titleId, 'Revoke this decoy?', [
-    h('p', { id: descId },
+  openRevokeConfirm({
+    prefix: 'decoy-revoke',
+    title: 'Revoke this decoy?',
+    message: [
       h('strong', {}, isolated(decoy.description)), ' will stop being an alarm: its use will be answered as any unknown token’s, ',
-      'and you will no longer be told of it. Remove it from where you planted it if you can. This cannot be undone.'),
-    error,
-  ], [cancel, confirm], 'Cancel');
-  dialog.append(...shell.nodes);
-  const close = openModal(dialog, {
-    initialFocus: cancel,
-    returnFocus: () => document.getElementById(`decoy-${decoy.id}`) || trigger,
-  });
-  cancel.addEventListener('click', () => close());
-  shell.closeButton.addEventListener('click', () => close());
-  confirm.addEventListener('click', async () => {
-    confirm.disabled = true;
-    confirm.textContent = 'Revoking…';
-    try {
-      await api('DELETE', `/v1/decoys/${encodeURIComponent(decoy.id)}`);
-    } catch (err) {
-      if (err instanceof SessionEnded) return;
-      confirm.disabled = false;
-      confirm.textContent = 'Revoke decoy';
-      error.replaceChildren(icon('error'), h('span', {}, stripTicks(err.message)));
-      error.hidden = false;
-      error.dataset.code = err.code || '';
-      return;
-    }
-    await refreshList();
-    close();
-    toast(`Revoked the decoy “${isolatedText(decoy.description)}”.`);
+      'and you will no longer be told of it. Remove it from where you planted it if you can. This cannot be undone.',
+    ],
+    confirmLabel: 'Revoke decoy',
+    path: `/v1/decoys/${encodeURIComponent(decoy.id)}`,
+    returnTo: `decoy-${decoy.id}`,
+    trigger,
+    onRevoked: refreshList,
+    toastText: `Revoked the decoy “${isolatedText(decoy.description)}”.`,
   });
 }
 
