@@ -8,9 +8,10 @@
 
 import { api, SessionEnded, STATUS_LABEL } from './api.js';
 import { openModal, dialogShell, copyText, descriptionError, openRevokeConfirm } from './dialogs.js';
-import { h, icon, uid, timeEl, relative, dateTimeFmt, stripTicks, isolated, isolatedText, errorState } from './dom.js';
+import { h, icon, uid, timeEl, relative, dateTimeFmt, stripTicks, isolated, isolatedText } from './dom.js';
 import { parseRoute } from './router.js';
 import { state } from './state.js';
+import { renderListPanel } from './tokens.js';
 
 /** Active decoys one user may hold (the API answers 422 past it). */
 const MAX_DECOYS = 20;
@@ -32,43 +33,24 @@ function currentDecoysPanel() {
   return panel && parseRoute().sub === 'decoys' ? panel : null;
 }
 
-async function renderDecoysPanel(panel, { reload = false } = {}) {
-  if (reload || !state.decoys) {
-    if (!state.decoys) {
-      panel.replaceChildren(decoysHeader(false), h('div', { class: 'loading', role: 'status' }, h('span', { class: 'spinner', 'aria-hidden': 'true' }), 'Loading decoys…'));
-      panel.setAttribute('aria-busy', 'true');
-    }
-    try {
-      await loadDecoys();
-    } catch {
-      return;
-    }
-    panel.removeAttribute('aria-busy');
-    if (!panel.isConnected) return;
-  }
-  const active = document.activeElement;
-  const keepFocus = active && panel.contains(active) && active.id ? active.id : null;
-  if (state.decoysError) {
-    panel.replaceChildren(decoysHeader(false), errorState('Could not load your decoys', state.decoysError, () => {
-      state.decoys = null;
-      renderDecoysPanel(panel, { reload: true });
-    }));
-    return;
-  }
-  const decoys = state.decoys;
-  if (!decoys.length) {
-    panel.replaceChildren(decoysHeader(false), h('div', { class: 'empty', id: 'decoys-empty' },
+function renderDecoysPanel(panel, { reload = false } = {}) {
+  return renderListPanel(panel, {
+    reload,
+    key: 'decoys',
+    load: loadDecoys,
+    header: decoysHeader,
+    loading: 'Loading decoys…',
+    errorTitle: 'Could not load your decoys',
+    empty: () => h('div', { class: 'empty', id: 'decoys-empty' },
       h('div', { class: 'empty-icon' }, icon('bell')),
       h('h3', {}, 'No decoys yet'),
       h('p', { class: 'muted' },
         'A decoy looks like any personal access token but never grants access. ',
         'Plant one where a thief would look; if anyone uses it, you are told where from.'),
       h('button', { type: 'button', class: 'btn btn-primary', id: 'create-first-decoy', onClick: (e) => openCreateDecoyDialog(e.currentTarget) },
-        icon('plus'), 'Create your first decoy')));
-  } else {
-    panel.replaceChildren(decoysHeader(true), decoysTable(decoys), decoysCount(decoys));
-  }
-  if (keepFocus) document.getElementById(keepFocus)?.focus();
+        icon('plus'), 'Create your first decoy')),
+    list: (decoys) => [decoysHeader(true), decoysTable(decoys), decoysCount(decoys)],
+  });
 }
 
 function decoysHeader(withButton) {
