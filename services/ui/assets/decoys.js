@@ -7,10 +7,11 @@
 // and one local variable while the dialog is open, as a token's does.
 
 import { api, SessionEnded, STATUS_LABEL } from './api.js';
-import { openModal, dialogShell, copyText, descriptionError } from './dialogs.js';
-import { h, icon, uid, timeEl, relative, dateTimeFmt, stripTicks, isolated, isolatedText, toast, errorState } from './dom.js';
+import { openModal, dialogShell, copyText, descriptionError, openRevokeConfirm } from './dialogs.js';
+import { h, icon, uid, timeEl, relative, dateTimeFmt, stripTicks, isolated, isolatedText } from './dom.js';
 import { parseRoute } from './router.js';
 import { state } from './state.js';
+import { renderListPanel } from './tokens.js';
 
 /** Active decoys one user may hold (the API answers 422 past it). */
 const MAX_DECOYS = 20;
@@ -32,43 +33,24 @@ function currentDecoysPanel() {
   return panel && parseRoute().sub === 'decoys' ? panel : null;
 }
 
-async function renderDecoysPanel(panel, { reload = false } = {}) {
-  if (reload || !state.decoys) {
-    if (!state.decoys) {
-      panel.replaceChildren(decoysHeader(false), h('div', { class: 'loading', role: 'status' }, h('span', { class: 'spinner', 'aria-hidden': 'true' }), 'Loading decoys…'));
-      panel.setAttribute('aria-busy', 'true');
-    }
-    try {
-      await loadDecoys();
-    } catch {
-      return;
-    }
-    panel.removeAttribute('aria-busy');
-    if (!panel.isConnected) return;
-  }
-  const active = document.activeElement;
-  const keepFocus = active && panel.contains(active) && active.id ? active.id : null;
-  if (state.decoysError) {
-    panel.replaceChildren(decoysHeader(false), errorState('Could not load your decoys', state.decoysError, () => {
-      state.decoys = null;
-      renderDecoysPanel(panel, { reload: true });
-    }));
-    return;
-  }
-  const decoys = state.decoys;
-  if (!decoys.length) {
-    panel.replaceChildren(decoysHeader(false), h('div', { class: 'empty', id: 'decoys-empty' },
+function renderDecoysPanel(panel, { reload = false } = {}) {
+  return renderListPanel(panel, {
+    reload,
+    key: 'decoys',
+    load: loadDecoys,
+    header: decoysHeader,
+    loading: 'Loading decoys…',
+    errorTitle: 'Could not load your decoys',
+    empty: () => h('div', { class: 'empty', id: 'decoys-empty' },
       h('div', { class: 'empty-icon' }, icon('bell')),
       h('h3', {}, 'No decoys yet'),
       h('p', { class: 'muted' },
         'A decoy looks like any personal access token but never grants access. ',
         'Plant one where a thief would look; if anyone uses it, you are told where from.'),
       h('button', { type: 'button', class: 'btn btn-primary', id: 'create-first-decoy', onClick: (e) => openCreateDecoyDialog(e.currentTarget) },
-        icon('plus'), 'Create your first decoy')));
-  } else {
-    panel.replaceChildren(decoysHeader(true), decoysTable(decoys), decoysCount(decoys));
-  }
-  if (keepFocus) document.getElementById(keepFocus)?.focus();
+        icon('plus'), 'Create your first decoy')),
+    list: (decoys) => [decoysHeader(true), decoysTable(decoys), decoysCount(decoys)],
+  });
 }
 
 function decoysHeader(withButton) {
@@ -275,42 +257,19 @@ function showDecoySecret(dialog, titleId, created, { close, forget }) {
 // Revoke
 
 function openRevokeDecoyDialog(decoy, trigger) {
-  const titleId = uid('decoy-revoke-title');
-  const descId = uid('decoy-revoke-desc');
-  const dialog = h('dialog', { class: 'modal modal-small', id: 'decoy-revoke-dialog', role: 'alertdialog', 'aria-labelledby': titleId, 'aria-describedby': descId });
-  const error = h('div', { class: 'callout callout-error', id: 'decoy-revoke-error', role: 'alert', hidden: true });
-  const cancel = h('button', { type: 'button', class: 'btn btn-secondary', id: 'decoy-revoke-cancel' }, 'Cancel');
-  const confirm = h('button', { type: 'button', class: 'btn btn-danger', id: 'decoy-revoke-confirm' }, 'Revoke decoy');
-  const shell = dialogShell(titleId, 'Revoke this decoy?', [
-    h('p', { id: descId },
+  openRevokeConfirm({
+    prefix: 'decoy-revoke',
+    title: 'Revoke this decoy?',
+    message: [
       h('strong', {}, isolated(decoy.description)), ' will stop being an alarm: its use will be answered as any unknown token’s, ',
-      'and you will no longer be told of it. Remove it from where you planted it if you can. This cannot be undone.'),
-    error,
-  ], [cancel, confirm], 'Cancel');
-  dialog.append(...shell.nodes);
-  const close = openModal(dialog, {
-    initialFocus: cancel,
-    returnFocus: () => document.getElementById(`decoy-${decoy.id}`) || trigger,
-  });
-  cancel.addEventListener('click', () => close());
-  shell.closeButton.addEventListener('click', () => close());
-  confirm.addEventListener('click', async () => {
-    confirm.disabled = true;
-    confirm.textContent = 'Revoking…';
-    try {
-      await api('DELETE', `/v1/decoys/${encodeURIComponent(decoy.id)}`);
-    } catch (err) {
-      if (err instanceof SessionEnded) return;
-      confirm.disabled = false;
-      confirm.textContent = 'Revoke decoy';
-      error.replaceChildren(icon('error'), h('span', {}, stripTicks(err.message)));
-      error.hidden = false;
-      error.dataset.code = err.code || '';
-      return;
-    }
-    await refreshList();
-    close();
-    toast(`Revoked the decoy “${isolatedText(decoy.description)}”.`);
+      'and you will no longer be told of it. Remove it from where you planted it if you can. This cannot be undone.',
+    ],
+    confirmLabel: 'Revoke decoy',
+    path: `/v1/decoys/${encodeURIComponent(decoy.id)}`,
+    returnTo: `decoy-${decoy.id}`,
+    trigger,
+    onRevoked: refreshList,
+    toastText: `Revoked the decoy “${isolatedText(decoy.description)}”.`,
   });
 }
 

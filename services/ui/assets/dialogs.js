@@ -434,24 +434,22 @@ async function copyText(text, node) {
 // ---------------------------------------------------------------------------
 // Revoke
 
-/** The revoke confirmation; `onRevoked()` resolves once the list shows it. */
-function openRevokeDialog(token, trigger, { onRevoked }) {
-  const titleId = uid('revoke-title');
-  const descId = uid('revoke-desc');
-  const dialog = h('dialog', { class: 'modal modal-small', id: 'revoke-dialog', role: 'alertdialog', 'aria-labelledby': titleId, 'aria-describedby': descId });
-  const error = h('div', { class: 'callout callout-error', role: 'alert', hidden: true });
-  const cancel = h('button', { type: 'button', class: 'btn btn-secondary', id: 'revoke-cancel' }, 'Cancel');
-  const confirm = h('button', { type: 'button', class: 'btn btn-danger', id: 'revoke-confirm' }, 'Revoke token');
-  const shell = dialogShell(titleId, 'Revoke this token?', [
-    h('p', { id: descId },
-      h('strong', {}, isolated(token.description)), ' will stop working at once on every ENSPACE API node. ',
-      'Anything still using it will get “401 Unauthorized”. This cannot be undone.'),
-    error,
-  ], [cancel, confirm], 'Cancel');
+/** The revoke confirmation of a token or a decoy: `message` says what
+ * revoking `name` does, `path` is DELETEd, and `onRevoked()` resolves once
+ * the list shows it. Its ids start with `prefix`; the focus goes back to the
+ * element with id `returnTo`, else to `trigger`. */
+function openRevokeConfirm({ prefix, title, message, confirmLabel, path, returnTo, trigger, onRevoked, toastText }) {
+  const titleId = uid(`${prefix}-title`);
+  const descId = uid(`${prefix}-desc`);
+  const dialog = h('dialog', { class: 'modal modal-small', id: `${prefix}-dialog`, role: 'alertdialog', 'aria-labelledby': titleId, 'aria-describedby': descId });
+  const error = h('div', { class: 'callout callout-error', id: `${prefix}-error`, role: 'alert', hidden: true });
+  const cancel = h('button', { type: 'button', class: 'btn btn-secondary', id: `${prefix}-cancel` }, 'Cancel');
+  const confirm = h('button', { type: 'button', class: 'btn btn-danger', id: `${prefix}-confirm` }, confirmLabel);
+  const shell = dialogShell(titleId, title, [h('p', { id: descId }, message), error], [cancel, confirm], 'Cancel');
   dialog.append(...shell.nodes);
   const close = openModal(dialog, {
     initialFocus: cancel,
-    returnFocus: () => document.getElementById(`token-${token.id}`) || trigger,
+    returnFocus: () => document.getElementById(returnTo) || trigger,
   });
   cancel.addEventListener('click', () => close());
   shell.closeButton.addEventListener('click', () => close());
@@ -459,22 +457,41 @@ function openRevokeDialog(token, trigger, { onRevoked }) {
     confirm.disabled = true;
     confirm.textContent = 'Revoking…';
     try {
-      await api('DELETE', `/v1/tokens/${encodeURIComponent(token.id)}`);
+      await api('DELETE', path);
     } catch (err) {
       if (err instanceof SessionEnded) return;
       confirm.disabled = false;
-      confirm.textContent = 'Revoke token';
+      confirm.textContent = confirmLabel;
       error.replaceChildren(icon('error'), h('span', {}, stripTicks(err.message)));
       error.hidden = false;
+      error.dataset.code = err.code || '';
       return;
     }
     await onRevoked();
     close();
-    toast(`Revoked “${isolatedText(token.description)}”.`);
+    toast(toastText);
+  });
+}
+
+/** A token's revoke confirmation. */
+function openRevokeDialog(token, trigger, { onRevoked }) {
+  openRevokeConfirm({
+    prefix: 'revoke',
+    title: 'Revoke this token?',
+    message: [
+      h('strong', {}, isolated(token.description)), ' will stop working at once on every ENSPACE API node. ',
+      'Anything still using it will get “401 Unauthorized”. This cannot be undone.',
+    ],
+    confirmLabel: 'Revoke token',
+    path: `/v1/tokens/${encodeURIComponent(token.id)}`,
+    returnTo: `token-${token.id}`,
+    trigger,
+    onRevoked,
+    toastText: `Revoked “${isolatedText(token.description)}”.`,
   });
 }
 
 export {
   openModal, closeAllModals, dialogShell, showSecret, copyText, descriptionError, EXPIRATIONS, addMonths,
-  openCreateDialog, openRevokeDialog,
+  openCreateDialog, openRevokeDialog, openRevokeConfirm,
 };

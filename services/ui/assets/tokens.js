@@ -19,14 +19,39 @@ function currentTokensPanel() {
   return panel && parseRoute().sub === 'tokens' ? panel : null;
 }
 
-async function renderTokensPanel(panel, { reload = false } = {}) {
-  if (reload || !state.tokens) {
-    if (!state.tokens) {
-      panel.replaceChildren(tokensHeader(false), h('div', { class: 'loading', role: 'status' }, h('span', { class: 'spinner', 'aria-hidden': 'true' }), 'Loading tokens…'));
+function renderTokensPanel(panel, { reload = false } = {}) {
+  return renderListPanel(panel, {
+    reload,
+    key: 'tokens',
+    load: loadTokens,
+    header: tokensHeader,
+    loading: 'Loading tokens…',
+    errorTitle: 'Could not load your tokens',
+    empty: () => h('div', { class: 'empty', id: 'tokens-empty' },
+      h('div', { class: 'empty-icon' }, icon('key')),
+      h('h3', {}, 'No personal access tokens yet'),
+      h('p', { class: 'muted' },
+        'A personal access token lets a script, an integration or an app call the ENSPACE API as you, ',
+        'limited to the scopes and workspaces you choose. Create one for each integration so that you can revoke it on its own.'),
+      h('button', { type: 'button', class: 'btn btn-primary', id: 'create-first-token', onClick: (e) => openCreateDialog(e.currentTarget, { onCreated }) },
+        icon('plus'), 'Create your first token')),
+    list: (tokens) => [tokensHeader(true), expiringBanner(tokens), tokensTable(tokens), tokensMore(panel)],
+  });
+}
+
+/** A list panel of `state[key]` (tokens, decoys): `load()` fills it, or
+ * `state[key + 'Error']`, with a spinner under `header(false)` the first
+ * time; then the error, `empty()` or `list(items)`, keeping the focus on the
+ * element that had it. */
+async function renderListPanel(panel, view) {
+  const { reload = false, key, load, header, loading, errorTitle, empty, list } = view;
+  if (reload || !state[key]) {
+    if (!state[key]) {
+      panel.replaceChildren(header(false), h('div', { class: 'loading', role: 'status' }, h('span', { class: 'spinner', 'aria-hidden': 'true' }), loading));
       panel.setAttribute('aria-busy', 'true');
     }
     try {
-      await loadTokens();
+      await load();
     } catch {
       return;
     }
@@ -35,27 +60,17 @@ async function renderTokensPanel(panel, { reload = false } = {}) {
   }
   const active = document.activeElement;
   const keepFocus = active && panel.contains(active) && active.id ? active.id : null;
-  if (state.tokensError) {
-    panel.replaceChildren(tokensHeader(false), errorState('Could not load your tokens', state.tokensError, () => {
-      state.tokens = null;
-      renderTokensPanel(panel, { reload: true });
+  const error = state[`${key}Error`];
+  if (error) {
+    panel.replaceChildren(header(false), errorState(errorTitle, error, () => {
+      state[key] = null;
+      renderListPanel(panel, { ...view, reload: true });
     }));
     return;
   }
-  const tokens = state.tokens;
-  if (!tokens.length) {
-    panel.replaceChildren(tokensHeader(false), h('div', { class: 'empty', id: 'tokens-empty' },
-      h('div', { class: 'empty-icon' }, icon('key')),
-      h('h3', {}, 'No personal access tokens yet'),
-      h('p', { class: 'muted' },
-        'A personal access token lets a script, an integration or an app call the ENSPACE API as you, ',
-        'limited to the scopes and workspaces you choose. Create one for each integration so that you can revoke it on its own.'),
-      h('button', { type: 'button', class: 'btn btn-primary', id: 'create-first-token', onClick: (e) => openCreateDialog(e.currentTarget, { onCreated }) },
-        icon('plus'), 'Create your first token')));
-  } else {
-    // replaceChildren() would write a null as the text "null".
-    panel.replaceChildren(...[tokensHeader(true), expiringBanner(tokens), tokensTable(tokens), tokensMore(panel)].filter(Boolean));
-  }
+  const items = state[key];
+  // replaceChildren() would write a null as the text "null".
+  panel.replaceChildren(...(items.length ? list(items) : [header(false), empty()]).filter(Boolean));
   if (keepFocus) document.getElementById(keepFocus)?.focus();
 }
 
@@ -263,4 +278,4 @@ async function onRevoked() {
   if (panel) await renderTokensPanel(panel, { reload: true });
 }
 
-export { renderTokensPanel };
+export { renderTokensPanel, renderListPanel };

@@ -5,8 +5,8 @@
 // every call (403 `not_workspace_admin`); hiding the tab is only courtesy.
 
 import { api, SessionEnded, STATUS_LABEL } from './api.js';
-import { openModal, dialogShell } from './dialogs.js';
-import { h, append, icon, uid, timeEl, relative, stripTicks, isolated, isolatedText, toast, errorState } from './dom.js';
+import { openRevokeConfirm } from './dialogs.js';
+import { h, append, icon, timeEl, relative, stripTicks, isolated, isolatedText, toast, errorState } from './dom.js';
 import { LIFETIME_LABEL } from './policy.js';
 import { navigate } from './router.js';
 import { state, workspaceName } from './state.js';
@@ -251,42 +251,20 @@ function tokensTable(ws, tokens, policy, reload) {
 // Revoke, as an admin
 
 function openAdminRevokeDialog(ws, token, trigger, reload) {
-  const titleId = uid('admin-revoke-title');
-  const descId = uid('admin-revoke-desc');
   const owner = token.owner_name || token.owner;
-  const dialog = h('dialog', { class: 'modal modal-small', id: 'admin-revoke-dialog', role: 'alertdialog', 'aria-labelledby': titleId, 'aria-describedby': descId });
-  const error = h('div', { class: 'callout callout-error', role: 'alert', hidden: true });
-  const cancel = h('button', { type: 'button', class: 'btn btn-secondary', id: 'admin-revoke-cancel' }, 'Cancel');
-  const confirm = h('button', { type: 'button', class: 'btn btn-danger', id: 'admin-revoke-confirm' }, 'Revoke token');
-  const shell = dialogShell(titleId, `Revoke ${isolatedText(owner)}’s token?`, [
-    h('p', { id: descId },
+  openRevokeConfirm({
+    prefix: 'admin-revoke',
+    title: `Revoke ${isolatedText(owner)}’s token?`,
+    message: [
       h('strong', {}, isolated(token.description)), ', a token of ', isolated(owner), ', will stop working at once on every ENSPACE API node, ',
-      'in every workspace it can reach. Its owner is told that a workspace admin revoked it. This cannot be undone.'),
-    error,
-  ], [cancel, confirm], 'Cancel');
-  dialog.append(...shell.nodes);
-  const close = openModal(dialog, {
-    initialFocus: cancel,
-    returnFocus: () => document.getElementById(`ws-token-${token.id}`) || trigger,
-  });
-  cancel.addEventListener('click', () => close());
-  shell.closeButton.addEventListener('click', () => close());
-  confirm.addEventListener('click', async () => {
-    confirm.disabled = true;
-    confirm.textContent = 'Revoking…';
-    try {
-      await api('DELETE', `/v1/workspaces/${encodeURIComponent(ws)}/tokens/${encodeURIComponent(token.id)}`);
-    } catch (err) {
-      if (err instanceof SessionEnded) return;
-      confirm.disabled = false;
-      confirm.textContent = 'Revoke token';
-      error.replaceChildren(icon('error'), h('span', {}, stripTicks(err.message)));
-      error.hidden = false;
-      return;
-    }
-    await reload();
-    close();
-    toast(`Revoked “${isolatedText(token.description)}” of ${isolatedText(owner)}.`);
+      'in every workspace it can reach. Its owner is told that a workspace admin revoked it. This cannot be undone.',
+    ],
+    confirmLabel: 'Revoke token',
+    path: `/v1/workspaces/${encodeURIComponent(ws)}/tokens/${encodeURIComponent(token.id)}`,
+    returnTo: `ws-token-${token.id}`,
+    trigger,
+    onRevoked: reload,
+    toastText: `Revoked “${isolatedText(token.description)}” of ${isolatedText(owner)}.`,
   });
 }
 
