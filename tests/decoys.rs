@@ -585,3 +585,78 @@ async fn a_decoy_used_on_a_separate_api_node_over_nats_is_told_naming_that_node(
         assert!(detail.contains(part), "`{part}` in {detail}");
     }
 }
+
+#[tokio::test]
+async fn a_decoy_used_while_the_control_plane_is_down_is_told_once_after_it_restarts() {
+    use crate::support::NatsServer;
+    use crate::support::distributed::{self, wait_ready};
+
+    let nats = NatsServer::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut service = distributed::token_service(data.path(), &nats.url(), &[]);
+    let proxy = ["--trusted-proxies", "127.0.0.1"];
+    let edge = distributed::api_node(&nats.url(), "edge-1", &proxy);
+    let node = ApiClient::from_base(&edge.base);
+    let svc = ApiClient::from_base(&service.base);
+    wait_ready(&svc).await;
+    wait_ready(&node).await;
+    let alice = svc.login("alice").await;
+    let (decoy, secret) = make_decoy(&svc, &alice, "on the old build server").await;
+    real_token_known_to(&svc, &node, &alice).await;
+
+    // The control plane is killed; the node still answers, from its replica,
+    // and its record waits in the stream.
+    service.kill();
+    assert_eq!(
+        read_as(&node, &secret, "198.51.100.99", "scanner/1.0")
+            .await
+            .0,
+        401
+    );
+    let restart = || distributed::token_service(data.path(), &nats.url(), &[]);
+    service = restart();
+    let svc = ApiClient::from_base(&service.base);
+    wait_ready(&svc).await;
+    let alice = svc.login("alice").await;
+    let note = eventually(
+        Duration::from_secs(20),
+        "the use is told once the control plane is back",
+        || async { decoy_notes(&svc.notifications(&alice).await).pop() },
+    )
+    .await;
+    assert_eq!(note["token_id"], decoy["id"]);
+    assert!(
+        note["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("198.51.100.99"))
+    );
+
+    // Killed and started again, it has lost nothing it told and tells
+    // nothing twice; a second use from another address, told after, proves
+    // the first was read again.
+    service.kill();
+    service = restart();
+    let svc = ApiClient::from_base(&service.base);
+    wait_ready(&svc).await;
+    let alice = svc.login("alice").await;
+    assert_eq!(
+        read_as(&node, &secret, "198.51.100.100", "scanner/1.0")
+            .await
+            .0,
+        401
+    );
+    let notes = eventually(Duration::from_secs(20), "the second use", || async {
+        let notes = decoy_notes(&svc.notifications(&alice).await);
+        notes
+            .iter()
+            .any(|n| {
+                n["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("198.51.100.100"))
+            })
+            .then_some(notes)
+    })
+    .await;
+    assert_eq!(notes.len(), 2, "each use told once: {notes:?}");
+    drop(service);
+}

@@ -110,6 +110,15 @@ impl NotificationStore {
             .map_err(from_transaction)
     }
 
+    /// Makes every notification recorded so far durable (the whole
+    /// database is flushed). Those made from something acknowledged
+    /// elsewhere (a request-log batch) need it before the acknowledgement;
+    /// the others are made again from where they came from after a crash.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.records.flush()?;
+        Ok(())
+    }
+
     pub fn get(&self, id: Ulid) -> Result<Option<Notification>, StoreError> {
         self.records
             .get(id.to_bytes())?
