@@ -176,7 +176,12 @@ impl Inner {
                     id: envelope.token_id.to_bytes(),
                     expires_at_ms: created.expires_at.map_or(i64::MAX, |t| t.as_millisecond()),
                     principal,
-                    scopes: Scopes::from_iter(created.scopes.iter().copied()).bits(),
+                    // A decoy grants nothing, whatever its event says.
+                    scopes: if created.decoy {
+                        Scopes::default().bits()
+                    } else {
+                        Scopes::from_iter(created.scopes.iter().copied()).bits()
+                    },
                     flags: if created.decoy {
                         OCCUPIED | DECOY
                     } else {

@@ -163,16 +163,14 @@ pub fn verify(
             Ok(None) => return reject(Rejection::Unknown, None),
             Ok(Some(found)) => found,
         };
-    // A decoy grants nothing and says nothing: a revoked one is simply
-    // unknown (its owner no longer wants to hear of it).
-    if facts.decoy {
-        return if facts.revoked {
-            reject(Rejection::Unknown, None)
-        } else {
-            reject(Rejection::Decoy, Some(facts.into()))
-        };
-    }
+    // A decoy grants nothing and says nothing: it has no scope, so it is
+    // told apart only where a call is refused (never on an allowed call's
+    // path); a revoked one is simply unknown (its owner no longer wants to
+    // hear of it).
     let rejection = if facts.revoked {
+        if facts.decoy {
+            return reject(Rejection::Unknown, None);
+        }
         Some(Rejection::Revoked)
     } else if facts.expires_at_ms <= now_ms {
         Some(Rejection::Expired)
@@ -182,6 +180,9 @@ pub fn verify(
             Refusal::AddressNotAllowed => Rejection::AddressNotAllowed,
         })
     } else if !facts.scopes.contains(needed) {
+        if facts.decoy {
+            return reject(Rejection::Decoy, Some(facts.into()));
+        }
         Some(Rejection::InsufficientScope(needed))
     } else if workspace.is_some_and(|ws| !facts.workspaces.iter().any(|w| w == ws)) {
         Some(Rejection::WorkspaceNotAllowed)
@@ -326,6 +327,20 @@ mod tests {
         let verdict = verify(&replica, Some(&header), 0, Scope::Read, None, || None);
         assert_eq!(verdict.rejection, Some(Rejection::Unknown));
         assert!(verdict.token.is_none());
+        // A decoy's event naming scopes and a workspace grants nothing.
+        let armed = PatSecret::generate();
+        replica.apply(
+            &fixtures::created(3, &armed.hash())
+                .decoy()
+                .scopes(&[Scope::Read, Scope::Write, Scope::Delete])
+                .workspaces(&["acme"])
+                .build(),
+        );
+        let header = format!("Bearer {}", armed.expose());
+        for scope in [Scope::Read, Scope::Write, Scope::Delete] {
+            let verdict = verify(&replica, Some(&header), 0, scope, Some("acme"), || None);
+            assert_eq!(verdict.rejection, Some(Rejection::Decoy), "{scope:?}");
+        }
     }
 
     #[test]
