@@ -333,21 +333,27 @@ mod tests {
         assert_eq!((chain.seq, replica.len()), (3, 3));
     }
 
-    #[test]
-    fn a_run_across_a_rotation_moves_to_the_new_key_and_the_old_one_then_signs_nothing() {
-        let (old, new) = (EventSigner::generate(), EventSigner::generate());
+    /// Events 1..=`len`, event `rotate_at` rotating from `old` to `new`
+    /// (signed by `old`, as the events before it; those after by `new`),
+    /// placed in a chain; and the last event's hash.
+    fn across_rotation(
+        len: u64,
+        rotate_at: u64,
+        old: &EventSigner,
+        new: &EventSigner,
+    ) -> (Vec<(Candidate, bytes::Bytes)>, [u8; 32]) {
         let mut prev = GENESIS_HASH;
         let mut placed = Vec::new();
         let mut tentative = Chain::default();
-        for seq in 1..=5u64 {
+        for seq in 1..=len {
             let mut envelope = event(seq);
-            if seq == 3 {
+            if seq == rotate_at {
                 envelope.event = enspace_core::TokenEvent::SigningKeyRotated(
                     enspace_core::key_chain::rotation(old.public(), new.public(), false),
                 );
             }
             let stored = StoredEvent::new(prev, &envelope);
-            let signer = if seq <= 3 { &old } else { &new };
+            let signer = if seq <= rotate_at { old } else { new };
             let c = tentative
                 .place(
                     &stored.payload,
@@ -359,6 +365,13 @@ mod tests {
             placed.push((c, bytes::Bytes::from(stored.payload.clone())));
             prev = stored.hash;
         }
+        (placed, prev)
+    }
+
+    #[test]
+    fn a_run_across_a_rotation_moves_to_the_new_key_and_the_old_one_then_signs_nothing() {
+        let (old, new) = (EventSigner::generate(), EventSigner::generate());
+        let (placed, prev) = across_rotation(5, 3, &old, &new);
         let (replica, mut chain) = (TokenReplica::new(), Chain::default());
         let mut keys = KeyChain::new(old.public().clone());
         assert_eq!(apply_run(&placed, &mut keys, &replica, &mut chain), Ok(()));
@@ -384,29 +397,7 @@ mod tests {
     #[test]
     fn a_log_is_followed_from_whichever_pinned_key_signed_its_start() {
         let (old, new) = (EventSigner::generate(), EventSigner::generate());
-        let mut prev = GENESIS_HASH;
-        let mut placed = Vec::new();
-        let mut tentative = Chain::default();
-        for seq in 1..=3u64 {
-            let mut envelope = event(seq);
-            if seq == 2 {
-                envelope.event = enspace_core::TokenEvent::SigningKeyRotated(
-                    enspace_core::key_chain::rotation(old.public(), new.public(), false),
-                );
-            }
-            let stored = StoredEvent::new(prev, &envelope);
-            let signer = if seq <= 2 { &old } else { &new };
-            let c = tentative
-                .place(
-                    &stored.payload,
-                    signer.sign_event(&stored.hash).to_vec(),
-                    Some(prev),
-                )
-                .expect("placed");
-            tentative.extend(&c);
-            placed.push((c, bytes::Bytes::from(stored.payload.clone())));
-            prev = stored.hash;
-        }
+        let (placed, _) = across_rotation(3, 2, &old, &new);
         // Pinned newest first, as a key file may list them.
         let mut keys = KeyChain::trusting(new.public().clone(), [old.public().clone()]);
         let (replica, mut chain) = (TokenReplica::new(), Chain::default());
