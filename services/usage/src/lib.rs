@@ -24,6 +24,7 @@ pub mod index;
 pub mod insights;
 pub mod jetstream;
 mod layout;
+pub mod ownership;
 
 use std::sync::Arc;
 use std::time::Duration;
