@@ -113,7 +113,7 @@ mod tests {
 
         let some = Ownership::partitioned();
         assert!(!(0..PARTITIONS).any(|p| some.serves(p)));
-        let mut changes = some.watch();
+        let changes = some.watch();
         some.set(BTreeSet::from([3, 5]));
         assert!(changes.has_changed().unwrap_or(false));
         assert!(some.serves(3) && some.serves(5) && !some.serves(4));
