@@ -31,6 +31,7 @@ mod layout;
 mod leaks;
 mod notifications;
 mod ops;
+mod partitioned_indexing;
 mod projection_faults;
 mod record_batches;
 mod request_logs;

@@ -33,6 +33,8 @@
 //!   first catches up with the stream, so it sees every change acknowledged
 //!   anywhere.
 //! - [`members`]: each process's head, for `GET /v1/cluster`.
+//! - [`partitions`]: which processes index which partition of the request
+//!   records (two owners each), kept by the writer in a KV bucket.
 //! - [`session_mirror`]: sessions copied between processes through a KV bucket.
 //!
 //! Every process of a cluster signs with the same event signing key: API
@@ -54,6 +56,7 @@ pub mod log_recovery;
 pub mod members;
 pub mod once;
 pub mod outbox;
+pub mod partitions;
 pub mod session_mirror;
 pub mod start;
 

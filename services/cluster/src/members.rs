@@ -10,6 +10,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::partitions::{self, Assignment, Serving};
 use super::{Role, lease};
 
 /// How often each process reports.
@@ -28,6 +29,10 @@ pub struct Member {
     pub head_seq: u64,
     /// When it reported (RFC 3339).
     pub reported_at: String,
+    /// The partitions of the request records it answers for (its index of
+    /// them has caught up with the stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<Vec<u32>>,
 }
 
 /// The cluster as `GET /v1/cluster` shows it.
@@ -39,10 +44,20 @@ pub struct ClusterView {
     pub term: Option<u64>,
     /// Every process that reported in the last ten seconds, by node id.
     pub members: Vec<Member>,
+    /// Which processes own each partition of the request records (absent
+    /// until the writer first assigns them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<Assignment>,
 }
 
-/// Reports this process's part and head, forever.
-pub async fn report(kv: kv::Store, role: Role, node_id: String, head: watch::Receiver<u64>) {
+/// Reports this process's part, head and the partitions it serves, forever.
+pub async fn report(
+    kv: kv::Store,
+    role: Role,
+    node_id: String,
+    head: watch::Receiver<u64>,
+    serving: Serving,
+) {
     let mut tick = tokio::time::interval(REPORT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -52,6 +67,7 @@ pub async fn report(kv: kv::Store, role: Role, node_id: String, head: watch::Rec
             role: role.part().as_str().to_owned(),
             head_seq: *head.borrow(),
             reported_at: jiff::Timestamp::now().to_string(),
+            serving: Some(serving()),
         };
         let Ok(bytes) = serde_json::to_vec(&member) else {
             continue;
@@ -78,12 +94,18 @@ pub async fn highest_other(members_kv: &kv::Store, node_id: &str) -> Option<(Str
     highest
 }
 
-/// Reads the lease and every member's report.
-pub async fn view(
-    lease_kv: &kv::Store,
-    members_kv: &kv::Store,
-) -> Result<ClusterView, async_nats::Error> {
-    let holder = lease::holder_now(lease_kv).await?;
+/// Every member's last report, by node id.
+pub async fn live(members_kv: &kv::Store) -> Result<Vec<Member>, async_nats::Error> {
+    Ok(reports(members_kv)
+        .await?
+        .into_iter()
+        .map(|(member, _)| member)
+        .collect())
+}
+
+/// Every member's last report with its revision in the bucket (it changes
+/// with every report), by node id.
+pub async fn reports(members_kv: &kv::Store) -> Result<Vec<(Member, u64)>, async_nats::Error> {
     let mut keys: Vec<String> = match members_kv.keys().await {
         Ok(keys) => keys.try_collect().await?,
         Err(e) => return Err(e.into()),
@@ -91,15 +113,27 @@ pub async fn view(
     keys.sort();
     let mut members = Vec::with_capacity(keys.len());
     for key in keys {
-        if let Some(value) = members_kv.get(&key).await?
-            && let Ok(member) = serde_json::from_slice::<Member>(&value)
+        if let Some(entry) = members_kv.entry(&key).await?
+            && entry.operation == kv::Operation::Put
+            && let Ok(member) = serde_json::from_slice::<Member>(&entry.value)
         {
-            members.push(member);
+            members.push((member, entry.revision));
         }
     }
+    Ok(members)
+}
+
+/// Reads the lease, every member's report and the partition assignment.
+pub async fn view(
+    lease_kv: &kv::Store,
+    members_kv: &kv::Store,
+    assignment_kv: &kv::Store,
+) -> Result<ClusterView, async_nats::Error> {
+    let holder = lease::holder_now(lease_kv).await?;
     Ok(ClusterView {
         writer: holder.as_ref().map(|h| h.node_id.clone()),
         term: holder.map(|h| h.term),
-        members,
+        members: live(members_kv).await?,
+        assignment: partitions::read(assignment_kv).await?,
     })
 }

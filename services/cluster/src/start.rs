@@ -14,13 +14,14 @@ use super::handle::ClusterHandle;
 use super::session_mirror::SessionMirror;
 use super::{
     ClusterConfig, LEASE_BUCKET, MEMBERS_BUCKET, Part, Role, SESSIONS_BUCKET, follow, lease,
-    members,
+    members, partitions,
 };
 use crate::event_stream::Followed;
 use crate::event_stream::repair::Repairer;
 use crate::outbox::Outbox;
 use enspace_store::Store;
 use enspace_store::writer::Writer;
+use partitions::ASSIGNMENT_BUCKET;
 
 /// This process's side of what joining touches.
 pub struct Local {
@@ -29,6 +30,8 @@ pub struct Local {
     pub clock: Arc<dyn enspace_core::Clock>,
     pub session_ttl: jiff::SignedDuration,
     pub metrics: super::ClusterMetrics,
+    /// The partitions of the request records this process serves.
+    pub serving: super::partitions::Serving,
 }
 
 /// A task of the cluster's, not started yet.
@@ -38,6 +41,9 @@ pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 pub struct Joined {
     pub handle: ClusterHandle,
     pub tasks: Vec<(&'static str, Task)>,
+    /// The partitions of the request records this process should index,
+    /// as the assignment goes (see [`partitions`](super::partitions)).
+    pub to_index: tokio::sync::watch::Receiver<std::collections::BTreeSet<u32>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +90,9 @@ pub async fn join(
         .await
         .map_err(nats)?;
     let sessions_kv = lease::bucket(js, SESSIONS_BUCKET, session_ttl, replicas)
+        .await
+        .map_err(nats)?;
+    let assignment_kv = lease::bucket(js, ASSIGNMENT_BUCKET, Duration::ZERO, replicas)
         .await
         .map_err(nats)?;
     enspace_nats::ensure_stream(
@@ -138,6 +147,7 @@ pub async fn join(
         js: js.clone(),
         lease: lease_kv.clone(),
         members: members_kv.clone(),
+        assignment: assignment_kv.clone(),
         sessions: sessions.clone(),
         followed: followed.clone(),
     };
@@ -150,6 +160,7 @@ pub async fn join(
                 (LEASE_BUCKET, config.lease_ttl),
                 (MEMBERS_BUCKET, members::FORGET_AFTER),
                 (SESSIONS_BUCKET, session_ttl),
+                (ASSIGNMENT_BUCKET, Duration::ZERO),
             ],
             replicas,
         )),
@@ -208,10 +219,31 @@ pub async fn join(
     tasks.push((
         "cluster-members",
         Box::pin(members::report(
-            members_kv,
+            members_kv.clone(),
             role.clone(),
             config.node_id.clone(),
             writer.head(),
+            state.serving.clone(),
+        )),
+    ));
+    tasks.push((
+        "cluster-assign-partitions",
+        Box::pin(partitions::keep_assigned(
+            assignment_kv.clone(),
+            members_kv.clone(),
+            role.clone(),
+            enspace_core::record_batch::PARTITIONS,
+        )),
+    ));
+    let (to_index_tx, to_index) = tokio::sync::watch::channel(Default::default());
+    tasks.push((
+        "cluster-follow-partitions",
+        Box::pin(partitions::follow(
+            assignment_kv,
+            members_kv,
+            config.node_id.clone(),
+            state.serving.clone(),
+            to_index_tx,
         )),
     ));
     tasks.push((
@@ -232,7 +264,11 @@ pub async fn join(
             },
         )),
     ));
-    Ok(Joined { handle, tasks })
+    Ok(Joined {
+        handle,
+        tasks,
+        to_index,
+    })
 }
 
 /// Deletes the foreign messages noted in the token events stream, at most

@@ -108,23 +108,54 @@ async fn consume(
     js: &jetstream::Context,
     source: &Source,
 ) -> Result<(), async_nats::Error> {
+    let stream = records_stream(indexer, js, source).await?;
+    let consumer = stream
+        .create_consumer(consumer_config(&source.durable))
+        .await?;
+    let messages = pull(&consumer).await?;
+    index_until(indexer, messages, std::future::pending()).await
+}
+
+/// Makes the stream of request records (or brings it up to date).
+pub(crate) async fn records_stream(
+    indexer: &Indexer,
+    js: &jetstream::Context,
+    source: &Source,
+) -> Result<jetstream::stream::Stream, async_nats::Error> {
     let retention = indexer.retention.unsigned_abs();
     let config = enspace_nats::with_replicas(
         enspace_nats::edge::records_config(retention, source.max_bytes, source.edge_api.as_deref()),
         source.replicas,
     );
-    let stream = enspace_nats::ensure_stream(js, config).await?;
-    let consumer = stream
-        .create_consumer(consumer_config(&source.durable))
-        .await?;
-    let mut messages = consumer
+    enspace_nats::ensure_stream(js, config).await
+}
+
+/// A consumer's messages, pulled in batches bounded by count and bytes.
+pub(crate) async fn pull(
+    consumer: &consumer::Consumer<consumer::pull::Config>,
+) -> Result<consumer::pull::Stream, async_nats::Error> {
+    Ok(consumer
         .stream()
         .max_messages_per_batch(PULL_BATCH)
         .max_bytes_per_batch(PULL_MAX_BYTES)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
-        .await?;
+        .await?)
+}
+
+/// Indexes `messages` in batches until they end or fail, or until `stop`:
+/// then what was received is written and acked before it returns.
+pub(crate) async fn index_until<S, E>(
+    indexer: &Indexer,
+    mut messages: S,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), async_nats::Error>
+where
+    S: futures::Stream<Item = Result<jetstream::Message, E>> + Unpin,
+    E: Into<async_nats::Error>,
+{
+    let mut stop = std::pin::pin!(stop);
     let mut pending: Vec<jetstream::Message> = Vec::new();
     let mut records: Vec<RequestRecord> = Vec::new();
     let mut writing: Option<InFlight> = None;
@@ -188,6 +219,14 @@ async fn consume(
                 settle(messages, result.map(|(_, r)| r)).await?;
             }
             () = tokio::time::sleep_until(next_write), if waiting => {}
+            () = &mut stop => {
+                finish(writing.take()).await?;
+                if !records.is_empty() {
+                    let write = indexer.spawn_ingest(std::mem::take(&mut records));
+                    finish(Some(InFlight { messages: pending, write })).await?;
+                }
+                return Ok(());
+            }
         }
     }
 }

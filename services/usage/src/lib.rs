@@ -25,6 +25,7 @@ pub mod insights;
 pub mod jetstream;
 mod layout;
 pub mod ownership;
+pub mod partitioned;
 
 use std::sync::Arc;
 use std::time::Duration;

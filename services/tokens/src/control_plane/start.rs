@@ -20,6 +20,7 @@ use enspace_cluster::event_stream::repair::Repairer;
 use enspace_cluster::outbox::Outbox;
 use enspace_notify::Delivery;
 use enspace_store::Store;
+use enspace_usage::ownership::Ownership;
 use enspace_usage::{Indexer, IndexerMetrics, NewIpHook, RequestIndex};
 
 /// A started control plane: the state its routes serve, and what an
@@ -30,6 +31,8 @@ pub struct ControlPlane {
     pub js: Option<jetstream::Context>,
     pub indexer: Indexer,
     pub keys: Keyring,
+    /// The partitions of the request records this process answers for.
+    pub ownership: Ownership,
     tasks: Tasks,
 }
 
@@ -112,6 +115,13 @@ impl ControlPlane {
         )
         .telling_new_client_ips(state.requests.client_ips()?, new_ip_hook(&state, retention))
         .telling_unauthorized_calls(decoy_hook(&state));
+        // Which partitions of the request records this process answers
+        // for: every one alone; in a cluster, those assigned to it once
+        // its index has caught up with them.
+        let ownership = match cluster {
+            Some(_) => Ownership::partitioned(),
+            None => Ownership::all(),
+        };
         let mut tasks = Tasks::default();
         tasks.spawn("request-retention-sweep", indexer.clone().sweep_forever());
         tasks.spawn(
@@ -136,6 +146,7 @@ impl ControlPlane {
                     repairer,
                 )?
                 .with_replicas(nats.stream_replicas);
+                let mut to_index = None;
                 let mut source = enspace_usage::jetstream::Source {
                     replicas: nats.stream_replicas,
                     max_bytes: nats.request_max_bytes,
@@ -167,6 +178,10 @@ impl ControlPlane {
                             clock: state.clock.clone(),
                             session_ttl: state.config.session_ttl,
                             metrics: state.metrics.cluster.clone(),
+                            serving: {
+                                let ownership = ownership.clone();
+                                Arc::new(move || ownership.served().partitions())
+                            },
                         };
                         let joined = enspace_cluster::start::join(
                             local, config, &client, &js, &keys, outbox,
@@ -179,20 +194,33 @@ impl ControlPlane {
                             reconcile_membership(state.membership()),
                         );
                         let _ = state.cluster.set(joined.handle);
+                        to_index = Some(joined.to_index);
                         for (name, task) in joined.tasks {
                             tasks.spawn(name, task);
                         }
                     }
                 }
                 tasks.spawn("node-streams", keep_node_streams(&state, &client, nats));
-                tasks.spawn(
-                    "request-intake",
-                    enspace_usage::jetstream::consume_jetstream(
-                        indexer.clone(),
-                        js.clone(),
-                        source,
+                match to_index {
+                    Some(to_index) => tasks.spawn(
+                        "request-intake",
+                        enspace_usage::partitioned::consume_partitions(
+                            indexer.clone(),
+                            js.clone(),
+                            source,
+                            to_index,
+                            ownership.clone(),
+                        ),
                     ),
-                );
+                    None => tasks.spawn(
+                        "request-intake",
+                        enspace_usage::jetstream::consume_jetstream(
+                            indexer.clone(),
+                            js.clone(),
+                            source,
+                        ),
+                    ),
+                }
                 let _ = state.nats.set(client);
                 Some(js)
             }
@@ -229,6 +257,7 @@ impl ControlPlane {
             js,
             indexer,
             keys,
+            ownership,
             tasks,
         })
     }

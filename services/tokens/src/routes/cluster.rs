@@ -33,7 +33,7 @@ pub async fn get_cluster(
             "this process is not one of a cluster of control-plane processes",
         )
     })?;
-    let view = members::view(&cluster.lease, &cluster.members)
+    let view = members::view(&cluster.lease, &cluster.members, &cluster.assignment)
         .await
         .map_err(ApiError::unavailable)?;
     Ok(Json(view))

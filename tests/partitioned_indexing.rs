@@ -1,0 +1,217 @@
+//! Partitioned indexing (contract §19): each control-plane process of a
+//! cluster indexes only the partitions of the request records assigned to
+//! it, two owners per partition; a process killed has its partitions taken
+//! over by the others within seconds, and nothing is indexed twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use enspace_core::record_batch::{self, COUNT_HEADER, PARTITIONS, partition_of, partition_subject};
+use serde_json::Value;
+use ulid::Ulid;
+
+use crate::request_logs::record_for;
+use crate::support::cluster::{MANY_TOKENS, Member, writer};
+use crate::support::{NatsServer, eventually};
+
+/// Records published per partition in each round.
+const PER_PARTITION: u64 = 10;
+
+/// A token id of each partition.
+fn one_token_per_partition() -> Vec<Ulid> {
+    let mut tokens: BTreeMap<u32, Ulid> = BTreeMap::new();
+    while tokens.len() < PARTITIONS as usize {
+        let id = Ulid::new();
+        tokens.entry(partition_of(&id)).or_insert(id);
+    }
+    tokens.into_values().collect()
+}
+
+/// Publishes one batch of [`PER_PARTITION`] records for each token, on its
+/// partition's subject, as an API node does.
+async fn publish_round(js: &jetstream::Context, tokens: &[Ulid]) {
+    for token in tokens {
+        let now = jiff::Timestamp::now();
+        let records: Vec<Vec<u8>> = (0..PER_PARTITION)
+            .map(|_| record_for(&token.to_string(), now).to_msgpack())
+            .collect();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", Ulid::new().to_string().as_str());
+        headers.insert(COUNT_HEADER, PER_PARTITION.to_string().as_str());
+        js.publish_with_headers(
+            partition_subject(partition_of(token)),
+            headers,
+            record_batch::encode(&records).into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    }
+}
+
+/// The assignment and what each member serves, as `member` shows them:
+/// `(owners of each partition, partitions each member serves)`.
+async fn partitions(
+    member: &Member,
+) -> Option<(Vec<BTreeSet<String>>, BTreeMap<String, BTreeSet<u64>>)> {
+    let view: Value = member.cluster().await?;
+    let owners = view["assignment"]["owners"]
+        .as_array()?
+        .iter()
+        .map(|o| {
+            o.as_array().map(|ids| {
+                ids.iter()
+                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .collect::<Option<Vec<BTreeSet<String>>>>()?;
+    let serving = view["members"]
+        .as_array()?
+        .iter()
+        .map(|m| {
+            let id = m["node_id"].as_str()?.to_owned();
+            let served = m["serving"]
+                .as_array()
+                .map(|s| s.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default();
+            Some((id, served))
+        })
+        .collect::<Option<BTreeMap<String, BTreeSet<u64>>>>()?;
+    Some((owners, serving))
+}
+
+/// Waits until the assignment names exactly `members` (a member killed is
+/// still listed until it is forgotten: what it last said does not count),
+/// every one of them owning some partitions, two owners per partition (or
+/// all of them when fewer), and each partition is served by its owners and
+/// no one else; returns the owners of each partition.
+async fn settled(via: &Member, members: &[&str], within: Duration) -> Vec<BTreeSet<String>> {
+    let wanted: BTreeSet<&str> = members.iter().copied().collect();
+    let wanted = &wanted;
+    eventually(
+        within,
+        "the partitions assigned and served by their owners alone",
+        || async move {
+            let (owners, mut serving) = partitions(via).await?;
+            serving.retain(|m, _| wanted.contains(m.as_str()));
+            if serving.len() != wanted.len() || owners.len() != PARTITIONS as usize {
+                return None;
+            }
+            if !wanted.iter().all(|m| owners.iter().any(|o| o.contains(*m))) {
+                return None;
+            }
+            for (p, o) in owners.iter().enumerate() {
+                if o.len() != wanted.len().min(2) || !o.iter().all(|m| wanted.contains(m.as_str()))
+                {
+                    return None;
+                }
+                let served_by: BTreeSet<&String> = serving
+                    .iter()
+                    .filter(|(_, s)| s.contains(&(p as u64)))
+                    .map(|(m, _)| m)
+                    .collect();
+                if served_by != o.iter().collect() {
+                    return None;
+                }
+            }
+            Some(owners)
+        },
+    )
+    .await
+}
+
+async fn indexed(member: &Member) -> u64 {
+    member
+        .api
+        .counter("enspace_request_records_indexed_total")
+        .await
+}
+
+/// Waits until `member` has indexed exactly `n` records, then checks that
+/// it stays there while a later batch (of a partition it owns) arrives.
+async fn indexed_exactly(member: &Member, n: u64) {
+    eventually(Duration::from_secs(30), "the records indexed", || async {
+        let got = indexed(member).await;
+        assert!(
+            got <= n,
+            "{} indexed {got} records, more than its partitions' {n}",
+            member.node_id
+        );
+        (got == n).then_some(())
+    })
+    .await;
+}
+
+fn owned_by(owners: &[BTreeSet<String>], member: &str) -> u64 {
+    owners.iter().filter(|o| o.contains(member)).count() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_partition_is_indexed_by_two_of_three_processes_and_a_killed_ones_are_taken_over() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("event-signing.key");
+    let start = |id: &str| Member::start(&dir.path().join(id), &key, &nats.url(), id, &MANY_TOKENS);
+    let a = start("cp-a");
+    writer(&[&a]).await;
+    let (b, mut c) = (start("cp-b"), start("cp-c"));
+    let owners = settled(&a, &["cp-a", "cp-b", "cp-c"], Duration::from_secs(60)).await;
+    for m in ["cp-a", "cp-b", "cp-c"] {
+        let share = owned_by(&owners, m);
+        assert!(
+            (6..=16).contains(&share),
+            "{m} owns {share} of 16 partitions"
+        );
+    }
+
+    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
+    let tokens = one_token_per_partition();
+    publish_round(&js, &tokens).await;
+    // Each process indexes its own partitions' records, once; together
+    // every record twice (two owners), no process all of them.
+    for m in [&a, &b, &c] {
+        indexed_exactly(m, PER_PARTITION * owned_by(&owners, &m.node_id)).await;
+    }
+    let total: u64 = [indexed(&a).await, indexed(&b).await, indexed(&c).await]
+        .iter()
+        .sum();
+    assert_eq!(total, 2 * PER_PARTITION * u64::from(PARTITIONS));
+
+    // cp-c dies (it is not the writer: cp-a was first).
+    c.process.kill();
+    let killed = Instant::now();
+    let after = settled(&a, &["cp-a", "cp-b"], Duration::from_secs(60)).await;
+    let took = killed.elapsed();
+    eprintln!(
+        "cp-c's partitions served by the others {} ms after its SIGKILL",
+        took.as_millis()
+    );
+    assert!(after.iter().all(|o| o.len() == 2));
+    // Both survivors now hold every partition: what they took over was read
+    // from the stream's start, and nothing they had was counted again.
+    for m in [&a, &b] {
+        indexed_exactly(m, PER_PARTITION * u64::from(PARTITIONS)).await;
+    }
+    publish_round(&js, &tokens).await;
+    for m in [&a, &b] {
+        indexed_exactly(m, 2 * PER_PARTITION * u64::from(PARTITIONS)).await;
+        assert_eq!(
+            m.api
+                .counter("enspace_request_records_duplicate_total")
+                .await,
+            0,
+            "{} indexed something twice",
+            m.node_id
+        );
+    }
+
+    // cp-c comes back: it gets its partitions again and resumes them where
+    // it was (its first round is not indexed again).
+    c = start("cp-c");
+    let back = settled(&a, &["cp-a", "cp-b", "cp-c"], Duration::from_secs(60)).await;
+    assert_eq!(back, owners, "the same members, the same assignment");
+    indexed_exactly(&c, PER_PARTITION * owned_by(&owners, "cp-c")).await;
+}
