@@ -22,6 +22,7 @@ mod node_memory;
 mod propagation;
 mod query;
 mod record_publish;
+mod scale_out;
 mod server_limits;
 mod signin_flood;
 mod stream_reset;
@@ -86,6 +87,8 @@ enum Bench {
     ServerLimits(server_limits::Args),
     /// A GitHub leak report until two API nodes refuse the token, beside DELETE /v1/tokens/{id}.
     Leak(leak::Args),
+    /// 1, 2 and 4 control-plane processes indexing the same request records: each one's share and CPU per record.
+    ScaleOut(scale_out::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -112,5 +115,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Fairness(args) => fairness::run(args),
         Bench::ServerLimits(args) => server_limits::run(args),
         Bench::Leak(args) => leak::run(args),
+        Bench::ScaleOut(args) => scale_out::run(args),
     }
 }
