@@ -415,6 +415,8 @@ async fn in_a_cluster_nothing_a_node_publishes_or_has_jetstream_ack_reaches_the_
         enspace_nats::token_event_subject(first["id"].as_str().expect("id")),
         "$KV.ENSPACE_CONTROL_LEASE.writer".to_owned(),
         "$KV.ENSPACE_CONTROL_MEMBERS.cp-a".to_owned(),
+        "$KV.ENSPACE_INDEX_ASSIGNMENT.partitions".to_owned(),
+        "enspace.control.usage.3".to_owned(),
         format!(
             "$KV.ENSPACE_SESSIONS.{}",
             hex::encode(made_up.hash().as_bytes())
@@ -450,6 +452,7 @@ async fn in_a_cluster_nothing_a_node_publishes_or_has_jetstream_ack_reaches_the_
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(flooding.await.expect("flood") > 0);
     control_state_is_clean(&control).await;
+    indexing_is_the_writers_assignment(&cluster).await;
 
     // A restarted process starts, and follows.
     let [a, mut b] = cluster.members;
@@ -468,6 +471,61 @@ async fn in_a_cluster_nothing_a_node_publishes_or_has_jetstream_ack_reaches_the_
     })
     .await;
     assert_eq!(b.api.get(&cluster.alice, "/v1/tokens").await.status(), 200);
+}
+
+/// Both processes own and serve every partition of the request records, as
+/// the writer assigned them (the shipped configuration lets the control
+/// plane keep the assignment, and no node's publish changed it), and a call
+/// through the node is in the request logs of both.
+async fn indexing_is_the_writers_assignment(cluster: &ZonedCluster) {
+    for member in &cluster.members {
+        eventually(
+            Duration::from_secs(30),
+            "every partition served by both",
+            || async {
+                let view = member.cluster().await?;
+                let owners = view["assignment"]["owners"].as_array()?;
+                let all_by_both = owners.len() == 16
+                    && owners.iter().all(|o| {
+                        let mut ids: Vec<&str> = o
+                            .as_array()
+                            .map(|ids| ids.iter().filter_map(Value::as_str).collect())
+                            .unwrap_or_default();
+                        ids.sort_unstable();
+                        ids == ["cp-a", "cp-b"]
+                    });
+                let served = view["members"]
+                    .as_array()?
+                    .iter()
+                    .all(|m| m["serving"].as_array().is_some_and(|s| s.len() == 16));
+                (all_by_both && served).then_some(())
+            },
+        )
+        .await;
+    }
+    let (token, secret) = cluster.members[0]
+        .api
+        .create_token(&cluster.alice, &body("logged"))
+        .await;
+    wait_status(&cluster.node, &secret, 200, Duration::from_secs(10)).await;
+    let id = token["id"].as_str().expect("id");
+    for member in &cluster.members {
+        eventually(
+            Duration::from_secs(20),
+            "the call in the request logs",
+            || async {
+                let page: Value = member
+                    .api
+                    .get(&cluster.alice, &format!("/v1/tokens/{id}/requests"))
+                    .await
+                    .json()
+                    .await
+                    .ok()?;
+                (!page["requests"].as_array()?.is_empty()).then_some(())
+            },
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
