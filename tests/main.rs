@@ -29,6 +29,7 @@ mod isolation;
 mod key_rotation;
 mod layout;
 mod leaks;
+mod notices;
 mod notifications;
 mod ops;
 mod projection_faults;
