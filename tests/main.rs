@@ -12,6 +12,7 @@ mod audit_export;
 mod audit_state;
 mod audit_timeline;
 mod cluster;
+mod cluster_notices;
 mod cluster_reads;
 mod cluster_sessions;
 mod cluster_writes;
