@@ -117,11 +117,13 @@ async fn a_forwarded_write_whose_reply_is_garbled_or_taken_by_a_stream_is_answer
     answering.abort();
 
     // A stream that takes every command subject answers each forwarded
-    // command with its acknowledgement, before the writer.
+    // command with its acknowledgement, before the writer. (Not all of
+    // `enspace.control.>`: the notices stream holds `enspace.control.notices`,
+    // and streams' subjects may not overlap.)
     let js = async_nats::jetstream::new(client);
     js.create_stream(async_nats::jetstream::stream::Config {
         name: "CAPTURE".into(),
-        subjects: vec!["enspace.control.>".into()],
+        subjects: vec![format!("{}>", enspace_cluster::COMMANDS_SUBJECT_PREFIX)],
         ..Default::default()
     })
     .await

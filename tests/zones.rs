@@ -423,6 +423,7 @@ async fn in_a_cluster_nothing_a_node_publishes_or_has_jetstream_ack_reaches_the_
         ),
         "enspace.control.commands.cp-a".to_owned(),
         "enspace.control.commands.cp-b".to_owned(),
+        enspace_nats::NOTICES_SUBJECT.to_owned(),
         "enspace.notifications.alice".to_owned(),
         enspace_nats::HEARTBEAT_SUBJECT.to_owned(),
         // What crosses between the accounts, as the nodes' account sees it:
@@ -453,6 +454,7 @@ async fn in_a_cluster_nothing_a_node_publishes_or_has_jetstream_ack_reaches_the_
     assert!(flooding.await.expect("flood") > 0);
     control_state_is_clean(&control).await;
     indexing_is_the_writers_assignment(&cluster).await;
+    notices_are_out_of_reach(&cluster, &control).await;
 
     // A restarted process starts, and follows.
     let [a, mut b] = cluster.members;
@@ -525,6 +527,88 @@ async fn indexing_is_the_writers_assignment(cluster: &ZonedCluster) {
             },
         )
         .await;
+/// A node can neither hear the notices the processes share nor make a
+/// consumer of their stream (in either account's API), while a notice is
+/// shared: a decoy presented to cp-b, which cp-a then lists.
+async fn notices_are_out_of_reach(cluster: &ZonedCluster, control: &jetstream::Context) {
+    let (attacker, _) = as_node(&cluster.nats).await;
+    let inbox = "_INBOX.enspace-node.notices";
+    let mut pushed = attacker.subscribe(inbox).await.expect("subscribe");
+    let mut direct = attacker
+        .subscribe(enspace_nats::NOTICES_SUBJECT)
+        .await
+        .expect("subscribe");
+    attacker.flush().await.expect("flush");
+    let stream = enspace_nats::NOTICES_STREAM;
+    for api in ["$JS.API", "$JS.control.API"] {
+        let config = serde_json::json!({
+            "durable_name": "squatter", "deliver_subject": inbox, "ack_policy": "none",
+        });
+        let request = serde_json::json!({"stream_name": stream, "config": config});
+        for subject in [
+            format!("{api}.CONSUMER.CREATE.{stream}"),
+            format!("{api}.CONSUMER.CREATE.{stream}.squatter"),
+            format!("{api}.CONSUMER.DURABLE.CREATE.{stream}.squatter"),
+        ] {
+            let _ = attacker.request(subject, request.to_string().into()).await;
+        }
+    }
+
+    let [a, b] = &cluster.members;
+    let res = a
+        .api
+        .post_json(
+            &cluster.alice,
+            "/v1/decoys",
+            &serde_json::json!({"description": "canary"}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let decoy: Value = res.json().await.expect("json");
+    let secret = decoy["secret"].as_str().expect("secret");
+    let answer = b
+        .api
+        .client
+        .post(b.api.url("/v1/introspect"))
+        .bearer_auth("test-internal-key")
+        .form(&[("token", secret), ("client_ip", "192.0.2.77")])
+        .send()
+        .await
+        .expect("introspect");
+    assert_eq!(answer.status(), 200);
+    eventually(
+        Duration::from_secs(20),
+        "cp-a lists the use cp-b saw",
+        || async {
+            let notes = a.api.notifications(&cluster.alice).await;
+            notes
+                .iter()
+                .any(|n| n["kind"] == "decoy_used")
+                .then_some(())
+        },
+    )
+    .await;
+    for (sub, what) in [
+        (&mut pushed, "a pushed consumer"),
+        (&mut direct, "the subject"),
+    ] {
+        let got = tokio::time::timeout(Duration::from_millis(500), sub.next()).await;
+        assert!(
+            got.is_err(),
+            "the node heard a notice through {what}: {got:?}"
+        );
+    }
+    let notices = control
+        .get_stream(stream)
+        .await
+        .expect("the notices stream");
+    let mut names = notices.consumer_names();
+    while let Some(name) = names.next().await {
+        let name = name.expect("consumer name");
+        assert!(
+            ["notices-cp-a", "notices-cp-b"].contains(&name.as_str()),
+            "a consumer not the processes' own: {name}"
+        );
     }
 }
 

@@ -49,6 +49,17 @@ impl Receiver {
         args.notifications.webhook_secret = Some(SECRET.parse().expect("secret"));
     }
 
+    /// Every body posted of webhook type `kind`, in arrival order.
+    pub fn all(&self, kind: &str) -> Vec<Value> {
+        self.bodies
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|b| b["type"] == kind)
+            .cloned()
+            .collect()
+    }
+
     /// The first body posted of webhook type `kind` (`notification.…`).
     pub fn first(&self, kind: &str) -> Option<Value> {
         self.bodies

@@ -17,7 +17,7 @@ impl Notifications {
         tokens: &Projections,
         retention_days: i64,
     ) -> Result<usize, StoreError> {
-        let deliver = self.delivers_now();
+        let (deliver, share) = (self.delivers_now(), self.shares());
         let mut made = 0;
         for seen in new {
             // A decoy's uses are told as `decoy_used`.
@@ -41,7 +41,10 @@ impl Notifications {
                 ),
                 read: false,
             };
-            if self.store.emit(&notification, &what, deliver)? {
+            if self
+                .store
+                .emit_shared(&notification, &what, deliver, share)?
+            {
                 made += 1;
             }
         }
@@ -52,6 +55,9 @@ impl Notifications {
         }
         if made > 0 && deliver {
             self.wake_delivery();
+        }
+        if made > 0 && share {
+            self.wake_sharing();
         }
         Ok(made)
     }

@@ -33,7 +33,7 @@ impl Notifications {
         uses: &[DecoyUse],
         tokens: &Projections,
     ) -> Result<usize, StoreError> {
-        let deliver = self.delivers_now();
+        let (deliver, share) = (self.delivers_now(), self.shares());
         let mut made = 0;
         for used in uses {
             let Some(decoy) = tokens
@@ -65,7 +65,10 @@ impl Notifications {
                 ),
                 read: false,
             };
-            if self.store.emit(&notification, &what, deliver)? {
+            if self
+                .store
+                .emit_shared(&notification, &what, deliver, share)?
+            {
                 tracing::warn!(
                     decoy.id = %used.token_id,
                     client_ip = %used.client_ip,
@@ -83,6 +86,9 @@ impl Notifications {
         }
         if made > 0 && deliver {
             self.wake_delivery();
+        }
+        if made > 0 && share {
+            self.wake_sharing();
         }
         Ok(made)
     }

@@ -10,13 +10,17 @@
 //! - [`store`] keeps the notifications themselves, each once per token and
 //!   stage whatever is folded or swept again, and the read marks;
 //! - [`delivery`] sends each new one to the webhook ([`webhook`] signs it)
-//!   and publishes it on NATS, from a durable queue, on the writer only.
+//!   and publishes it on NATS, from a durable queue, on the writer only;
+//! - [`notices`], in a cluster, tells every other process the ones only
+//!   this one made (the request-log indexer's, a decoy presented here),
+//!   through the stream `ENSPACE_NOTICES`.
 
 pub mod client_ip;
 pub mod decoy;
 pub mod delivery;
 pub mod due;
 pub mod metrics;
+pub mod notices;
 pub mod projection;
 pub mod store;
 pub mod sweep;
@@ -183,6 +187,8 @@ pub struct Notifications {
     delivers: Arc<OnceLock<enspace_cluster::Role>>,
     /// Wakes delivery when something was queued.
     pub(crate) wake: Arc<tokio::sync::Notify>,
+    /// Set in a cluster: what this process makes alone is shared.
+    pub(crate) sharing: Arc<OnceLock<notices::Sharing>>,
 }
 
 impl Notifications {
@@ -199,6 +205,7 @@ impl Notifications {
             delivery_enabled,
             delivers: Arc::default(),
             wake: Arc::default(),
+            sharing: Arc::default(),
         })
     }
 

@@ -16,6 +16,12 @@ pub struct NotificationMetrics {
     pub webhook_failed: Counter,
     /// Notifications published on NATS.
     pub published: Counter,
+    /// Notices (notifications made here alone) put in the notices stream.
+    pub notices_published: Counter,
+    /// Notices from the stream that were new here.
+    pub notices_applied: Counter,
+    /// Messages of the notices stream refused (terminated).
+    pub notices_refused: Counter,
 }
 
 impl NotificationMetrics {
@@ -45,6 +51,21 @@ impl NotificationMetrics {
             "enspace_notifications_published",
             "Notifications published on NATS",
             m.published.clone(),
+        );
+        registry.register(
+            "enspace_notices_published",
+            "Notifications made by this process alone put in the notices stream",
+            m.notices_published.clone(),
+        );
+        registry.register(
+            "enspace_notices_applied",
+            "Notices from the notices stream that were new to this process",
+            m.notices_applied.clone(),
+        );
+        registry.register(
+            "enspace_notices_refused",
+            "Messages of the notices stream refused and terminated",
+            m.notices_refused.clone(),
         );
         m
     }

@@ -1,12 +1,15 @@
 //! The notifications themselves, in trees of their own that no rebuild of
 //! the projections clears: `notifications` (id → notification),
 //! `notifications_by_user` (user ‖ 0 ‖ id → (), newest last),
-//! `notifications_once` (token id ‖ what → id: what was told already), and
-//! the delivery queue `notifications_outbox` (id → delivery state).
+//! `notifications_once` (token id ‖ what → id: what was told already), the
+//! delivery queue `notifications_outbox` (id → delivery state), and, in a
+//! cluster, `notices_to_share` (id → [`ToShare`]: what this process made
+//! that the others must be told, see [`super::notices`]).
 //!
 //! A notification is made at most once per token and `what` (a stage, or a
 //! client IP in a window): [`NotificationStore::emit`] writes it, its
-//! listing, its once-mark and its place in the delivery queue in one sled
+//! listing, its once-mark, its place in the delivery queue and, with
+//! [`NotificationStore::emit_shared`], in the queue to share, in one sled
 //! transaction, or nothing when the once-mark is there already.
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +31,15 @@ pub struct Pending {
     pub published: bool,
 }
 
+/// A notification to tell the other processes of a cluster, with the
+/// `what` it was made once for (MessagePack with named fields, in
+/// `notices_to_share` and, signed, on the notices stream).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToShare {
+    pub notification: Notification,
+    pub what: Vec<u8>,
+}
+
 /// Notifications listed at most, the newest.
 pub const LIST_LIMIT: usize = 100;
 
@@ -37,6 +49,7 @@ pub struct NotificationStore {
     by_user: sled::Tree,
     once: sled::Tree,
     pub(super) outbox: sled::Tree,
+    pub(super) to_share: sled::Tree,
 }
 
 fn user_key(user_id: &str, id: Ulid) -> Vec<u8> {
@@ -75,6 +88,7 @@ impl NotificationStore {
             by_user: db.open_tree("notifications_by_user")?,
             once: db.open_tree("notifications_once")?,
             outbox: db.open_tree("notifications_outbox")?,
+            to_share: db.open_tree("notices_to_share")?,
         })
     }
 
@@ -86,16 +100,43 @@ impl NotificationStore {
         what: &[u8],
         deliver: bool,
     ) -> Result<bool, StoreError> {
+        self.emit_shared(notification, what, deliver, false)
+    }
+
+    /// [`Self::emit`], and, when `share` and it is new, queues it (with
+    /// `what`) in `notices_to_share` in the same transaction.
+    pub fn emit_shared(
+        &self,
+        notification: &Notification,
+        what: &[u8],
+        deliver: bool,
+        share: bool,
+    ) -> Result<bool, StoreError> {
         let once = once_key(notification.token_id, what);
         if self.once.contains_key(&once)? {
             return Ok(false);
         }
         let record = encode(notification)?;
         let pending = encode(&Pending::default())?;
+        let shared = if share {
+            encode(&ToShare {
+                notification: notification.clone(),
+                what: what.to_vec(),
+            })?
+        } else {
+            Vec::new()
+        };
         let id = notification.id.to_bytes();
         let listed = user_key(&notification.user_id, notification.id);
-        (&self.records, &self.by_user, &self.once, &self.outbox)
-            .transaction(|(records, by_user, once_tree, outbox)| {
+        let trees = (
+            &self.records,
+            &self.by_user,
+            &self.once,
+            &self.outbox,
+            &self.to_share,
+        );
+        trees
+            .transaction(|(records, by_user, once_tree, outbox, to_share)| {
                 if once_tree.get(&once)?.is_some() {
                     return Ok(false);
                 }
@@ -105,9 +146,17 @@ impl NotificationStore {
                 if deliver {
                     outbox.insert(&id[..], pending.as_slice())?;
                 }
+                if share {
+                    to_share.insert(&id[..], shared.as_slice())?;
+                }
                 Ok::<_, ConflictableTransactionError<StoreError>>(true)
             })
             .map_err(from_transaction)
+    }
+
+    /// Whether notification `id` waits in this process's delivery queue.
+    pub fn is_queued(&self, id: Ulid) -> Result<bool, StoreError> {
+        Ok(self.outbox.contains_key(id.to_bytes())?)
     }
 
     /// Makes every notification recorded so far durable (the whole

@@ -12,9 +12,10 @@
 //! - a heartbeat: `ENSPACE-HEARTBEAT-V1\0` ‖ its MessagePack payload.
 //! - between control-plane processes: a forwarded command
 //!   (`ENSPACE-COMMAND-V1\0`), the writer's answer to one
-//!   (`ENSPACE-ANSWER-V1\0`) and a session record
-//!   (`ENSPACE-SESSION-V1\0`), each followed by its bytes: a signature
-//!   made for one of them never verifies as another.
+//!   (`ENSPACE-ANSWER-V1\0`), a session record (`ENSPACE-SESSION-V1\0`)
+//!   and a notification shared with the others (`ENSPACE-NOTICE-V1\0`),
+//!   each followed by its bytes: a signature made for one of them never
+//!   verifies as another.
 //!
 //! The key id is the first 8 bytes of the SHA-256 of the public key, in hex.
 
@@ -32,6 +33,8 @@ const COMMAND_DOMAIN: &[u8] = b"ENSPACE-COMMAND-V1\0";
 const ANSWER_DOMAIN: &[u8] = b"ENSPACE-ANSWER-V1\0";
 /// Session records shared between control-plane processes.
 const SESSION_DOMAIN: &[u8] = b"ENSPACE-SESSION-V1\0";
+/// Notifications shared between control-plane processes.
+const NOTICE_DOMAIN: &[u8] = b"ENSPACE-NOTICE-V1\0";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 pub const SIGNATURE_LEN: usize = 64;
@@ -178,6 +181,11 @@ impl EventSigner {
         self.sign_in(SESSION_DOMAIN, payload)
     }
 
+    /// Signs a notification shared with the other control-plane processes.
+    pub fn sign_notice(&self, payload: &[u8]) -> [u8; SIGNATURE_LEN] {
+        self.sign_in(NOTICE_DOMAIN, payload)
+    }
+
     fn sign_in(&self, domain: &[u8], payload: &[u8]) -> [u8; SIGNATURE_LEN] {
         let mut message = domain.to_vec();
         message.extend_from_slice(payload);
@@ -281,6 +289,10 @@ impl EventKey {
 
     pub fn verify_session(&self, payload: &[u8], signature: &[u8]) -> bool {
         self.verify_in(SESSION_DOMAIN, payload, signature)
+    }
+
+    pub fn verify_notice(&self, payload: &[u8], signature: &[u8]) -> bool {
+        self.verify_in(NOTICE_DOMAIN, payload, signature)
     }
 
     fn verify_in(&self, domain: &[u8], payload: &[u8], signature: &[u8]) -> bool {
@@ -467,17 +479,17 @@ mod tests {
         let command = signer.sign_command(bytes);
         let answer = signer.sign_answer(bytes);
         let session = signer.sign_session(bytes);
-        assert!(key.verify_command(bytes, &command));
-        assert!(key.verify_answer(bytes, &answer));
-        assert!(key.verify_session(bytes, &session));
-        for (sig, as_command, as_answer, as_session) in [
-            (&command, true, false, false),
-            (&answer, false, true, false),
-            (&session, false, false, true),
+        let notice = signer.sign_notice(bytes);
+        for (sig, as_command, as_answer, as_session, as_notice) in [
+            (&command, true, false, false, false),
+            (&answer, false, true, false, false),
+            (&session, false, false, true, false),
+            (&notice, false, false, false, true),
         ] {
             assert_eq!(key.verify_command(bytes, sig), as_command);
             assert_eq!(key.verify_answer(bytes, sig), as_answer);
             assert_eq!(key.verify_session(bytes, sig), as_session);
+            assert_eq!(key.verify_notice(bytes, sig), as_notice);
         }
         assert!(!key.verify_session(b"other bytes", &session));
         assert!(

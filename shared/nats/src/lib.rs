@@ -55,6 +55,25 @@ pub const REQUESTS_STREAM: &str = "ENSPACE_REQUESTS";
 pub const REQUESTS_SUBJECTS: &str = "enspace.requests.>";
 pub const REQUEST_INDEXER: &str = "request-indexer";
 
+/// Notifications one control-plane process of a cluster made from what
+/// only it saw (the request-log indexer's `new_client_ip` and `decoy_used`,
+/// a decoy presented to it), for every other process to keep the same one
+/// (`enspace_notify::notices`): one signed message per notification,
+/// `Nats-Msg-Id` = the notification's id. Under `enspace.control.>`, which
+/// only the control plane's account may use.
+pub const NOTICES_STREAM: &str = "ENSPACE_NOTICES";
+pub const NOTICES_SUBJECT: &str = "enspace.control.notices";
+/// Each process's durable consumer of [`NOTICES_STREAM`] is
+/// `notices-<node id>`.
+pub const NOTICES_CONSUMER_PREFIX: &str = "notices-";
+/// How long a notice is kept: how long a process may be down, or join
+/// late, and still be told what the others made meanwhile.
+pub const NOTICES_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Notices of the same notification made by two processes within this
+/// window are stored once (a receiver keeps it once whatever the stream
+/// holds).
+pub const NOTICES_DUPLICATE_WINDOW: Duration = Duration::from_secs(3600);
+
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 pub const DEFAULT_REQUEST_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
@@ -91,6 +110,20 @@ pub fn requests_config(max_age: Duration, max_bytes: Option<u64>) -> stream::Con
         discard: stream::DiscardPolicy::Old,
         // The window may not exceed max_age (short retentions in tests).
         duplicate_window: DUPLICATE_WINDOW.min(max_age),
+        ..Default::default()
+    }
+}
+
+/// The notices stream (see [`NOTICES_STREAM`]).
+pub fn notices_config() -> stream::Config {
+    stream::Config {
+        name: NOTICES_STREAM.to_owned(),
+        subjects: vec![NOTICES_SUBJECT.to_owned()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        max_age: NOTICES_MAX_AGE,
+        discard: stream::DiscardPolicy::Old,
+        duplicate_window: NOTICES_DUPLICATE_WINDOW,
         ..Default::default()
     }
 }

@@ -189,6 +189,22 @@ impl ControlPlane {
                         .await?;
                         // Only the writer delivers notifications.
                         state.notifications.join_cluster(joined.handle.role.clone());
+                        // What one process makes alone, every process keeps.
+                        let notices = enspace_notify::notices::join(
+                            &state.notifications,
+                            &js,
+                            &keys,
+                            &enspace_notify::notices::NoticeConfig {
+                                node_id: config.node_id.clone(),
+                                replicas: config.replicas,
+                            },
+                            &state.metrics.notifications,
+                        )
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot make the notices stream: {e}"))?;
+                        for (name, task) in notices {
+                            tasks.spawn(name, task);
+                        }
                         tasks.spawn(
                             "membership-reconcile",
                             reconcile_membership(state.membership()),
@@ -379,6 +395,10 @@ fn new_ip_hook(state: &AppState, retention: jiff::SignedDuration) -> NewIpHook {
         move |new| match notifications.tell_new_client_ips(&new, &tokens, days) {
             Ok(n) => {
                 made.inc_by(n as u64);
+                // In a cluster, in the notices stream before the batch's ack.
+                if n > 0 {
+                    notifications.wait_shared(enspace_notify::notices::SHARE_WAIT);
+                }
             }
             Err(e) => tracing::error!(error = %e, "telling new client IPs failed"),
         },
@@ -408,6 +428,9 @@ fn decoy_hook(state: &AppState) -> enspace_usage::UnauthorizedHook {
         match notifications.tell_decoy_uses(&uses, &tokens) {
             Ok(n) => {
                 made.inc_by(n as u64);
+                if n > 0 {
+                    notifications.wait_shared(enspace_notify::notices::SHARE_WAIT);
+                }
             }
             Err(e) => tracing::error!(error = %e, "telling decoy uses failed"),
         }
