@@ -527,6 +527,9 @@ async fn indexing_is_the_writers_assignment(cluster: &ZonedCluster) {
             },
         )
         .await;
+    }
+}
+
 /// A node can neither hear the notices the processes share nor make a
 /// consumer of their stream (in either account's API), while a notice is
 /// shared: a decoy presented to cp-b, which cp-a then lists.
