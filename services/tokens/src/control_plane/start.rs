@@ -29,6 +29,9 @@ pub struct ControlPlane {
     /// The JetStream context, with NATS.
     pub js: Option<jetstream::Context>,
     pub indexer: Indexer,
+    /// The partitions of the request records this process serves (the
+    /// intake sets them; reads follow them).
+    pub ownership: enspace_usage::ownership::Ownership,
     pub keys: Keyring,
     tasks: Tasks,
 }
@@ -91,9 +94,17 @@ impl ControlPlane {
         config.deliver_notifications = notify.webhook.is_some() || nats.is_some();
         let retention = config.request_retention;
         let indexer_metrics = IndexerMetrics::register(&mut registry);
+        // The one place where what this process serves of the request logs
+        // is made: every partition alone; in a cluster, those its intake has
+        // caught up with (none at start).
+        let ownership = match cluster {
+            Some(_) => enspace_usage::ownership::Ownership::partitioned(),
+            None => enspace_usage::ownership::Ownership::all(),
+        };
         let state = AppState::new(
             store.clone(),
             requests,
+            ownership.clone(),
             directory,
             clock,
             Metrics::new(registry),
@@ -193,6 +204,17 @@ impl ControlPlane {
                         source,
                     ),
                 );
+                state.usage.connect(client.clone());
+                if cluster.is_some() {
+                    tasks.spawn(
+                        "usage-queries",
+                        enspace_usage::reads::serve_queries(
+                            client.clone(),
+                            state.requests.clone(),
+                            ownership.clone(),
+                        ),
+                    );
+                }
                 let _ = state.nats.set(client);
                 Some(js)
             }
@@ -228,6 +250,7 @@ impl ControlPlane {
             state,
             js,
             indexer,
+            ownership,
             keys,
             tasks,
         })
