@@ -26,8 +26,10 @@ pub const MAX_PAGE: usize = 1000;
 pub const MAX_BUCKETS: u64 = 24 * 366;
 /// Most tokens one [`Query::LastUsed`] may name (more are asked in several).
 pub const MAX_TOKENS: usize = 5000;
-/// Most parts a reply may be cut in.
-pub const MAX_PARTS: u32 = 4096;
+/// Most parts a reply may be cut in: what the shipped `deploy/nats.conf`
+/// lets the control plane send in answer to one message
+/// (`allow_responses.max`).
+pub const MAX_PARTS: u32 = 1024;
 /// Most bytes a reply may total.
 pub const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
 /// A part's index and the number of parts, before its bytes.
