@@ -92,6 +92,32 @@ fn only_the_http_side_and_the_assembly_name_the_app_state() {
     assert!(naming.is_empty(), "subsystems naming AppState: {naming:?}");
 }
 
+/// A route reads a token's request records through `state.usage`
+/// (`enspace_usage::reads::UsageReads`), which asks the process serving
+/// the token's partition when this one does not; the index itself
+/// (`state.requests`) holds only what this process indexes.
+#[test]
+fn routes_read_request_records_only_through_usage_reads() {
+    let routes = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tokens/src/routes");
+    let mut files = Vec::new();
+    rust_files(&routes, &mut files);
+    assert!(files.len() > 10, "the routes are where they should be");
+    let mut reading: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            std::fs::read_to_string(f)
+                .expect("read a source file")
+                .contains(".requests.")
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    reading.sort();
+    assert!(
+        reading.is_empty(),
+        "routes reading the local request index: {reading:?}"
+    );
+}
+
 /// Lines of Rust a crate of the service may hold: past that, it holds more
 /// than one part of the architecture and should be split along its seams.
 const MAX_CRATE_LINES: usize = 6_000;

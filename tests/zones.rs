@@ -416,7 +416,6 @@ async fn in_a_cluster_nothing_a_node_publishes_or_has_jetstream_ack_reaches_the_
         "$KV.ENSPACE_CONTROL_LEASE.writer".to_owned(),
         "$KV.ENSPACE_CONTROL_MEMBERS.cp-a".to_owned(),
         "$KV.ENSPACE_INDEX_ASSIGNMENT.partitions".to_owned(),
-        "enspace.control.usage.3".to_owned(),
         format!(
             "$KV.ENSPACE_SESSIONS.{}",
             hex::encode(made_up.hash().as_bytes())
@@ -424,6 +423,8 @@ async fn in_a_cluster_nothing_a_node_publishes_or_has_jetstream_ack_reaches_the_
         "enspace.control.commands.cp-a".to_owned(),
         "enspace.control.commands.cp-b".to_owned(),
         enspace_nats::NOTICES_SUBJECT.to_owned(),
+        // Where reads of a partition's request logs are asked.
+        enspace_nats::usage_query_subject(3),
         "enspace.notifications.alice".to_owned(),
         enspace_nats::HEARTBEAT_SUBJECT.to_owned(),
         // What crosses between the accounts, as the nodes' account sees it:
@@ -761,6 +762,7 @@ async fn a_node_listening_on_every_inbox_hears_nothing_of_the_control_plane_or_a
         "$JS.>",
         "$KV.>",
         "enspace.>",
+        "enspace.control.usage.3",
         "enspace.source.requests.>",
         "enspace.mirror.token-events.>",
     ] {
@@ -805,6 +807,15 @@ async fn a_node_listening_on_every_inbox_hears_nothing_of_the_control_plane_or_a
     .await;
     revoke(&svc, &alice, &token).await;
     wait_status(&node, &secret, 401, Duration::from_secs(10)).await;
+    // Control-plane processes asking one another for request logs.
+    let control = enspace_nats::connect(&nats.tokens_url(), "test-reader")
+        .await
+        .expect("the control user connects");
+    control
+        .publish(enspace_nats::usage_query_subject(3), "a read".into())
+        .await
+        .expect("publish");
+    control.flush().await.expect("flush");
 
     // What the attacker may hear, it hears: the replies to another client
     // of the same user (its own inbox prefix). Nothing else.
@@ -1025,4 +1036,89 @@ async fn the_control_plane_makes_again_whatever_of_the_nodes_streams_is_lost() {
         ..zoned
     };
     zoned.logging_goes_on().await;
+}
+
+/// With the shipped configuration, a control-plane process answers
+/// another's read of the request logs, however many messages the answer
+/// takes, and a node's credentials get no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_processes_answer_one_anothers_log_reads_and_a_node_gets_none() {
+    use enspace_usage::RequestIndex;
+    use enspace_usage::index::Upper;
+    use enspace_usage::ownership::Ownership;
+    use enspace_usage::reads::{UsageReads, serve_queries, wire};
+
+    let nats = NatsServer::shipped();
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let index_a = RequestIndex::open_in(dir_a.path()).expect("index");
+    let token = ulid::Ulid::new();
+    // A thousand records as long as a node sends them: over 1 MiB.
+    let records: Vec<enspace_core::RequestRecord> = (0..1000)
+        .map(|i| enspace_core::RequestRecord {
+            id: ulid::Ulid::new(),
+            token_id: token,
+            user_id: "alice".into(),
+            at: jiff::Timestamp::from_millisecond(1_790_000_000_000 + i).expect("ts"),
+            node: "node-1".into(),
+            method: "GET".into(),
+            path: format!("/{}", "x".repeat(1023)),
+            path_truncated: false,
+            workspace: Some("acme".into()),
+            status: 200,
+            duration_ms: 1.0,
+            client_ip: "10.0.0.1".into(),
+            user_agent: Some("u".repeat(256)),
+        })
+        .collect();
+    index_a
+        .ingest(&records, jiff::Timestamp::UNIX_EPOCH)
+        .expect("ingest");
+    let cp = |name: &'static str| {
+        let url = nats.tokens_url();
+        async move {
+            enspace_nats::connect(&url, name)
+                .await
+                .expect("the control user connects")
+        }
+    };
+    tokio::spawn(serve_queries(
+        cp("cp-a").await,
+        index_a.clone(),
+        Ownership::all(),
+    ));
+    let b = UsageReads::new(
+        RequestIndex::open_in(dir_b.path()).expect("index"),
+        Ownership::partitioned(),
+    );
+    b.connect(cp("cp-b").await);
+    let page = eventually(Duration::from_secs(10), "cp-b reads cp-a's page", || {
+        let b = b.clone();
+        async move {
+            b.page(token, 0, Upper::To(u64::MAX), wire::MAX_PAGE)
+                .await
+                .ok()
+        }
+    })
+    .await;
+    assert_eq!(page.records.len(), 1000);
+    let (here, _) = index_a
+        .query(token, 0, Upper::To(u64::MAX), wire::MAX_PAGE)
+        .expect("query");
+    assert_eq!(page.records, here);
+
+    let (attacker, _) = as_node(&nats).await;
+    let asked = wire::encode_query(&wire::Query::Page {
+        token,
+        from_ms: 0,
+        upper: Upper::To(u64::MAX),
+        limit: 10,
+    })
+    .expect("encode");
+    let subject =
+        enspace_nats::usage_query_subject(enspace_core::record_batch::partition_of(&token));
+    let answered = attacker.request(subject, asked.into()).await;
+    assert!(answered.is_err(), "a node got an answer: {answered:?}");
 }

@@ -11,6 +11,8 @@ use enspace_accounts::directory::Directory;
 use enspace_store::Store;
 use enspace_store::writer::Writer;
 use enspace_usage::RequestIndex;
+use enspace_usage::ownership::Ownership;
+use enspace_usage::reads::UsageReads;
 
 /// Cloned for every request, so it is one `Arc`: one reference count to
 /// touch rather than one per field.
@@ -27,8 +29,12 @@ impl std::ops::Deref for AppState {
 pub struct AppParts {
     pub store: Store,
     /// Request records by token and time, and each token's last use (the
-    /// request-log indexer's), in a database of their own.
+    /// request-log indexer's), in a database of their own: what this
+    /// process indexes. Routes read a token's records through `usage`.
     pub requests: RequestIndex,
+    /// Reads of a token's request records, answered here or by a process
+    /// that serves its partition.
+    pub usage: UsageReads,
     pub writer: Writer,
     pub directory: Arc<Directory>,
     pub clock: Arc<dyn Clock>,
@@ -110,11 +116,12 @@ impl AppState {
         }
     }
 
-    /// Opens nothing: takes an opened store and request index, and starts
-    /// the store's writer.
+    /// Opens nothing: takes an opened store and request index (with the
+    /// partitions of it this process serves), and starts the store's writer.
     pub fn new(
         store: Store,
         requests: RequestIndex,
+        ownership: Ownership,
         directory: Directory,
         clock: Arc<dyn Clock>,
         metrics: Metrics,
@@ -160,6 +167,7 @@ impl AppState {
         writer.on_commit(move |events| runner.on_commit(events));
         Ok(AppState(Arc::new(AppParts {
             store,
+            usage: UsageReads::new(requests.clone(), ownership),
             requests,
             writer,
             directory: Arc::new(directory),

@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 
 use enspace_core::RequestRecord;
 use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 pub use super::counts::Counts;
@@ -69,7 +70,7 @@ pub struct Ingested {
 }
 
 /// One stats bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bucket {
     pub start_ms: u64,
     pub counts: Counts,
@@ -473,7 +474,7 @@ fn build_insights(tree: &sled::Tree, hours: &sled::Tree) -> Result<(), IndexErro
 }
 
 /// The exclusive upper end of a query.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Upper {
     /// Before this time (the window's `to`).
     To(u64),

@@ -33,6 +33,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use enspace_core::{RequestRecord, Scope};
+use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 use crate::IndexError;
@@ -125,7 +126,7 @@ fn scope_index(scope: Scope) -> usize {
 }
 
 /// Allowed and denied calls and the newest of each (ms; 0 when none).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
     pub allowed: u64,
     pub denied: u64,
@@ -182,7 +183,7 @@ impl Tally {
 
 /// A client IP's calls, how many of them were allowed, and the first and
 /// last of them (ms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen {
     pub count: u64,
     /// Calls allowed (outcome [`Outcome::Allowed`]); 0 for hours stored
@@ -495,8 +496,9 @@ fn visit(bytes: &[u8], to: &mut impl Visitor) -> Result<(), IndexError> {
 }
 
 /// A token's insights over a window: the sum of its hours, with no bound on
-/// the workspaces and IPs it keeps apart.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// the workspaces and IPs it keeps apart (serde: as a forwarded read's
+/// answer, see `reads`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub scopes: [Tally; 3],
     pub workspaces: HashMap<String, Tally>,

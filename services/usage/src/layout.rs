@@ -65,7 +65,7 @@ pub(super) fn be_ulid(bytes: &[u8]) -> Result<Ulid, IndexError> {
 
 /// A position in a token's records: the key of a record, as (`at`, id).
 /// Records strictly before it come next when paging newest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
     pub at_ms: u64,
     pub id: Ulid,

@@ -12,6 +12,10 @@
 //! index and never counted twice. Records are brought within the bounds of
 //! `enspace_core::record_bounds` before they are written, whichever node
 //! sent them.
+//!
+//! Reads go through [`reads::UsageReads`]: a token's records are read here
+//! when this process serves its partition ([`ownership`]), and otherwise
+//! asked of a process that does, over NATS.
 
 pub mod client_ips;
 mod counts;
@@ -26,6 +30,7 @@ pub mod jetstream;
 mod layout;
 pub mod ownership;
 pub mod partitioned;
+pub mod reads;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -74,6 +74,16 @@ impl ApiError {
         Self::new(StatusCode::TOO_MANY_REQUESTS, code, detail).retry_after(retry_after_secs)
     }
 
+    /// `503`: what the request needs cannot be had right now; the caller
+    /// may try again after `retry_after_secs` (sent as `Retry-After`).
+    pub fn service_unavailable(
+        code: &'static str,
+        retry_after_secs: u64,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail).retry_after(retry_after_secs)
+    }
+
     /// Adds `Retry-After` in whole seconds (at least 1).
     pub fn retry_after(mut self, secs: u64) -> Self {
         self.headers

@@ -36,7 +36,7 @@ problem_response!(
 );
 problem_response!(
     Unavailable,
-    "The service cannot take the request right now (the store, or every password hashing slot at sign-in, is busy); retry, after `Retry-After` seconds when given"
+    "The service cannot take the request right now (the store, or every password hashing slot at sign-in, is busy; or no process serving a token's request logs answered, `request_logs_unavailable`); retry, after `Retry-After` seconds when given"
 );
 
 /// `429`: a limit was reached; retry after `Retry-After` seconds.

@@ -73,6 +73,18 @@ pub const NOTICES_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// window are stored once (a receiver keeps it once whatever the stream
 /// holds).
 pub const NOTICES_DUPLICATE_WINDOW: Duration = Duration::from_secs(3600);
+/// Reads of the request index for a token, forwarded to a control-plane
+/// process that serves the token's partition (`enspace_usage::reads`):
+/// `enspace.control.usage.<partition>`, answered by one of the processes in
+/// queue group [`USAGE_QUERIES_QUEUE`]. Under `enspace.control.>`, which
+/// only the control plane's account reaches (`deploy/nats.conf`).
+pub const USAGE_QUERIES_PREFIX: &str = "enspace.control.usage.";
+pub const USAGE_QUERIES_QUEUE: &str = "usage";
+
+/// Where reads of `partition`'s request records are asked.
+pub fn usage_query_subject(partition: u32) -> String {
+    format!("{USAGE_QUERIES_PREFIX}{partition}")
+}
 
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 pub const DEFAULT_REQUEST_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);

@@ -20,7 +20,6 @@ use enspace_cluster::event_stream::repair::Repairer;
 use enspace_cluster::outbox::Outbox;
 use enspace_notify::Delivery;
 use enspace_store::Store;
-use enspace_usage::ownership::Ownership;
 use enspace_usage::{Indexer, IndexerMetrics, NewIpHook, RequestIndex};
 
 /// A started control plane: the state its routes serve, and what an
@@ -30,9 +29,10 @@ pub struct ControlPlane {
     /// The JetStream context, with NATS.
     pub js: Option<jetstream::Context>,
     pub indexer: Indexer,
+    /// The partitions of the request records this process serves (the
+    /// intake sets them; reads follow them).
+    pub ownership: enspace_usage::ownership::Ownership,
     pub keys: Keyring,
-    /// The partitions of the request records this process answers for.
-    pub ownership: Ownership,
     tasks: Tasks,
 }
 
@@ -94,9 +94,17 @@ impl ControlPlane {
         config.deliver_notifications = notify.webhook.is_some() || nats.is_some();
         let retention = config.request_retention;
         let indexer_metrics = IndexerMetrics::register(&mut registry);
+        // The one place where what this process serves of the request logs
+        // is made: every partition alone; in a cluster, those its intake has
+        // caught up with (none at start).
+        let ownership = match cluster {
+            Some(_) => enspace_usage::ownership::Ownership::partitioned(),
+            None => enspace_usage::ownership::Ownership::all(),
+        };
         let state = AppState::new(
             store.clone(),
             requests,
+            ownership.clone(),
             directory,
             clock,
             Metrics::new(registry),
@@ -115,13 +123,6 @@ impl ControlPlane {
         )
         .telling_new_client_ips(state.requests.client_ips()?, new_ip_hook(&state, retention))
         .telling_unauthorized_calls(decoy_hook(&state));
-        // Which partitions of the request records this process answers
-        // for: every one alone; in a cluster, those assigned to it once
-        // its index has caught up with them.
-        let ownership = match cluster {
-            Some(_) => Ownership::partitioned(),
-            None => Ownership::all(),
-        };
         let mut tasks = Tasks::default();
         tasks.spawn("request-retention-sweep", indexer.clone().sweep_forever());
         tasks.spawn(
@@ -237,6 +238,17 @@ impl ControlPlane {
                         ),
                     ),
                 }
+                state.usage.connect(client.clone());
+                if cluster.is_some() {
+                    tasks.spawn(
+                        "usage-queries",
+                        enspace_usage::reads::serve_queries(
+                            client.clone(),
+                            state.requests.clone(),
+                            ownership.clone(),
+                        ),
+                    );
+                }
                 let _ = state.nats.set(client);
                 Some(js)
             }
@@ -272,8 +284,8 @@ impl ControlPlane {
             state,
             js,
             indexer,
-            keys,
             ownership,
+            keys,
             tasks,
         })
     }

@@ -18,8 +18,9 @@ use ulid::Ulid;
 use crate::auth::Caller;
 use crate::routes::own_token::token_not_found;
 use crate::state::AppState;
-use enspace_usage::index::{DAY_MS, key_ms};
+use enspace_usage::index::key_ms;
 use enspace_usage::insights::Summary;
+use enspace_usage::reads::{Timeline, TimelineQuery};
 use enspace_usage::retention_cutoff;
 
 /// Client IPs listed, at most (the most calls first).
@@ -193,15 +194,20 @@ pub async fn token_timeline(
         .filter(|_| token.revoked_reason == Some(RevokeReason::Leaked));
     let (from_ms, to_ms) = (key_ms(from), key_ms(now).saturating_add(1));
     let leak_ms = leaked_at.map(|at| key_ms(at).max(from_ms));
-    let index = state.requests.clone();
-    let (days, summary, leak, dropped) = enspace_http::blocking(move || {
-        let days = index.stats(id, from_ms, to_ms, DAY_MS)?;
-        let summary = index.insights(id, from_ms)?;
-        let leak = leak_ms.map(|ms| index.insights(id, ms)).transpose()?;
-        let dropped = index.drops.dropped(id, from_ms, to_ms)?;
-        Ok::<_, enspace_usage::IndexError>((days, summary, leak, dropped))
-    })
-    .await?;
+    let Timeline {
+        days,
+        summary,
+        leak,
+        dropped,
+    } = state
+        .usage
+        .timeline(TimelineQuery {
+            token: id,
+            from_ms,
+            to_ms,
+            leak_ms,
+        })
+        .await?;
 
     let mut per_status = PerStatus {
         invalid_token: summary.invalid_token,

@@ -45,17 +45,16 @@ pub struct DecoyJson {
     last_used_at: Option<Timestamp>,
 }
 
-/// A decoy as the API shows it (a sled read: call inside [`blocking`]).
-fn decoy_json(state: &AppState, view: TokenView) -> Result<DecoyJson, ApiError> {
-    let last_used_at = state.requests.last_used(view.id)?;
-    Ok(DecoyJson {
-        status: view.status(state.clock.now()),
+/// A decoy as the API shows it, with its last use.
+fn decoy_json(view: TokenView, now: Timestamp, last_used_at: Option<Timestamp>) -> DecoyJson {
+    DecoyJson {
+        status: view.status(now),
         id: view.id,
         description: view.description,
         created_at: view.created_at,
         revoked_at: view.revoked_at,
         last_used_at,
-    })
+    }
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -175,15 +174,20 @@ pub async fn list_decoys(
     caller: Caller,
 ) -> Result<Json<DecoyList>, ApiError> {
     let user = caller.user.id;
-    let decoys = blocking(move || {
-        let views = state.store.projections.tokens_of_user(&user)?;
-        views
-            .into_iter()
-            .filter(|v| v.decoy)
-            .map(|v| decoy_json(&state, v))
-            .collect::<Result<Vec<_>, ApiError>>()
-    })
-    .await?;
+    let projections = state.store.projections.clone();
+    let mut views = blocking(move || projections.tokens_of_user(&user)).await?;
+    views.retain(|v| v.decoy);
+    let ids: Vec<Ulid> = views.iter().map(|v| v.id).collect();
+    // Read here, or where each decoy's partition is served.
+    let mut last_used = state.usage.last_used(&ids).await?;
+    let now = state.clock.now();
+    let decoys = views
+        .into_iter()
+        .map(|v| {
+            let used = last_used.remove(&v.id).flatten();
+            decoy_json(v, now, used)
+        })
+        .collect();
     Ok(Json(DecoyList { decoys }))
 }
 

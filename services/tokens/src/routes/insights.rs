@@ -279,9 +279,7 @@ pub async fn token_insights(
     let now = state.clock.now();
     let from = retention_cutoff(now, state.config.request_retention);
     let (id, cutoff_ms) = (token.id, key_ms(from));
-    // sled reads: off the async runtime, as every blocking read.
-    let index = state.requests.clone();
-    let summary = enspace_http::blocking(move || index.insights(id, cutoff_ms)).await?;
+    let summary = state.usage.insights(id, cutoff_ms).await?;
     Ok(Json(answer(
         &token.scopes,
         &token.workspaces,

@@ -161,12 +161,12 @@ pub async fn list_requests(
     let token = token.id;
     // Past the retention nothing is returned, even before the sweep runs.
     let cutoff = key_ms(retention_cutoff(now, state.config.request_retention));
-    // A range scan of sled: off the async runtime, as every blocking read.
-    let index = state.requests.clone();
-    let (requests, next) =
-        enspace_http::blocking(move || index.query(token, from_ms.max(cutoff), upper, limit))
-            .await?;
-    let next_cursor = next.map(|position| {
+    // Read here, or where the token's partition is served.
+    let page = state
+        .usage
+        .page(token, from_ms.max(cutoff), upper, limit)
+        .await?;
+    let next_cursor = page.next.map(|position| {
         Cursor {
             from_ms: window_from,
             position,
@@ -174,7 +174,7 @@ pub async fn list_requests(
         .encode()
     });
     Ok(Json(RequestPage {
-        requests,
+        requests: page.records,
         next_cursor,
     }))
 }
@@ -223,16 +223,12 @@ pub async fn request_stats(
             format!("at most {MAX_BUCKETS} buckets: narrow the window or use `bucket=day`"),
         ));
     }
-    let token = token.id;
-    let index = state.requests.clone();
-    let (buckets, dropped) = enspace_http::blocking(move || {
-        Ok::<_, enspace_usage::IndexError>((
-            index.stats(token, from_ms, to_ms, bucket_ms)?,
-            index.drops.dropped(token, from_ms, to_ms)?,
-        ))
-    })
-    .await?;
-    let buckets = buckets
+    let stats = state
+        .usage
+        .stats(token.id, from_ms, to_ms, bucket_ms)
+        .await?;
+    let buckets = stats
+        .buckets
         .into_iter()
         .filter_map(|b| {
             let start = Timestamp::from_millisecond(i64::try_from(b.start_ms).ok()?).ok()?;
@@ -248,6 +244,6 @@ pub async fn request_stats(
     Ok(Json(RequestStats {
         bucket,
         buckets,
-        dropped,
+        dropped: stats.dropped,
     }))
 }

@@ -91,16 +91,19 @@ impl TokenJson {
     }
 }
 
-/// A token as the API shows it, with its last use (a sled read: call it
-/// inside [`blocking`]).
-fn token_json(state: &AppState, view: TokenView) -> Result<TokenJson, ApiError> {
-    let last_used = state.requests.last_used(view.id)?;
-    Ok(TokenJson::new(view, state.clock.now(), last_used))
-}
-
-/// `views` as the API shows them (inside [`blocking`]).
-fn tokens_json(state: &AppState, views: Vec<TokenView>) -> Result<Vec<TokenJson>, ApiError> {
-    views.into_iter().map(|v| token_json(state, v)).collect()
+/// `views` as the API shows them, with their last uses (read here, or
+/// where each token's partition is served).
+async fn tokens_json(state: &AppState, views: Vec<TokenView>) -> Result<Vec<TokenJson>, ApiError> {
+    let ids: Vec<Ulid> = views.iter().map(|v| v.id).collect();
+    let mut last_used = state.usage.last_used(&ids).await?;
+    let now = state.clock.now();
+    Ok(views
+        .into_iter()
+        .map(|v| {
+            let used = last_used.remove(&v.id).flatten();
+            TokenJson::new(v, now, used)
+        })
+        .collect())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -426,16 +429,13 @@ pub async fn list_tokens(
 ) -> Result<Json<TokenList>, ApiError> {
     let user = caller.user.id;
     if q.limit.is_none() && q.cursor.is_none() {
-        let tokens = blocking(move || {
-            let mut views = state.store.projections.tokens_of_user(&user)?;
-            // Decoys are listed apart (`GET /v1/decoys`).
-            views.retain(|v| !v.decoy);
-            tokens_json(&state, views)
-        })
-        .await?;
+        let projections = state.store.projections.clone();
+        let mut views = blocking(move || projections.tokens_of_user(&user)).await?;
+        // Decoys are listed apart (`GET /v1/decoys`).
+        views.retain(|v| !v.decoy);
         // The whole list, shaped as it always was (no `next_cursor`).
         return Ok(Json(TokenList {
-            tokens,
+            tokens: tokens_json(&state, views).await?,
             next_cursor: None,
         }));
     }
@@ -454,16 +454,11 @@ pub async fn list_tokens(
             })
         })
         .transpose()?;
-    let (tokens, next) = blocking(move || {
-        let (views, next) = state
-            .store
-            .projections
-            .tokens_of_user_page(&user, before, limit)?;
-        Ok::<_, ApiError>((tokens_json(&state, views)?, next))
-    })
-    .await?;
+    let projections = state.store.projections.clone();
+    let (views, next) =
+        blocking(move || projections.tokens_of_user_page(&user, before, limit)).await?;
     Ok(Json(TokenList {
-        tokens,
+        tokens: tokens_json(&state, views).await?,
         next_cursor: Some(next.map(|id| id.to_string())),
     }))
 }
@@ -479,7 +474,12 @@ pub async fn get_token(
     State(state): State<AppState>,
     OwnToken { token, .. }: OwnToken,
 ) -> Result<Json<TokenJson>, ApiError> {
-    Ok(Json(blocking(move || token_json(&state, token)).await?))
+    let last_used = state.usage.last_used(&[token.id]).await?.remove(&token.id);
+    Ok(Json(TokenJson::new(
+        token,
+        state.clock.now(),
+        last_used.flatten(),
+    )))
 }
 
 /// Revoke a token, at once on every API node. Revoking it again changes nothing.

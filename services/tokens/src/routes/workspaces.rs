@@ -85,19 +85,24 @@ pub async fn list_workspace_tokens(
 ) -> Result<Json<WorkspaceTokens>, ApiError> {
     admin(&caller, &workspace)?;
     let now = state.clock.now();
-    let ws = workspace.clone();
-    let (policy, tokens) = enspace_http::blocking(move || {
-        let policy = state.store.projections.policy(&ws)?;
-        let tokens = state
-            .store
-            .projections
-            .tokens_in_workspace(&ws)?
-            .into_iter()
-            .map(|view| workspace_token(&state, &policy, view, now))
-            .collect::<Result<Vec<_>, ApiError>>()?;
-        Ok::<_, ApiError>((policy, tokens))
+    let (ws, projections) = (workspace.clone(), state.store.projections.clone());
+    let (policy, views) = enspace_http::blocking(move || {
+        Ok::<_, enspace_store::StoreError>((
+            projections.policy(&ws)?,
+            projections.tokens_in_workspace(&ws)?,
+        ))
     })
     .await?;
+    let ids: Vec<Ulid> = views.iter().map(|v| v.id).collect();
+    // Read here, or where each token's partition is served.
+    let mut last_used = state.usage.last_used(&ids).await?;
+    let tokens = views
+        .into_iter()
+        .map(|view| {
+            let used = last_used.remove(&view.id).flatten();
+            workspace_token(&state, &policy, view, now, used)
+        })
+        .collect();
     Ok(Json(WorkspaceTokens {
         workspace,
         policy,
@@ -110,13 +115,14 @@ fn workspace_token(
     policy: &WorkspacePolicy,
     view: TokenView,
     now: Timestamp,
-) -> Result<WorkspaceToken, ApiError> {
-    Ok(WorkspaceToken {
+    last_used_at: Option<Timestamp>,
+) -> WorkspaceToken {
+    WorkspaceToken {
         id: view.id,
         owner_name: state.directory.user(&view.user_id).map(|u| u.name.clone()),
         compliant: policy.complies(&view),
         status: view.status(now),
-        last_used_at: state.requests.last_used(view.id)?,
+        last_used_at,
         owner: view.user_id,
         description: view.description,
         expiration: view.expiration,
@@ -126,7 +132,7 @@ fn workspace_token(
         expires_at: view.expires_at,
         revoked_at: view.revoked_at,
         revoked_reason: view.revoked_reason,
-    })
+    }
 }
 
 /// Revoke a token that can reach the workspace (admins only), at once on
