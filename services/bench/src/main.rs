@@ -2,7 +2,7 @@
 //! prints its figure beside a baseline measured in the same run, and the
 //! ratio (what survives a noisy machine). One module per benchmark.
 
-use enspace_bench_kit::{support, verdict, wrk};
+use enspace_bench_kit::{cluster as clusters, support, verdict, wrk};
 
 mod audit_state;
 mod audit_verify;

@@ -19,8 +19,9 @@ use anyhow::bail;
 use enspace_core::record_batch::{PARTITIONS, partition_of};
 use serde_json::Value;
 
+use crate::clusters::Member;
 use crate::ingest::{publish_through, records};
-use crate::support::{Nats, Process, cpu_seconds};
+use crate::support::{Nats, cpu_seconds};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -125,25 +126,8 @@ async fn one_run(
     for i in 0..n {
         let node = format!("cp-{i}");
         let data = dir.path().join(&node);
-        let process = Process::enspace(
-            binary,
-            &[
-                "tokens",
-                "--cluster",
-                "--data",
-                &data.display().to_string(),
-                "--event-signing-key",
-                &key.display().to_string(),
-                "--nats-url",
-                &nats.url(),
-                "--node-id",
-                &node,
-                "--internal-key",
-                "bench-key",
-            ],
-        )?;
-        process.wait_ready(Duration::from_secs(60))?;
-        members.push((node, process));
+        let member = Member::start(binary, &data, &key, &nats.url(), &node, &["--cluster"])?;
+        members.push((node, member.process));
     }
     let bases: Vec<String> = members
         .iter()

@@ -44,6 +44,8 @@ pub use wire::{Answer, Page, Query, Refusal, Stats, Timeline, TimelineQuery};
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// What `Retry-After` says when no process answered a read.
 pub const RETRY_AFTER_SECS: u64 = 2;
+/// The pause before asking again while no process serves a partition.
+pub const ASK_AGAIN: Duration = Duration::from_millis(100);
 
 /// Why a read of the request index failed.
 #[derive(Debug, thiserror::Error)]
@@ -245,8 +247,36 @@ impl UsageReads {
         Ok((partition, self.ask(partition, &query).await?))
     }
 
-    /// Asks a process serving `partition`, and waits for its answer.
+    /// Asks a process serving `partition`, and waits for its answer. While
+    /// no process serves it (a cluster starting, a partition's owners just
+    /// gone, one handing it over) it asks again every [`ASK_AGAIN`], until
+    /// the read's timeout: a read then waits a moment rather than failing.
     async fn ask(&self, partition: u32, query: &Query) -> Result<Answer, ReadError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let result = self.ask_once(partition, query, deadline).await;
+            let again = matches!(
+                &result,
+                Err(ReadError::Unavailable { .. })
+                    | Err(ReadError::Refused {
+                        refusal: Refusal::NotServed { .. },
+                        ..
+                    })
+            );
+            if !again || tokio::time::Instant::now() + ASK_AGAIN >= deadline {
+                return result;
+            }
+            tokio::time::sleep(ASK_AGAIN).await;
+        }
+    }
+
+    /// Asks once, waiting for the answer until `deadline`.
+    async fn ask_once(
+        &self,
+        partition: u32,
+        query: &Query,
+        deadline: tokio::time::Instant,
+    ) -> Result<Answer, ReadError> {
         let unavailable = |why: String| ReadError::Unavailable { partition, why };
         let bad = |why: String| ReadError::BadAnswer { partition, why };
         let Some(client) = self.nats.get() else {
@@ -266,7 +296,6 @@ impl UsageReads {
             )
             .await
             .map_err(|e| unavailable(format!("cannot send the read: {e}")))?;
-        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut parts = wire::Parts::default();
         loop {
             let message = match tokio::time::timeout_at(deadline, replies.next()).await {

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::{Member, NatsCluster, create_request, ms, wait_writer};
+use super::{create_request, ms};
+use crate::clusters::{Member, NatsCluster, wait_writer};
 use crate::support::{percentile, sign_in};
 use crate::verdict::Verdict;
 
