@@ -215,3 +215,99 @@ async fn each_partition_is_indexed_by_two_of_three_processes_and_a_killed_ones_a
     assert_eq!(back, owners, "the same members, the same assignment");
     indexed_exactly(&c, PER_PARTITION * owned_by(&owners, "cp-c")).await;
 }
+
+/// `value` without the fields, at any depth, that say when it was answered
+/// (a window ending now).
+fn answered_at_removed(mut value: Value) -> Value {
+    fn strip(value: &mut Value) {
+        match value {
+            Value::Object(object) => {
+                for key in ["from", "to", "generated_at", "now", "as_of"] {
+                    object.remove(key);
+                }
+                object.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut value);
+    value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_on_a_process_that_does_not_own_the_tokens_partition_answers_as_its_owners_do() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("event-signing.key");
+    let start = |id: &str| Member::start(&dir.path().join(id), &key, &nats.url(), id, &MANY_TOKENS);
+    let a = start("cp-a");
+    writer(&[&a]).await;
+    let (b, c) = (start("cp-b"), start("cp-c"));
+    let owners = settled(&a, &["cp-a", "cp-b", "cp-c"], Duration::from_secs(60)).await;
+    let members = [&a, &b, &c];
+
+    let alice = a.api.login("alice").await;
+    let (token, _) = a
+        .api
+        .create_token(
+            &alice,
+            &crate::request_logs::token_body("logged", &["read"]),
+        )
+        .await;
+    let id: Ulid = token["id"].as_str().expect("id").parse().expect("ulid");
+    let partition = partition_of(&id) as usize;
+    let (stranger, owning): (Vec<&Member>, Vec<&Member>) = members
+        .iter()
+        .partition(|m| !owners[partition].contains(&m.node_id));
+    assert_eq!((stranger.len(), owning.len()), (1, 2), "{owners:?}");
+    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
+    publish_round(&js, &[id]).await;
+    publish_round(&js, &[id]).await;
+
+    let paths = [
+        // A window given, as the cursor names the window's start.
+        format!("/v1/tokens/{id}/requests?{}", crate::request_logs::wide()),
+        format!(
+            "/v1/tokens/{id}/requests?{}&limit=7",
+            crate::request_logs::wide()
+        ),
+        format!(
+            "/v1/tokens/{id}/requests/stats?{}&bucket=day",
+            crate::request_logs::wide()
+        ),
+        format!("/v1/tokens/{id}/insights"),
+        format!("/v1/audit/tokens/{id}/timeline"),
+        "/v1/tokens".to_owned(),
+    ];
+    // Every member, the one that does not own the partition included,
+    // answers as the owners do, once they hold every record.
+    eventually(
+        Duration::from_secs(30),
+        "the owners holding every record",
+        || async {
+            let page = owning[0]
+                .api
+                .get_ok(&alice, &format!("/v1/tokens/{id}/requests?limit=100"))
+                .await;
+            (page["requests"].as_array()?.len() == 2 * PER_PARTITION as usize).then_some(())
+        },
+    )
+    .await;
+    for path in &paths {
+        let want = answered_at_removed(owning[0].api.get_ok(&alice, path).await);
+        for member in members {
+            let got = answered_at_removed(member.api.get_ok(&alice, path).await);
+            assert_eq!(
+                got, want,
+                "{path} on {} (partition {partition}, owned by {:?})",
+                member.node_id, owners[partition]
+            );
+        }
+    }
+    let listed = owning[0].api.get_ok(&alice, "/v1/tokens").await;
+    assert!(
+        listed["tokens"][0]["last_used_at"].is_string(),
+        "the list shows the token's last use: {listed}"
+    );
+}
