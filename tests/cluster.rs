@@ -141,8 +141,9 @@ async fn holds_every_acked_change(member: &Member, session: &str, acked: &Acked)
     let created = acked.created.lock().expect("lock").clone();
     let revoked = acked.revoked.lock().expect("lock").clone();
     let res = member.api.get(session, "/v1/tokens").await;
-    assert_eq!(res.status(), 200);
+    let status = res.status();
     let list: Value = res.json().await.expect("list");
+    assert_eq!(status, 200, "{} lists the tokens: {list}", member.node_id);
     let listed: std::collections::HashMap<String, bool> = list["tokens"]
         .as_array()
         .expect("tokens")

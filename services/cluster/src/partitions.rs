@@ -207,12 +207,16 @@ pub async fn follow(
             Ok(Some(a)) => a,
             Ok(None) => continue,
             Err(e) => {
-                tracing::debug!(error = %e, "cannot read the partition assignment");
+                tracing::warn!(error = %e, "cannot read the partition assignment");
                 continue;
             }
         };
-        let Ok(live) = members::live(&members_kv).await else {
-            continue;
+        let live = match members::live(&members_kv).await {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the members' reports");
+                continue;
+            }
         };
         let served_by: BTreeMap<String, BTreeSet<u32>> = live
             .into_iter()
@@ -228,6 +232,7 @@ pub async fn follow(
             if *now == wanted {
                 false
             } else {
+                tracing::debug!(partitions = ?wanted, "to index: {wanted:?}");
                 *now = wanted;
                 true
             }

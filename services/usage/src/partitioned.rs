@@ -118,19 +118,32 @@ async fn consume(
     mut to_index: watch::Receiver<BTreeSet<u32>>,
 ) -> Result<(), async_nats::Error> {
     let stream = records_stream(indexer, js, source).await?;
-    let mut streams = Vec::with_capacity(wanted.len() + 1);
-    let mut consumers = BTreeMap::new();
-    for &p in wanted {
-        let consumer = stream
-            .create_consumer(partition_consumer(&source.durable, p))
+    // All at once: with replicated streams each consumer is a group of its
+    // own to elect, and one after the other 16 took 17 s on three servers.
+    let opened = futures::future::try_join_all(wanted.iter().map(|&p| {
+        let stream = &stream;
+        async move {
+            let consumer = stream
+                .create_consumer(partition_consumer(&source.durable, p))
+                .await?;
+            let messages = pull(&consumer).await?;
+            Ok::<_, async_nats::Error>((p, consumer, messages))
+        }
+    }));
+    let drops = async {
+        let drops = stream
+            .create_consumer(drops_consumer(&source.durable))
             .await?;
-        streams.push(pull(&consumer).await?);
+        pull(&drops).await
+    };
+    let (opened, drops) = futures::future::try_join(opened, drops).await?;
+    let mut streams = Vec::with_capacity(opened.len() + 1);
+    let mut consumers = BTreeMap::new();
+    for (p, consumer, messages) in opened {
+        streams.push(messages);
         consumers.insert(p, consumer);
     }
-    let drops = stream
-        .create_consumer(drops_consumer(&source.durable))
-        .await?;
-    streams.push(pull(&drops).await?);
+    streams.push(drops);
     tracing::info!(partitions = ?wanted, "indexing request-record partitions {wanted:?}");
     let messages = futures::stream::select_all(streams);
     let changed = async {
