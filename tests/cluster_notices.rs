@@ -168,3 +168,77 @@ async fn a_decoy_used_on_an_api_node_is_one_notification_with_one_id_on_every_pr
         assert_eq!(decoy_notes(member, &alice, "198.51.100.20").await.len(), 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decoy_used_in_a_partition_the_writer_does_not_index_is_listed_everywhere_and_delivered_once()
+ {
+    let nats = NatsServer::start();
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("event-signing.key");
+    let mut flags = crate::support::cluster::MANY_TOKENS.to_vec();
+    flags.extend_from_slice(&webhook_flags(&receiver));
+    let start = |id: &str| Member::start(&dir.path().join(id), &key, &nats.url(), id, &flags);
+    let a = start("cp-a");
+    writer(&[&a]).await;
+    let (b, c) = (start("cp-b"), start("cp-c"));
+    let owners = crate::partitioned_indexing::settled(
+        &a,
+        &["cp-a", "cp-b", "cp-c"],
+        Duration::from_secs(60),
+    )
+    .await;
+    let edge = api_node(&nats.url(), "edge-1", &["--trusted-proxies", "127.0.0.1"]);
+    let node = crate::support::app::ApiClient::from_base(&edge.base);
+    wait_ready(&node).await;
+    let alice = a.api.login("alice").await;
+    // A decoy whose records the writer (cp-a) does not index: only cp-b
+    // and cp-c see its use and make the notification.
+    let secret = loop {
+        let res = a
+            .api
+            .post_json(&alice, "/v1/decoys", &json!({"description": "canary"}))
+            .await;
+        assert_eq!(res.status(), 201, "at most 20 decoys; 1 in 3 is wanted");
+        let body: Value = res.json().await.expect("json");
+        let id: ulid::Ulid = body["decoy"]["id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("ulid");
+        let partition = enspace_core::record_batch::partition_of(&id) as usize;
+        if !owners[partition].contains("cp-a") {
+            break body["secret"].as_str().expect("secret").to_owned();
+        }
+    };
+    let (_, real) = a.api.create_token(&alice, &create_body("real")).await;
+    wait_status(&node, &real, 200, Duration::from_secs(20)).await;
+    let use_from = |ip: &'static str| {
+        let (client, url, secret) = (node.client.clone(), node.url(RECORDS), secret.clone());
+        async move {
+            let res = client
+                .get(url)
+                .bearer_auth(secret)
+                .header("x-forwarded-for", ip)
+                .send()
+                .await
+                .expect("read");
+            assert_eq!(res.status(), 401);
+        }
+    };
+    use_from("198.51.100.30").await;
+    let on_a = one_note(&a, &alice, "198.51.100.30").await;
+    for member in [&b, &c] {
+        assert_eq!(
+            one_note(member, &alice, "198.51.100.30").await,
+            on_a,
+            "the same notification, with the same id, on {}",
+            member.node_id
+        );
+    }
+    let hooks = after_marker("a second use", use_from("198.51.100.31"), || async {
+        Some(hooks_after(&receiver, "198.51.100.31").await)
+    })
+    .await;
+    assert_eq!(delivered(&hooks, &on_a["id"]), 1, "{hooks:?}");
+}

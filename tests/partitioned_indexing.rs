@@ -88,7 +88,11 @@ async fn partitions(
 /// every one of them owning some partitions, two owners per partition (or
 /// all of them when fewer), and each partition is served by its owners and
 /// no one else; returns the owners of each partition.
-async fn settled(via: &Member, members: &[&str], within: Duration) -> Vec<BTreeSet<String>> {
+pub(crate) async fn settled(
+    via: &Member,
+    members: &[&str],
+    within: Duration,
+) -> Vec<BTreeSet<String>> {
     let wanted: BTreeSet<&str> = members.iter().copied().collect();
     let wanted = &wanted;
     eventually(
@@ -281,19 +285,22 @@ async fn a_query_on_a_process_that_does_not_own_the_tokens_partition_answers_as_
         "/v1/tokens".to_owned(),
     ];
     // Every member, the one that does not own the partition included,
-    // answers as the owners do, once they hold every record.
-    eventually(
-        Duration::from_secs(30),
-        "the owners holding every record",
-        || async {
-            let page = owning[0]
-                .api
-                .get_ok(&alice, &format!("/v1/tokens/{id}/requests?limit=100"))
-                .await;
-            (page["requests"].as_array()?.len() == 2 * PER_PARTITION as usize).then_some(())
-        },
-    )
-    .await;
+    // answers as the owners do, once both owners hold every record (each
+    // indexes on its own; a read elsewhere reaches either).
+    for owner in &owning {
+        eventually(
+            Duration::from_secs(30),
+            "both owners holding every record",
+            || async {
+                let page = owner
+                    .api
+                    .get_ok(&alice, &format!("/v1/tokens/{id}/requests?limit=100"))
+                    .await;
+                (page["requests"].as_array()?.len() == 2 * PER_PARTITION as usize).then_some(())
+            },
+        )
+        .await;
+    }
     for path in &paths {
         let want = answered_at_removed(owning[0].api.get_ok(&alice, path).await);
         for member in members {
