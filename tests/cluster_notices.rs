@@ -90,6 +90,20 @@ async fn hooks_after(receiver: &Receiver, marker_ip: &str) -> Vec<Value> {
     .await
 }
 
+/// Presents the decoy `secret` to the API node `node`, as called from `ip`:
+/// answered as an unknown token.
+async fn use_decoy(node: &crate::support::app::ApiClient, secret: &str, ip: &str) {
+    let res = node
+        .client
+        .get(node.url(RECORDS))
+        .bearer_auth(secret)
+        .header("x-forwarded-for", ip)
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(res.status(), 401);
+}
+
 fn delivered(hooks: &[Value], id: &Value) -> usize {
     hooks.iter().filter(|b| &b["data"]["id"] == id).count()
 }
@@ -140,19 +154,7 @@ async fn a_decoy_used_on_an_api_node_is_one_notification_with_one_id_on_every_pr
     let (_, real) = a.api.create_token(&alice, &create_body("real")).await;
     wait_status(&node, &real, 200, Duration::from_secs(20)).await;
 
-    let use_from = |ip: &'static str| {
-        let (client, url, secret) = (node.client.clone(), node.url(RECORDS), secret.clone());
-        async move {
-            let res = client
-                .get(url)
-                .bearer_auth(secret)
-                .header("x-forwarded-for", ip)
-                .send()
-                .await
-                .expect("read");
-            assert_eq!(res.status(), 401);
-        }
-    };
+    let use_from = |ip: &'static str| use_decoy(&node, &secret, ip);
     use_from("198.51.100.20").await;
     let on_a = one_note(&a, &alice, "198.51.100.20").await;
     let on_b = one_note(&b, &alice, "198.51.100.20").await;
@@ -175,19 +177,8 @@ async fn a_decoy_used_in_a_partition_the_writer_does_not_index_is_listed_everywh
     let nats = NatsServer::start();
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let key = dir.path().join("event-signing.key");
-    let mut flags = crate::support::cluster::MANY_TOKENS.to_vec();
-    flags.extend_from_slice(&webhook_flags(&receiver));
-    let start = |id: &str| Member::start(&dir.path().join(id), &key, &nats.url(), id, &flags);
-    let a = start("cp-a");
-    writer(&[&a]).await;
-    let (b, c) = (start("cp-b"), start("cp-c"));
-    let owners = crate::partitioned_indexing::settled(
-        &a,
-        &["cp-a", "cp-b", "cp-c"],
-        Duration::from_secs(60),
-    )
-    .await;
+    let ([a, b, c], owners) =
+        crate::partitioned_indexing::three(&nats, dir.path(), &webhook_flags(&receiver)).await;
     let edge = api_node(&nats.url(), "edge-1", &["--trusted-proxies", "127.0.0.1"]);
     let node = crate::support::app::ApiClient::from_base(&edge.base);
     wait_ready(&node).await;
@@ -213,19 +204,7 @@ async fn a_decoy_used_in_a_partition_the_writer_does_not_index_is_listed_everywh
     };
     let (_, real) = a.api.create_token(&alice, &create_body("real")).await;
     wait_status(&node, &real, 200, Duration::from_secs(20)).await;
-    let use_from = |ip: &'static str| {
-        let (client, url, secret) = (node.client.clone(), node.url(RECORDS), secret.clone());
-        async move {
-            let res = client
-                .get(url)
-                .bearer_auth(secret)
-                .header("x-forwarded-for", ip)
-                .send()
-                .await
-                .expect("read");
-            assert_eq!(res.status(), 401);
-        }
-    };
+    let use_from = |ip: &'static str| use_decoy(&node, &secret, ip);
     use_from("198.51.100.30").await;
     let on_a = one_note(&a, &alice, "198.51.100.30").await;
     for member in [&b, &c] {

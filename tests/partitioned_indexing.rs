@@ -4,6 +4,7 @@
 //! over by the others within seconds, and nothing is indexed twice.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -14,6 +15,32 @@ use ulid::Ulid;
 use crate::request_logs::record_for;
 use crate::support::cluster::{MANY_TOKENS, Member, writer};
 use crate::support::{NatsServer, eventually};
+
+/// `id`, a process of the cluster on `nats` keeping its data in `dir`
+/// (with the others' key), with `extra` flags.
+pub(crate) fn member(nats: &NatsServer, dir: &Path, id: &str, extra: &[&str]) -> Member {
+    let mut flags = MANY_TOKENS.to_vec();
+    flags.extend_from_slice(extra);
+    let key = dir.join("event-signing.key");
+    Member::start(&dir.join(id), &key, &nats.url(), id, &flags)
+}
+
+/// Three processes, cp-a the writer, once every partition is served by its
+/// owners alone; with each partition's owners.
+pub(crate) async fn three(
+    nats: &NatsServer,
+    dir: &Path,
+    extra: &[&str],
+) -> ([Member; 3], Vec<BTreeSet<String>>) {
+    let a = member(nats, dir, "cp-a", extra);
+    writer(&[&a]).await;
+    let (b, c) = (
+        member(nats, dir, "cp-b", extra),
+        member(nats, dir, "cp-c", extra),
+    );
+    let owners = settled(&a, &["cp-a", "cp-b", "cp-c"], Duration::from_secs(60)).await;
+    ([a, b, c], owners)
+}
 
 /// Records published per partition in each round.
 const PER_PARTITION: u64 = 10;
@@ -157,12 +184,7 @@ fn owned_by(owners: &[BTreeSet<String>], member: &str) -> u64 {
 async fn each_partition_is_indexed_by_two_of_three_processes_and_a_killed_ones_are_taken_over() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    let key = dir.path().join("event-signing.key");
-    let start = |id: &str| Member::start(&dir.path().join(id), &key, &nats.url(), id, &MANY_TOKENS);
-    let a = start("cp-a");
-    writer(&[&a]).await;
-    let (b, mut c) = (start("cp-b"), start("cp-c"));
-    let owners = settled(&a, &["cp-a", "cp-b", "cp-c"], Duration::from_secs(60)).await;
+    let ([a, b, mut c], owners) = three(&nats, dir.path(), &[]).await;
     for m in ["cp-a", "cp-b", "cp-c"] {
         let share = owned_by(&owners, m);
         assert!(
@@ -214,7 +236,7 @@ async fn each_partition_is_indexed_by_two_of_three_processes_and_a_killed_ones_a
 
     // cp-c comes back: it gets its partitions again and resumes them where
     // it was (its first round is not indexed again).
-    c = start("cp-c");
+    c = member(&nats, dir.path(), "cp-c", &[]);
     let back = settled(&a, &["cp-a", "cp-b", "cp-c"], Duration::from_secs(60)).await;
     assert_eq!(back, owners, "the same members, the same assignment");
     indexed_exactly(&c, PER_PARTITION * owned_by(&owners, "cp-c")).await;
@@ -243,12 +265,7 @@ fn answered_at_removed(mut value: Value) -> Value {
 async fn a_query_on_a_process_that_does_not_own_the_tokens_partition_answers_as_its_owners_do() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    let key = dir.path().join("event-signing.key");
-    let start = |id: &str| Member::start(&dir.path().join(id), &key, &nats.url(), id, &MANY_TOKENS);
-    let a = start("cp-a");
-    writer(&[&a]).await;
-    let (b, c) = (start("cp-b"), start("cp-c"));
-    let owners = settled(&a, &["cp-a", "cp-b", "cp-c"], Duration::from_secs(60)).await;
+    let ([a, b, c], owners) = three(&nats, dir.path(), &[]).await;
     let members = [&a, &b, &c];
 
     let alice = a.api.login("alice").await;

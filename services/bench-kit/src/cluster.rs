@@ -218,7 +218,18 @@ impl Member {
 
 /// The writer's node id, as `GET /v1/cluster` on `base` says.
 pub async fn writer_of(client: &reqwest::Client, base: &str) -> Option<String> {
-    let view: serde_json::Value = client
+    let view = view(client, base).await?;
+    let writer = view["writer"].as_str()?.to_owned();
+    view["members"]
+        .as_array()?
+        .iter()
+        .any(|m| m["node_id"] == writer.as_str() && m["role"] == "writer")
+        .then_some(writer)
+}
+
+/// `GET /v1/cluster` on `base`, with the benchmarks' internal key.
+pub async fn view(client: &reqwest::Client, base: &str) -> Option<serde_json::Value> {
+    client
         .get(format!("{base}/v1/cluster"))
         .bearer_auth("bench-key")
         .send()
@@ -227,13 +238,7 @@ pub async fn writer_of(client: &reqwest::Client, base: &str) -> Option<String> {
         .bytes()
         .await
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())?;
-    let writer = view["writer"].as_str()?.to_owned();
-    view["members"]
-        .as_array()?
-        .iter()
-        .any(|m| m["node_id"] == writer.as_str() && m["role"] == "writer")
-        .then_some(writer)
+        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 pub async fn wait_writer(client: &reqwest::Client, bases: &[String]) -> anyhow::Result<String> {

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use enspace_core::record_batch::{PARTITIONS, partition_of};
-use serde_json::Value;
 
 use crate::clusters::Member;
 use crate::ingest::{publish_through, records};
@@ -215,16 +214,7 @@ async fn settled_now(
     base: &str,
     n: usize,
 ) -> Option<BTreeMap<usize, Vec<String>>> {
-    let view: Value = http
-        .get(format!("{base}/v1/cluster"))
-        .bearer_auth("bench-key")
-        .send()
-        .await
-        .ok()?
-        .bytes()
-        .await
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())?;
+    let view = crate::clusters::view(http, base).await?;
     let members = view["members"].as_array()?;
     if members.len() != n {
         return None;

@@ -36,27 +36,27 @@ pub const CATCH_UP_CHECK: Duration = Duration::from_millis(250);
 
 /// The durable consumer of one partition.
 pub fn partition_consumer(durable: &str, partition: u32) -> consumer::pull::Config {
-    consumer::pull::Config {
-        durable_name: Some(format!("{durable}-p{partition}")),
-        description: Some(format!(
-            "request-log indexer of enspace tokens, partition {partition}"
-        )),
-        filter_subject: partition_subject(partition),
-        deliver_policy: consumer::DeliverPolicy::All,
-        ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: ACK_WAIT,
-        max_ack_pending: MAX_ACK_PENDING,
-        inactive_threshold: INACTIVE_THRESHOLD,
-        ..Default::default()
-    }
+    indexer_consumer(
+        format!("{durable}-p{partition}"),
+        format!("request-log indexer of enspace tokens, partition {partition}"),
+        partition_subject(partition),
+    )
 }
 
 /// The durable consumer of every node's counts of dropped records.
 pub fn drops_consumer(durable: &str) -> consumer::pull::Config {
+    indexer_consumer(
+        format!("{durable}-drops"),
+        "request-log indexer of enspace tokens, drop counts".to_owned(),
+        format!("enspace.requests.*.{}", DroppedRecords::SUBJECT_SUFFIX),
+    )
+}
+
+fn indexer_consumer(name: String, description: String, filter: String) -> consumer::pull::Config {
     consumer::pull::Config {
-        durable_name: Some(format!("{durable}-drops")),
-        description: Some("request-log indexer of enspace tokens, drop counts".to_owned()),
-        filter_subject: format!("enspace.requests.*.{}", DroppedRecords::SUBJECT_SUFFIX),
+        durable_name: Some(name),
+        description: Some(description),
+        filter_subject: filter,
         deliver_policy: consumer::DeliverPolicy::All,
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: ACK_WAIT,

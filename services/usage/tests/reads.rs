@@ -64,6 +64,16 @@ impl Drop for Nats {
 
 const T0: u64 = 1_790_000_000_000 - 1_790_000_000_000 % DAY_MS;
 
+/// An index in `dir` holding 10 records of a new token.
+fn with_ten_records(dir: &tempfile::TempDir) -> (RequestIndex, Ulid) {
+    let index = index(dir);
+    let token = Ulid::new();
+    index
+        .ingest(&records_of(token, 10), Timestamp::UNIX_EPOCH)
+        .expect("ingest");
+    (index, token)
+}
+
 fn index(dir: &tempfile::TempDir) -> RequestIndex {
     RequestIndex::open_in(dir.path()).expect("open the index")
 }
@@ -329,11 +339,7 @@ async fn a_malformed_or_misdirected_query_gets_an_error_reply_and_the_server_kee
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let index_a = index(&dir_a);
-    let token = Ulid::new();
-    index_a
-        .ingest(&records_of(token, 10), Timestamp::UNIX_EPOCH)
-        .expect("ingest");
+    let (index_a, token) = with_ten_records(&dir_a);
     tokio::spawn(serve_queries(
         nats.client().await,
         index_a.clone(),
@@ -392,11 +398,7 @@ async fn a_read_made_while_nobody_serves_the_partition_is_answered_once_someone_
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let index_a = index(&dir_a);
-    let token = Ulid::new();
-    index_a
-        .ingest(&records_of(token, 10), Timestamp::UNIX_EPOCH)
-        .expect("ingest");
+    let (index_a, token) = with_ten_records(&dir_a);
     let b = UsageReads::new(index(&dir_b), Ownership::partitioned());
     b.connect(nats.client().await);
     let client = nats.client().await;
@@ -421,11 +423,7 @@ async fn a_process_answers_a_partition_exactly_while_it_serves_it() {
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let index_a = index(&dir_a);
-    let token = Ulid::new();
-    index_a
-        .ingest(&records_of(token, 10), Timestamp::UNIX_EPOCH)
-        .expect("ingest");
+    let (index_a, token) = with_ten_records(&dir_a);
     let owns = Ownership::partitioned();
     tokio::spawn(serve_queries(nats.client().await, index_a, owns.clone()));
     let b = UsageReads::new(index(&dir_b), Ownership::partitioned())
