@@ -48,17 +48,6 @@ impl Notifications {
                 made += 1;
             }
         }
-        // Told from a request-log batch, which is acknowledged once this
-        // returns: what it made must outlive a crash.
-        if made > 0 {
-            self.store.flush()?;
-        }
-        if made > 0 && deliver {
-            self.wake_delivery();
-        }
-        if made > 0 && share {
-            self.wake_sharing();
-        }
-        Ok(made)
+        self.made_from_batch(made, deliver, share)
     }
 }

@@ -220,6 +220,28 @@ impl Notifications {
         self.delivery_enabled && self.delivers.get().is_none_or(|role| role.is_writer())
     }
 
+    /// After notifications were made from a request-log batch, which is
+    /// acknowledged once the caller returns: makes the `made` ones durable
+    /// (they must outlive a crash), then wakes delivery and sharing as they
+    /// apply; answers `made`.
+    pub(crate) fn made_from_batch(
+        &self,
+        made: usize,
+        deliver: bool,
+        share: bool,
+    ) -> Result<usize, StoreError> {
+        if made > 0 {
+            self.store.flush()?;
+            if deliver {
+                self.wake_delivery();
+            }
+            if share {
+                self.wake_sharing();
+            }
+        }
+        Ok(made)
+    }
+
     /// Tells delivery that something was queued.
     pub fn wake_delivery(&self) {
         self.wake.notify_one();
