@@ -335,3 +335,103 @@ async fn a_query_on_a_process_that_does_not_own_the_tokens_partition_answers_as_
         "the list shows the token's last use: {listed}"
     );
 }
+
+/// Publishes `batches` batches of 100 records for each token.
+async fn publish_burst(js: &jetstream::Context, tokens: &[Ulid], batches: usize) {
+    let now = jiff::Timestamp::now();
+    for _ in 0..batches {
+        for token in tokens {
+            let records: Vec<Vec<u8>> = (0..100)
+                .map(|_| record_for(&token.to_string(), now).to_msgpack())
+                .collect();
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", Ulid::new().to_string().as_str());
+            headers.insert(COUNT_HEADER, "100");
+            js.publish_with_headers(
+                partition_subject(partition_of(token)),
+                headers,
+                record_batch::encode(&records).into(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_mid_burst_resumes_its_partitions_and_counts_each_record_once() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ([a, _b, mut c], owners) = three(&nats, dir.path(), &[]).await;
+    // One of alice's tokens in each partition, so that cp-c's answers for
+    // its own partitions can be read back through the API.
+    let alice = a.api.login("alice").await;
+    let mut tokens: BTreeMap<u32, Ulid> = BTreeMap::new();
+    while tokens.len() < PARTITIONS as usize {
+        let (token, _) = a
+            .api
+            .create_token(&alice, &crate::request_logs::token_body("burst", &["read"]))
+            .await;
+        let id: Ulid = token["id"].as_str().expect("id").parse().expect("ulid");
+        tokens.entry(partition_of(&id)).or_insert(id);
+    }
+    let tokens: Vec<Ulid> = tokens.into_values().collect();
+    let theirs: Vec<Ulid> = tokens
+        .iter()
+        .copied()
+        .filter(|t| owners[partition_of(t) as usize].contains("cp-c"))
+        .collect();
+    const BATCHES: usize = 40;
+    let expected = theirs.len() as u64 * BATCHES as u64 * 100;
+
+    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
+    publish_burst(&js, &tokens, BATCHES).await;
+    // SIGKILL cp-c while it is indexing the burst, and show that it was.
+    let at_kill = eventually(Duration::from_secs(60), "cp-c indexing", || async {
+        let n = indexed(&c).await;
+        (n > 0).then_some(n)
+    })
+    .await;
+    c.process.kill();
+    assert!(
+        at_kill < expected,
+        "the kill came after cp-c had indexed all {expected} records; make the burst larger"
+    );
+    eprintln!("cp-c SIGKILLed with {at_kill} of its {expected} records indexed");
+
+    // Back, it takes up its partitions where its acks were, and its own
+    // index (read here once it serves them again) counts each record once.
+    c = member(&nats, dir.path(), "cp-c", &[]);
+    settled(&a, &["cp-a", "cp-b", "cp-c"], Duration::from_secs(60)).await;
+    for token in &theirs {
+        eventually(
+            Duration::from_secs(60),
+            "every record of the burst, once",
+            || async {
+                let stats = c
+                    .api
+                    .get_ok(
+                        &alice,
+                        &format!(
+                            "/v1/tokens/{token}/requests/stats?{}&bucket=day",
+                            crate::request_logs::wide()
+                        ),
+                    )
+                    .await;
+                let total: u64 = stats["buckets"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|b| b["total"].as_u64())
+                    .sum();
+                assert!(
+                    total <= BATCHES as u64 * 100,
+                    "{token} counted {total}: some twice"
+                );
+                (total == BATCHES as u64 * 100).then_some(())
+            },
+        )
+        .await;
+    }
+}
