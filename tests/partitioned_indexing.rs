@@ -55,26 +55,31 @@ fn one_token_per_partition() -> Vec<Ulid> {
     tokens.into_values().collect()
 }
 
-/// Publishes one batch of [`PER_PARTITION`] records for each token, on its
-/// partition's subject, as an API node does.
+/// Publishes one batch of `n` records of `token` on its partition's
+/// subject, as an API node does.
+async fn publish_batch(js: &jetstream::Context, token: &Ulid, n: u64) {
+    let now = jiff::Timestamp::now();
+    let records: Vec<Vec<u8>> = (0..n)
+        .map(|_| record_for(&token.to_string(), now).to_msgpack())
+        .collect();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", Ulid::new().to_string().as_str());
+    headers.insert(COUNT_HEADER, n.to_string().as_str());
+    js.publish_with_headers(
+        partition_subject(partition_of(token)),
+        headers,
+        record_batch::encode(&records).into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("stored");
+}
+
+/// Publishes one batch of [`PER_PARTITION`] records for each token.
 async fn publish_round(js: &jetstream::Context, tokens: &[Ulid]) {
     for token in tokens {
-        let now = jiff::Timestamp::now();
-        let records: Vec<Vec<u8>> = (0..PER_PARTITION)
-            .map(|_| record_for(&token.to_string(), now).to_msgpack())
-            .collect();
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", Ulid::new().to_string().as_str());
-        headers.insert(COUNT_HEADER, PER_PARTITION.to_string().as_str());
-        js.publish_with_headers(
-            partition_subject(partition_of(token)),
-            headers,
-            record_batch::encode(&records).into(),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+        publish_batch(js, token, PER_PARTITION).await;
     }
 }
 
@@ -338,24 +343,9 @@ async fn a_query_on_a_process_that_does_not_own_the_tokens_partition_answers_as_
 
 /// Publishes `batches` batches of 100 records for each token.
 async fn publish_burst(js: &jetstream::Context, tokens: &[Ulid], batches: usize) {
-    let now = jiff::Timestamp::now();
     for _ in 0..batches {
         for token in tokens {
-            let records: Vec<Vec<u8>> = (0..100)
-                .map(|_| record_for(&token.to_string(), now).to_msgpack())
-                .collect();
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", Ulid::new().to_string().as_str());
-            headers.insert(COUNT_HEADER, "100");
-            js.publish_with_headers(
-                partition_subject(partition_of(token)),
-                headers,
-                record_batch::encode(&records).into(),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("stored");
+            publish_batch(js, token, 100).await;
         }
     }
 }
