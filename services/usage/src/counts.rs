@@ -84,7 +84,7 @@ const COUNTS: usize = 32;
 const ENTRY: usize = HOUR_KEY + COUNTS;
 
 /// Journal entries are folded once this many have accumulated...
-pub(super) const FOLD_AFTER_ENTRIES: usize = 64;
+pub(super) const FOLD_AFTER_ENTRIES: usize = 256;
 /// ... or once the pending deltas cover this many token-hours.
 pub(super) const FOLD_AFTER_HOURS: usize = 50_000;
 

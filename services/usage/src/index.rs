@@ -86,11 +86,9 @@ pub struct RequestIndex {
     writer: Arc<Mutex<HashMap<Ulid, u64>>>,
     /// Hourly counts journaled but not yet folded (see `counts.rs`).
     pending: Arc<Mutex<Pending>>,
-    /// The greatest record key the index holds of each token seen since
-    /// start (read from the tree the first time): a record whose key is
-    /// above it cannot be there yet, so only the others are looked up to
-    /// skip what is delivered again.
-    high_water: Arc<Mutex<HashMap<Ulid, RecordKey>>>,
+    /// Which records the tree holds, mostly known without reading it
+    /// (`known.rs`), to skip what is delivered again.
+    known: Arc<Mutex<known::Known>>,
     /// Records API nodes dropped, per token and hour.
     pub drops: super::drops::DropCounts,
     /// The insight counters per token and hour; `None` when they are not
@@ -131,7 +129,7 @@ impl RequestIndex {
             last_used,
             writer: Arc::new(Mutex::new(HashMap::new())),
             pending: Arc::new(Mutex::new(pending)),
-            high_water: Arc::default(),
+            known: Arc::default(),
             drops: super::drops::DropCounts::open(db)?,
             insights: Some(insight_tree),
         })
@@ -304,14 +302,11 @@ impl RequestIndex {
         let mut newest: HashMap<Ulid, u64> = HashMap::new();
         let mut insight_deltas = Deltas::new();
         let counting = self.insights.is_some();
-        let mut high_water = self
-            .high_water
+        let mut known = self
+            .known
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if high_water.len() > LAST_USED_CACHE {
-            high_water.clear();
-        }
-        let mut raised: HashMap<Ulid, RecordKey> = HashMap::new();
+        known.make_room(records.len());
         for r in records {
             let at_ms = key_ms(r.at);
             let seen_at = newest.entry(r.token_id).or_default();
@@ -321,20 +316,15 @@ impl RequestIndex {
                 continue;
             }
             let key = record_key(r.token_id, at_ms, r.id);
-            let above = match high_water.get(&r.token_id) {
-                Some(top) => *top,
-                None => {
-                    let top = self.greatest_record_key(r.token_id)?;
-                    high_water.insert(r.token_id, top);
-                    top
-                }
-            };
-            if !seen.insert(key) || (key <= above && self.tree.contains_key(key)?) {
+            if seen.contains(&key)
+                || known.holds(r.token_id, &key, &self.tree, || {
+                    self.greatest_record_key(r.token_id)
+                })?
+            {
                 outcome.duplicates += 1;
                 continue;
             }
-            let top = raised.entry(r.token_id).or_insert(above);
-            *top = (*top).max(key);
+            seen.insert(key);
             batch.insert(&key[..], encode_record(r)?);
             hourly
                 .entry(hour_key(r.token_id, at_ms - at_ms % HOUR_MS))
@@ -362,8 +352,8 @@ impl RequestIndex {
         }
         // Records, their counts and their insights land together or not at all.
         self.tree.apply_batch(batch)?;
-        high_water.extend(raised);
-        drop(high_water);
+        known.wrote(seen);
+        drop(known);
         if !hourly.is_empty() {
             self.pending().add(seq, hourly);
         }
@@ -490,6 +480,7 @@ impl RequestIndex {
     }
 }
 
+mod known;
 mod query;
 mod sweep;
 #[cfg(test)]
