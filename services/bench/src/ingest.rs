@@ -8,7 +8,8 @@
 //!   with a flush per batch (nothing else done), configured as the token
 //!   service configures its data directory.
 //!
-//! Target: indexer ≥ 80 % of the slower ceiling (issue 26). The indexer
+//! Target: indexer ≥ 80 % of the sled ceiling (issue 26); JetStream's is
+//! far above it and printed for reference. The indexer
 //! runs as the control plane runs it, client IPs and the look at calls
 //! answered 401 included. The stream is filled first
 //! by the API node's own publisher (its rate is printed too).
@@ -228,14 +229,14 @@ async fn measure(args: Args) -> anyhow::Result<()> {
         metrics.duplicates.get()
     );
 
-    let ceiling = sled_rate.min(js_rate);
     println!("  raw ceiling, sled batch insert + flush / 1,000:  {sled_rate:>8.0} records/s");
     println!("  raw ceiling, JetStream fetch + ack each:         {js_rate:>8.0} records/s");
     println!("  the index alone (RequestIndex::ingest / 1,000):  {direct_rate:>8.0} records/s");
     println!("  request-log indexer (durable, acked):            {indexer_rate:>8.0} records/s");
     println!(
-        "  indexer / slower ceiling: {:.2} (target >= 0.80)",
-        indexer_rate / ceiling
+        "  indexer / sled ceiling: {:.2} (target >= 0.80); the index alone / sled ceiling: {:.2}",
+        indexer_rate / sled_rate,
+        direct_rate / sled_rate
     );
     drop(nats);
     Ok(())
