@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use enspace_core::EventEnvelope;
-use enspace_core::events::TokenEventRef;
+use enspace_core::fold::Change;
 use enspace_core::token::RevokeReason;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -167,25 +167,19 @@ impl NotificationProjection {
         let already = self.last_seq()?;
         let mut plan = Plan::new();
         let mut last = already;
-        for envelope in envelopes.iter().filter(|e| e.seq > already) {
+        // What each event did, as the token projections (folded first)
+        // decided it by the shared fold rules: an event those rules ignored
+        // (a second creation of an id or a hash, a revocation naming
+        // another token's hash, a rotation of a revoked token) tells
+        // nothing here either, also on a catch-up long after.
+        for (envelope, change) in tokens.changes(envelopes, already)? {
             last = envelope.seq;
-            // The token as the shared fold rules left it (the projections
-            // are folded first): an event those rules ignored (a second
-            // creation of an id, a revocation naming another hash) does
-            // nothing here either.
-            let Some((token_id, event)) = envelope.token_event() else {
-                // A workspace's event, no token's: nothing to tell.
-                continue;
-            };
-            let view = tokens.token(token_id)?;
-            match event {
-                TokenEventRef::Created(created) => {
-                    let first = view
-                        .as_ref()
-                        .is_some_and(|v| v.secret_hash.to_hex() == created.secret_hash);
-                    if let (true, Some(expires_at)) = (first, created.expires_at) {
+            let token_id = envelope.token_id;
+            match change {
+                Change::Create { created, .. } => {
+                    if let Some(expires_at) = created.expires_at {
                         plan.insert(
-                            envelope.token_id,
+                            token_id,
                             Some(DueEntry {
                                 user_id: created.user_id.clone(),
                                 description: created.description.clone(),
@@ -196,13 +190,12 @@ impl NotificationProjection {
                         );
                     }
                 }
-                TokenEventRef::Revoked(revoked) => {
-                    let Some(view) = view.filter(|v| {
-                        v.revoked_at.is_some() && v.secret_hash.to_hex() == revoked.secret_hash
-                    }) else {
+                Change::Revoke { revoked, .. } => {
+                    // The token, for its description (no event changes it).
+                    let Some(view) = tokens.token(token_id)? else {
                         continue;
                     };
-                    plan.insert(envelope.token_id, None);
+                    plan.insert(token_id, None);
                     if let Some((notification, stage)) = revoked_notification(
                         envelope,
                         &revoked.user_id,
@@ -213,9 +206,8 @@ impl NotificationProjection {
                         self.store.emit(&notification, &[stage.byte()], deliver)?;
                     }
                 }
-                TokenEventRef::Rotated(rotated) => {
-                    let Some(view) = view.filter(|v| v.replaced_by == Some(rotated.replaced_by))
-                    else {
+                Change::Rotate { rotated, .. } => {
+                    let Some(view) = tokens.token(token_id)? else {
                         continue;
                     };
                     if rotated.self_rotated {
@@ -225,28 +217,34 @@ impl NotificationProjection {
                             .emit(&notification, &[Stage::SelfRotated.byte()], deliver)?;
                     }
                     // Its stages move to the new end, if that is earlier.
-                    let current = match plan.get(&envelope.token_id) {
+                    let current = match plan.get(&token_id) {
                         Some(planned) => planned.as_ref().map(|e| e.expires_at),
-                        None => self.current_expiry(envelope.token_id)?,
+                        None => self.current_expiry(token_id)?,
                     };
                     let expires_at = match current {
                         Some(at) if at <= rotated.expires_at => continue,
                         _ => rotated.expires_at,
                     };
-                    if view.revoked_at.is_some() && !plan.contains_key(&envelope.token_id) {
+                    // Revoked since (the projections are ahead on a
+                    // catch-up): its revocation, folded next, takes its
+                    // stages out; none are put back meanwhile.
+                    if view.revoked_at.is_some() && !plan.contains_key(&token_id) {
                         continue;
                     }
                     plan.insert(
-                        envelope.token_id,
+                        token_id,
                         Some(DueEntry {
                             user_id: rotated.user_id.clone(),
                             description: view.description,
                             expires_at,
-                            replaced_by: Some(rotated.replaced_by),
+                            // The token's successor: its first rotation's.
+                            replaced_by: view.replaced_by.or(Some(rotated.replaced_by)),
                             since: Some(envelope.at),
                         }),
                     );
                 }
+                // A workspace's event, or one that changed no token.
+                Change::Workspace(_) | Change::Nothing => {}
             }
         }
         if last == already {

@@ -424,3 +424,150 @@ fn a_self_rotation_is_told_once_even_when_folded_again_and_an_owner_s_rotation_i
     f.fold(&log);
     assert_eq!(f.kinds().len(), 1);
 }
+
+/// Folds `log` both ways the fold meets it: one event at a time, each just
+/// after the token projections folded it, and all at once with the
+/// projections already at the end of the log (a catch-up after a restart).
+fn both_ways(log: &[EventEnvelope]) -> [Fixture; 2] {
+    let live = fixture();
+    for e in log {
+        live.fold(std::slice::from_ref(e));
+    }
+    let catch_up = fixture();
+    catch_up.tokens.apply(log).expect("projections");
+    {
+        let _one = catch_up.notifications.projection.lock().expect("lock");
+        catch_up
+            .notifications
+            .projection
+            .fold(log, &catch_up.tokens, false)
+            .expect("fold");
+    }
+    [live, catch_up]
+}
+
+fn with_reason(mut e: EventEnvelope, reason: RevokeReason) -> EventEnvelope {
+    if let TokenEvent::TokenRevoked(r) = &mut e.event {
+        r.reason = reason;
+    }
+    e
+}
+
+#[test]
+fn a_second_creation_of_an_id_or_of_a_hash_puts_no_expiry_stages() {
+    let expires = ts("2026-03-01T12:00:00Z");
+    let made = month_before(expires);
+    let token = created(1, &hash(1)).at(made).build();
+    let log = [
+        token.clone(),
+        revoked(2, token.token_id, &hash(1)),
+        // The same id and hash again, now with an expiry: the first
+        // creation won, and the token stays revoked.
+        created(3, &hash(1))
+            .token_id(token.token_id)
+            .expires_at(expires)
+            .at(made)
+            .build(),
+        // Another id with a hash already held.
+        created(4, &hash(1)).expires_at(expires).at(made).build(),
+    ];
+    for f in both_ways(&log) {
+        assert!(f.notifications.due.is_empty());
+        assert_eq!(
+            f.notifications.sweep(expires, false).expect("sweep").told,
+            0
+        );
+        assert!(f.kinds().is_empty(), "{:?}", f.kinds());
+    }
+}
+
+#[test]
+fn a_revocation_of_a_revoked_token_or_naming_another_token_s_hash_tells_nothing() {
+    let token = created(1, &hash(1)).build();
+    let other = created(2, &hash(2)).build();
+    let log = [
+        token.clone(),
+        other.clone(),
+        // The owner revoked it: nothing to tell; a later report of a leak
+        // revokes nothing more.
+        revoked(3, token.token_id, &hash(1)),
+        revoked_because(4, &token, &hash(1), RevokeReason::Leaked),
+        // Another token's hash: `other` is not revoked.
+        with_reason(revoked(5, other.token_id, &hash(1)), RevokeReason::Admin),
+    ];
+    for f in both_ways(&log) {
+        assert!(f.kinds().is_empty(), "{:?}", f.kinds());
+    }
+}
+
+#[test]
+fn a_rotation_of_a_revoked_token_tells_nothing() {
+    let token = created(1, &hash(1)).build();
+    let at = ts("2026-03-01T12:00:00Z");
+    let by_owner = rotated(2, &token, &hash(1), at, at + SignedDuration::from_hours(1));
+    let mut by_itself = rotated(4, &token, &hash(1), at, at);
+    if let (TokenEvent::TokenRotated(owner), TokenEvent::TokenRotated(itself)) =
+        (&by_owner.event, &mut by_itself.event)
+    {
+        // The same successor, as a replayed rotation would name.
+        itself.replaced_by = owner.replaced_by;
+        itself.self_rotated = true;
+    }
+    let log = [
+        token.clone(),
+        by_owner,
+        revoked(3, token.token_id, &hash(1)),
+        by_itself,
+    ];
+    for f in both_ways(&log) {
+        assert!(f.kinds().is_empty(), "{:?}", f.kinds());
+        assert!(f.notifications.due.is_empty());
+    }
+}
+
+#[test]
+fn a_second_rotation_moves_the_expiry_stages_to_its_earlier_end() {
+    let expires = ts("2026-03-01T12:00:00Z");
+    let token = created(1, &hash(1))
+        .expires_at(expires)
+        .at(month_before(expires))
+        .build();
+    let first_end = ts("2026-02-20T12:00:00Z");
+    let second_end = ts("2026-02-10T12:00:00Z");
+    let at = second_end - SignedDuration::from_hours(10 * 24);
+    let log = [
+        token.clone(),
+        rotated(2, &token, &hash(1), at, first_end),
+        // A second successor, ending it sooner: the token stops then.
+        rotated(3, &token, &hash(1), at, second_end),
+    ];
+    for f in both_ways(&log) {
+        let view = f
+            .tokens
+            .token(token.token_id)
+            .expect("read")
+            .expect("token");
+        assert_eq!(view.expires_at, Some(second_end));
+        let due: Vec<u64> = f
+            .notifications
+            .due
+            .of_token(token.token_id)
+            .expect("due")
+            .into_iter()
+            .map(|(_, ms)| ms)
+            .collect();
+        assert_eq!(due.last(), Some(&due::key_ms(second_end)), "{due:?}");
+        let told = f.notifications.sweep(second_end, false).expect("sweep");
+        assert_eq!(told.told, 1);
+        assert!(f.notifications.due.is_empty());
+        let kinds = f.kinds();
+        assert_eq!(kinds[0].0, Kind::Expired, "{kinds:?}");
+        // Told with the token's successor: its first rotation's.
+        assert!(
+            kinds[0]
+                .1
+                .contains(&view.replaced_by.expect("linked").to_string()),
+            "{kinds:?}"
+        );
+    }
+}

@@ -28,6 +28,10 @@ pub enum StoreError {
          the head file's): the log was changed"
     )]
     HeadMismatch { seq: u64 },
+    /// A view folded after the token projections asked what an event did
+    /// before they folded it.
+    #[error("the token projections have folded up to seq {folded}, not yet seq {seq}")]
+    NotFolded { seq: u64, folded: u64 },
 }
 
 /// A store failure answers 500 with nothing of its cause; the cause goes to

@@ -4,8 +4,10 @@
 //! `proj_events_by_token` (token id ‖ seq → ()),
 //! `proj_tokens_by_workspace` (workspace ‖ 0 ‖ token id → ()),
 //! `proj_policies` (workspace → its token policy), `proj_signing_keys`
-//! (seq → the `signing_key_rotated` event there) and `proj_meta`
-//! (`last_seq`: the last event folded in).
+//! (seq → the `signing_key_rotated` event there), `proj_token_changes`
+//! (seq → token id, for each event that changed its token: what the views
+//! folded after these read as the event's `Change`, [`Projections::changes`])
+//! and `proj_meta` (`last_seq`: the last event folded in).
 //!
 //! They are folds that remember the last `seq` applied: applying an event
 //! twice changes nothing, and any of them can be dropped and rebuilt from the
@@ -21,7 +23,7 @@ use ulid::Ulid;
 
 use super::{EventLog, StoreError};
 
-pub const PROJECTION_TREES: [&str; 8] = [
+pub const PROJECTION_TREES: [&str; 9] = [
     "proj_tokens",
     "proj_tokens_by_user",
     "proj_tokens_by_hash",
@@ -30,6 +32,7 @@ pub const PROJECTION_TREES: [&str; 8] = [
     "proj_tokens_by_workspace",
     "proj_policies",
     "proj_signing_keys",
+    "proj_token_changes",
 ];
 pub(crate) const LAST_SEQ: &[u8] = b"last_seq";
 /// Present only after a graceful stop: the `last_seq` the projections were
@@ -46,6 +49,7 @@ pub struct Projections {
     by_workspace: sled::Tree,
     policies: sled::Tree,
     signing_keys: sled::Tree,
+    changes: sled::Tree,
 }
 
 /// `owner ‖ 0 ‖ token id`, the key of a token under a user or a workspace.
@@ -118,6 +122,7 @@ impl Projections {
             by_workspace: db.open_tree(PROJECTION_TREES[5])?,
             policies: db.open_tree(PROJECTION_TREES[6])?,
             signing_keys: db.open_tree(PROJECTION_TREES[7])?,
+            changes: db.open_tree(PROJECTION_TREES[8])?,
         };
         if !missing.is_empty() && missing.len() < PROJECTION_TREES.len() {
             tracing::warn!(
@@ -139,6 +144,7 @@ impl Projections {
             &self.by_workspace,
             &self.policies,
             &self.signing_keys,
+            &self.changes,
         ] {
             tree.clear()?;
         }
@@ -213,6 +219,7 @@ impl Projections {
         let mut policies = sled::Batch::default();
         let mut signing_keys = sled::Batch::default();
         let mut new_hashes: HashMap<[u8; 32], Ulid> = HashMap::new();
+        let mut changes = sled::Batch::default();
         for envelope in envelopes.iter().filter(|e| e.seq > already) {
             last = envelope.seq;
             let token_id = match envelope.aggregate() {
@@ -279,6 +286,9 @@ impl Projections {
                     by_workspace.insert(user_key(workspace, token_id), &[][..]);
                 }
             }
+            if change.changes_token() {
+                changes.insert(&envelope.seq.to_be_bytes()[..], &token_id.to_bytes()[..]);
+            }
             let next = fold::update(current, envelope, &change);
             let mut event_key = token_id.to_bytes().to_vec();
             event_key.extend_from_slice(&envelope.seq.to_be_bytes());
@@ -293,6 +303,9 @@ impl Projections {
                 tokens.insert(&id.to_bytes()[..], bytes);
             }
         }
+        // First: a group folded again after a failure part way decides
+        // each event as it did, from the state before the group.
+        self.changes.apply_batch(changes)?;
         self.tokens.apply_batch(tokens)?;
         self.by_user.apply_batch(by_user)?;
         self.by_hash.apply_batch(by_hash)?;
@@ -302,6 +315,40 @@ impl Projections {
         self.signing_keys.apply_batch(signing_keys)?;
         self.meta.insert(LAST_SEQ, &last.to_be_bytes())?;
         Ok(())
+    }
+
+    /// What each event after `after` (of `envelopes`, in `seq` order) did,
+    /// as these projections decided it when they folded it
+    /// (`enspace_core::fold::folded`): what a view folded after them (the
+    /// token cap, notifications) reads instead of the raw events, also when
+    /// it catches up long after. An event these projections have not
+    /// folded yet is refused ([`StoreError::NotFolded`]).
+    pub fn changes<'a>(
+        &self,
+        envelopes: &'a [EventEnvelope],
+        after: u64,
+    ) -> Result<Vec<(&'a EventEnvelope, Change<'a>)>, StoreError> {
+        let folded = self.last_seq()?;
+        envelopes
+            .iter()
+            .filter(|e| e.seq > after)
+            .map(|envelope| {
+                if envelope.seq > folded {
+                    return Err(StoreError::NotFolded {
+                        seq: envelope.seq,
+                        folded,
+                    });
+                }
+                let changed = match envelope.token_event() {
+                    Some((token_id, _)) => self
+                        .changes
+                        .get(envelope.seq.to_be_bytes())?
+                        .is_some_and(|id| id.as_ref() == token_id.to_bytes()),
+                    None => false,
+                };
+                Ok((envelope, fold::folded(envelope, changed)))
+            })
+            .collect()
     }
 
     pub fn token(&self, id: Ulid) -> Result<Option<TokenView>, StoreError> {
@@ -504,6 +551,84 @@ mod tests {
     use enspace_core::fold::{cases, outcome_of};
 
     use super::*;
+
+    /// The rules asked event by event over a map: what `changes` must read
+    /// back.
+    #[derive(Default)]
+    struct Reference {
+        by_id: HashMap<Ulid, TokenView>,
+        by_hash: HashMap<[u8; 32], Ulid>,
+    }
+
+    impl Known for Reference {
+        fn id_known(&self, id: Ulid) -> bool {
+            self.by_id.contains_key(&id)
+        }
+        fn by_hash(&self, hash: &SecretHash) -> Option<(Ulid, bool)> {
+            let v = self.by_id.get(self.by_hash.get(&hash.0)?)?;
+            Some((v.id, v.revoked_at.is_some()))
+        }
+    }
+
+    #[test]
+    fn what_each_event_did_is_read_back_as_the_rules_decided_it_however_it_was_folded() {
+        for case in cases() {
+            let mut reference = Reference::default();
+            let want: Vec<Change<'_>> = case
+                .events
+                .iter()
+                .map(|e| {
+                    let change = fold::change(&reference, e);
+                    if let Change::Create { hash, .. } = &change {
+                        reference.by_hash.insert(hash.0, e.token_id);
+                    }
+                    let state = reference.by_id.remove(&e.token_id);
+                    if let Some(next) = fold::update(state, e, &change) {
+                        reference.by_id.insert(e.token_id, next);
+                    }
+                    change
+                })
+                .collect();
+            let one_by_one =
+                Projections::open(&sled::Config::new().temporary(true).open().expect("sled"))
+                    .expect("open");
+            for e in &case.events {
+                one_by_one.apply(std::slice::from_ref(e)).expect("apply");
+            }
+            let all_at_once =
+                Projections::open(&sled::Config::new().temporary(true).open().expect("sled"))
+                    .expect("open");
+            all_at_once.apply(&case.events).expect("apply");
+            for fold in [&one_by_one, &all_at_once] {
+                let got: Vec<Change<'_>> = fold
+                    .changes(&case.events, 0)
+                    .expect("changes")
+                    .into_iter()
+                    .map(|(_, change)| change)
+                    .collect();
+                assert_eq!(got, want, "{}", case.name);
+                // From a position on: only the events after it.
+                let after = fold
+                    .changes(&case.events, case.events[0].seq)
+                    .expect("changes");
+                assert_eq!(after.len(), case.events.len() - 1, "{}", case.name);
+            }
+        }
+    }
+
+    #[test]
+    fn what_an_event_not_folded_yet_did_is_not_told() {
+        let case = &cases()[1];
+        let projections =
+            Projections::open(&sled::Config::new().temporary(true).open().expect("sled"))
+                .expect("open");
+        projections.apply(&case.events[..1]).expect("apply");
+        let (folded, next) = (case.events[0].seq, case.events[1].seq);
+        match projections.changes(&case.events, 0) {
+            Err(StoreError::NotFolded { seq, folded: at }) => assert_eq!((seq, at), (next, folded)),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn the_projections_fold_every_case_of_the_shared_table() {

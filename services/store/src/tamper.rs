@@ -19,7 +19,7 @@ pub struct Tamper {
 
 /// The trees the token projections live in: every one of them can be
 /// rebuilt from the log.
-pub const PROJECTIONS: [&str; 8] = PROJECTION_TREES;
+pub const PROJECTIONS: [&str; 9] = PROJECTION_TREES;
 
 impl Tamper {
     /// Opens the store in `dir`, which no process may hold.

@@ -140,6 +140,7 @@ impl AppState {
         let quota = crate::token_quota::TokenQuota::new(
             config.limits.max_tokens_per_user,
             store.log.head()?.0,
+            store.projections.clone(),
         );
         let leak_reports =
             crate::leaks::LeakReports::new(config.limits.leak_reports_per_minute, clock.clone());

@@ -16,6 +16,10 @@
 //!   the first time; for a revoked, unknown or other token, nothing.
 //! - `workspace_policy_set` changes no token (a policy binds new tokens):
 //!   it is a workspace's event, and folds to a [`WorkspaceChange`].
+//!
+//! A view folded after the token projections does not ask the rules again
+//! (it does not hold what they ask): [`folded`] gives back an event's
+//! `Change` from what the projections recorded of it.
 
 use ulid::Ulid;
 
@@ -103,6 +107,53 @@ pub fn change<'a>(known: &impl Known, envelope: &'a EventEnvelope) -> Change<'a>
             }
         }
     }
+}
+
+impl Change<'_> {
+    /// Whether the event changed its token: a creation, revocation or
+    /// rotation the rules let through. What a fold records, per event, for
+    /// [`folded`].
+    pub fn changes_token(&self) -> bool {
+        matches!(
+            self,
+            Change::Create { .. } | Change::Revoke { .. } | Change::Rotate { .. }
+        )
+    }
+}
+
+/// What an event already folded did, from what the fold that folded it
+/// recorded: whether it changed its token ([`Change::changes_token`]). A
+/// view folded after the token projections (the token cap, notifications)
+/// reads its changes through this, so it follows the same rules without
+/// holding what they ask, and reads the same `Change` when it catches up
+/// from the log long after the projections folded the event.
+pub fn folded(envelope: &EventEnvelope, changed_token: bool) -> Change<'_> {
+    /// What was known just before an event with that outcome: for a
+    /// change, nothing of a new token, and its live self for any other;
+    /// for nothing, a token that was there already and not this one.
+    struct Recorded {
+        changed: bool,
+        creation: bool,
+        token: Ulid,
+    }
+    impl Known for Recorded {
+        fn id_known(&self, _: Ulid) -> bool {
+            !self.changed
+        }
+        fn by_hash(&self, _: &SecretHash) -> Option<(Ulid, bool)> {
+            match (self.changed, self.creation) {
+                (true, true) => None,
+                (true, false) => Some((self.token, false)),
+                (false, _) => Some((Ulid::nil(), true)),
+            }
+        }
+    }
+    let known = Recorded {
+        changed: changed_token,
+        creation: matches!(envelope.event, TokenEvent::TokenCreated(_)),
+        token: envelope.token_id,
+    };
+    change(&known, envelope)
 }
 
 /// The earlier of a token's expiry and a rotation's end of overlap.
@@ -425,11 +476,12 @@ mod tests {
     }
 
     #[test]
-    fn the_reference_fold_meets_every_case() {
+    fn the_reference_fold_meets_every_case_and_what_it_records_gives_back_each_change() {
         for case in cases() {
             let mut fold = Reference::default();
             for e in &case.events {
                 let change = change(&fold, e);
+                assert_eq!(folded(e, change.changes_token()), change, "{}", case.name);
                 if let Change::Create { hash, .. } = &change {
                     fold.by_hash.insert(hash.0, e.token_id);
                 }
@@ -473,6 +525,7 @@ mod tests {
             })
         );
         assert_eq!(update(None, &envelope, &change), None);
+        assert_eq!(folded(&envelope, change.changes_token()), change);
     }
 
     #[test]

@@ -140,7 +140,7 @@ pub(crate) async fn replace_with_successor(
         blocking(move || {
             state
                 .quota
-                .reserve_successor(&user, &state.store.projections, state.clock.now(), alone)
+                .reserve_successor(&user, state.clock.now(), alone)
                 .map_err(|e| quota_error(&state, e))
         })
         .await?

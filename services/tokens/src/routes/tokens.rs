@@ -361,7 +361,7 @@ pub async fn create_token(
         blocking(move || {
             state
                 .quota
-                .reserve(&user, &state.store.projections, state.clock.now())
+                .reserve(&user, state.clock.now())
                 .map_err(|e| quota_error(&state, e))
         })
         .await?
