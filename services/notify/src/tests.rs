@@ -33,6 +33,12 @@ impl Fixture {
             .expect("fold");
     }
 
+    /// When each stage due for `token` is (ms), soonest first.
+    fn due_ms(&self, token: ulid::Ulid) -> Vec<u64> {
+        let due = self.notifications.due.of_token(token).expect("due");
+        due.into_iter().map(|(_, ms)| ms).collect()
+    }
+
     fn kinds(&self) -> Vec<(Kind, String)> {
         let mut list = self.notifications.store.list("alice", 100).expect("list");
         list.reverse();
@@ -261,11 +267,7 @@ fn rotated(
     expires_at: Timestamp,
 ) -> EventEnvelope {
     EventEnvelope {
-        seq,
-        id: ulid::Ulid::new(),
         at,
-        actor: "alice".into(),
-        token_id: of.token_id,
         event: TokenEvent::TokenRotated(enspace_core::events::TokenRotated {
             user_id: "alice".into(),
             secret_hash: h.to_hex(),
@@ -273,6 +275,7 @@ fn rotated(
             expires_at,
             self_rotated: false,
         }),
+        ..revoked(seq, of.token_id, h)
     }
 }
 
@@ -288,14 +291,7 @@ fn a_rotation_moves_the_expiry_stages_to_the_earlier_end_and_never_later() {
     let sooner = ts("2026-02-10T12:00:00Z");
     let rotated_at = sooner - SignedDuration::from_hours(10 * 24);
     f.fold(&[rotated(2, &token, &hash(1), rotated_at, sooner)]);
-    let due: Vec<u64> = f
-        .notifications
-        .due
-        .of_token(token.token_id)
-        .expect("due")
-        .into_iter()
-        .map(|(_, ms)| ms)
-        .collect();
+    let due = f.due_ms(token.token_id);
     assert_eq!(due.len(), 3);
     assert_eq!(due[2], due::key_ms(sooner), "expired at the new end");
     // Nothing falls due at the old times any more.
@@ -335,14 +331,7 @@ fn a_rotation_with_an_hours_overlap_tells_no_expiry_and_nothing_dated_before_it(
     let stops = rotated_at + SignedDuration::from_hours(1);
     let rotation = rotated(2, &token, &hash(1), rotated_at, stops);
     f.fold(std::slice::from_ref(&rotation));
-    assert_eq!(
-        f.notifications
-            .due
-            .of_token(token.token_id)
-            .expect("due")
-            .len(),
-        1
-    );
+    assert_eq!(f.due_ms(token.token_id).len(), 1);
     let n = &f.notifications;
     assert_eq!(n.sweep(rotated_at, false).expect("sweep").told, 0);
     assert_eq!(
@@ -379,13 +368,7 @@ fn a_rotation_without_overlap_tells_nothing() {
     f.fold(std::slice::from_ref(&token));
     let rotated_at = ts("2026-02-10T12:00:00Z");
     f.fold(&[rotated(2, &token, &hash(1), rotated_at, rotated_at)]);
-    assert!(
-        f.notifications
-            .due
-            .of_token(token.token_id)
-            .expect("due")
-            .is_empty()
-    );
+    assert!(f.due_ms(token.token_id).is_empty());
     let n = &f.notifications;
     assert_eq!(n.sweep(expires, false).expect("sweep").told, 0);
 }
@@ -548,14 +531,7 @@ fn a_second_rotation_moves_the_expiry_stages_to_its_earlier_end() {
             .expect("read")
             .expect("token");
         assert_eq!(view.expires_at, Some(second_end));
-        let due: Vec<u64> = f
-            .notifications
-            .due
-            .of_token(token.token_id)
-            .expect("due")
-            .into_iter()
-            .map(|(_, ms)| ms)
-            .collect();
+        let due = f.due_ms(token.token_id);
         assert_eq!(due.last(), Some(&due::key_ms(second_end)), "{due:?}");
         let told = f.notifications.sweep(second_end, false).expect("sweep");
         assert_eq!(told.told, 1);

@@ -552,43 +552,11 @@ mod tests {
 
     use super::*;
 
-    /// The rules asked event by event over a map: what `changes` must read
-    /// back.
-    #[derive(Default)]
-    struct Reference {
-        by_id: HashMap<Ulid, TokenView>,
-        by_hash: HashMap<[u8; 32], Ulid>,
-    }
-
-    impl Known for Reference {
-        fn id_known(&self, id: Ulid) -> bool {
-            self.by_id.contains_key(&id)
-        }
-        fn by_hash(&self, hash: &SecretHash) -> Option<(Ulid, bool)> {
-            let v = self.by_id.get(self.by_hash.get(&hash.0)?)?;
-            Some((v.id, v.revoked_at.is_some()))
-        }
-    }
-
     #[test]
     fn what_each_event_did_is_read_back_as_the_rules_decided_it_however_it_was_folded() {
         for case in cases() {
-            let mut reference = Reference::default();
-            let want: Vec<Change<'_>> = case
-                .events
-                .iter()
-                .map(|e| {
-                    let change = fold::change(&reference, e);
-                    if let Change::Create { hash, .. } = &change {
-                        reference.by_hash.insert(hash.0, e.token_id);
-                    }
-                    let state = reference.by_id.remove(&e.token_id);
-                    if let Some(next) = fold::update(state, e, &change) {
-                        reference.by_id.insert(e.token_id, next);
-                    }
-                    change
-                })
-                .collect();
+            let mut reference = enspace_core::fixtures::Reference::default();
+            let want: Vec<Change<'_>> = case.events.iter().map(|e| reference.fold(e)).collect();
             let one_by_one =
                 Projections::open(&sled::Config::new().temporary(true).open().expect("sled"))
                     .expect("open");

@@ -248,11 +248,6 @@ mod tests {
         expires_at: Timestamp,
     ) -> EventEnvelope {
         EventEnvelope {
-            seq,
-            id: Ulid::new(),
-            at: Timestamp::now(),
-            actor: "alice".into(),
-            token_id,
             event: TokenEvent::TokenRotated(TokenRotated {
                 user_id: "alice".into(),
                 secret_hash: hash.to_hex(),
@@ -260,7 +255,14 @@ mod tests {
                 expires_at,
                 self_rotated: false,
             }),
+            ..revoked(seq, token_id, hash)
         }
+    }
+
+    /// Alice's tokens 1, 2 and 3, and a time an hour ago.
+    fn three() -> ([EventEnvelope; 3], Timestamp) {
+        let past = Timestamp::now() - SignedDuration::from_hours(1);
+        ([1, 2, 3].map(|n| created(n.into(), &hash(n)).build()), past)
     }
 
     /// Alice's active tokens once the quota (her tokens read before any
@@ -295,12 +297,7 @@ mod tests {
 
     #[test]
     fn a_creation_takes_a_place_a_revocation_or_an_ended_rotation_frees_it() {
-        let (a, b, c) = (
-            created(1, &hash(1)).build(),
-            created(2, &hash(2)).build(),
-            created(3, &hash(3)).build(),
-        );
-        let past = Timestamp::now() - SignedDuration::from_hours(1);
+        let ([a, b, c], past) = three();
         let log = [
             a.clone(),
             b.clone(),
@@ -334,12 +331,7 @@ mod tests {
 
     #[test]
     fn a_rotation_of_a_revoked_token_or_naming_another_hash_ends_nothing() {
-        let (a, b, c) = (
-            created(1, &hash(1)).build(),
-            created(2, &hash(2)).build(),
-            created(3, &hash(3)).build(),
-        );
-        let past = Timestamp::now() - SignedDuration::from_hours(1);
+        let ([a, b, c], past) = three();
         let log = [
             a.clone(),
             b.clone(),

@@ -4,9 +4,12 @@
 use jiff::Timestamp;
 use ulid::Ulid;
 
+use std::collections::HashMap;
+
 use crate::events::{EventEnvelope, TokenCreated, TokenEvent, TokenRevoked};
+use crate::fold::{Change, Known, change, update};
 use crate::secret::SecretHash;
-use crate::token::{Expiration, Scope};
+use crate::token::{Expiration, Scope, TokenView};
 
 /// A `token_created` event: by default alice's, read-only, on `acme`, that
 /// never expires, with a new token id, made now.
@@ -141,5 +144,38 @@ pub fn revoked(seq: u64, token_id: Ulid, hash: &SecretHash) -> EventEnvelope {
             reason: Default::default(),
             url: None,
         }),
+    }
+}
+
+/// The reference fold: a map by id and one by hash, asking the rules of
+/// `crate::fold` event by event, what any other fold is held against.
+#[derive(Default)]
+pub struct Reference {
+    pub by_id: HashMap<Ulid, TokenView>,
+    pub by_hash: HashMap<[u8; 32], Ulid>,
+}
+
+impl Known for Reference {
+    fn id_known(&self, id: Ulid) -> bool {
+        self.by_id.contains_key(&id)
+    }
+    fn by_hash(&self, hash: &SecretHash) -> Option<(Ulid, bool)> {
+        let v = self.by_id.get(self.by_hash.get(&hash.0)?)?;
+        Some((v.id, v.revoked_at.is_some()))
+    }
+}
+
+impl Reference {
+    /// Folds `e`, answering what it did.
+    pub fn fold<'a>(&mut self, e: &'a EventEnvelope) -> Change<'a> {
+        let change = change(self, e);
+        if let Change::Create { hash, .. } = &change {
+            self.by_hash.insert(hash.0, e.token_id);
+        }
+        let state = self.by_id.remove(&e.token_id);
+        if let Some(next) = update(state, e, &change) {
+            self.by_id.insert(e.token_id, next);
+        }
+        change
     }
 }

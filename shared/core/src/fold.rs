@@ -452,43 +452,16 @@ pub fn outcome_of(view: Option<&TokenView>) -> Outcome {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
-
-    /// The reference fold: a map by id, with `apply`'s rules plus the
-    /// hash index.
-    #[derive(Default)]
-    struct Reference {
-        by_id: HashMap<Ulid, TokenView>,
-        by_hash: HashMap<[u8; 32], Ulid>,
-    }
-
-    impl Known for Reference {
-        fn id_known(&self, id: Ulid) -> bool {
-            self.by_id.contains_key(&id)
-        }
-        fn by_hash(&self, hash: &SecretHash) -> Option<(Ulid, bool)> {
-            let id = self.by_hash.get(&hash.0)?;
-            let v = self.by_id.get(id)?;
-            Some((v.id, v.revoked_at.is_some()))
-        }
-    }
+    use crate::fixtures::Reference;
 
     #[test]
     fn the_reference_fold_meets_every_case_and_what_it_records_gives_back_each_change() {
         for case in cases() {
             let mut fold = Reference::default();
             for e in &case.events {
-                let change = change(&fold, e);
+                let change = fold.fold(e);
                 assert_eq!(folded(e, change.changes_token()), change, "{}", case.name);
-                if let Change::Create { hash, .. } = &change {
-                    fold.by_hash.insert(hash.0, e.token_id);
-                }
-                let state = fold.by_id.remove(&e.token_id);
-                if let Some(next) = update(state, e, &change) {
-                    fold.by_id.insert(e.token_id, next);
-                }
             }
             for (hash, want) in &case.expect {
                 let view = fold.by_hash.get(&hash.0).and_then(|id| fold.by_id.get(id));
