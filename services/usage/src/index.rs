@@ -280,20 +280,60 @@ impl RequestIndex {
         records: &[RequestRecord],
         cutoff: Timestamp,
     ) -> Result<Ingested, IndexError> {
-        self.ingest_with(records, cutoff, || Ok(()))
-            .map(|(done, ())| done)
+        let mut writer = self.lock();
+        let outcome = self.apply(&mut writer, records, cutoff)?;
+        self.finish(outcome, Ok(())).map(|(done, ())| done)
     }
 
     /// [`ingest`](Self::ingest), running `also` (more writes to this
-    /// database, not flushed) once the records are applied and before the
-    /// one flush that makes both durable.
-    pub fn ingest_with<T>(
+    /// database, not flushed) on a thread of its own beside the records'
+    /// writes, then the one flush that makes both durable. (A failure of
+    /// the records' writes still waits for `also`, whose writes are then
+    /// flushed with a later batch.)
+    pub fn ingest_with<T: Send>(
         &self,
         records: &[RequestRecord],
         cutoff: Timestamp,
-        also: impl FnOnce() -> Result<T, IndexError>,
+        also: impl FnOnce() -> Result<T, IndexError> + Send,
     ) -> Result<(Ingested, T), IndexError> {
-        let mut known_last_used = self.lock();
+        let mut writer = self.lock();
+        let (outcome, also) = std::thread::scope(|scope| {
+            let beside = scope.spawn(also);
+            let outcome = self.apply(&mut writer, records, cutoff);
+            let also = beside.join().unwrap_or_else(|_| {
+                Err(IndexError::Corrupt(
+                    "the writes beside the records stopped".into(),
+                ))
+            });
+            (outcome, also)
+        });
+        self.finish(outcome?, also)
+    }
+
+    /// Flushes what a batch wrote, then folds the journal when it is due.
+    /// Callers hold the writer lock.
+    fn finish<T>(
+        &self,
+        outcome: Ingested,
+        also: Result<T, IndexError>,
+    ) -> Result<(Ingested, T), IndexError> {
+        self.db.flush()?;
+        // Folded now, durable with the next flush; until then the journal
+        // entries it removes stay on disk, and so does the count.
+        if self.pending().due() {
+            self.fold()?;
+        }
+        Ok((outcome, also?))
+    }
+
+    /// A batch's writes, not flushed. Callers hold the writer lock
+    /// (`known_last_used`).
+    fn apply(
+        &self,
+        known_last_used: &mut HashMap<Ulid, u64>,
+        records: &[RequestRecord],
+        cutoff: Timestamp,
+    ) -> Result<Ingested, IndexError> {
         let cutoff_ms = key_ms(cutoff);
         let mut outcome = Ingested::default();
         let mut batch = sled::Batch::default();
@@ -379,14 +419,7 @@ impl RequestIndex {
             }
         }
         self.last_used.apply_batch(used)?;
-        let also = also();
-        self.db.flush()?;
-        // Folded now, durable with the next flush; until then the journal
-        // entries it removes stay on disk, and so does the count.
-        if self.pending().due() {
-            self.fold()?;
-        }
-        Ok((outcome, also?))
+        Ok(outcome)
     }
 
     /// Records drop counts from API nodes, durably.
