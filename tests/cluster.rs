@@ -494,18 +494,7 @@ async fn a_change_through_the_writer_is_read_at_once_on_a_follower_and_a_revoked
             "the follower shows a token the writer just created"
         );
         crate::support::distributed::revoke(&writes.api, &session, &token).await;
-        let introspection: Value = reads
-            .api
-            .client
-            .post(reads.api.url("/v1/introspect"))
-            .bearer_auth("test-internal-key")
-            .form(&[("token", secret.as_str())])
-            .send()
-            .await
-            .expect("introspect")
-            .json()
-            .await
-            .expect("json");
+        let introspection = reads.api.introspect(&[("token", secret.as_str())]).await;
         assert_eq!(
             introspection["active"], false,
             "revoked on the writer, inactive on the follower at once"

@@ -34,18 +34,10 @@ async fn make_decoy(member: &Member, alice: &str) -> String {
 
 /// Presents `secret` to `member`'s introspection, as called from `ip`.
 async fn introspect(member: &Member, secret: &str, ip: &str) {
-    let answer: Value = member
+    let answer = member
         .api
-        .client
-        .post(member.api.url("/v1/introspect"))
-        .bearer_auth("test-internal-key")
-        .form(&[("token", secret), ("client_ip", ip)])
-        .send()
-        .await
-        .expect("introspect")
-        .json()
-        .await
-        .expect("json");
+        .introspect(&[("token", secret), ("client_ip", ip)])
+        .await;
     assert_eq!(answer, json!({"active": false}));
 }
 

@@ -16,18 +16,7 @@ use crate::support::{NatsServer, assert_problem, eventually};
 
 /// Whether `secret` introspects as active on `member`.
 async fn active_on(member: &Member, secret: &str) -> bool {
-    let answer: Value = member
-        .api
-        .client
-        .post(member.api.url("/v1/introspect"))
-        .bearer_auth("test-internal-key")
-        .form(&[("token", secret)])
-        .send()
-        .await
-        .expect("introspect")
-        .json()
-        .await
-        .expect("json");
+    let answer = member.api.introspect(&[("token", secret)]).await;
     answer["active"] == true
 }
 

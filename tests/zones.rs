@@ -516,16 +516,7 @@ async fn indexing_is_the_writers_assignment(cluster: &ZonedCluster) {
         eventually(
             Duration::from_secs(20),
             "the call in the request logs",
-            || async {
-                let page: Value = member
-                    .api
-                    .get(&cluster.alice, &format!("/v1/tokens/{id}/requests"))
-                    .await
-                    .json()
-                    .await
-                    .ok()?;
-                (!page["requests"].as_array()?.is_empty()).then_some(())
-            },
+            || member.api.lists_a_call(&cluster.alice, &id),
         )
         .await;
     }

@@ -174,6 +174,32 @@ impl ApiClient {
         format!("{}{path}", self.base)
     }
 
+    /// `POST /v1/introspect` with the internal key and `form`: the answer.
+    pub async fn introspect(&self, form: &[(&str, &str)]) -> Value {
+        self.client
+            .post(self.url("/v1/introspect"))
+            .bearer_auth("test-internal-key")
+            .form(form)
+            .send()
+            .await
+            .expect("introspect")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// Whether token `id`'s request log, as `session` reads it, lists a
+    /// call (`None`: not yet), for `until`.
+    pub async fn lists_a_call(&self, session: &str, id: impl std::fmt::Display) -> Option<()> {
+        let page: Value = self
+            .get(session, &format!("/v1/tokens/{id}/requests"))
+            .await
+            .json()
+            .await
+            .ok()?;
+        (!page["requests"].as_array()?.is_empty()).then_some(())
+    }
+
     /// The process's `/metrics`, as text (asserting it answered 200).
     pub async fn metrics_text(&self) -> String {
         let res = self

@@ -535,3 +535,12 @@ pub async fn records_in(
     }
     Ok(out)
 }
+
+/// Fails unless the `enspace` binary a benchmark starts is at `binary`.
+pub fn require_binary(binary: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        std::path::Path::new(binary).exists(),
+        "{binary} is missing: cargo build --release --bin enspace"
+    );
+    Ok(())
+}

@@ -67,12 +67,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if !Path::new(&args.binary).exists() {
-        bail!(
-            "{} is missing: cargo build --release --bin enspace",
-            args.binary
-        );
-    }
+    crate::support::require_binary(&args.binary)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -6,7 +6,6 @@
 //! Baseline in the same run, interleaved: the same with the owner's
 //! `DELETE /v1/tokens/{id}` in place of the report.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -37,12 +36,7 @@ const RECORDS: &str = "/api/v1/workspaces/acme/records";
 const KEY_ID: &str = "bench-github-key";
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if !Path::new(&args.binary).exists() {
-        bail!(
-            "{} is missing: cargo build --release --bin enspace",
-            args.binary
-        );
-    }
+    crate::support::require_binary(&args.binary)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

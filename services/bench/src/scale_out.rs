@@ -12,7 +12,6 @@
 //! every owner has indexed its partitions' records.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -39,12 +38,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if !Path::new(&args.binary).exists() {
-        bail!(
-            "{} is missing: cargo build --release --bin enspace",
-            args.binary
-        );
-    }
+    crate::support::require_binary(&args.binary)?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
